@@ -1,0 +1,113 @@
+"""LoRA helpers: add / merge adapters, Double- and Single-LoRA.
+
+- **Double-LoRA** (paper default): the alignment adapter is merged into the base weights
+  (``merge_lora``), then a *fresh* adapter is trained for user fine-tuning (``add_lora``).
+- **Single-LoRA**: the alignment adapter keeps training during fine-tuning
+  (``load_lora(model, path, trainable=True)``); the paper's EWC baseline uses it.
+
+Paper setup: rank 8, dropout 0.1, alignment alpha 4 (the reference code later silently set it
+to 1; we keep 4). Default targets: the q/k/v/o projections, found generically as the
+``nn.Linear`` (or GPT-2 ``Conv1D``) leaves inside each layer's attention module
+(``vaccine_lib.models.get_attention_modules``), so every model family works without a table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from torch import nn
+
+from .errors import ConfigError, check_range
+from .models import _unwrap, get_attention_modules
+
+
+def _is_linear(mod: nn.Module) -> bool:
+    if isinstance(mod, nn.Linear):
+        return True
+    return type(mod).__name__ == "Conv1D"  # GPT-2's transposed linear
+
+
+def attention_linear_names(model: nn.Module, layers_path: str | None = None, attn_name: str | None = None) -> list[str]:
+    """Sorted leaf names of the linear layers inside the attention modules (e.g. q_proj, k_proj, v_proj, o_proj)."""
+    names: set[str] = set()
+    for attn in get_attention_modules(model, layers_path, attn_name):
+        for name, mod in attn.named_modules():
+            if name and _is_linear(mod):
+                names.add(name.split(".")[-1])
+    if not names:
+        raise ConfigError(f"no linear layers found inside the attention modules of {type(_unwrap(model)).__name__}; "
+                          "pass target_modules=[...] explicitly")
+    return sorted(names)
+
+
+def add_lora(model: nn.Module, r: int = 8, alpha: float = 4, dropout: float = 0.1,
+             target_modules: Sequence[str] | str | None = None, adapter_name: str = "default"):
+    """Wrap ``model`` in a fresh trainable LoRA adapter (only adapter weights are trainable).
+
+    Args:
+        model: a transformers causal LM (or a ``PeftModel``: a new adapter is then added).
+        r, alpha, dropout: LoRA rank, scaling numerator (scale = alpha / r) and dropout.
+        target_modules: ``None`` = the attention projections (``attention_linear_names``),
+            ``"all-linear"`` = every linear layer except the LM head, or an explicit list.
+        adapter_name: peft adapter name.
+
+    Returns:
+        a ``peft.PeftModel``.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    check_range("r", r, 1, 1 << 16)
+    check_range("dropout", dropout, 0, 1, high_open=True)
+    if target_modules is None:
+        target_modules = attention_linear_names(model)
+    elif not isinstance(target_modules, str):
+        target_modules = list(target_modules)
+    fan_in_fan_out = type(_first_target(model, target_modules)).__name__ == "Conv1D"
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        bias="none", task_type="CAUSAL_LM", fan_in_fan_out=fan_in_fan_out)
+    if isinstance(model, PeftModel):
+        model.add_adapter(adapter_name, config)
+        model.set_adapter(adapter_name)
+        return model
+    return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def _first_target(model: nn.Module, target_modules) -> nn.Module | None:
+    if isinstance(target_modules, str):
+        return None
+    for name, mod in model.named_modules():
+        if name.split(".")[-1] in target_modules:
+            return mod
+    return None
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Merge every LoRA adapter into the base weights and return the plain transformers model.
+
+    A model without adapters is returned unchanged.
+    """
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    return model
+
+
+def save_lora(model: nn.Module, path: str | Path) -> Path:
+    """Save only the adapter weights + config (a few hundred KB) to ``path``."""
+    path = Path(path)
+    model.save_pretrained(str(path))
+    return path
+
+
+def load_lora(model: nn.Module, path: str | Path, trainable: bool = False, adapter_name: str = "default"):
+    """Load a saved adapter onto a base model; ``trainable=True`` for Single-LoRA continuation."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=trainable)
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``{name: param}`` for parameters with ``requires_grad`` (the adapter weights under LoRA)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
