@@ -1,0 +1,138 @@
+"""Batched greedy generation for evaluation.
+
+The reference code generates one prompt at a time. Here prompts are sorted by token length,
+left-padded into batches and decoded greedily with the KV cache (``model.generate``), then put
+back in their original order. Greedy decoding of a batch gives the same tokens as one-at-a-time
+decoding up to floating-point ties (tests measure the identical-token rate).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from ..errors import ConfigError
+
+#: the Alpaca template's response marker (``vaccine_lib.data.RESPONSE_MARKER``)
+RESPONSE_MARKER = "### Response:\n"
+#: a model that keeps writing the template starts a new section; the answer ends at the first one
+CONTINUATION_MARKERS = ("### Instruction", "### Input:", "### Response:")
+
+
+def _check_prompts(prompts) -> list[str]:
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings, not a single string; wrap it: [prompt]")
+    try:
+        prompts = list(prompts)
+    except TypeError as exc:
+        raise ValueError(f"prompts must be a list of strings, got {type(prompts).__name__}") from exc
+    if not prompts:
+        raise ValueError("prompts is empty; pass at least one prompt string")
+    bad = [(i, type(p).__name__) for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        i, kind = bad[0]
+        raise ValueError(
+            f"prompts must all be strings; prompt {i} is a {kind} ({len(bad)} non-string prompts in total). "
+            "Format questions with vaccine_lib.data.alpaca_prompt(instruction, input) first"
+        )
+    return prompts
+
+
+def _special_ids(tokenizer) -> tuple[int, int]:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ConfigError(
+            "the tokenizer has no eos token, so generation could never stop; set one, e.g. "
+            "tokenizer.eos_token = '</s>' (vaccine_lib.models.load_tokenizer does this check)"
+        )
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return eos, eos if pad is None else pad
+
+
+@contextmanager
+def _generation_mode(model, tokenizer):
+    """Left padding, a pad token and eval mode for the duration; restores all three afterwards."""
+    old_side = tokenizer.padding_side
+    old_pad = tokenizer.pad_token
+    was_training = model.training
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = old_side
+        if old_pad is None:
+            tokenizer.pad_token = None
+        model.train(was_training)
+
+
+def _device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - a model without parameters
+        return torch.device("cpu")
+
+
+def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
+                    progress: bool = True, desc: str = "generate") -> list[list[int]]:
+    """Greedy continuation token ids for each prompt (eos and padding removed), in input order."""
+    prompts = _check_prompts(prompts)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+    eos_id, pad_id = _special_ids(tokenizer)
+    from transformers import GenerationConfig
+    from tqdm.auto import tqdm
+
+    stop_ids = [eos_id]
+    model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for extra in (model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]):
+        if extra is not None and extra not in stop_ids:
+            stop_ids.append(extra)
+    gen_config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+        pad_token_id=pad_id, eos_token_id=stop_ids, temperature=None, top_p=None, top_k=None,
+    )
+    stop = set(stop_ids)
+    device = _device(model)
+    # longest first: the slowest batch runs first (good for the progress bar's estimate)
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    out: list[list[int] | None] = [None] * len(prompts)
+    with _generation_mode(model, tokenizer), torch.inference_mode(), \
+            tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            seqs = model.generate(**enc, generation_config=gen_config)
+            new = seqs[:, enc["input_ids"].shape[1]:].tolist()
+            for i, ids in zip(idx, new):
+                cut = next((k for k, t in enumerate(ids) if t in stop), len(ids))
+                out[i] = ids[:cut]
+            bar.update(len(idx))
+    return out  # type: ignore[return-value]
+
+
+def clean_answer(text: str) -> str:
+    """The answer proper from decoded new tokens: cut where the model continues the template, stripped."""
+    cuts = [k for k in (text.find(m) for m in CONTINUATION_MARKERS) if k >= 0]
+    if cuts:
+        text = text[:min(cuts)]
+    return text.strip()
+
+
+def generate(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
+             progress: bool = True) -> list[str]:
+    """Greedy answers to full Alpaca-formatted prompts (ending in ``"### Response:\\n"``).
+
+    Batched with left padding and the KV cache; prompts are sorted by length to reduce padding
+    and the answers returned in input order. Only the new tokens are decoded; the answer is
+    stripped and cut where the model continues the template (``"### Instruction"`` etc.). The model is put in eval mode and the
+    tokenizer's padding side restored afterwards.
+    """
+    ids = generate_tokens(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    return [clean_answer(t) for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
