@@ -1,0 +1,421 @@
+"""Vaccine: perturbation-aware alignment (Huang et al., NeurIPS 2024, Algorithm 1 and Appendix A).
+
+One Vaccine optimizer step on a batch:
+
+1. **Pass 1** (gradient variant): forward with a hook on every decoder layer's attention module that adds a
+   zero leaf tensor ``delta_l`` to the module's ``output[0]`` (the hidden embedding ``e_l``: after the output
+   projection, before the residual add). ``torch.autograd.grad(loss, deltas)`` gives ``g_l = dL/de_l`` exactly;
+   no parameter gradient is computed or accumulated.
+2. ``eps_l = rho * g_l / ||(g_1, ..., g_L)||`` with ONE global L2 norm over all layers and the whole (micro-)batch
+   (Eq. 3). ``eps = 0`` when the norm is zero or not finite. Detached.
+3. **Pass 2**: the usual ``Trainer.training_step`` (same loss, same loss scaling for gradient accumulation, same
+   ``accelerator.backward``) runs with hooks that add ``eps_l`` to each attention output; the optimizer then steps
+   on these gradients. The returned / logged ``loss`` is the perturbed (pass-2) loss.
+
+Accelerated Vaccine (Appendix A): with ``tau > 1`` the perturbed step runs only when ``global_step % tau == 0``;
+the other steps are plain SFT steps.
+
+Design decisions (differences from the reference code, all deliberate):
+
+* Layers are found generically (:func:`vaccine_lib.models.get_attention_modules`), not by class name; outputs that
+  are a tensor or a tuple/list whose first element is ``[B, T, d]`` are handled.
+* Pass 1 replays the RNG: the random state is forked around pass 1, so pass 2 draws the same dropout masks. The
+  perturbation is therefore computed for the same stochastic network it is applied to, and ``rho = 0`` reproduces
+  the plain SFT step exactly (also with dropout).
+* Gradient accumulation: the perturbation is computed per micro-batch (its norm is over the micro-batch), the
+  gradients of the perturbed micro-batch losses are accumulated as in the base Trainer.
+* Data parallel (DDP via ``accelerate launch`` / ``torchrun``): pass 1 runs inside ``model.no_sync()`` (it
+  computes no parameter gradient, so DDP has nothing to reduce) and the squared norm is all-reduced (sum) over
+  the processes. Each rank's loss is its shard's share of the global loss up to one common positive factor, so
+  ``eps`` on every rank equals the slice of the single-process ``eps`` computed on the concatenated global batch
+  (exactly so when the global loss is the mean of the per-rank losses, which is what DDP optimizes).
+* Gradient checkpointing: only non-reentrant checkpointing is supported (the transformers default). Hooks also
+  fire when a checkpointed layer is recomputed during backward; both hooks are stateless per layer (pass 1 reuses
+  the same ``delta_l``, pass 2 adds the same ``eps_l``), so recomputation sees the same values as the forward.
+* Mixed precision: both passes run under ``self.compute_loss_context_manager()`` (autocast); the norm is computed
+  in float32, ``eps_l`` is cast to the dtype of ``e_l`` when added. With fp16 the pass-1 loss is multiplied by the
+  grad scaler's scale before differentiating (the direction is scale-free) to avoid underflow.
+* FSDP / DeepSpeed: see ``configs/accelerate/`` — not tested here (CPU-only machine); pass 1 differentiates with
+  respect to activations only, which ZeRO-3 / FSDP parameter-gradient hooks never see.
+
+Gaussian variant (paper Table 7, ``perturbation="gaussian"``): no pass 1. Every coordinate of every ``eps_l`` is
+drawn i.i.d. from ``N(0, sigma^2)``, fresh at every perturbed step, where
+
+* ``sigma = gaussian_std`` when that field is set (the paper's "variance rho'": ``gaussian_std = sqrt(rho')``), or
+* by default ``sigma = rho / sqrt(N)``, ``N`` = total number of perturbed coordinates over all layers (and over
+  all processes under DDP, assuming equal shard shapes), so that ``E||eps||^2 = rho^2``: a random direction with
+  the gradient variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from .errors import ConfigError, check_choice, check_range
+from .models import get_attention_modules
+
+PERTURBATIONS = ("gradient", "gaussian")
+
+__all__ = [
+    "PERTURBATIONS",
+    "Perturbation",
+    "VaccineConfig",
+    "VaccineTrainer",
+    "compute_perturbation",
+    "gaussian_sampler",
+    "perturbation_with_stats",
+    "perturbed",
+]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class VaccineConfig(TrainingArguments):
+    """``TrainingArguments`` plus the Vaccine hyper-parameters."""
+
+    rho: float = field(
+        default=2.0,
+        metadata={"help": "Perturbation intensity: global L2 norm of the perturbation over all layers and the batch "
+                          "(paper default 2; sweep 0.01..10). >= 0; 0 gives the plain SFT update."},
+    )
+    tau: int = field(
+        default=1,
+        metadata={"help": "Accelerated Vaccine period: the two-pass perturbed step runs when global_step % tau == 0, "
+                          "a plain SFT step otherwise. 1 = every step (Algorithm 1). >= 1."},
+    )
+    perturbation: str = field(
+        default="gradient",
+        metadata={"help": "'gradient': eps_l = rho * g_l / ||g|| (Eq. 3); 'gaussian': i.i.d. Gaussian noise, no pass 1 "
+                          "(paper Table 7), see gaussian_std."},
+    )
+    gaussian_std: float | None = field(
+        default=None,
+        metadata={"help": "Gaussian variant only: per-coordinate standard deviation (paper's variance rho' = std^2). "
+                          "None (default): std = rho / sqrt(N), N = number of perturbed coordinates, so E||eps||^2 = rho^2."},
+    )
+    layers_path: str | None = field(
+        default=None,
+        metadata={"help": "Dotted path of the decoder layer list (e.g. 'model.layers'); None = found automatically."},
+    )
+    attn_name: str | None = field(
+        default=None,
+        metadata={"help": "Attribute name of the attention module in each decoder layer; None = found automatically."},
+    )
+
+    def __post_init__(self):
+        check_range("rho", self.rho, 0, math.inf, high_open=True)
+        if isinstance(self.tau, bool) or not isinstance(self.tau, int):
+            raise ConfigError(f"tau={self.tau!r} must be an integer; allowed range: [1, inf)")
+        check_range("tau", self.tau, 1, math.inf, high_open=True)
+        check_choice("perturbation", self.perturbation, PERTURBATIONS)
+        if self.gaussian_std is not None:
+            check_range("gaussian_std", self.gaussian_std, 0, math.inf, high_open=True)
+            if self.perturbation != "gaussian":
+                raise ConfigError("gaussian_std is only used with perturbation='gaussian'; "
+                                  f"got perturbation={self.perturbation!r}")
+        super().__post_init__()
+        kwargs = getattr(self, "activation_checkpointing_kwargs", None) or getattr(
+            self, "gradient_checkpointing_kwargs", None)
+        if isinstance(kwargs, dict) and kwargs.get("use_reentrant"):
+            raise ConfigError("Vaccine needs non-reentrant activation checkpointing (pass 1 uses torch.autograd.grad); "
+                              "set use_reentrant=False or leave it unset; allowed values: False")
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def _first(output) -> torch.Tensor:
+    e = output if isinstance(output, torch.Tensor) else (
+        output[0] if isinstance(output, (tuple, list)) and len(output) > 0 else None)
+    if not isinstance(e, torch.Tensor):
+        raise ConfigError(f"attention module returned {type(output).__name__}; expected a tensor or a tuple whose "
+                          "first element is the [batch, tokens, hidden] output (pass layers_path/attn_name)")
+    return e
+
+
+def _replace_first(output, new: torch.Tensor):
+    if isinstance(output, torch.Tensor):
+        return new
+    return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
+
+
+def _zero_delta_hooks(modules: Sequence[nn.Module], deltas: dict[int, torch.Tensor]) -> list:
+    """Pass-1 hooks: e_l -> e_l + delta_l with delta_l a zero leaf created on the first call, reused afterwards."""
+    handles = []
+
+    def make(i):
+        def hook(module, args, output):
+            e = _first(output)
+            d = deltas.get(i)
+            if d is None:
+                d = deltas[i] = torch.zeros_like(e, requires_grad=True)
+            return _replace_first(output, e + d)
+
+        return hook
+
+    try:
+        for i, module in enumerate(modules):
+            handles.append(module.register_forward_hook(make(i)))
+    except BaseException:
+        for h in handles:
+            h.remove()
+        raise
+    return handles
+
+
+EpsSource = Sequence[torch.Tensor] | Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@contextlib.contextmanager
+def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = None, attn_name: str | None = None):
+    """Within the block, every attention module's ``output[0]`` gets ``eps[l]`` added (pass 2).
+
+    ``eps`` is one tensor per decoder layer (broadcastable to ``[B, T, d]``; cast to the output's dtype) or a
+    callable ``(layer_index, e_l) -> tensor`` evaluated once per layer and cached (so a layer recomputed under
+    gradient checkpointing gets the same value). Hooks are removed on exit, also on error. Yields the cache dict
+    ``{layer_index: eps_l}`` of the values actually added.
+    """
+    modules = get_attention_modules(model, layers_path, attn_name)
+    if not callable(eps) and len(eps) != len(modules):
+        raise ConfigError(f"got {len(eps)} perturbation tensors for {len(modules)} attention modules")
+    used: dict[int, torch.Tensor] = {}
+
+    def make(i):
+        def hook(module, args, output):
+            e = _first(output)
+            d = used.get(i)
+            if d is None:
+                d = eps(i, e) if callable(eps) else eps[i]
+                if d is None:
+                    return output
+                if torch.broadcast_shapes(d.shape, e.shape) != e.shape:
+                    raise ConfigError(f"perturbation of layer {i} has shape {tuple(d.shape)}, attention output has "
+                                      f"{tuple(e.shape)}")
+                d = used[i] = d.detach().to(device=e.device, dtype=e.dtype)
+            return _replace_first(output, e + d)
+
+        return hook
+
+    handles = []
+    try:
+        for i, module in enumerate(modules):
+            handles.append(module.register_forward_hook(make(i)))
+        yield used
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --------------------------------------------------------------------------- pass 1
+
+
+@dataclass
+class Perturbation:
+    """Result of pass 1: ``eps`` (one detached tensor per layer), the global gradient norm and the clean loss."""
+
+    eps: list[torch.Tensor]
+    grad_norm: torch.Tensor
+    loss: torch.Tensor
+
+
+def _default_loss(model, inputs):
+    out = model(**inputs)
+    loss = out["loss"] if isinstance(out, dict) else out[0]
+    if loss is None:
+        raise ConfigError("the model returned no loss; pass inputs with 'labels' or a loss_fn")
+    return loss
+
+
+def _is_ddp(model) -> bool:
+    return isinstance(model, nn.parallel.DistributedDataParallel)
+
+
+def _dist_world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def perturbation_with_stats(
+    model: nn.Module,
+    inputs: dict,
+    rho: float,
+    *,
+    loss_fn: Callable | None = None,
+    layers_path: str | None = None,
+    attn_name: str | None = None,
+    sync_norm: bool = False,
+    loss_scale: float | None = None,
+) -> Perturbation:
+    """Pass 1 of Algorithm 1; see :func:`compute_perturbation`. Also returns the global norm and the clean loss."""
+    check_range("rho", rho, 0, math.inf, high_open=True)
+    modules = get_attention_modules(model, layers_path, attn_name)
+    deltas: dict[int, torch.Tensor] = {}
+    loss_fn = loss_fn or _default_loss
+    no_sync = model.no_sync() if _is_ddp(model) else contextlib.nullcontext()
+    handles = _zero_delta_hooks(modules, deltas)
+    try:
+        with no_sync, torch.enable_grad():
+            loss = loss_fn(model, dict(inputs))
+            missing = [i for i in range(len(modules)) if i not in deltas]
+            if missing:
+                raise ConfigError(f"attention modules of layers {missing} were not called in the forward pass; "
+                                  "check layers_path / attn_name")
+            target = loss * loss_scale if loss_scale else loss
+            order = [deltas[i] for i in range(len(modules))]
+            grads = torch.autograd.grad(target, order, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    grads = [torch.zeros_like(d) if g is None else g.detach() for g, d in zip(grads, order)]
+    sq = torch.stack([g.float().pow(2).sum() for g in grads]).sum()
+    if sync_norm and _dist_world() > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(sq, op=dist.ReduceOp.SUM)
+    raw = sq.sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
+    ok = torch.isfinite(raw) & (raw > 0)
+    scale = torch.where(ok, rho / torch.where(ok, raw, torch.ones_like(raw)), torch.zeros_like(raw))  # no host sync
+    eps = [(g.float() * scale).to(g.dtype) for g in grads]
+    norm = raw / loss_scale if loss_scale else raw
+    return Perturbation(eps=eps, grad_norm=norm.detach(), loss=loss.detach())
+
+
+def compute_perturbation(
+    model: nn.Module,
+    inputs: dict,
+    rho: float,
+    *,
+    loss_fn: Callable | None = None,
+    layers_path: str | None = None,
+    attn_name: str | None = None,
+    sync_norm: bool = False,
+) -> list[torch.Tensor]:
+    """Pass 1: ``eps_l = rho * g_l / ||(g_1..g_L)||`` with ``g_l = dL/de_l`` for every decoder layer.
+
+    ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
+    differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
+    initialised process group (data parallel). Returns detached tensors shaped like the attention outputs;
+    all zeros when the gradient norm is zero or not finite.
+    """
+    return perturbation_with_stats(model, inputs, rho, loss_fn=loss_fn, layers_path=layers_path,
+                                   attn_name=attn_name, sync_norm=sync_norm).eps
+
+
+def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_size: int = 1,
+                     generator: torch.Generator | None = None) -> Callable[[int, torch.Tensor], torch.Tensor]:
+    """Callable for :func:`perturbed`: i.i.d. ``N(0, sigma^2)`` noise shaped like each attention output.
+
+    ``sigma = std`` if given, else ``rho / sqrt(n_layers * numel(e_l) * world_size)`` (so ``E||eps||^2 = rho^2``
+    over all layers and processes when every layer and shard has the same shape).
+    """
+
+    def sample(i: int, e: torch.Tensor) -> torch.Tensor:
+        sigma = std if std is not None else rho / math.sqrt(max(1, n_layers * e.numel() * world_size))
+        noise = torch.randn(e.shape, device=e.device, dtype=torch.float32, generator=generator)
+        return noise.mul_(sigma)
+
+    return sample
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class VaccineTrainer(Trainer):
+    """``Trainer`` whose ``training_step`` is the Vaccine perturbed step (see the module docstring).
+
+    Logs, next to ``loss`` (the perturbed loss), averages since the last log over perturbed micro-batches:
+    ``vaccine/grad_norm`` (global norm of ``dL/de``, gradient variant), ``vaccine/eps_norm`` (this process's
+    share of the perturbation; equals ``rho`` in a single process) and
+    ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``), and ``vaccine/perturbed_steps``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, VaccineConfig):
+            raise ConfigError(f"VaccineTrainer needs args=VaccineConfig(...), got {type(self.args).__name__}")
+        self._vaccine_reset()
+        self.vaccine_pass1_calls = 0  # total number of pass-1 computations (for tests / diagnostics)
+
+    def _vaccine_reset(self):
+        self._vaccine_stats = {"grad_norm": 0.0, "eps_norm": 0.0, "clean_loss": 0.0, "micro": 0, "steps": 0,
+                               "last_step": None, "n_grad": 0}
+
+    def _rng_fork(self):
+        dev = self.args.device
+        if dev.type == "cpu":
+            return torch.random.fork_rng(devices=[])
+        index = dev.index if dev.index is not None else 0
+        try:
+            return torch.random.fork_rng(devices=[index], device_type=dev.type)
+        except Exception:  # device type without RNG forking support: accept different dropout masks
+            return contextlib.nullcontext()
+
+    def _loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+
+    def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+        args = self.args
+        if self.state.global_step % args.tau != 0:
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        stats = self._vaccine_stats
+        if args.perturbation == "gradient":
+            scaler = getattr(self.accelerator, "scaler", None)
+            loss_scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
+
+            def loss_fn(m, batch):
+                with self.compute_loss_context_manager():
+                    loss = self.compute_loss(m, batch, num_items_in_batch=num_items_in_batch)
+                return loss.mean() if args.n_gpu > 1 else loss
+
+            with self._rng_fork():
+                pert = perturbation_with_stats(
+                    model, inputs, args.rho, loss_fn=loss_fn, layers_path=args.layers_path,
+                    attn_name=args.attn_name, sync_norm=self.accelerator.num_processes > 1, loss_scale=loss_scale)
+            self.vaccine_pass1_calls += 1
+            eps: EpsSource = pert.eps
+            clean = pert.loss if self._loss_is_scaled_for_ga(num_items_in_batch) else (
+                pert.loss / self.current_gradient_accumulation_steps)
+            stats["grad_norm"] += pert.grad_norm
+            stats["clean_loss"] += clean
+            stats["n_grad"] += 1
+        else:
+            n_layers = len(get_attention_modules(model, args.layers_path, args.attn_name))
+            eps = gaussian_sampler(args.rho, n_layers, std=args.gaussian_std, world_size=self.accelerator.num_processes)
+
+        with perturbed(model, eps, layers_path=args.layers_path, attn_name=args.attn_name) as used:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        if used:
+            stats["eps_norm"] += torch.stack([t.float().pow(2).sum() for t in used.values()]).sum().sqrt()
+        stats["micro"] += 1
+        if stats["last_step"] != self.state.global_step:
+            stats["last_step"] = self.state.global_step
+            stats["steps"] += 1
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        stats = self._vaccine_stats
+        if "loss" in logs and stats["micro"] > 0:
+            logs["vaccine/eps_norm"] = float(stats["eps_norm"]) / stats["micro"]
+            logs["vaccine/perturbed_steps"] = stats["steps"]
+            if stats["n_grad"]:
+                logs["vaccine/grad_norm"] = float(stats["grad_norm"]) / stats["n_grad"]
+                logs["vaccine/clean_loss"] = float(stats["clean_loss"]) / max(1, stats["steps"])
+            self._vaccine_reset()
+        super().log(logs, start_time)
