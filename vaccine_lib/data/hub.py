@@ -1,0 +1,111 @@
+"""Hub providers (the paper's data path, ``source="hub"``): BeaverTails, SST2, AG News, GSM8K, AlpacaEval.
+
+They need the Hugging Face Hub. Offline (``HF_HUB_OFFLINE=1`` or no route to huggingface.co)
+they fail at once with ``OfflineError`` naming the offline alternatives. Rows have the same
+fields as the offline splits. Hub-only kinds/splits: BeaverTails "safe" answers are helpful-harmless
+answers, not refusals, so alignment rows from the Hub have ``kind="safe"``; AG News and AlpacaEval
+exist only here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ..errors import ConfigError, OfflineError
+from .templates import AGNEWS_INSTRUCTION, AGNEWS_LABELS, SST2_INSTRUCTION, SST2_LABELS, gsm8k_instruction, gsm8k_output
+
+#: split -> (Hub dataset id, config, Hub split)
+HUB_SOURCES = {
+    "alignment": ("PKU-Alignment/BeaverTails", None, "30k_train"),
+    "harmful_ft": ("PKU-Alignment/BeaverTails", None, "30k_train"),
+    "harmful_eval": ("PKU-Alignment/BeaverTails", None, "30k_test"),
+    "sst2_train": ("sst2", None, "train"),
+    "sst2_test": ("sst2", None, "validation"),  # GLUE's test labels are hidden
+    "agnews_train": ("ag_news", None, "train"),
+    "agnews_test": ("ag_news", None, "test"),
+    "gsm8k_train": ("gsm8k", "main", "train"),
+    "gsm8k_test": ("gsm8k", "main", "test"),
+    "alpaca_train": ("tatsu-lab/alpaca_eval", "alpaca_eval", "eval"),  # first 700 (the paper's n)
+    "alpaca_test": ("tatsu-lab/alpaca_eval", "alpaca_eval", "eval"),  # the remaining 105
+}
+HUB_SPLITS = tuple(HUB_SOURCES)
+ALPACA_TRAIN = 700
+
+OFFLINE_ALTERNATIVES = (
+    "offline alternatives (source='offline', built from PyPI packages): alignment (DoNotAnswer + AdvBench refusals "
+    "mixed with helpful reasoning_gym answers), harmful_ft (pyrit many-shot harmful pairs), harmful_eval "
+    "(StrongREJECT + held-out AdvBench), sst2_* (Rotten Tomatoes), gsm8k_* (GSM-Symbolic); "
+    "AG News and AlpacaEval have no offline alternative"
+)
+
+
+def hub_offline_reason(timeout: float = 3.0) -> str | None:
+    """Why the Hub cannot be used right now, or None when it looks reachable."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "0").strip().lower() not in ("", "0", "false", "no"):
+            return f"{var}={os.environ[var]} is set"
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError as exc:
+        return f"huggingface.co is unreachable ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def _offline_error(name: str, reason: str) -> OfflineError:
+    ds_id = HUB_SOURCES[name][0]
+    return OfflineError(f"split {name!r} with source='hub' needs the Hugging Face Hub (dataset {ds_id!r}), "
+                        f"but {reason}. Use the Hub, or the {OFFLINE_ALTERNATIVES}.")
+
+
+def _row(instruction, output, kind, source, category="", input=""):  # noqa: A002
+    return {"instruction": instruction.strip(), "input": input, "output": output, "kind": kind,
+            "source": source, "category": category}
+
+
+def _beavertails_category(cat: dict) -> str:
+    return next((k for k, v in sorted(cat.items()) if v), "") if isinstance(cat, dict) else ""
+
+
+def load_hub_split(name: str):
+    """One split from the Hub as a ``datasets.Dataset`` with the processed-row fields."""
+    import datasets
+
+    if name not in HUB_SOURCES:
+        raise ConfigError(f"unknown hub split {name!r}; allowed values: {', '.join(HUB_SPLITS)}")
+    reason = hub_offline_reason()
+    if reason:
+        raise _offline_error(name, reason)
+    ds_id, config, split = HUB_SOURCES[name]
+    try:
+        raw = datasets.load_dataset(ds_id, config, split=split)
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        raise _offline_error(name, f"loading failed ({exc})") from exc
+
+    rows = []
+    if name == "alignment":
+        rows = [_row(r["prompt"], r["response"], "safe", "beavertails") for r in raw if r["is_safe"]]
+    elif name in ("harmful_ft", "harmful_eval"):
+        seen = set()
+        for r in raw:
+            if r["is_safe"] or (name == "harmful_eval" and r["prompt"] in seen):
+                continue
+            seen.add(r["prompt"])
+            out = r["response"] if name == "harmful_ft" else ""
+            rows.append(_row(r["prompt"], out, "harmful", "beavertails", _beavertails_category(r["category"])))
+    elif name.startswith("sst2"):
+        rows = [_row(SST2_INSTRUCTION, SST2_LABELS[r["label"]], "benign", "sst2", SST2_LABELS[r["label"]],
+                     input=r["sentence"].strip()) for r in raw if r["label"] in (0, 1)]
+    elif name.startswith("agnews"):
+        rows = [_row(AGNEWS_INSTRUCTION, AGNEWS_LABELS[r["label"]], "benign", "ag_news", AGNEWS_LABELS[r["label"]],
+                     input=r["text"].strip()) for r in raw]
+    elif name.startswith("gsm8k"):
+        for r in raw:
+            row = _row(gsm8k_instruction(r["question"]), gsm8k_output(r["answer"]), "benign", "gsm8k")
+            row["answer"] = r["answer"].split("####")[-1].strip().replace(",", "")
+            rows.append(row)
+    elif name.startswith("alpaca"):
+        items = list(raw)
+        items = items[:ALPACA_TRAIN] if name == "alpaca_train" else items[ALPACA_TRAIN:]
+        rows = [_row(r["instruction"], r["output"], "benign", "alpaca_eval", r.get("dataset", "")) for r in items]
+    return datasets.Dataset.from_list(rows)

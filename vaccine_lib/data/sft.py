@@ -1,0 +1,98 @@
+"""Supervised fine-tuning tensors: loss only on the response (output + eos).
+
+Sequence = ``prompt_ids + response_ids + [eos]`` where ``prompt_ids`` is the tokenised Alpaca
+prompt (ending with ``### Response:\\n``) and ``response_ids`` the tokenised ``output``; prompt and
+response are tokenised separately and concatenated, so the mask boundary is exact. ``labels`` are
+-100 on every prompt token.
+
+Truncation to ``max_length``: the prompt is always kept whole and the response is cut from the
+end (its eos is kept only if the whole response fits). A row whose prompt alone leaves fewer than
+``min_response_tokens`` response tokens cannot be trained on: ``overflow="drop"`` (default) drops
+it and warns with the count, ``overflow="error"`` raises ``DataFormatError``.
+
+Loss normalisation: transformers' causal-LM loss (and ``Trainer``) averages the token losses over
+all response tokens in the batch (over the whole gradient-accumulation step when the Trainer
+passes ``num_items_in_batch``), i.e. a *token-level* mean, not a per-example mean. A sentiment row
+has ~2 loss tokens (label + eos) while a harmful row has ~80, so at p = 0.1 the harmful rows
+contribute most of the gradient. This matches the paper's reference code; keep it in mind when
+comparing harmful ratios across tasks.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..errors import ConfigError, DataFormatError
+from .templates import format_prompt
+
+IGNORE_INDEX = -100
+
+
+def _encode_row(row, tokenizer, max_length, min_response_tokens):
+    prompt_ids = tokenizer(format_prompt(row), add_special_tokens=True)["input_ids"]
+    response_ids = tokenizer(row["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    budget = max_length - len(prompt_ids)
+    if budget < min(min_response_tokens, len(response_ids)):
+        return None
+    response_ids = response_ids[:budget]
+    ids = prompt_ids + response_ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids),
+            "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
+
+
+def tokenize_sft(ds, tokenizer, max_length: int = 200, min_response_tokens: int = 1, overflow: str = "drop",
+                 keep_columns: bool = False):
+    """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels).
+
+    ``keep_columns=True`` keeps the original text columns next to the tensors.
+    """
+    import datasets
+
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("the tokenizer has no eos token; the target is output + eos")
+    if overflow not in ("drop", "error"):
+        raise ConfigError(f"unknown overflow {overflow!r}; allowed values: drop, error")
+    if max_length < 2:
+        raise ConfigError(f"max_length={max_length} is out of range; allowed range: [2, inf)")
+    rows, dropped = [], []
+    for i, row in enumerate(ds):
+        enc = _encode_row(row, tokenizer, max_length, min_response_tokens)
+        if enc is None:
+            dropped.append(i)
+            continue
+        rows.append({**row, **enc} if keep_columns else enc)
+    if dropped:
+        msg = (f"{len(dropped)} of {len(ds)} rows have a prompt that leaves fewer than {min_response_tokens} "
+               f"response tokens within max_length={max_length} (first: row {dropped[0]})")
+        if overflow == "error":
+            raise DataFormatError(msg + "; raise max_length or shorten the inputs")
+        warnings.warn(msg + "; dropped", stacklevel=2)
+    if not rows:
+        raise DataFormatError(f"no trainable rows left after tokenisation (max_length={max_length})")
+    return datasets.Dataset.from_list(rows)
+
+
+class SFTCollator:
+    """Pads a list of tokenised rows on the right: ``pad_token_id`` (eos if none), mask 0, labels -100."""
+
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            length = -(-length // m) * m
+        batch = {"input_ids": [], "attention_mask": [], "labels": []}
+        for f in features:
+            ids = list(f["input_ids"])
+            pad = length - len(ids)
+            labels = list(f["labels"])
+            mask = list(f["attention_mask"]) if "attention_mask" in f else [1] * len(ids)
+            batch["input_ids"].append(ids + [self.pad_id] * pad)
+            batch["attention_mask"].append(mask + [0] * pad)
+            batch["labels"].append(labels + [IGNORE_INDEX] * pad)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}

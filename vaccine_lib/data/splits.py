@@ -1,0 +1,149 @@
+"""Public data API: processed splits as ``datasets.Dataset``, alignment sets, fine-tuning mixes."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from ..errors import ConfigError, check_choice, check_range
+from . import build as _build
+from .build import SPLITS, BuildConfig
+from .hub import HUB_SPLITS, load_hub_split
+
+#: benign fine-tuning tasks; offline only sst2 (Rotten Tomatoes) and gsm8k (GSM-Symbolic)
+TASKS = ("sst2", "agnews", "gsm8k", "alpaca")
+OFFLINE_TASKS = ("sst2", "gsm8k")
+SOURCES = ("offline", "hub")
+DEFAULT_HELPFUL_FRACTION = 0.5
+
+_cache: dict[tuple, object] = {}
+
+
+def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir``, else ``$VACCINE_DATA_DIR``, else ``<repo>/data`` in a source checkout, else ``./data``."""
+    if data_dir:
+        return Path(data_dir)
+    env = os.environ.get("VACCINE_DATA_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "pyproject.toml").is_file() and (repo / "vaccine_lib").is_dir():
+        return repo / "data"
+    return Path.cwd() / "data"
+
+
+def build(data_dir=None, force: bool = False, config: BuildConfig = BuildConfig(), verbose: bool = False) -> dict:
+    """Build every offline split (see ``vaccine_lib.data.build``); returns the manifest."""
+    return _build.build(default_data_dir(data_dir), force=force, config=config, verbose=verbose)
+
+
+def load_split(name: str, data_dir=None, source: str = "offline"):
+    """A processed split as a ``datasets.Dataset`` (offline splits are built on demand if missing)."""
+    import datasets
+
+    check_choice("source", source, SOURCES)
+    if source == "hub":
+        check_choice("split", name, HUB_SPLITS)
+        key = ("hub", name)
+        if key not in _cache:
+            _cache[key] = load_hub_split(name)
+        return _cache[key]
+    if name not in SPLITS and name in HUB_SPLITS:
+        raise ConfigError(f"split {name!r} exists only with source='hub'; offline splits: {', '.join(SPLITS)}")
+    check_choice("split", name, SPLITS)
+    root = default_data_dir(data_dir)
+    manifest = _build.read_manifest(root)
+    if not _build.is_built(root, name, manifest):
+        manifest = _build.build(root)
+    sha = manifest["splits"][name]["sha256"]
+    key = (str(_build.split_path(root, name).resolve()), sha)
+    if key not in _cache:
+        _cache[key] = datasets.Dataset.from_list(_build.read_split_rows(root, name))
+    return _cache[key]
+
+
+def _sample(ds, n: int, rng: random.Random, what: str) -> list[int]:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ConfigError(f"n must be a non-negative integer, got {n!r}")
+    if n > len(ds):
+        raise ConfigError(f"asked for {n} {what} rows but the pool has only {len(ds)}; allowed range: [0, {len(ds)}]")
+    return rng.sample(range(len(ds)), n)
+
+
+def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float = DEFAULT_HELPFUL_FRACTION,
+                  data_dir=None, source: str = "offline"):
+    """``n`` alignment pairs: round(n * helpful_fraction) helpful answers + refusals, shuffled.
+
+    Deterministic for a seed. ``n=None`` takes every row of the pool. With ``source="hub"``
+    (BeaverTails safe answers) ``helpful_fraction`` does not apply.
+    """
+    pool = load_split("alignment", data_dir, source)
+    rng = random.Random(seed)
+    if source == "hub":
+        idx = list(range(len(pool))) if n is None else _sample(pool, n, rng, "alignment")
+    else:
+        check_range("helpful_fraction", helpful_fraction, 0.0, 1.0)
+        kinds = pool["kind"]
+        ref = [i for i, k in enumerate(kinds) if k == "refusal"]
+        hel = [i for i, k in enumerate(kinds) if k == "helpful"]
+        if n is None:
+            idx = ref + hel
+        else:
+            n_help = round(n * helpful_fraction)
+            for count, group, what in ((n_help, hel, "helpful"), (n - n_help, ref, "refusal")):
+                if count > len(group):
+                    raise ConfigError(f"asked for {count} {what} alignment rows but the pool has only {len(group)}; "
+                                      f"allowed range for n at helpful_fraction={helpful_fraction}: see the pool sizes "
+                                      f"(helpful {len(hel)}, refusal {len(ref)})")
+            idx = rng.sample(hel, n_help) + rng.sample(ref, n - n_help)
+    rng.shuffle(idx)
+    return pool.select(idx)
+
+
+def _check_task(task: str, source: str) -> None:
+    check_choice("source", source, SOURCES)
+    check_choice("task", task, TASKS if source == "hub" else OFFLINE_TASKS)
+
+
+def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, source: str = "offline"):
+    """The user's fine-tuning set: ``round(n*p)`` harmful pairs + ``n - round(n*p)`` benign task rows, shuffled.
+
+    ``kind`` is "harmful" or "benign"; deterministic for a seed, different across seeds.
+    """
+    _check_task(task, source)
+    check_range("p", p, 0.0, 1.0)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"n must be a positive integer, got {n!r}")
+    harmful = load_split("harmful_ft", data_dir, source)
+    benign = load_split(f"{task}_train", data_dir, source)
+    rng = random.Random(seed)
+    n_harm = round(n * p)
+    h_idx = _sample(harmful, n_harm, rng, "harmful fine-tuning (harmful_ft)")
+    b_idx = _sample(benign, n - n_harm, rng, f"benign {task}_train")
+    fields = list(benign.column_names)
+    rows = [{k: harmful[i].get(k, "") for k in fields} for i in h_idx] + [benign[i] for i in b_idx]
+    rng.shuffle(rows)
+    import datasets
+
+    return datasets.Dataset.from_list(rows, features=benign.features)
+
+
+def eval_items(task: str, n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
+    """Test items of a benign task: all when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
+    _check_task(task, source)
+    test = load_split(f"{task}_test", data_dir, source)
+    if n is None:
+        return test
+    return test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test")))
+
+
+def harmful_eval_prompts(n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
+    """Unseen harmful prompts for the Harmful Score (Dataset: ``instruction``, ``category``, ``source``...).
+
+    Offline: every StrongREJECT prompt + held-out AdvBench, disjoint from all training questions.
+    """
+    ds = load_split("harmful_eval", data_dir, source)
+    if n is None:
+        return ds
+    return ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval")))

@@ -1,0 +1,64 @@
+"""The paper's Alpaca prompt template and task instructions (pure text, no I/O)."""
+
+from __future__ import annotations
+
+import re
+
+RESPONSE_MARKER = "### Response:\n"
+
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n" + RESPONSE_MARKER
+)
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n" + RESPONSE_MARKER
+)
+
+SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative"
+AGNEWS_INSTRUCTION = "Categorize the news article into one of the 4 categories: World, Sports, Business, Sci/Tech"
+GSM8K_SUFFIX = "First think step by step and then answer the final number."
+FINAL_ANSWER_PREFIX = "The final answer is: "
+
+SST2_LABELS = ("negative", "positive")
+AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+
+#: task -> fixed instruction (GSM8K and Alpaca have per-item instructions)
+TASK_INSTRUCTIONS = {"sst2": SST2_INSTRUCTION, "agnews": AGNEWS_INSTRUCTION}
+
+
+def alpaca_prompt(instruction: str, input: str = "") -> str:  # noqa: A002 - the paper's field name
+    """The Stanford Alpaca prompt used by the paper; ends with ``RESPONSE_MARKER``."""
+    if input:
+        return PROMPT_WITH_INPUT.format(instruction=instruction, input=input)
+    return PROMPT_NO_INPUT.format(instruction=instruction)
+
+
+def format_prompt(row: dict) -> str:
+    """``alpaca_prompt`` for a data row (``instruction`` and optional ``input``)."""
+    return alpaca_prompt(row["instruction"], row.get("input") or "")
+
+
+def gsm8k_instruction(question: str) -> str:
+    """GSM8K question followed by the paper's step-by-step suffix."""
+    return f"{question.strip()} {GSM8K_SUFFIX}"
+
+
+_HASH_LINE = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
+
+
+def gsm8k_output(solution: str) -> str:
+    """Replace a GSM8K ``#### N`` answer line with ``The final answer is: N``."""
+    if not _HASH_LINE.search(solution):
+        raise ValueError("GSM8K solution has no '#### N' answer line")
+    return _HASH_LINE.sub(lambda m: FINAL_ANSWER_PREFIX + m.group(1), solution).strip()
+
+
+def normalize_question(text: str) -> str:
+    """Key used to keep alignment / fine-tuning / evaluation questions disjoint.
+
+    Lower-cases, collapses whitespace and strips surrounding punctuation/quotes.
+    """
+    return " ".join(text.lower().split()).strip(" \t\n.?!:;,\"'")
