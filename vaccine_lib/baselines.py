@@ -1,0 +1,296 @@
+"""Fine-tuning-stage defenses from the paper's Appendix B.2: EWC, KL and Vlguard.
+
+Each trainable defense is a ``TrainingArguments`` subclass (its hyper-parameters, documented)
+plus a ``Trainer`` subclass that overrides only ``compute_loss``:
+
+- **EWC** (Kirkpatrick et al.): ``loss + lambda/2 * sum_i F_i (w_i - w*_i)^2`` over the trainable
+  parameters, with ``w*`` the parameters right after alignment and ``F`` the diagonal empirical
+  Fisher on alignment data (``compute_fisher``). The paper uses it with Single-LoRA (the
+  alignment adapter keeps training, so ``w*`` is the aligned adapter).
+- **KL**: ``loss + weight * KL(p_finetuned || p_aligned)``, the KL between next-token
+  distributions taken over the *vocabulary* (the reference code took the softmax over the
+  sequence dimension, a defect), averaged over response tokens (label != -100). The aligned
+  model is the same network with its LoRA adapter disabled (Double-LoRA: base + merged alignment
+  adapter), so no second copy is held in memory; or pass ``ref_model=`` explicitly.
+- **Vlguard**: data only - ``vlguard_mix`` mixes ``m`` alignment samples into the user data
+  (paper: 500 into 1000), then plain SFT.
+
+Loss normalisation: the SFT loss is the Trainer's token mean over all response tokens of the
+(accumulated) batch; the penalties are per optimizer step and scaled so that gradient
+accumulation does not count them twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from .errors import ConfigError, check_range
+
+#: Miniature default for EWC lambda (see ``EWCConfig.ewc_lambda``).
+EWC_LAMBDA_DEFAULT = 1e6
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _ga_scale(trainer: Trainer, num_items_in_batch) -> float:
+    """Factor for a per-micro-batch regulariser so that it is counted once per optimizer step.
+
+    The Trainer divides the loss by the accumulation steps itself unless the loss was already
+    normalised over the whole accumulated batch (``num_items_in_batch``); mirror its rule.
+    """
+    scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
+    if scaled is None:
+        scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
+            trainer.compute_loss_func is not None
+    if not scaled:
+        return 1.0
+    steps = getattr(trainer, "current_gradient_accumulation_steps", None) or trainer.args.gradient_accumulation_steps
+    return 1.0 / steps
+
+
+def _strip(name: str) -> str:
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def _log_extra(trainer: Trainer, key: str, value: float) -> None:
+    """Accumulate a scalar that ``log`` adds (averaged) to the next logged entry."""
+    store = trainer.__dict__.setdefault("_extra_logs", {})
+    total, count = store.get(key, (0.0, 0))
+    store[key] = (total + float(value), count + 1)
+
+
+class _ExtraLogMixin:
+    """Adds the averaged extra scalars (penalty values) to every Trainer log entry."""
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        store = self.__dict__.get("_extra_logs")
+        if store and "loss" in logs:
+            for key, (total, count) in store.items():
+                logs[key] = total / max(count, 1)
+            store.clear()
+        super().log(logs, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------- EWC
+
+
+@dataclass
+class EWCConfig(TrainingArguments):
+    """TrainingArguments + EWC's penalty weight.
+
+    ``ewc_lambda`` multiplies ``1/2 * sum F (w - w*)^2``. The paper uses 1e9 with its Fisher;
+    the size that matters is lambda times the Fisher's scale, which depends on the model, the
+    adapter and the Fisher estimate. With the per-sample empirical Fisher of LoRA weights on
+    SmolLM2-135M (F ~ 1e-6 .. 1e-4 per weight), 1e6 makes the penalty comparable to the task
+    loss once the adapter has moved by ~1e-3; sweep it (1e4 .. 1e9) rather than trust one value.
+    """
+
+    ewc_lambda: float = field(default=EWC_LAMBDA_DEFAULT, metadata={"help": "EWC penalty weight lambda"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("ewc_lambda", self.ewc_lambda, 0, float("inf"))
+
+
+def compute_fisher(model: nn.Module, dataloader: Iterable[dict], max_batches: int | None = None,
+                   device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher of the trainable parameters: mean over batches of (dL/dw)^2.
+
+    With a batch size of 1 this is the per-sample empirical Fisher (the textbook estimate);
+    larger batches give the cheaper squared-mean-gradient approximation. The model is put in
+    eval mode (no dropout) for the estimate and restored afterwards; its gradients are cleared.
+
+    Args:
+        model: the aligned model with its trainable adapter (Single-LoRA).
+        dataloader: batches with ``input_ids``, ``attention_mask``, ``labels`` (-100 = ignored).
+        max_batches: stop after this many batches.
+        device: where to run (default: the model's device).
+
+    Returns:
+        ``{parameter name: F}`` for every parameter with ``requires_grad``.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ConfigError("compute_fisher: the model has no trainable parameters (add or load a LoRA adapter first)")
+    device = device or next(iter(params.values())).device
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    was_training = model.training
+    model.eval()
+    count = 0
+    try:
+        for i, batch in enumerate(dataloader):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+            model.zero_grad(set_to_none=True)
+            loss = model(**batch).loss
+            loss.backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    fisher[n] += p.grad.detach().float() ** 2
+            count += 1
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    if count == 0:
+        raise ConfigError("compute_fisher: the dataloader yielded no batches")
+    return {n: f / count for n, f in fisher.items()}
+
+
+def ewc_penalty(model: nn.Module, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``sum_i F_i (w_i - w*_i)^2`` over the parameters named in ``fisher`` (differentiable)."""
+    total = None
+    for name, p in model.named_parameters():
+        key = _strip(name)
+        if key not in fisher:
+            continue
+        term = (fisher[key].to(p.device) * (p.float() - anchor[key].to(p.device)) ** 2).sum()
+        total = term if total is None else total + term
+    if total is None:
+        raise ConfigError("ewc_penalty: none of the Fisher's parameters were found in the model")
+    return total
+
+
+class EWCTrainer(_ExtraLogMixin, Trainer):
+    """Trainer with the EWC penalty; ``args`` must be an ``EWCConfig``.
+
+    Args:
+        fisher: ``compute_fisher`` output (keys = trainable parameter names).
+        anchor: ``w*``; default = the trainable parameters' values when the trainer is built.
+        Other arguments as ``transformers.Trainer``.
+
+    Logs ``ewc_penalty`` (the unweighted sum) next to the loss.
+    """
+
+    def __init__(self, *args, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, EWCConfig):
+            raise ConfigError("EWCTrainer needs args=EWCConfig(...)")
+        self.fisher = {_strip(k): v.detach() for k, v in fisher.items()}
+        if anchor is None:
+            anchor = {_strip(n): p.detach().clone() for n, p in self.model.named_parameters() if _strip(n) in self.fisher}
+        self.anchor = {_strip(k): v.detach().clone() for k, v in anchor.items()}
+        missing = set(self.fisher) - set(self.anchor)
+        if missing:
+            raise ConfigError(f"EWCTrainer: anchor lacks {len(missing)} Fisher parameters, e.g. {sorted(missing)[:3]}")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if self.args.ewc_lambda > 0:
+            penalty = ewc_penalty(model, self.fisher, self.anchor)
+            _log_extra(self, "ewc_penalty", penalty.detach())
+            loss = loss + _ga_scale(self, num_items_in_batch) * self.args.ewc_lambda / 2 * penalty.to(loss.dtype)
+        return (loss, outputs) if return_outputs else loss
+
+
+# --------------------------------------------------------------------------- KL
+
+
+@dataclass
+class KLConfig(TrainingArguments):
+    """TrainingArguments + the KL baseline's weight (paper 1e-3)."""
+
+    kl_weight: float = field(default=1e-3, metadata={"help": "weight of KL(p_finetuned || p_aligned) (vocabulary softmax)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("kl_weight", self.kl_weight, 0, float("inf"))
+
+
+def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over response positions of KL(softmax(logits) || softmax(ref_logits)), softmax over the vocabulary.
+
+    Position t's logits predict token t+1, so the positions counted are those whose next label is
+    not -100 (the response tokens, as for the SFT loss). Returns 0 when there are none.
+    """
+    logits = logits[:, :-1].float()
+    ref_logits = ref_logits[:, :-1].float()
+    mask = labels[:, 1:] != -100
+    logp = F.log_softmax(logits, dim=-1)
+    logq = F.log_softmax(ref_logits, dim=-1)
+    kl = (logp.exp() * (logp - logq)).sum(-1)  # [B, T-1]
+    n = mask.sum()
+    if n == 0:
+        return kl.sum() * 0.0
+    return (kl * mask).sum() / n
+
+
+class KLTrainer(_ExtraLogMixin, Trainer):
+    """Trainer with the KL-to-aligned-model penalty; ``args`` must be a ``KLConfig``.
+
+    Args:
+        ref_model: frozen reference model. ``None`` (default) = the trained model itself with its
+            LoRA adapter disabled (``model.disable_adapter()``): with Double-LoRA that is exactly
+            the aligned model (base + merged alignment adapter). With Single-LoRA disabling the
+            adapter would give the *base* model, so pass ``ref_model`` there.
+        Other arguments as ``transformers.Trainer``.
+
+    Logs ``kl`` (the unweighted mean token KL) next to the loss.
+    """
+
+    def __init__(self, *args, ref_model: nn.Module | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, KLConfig):
+            raise ConfigError("KLTrainer needs args=KLConfig(...)")
+        self.ref_model = ref_model
+        if ref_model is not None:
+            ref_model.eval()
+            for p in ref_model.parameters():
+                p.requires_grad_(False)
+        elif not hasattr(self.accelerator.unwrap_model(self.model), "disable_adapter"):
+            raise ConfigError("KLTrainer: the model has no LoRA adapter to disable; pass ref_model=")
+
+    def _ref_logits(self, model, inputs) -> torch.Tensor:
+        fwd = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return self.ref_model(**fwd).logits
+            peft_model = self.accelerator.unwrap_model(model)
+            with peft_model.disable_adapter():
+                return peft_model(**fwd).logits
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if self.args.kl_weight > 0:
+            kl = token_kl(outputs.logits, self._ref_logits(model, inputs), labels)
+            _log_extra(self, "kl", kl.detach())
+            loss = loss + _ga_scale(self, num_items_in_batch) * self.args.kl_weight * kl.to(loss.dtype)
+        return (loss, outputs) if return_outputs else loss
+
+
+# --------------------------------------------------------------------------- Vlguard
+
+
+def vlguard_mix(user_ds, alignment_ds, m: int, seed: int = 0):
+    """User fine-tuning data with ``m`` alignment samples mixed in (Vlguard; paper 500 into 1000).
+
+    The ``m`` samples are a seeded random subset of ``alignment_ds``; only the columns both
+    datasets share are kept, and the union is shuffled with ``seed``. ``m = 0`` returns
+    ``user_ds`` unchanged (plain SFT).
+    """
+    from datasets import concatenate_datasets
+
+    check_range("m", m, 0, len(alignment_ds))
+    if m == 0:
+        return user_ds
+    common = [c for c in user_ds.column_names if c in alignment_ds.column_names]
+    if not common:
+        raise ConfigError("vlguard_mix: the user and alignment datasets share no columns")
+    extra = alignment_ds.shuffle(seed=seed).select(range(m)).select_columns(common)
+    user = user_ds.select_columns(common)
+    extra = extra.cast(user.features)
+    return concatenate_datasets([user, extra]).shuffle(seed=seed).flatten_indices()
+
+
+__all__ = [
+    "EWCConfig", "EWCTrainer", "compute_fisher", "ewc_penalty", "EWC_LAMBDA_DEFAULT",
+    "KLConfig", "KLTrainer", "token_kl", "vlguard_mix",
+]

@@ -1,0 +1,305 @@
+"""Harmful embedding drift (paper section 3), alignment loss, and t-SNE-ready embeddings.
+
+The *hidden embedding* e_l of layer l is its attention sub-block's output (``output[0]`` of
+``vaccine_lib.models.get_attention_modules(model)[l]``: after the output projection, before the
+residual add). Drift compares the e_l of two models (aligned vs fine-tuned; pre-trained vs
+fine-tuned for Non-Aligned) on the *same* fixed alignment samples. Padding positions are
+dropped; optionally only response tokens are kept.
+
+Two reductions (``embedding_drift``):
+
+- ``"sum_sq"``: the reference code's number - squared L2 norm of the difference summed over all
+  layers, tokens and samples: ``sum_l sum_t ||e_l,t - e'_l,t||^2``. It grows with the number of
+  samples, tokens, layers and the hidden size (values ~1e7 for Llama2-7B in Fig. 2b).
+- ``"per_token"``: ``mean_l mean_t ||e_l,t - e'_l,t||_2 / sqrt(d)`` - the root-mean-square
+  per-coordinate difference per token and layer, averaged. Independent of how many samples,
+  tokens and layers there are and of the hidden size d, so it is comparable across models.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from .errors import ConfigError, check_choice
+from .models import get_attention_modules
+
+REDUCTIONS = ("sum_sq", "per_token")
+_FWD_KEYS = ("input_ids", "attention_mask")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def make_batches(tokenizer, texts_or_batches, batch_size: int = 8, max_length: int = 128) -> list[dict]:
+    """Normalise inputs to a list of padded batches (dicts of tensors).
+
+    Accepts a list of strings (tokenised here, right padding), one batch (a mapping with
+    ``input_ids`` and optionally ``attention_mask``/``labels``), or an iterable of batches
+    (e.g. a DataLoader over ``tokenize_sft`` rows with ``SFTCollator``).
+    """
+    if isinstance(texts_or_batches, Mapping):
+        return [_as_batch(texts_or_batches)]
+    items = list(texts_or_batches)
+    if not items:
+        raise ConfigError("no samples given")
+    if isinstance(items[0], str):
+        if tokenizer is None:
+            raise ConfigError("texts need a tokenizer")
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "right"
+        try:
+            out = []
+            for i in range(0, len(items), batch_size):
+                enc = tokenizer(items[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
+                                max_length=max_length)
+                out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+            return out
+        finally:
+            tokenizer.padding_side = side
+    return [_as_batch(b) for b in items]
+
+
+def _as_batch(b: Mapping) -> dict:
+    if "input_ids" not in b:
+        raise ConfigError(f"a batch needs input_ids; got keys {sorted(b)}")
+    out = {k: torch.as_tensor(v) for k, v in b.items() if k in (*_FWD_KEYS, "labels")}
+    if out["input_ids"].dim() == 1:
+        out = {k: v.unsqueeze(0) for k, v in out.items()}
+    out.setdefault("attention_mask", torch.ones_like(out["input_ids"]))
+    return out
+
+
+def _token_mask(batch: dict, response_only: bool) -> torch.Tensor:
+    mask = batch["attention_mask"].bool()
+    if response_only:
+        if "labels" not in batch:
+            raise ConfigError("response_only=True needs batches with labels (-100 on prompt tokens)")
+        mask = mask & (batch["labels"] != -100)
+    return mask
+
+
+# --------------------------------------------------------------------------- capture
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _capture(model: nn.Module, batch: dict, layers_path=None, attn_name=None) -> list[torch.Tensor]:
+    """Per-layer attention outputs [B, T, d] for one batch (eval mode, no grad)."""
+    mods = get_attention_modules(model, layers_path, attn_name)
+    store: list[torch.Tensor | None] = [None] * len(mods)
+
+    def hook(i):
+        def fn(_mod, _inp, out):
+            store[i] = (out[0] if isinstance(out, (tuple, list)) else out).detach()
+        return fn
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(mods)]
+    was_training = model.training
+    model.eval()
+    try:
+        dev = _device(model)
+        model(**{k: batch[k].to(dev) for k in _FWD_KEYS if k in batch})
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if any(s is None for s in store):
+        raise ConfigError("an attention module did not run in the forward pass")
+    return store  # type: ignore[return-value]
+
+
+def hidden_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, batch_size: int = 8, max_length: int = 128,
+                      response_only: bool = False, layers_path: str | None = None,
+                      attn_name: str | None = None) -> list[torch.Tensor]:
+    """Hidden embeddings e_l of every layer on fixed samples.
+
+    Returns one float32 CPU tensor per layer, shape ``[n_tokens, d]``: the attention output at
+    every non-padding token (``response_only``: only tokens whose label is not -100), samples
+    concatenated in order. Two models given the same inputs give aligned rows.
+    """
+    batches = make_batches(tokenizer, texts_or_batches, batch_size, max_length)
+    per_layer: list[list[torch.Tensor]] | None = None
+    for batch in batches:
+        mask = _token_mask(batch, response_only)
+        outs = _capture(model, batch, layers_path, attn_name)
+        if per_layer is None:
+            per_layer = [[] for _ in outs]
+        for l, e in enumerate(outs):
+            per_layer[l].append(e.float().cpu()[mask])
+    return [torch.cat(chunks) for chunks in per_layer]  # type: ignore[union-attr]
+
+
+def drift_stats(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor]) -> dict:
+    """Additive sufficient statistics of the drift between two embedding sets (sum over batches)."""
+    if len(emb_a) != len(emb_b):
+        raise ConfigError(f"layer counts differ: {len(emb_a)} vs {len(emb_b)}")
+    sum_sq = 0.0
+    per_layer_norm_sum = []
+    n_tokens = None
+    for a, b in zip(emb_a, emb_b):
+        if a.shape != b.shape:
+            raise ConfigError(f"embedding shapes differ: {tuple(a.shape)} vs {tuple(b.shape)} (same inputs needed)")
+        diff = (a.double() - b.double())
+        sq = (diff ** 2).sum(-1)  # [n_tokens]
+        sum_sq += float(sq.sum())
+        per_layer_norm_sum.append(float((sq.sqrt() / math.sqrt(a.shape[-1])).sum()))
+        n_tokens = a.shape[0]
+    return {"sum_sq": sum_sq, "norm_sum": per_layer_norm_sum, "n_tokens": n_tokens or 0}
+
+
+def _merge_stats(acc: dict | None, new: dict) -> dict:
+    if acc is None:
+        return {**new, "norm_sum": list(new["norm_sum"])}
+    acc["sum_sq"] += new["sum_sq"]
+    acc["norm_sum"] = [x + y for x, y in zip(acc["norm_sum"], new["norm_sum"])]
+    acc["n_tokens"] += new["n_tokens"]
+    return acc
+
+
+def _reduce(stats: dict, reduction: str) -> float:
+    check_choice("reduction", reduction, REDUCTIONS)
+    if reduction == "sum_sq":
+        return stats["sum_sq"]
+    if stats["n_tokens"] == 0:
+        return 0.0
+    return sum(stats["norm_sum"]) / (len(stats["norm_sum"]) * stats["n_tokens"])
+
+
+def embedding_drift(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor], reduction: str = "sum_sq") -> float:
+    """Drift between two ``hidden_embeddings`` results of the same inputs (see module docstring)."""
+    return _reduce(drift_stats(emb_a, emb_b), reduction)
+
+
+def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_or_batches, *, batch_size: int = 8,
+                max_length: int = 128, response_only: bool = False, layers_path=None, attn_name=None,
+                disable_adapter_for_a: bool = False) -> dict:
+    """Both drift reductions between two models, batch by batch (never holds all embeddings).
+
+    ``model_b=None`` with ``disable_adapter_for_a=True`` compares a ``PeftModel`` with itself with
+    its adapter disabled (Double-LoRA: fine-tuned vs aligned, one copy in memory).
+    Returns ``{"drift_sum_sq", "drift_per_token", "n_tokens", "n_layers"}``.
+    """
+    acc = None
+    for batch in make_batches(tokenizer, texts_or_batches, batch_size, max_length):
+        mask = _token_mask(batch, response_only)
+        ea = [e.float().cpu()[mask] for e in _capture(model_a, batch, layers_path, attn_name)]
+        if model_b is None:
+            if not disable_adapter_for_a:
+                raise ConfigError("model_b=None needs disable_adapter_for_a=True")
+            with model_a.disable_adapter():
+                eb = [e.float().cpu()[mask] for e in _capture(model_a, batch, layers_path, attn_name)]
+        else:
+            eb = [e.float().cpu()[mask] for e in _capture(model_b, batch, layers_path, attn_name)]
+        acc = _merge_stats(acc, drift_stats(ea, eb))
+    return {"drift_sum_sq": _reduce(acc, "sum_sq"), "drift_per_token": _reduce(acc, "per_token"),
+            "n_tokens": acc["n_tokens"], "n_layers": len(acc["norm_sum"])}
+
+
+@torch.no_grad()
+def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
+    """Clean loss on alignment data: mean token cross-entropy over all response tokens (eval mode)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        dev = _device(model)
+        for batch in batches:
+            batch = _as_batch(batch)
+            if "labels" not in batch:
+                raise ConfigError("alignment_loss needs batches with labels")
+            logits = model(**{k: batch[k].to(dev) for k in _FWD_KEYS}).logits[:, :-1].float()
+            labels = batch["labels"][:, 1:].to(dev)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                     ignore_index=-100, reduction="sum")
+            total += float(loss)
+            count += int((labels != -100).sum())
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: int | str = -1, response_only: bool = False,
+                      batch_size: int = 8, max_length: int = 128, layers_path=None, attn_name=None) -> torch.Tensor:
+    """One vector per sample for t-SNE (Fig. 4): the mean over its tokens of the attention output.
+
+    Args:
+        layer: a layer index (default the last), ``"mean"`` (average of the per-layer means,
+            shape ``[N, d]``) or ``"concat"`` (``[N, L*d]``).
+        response_only: average over response tokens only (needs labels), else over all
+            non-padding tokens.
+    """
+    rows = []
+    for batch in make_batches(tokenizer, texts_or_batches, batch_size, max_length):
+        mask = _token_mask(batch, response_only).float().unsqueeze(-1)  # [B, T, 1]
+        outs = _capture(model, batch, layers_path, attn_name)
+        means = [(e.float().cpu() * mask).sum(1) / mask.sum(1).clamp(min=1) for e in outs]  # each [B, d]
+        if layer == "mean":
+            rows.append(torch.stack(means).mean(0))
+        elif layer == "concat":
+            rows.append(torch.cat(means, dim=-1))
+        elif isinstance(layer, int):
+            rows.append(means[layer])
+        else:
+            raise ConfigError(f"unknown layer {layer!r}; allowed values: an int, 'mean', 'concat'")
+    return torch.cat(rows)
+
+
+# --------------------------------------------------------------------------- callback
+
+
+class DriftCallback(TrainerCallback):
+    """Every ``every`` optimizer steps, log embedding drift and alignment loss during fine-tuning.
+
+    Entries ``{"step", "drift_sum_sq", "drift_per_token", "align_loss"}`` are appended to the
+    trainer's ``state.log_history`` (step 0 = before the first update, so drift starts at 0).
+
+    Args:
+        batches: fixed alignment batches (dicts with input_ids, attention_mask, labels), e.g.
+            ``make_batches(tok, texts)`` or a collated ``tokenize_sft`` set.
+        every: logging interval in optimizer steps (>0).
+        reference: ``hidden_embeddings`` of the reference model on ``batches``; ``None`` = the
+            model being trained as it is when training starts (the aligned model, or the base
+            model for Non-Aligned).
+        response_only, layers_path, attn_name: as ``hidden_embeddings``.
+    """
+
+    def __init__(self, batches, every: int = 10, reference: list[torch.Tensor] | None = None,
+                 response_only: bool = False, layers_path: str | None = None, attn_name: str | None = None):
+        if every <= 0:
+            raise ConfigError(f"every={every} must be > 0")
+        self.batches = make_batches(None, batches)
+        self.every = every
+        self.reference = reference
+        self.response_only = response_only
+        self.layers_path = layers_path
+        self.attn_name = attn_name
+
+    def _embeddings(self, model):
+        return hidden_embeddings(model, None, self.batches, response_only=self.response_only,
+                                 layers_path=self.layers_path, attn_name=self.attn_name)
+
+    def measure(self, model) -> dict:
+        emb = self._embeddings(model)
+        stats = drift_stats(self.reference, emb)
+        return {"drift_sum_sq": _reduce(stats, "sum_sq"), "drift_per_token": _reduce(stats, "per_token"),
+                "align_loss": alignment_loss(model, self.batches)}
+
+    def _log(self, state, model) -> None:
+        state.log_history.append({**self.measure(model), "step": state.global_step})
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.reference is None:
+            self.reference = self._embeddings(model)
+        self._log(state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0:
+            self._log(state, model)
