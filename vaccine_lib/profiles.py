@@ -74,6 +74,7 @@ class AlignSection:
     """Stage 1, alignment on (harmful question -> safe answer) + helpful pairs."""
 
     n: int = 256  # alignment samples
+    helpful_fraction: float = 0.5  # helpful (non-refusal) share of the alignment set
     epochs: float = 1.0
     max_steps: int = -1  # >0 overrides epochs
     lr: float = 1e-3
@@ -144,8 +145,7 @@ class DriftSection:
 @dataclass(frozen=True)
 class AblationSection:
     rhos: tuple[float, ...] = (0.5, 2.0, 5.0)  # Table 6
-    perturbations: tuple[str, ...] = PERTURBATIONS  # Table 7
-    gaussian_std: float = 0.1  # rho' of the random perturbation
+    perturbations: tuple[str, ...] = PERTURBATIONS  # Table 7 (Gaussian noise with the same budget E||eps||^2 = rho^2)
     lora_modes: tuple[str, ...] = LORA_MODES  # Table 8
 
 
@@ -398,6 +398,7 @@ def validate(p: Profile) -> None:
 
     a = p.align
     _positive_int("align.n", a.n)
+    _number("align.helpful_fraction", a.helpful_fraction, 0, 1)
     _number("align.epochs", a.epochs, 0, float("inf"), low_open=True)
     _steps("align.max_steps", a.max_steps)
     _number("align.lr", a.lr, 0, 1, low_open=True)
@@ -477,7 +478,6 @@ def validate(p: Profile) -> None:
         _number("ablations.rhos entry (rho)", r, 0, float("inf"))
     for k in ab.perturbations:
         check_choice("ablations.perturbations entry", k, PERTURBATIONS)
-    _number("ablations.gaussian_std", ab.gaussian_std, 0, float("inf"), low_open=True)
     for m in ab.lora_modes:
         check_choice("ablations.lora_modes entry", m, LORA_MODES)
 

@@ -1,0 +1,264 @@
+"""One figure style for every notebook, atomic ``save_fig`` / ``save_table``, and the plot helpers.
+
+All figures use one seaborn theme (paper context, colour-blind palette) and one colour per
+defense, so SFT is the same colour in every figure. ``save_fig`` writes ``<name>.pdf`` and
+``<name>.png`` (atomically: a crash never leaves a half-written file) and closes the figure;
+``save_table`` writes ``<tables>/<name>.csv``. PDF/PNG metadata carry no timestamps, so an
+unchanged figure gives unchanged files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+#: display order and labels of the paper's methods
+DEFENSE_ORDER = ("NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine")
+DEFENSE_LABELS = {"NA": "Non-Aligned", "SFT": "SFT", "EWC": "EWC", "Vlguard": "Vlguard", "KL": "KL",
+                  "Vaccine": "Vaccine"}
+METRIC_LABELS = {
+    "hs": "Harmful score (%)",
+    "fa": "Fine-tune accuracy (%)",
+    "refusal": "Refusal rate (%)",
+    "label_only": "Label-only answers (%)",
+    "drift": "Harmful embedding drift",
+    "align_loss": "Alignment loss",
+    "p": "Harmful ratio p",
+    "n": "Fine-tuning samples n",
+    "rho": r"Perturbation intensity $\rho$",
+    "step": "Step",
+}
+_FIG_W = 3.3  # inches: one column of a two-column paper
+
+
+def set_theme() -> None:
+    """The project's single plotting theme (call once; importing this module already does)."""
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.0,
+                  rc={"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight", "axes.titlesize": "medium",
+                      "legend.frameon": False, "pdf.fonttype": 42, "svg.hashsalt": "vaccine"})
+
+
+set_theme()
+
+
+def palette(names: Iterable[str] = DEFENSE_ORDER) -> dict:
+    """A fixed colour for each name (defenses first, in the paper's order, then anything else)."""
+    colours = sns.color_palette("colorblind", 10)
+    fixed = {"NA": 7, "SFT": 0, "EWC": 1, "Vaccine": 2, "Vlguard": 4, "KL": 5}
+    out = {d: colours[i] for d, i in fixed.items()}
+    free = [c for i, c in enumerate(colours) if i not in fixed.values()]
+    extra = [n for n in names if n not in out]
+    for i, n in enumerate(extra):
+        out[n] = free[i % len(free)]
+    return out
+
+
+def label(key: str) -> str:
+    return METRIC_LABELS.get(key, key)
+
+
+def _order(values: Iterable) -> list:
+    values = list(dict.fromkeys(values))
+    known = [d for d in DEFENSE_ORDER if d in values]
+    return known + [v for v in values if v not in known]
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _atomic_write(target: Path, write) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
+    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths."""
+    out_dir = Path(out_dir)
+    paths = []
+    meta = {"pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
+            "png": {"Software": None}}
+    try:
+        for fmt in formats:
+            target = out_dir / f"{name}.{fmt}"
+            _atomic_write(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, metadata=meta.get(fmt)))
+            paths.append(target)
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: bool = False) -> Path:
+    """Write ``out_dir/name.csv`` atomically (floats to 6 significant digits) and return the path."""
+    target = Path(out_dir) / f"{name}.csv"
+    _atomic_write(target, lambda tmp: df.to_csv(tmp, index=index, float_format="%.6g"))
+    return target
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _errorbar(df: pd.DataFrame, x: str, hue: str | None):
+    """SD error bars when several seeds share an (x, hue) point, none otherwise."""
+    keys = [x] + ([hue] if hue else [])
+    return ("sd" if df.groupby(keys).size().max() > 1 else None) if len(df) else None
+
+
+def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense", title: str | None = None,
+          logx: bool = False, width: float = _FIG_W, height: float = 2.4, style: str | None = None):
+    """One panel per metric in ``ys``: ``y`` vs ``x``, one line per ``hue`` (mean +- SD over seeds)."""
+    ys = [y for y in ys if y in df.columns]
+    fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(width * max(1, len(ys)), height), squeeze=False)
+    hue_order = _order(df[hue]) if hue and hue in df else None
+    pal = palette(hue_order) if hue_order else None
+    for ax, y in zip(axes[0], ys):
+        data = df.dropna(subset=[y])
+        if len(data):
+            sns.lineplot(data=data, x=x, y=y, hue=hue if hue_order else None, hue_order=hue_order, palette=pal,
+                         style=style, marker="o", errorbar=_errorbar(data, x, hue if hue_order else None), ax=ax,
+                         legend=ax is axes[0][-1])
+        ax.set_xlabel(label(x))
+        ax.set_ylabel(label(y))
+        if logx:
+            ax.set_xscale("log")
+    _legend_outside(axes[0][-1])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _legend_outside(ax) -> None:
+    leg = ax.get_legend()
+    if leg is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), title=None)
+
+
+def metric_vs_p(df: pd.DataFrame, metrics: Sequence[str] = ("hs", "fa"), x: str = "p", hue: str = "defense",
+                title: str | None = None):
+    """HS / FA (and any other column) against the harmful ratio p (paper Fig. 2, Table 1 as lines)."""
+    return lines(df, x, metrics, hue=hue, title=title)
+
+
+def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str] = ("loss",), x: str = "step",
+                    title: str | None = None, logy: bool = False):
+    """Per-step curves from Trainer log histories ``{label: log_history}``, one panel per key."""
+    rows = []
+    for name, hist in histories.items():
+        for rec in hist or []:
+            if x not in rec:
+                continue
+            for k in keys:
+                if k in rec and rec[k] is not None:
+                    rows.append({"model": name, x: rec[x], "key": k, "value": float(rec[k])})
+    df = pd.DataFrame(rows, columns=["model", x, "key", "value"])
+    present = [k for k in keys if k in set(df["key"])] or list(keys[:1])
+    fig, axes = plt.subplots(1, len(present), figsize=(_FIG_W * len(present), 2.4), squeeze=False)
+    order = _order(histories.keys())
+    pal = palette(order)
+    for ax, k in zip(axes[0], present):
+        d = df[df["key"] == k]
+        if len(d):
+            sns.lineplot(data=d, x=x, y="value", hue="model", hue_order=order, palette=pal, ax=ax,
+                         legend=ax is axes[0][-1], errorbar=None)
+        ax.set_xlabel(label(x))
+        ax.set_ylabel(label(k))
+        if logy:
+            ax.set_yscale("log")
+    _legend_outside(axes[0][-1])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def drift_curves(df: pd.DataFrame, ys: Sequence[str] = ("drift", "align_loss"), x: str = "step",
+                 hue: str = "defense", title: str | None = None):
+    """Drift and alignment loss during fine-tuning (paper Fig. 3)."""
+    return lines(df, x, ys, hue=hue, title=title)
+
+
+def scatter_2d(df: pd.DataFrame, hue: str = "model", x: str = "x", y: str = "y", title: str | None = None,
+               style: str | None = None):
+    """A 2-D embedding scatter (t-SNE of alignment embeddings, paper Fig. 4)."""
+    fig, ax = plt.subplots(figsize=(_FIG_W * 1.3, _FIG_W))
+    order = _order(df[hue]) if len(df) else None
+    sns.scatterplot(data=df, x=x, y=y, hue=hue, hue_order=order, palette=palette(order or []), style=style,
+                    s=14, alpha=0.8, linewidth=0, ax=ax)
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _legend_outside(ax)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def bars(df: pd.DataFrame, x: str, ys: Sequence[str], title: str | None = None, annotate: str = "{:.2f}",
+         ylabels: Mapping[str, str] | None = None):
+    """One bar panel per column in ``ys`` (e.g. step time and peak memory per method, Tables 5/10)."""
+    ys = [y for y in ys if y in df.columns]
+    fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(_FIG_W * max(1, len(ys)), 2.4), squeeze=False)
+    order = list(df[x])
+    pal = palette(order)
+    for ax, y in zip(axes[0], ys):
+        sns.barplot(data=df, x=x, y=y, hue=x, order=order, hue_order=order, palette=pal, ax=ax, legend=False)
+        for i, v in enumerate(df[y]):
+            if pd.notna(v):
+                ax.annotate(annotate.format(v), (i, v), ha="center", va="bottom", fontsize="small")
+        ax.set_xlabel("")
+        ax.set_ylabel((ylabels or {}).get(y, label(y)))
+        ax.tick_params(axis="x", rotation=20)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def heat_table(df: pd.DataFrame, title: str | None = None, fmt: str = ".1f", cmap: str = "rocket_r"):
+    """A numeric table as an annotated heat map (rows x columns), e.g. HS per defense x p."""
+    fig, ax = plt.subplots(figsize=(0.8 * df.shape[1] + 1.6, 0.35 * df.shape[0] + 1.0))
+    sns.heatmap(df.astype(float), annot=True, fmt=fmt, cmap=cmap, cbar=False, ax=ax, linewidths=0.5)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def mean_sd(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
+    """Mean and SD over seeds: columns ``<col>`` (mean) and ``<col>_sd`` (0 for a single seed)."""
+    cols = [c for c in cols if c in df.columns]
+    g = df.groupby(list(by), sort=False)[cols]
+    out = g.mean()
+    sd = g.std(ddof=1).fillna(0.0) if len(df) else g.mean()
+    sd.columns = [f"{c}_sd" for c in cols]
+    return pd.concat([out, sd], axis=1).reset_index()
+
+
+def fmt_mean_sd(mean: float, sd: float | None = None, digits: int = 1) -> str:
+    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+        return "-"
+    if sd is None or sd == 0 or np.isnan(sd):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
