@@ -1,0 +1,207 @@
+"""The paper's two metrics: Harmful Score (HS) and fine-tune accuracy (FA).
+
+- ``harmful_score``: greedy answers to unseen harmful questions, judged by a moderation judge;
+  HS = % of answers flagged harmful. Refusals and label-only answers (a bare "positive") are
+  reported as their own rates.
+- ``finetune_accuracy``: greedy answers to benign task items, scored by ``scorers.SCORERS``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+from ..errors import ConfigError
+from .generation import generate
+from .scorers import TASKS, get_scorer
+
+#: default new-token budget per task for fine-tune accuracy (labels are short, GSM8K reasons first)
+TASK_MAX_NEW_TOKENS = {"sst2": 32, "agnews": 32, "gsm8k": 256, "alpaca": 128}
+
+_PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
+                    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+_PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                      "context. Write a response that appropriately completes the request.\n\n### Instruction:\n"
+                      "{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+
+
+def alpaca_prompt(instruction: str, input: str = "") -> str:  # noqa: A002 - the paper's field name
+    """``vaccine_lib.data.alpaca_prompt`` (the single source of the template); a copy only if data is absent."""
+    try:
+        from ..data import alpaca_prompt as data_prompt
+    except ImportError:
+        try:
+            from ..data.templates import alpaca_prompt as data_prompt
+        except ImportError:
+            data_prompt = None
+    if data_prompt is not None:
+        return data_prompt(instruction, input)
+    if input:
+        return _PROMPT_WITH_INPUT.format(instruction=instruction, input=input)
+    return _PROMPT_NO_INPUT.format(instruction=instruction)
+
+
+def _pct(k: int, n: int) -> float:
+    return 100.0 * k / n if n else float("nan")
+
+
+def _field(verdict, name: str):
+    return verdict[name] if isinstance(verdict, dict) else getattr(verdict, name)
+
+
+@dataclass
+class EvalResult:
+    """Harmful Score of one model. Rates are percentages over ``n`` answers."""
+
+    hs: float
+    refusal_rate: float
+    label_only_rate: float
+    n: int
+    mean_score: float = float("nan")
+    per_category: dict = field(default_factory=dict)  # category -> {"hs", "refusal_rate", "label_only_rate", "n"}
+    generations: list = field(default_factory=list, repr=False)  # question/answer/harmful/refusal/...
+
+    def metrics(self) -> dict:
+        """JSON-able metrics for ``ResultsStore.write`` (no generations)."""
+        out = {"hs": self.hs, "refusal_rate": self.refusal_rate, "label_only_rate": self.label_only_rate,
+               "hs_n": self.n, "mean_harm_score": self.mean_score}
+        if self.per_category:
+            out["per_category"] = self.per_category
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AccuracyResult:
+    """Fine-tune accuracy (%) of one model on ``n`` task items."""
+
+    task: str
+    accuracy: float
+    n: int
+    correct: int
+    generations: list = field(default_factory=list, repr=False)  # question/answer/gold/correct
+
+    def metrics(self) -> dict:
+        return {"fa": self.accuracy, "fa_n": self.n, "fa_correct": self.correct}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rates(rows: list[dict]) -> dict:
+    n = len(rows)
+    return {
+        "hs": _pct(sum(r["harmful"] for r in rows), n),
+        "refusal_rate": _pct(sum(r["refusal"] for r in rows), n),
+        "label_only_rate": _pct(sum(r["label_only"] for r in rows), n),
+        "n": n,
+    }
+
+
+def _questions(prompts, categories):
+    """Questions (+ inputs, categories) from strings or data rows (dicts with instruction/input/category)."""
+    if isinstance(prompts, str) or prompts is None:
+        raise ValueError("prompts must be a list of harmful questions (strings or rows with an 'instruction')")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty; pass the harmful evaluation questions, "
+                         "e.g. vaccine_lib.data.harmful_eval_prompts(n)")
+    questions, inputs, row_cats = [], [], []
+    for i, p in enumerate(prompts):
+        if isinstance(p, dict):
+            if "instruction" not in p:
+                raise ValueError(f"prompt row {i} has no 'instruction' field (keys: {sorted(p)})")
+            questions.append(p["instruction"])
+            inputs.append(p.get("input") or "")
+            row_cats.append(p.get("category"))
+        elif isinstance(p, str):
+            questions.append(p)
+            inputs.append("")
+            row_cats.append(None)
+        else:
+            raise ValueError(f"prompt {i} is a {type(p).__name__}; pass strings or dict rows")
+    if categories is None and any(c is not None for c in row_cats):
+        categories = row_cats
+    if categories is not None:
+        categories = list(categories)
+        if len(categories) != len(questions):
+            raise ValueError(f"categories has {len(categories)} entries for {len(questions)} prompts; "
+                             "pass one category per prompt")
+    return questions, inputs, categories
+
+
+def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tokens: int = 128,
+                  batch_size: int = 16, progress: bool = True) -> EvalResult:
+    """Harmful Score of ``model`` on raw harmful questions (formatted with the Alpaca template here).
+
+    Args:
+        prompts: questions (strings) or data rows with ``instruction`` (+ ``input``, ``category``).
+        judge: an object with ``.judge(questions, answers) -> list[Verdict]`` or a judge name
+            (``vaccine_lib.judge.get_judge``).
+        categories: one category per prompt for the per-category breakdown (taken from the rows
+            when they have a ``category`` field).
+    """
+    questions, inputs, categories = _questions(prompts, categories)
+    if isinstance(judge, str):
+        from ..judge import get_judge
+
+        judge = get_judge(judge)
+    if not callable(getattr(judge, "judge", None)):
+        raise ConfigError("judge must have a .judge(questions, answers) method or be a judge name "
+                          "(see vaccine_lib.judge.JUDGES)")
+    formatted = [alpaca_prompt(q, x) for q, x in zip(questions, inputs)]
+    answers = generate(model, tokenizer, formatted, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       progress=progress)
+    shown = [f"{q}\n{x}" if x else q for q, x in zip(questions, inputs)]
+    verdicts = list(judge.judge(shown, answers))
+    if len(verdicts) != len(answers):
+        raise ConfigError(f"judge returned {len(verdicts)} verdicts for {len(answers)} answers")
+    rows = []
+    for i, (q, a, v) in enumerate(zip(shown, answers, verdicts)):
+        rows.append({
+            "question": q, "answer": a,
+            "harmful": bool(_field(v, "harmful")), "refusal": bool(_field(v, "refusal")),
+            "label_only": bool(_field(v, "label_only")), "score": float(_field(v, "score")),
+            "category": categories[i] if categories is not None else None,
+        })
+    totals = _rates(rows)
+    per_category = {}
+    if categories is not None:
+        groups = defaultdict(list)
+        for r in rows:
+            groups[str(r["category"])].append(r)
+        per_category = {c: _rates(groups[c]) for c in sorted(groups)}
+    scores = [r["score"] for r in rows]
+    return EvalResult(hs=totals["hs"], refusal_rate=totals["refusal_rate"],
+                      label_only_rate=totals["label_only_rate"], n=totals["n"],
+                      mean_score=sum(scores) / len(scores), per_category=per_category, generations=rows)
+
+
+def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | None = None,
+                      batch_size: int = 16, progress: bool = True) -> AccuracyResult:
+    """Fine-tune accuracy (%) on task items (dicts with instruction/input/output; GSM8K also ``answer``).
+
+    ``max_new_tokens`` defaults to ``TASK_MAX_NEW_TOKENS[task]``. Scoring rules: ``scorers``.
+    AlpacaEval (``task="alpaca"``) needs an LLM judge and raises ConfigError.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; allowed values: {', '.join(TASKS)}")
+    scorer = get_scorer(task)  # raises for alpaca before any generation
+    items = list(items) if items is not None else []
+    if not items:
+        raise ValueError(f"items is empty; pass the {task} test items, e.g. vaccine_lib.data.eval_items({task!r}, n)")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "instruction" not in item:
+            raise ValueError(f"item {i} must be a dict with 'instruction', 'input' and 'output' fields")
+    prompts = [alpaca_prompt(it["instruction"], it.get("input") or "") for it in items]
+    answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens or TASK_MAX_NEW_TOKENS[task],
+                       batch_size=batch_size, progress=progress)
+    rows = []
+    for it, a in zip(items, answers):
+        ok = scorer(a, it)
+        rows.append({"question": it["instruction"], "input": it.get("input") or "", "answer": a,
+                     "gold": it.get("answer", it.get("output")), "correct": bool(ok)})
+    correct = sum(r["correct"] for r in rows)
+    return AccuracyResult(task=task, accuracy=_pct(correct, len(rows)), n=len(rows), correct=correct, generations=rows)

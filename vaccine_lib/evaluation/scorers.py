@@ -1,0 +1,118 @@
+"""Fine-tune accuracy scorers: pure functions ``score(answer, item) -> bool``.
+
+Rules follow the paper's reference evaluation (label word appears in the answer; GSM8K compares
+the number after "The final answer is:", else the last number), with one deliberate change:
+an answer that names more than one label (e.g. "positive or negative") is counted WRONG. The
+reference counts it right if the gold word appears, which lets a hedging model score 100%.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import ConfigError
+
+SST2_LABELS = ("negative", "positive")
+AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+#: spellings accepted for an AG News label (case-insensitive, whole words)
+AGNEWS_ALIASES = {
+    "World": ("world",),
+    "Sports": ("sports", "sport"),
+    "Business": ("business",),
+    "Sci/Tech": ("sci/tech", "sci-tech", "scitech", "science/technology", "science", "technology",
+                 "sci", "tech"),
+}
+FINAL_ANSWER = re.compile(r"the final answer is\s*:?\s*", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+
+
+def _words_present(text: str, words) -> bool:
+    return any(re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, re.IGNORECASE) for w in words)
+
+
+def _gold_label(item: dict, labels) -> str:
+    gold = item.get("output", item.get("label"))
+    if isinstance(gold, int) and not isinstance(gold, bool) and 0 <= gold < len(labels):
+        return labels[gold]
+    if isinstance(gold, str):
+        for label in labels:
+            if gold.strip().lower() == label.lower():
+                return label
+    raise ConfigError(f"item has no valid gold label (output={gold!r}); expected one of {', '.join(labels)} "
+                      f"or an index 0..{len(labels) - 1}")
+
+
+def score_sst2(answer: str, item: dict) -> bool:
+    """Correct iff the gold word (positive/negative) appears and the other one does not (substring, any case).
+
+    Substring matching as in the paper ("positively" counts as positive).
+    """
+    gold = _gold_label(item, SST2_LABELS)
+    text = answer.lower()
+    present = {label for label in SST2_LABELS if label in text}
+    return present == {gold}
+
+
+def score_agnews(answer: str, item: dict) -> bool:
+    """Correct iff the gold category (or an alias, whole word) appears and no other category does."""
+    gold = _gold_label(item, AGNEWS_LABELS)
+    present = {label for label in AGNEWS_LABELS if _words_present(answer, AGNEWS_ALIASES[label])}
+    return present == {gold}
+
+
+def parse_number(text) -> float | None:
+    """The number after "The final answer is:" if present, else the last number in the text."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    if not isinstance(text, str):
+        return None
+    if "####" in text:  # raw GSM8K solution
+        text = text.rsplit("####", 1)[1]
+    match = None
+    for match in FINAL_ANSWER.finditer(text):
+        pass
+    if match is not None:
+        first = _NUMBER.search(text[match.end():])
+        if first:
+            return _to_float(first.group())
+    numbers = _NUMBER.findall(text)
+    return _to_float(numbers[-1]) if numbers else None
+
+
+def _to_float(token: str) -> float | None:
+    cleaned = token.replace("$", "").replace(",", "")
+    try:
+        return float(cleaned)
+    except ValueError:
+        return None
+
+
+def score_gsm8k(answer: str, item: dict) -> bool:
+    """Numeric comparison of the predicted and gold final answers (gold from ``answer``, else ``output``)."""
+    gold_text = item.get("answer", item.get("output"))
+    gold = parse_number(gold_text)
+    if gold is None:
+        raise ConfigError(f"GSM8K item has no numeric gold answer (answer={gold_text!r})")
+    pred = parse_number(answer)
+    return pred is not None and abs(pred - gold) <= 1e-6 * max(1.0, abs(gold))
+
+
+def score_alpaca(answer: str, item: dict) -> bool:
+    raise ConfigError(
+        "AlpacaEval fine-tune accuracy is a win rate judged by an LLM (GPT-4 in the paper), which is out of "
+        "reach offline; it is not computed here. Use task='sst2', 'agnews' or 'gsm8k', or score the saved "
+        "generations with AlpacaEval separately"
+    )
+
+
+SCORERS = {"sst2": score_sst2, "agnews": score_agnews, "gsm8k": score_gsm8k, "alpaca": score_alpaca}
+TASKS = tuple(SCORERS)
+
+
+def get_scorer(task: str):
+    """The scorer for a task; unknown tasks raise ConfigError listing the allowed values."""
+    if task not in SCORERS:
+        raise ConfigError(f"unknown task {task!r}; allowed values: {', '.join(TASKS)}")
+    if task == "alpaca":
+        score_alpaca("", {})
+    return SCORERS[task]
