@@ -10,7 +10,7 @@ datasets (BeaverTails, SST2, AG News, GSM8K, AlpacaEval).
 from .build import SPLITS, BuildConfig, is_built, read_manifest
 from .hub import HUB_SPLITS, OFFLINE_ALTERNATIVES, load_hub_split
 from .refusals import compose_refusal
-from .sft import IGNORE_INDEX, SFTCollator, tokenize_sft
+from .sft import IGNORE_INDEX, TASK_MAX_LENGTH, SFTCollator, tokenize_sft
 from .splits import (
     DEFAULT_HELPFUL_FRACTION,
     OFFLINE_TASKS,
@@ -46,7 +46,7 @@ __all__ = [
     "AGNEWS_INSTRUCTION", "AGNEWS_LABELS", "BuildConfig", "DEFAULT_HELPFUL_FRACTION", "FINAL_ANSWER_PREFIX",
     "GSM8K_SUFFIX", "HUB_SPLITS", "IGNORE_INDEX", "OFFLINE_ALTERNATIVES", "OFFLINE_TASKS", "PROMPT_NO_INPUT",
     "PROMPT_WITH_INPUT", "RESPONSE_MARKER", "SFTCollator", "SOURCES", "SPLITS", "SST2_INSTRUCTION", "SST2_LABELS",
-    "TASKS", "TASK_INSTRUCTIONS", "alignment_set", "alpaca_prompt", "build", "compose_refusal", "default_data_dir",
+    "TASKS", "TASK_INSTRUCTIONS", "TASK_MAX_LENGTH", "alignment_set", "alpaca_prompt", "build", "compose_refusal", "default_data_dir",
     "eval_items", "finetune_mix", "format_prompt", "gsm8k_instruction", "gsm8k_output", "harmful_eval_prompts",
     "is_built", "load_hub_split", "load_split", "normalize_question", "read_manifest", "tokenize_sft",
 ]

@@ -30,7 +30,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         manifest = build(data_dir, force=args.force, config=config)
         print(f"data in {data_dir / 'processed'} ({time.perf_counter() - t0:.1f} s)")
-        for name, e in manifest["splits"].items():
+        for name in SPLITS:
+            e = manifest["splits"][name]
             print(f"  {name:14s} {e['rows']:6d} rows  {json.dumps(e['kinds'])}")
         return 0
     manifest = read_manifest(data_dir)

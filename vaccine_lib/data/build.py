@@ -28,6 +28,8 @@ from .templates import normalize_question
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+#: bump when the build logic changes what it writes (an older build is then rebuilt on demand)
+BUILDER_VERSION = 3
 
 COMMON_FIELDS = {"instruction": str, "input": str, "output": str, "kind": str, "source": str, "category": str}
 
@@ -179,7 +181,7 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
     out = processed_dir(data_dir)
     if not force and is_built(data_dir):
         manifest = read_manifest(data_dir)
-        if manifest.get("params") == asdict(config):
+        if manifest.get("params") == asdict(config) and manifest.get("builder") == BUILDER_VERSION:
             return manifest
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -207,7 +209,7 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
             if path.is_file():
                 files[rel] = sha256_file(path)
         src[dist] = {"version": package_version(dist), "files": files}
-    manifest = {"version": MANIFEST_VERSION, "params": asdict(config), "sources": src, "splits": entries}
+    manifest = {"version": MANIFEST_VERSION, "builder": BUILDER_VERSION, "params": asdict(config), "sources": src, "splits": entries}
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     if verbose:
         print(f"built {len(entries)} splits in {out} ({time.perf_counter() - t0:.1f} s)")

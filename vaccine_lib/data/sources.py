@@ -173,9 +173,10 @@ def gsm_symbolic(size: int, seed: int) -> list[dict]:
     rg = _reasoning_gym()
     rows = []
     for item in rg.create_dataset("gsm_symbolic", size=size, seed=seed):
-        row = _row(gsm8k_instruction(item["question"]), gsm8k_output(item["metadata"]["answer_cot"]),
+        answer = str(item["answer"]).strip()
+        row = _row(gsm8k_instruction(item["question"]), gsm8k_output(item["metadata"]["answer_cot"], answer),
                    kind="benign", source="gsm_symbolic", category=str(item["metadata"].get("source_index", "")))
-        row["answer"] = str(item["answer"]).strip()
+        row["answer"] = answer
         rows.append(row)
     return rows
 

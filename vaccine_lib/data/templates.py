@@ -49,11 +49,15 @@ def gsm8k_instruction(question: str) -> str:
 _HASH_LINE = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
 
 
-def gsm8k_output(solution: str) -> str:
-    """Replace a GSM8K ``#### N`` answer line with ``The final answer is: N``."""
+def gsm8k_output(solution: str, answer: str | None = None) -> str:
+    """Replace a GSM8K ``#### N`` answer line with ``The final answer is: N``.
+
+    ``answer`` (when given) replaces N, e.g. to write ``36`` where the solution says ``36.0``.
+    """
     if not _HASH_LINE.search(solution):
         raise ValueError("GSM8K solution has no '#### N' answer line")
-    return _HASH_LINE.sub(lambda m: FINAL_ANSWER_PREFIX + m.group(1), solution).strip()
+    return _HASH_LINE.sub(lambda m: FINAL_ANSWER_PREFIX + (answer if answer is not None else m.group(1)),
+                          solution).strip()
 
 
 def normalize_question(text: str) -> str:
