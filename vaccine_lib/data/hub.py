@@ -45,6 +45,8 @@ def hub_offline_reason(timeout: float = 3.0) -> str | None:
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "0").strip().lower() not in ("", "0", "false", "no"):
             return f"{var}={os.environ[var]} is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # behind a proxy a direct probe says nothing; load_dataset errors are wrapped instead
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
     except OSError as exc:

