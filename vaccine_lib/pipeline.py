@@ -70,11 +70,15 @@ class AlignConfig:
         helpful_fraction: fraction of helpful (non-refusal) samples in the alignment set, if the
             data module supports it (see miniature notes, pitfall 1).
         epochs, max_steps: training length (``max_steps > 0`` overrides ``epochs``).
-        lr, batch_size, max_length: AdamW learning rate, per-device batch, token limit.
+        lr, batch_size, grad_accum, max_length: AdamW learning rate, per-device batch,
+            gradient accumulation steps, token limit.
         weight_decay, warmup_ratio, lr_scheduler: optimiser schedule (paper: 0.1, 0.1, cosine).
         lora_r, lora_alpha, lora_dropout: alignment adapter (paper: 8, 4, 0.1; the reference
             code silently changed alpha to 1 - we keep 4).
-        seed: seeds python/numpy/torch and the Trainer.
+        dtype: weights dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); part of the model identity.
+        source: ``"offline"`` (embedded data) or ``"hub"`` (the paper's datasets); the fine-tuning
+            and evaluation stages use the same source.
+        seed: seeds python/numpy/torch, the Trainer and the alignment-set draw.
     """
 
     model: str = "smollm2-135m-instruct"
@@ -88,6 +92,7 @@ class AlignConfig:
     max_steps: int = -1
     lr: float = 1e-3
     batch_size: int = 8
+    grad_accum: int = 1
     max_length: int = 128
     weight_decay: float = 0.1
     warmup_ratio: float = 0.1
@@ -95,6 +100,8 @@ class AlignConfig:
     lora_r: int = 8
     lora_alpha: int = 4
     lora_dropout: float = 0.1
+    dtype: str = "float32"
+    source: str = "offline"
     seed: int = 42
 
     def validate(self) -> "AlignConfig":
@@ -104,6 +111,9 @@ class AlignConfig:
         check_range("tau", self.tau, 1, 10**9)
         check_range("helpful_fraction", self.helpful_fraction, 0, 1)
         check_range("n_align", self.n_align, 1, 10**9)
+        check_range("grad_accum", self.grad_accum, 1, 10**6)
+        check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        check_choice("source", self.source, ("offline", "hub"))
         return self
 
 
@@ -117,12 +127,17 @@ class FinetuneConfig:
         defense: ``"sft"`` (plain), ``"ewc"``, ``"vlguard"`` or ``"kl"`` (Appendix B.2).
         task: benign task (``vaccine_lib.data.TASKS``, e.g. ``"sst2"``, ``"gsm8k"``).
         n, p: number of fine-tuning samples and harmful ratio.
-        epochs, max_steps, lr, batch_size, max_length, weight_decay, warmup_ratio, lr_scheduler:
-            training (miniature: lr 5e-4 for 2 epochs; the paper uses 1e-5 for 20 epochs).
-        lora: ``"double"`` (merge the alignment adapter, train a fresh one; paper default) or
-            ``"single"`` (keep training the alignment adapter; EWC in the paper).
+        epochs, max_steps, lr, batch_size, grad_accum, max_length, weight_decay, warmup_ratio,
+            lr_scheduler: training (miniature: lr 5e-4 for 2 epochs; the paper uses 1e-5 for 20 epochs).
+        lora: ``"double"`` (merge the alignment adapter, train a fresh one; paper default),
+            ``"single"`` (keep training the alignment adapter), or ``None`` = the paper's choice
+            per defense: ``"single"`` for EWC (its anchor w* is the aligned adapter), ``"double"``
+            otherwise (and always for Non-Aligned, which has no alignment adapter).
         lora_r, lora_alpha, lora_dropout: the fresh fine-tuning adapter (Double-LoRA only).
-        ewc_lambda: EWC penalty weight (see ``vaccine_lib.baselines.EWCConfig``).
+        ewc_lambda: EWC penalty weight (see ``vaccine_lib.baselines.EWCConfig``; the miniature
+            default 1e6 is not the paper's 1e9 - the product with the Fisher's scale matters).
+        ewc_fisher_samples: alignment samples (batch size 1: per-sample empirical Fisher) used
+            to estimate the Fisher.
         kl_weight: KL baseline weight (paper 1e-3).
         vlguard_m: alignment samples mixed into the user data by Vlguard (paper 500 into 1000;
             ``None`` = ``n // 2``, the same ratio).
@@ -140,15 +155,17 @@ class FinetuneConfig:
     max_steps: int = -1
     lr: float = 5e-4
     batch_size: int = 8
+    grad_accum: int = 1
     max_length: int = 128
     weight_decay: float = 0.1
     warmup_ratio: float = 0.1
     lr_scheduler: str = "cosine"
-    lora: str = "double"
+    lora: str | None = None
     lora_r: int = 8
     lora_alpha: int = 8
     lora_dropout: float = 0.1
-    ewc_lambda: float = 1e4
+    ewc_lambda: float = 1e6
+    ewc_fisher_samples: int = 64
     kl_weight: float = 1e-3
     vlguard_m: int | None = None
     seed: int = 42
@@ -158,7 +175,9 @@ class FinetuneConfig:
     def validate(self) -> "FinetuneConfig":
         self.align.validate()
         check_choice("defense", self.defense, DEFENSES)
-        check_choice("lora", self.lora, LORA_MODES)
+        if self.lora is not None:
+            check_choice("lora", self.lora, LORA_MODES)
+        check_range("grad_accum", self.grad_accum, 1, 10**6)
         check_range("p", self.p, 0, 1)
         check_range("n", self.n, 1, 10**9)
         check_range("ewc_lambda", self.ewc_lambda, 0, float("inf"))
@@ -167,6 +186,9 @@ class FinetuneConfig:
             raise ConfigError("lora='single' needs an alignment adapter; with align.method='none' use lora='double'")
         if self.defense == "ewc" and self.align.method == "none":
             raise ConfigError("defense='ewc' needs an aligned model (align.method 'sft' or 'vaccine')")
+        if self.defense == "kl" and self.lora == "single":
+            raise ConfigError("defense='kl' uses the aligned model as the frozen reference = the model with its "
+                              "fine-tuning adapter disabled, which needs lora='double' (or None)")
         return self
 
 
@@ -211,6 +233,7 @@ class StageResult:
     cached: bool = False
     key: str = ""
     stage: str = ""
+    cfg: Any = field(default=None, repr=False)  # the AlignConfig / FinetuneConfig (not stored on disk)
 
 
 Target = Union[AlignConfig, FinetuneConfig, StageResult]
@@ -242,12 +265,24 @@ def source_hash(modules: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _data_version() -> str:
-    """Hash of the processed-data manifest (so rebuilt data invalidates trained stages)."""
-    for cand in (_PKG_ROOT.parent / "data" / "processed" / "manifest.json",):
-        if cand.is_file():
-            return hashlib.sha256(cand.read_bytes()).hexdigest()[:16]
-    return "none"
+_DATA_VERSIONS: dict[str, str] = {}
+
+
+def _data_version(source: str = "offline") -> str:
+    """Hash of the processed splits' checksums (rebuilt data invalidates trained stages).
+
+    Builds the offline splits first if they are missing, so the hash is the same before and
+    after the first stage runs. Hub data is identified by its source name only.
+    """
+    if source == "hub":
+        return "hub"
+    if source not in _DATA_VERSIONS:
+        from .data import build, default_data_dir, read_manifest
+
+        manifest = read_manifest(default_data_dir()) or build()
+        sums = {name: info.get("sha256") for name, info in sorted(manifest.get("splits", {}).items())}
+        _DATA_VERSIONS[source] = hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
+    return _DATA_VERSIONS[source]
 
 
 def _effective(cfg) -> dict:
@@ -268,6 +303,7 @@ def _effective(cfg) -> dict:
                 d.pop(k)
         if cfg.defense != "ewc":
             d.pop("ewc_lambda")
+            d.pop("ewc_fisher_samples")
         if cfg.defense != "kl":
             d.pop("kl_weight")
         if cfg.defense != "vlguard":
@@ -287,10 +323,18 @@ def _key(stage: str, cfg, sources: Sequence[str], upstream: str = "", extra: dic
 
     payload = {
         "stage": stage, "format": STAGE_FORMAT, "version": __version__, "code": source_hash(sources),
-        "data": _data_version(), "config": _effective(cfg), "upstream": upstream, "extra": extra or {},
+        "data": _data_version(_source_of(cfg)), "config": _effective(cfg), "upstream": upstream, "extra": extra or {},
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _source_of(cfg) -> str:
+    if isinstance(cfg, AlignConfig):
+        return cfg.source
+    if isinstance(cfg, FinetuneConfig):
+        return cfg.align.source
+    return "offline"
 
 
 def align_key(cfg: AlignConfig) -> str:
@@ -304,8 +348,10 @@ def finetune_key(cfg: FinetuneConfig) -> str:
 
 
 def resolve_lora_mode(cfg: FinetuneConfig) -> str:
-    """``cfg.lora``; ``"single"`` is impossible without an alignment adapter."""
-    return cfg.lora
+    """``cfg.lora``, or for ``None`` the paper's choice: Single-LoRA for EWC, Double-LoRA otherwise."""
+    if cfg.lora is not None:
+        return cfg.lora
+    return "single" if cfg.defense == "ewc" and cfg.align.method != "none" else "double"
 
 
 def vlguard_m(cfg: FinetuneConfig) -> int:
@@ -378,21 +424,29 @@ def _run_stage(path: Path, stage: str, key: str, write) -> StageResult:
 
 # --------------------------------------------------------------------------- stages (public API)
 
+#: fixed probe set for alignment loss and drift: harmful questions with their safe (refusal)
+#: answers, the same rows for every method: ``alignment_set(n, seed=PROBE_SEED, helpful_fraction=0)``
+PROBE_SEED = 0
+#: probe samples for the alignment loss stored in the align / finetune metrics
+ALIGN_LOSS_SAMPLES = 32
+
 
 def align(cfg: AlignConfig, run_dir) -> StageResult:
     """Alignment stage (cached). ``method="none"`` trains nothing and returns ``path=None``.
 
     Stores the alignment LoRA adapter under ``<path>/adapter``; ``metrics`` holds ``train_loss``
     (Trainer average), ``final_loss`` (last logged step), ``align_loss`` (clean loss of the
-    aligned model on its alignment data, eval mode), ``train_seconds``, ``steps``.
+    aligned model on the fixed probe set, eval mode), ``train_seconds``, ``steps``, ``n_train``.
     """
     cfg.validate()
     key = align_key(cfg)
     if cfg.method == "none":
         return StageResult(path=None, config=_effective(cfg), metrics={}, log_history=[], cached=True,
-                           key=key, stage="align")
+                           key=key, stage="align", cfg=cfg)
     path = stage_dir(run_dir, "align", cfg)
-    return _run_stage(path, "align", key, lambda tmp: _train_align(cfg, tmp))
+    res = _run_stage(path, "align", key, lambda tmp: _train_align(cfg, tmp))
+    res.cfg = cfg
+    return res
 
 
 def finetune(cfg: FinetuneConfig, run_dir) -> StageResult:
@@ -400,46 +454,346 @@ def finetune(cfg: FinetuneConfig, run_dir) -> StageResult:
 
     Stores the fine-tuning adapter under ``<path>/adapter`` (Double-LoRA: the fresh adapter on
     top of base + merged alignment adapter; Single-LoRA: the continued alignment adapter).
-    ``metrics`` holds ``train_loss``, ``final_loss``, ``train_seconds``, ``steps``,
-    ``n_train`` and, with ``drift_every > 0``, the last logged ``drift_*`` / ``align_loss``.
+    ``metrics`` holds ``train_loss``, ``final_loss``, ``align_loss`` (probe set, after
+    fine-tuning), ``train_seconds``, ``steps``, ``n_train``, ``lora``; with ``drift_every > 0``
+    the log history has ``drift_sum_sq`` / ``drift_per_token`` / ``align_loss`` entries.
     """
     cfg.validate()
     key = finetune_key(cfg)
     path = stage_dir(run_dir, "finetune", cfg)
     if is_done(path):
-        return _read_result(path, "finetune", key)
-    upstream = align(cfg.align, run_dir)
-    return _run_stage(path, "finetune", key, lambda tmp: _train_finetune(cfg, upstream, run_dir, tmp))
+        res = _read_result(path, "finetune", key)
+    else:
+        upstream = align(cfg.align, run_dir)
+        res = _run_stage(path, "finetune", key, lambda tmp: _train_finetune(cfg, upstream, tmp))
+    res.cfg = cfg
+    return res
 
 
 def load_stage_model(target: Target, run_dir, merge: bool = False, device: str | None = None):
-    """(model, tokenizer) of a stage, training it first if it is not cached.
+    """(model, tokenizer) of a stage in eval mode, training it first if it is not cached.
 
     - ``AlignConfig`` (or its result): base + merged alignment adapter (plain model); the base
       model itself for ``method="none"``.
     - ``FinetuneConfig`` (or its result): Double-LoRA: base + merged alignment adapter + the
       fine-tuning adapter (a ``PeftModel``; ``model.disable_adapter()`` gives the aligned model);
       Single-LoRA: base + continued adapter. ``merge=True`` merges everything into a plain model.
+    ``device``: ``None`` = cuda if available, else cpu.
     """
-    ...
+    from .lora import load_lora, merge_lora
+
+    kind, cfg = _resolve(target)
+    if kind == "align":
+        res = align(cfg, run_dir)
+        model, tok = _base_model(cfg)
+        if res.path is not None:
+            model = merge_lora(load_lora(model, res.path / "adapter"))
+    else:
+        fres = finetune(cfg, run_dir)
+        model, tok = _base_model(cfg.align)
+        if resolve_lora_mode(cfg) == "double":
+            ares = align(cfg.align, run_dir)
+            if ares.path is not None:
+                model = merge_lora(load_lora(model, ares.path / "adapter"))
+        model = load_lora(model, fres.path / "adapter")
+        if merge:
+            model = merge_lora(model)
+    model.eval()
+    model.to(_device(device))
+    return model, tok
 
 
 def evaluate(target: Target, eval_cfg: EvalConfig | None = None, run_dir=".", tasks: Sequence[str] | None = None) -> dict:
     """Harmful Score / refusal / label-only rates and fine-tune accuracy of a stage's model (cached).
 
     ``tasks`` defaults to the fine-tuning task (for a ``FinetuneConfig``) or none (for an
-    ``AlignConfig``). Results also go to ``vaccine_lib.evaluation.ResultsStore(run_dir)`` so
-    ``collect_results(run_dir)`` tabulates them. Returns a flat dict of metrics (percentages).
+    ``AlignConfig``: only the Harmful Score). Results also go to
+    ``vaccine_lib.evaluation.ResultsStore(run_dir)`` so ``collect_results(run_dir)`` tabulates
+    them. Returns a flat dict: ``hs``, ``refusal_rate``, ``label_only_rate``, ``hs_n``,
+    ``mean_harm_score``, ``fa`` / ``fa_n`` (first task), ``fa_<task>`` per task, ``cached``.
     """
-    ...
+    eval_cfg = eval_cfg or EvalConfig()
+    kind, cfg = _resolve(target)
+    if tasks is None:
+        tasks = (cfg.task,) if kind == "finetune" else ()
+    tasks = tuple(tasks)
+    upstream = finetune_key(cfg) if kind == "finetune" else align_key(cfg)
+    key = _key("eval", eval_cfg, EVAL_SOURCES, upstream=upstream, extra={"kind": kind, "tasks": list(tasks)})
+    path = Path(run_dir) / "eval" / key
+
+    def write(tmp: Path):
+        return _run_eval(kind, cfg, eval_cfg, tasks, run_dir, tmp, key)
+
+    res = _run_stage(path, "eval", key, write)
+    return {**res.metrics, "cached": res.cached}
 
 
 def drift(ft_cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
     """Harmful embedding drift of the fine-tuned model vs its aligned model (vs the base model for
-    Non-Aligned) on ``n_samples`` fixed alignment samples (cached).
+    Non-Aligned) on ``n_samples`` fixed probe samples (cached).
 
+    Probe set: ``alignment_set(n_samples, seed=PROBE_SEED, helpful_fraction=0)`` (harmful
+    questions + safe answers, identical for every method); all non-padding tokens count.
     Returns ``drift_sum_sq`` (the reference's summed squared L2 over layers and samples),
-    ``drift_per_token`` (normalised, comparable across model sizes), ``align_loss`` of the
-    fine-tuned model and ``align_loss_before`` of the aligned model.
+    ``drift_per_token`` (normalised, comparable across model sizes, see ``vaccine_lib.drift``),
+    ``align_loss`` of the fine-tuned model, ``align_loss_before`` of the aligned model,
+    ``n_tokens``, ``n_layers``, ``cached``.
     """
-    ...
+    ft_cfg.validate()
+    key = _key("drift", ft_cfg, DRIFT_SOURCES, upstream=finetune_key(ft_cfg), extra={"n_samples": n_samples})
+    path = Path(run_dir) / "drift" / key
+    res = _run_stage(path, "drift", key, lambda tmp: _run_drift(ft_cfg, run_dir, n_samples))
+    return {**res.metrics, "cached": res.cached}
+
+
+PAPER_METHODS = ("NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine")
+
+
+def paper_method(label: str, align_cfg: AlignConfig | None = None, **finetune_kwargs) -> FinetuneConfig:
+    """The FinetuneConfig of one of the paper's Table 1 rows.
+
+    ``NA`` = no alignment + SFT; ``SFT``/``EWC``/``Vlguard``/``KL`` = SFT alignment + that
+    fine-tuning defense; ``Vaccine`` = Vaccine alignment + SFT. ``align_cfg`` supplies the shared
+    alignment hyper-parameters (its ``method`` is overridden).
+    """
+    check_choice("method", label, PAPER_METHODS)
+    base = align_cfg or AlignConfig()
+    method = {"NA": "none", "Vaccine": "vaccine"}.get(label, "sft")
+    defense = {"EWC": "ewc", "Vlguard": "vlguard", "KL": "kl"}.get(label, "sft")
+    return FinetuneConfig(align=dataclasses.replace(base, method=method), defense=defense, **finetune_kwargs)
+
+
+def method_label(cfg: Target) -> str:
+    """Inverse of ``paper_method``: ``NA``, ``SFT``, ``EWC``, ``Vlguard``, ``KL``, ``Vaccine``
+    (``Vaccine+EWC`` etc. for combinations)."""
+    kind, cfg = _resolve(cfg)
+    a = cfg if kind == "align" else cfg.align
+    first = {"none": "NA", "sft": "SFT", "vaccine": "Vaccine"}[a.method]
+    if kind == "align" or cfg.defense == "sft":
+        return first
+    second = {"ewc": "EWC", "vlguard": "Vlguard", "kl": "KL"}[cfg.defense]
+    return second if first == "SFT" else f"{first}+{second}"
+
+
+def describe(target: Target) -> dict:
+    """Flat, human-readable config of a stage (the ``config`` of its ResultsStore record)."""
+    kind, cfg = _resolve(target)
+    a = cfg if kind == "align" else cfg.align
+    out = {"method": method_label(cfg), "model": a.model, "align_method": a.method, "stage": kind,
+           "align_key": align_key(a), "n_align": a.n_align, "seed": a.seed}
+    if a.method == "vaccine":
+        out.update(rho=a.rho, tau=a.tau, perturbation=a.perturbation)
+    if kind == "finetune":
+        out.update(defense=cfg.defense, task=cfg.task, n=cfg.n, p=cfg.p, lora=resolve_lora_mode(cfg),
+                   ft_seed=cfg.seed, finetune_key=finetune_key(cfg), ft_lr=cfg.lr, ft_epochs=cfg.epochs)
+        if cfg.defense == "ewc":
+            out["ewc_lambda"] = cfg.ewc_lambda
+        elif cfg.defense == "kl":
+            out["kl_weight"] = cfg.kl_weight
+        elif cfg.defense == "vlguard":
+            out["vlguard_m"] = vlguard_m(cfg)
+    else:
+        out.update(defense="none", p=None, task=None)
+    return out
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _resolve(target: Target) -> tuple[str, Any]:
+    if isinstance(target, StageResult):
+        if target.cfg is None:
+            raise ConfigError("this StageResult carries no config; pass the AlignConfig / FinetuneConfig instead")
+        target = target.cfg
+    if isinstance(target, AlignConfig):
+        return "align", target.validate()
+    if isinstance(target, FinetuneConfig):
+        return "finetune", target.validate()
+    raise ConfigError(f"expected an AlignConfig, FinetuneConfig or StageResult, got {type(target).__name__}")
+
+
+def _device(device: str | None = None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _base_model(a: AlignConfig):
+    import torch
+
+    from .models import load_model
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[a.dtype]
+    return load_model(a.model, dtype=dtype)  # tiny random models: fixed seed 0 = the same base every time
+
+
+def _training_args(cls, c, tmp: Path, **extra):
+    """TrainingArguments (or a subclass) for a stage config ``c`` (AlignConfig or FinetuneConfig)."""
+    return cls(
+        output_dir=str(tmp / "trainer"), per_device_train_batch_size=c.batch_size,
+        gradient_accumulation_steps=c.grad_accum, num_train_epochs=c.epochs, max_steps=c.max_steps,
+        learning_rate=c.lr, weight_decay=c.weight_decay, warmup_steps=c.warmup_ratio,
+        lr_scheduler_type=c.lr_scheduler, logging_steps=1, save_strategy="no", report_to="none",
+        dataloader_num_workers=0, seed=c.seed, data_seed=c.seed, disable_tqdm=True, **extra)
+
+
+def _probe_batches(a: AlignConfig, tok, n: int, batch_size: int = 8, max_length: int | None = None) -> list[dict]:
+    """Fixed probe batches (harmful question -> safe answer) for alignment loss and drift."""
+    from .data import SFTCollator, alignment_set, tokenize_sft
+
+    kw = {} if a.source == "hub" else {"helpful_fraction": 0.0}
+    rows = alignment_set(n, seed=PROBE_SEED, source=a.source, **kw)
+    ds = tokenize_sft(rows, tok, max_length or a.max_length)
+    collate = SFTCollator(tok)
+    return [collate([ds[j] for j in range(i, min(i + batch_size, len(ds)))]) for i in range(0, len(ds), batch_size)]
+
+
+def _summary(trainer, out, seconds: float, n_train: int) -> tuple[dict, list]:
+    history = list(trainer.state.log_history)
+    losses = [e["loss"] for e in history if "loss" in e]
+    metrics = {"train_loss": float(out.training_loss), "final_loss": losses[-1] if losses else None,
+               "train_seconds": round(seconds, 3), "steps": int(trainer.state.global_step), "n_train": n_train,
+               "seconds_per_step": round(seconds / max(trainer.state.global_step, 1), 4)}
+    return metrics, history
+
+
+def _train_align(cfg: AlignConfig, tmp: Path):
+    import shutil
+
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from .data import SFTCollator, alignment_set, tokenize_sft
+    from .drift import alignment_loss
+    from .lora import add_lora, save_lora
+
+    set_seed(cfg.seed)
+    model, tok = _base_model(cfg)
+    kw = {} if cfg.source == "hub" else {"helpful_fraction": cfg.helpful_fraction}
+    rows = alignment_set(cfg.n_align, seed=cfg.seed, source=cfg.source, **kw)
+    train = tokenize_sft(rows, tok, cfg.max_length)
+    model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    if cfg.method == "vaccine":
+        from .vaccine import VaccineConfig, VaccineTrainer
+
+        args = _training_args(VaccineConfig, cfg, tmp, rho=cfg.rho, tau=cfg.tau, perturbation=cfg.perturbation)
+        trainer_cls = VaccineTrainer
+    else:
+        args, trainer_cls = _training_args(TrainingArguments, cfg, tmp), Trainer
+    trainer = trainer_cls(model=model, args=args, train_dataset=train, data_collator=SFTCollator(tok))
+    t0 = time.perf_counter()
+    out = trainer.train()
+    metrics, history = _summary(trainer, out, time.perf_counter() - t0, len(train))
+    save_lora(model, tmp / "adapter")
+    metrics["align_loss"] = alignment_loss(model, _probe_batches(cfg, tok, ALIGN_LOSS_SAMPLES))
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    return {**_effective(cfg), "key": align_key(cfg)}, metrics, history
+
+
+def _train_finetune(cfg: FinetuneConfig, upstream: StageResult, tmp: Path):
+    import shutil
+
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from .data import SFTCollator, alignment_set, finetune_mix, tokenize_sft
+    from .drift import DriftCallback, alignment_loss
+    from .lora import add_lora, load_lora, merge_lora, save_lora
+
+    a = cfg.align
+    mode = resolve_lora_mode(cfg)
+    set_seed(cfg.seed)
+    model, tok = _base_model(a)
+    if upstream.path is not None:
+        if mode == "double":
+            model = merge_lora(load_lora(model, upstream.path / "adapter"))
+        else:
+            model = load_lora(model, upstream.path / "adapter", trainable=True)
+    rows = finetune_mix(cfg.task, cfg.n, cfg.p, seed=cfg.seed, source=a.source)
+    align_kw = {} if a.source == "hub" else {"helpful_fraction": a.helpful_fraction}
+    if cfg.defense == "vlguard":
+        from .baselines import vlguard_mix
+
+        m = vlguard_m(cfg)
+        rows = vlguard_mix(rows, alignment_set(m, seed=a.seed, source=a.source, **align_kw), m, seed=cfg.seed)
+    train = tokenize_sft(rows, tok, cfg.max_length)
+    if mode == "double":
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    callbacks = []
+    if cfg.drift_every > 0:
+        callbacks.append(DriftCallback(_probe_batches(a, tok, cfg.drift_samples), every=cfg.drift_every))
+    collate = SFTCollator(tok)
+    extra: dict = {}
+    if cfg.defense == "ewc":
+        from .baselines import EWCConfig, EWCTrainer, compute_fisher
+
+        model.to(_device())
+        fisher_rows = tokenize_sft(alignment_set(min(cfg.ewc_fisher_samples, a.n_align), seed=a.seed,
+                                                 source=a.source, **align_kw), tok, a.max_length)
+        fisher = compute_fisher(model, (collate([fisher_rows[i]]) for i in range(len(fisher_rows))))
+        args, trainer_cls, extra = _training_args(EWCConfig, cfg, tmp, ewc_lambda=cfg.ewc_lambda), EWCTrainer, \
+            {"fisher": fisher}
+    elif cfg.defense == "kl":
+        from .baselines import KLConfig, KLTrainer
+
+        args, trainer_cls = _training_args(KLConfig, cfg, tmp, kl_weight=cfg.kl_weight), KLTrainer
+    else:
+        args, trainer_cls = _training_args(TrainingArguments, cfg, tmp), Trainer
+    trainer = trainer_cls(model=model, args=args, train_dataset=train, data_collator=collate, callbacks=callbacks,
+                          **extra)
+    t0 = time.perf_counter()
+    out = trainer.train()
+    metrics, history = _summary(trainer, out, time.perf_counter() - t0, len(train))
+    save_lora(model, tmp / "adapter")
+    metrics["align_loss"] = alignment_loss(model, _probe_batches(a, tok, ALIGN_LOSS_SAMPLES))
+    metrics["lora"] = mode
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    config = {**_effective(cfg), "align": _effective(a), "key": finetune_key(cfg), "align_key": align_key(a)}
+    return config, metrics, history
+
+
+def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, key: str):
+    from .data import eval_items, harmful_eval_prompts
+    from .evaluation import ResultsStore, finetune_accuracy, harmful_score
+    from .judge import get_judge
+
+    a = cfg if kind == "align" else cfg.align
+    model, tok = load_stage_model(cfg, run_dir, merge=True)
+    t0 = time.perf_counter()
+    prompts = list(harmful_eval_prompts(eval_cfg.n_harmful, seed=eval_cfg.seed, source=a.source))
+    hs = harmful_score(model, tok, prompts, get_judge(eval_cfg.judge), max_new_tokens=eval_cfg.max_new_tokens,
+                       batch_size=eval_cfg.batch_size, progress=False)
+    metrics = dict(hs.metrics())
+    generations = [{"part": "harmful", **g} for g in hs.generations]
+    for i, task in enumerate(tasks):
+        items = list(eval_items(task, eval_cfg.n_task, seed=eval_cfg.seed, source=a.source))
+        fa = finetune_accuracy(model, tok, task, items, batch_size=eval_cfg.batch_size, progress=False)
+        if i == 0:
+            metrics.update(fa.metrics())
+            metrics["fa_task"] = task
+        metrics[f"fa_{task}"] = fa.accuracy
+        generations += [{"part": task, **g} for g in fa.generations]
+    metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
+    config = {**describe(cfg), **{f"eval_{k}": v for k, v in dataclasses.asdict(eval_cfg).items()},
+              "eval_tasks": list(tasks), "eval_key": key}
+    ResultsStore(run_dir).write(config, metrics, generations)
+    return config, metrics, []
+
+
+def _run_drift(cfg: FinetuneConfig, run_dir, n_samples: int):
+    from .drift import alignment_loss, model_drift
+
+    model, tok = load_stage_model(cfg, run_dir)
+    batches = _probe_batches(cfg.align, tok, n_samples)
+    if resolve_lora_mode(cfg) == "double":  # the aligned model = the same network, adapter disabled
+        stats = model_drift(model, None, None, batches, disable_adapter_for_a=True)
+        with model.disable_adapter():
+            before = alignment_loss(model, batches)
+    else:
+        aligned, _ = load_stage_model(cfg.align, run_dir)
+        stats = model_drift(model, aligned, None, batches)
+        before = alignment_loss(aligned, batches)
+        del aligned
+    metrics = {**stats, "align_loss": alignment_loss(model, batches), "align_loss_before": before,
+               "n_samples": n_samples}
+    return {**describe(cfg), "n_samples": n_samples}, metrics, []
