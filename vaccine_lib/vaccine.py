@@ -277,16 +277,19 @@ def perturbation_with_stats(
         for h in handles:
             h.remove()
     grads = [torch.zeros_like(d) if g is None else g.detach() for g, d in zip(grads, order)]
-    sq = torch.stack([g.float().pow(2).sum() for g in grads]).sum()
-    if sync_norm and _dist_world() > 1:
+    acc = torch.promote_types(grads[0].dtype, torch.float32)  # at least float32 for the norm
+    sq = torch.stack([g.to(acc).pow(2).sum() for g in grads]).sum()
+    world = _dist_world() if sync_norm else 1
+    if world > 1:
         import torch.distributed as dist
 
         dist.all_reduce(sq, op=dist.ReduceOp.SUM)
     raw = sq.sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
     ok = torch.isfinite(raw) & (raw > 0)
     scale = torch.where(ok, rho / torch.where(ok, raw, torch.ones_like(raw)), torch.zeros_like(raw))  # no host sync
-    eps = [(g.float() * scale).to(g.dtype) for g in grads]
-    norm = raw / loss_scale if loss_scale else raw
+    eps = [(g.to(acc) * scale).to(g.dtype) for g in grads]
+    # reported norm: gradient of the global loss, which DDP defines as the mean of the per-process losses
+    norm = raw / (loss_scale or 1.0) / world
     return Perturbation(eps=eps, grad_norm=norm.detach(), loss=loss.detach())
 
 
@@ -304,7 +307,8 @@ def compute_perturbation(
 
     ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
     differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
-    initialised process group (data parallel). Returns detached tensors shaped like the attention outputs;
+    initialised process group (data parallel), so every process gets its slice of the perturbation of the
+    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients). Returns detached tensors shaped like the attention outputs;
     all zeros when the gradient norm is zero or not finite.
     """
     return perturbation_with_stats(model, inputs, rho, loss_fn=loss_fn, layers_path=layers_path,
