@@ -7,7 +7,7 @@ GSM-Symbolic and small benign tasks (reasoning_gym). ``source="hub"`` selects th
 datasets (BeaverTails, SST2, AG News, GSM8K, AlpacaEval).
 """
 
-from .build import SPLITS, BuildConfig, is_built, read_manifest
+from .builder import SPLITS, BuildConfig, is_built, read_manifest
 from .hub import HUB_SPLITS, OFFLINE_ALTERNATIVES, load_hub_split
 from .refusals import compose_refusal
 from .sft import IGNORE_INDEX, TASK_MAX_LENGTH, SFTCollator, tokenize_sft

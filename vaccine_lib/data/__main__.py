@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import fields
 
-from .build import SPLITS, BuildConfig, is_built, read_manifest
+from .builder import SPLITS, BuildConfig, is_built, read_manifest
 from .splits import build, default_data_dir
 
 

@@ -7,8 +7,8 @@ import random
 from pathlib import Path
 
 from ..errors import ConfigError, check_choice, check_range
-from . import build as _build
-from .build import SPLITS, BuildConfig
+from . import builder as _build
+from .builder import SPLITS, BuildConfig
 from .hub import HUB_SPLITS, load_hub_split
 
 #: benign fine-tuning tasks; offline only sst2 (Rotten Tomatoes) and gsm8k (GSM-Symbolic)
