@@ -35,6 +35,44 @@ def test_batched_matches_one_at_a_time(tiny_model, tokenizer, name):
     assert all(len(ids) <= 12 for ids in batched)
 
 
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma", "tiny-opt", "tiny-gpt2", "tiny-gptneox"])
+def test_loop_engine_matches_hf_generate(tiny_model, tokenizer, name):
+    model = tiny_model(name, seed=2)
+    loop = generate_tokens(model, tokenizer, _prompts(), 8, batch_size=4, progress=False, engine="loop")
+    hf = generate_tokens(model, tokenizer, _prompts(), 8, batch_size=4, progress=False, engine="hf")
+    assert loop == hf
+
+
+def _stop_after_token_multiple_of(model, tokenizer, k):
+    """Hooks: eos wins whenever the current input token id is a multiple of k (row-local rule)."""
+    last = {}
+
+    def pre(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        last["ids"] = ids[:, -1]
+
+    def post(module, args, logits):
+        logits = logits.clone()
+        rows = (last["ids"] % k == 0)
+        logits[rows, -1, tokenizer.eos_token_id] = 1e4
+        return logits
+
+    model.register_forward_pre_hook(pre, with_kwargs=True)
+    model.lm_head.register_forward_hook(post)
+
+
+def test_finished_rows_dropped_same_tokens(tiny_model, tokenizer):
+    model = tiny_model("tiny-llama", seed=3)
+    _stop_after_token_multiple_of(model, tokenizer, 4)
+    prompts = _prompts()
+    assert all(tokenizer(p).input_ids[-1] % 4 for p in prompts)
+    rate, batched, single = identical_rate(model, tokenizer, prompts, max_new_tokens=16, batch_size=6)
+    lengths = [len(ids) for ids in batched]
+    assert min(lengths) < max(lengths) <= 16, lengths  # rows finish at different steps
+    assert rate == 1.0
+    assert batched == generate_tokens(model, tokenizer, prompts, 16, batch_size=6, progress=False, engine="hf")
+
+
 def test_order_restored_and_text(tiny_model, tokenizer):
     model = tiny_model("tiny-llama")
     prompts = _prompts()
@@ -93,6 +131,8 @@ def test_bad_settings(tiny_model, tokenizer):
         generate(model, tokenizer, ["x"], max_new_tokens=0)
     with pytest.raises(ConfigError, match="batch_size"):
         generate(model, tokenizer, ["x"], batch_size=0)
+    with pytest.raises(ConfigError, match="allowed values: auto, loop, hf"):
+        generate_tokens(model, tokenizer, ["x"], engine="vllm")
 
 
 def test_tokenizer_without_eos_or_pad(tiny_model):
