@@ -747,6 +747,7 @@ def _train_finetune(cfg: FinetuneConfig, upstream: StageResult, tmp: Path):
     save_lora(model, tmp / "adapter")
     metrics["align_loss"] = alignment_loss(model, _probe_batches(a, tok, ALIGN_LOSS_SAMPLES))
     metrics["lora"] = mode
+    metrics["n_rows"] = len(rows)  # before tokenisation (rows too long for max_length are dropped)
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     config = {**_effective(cfg), "align": _effective(a), "key": finetune_key(cfg), "align_key": align_key(a)}
     return config, metrics, history

@@ -1,0 +1,192 @@
+"""Pipeline caching on the tiny random Llama: cached reruns, partial reruns, interrupted stages."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaccine_lib import pipeline as P
+from vaccine_lib.errors import ConfigError
+
+ALIGN = P.AlignConfig(model="tiny-llama", method="sft", n_align=8, max_steps=2, batch_size=4, max_length=64)
+VACC = P.AlignConfig(model="tiny-llama", method="vaccine", n_align=8, max_steps=2, batch_size=4, max_length=64)
+
+
+def _ft(align=ALIGN, **kw):
+    base = dict(align=align, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160)
+    return P.FinetuneConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture
+def count_trains(monkeypatch):
+    calls = {"align": 0, "finetune": 0}
+    real_a, real_f = P._train_align, P._train_finetune
+
+    def a(*args, **kw):
+        calls["align"] += 1
+        return real_a(*args, **kw)
+
+    def f(*args, **kw):
+        calls["finetune"] += 1
+        return real_f(*args, **kw)
+
+    monkeypatch.setattr(P, "_train_align", a)
+    monkeypatch.setattr(P, "_train_finetune", f)
+    return calls
+
+
+def test_align_then_cached(run_dir, count_trains):
+    first = P.align(ALIGN, run_dir)
+    assert not first.cached and (first.path / "done.json").is_file() and (first.path / "adapter").is_dir()
+    assert first.metrics["steps"] == 2 and first.metrics["align_loss"] > 0
+    assert [e["loss"] for e in first.log_history if "loss" in e]
+    assert not (first.path / "trainer").exists()
+    t0 = time.perf_counter()
+    second = P.align(ALIGN, run_dir)
+    assert second.cached and time.perf_counter() - t0 < 1.0
+    assert second.metrics == first.metrics and second.path == first.path
+    assert count_trains["align"] == 1
+
+
+def test_finetune_param_change_reruns_only_finetune(run_dir, count_trains):
+    P.align(ALIGN, run_dir)
+    count_trains.update(align=0, finetune=0)
+    r1 = P.finetune(_ft(), run_dir)
+    assert count_trains == {"align": 0, "finetune": 1}
+    assert P.finetune(_ft(), run_dir).cached
+    r2 = P.finetune(_ft(p=0.25), run_dir)
+    assert not r2.cached and r2.path != r1.path
+    assert count_trains == {"align": 0, "finetune": 2}
+    # an align change reruns both
+    P.finetune(_ft(align=P.AlignConfig(**{**ALIGN.__dict__, "lr": 2e-3})), run_dir)
+    assert count_trains == {"align": 1, "finetune": 3}
+
+
+def test_irrelevant_fields_do_not_change_hash():
+    assert P.align_key(ALIGN) == P.align_key(P.AlignConfig(**{**ALIGN.__dict__, "rho": 5.0}))  # SFT ignores rho
+    assert P.align_key(VACC) != P.align_key(P.AlignConfig(**{**VACC.__dict__, "rho": 5.0}))
+    assert P.finetune_key(_ft()) == P.finetune_key(_ft(kl_weight=1.0))  # only KL uses it
+    assert P.finetune_key(_ft(defense="kl")) != P.finetune_key(_ft(defense="kl", kl_weight=1.0))
+    assert P.finetune_key(_ft(defense="ewc")) == P.finetune_key(_ft(defense="ewc", lora="single"))
+
+
+def test_interrupted_stage_is_not_finished(run_dir, count_trains):
+    cfg = _ft(seed=7)
+    path = P.stage_dir(run_dir, "finetune", cfg)
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text("{}")  # a crash left a folder without done.json
+    tmp = path.parent / f".tmp-{path.name}-junk"
+    tmp.mkdir()
+    assert not P.is_done(path)
+    res = P.finetune(cfg, run_dir)
+    assert not res.cached and P.is_done(path) and res.metrics["steps"] == 2
+    assert count_trains["finetune"] == 1
+
+
+def test_interrupt_during_training_leaves_no_stage(run_dir, monkeypatch):
+    cfg = _ft(seed=8)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P, "_train_finetune", boom)
+    with pytest.raises(KeyboardInterrupt):
+        P.finetune(cfg, run_dir)
+    path = P.stage_dir(run_dir, "finetune", cfg)
+    assert not path.exists()
+    assert not list(path.parent.glob(f".tmp-{path.name}-*"))
+
+
+def test_hash_stable_across_processes():
+    code = ("from vaccine_lib import pipeline as P;"
+            "a=P.AlignConfig(model='tiny-llama', method='vaccine', rho=3.0);"
+            "print(P.align_key(a), P.finetune_key(P.FinetuneConfig(align=a, p=0.2)))")
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    a = P.AlignConfig(model="tiny-llama", method="vaccine", rho=3.0)
+    assert out.stdout.split() == [P.align_key(a), P.finetune_key(P.FinetuneConfig(align=a, p=0.2))]
+
+
+def test_load_stage_model_double_lora(run_dir):
+    cfg = _ft()
+    model, tok = P.load_stage_model(cfg, run_dir)
+    aligned, _ = P.load_stage_model(ALIGN, run_dir)
+    ids = tok(["Hello there, how are you?"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        with model.disable_adapter():
+            torch.testing.assert_close(model(ids).logits, aligned(ids).logits, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(model(ids).logits, aligned(ids).logits)
+        merged, _ = P.load_stage_model(cfg, run_dir, merge=True)
+        torch.testing.assert_close(merged(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("label", ["NA", "EWC", "KL", "Vlguard", "Vaccine"])
+def test_methods_run(run_dir, label):
+    cfg = P.paper_method(label, ALIGN, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160)
+    assert P.method_label(cfg) == label
+    res = P.finetune(cfg, run_dir)
+    assert res.metrics["steps"] == 2
+    assert res.metrics["lora"] == ("single" if label == "EWC" else "double")
+    if label == "EWC":
+        assert any("ewc_penalty" in e for e in res.log_history)
+    if label == "KL":
+        assert any("kl" in e for e in res.log_history)
+    if label == "Vlguard":
+        assert res.metrics["n_rows"] == 12
+    if label == "Vaccine":
+        a = P.align(cfg.align, run_dir)
+        assert any("vaccine/eps_norm" in e for e in a.log_history)
+
+
+def test_drift_stage_and_callback(run_dir):
+    cfg = _ft(drift_every=1, drift_samples=4)
+    res = P.finetune(cfg, run_dir)
+    entries = [e for e in res.log_history if "drift_sum_sq" in e]
+    assert [e["step"] for e in entries] == [0, 1, 2] and entries[0]["drift_sum_sq"] == 0
+    d = P.drift(cfg, run_dir, n_samples=4)
+    assert not d["cached"] and d["drift_sum_sq"] > 0 and d["drift_per_token"] > 0
+    assert d["align_loss"] > 0 and d["align_loss_before"] > 0
+    assert P.drift(cfg, run_dir, n_samples=4)["cached"]
+    na = P.paper_method("NA", ALIGN, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160)
+    assert P.drift(na, run_dir, n_samples=4)["drift_sum_sq"] > 0
+    single = _ft(lora="single")
+    assert P.drift(single, run_dir, n_samples=4)["drift_sum_sq"] > 0
+
+
+def test_validation():
+    with pytest.raises(ConfigError):
+        P.AlignConfig(method="dpo").validate()
+    with pytest.raises(ConfigError):
+        _ft(defense="kl", lora="single").validate()
+    with pytest.raises(ConfigError):
+        P.paper_method("EWC", P.AlignConfig(method="none"), lora="single", defense="sft").validate() if False else \
+            _ft(align=P.AlignConfig(model="tiny-llama", method="none"), lora="single").validate()
+
+
+def test_evaluate_cached_and_stored(run_dir):
+    from vaccine_lib.evaluation import collect_results
+
+    ev = P.EvalConfig(n_harmful=3, n_task=3, max_new_tokens=4, judge="keyword", batch_size=4)
+    cfg = _ft()
+    m = P.evaluate(cfg, ev, run_dir)
+    assert not m["cached"]
+    for k in ("hs", "refusal_rate", "label_only_rate", "fa", "fa_sst2"):
+        assert 0 <= m[k] <= 100
+    assert m["hs_n"] == 3 and m["fa_n"] == 3
+    again = P.evaluate(cfg, ev, run_dir)
+    assert again["cached"] and {k: v for k, v in again.items() if k != "cached"} == \
+        {k: v for k, v in m.items() if k != "cached"}
+    aligned = P.evaluate(ALIGN, ev, run_dir)  # aligned model only: Harmful Score, no task
+    assert "fa" not in aligned and aligned["hs_n"] == 3
+    df = collect_results(run_dir)
+    assert len(df) == 2 and set(df["method"]) == {"SFT"} and set(df["stage"]) == {"align", "finetune"}
