@@ -89,10 +89,27 @@ def _atomic_write(target: Path, write) -> None:
         raise
 
 
-def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
-    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths."""
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png"),
+             show: bool | None = None) -> list[Path]:
+    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths.
+
+    In a notebook the figure is displayed first (``show=None`` means: when running in a kernel).
+    """
     out_dir = Path(out_dir)
     paths = []
+    if show if show is not None else _in_kernel():
+        from IPython.display import display
+
+        display(fig)
     meta = {"pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
             "png": {"Software": None}}
     try:

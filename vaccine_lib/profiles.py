@@ -34,7 +34,7 @@ PERTURBATIONS = ("gradient", "gaussian")
 LORA_MODES = ("double", "single")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
-DATA_SOURCES = ("embedded", "hub")
+DATA_SOURCES = ("offline", "hub")
 
 _FALLBACK_TASKS = ("sst2", "agnews", "gsm8k", "alpaca")
 _FALLBACK_JUDGES = ("keyword", "classifier", "beaverdam")
@@ -179,7 +179,7 @@ class Profile:
     model: str = "smollm2-135m-instruct"
     device: str = "cpu"
     dtype: str = "float32"
-    data_source: str = "embedded"
+    data_source: str = "offline"
     threads: int = 0  # torch threads on CPU; 0 = leave torch's default
     seeds: tuple[int, ...] = (42,)
     runtime: dict = field(default_factory=dict)  # expected minutes per notebook (documentation only)
@@ -543,13 +543,19 @@ def from_notebook(namespace: dict) -> NotebookContext:
     :func:`get_profile`) and, so that ``papermill -f configs/profiles/<name>.yaml`` works, any
     profile field (``model``, ``finetune``, ...). Anything else stops with a :class:`ConfigError`.
     """
+    global _VALIDATED_NAMES
     user = {k: v for k, v in namespace.items()
-            if not k.startswith("_") and k not in _KERNEL_NAMES and not _is_module_or_callable(v)}
+            if not k.startswith("_") and k not in _KERNEL_NAMES and _is_plain(v)}
     allowed = set(NOTEBOOK_PARAMETERS) | set(TOP_LEVEL_FIELDS)
-    unknown = sorted(k for k in user if k not in allowed)
+    # The first call in a kernel sees only the parameters (and papermill's injected ones). When the
+    # cell is re-run later in an interactive session, names defined by later cells are not parameters.
+    candidates = user if _VALIDATED_NAMES is None else {k: v for k, v in user.items()
+                                                        if k in _VALIDATED_NAMES or k in allowed}
+    unknown = sorted(k for k in candidates if k not in allowed)
     if unknown:
         raise ConfigError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; allowed parameters: "
                           f"{', '.join(NOTEBOOK_PARAMETERS)} or a profile field ({', '.join(TOP_LEVEL_FIELDS[1:])})")
+    user = {k: v for k, v in user.items() if k in allowed}
     name = user.get("profile", "default")
     if not isinstance(name, str):
         raise ConfigError(f"profile must be a string; allowed values: {', '.join(PROFILE_NAMES)}")
@@ -573,13 +579,17 @@ def from_notebook(namespace: dict) -> NotebookContext:
 
         torch.set_num_threads(profile.threads)
     seed_everything(profile.seed)
+    if _VALIDATED_NAMES is None:
+        _VALIDATED_NAMES = set(user)
     return NotebookContext(profile, run_dir, figures_dir, tables_dir)
 
 
-def _is_module_or_callable(v) -> bool:
-    import types
+_VALIDATED_NAMES: set | None = None
 
-    return isinstance(v, types.ModuleType) or callable(v)
+
+def _is_plain(v) -> bool:
+    """Parameter-like values: what a parameters cell or papermill can set."""
+    return v is None or isinstance(v, (str, int, float, bool, list, tuple, dict, Path))
 
 
 def describe(p: Profile) -> str:
