@@ -86,10 +86,13 @@ class EWCConfig(TrainingArguments):
     """TrainingArguments + EWC's penalty weight.
 
     ``ewc_lambda`` multiplies ``1/2 * sum F (w - w*)^2``. The paper uses 1e9 with its Fisher;
-    the size that matters is lambda times the Fisher's scale, which depends on the model, the
-    adapter and the Fisher estimate. With the per-sample empirical Fisher of LoRA weights on
-    SmolLM2-135M (F ~ 1e-6 .. 1e-4 per weight), 1e6 makes the penalty comparable to the task
-    loss once the adapter has moved by ~1e-3; sweep it (1e4 .. 1e9) rather than trust one value.
+    what matters is lambda times the Fisher's scale, which depends on the model, the adapter and
+    the Fisher estimate. Measured on SmolLM2-135M (r=8 q/k/v/o adapter, 921,600 weights,
+    per-sample empirical Fisher on 8 alignment samples): mean F = 2.3e-7, max 4.8e-4,
+    sum F = 0.21. Adam moves each weight by ~lr per step, so after ~25 steps at lr 5e-4
+    |w - w*| ~ 3e-3; the penalty's gradient lambda * F * |w - w*| then equals a typical
+    loss gradient (~sqrt(F) = 5e-4) at lambda ~ 1e6 - the default here. 1e9 freezes the adapter
+    in the miniature. Sweep it (1e4 .. 1e9) rather than trust one value.
     """
 
     ewc_lambda: float = field(default=EWC_LAMBDA_DEFAULT, metadata={"help": "EWC penalty weight lambda"})
