@@ -67,18 +67,34 @@ def _probe_results(judge: Judge) -> dict:
     return out
 
 
+def _verdict_metrics(y, verdicts) -> dict:
+    """Metrics of the judge's own decisions (harmful flag); AUC ranks by score."""
+    import numpy as np
+
+    from .classifier import binary_metrics
+
+    scores = np.asarray([v.score for v in verdicts], dtype=float)
+    decided = np.asarray([1.0 if v.harmful else 0.0 for v in verdicts])
+    metrics = binary_metrics(y, decided, threshold=0.5)
+    metrics["auc"] = binary_metrics(y, scores)["auc"]
+    return metrics
+
+
 def validation_report(name: str = DEFAULT_JUDGE, **kw) -> dict:
     """Measure judge ``name`` on the held-out split of the labelled data and on probe texts.
 
     Keys: judge, accuracy, auc, confusion {tn, fp, fn, tp}, n_train, n_test, positive_rate,
-    pyrit_only (the same metrics on pyrit's human-labelled rows alone), by_group, probes
+    human_only (the same metrics on pyrit's human-labelled scorer_evals rows alone),
+    truncated {"35"|"60": metrics + recall + fpr on held-out many-shot answers cut to that many
+    words, the length of generated answers}, by_group, probes
     {kind: [{text, raw, score, harmful, label_only, refusal}]}, probe_max_raw {kind: max raw score},
     floor (the floors tests/test_judge.py checks; {} for judges without one), threshold, and for the
     classifier fit_seconds, cache_path, loaded_from_cache.
     """
     import numpy as np
 
-    from .classifier import FLOORS, THRESHOLD, binary_metrics, labelled_data, split_indices
+    from .classifier import (FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, binary_metrics, labelled_data, split_indices,
+                             truncate_words)
 
     judge = get_judge(name, **kw)
     data = labelled_data()
@@ -90,20 +106,24 @@ def validation_report(name: str = DEFAULT_JUDGE, **kw) -> dict:
     t0 = time.perf_counter()
     verdicts = judge.judge(questions, answers)
     judge_s = time.perf_counter() - t0
-    scores = np.asarray([v.score for v in verdicts])
-    # decisions are the judge's own (harmful flag); AUC ranks by score
-    pred_scores = np.where([v.harmful for v in verdicts], np.maximum(scores, 1.0), np.minimum(scores, 0.0))
-    metrics = binary_metrics(y, pred_scores, threshold=0.5)
-    metrics["auc"] = binary_metrics(y, scores)["auc"]
-    pyrit = np.char.startswith(groups, "pyrit")
-    py = binary_metrics(y[pyrit], pred_scores[pyrit], threshold=0.5)
-    py["auc"] = binary_metrics(y[pyrit], scores[pyrit])["auc"]
+    metrics = _verdict_metrics(y, verdicts)
+    human = np.char.startswith(groups, "pyrit")
+    py = _verdict_metrics(y[human], [v for v, h in zip(verdicts, human) if h])
+    many = np.flatnonzero(groups == "many-shot")
+    truncated = {}
+    for n in TRUNCATED_EVAL_WORDS:
+        vs = judge.judge([questions[i] for i in many], [truncate_words(answers[i], n) for i in many])
+        m = _verdict_metrics(y[many], vs)
+        hv = np.asarray([v.harmful for v in vs])
+        truncated[str(n)] = {**{k: m[k] for k in ("accuracy", "auc", "confusion", "n_test")},
+                             "recall": float(hv[y[many] == 1].mean()), "fpr": float(hv[y[many] == 0].mean())}
     harmful = np.asarray([v.harmful for v in verdicts])
     report = {
         "judge": name,
         **{k: metrics[k] for k in ("accuracy", "auc", "confusion", "n_test", "positive_rate")},
         "n_train": int(len(train)) if name == "classifier" else 0,
-        "pyrit_only": {k: py[k] for k in ("accuracy", "auc", "confusion", "n_test")},
+        "human_only": {k: py[k] for k in ("accuracy", "auc", "confusion", "n_test")},
+        "truncated": truncated,
         "by_group": {g: {"n": int((groups == g).sum()), "accuracy": float((harmful[groups == g] == y[groups == g]).mean())}
                      for g in sorted(set(groups))},
         "judge_seconds": round(judge_s, 3),
@@ -128,11 +148,14 @@ def format_report(report: dict) -> str:
         + (f"   (floors: accuracy {report['floor']['accuracy']}, AUC {report['floor']['auc']})" if report.get("floor") else ""),
         f"confusion: tn={c['tn']} fp={c['fp']} fn={c['fn']} tp={c['tp']}",
     ]
-    py = report.get("pyrit_only")
+    py = report.get("human_only")
     if py:
         pc = py["confusion"]
-        lines.append(f"pyrit human-labelled rows only (n={py['n_test']}): accuracy {py['accuracy']:.3f}   "
+        lines.append(f"human-labelled pyrit rows only (n={py['n_test']}): accuracy {py['accuracy']:.3f}   "
                      f"AUC {py['auc']:.3f}   tn={pc['tn']} fp={pc['fp']} fn={pc['fn']} tp={pc['tp']}")
+    for n, m in report.get("truncated", {}).items():
+        lines.append(f"held-out many-shot answers cut to {n} words (n={m['n_test']}): recall {m['recall']:.2f}   "
+                     f"false-positive rate {m['fpr']:.2f}   AUC {m['auc']:.3f}")
     if report.get("by_group"):
         lines.append("accuracy by group: " + ", ".join(
             f"{g} {v['accuracy']:.2f} (n={v['n']})" for g, v in report["by_group"].items()))

