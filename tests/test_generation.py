@@ -160,3 +160,16 @@ def test_embedded_smollm2_batched_matches_single():
     assert rate >= 0.75  # 4 prompts: at most one floating-point tie allowed
     answers = generate(model, tok, prompts[:1], max_new_tokens=12, progress=False)
     assert "Paris" in answers[0]
+
+
+def test_generation_bench_quick_on_tiny_model(monkeypatch):
+    from vaccine_lib.bench import generation as bench
+
+    monkeypatch.setattr(bench, "_questions", lambda n: (list(bench.PLACEHOLDER_QUESTIONS[:n]), "placeholder_benign"))
+    result = bench.run(model_name="tiny-llama", quick=True)
+    assert result["bench"] == "generation" and result["prompt_source"] == "placeholder_benign"
+    assert {"speedup", "identical_fraction", "seconds_batched", "seconds_one_at_a_time", "n_prompts",
+            "max_new_tokens", "batch_size"} <= set(result)
+    assert result["n_prompts"] == 8 and result["max_new_tokens"] == 16
+    assert result["identical_fraction"] == 1.0
+    assert len(set(bench.PLACEHOLDER_QUESTIONS)) == 64
