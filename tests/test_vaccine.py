@@ -268,9 +268,8 @@ def test_rho_changes_the_update(tiny_model, tmp_path):
 
 @pytest.mark.parametrize("tau, steps, ga, expected", [(1, 4, 1, 4), (3, 7, 1, 3), (2, 4, 2, 4), (10, 5, 1, 1)])
 def test_tau_schedule(tiny_model, tmp_path, tau, steps, ga, expected):
-    trainer = VaccineTrainer(model=tiny_model(), args=config(tmp_path, tau=tau, max_steps=steps, gradient_accumulation_steps=ga,
-                                                             per_device_train_batch_size=2),
-                             train_dataset=Dataset.from_dict(make_rows(8)))
+    args = config(tmp_path, tau=tau, max_steps=steps, gradient_accumulation_steps=ga, per_device_train_batch_size=2)
+    trainer = VaccineTrainer(model=tiny_model(), args=args, train_dataset=Dataset.from_dict(make_rows(8)))
     perturbed_at = []
     original = trainer.training_step
 
@@ -292,8 +291,8 @@ def test_gradient_accumulation_matches_sum_of_micro_batch_perturbed_grads(tiny_m
     rows = make_rows(4)
     model, reference = tiny_model(), tiny_model()
     cap = GradCapture()
-    trainer = VaccineTrainer(model=model, args=config(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2),
-                             train_dataset=Dataset.from_dict(rows), callbacks=[cap])
+    args = config(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    trainer = VaccineTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), callbacks=[cap])
     micro = []
     original = trainer.training_step
 
@@ -325,7 +324,7 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_model, tmp_path):
     _, plain = one_step_grads(tmp_path / "a", tiny_model(), VaccineTrainer, VaccineConfig, rows)
     trainer, ckpt = one_step_grads(tmp_path / "b", tiny_model(), VaccineTrainer, VaccineConfig, rows,
                                    activation_checkpointing=True)
-    assert trainer.model.is_gradient_checkpointing
+    assert trainer.model.is_activation_checkpointing
     for key in plain[0]:
         torch.testing.assert_close(ckpt[0][key], plain[0][key], rtol=1e-5, atol=1e-7)
 
@@ -362,12 +361,12 @@ def test_hooks_removed_when_pass_two_raises(tiny_model, tmp_path):
 def test_lora_every_family(tiny_model, tmp_path, name):
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(tiny_model(name), LoraConfig(r=8, lora_alpha=4, lora_dropout=0.1, target_modules="all-linear",
-                                                        task_type="CAUSAL_LM"))
+    lora = LoraConfig(r=8, lora_alpha=4, lora_dropout=0.1, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(tiny_model(name), lora)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
     assert before
-    trainer = VaccineTrainer(model=model, args=config(tmp_path, max_steps=2, learning_rate=1e-2, per_device_train_batch_size=2),
-                             train_dataset=Dataset.from_dict(make_rows(4)))
+    args = config(tmp_path, max_steps=2, learning_rate=1e-2, per_device_train_batch_size=2)
+    trainer = VaccineTrainer(model=model, args=args, train_dataset=Dataset.from_dict(make_rows(4)))
     trainer.train()
     changed = [n for n, p in model.named_parameters() if "lora_" in n and not torch.equal(p.detach(), before[n])]
     assert changed and all("lora_B" in n or "lora_A" in n for n in changed)

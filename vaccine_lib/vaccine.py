@@ -100,7 +100,8 @@ class VaccineConfig(TrainingArguments):
     gaussian_std: float | None = field(
         default=None,
         metadata={"help": "Gaussian variant only: per-coordinate standard deviation (paper's variance rho' = std^2). "
-                          "None (default): std = rho / sqrt(N), N = number of perturbed coordinates, so E||eps||^2 = rho^2."},
+                          "None (default): std = rho / sqrt(N), N = number of perturbed coordinates, "
+                          "so E||eps||^2 = rho^2."},
     )
     layers_path: str | None = field(
         default=None,
@@ -308,7 +309,8 @@ def compute_perturbation(
     ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
     differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
     initialised process group (data parallel), so every process gets its slice of the perturbation of the
-    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients). Returns detached tensors shaped like the attention outputs;
+    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients).
+    Returns detached tensors shaped like the attention outputs;
     all zeros when the gradient norm is zero or not finite.
     """
     return perturbation_with_stats(model, inputs, rho, loss_fn=loss_fn, layers_path=layers_path,
