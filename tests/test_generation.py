@@ -173,3 +173,11 @@ def test_generation_bench_quick_on_tiny_model(monkeypatch):
     assert result["n_prompts"] == 8 and result["max_new_tokens"] == 16
     assert result["identical_fraction"] == 1.0
     assert len(set(bench.PLACEHOLDER_QUESTIONS)) == 64
+
+
+def test_loop_engine_through_peft_wrapper(tiny_model, tokenizer):
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(tiny_model("tiny-llama"),
+                                peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    loop = generate_tokens(model, tokenizer, _prompts(6), 6, batch_size=3, progress=False, engine="loop")
+    assert loop == generate_tokens(model, tokenizer, _prompts(6), 6, batch_size=3, progress=False, engine="hf")
