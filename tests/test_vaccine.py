@@ -412,3 +412,13 @@ def test_gaussian_variant_has_no_pass_one(tiny_model, tmp_path, monkeypatch):
     assert log["vaccine/eps_norm"] == pytest.approx(2.0, rel=0.1)
     assert "vaccine/grad_norm" not in log
     assert attn_hooks_empty(trainer.model)
+
+
+def test_loss_scale_does_not_change_the_perturbation(tiny_model):
+    """fp16 path: the pass-1 loss is multiplied by the grad scaler's scale; eps and the logged norm are unchanged."""
+    model = tiny_model("tiny-llama")
+    plain = perturbation_with_stats(model, batch(), 2.0)
+    scaled = perturbation_with_stats(model, batch(), 2.0, loss_scale=65536.0)
+    assert scaled.grad_norm.item() == pytest.approx(plain.grad_norm.item(), rel=1e-5)
+    for a, b in zip(plain.eps, scaled.eps):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
