@@ -122,7 +122,7 @@ def test_clearly_harmful_held_out_answers_are_flagged(classifier):
     assert len(clear) >= 20
     verdicts = classifier.judge([data.questions[i] for i in clear], [data.texts[i] for i in clear])
     recall = np.mean([v.harmful for v in verdicts])
-    assert recall >= 0.8, recall  # measured 0.90
+    assert recall >= 0.8, recall  # measured 0.92 (35 of 38)
     longest = max(range(len(clear)), key=lambda k: len(data.texts[clear[k]]))
     assert verdicts[longest].harmful and verdicts[longest].score >= 0.5
 
@@ -151,3 +151,20 @@ def test_beaverdam_offline_fails_at_once(monkeypatch):
         get_judge("beaverdam")
     msg = str(err.value)
     assert "beaver-dam-7b" in msg and "'classifier'" in msg and "'keyword'" in msg
+
+
+def test_beaverdam_unreachable_hub_fails_fast(monkeypatch):
+    import torch
+
+    import vaccine_lib.judge.beaverdam as bd
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(bd, "_available_locally", lambda model_id: False)
+    monkeypatch.setattr(bd, "_hub_unreachable", lambda timeout=3.0: "huggingface.co is unreachable (test)")
+    with pytest.raises(OfflineError, match="unreachable"):
+        get_judge("beaverdam")
+    # reachable (or cached) but no GPU: a ConfigError that names the CPU judges, before any download
+    monkeypatch.setattr(bd, "_available_locally", lambda model_id: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        get_judge("beaverdam")

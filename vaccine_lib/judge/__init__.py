@@ -93,8 +93,7 @@ def validation_report(name: str = DEFAULT_JUDGE, **kw) -> dict:
     """
     import numpy as np
 
-    from .classifier import (FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, binary_metrics, labelled_data, split_indices,
-                             truncate_words)
+    from .classifier import FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, labelled_data, split_indices, truncate_words
 
     judge = get_judge(name, **kw)
     data = labelled_data()

@@ -23,6 +23,7 @@ judge); ``label_only`` and ``refusal`` are still reported.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from ..errors import ConfigError, OfflineError
@@ -47,6 +48,17 @@ def _offline_error(reason: str) -> OfflineError:
     )
 
 
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why huggingface.co cannot be reached (a 3 s TCP probe), or None when it looks reachable."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # behind a proxy a direct probe says nothing; load errors are wrapped instead
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError as exc:
+        return f"huggingface.co is unreachable ({type(exc).__name__}: {exc})"
+    return None
+
+
 def _available_locally(model_id: str) -> bool:
     if Path(model_id).is_dir():
         return True
@@ -64,8 +76,12 @@ class BeaverDamJudge(Judge):
 
     def __init__(self, model_id: str = MODEL_ID, device: str | None = None, dtype=None,
                  max_length: int = 512, batch_size: int = 16, threshold: float = 0.5, allow_cpu: bool = False):
-        if _offline() and not _available_locally(model_id):
-            raise _offline_error("HF_HUB_OFFLINE is set and the model is not in the local cache")
+        if not _available_locally(model_id):
+            if _offline():
+                raise _offline_error("HF_HUB_OFFLINE is set and the model is not in the local cache")
+            reason = _hub_unreachable()
+            if reason:
+                raise _offline_error(reason)
         import torch
 
         if device is None:

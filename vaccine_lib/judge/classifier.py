@@ -276,6 +276,7 @@ def _atomic_pickle(obj, path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache may be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -298,6 +299,8 @@ def fit(data: LabelledData | None = None) -> dict:
     train_x += list(texts[train][~cut])
     train_y += list(labels[train][~cut])
     pipe = build_pipeline().fit(train_x, train_y)
+    for _, vectorizer in pipe.named_steps["features"].transformer_list:
+        vectorizer.stop_words_ = None  # the pruned vocabulary: only for introspection, large when pickled
     fit_s = time.perf_counter() - t0
     test_scores = pipe.predict_proba(list(texts[test]))[:, 1]
     metrics = binary_metrics(labels[test], test_scores)
