@@ -190,3 +190,11 @@ def test_evaluate_cached_and_stored(run_dir):
     assert "fa" not in aligned and aligned["hs_n"] == 3
     df = collect_results(run_dir)
     assert len(df) == 2 and set(df["method"]) == {"SFT"} and set(df["stage"]) == {"align", "finetune"}
+
+
+def test_stage_embeddings(run_dir):
+    aligned = P.stage_embeddings(ALIGN, run_dir, n_samples=4)
+    tuned = P.stage_embeddings(_ft(), run_dir, n_samples=4)
+    assert aligned.shape == tuned.shape == (4, 32)
+    assert not torch.allclose(aligned, tuned)
+    assert P.stage_embeddings(_ft(), run_dir, n_samples=4, layer="concat").shape == (4, 64)

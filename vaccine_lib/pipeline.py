@@ -546,6 +546,23 @@ def drift(ft_cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
     return {**res.metrics, "cached": res.cached}
 
 
+def stage_embeddings(target: Target, run_dir, n_samples: int = 64, layer: int | str = -1,
+                     response_only: bool = False, probe: AlignConfig | None = None):
+    """Per-sample pooled hidden embeddings of a stage's model on the fixed probe set (t-SNE, Fig. 4).
+
+    Returns a ``[n_samples, d]`` CPU tensor (``layer="concat"``: ``[n, L*d]``), see
+    ``vaccine_lib.drift.pooled_embeddings``. The probe rows are the same for every stage (they
+    depend only on ``probe.source`` and ``probe.max_length``; default: the stage's alignment config).
+    Not cached (one forward pass over ``n_samples``).
+    """
+    from .drift import pooled_embeddings
+
+    kind, cfg = _resolve(target)
+    a = probe or (cfg if kind == "align" else cfg.align)
+    model, tok = load_stage_model(cfg, run_dir, merge=True)
+    return pooled_embeddings(model, tok, _probe_batches(a, tok, n_samples), layer=layer, response_only=response_only)
+
+
 PAPER_METHODS = ("NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine")
 
 
@@ -650,6 +667,14 @@ def _probe_batches(a: AlignConfig, tok, n: int, batch_size: int = 8, max_length:
     return [collate([ds[j] for j in range(i, min(i + batch_size, len(ds)))]) for i in range(0, len(ds), batch_size)]
 
 
+def _quiet(trainer) -> None:
+    """No per-step printing (the log history keeps every step); notebooks stay readable."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
 def _summary(trainer, out, seconds: float, n_train: int) -> tuple[dict, list]:
     history = list(trainer.state.log_history)
     losses = [e["loss"] for e in history if "loss" in e]
@@ -682,6 +707,7 @@ def _train_align(cfg: AlignConfig, tmp: Path):
     else:
         args, trainer_cls = _training_args(TrainingArguments, cfg, tmp), Trainer
     trainer = trainer_cls(model=model, args=args, train_dataset=train, data_collator=SFTCollator(tok))
+    _quiet(trainer)
     t0 = time.perf_counter()
     out = trainer.train()
     metrics, history = _summary(trainer, out, time.perf_counter() - t0, len(train))
@@ -741,6 +767,7 @@ def _train_finetune(cfg: FinetuneConfig, upstream: StageResult, tmp: Path):
         args, trainer_cls = _training_args(TrainingArguments, cfg, tmp), Trainer
     trainer = trainer_cls(model=model, args=args, train_dataset=train, data_collator=collate, callbacks=callbacks,
                           **extra)
+    _quiet(trainer)
     t0 = time.perf_counter()
     out = trainer.train()
     metrics, history = _summary(trainer, out, time.perf_counter() - t0, len(train))
