@@ -1,11 +1,9 @@
 """Pipeline caching on the tiny random Llama: cached reruns, partial reruns, interrupted stages."""
 
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -169,8 +167,10 @@ def test_validation():
     with pytest.raises(ConfigError):
         _ft(defense="kl", lora="single").validate()
     with pytest.raises(ConfigError):
-        P.paper_method("EWC", P.AlignConfig(method="none"), lora="single", defense="sft").validate() if False else \
-            _ft(align=P.AlignConfig(model="tiny-llama", method="none"), lora="single").validate()
+        _ft(align=P.AlignConfig(model="tiny-llama", method="none"), lora="single").validate()
+    with pytest.raises(ConfigError):
+        P.paper_method("EWC", P.AlignConfig(model="tiny-llama", method="none"))  # method is overridden: fine
+        _ft(align=P.AlignConfig(model="tiny-llama", method="none"), defense="ewc").validate()
 
 
 def test_evaluate_cached_and_stored(run_dir):

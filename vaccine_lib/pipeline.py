@@ -16,9 +16,22 @@ Layout under ``run_dir``::
 
     align/<model>-<method>-<hash>/      adapter/ (alignment LoRA), config.json, metrics.json,
                                         log_history.json, done.json
-    finetune/<model>-<defense>-<task>-p<p>-<hash>/   adapter/ (fine-tune LoRA), ...
-    eval/<hash>/                        metrics.json, generations.jsonl, done.json
-    drift/<hash>/                       metrics.json, done.json
+    finetune/<model>-<method>-<defense>-<task>-p<p>-<hash>/   adapter/ (fine-tune LoRA), ...
+    eval/<hash>/                        config.json, metrics.json, done.json
+    drift/<hash>/                       config.json, metrics.json, done.json
+    results/, generations/              evaluation records (``vaccine_lib.evaluation.ResultsStore``)
+
+The hash covers: every config field that changes the result (fields a method ignores, e.g.
+``rho`` for SFT alignment, are dropped so they don't force reruns), the upstream stage's
+hash, ``vaccine_lib.__version__``, ``STAGE_FORMAT``, a sha256 of the source files the stage
+runs (``ALIGN_SOURCES`` etc.; editing e.g. ``vaccine.py`` reruns alignment) and the
+checksums of the processed data splits. Device and thread count are not part of it.
+
+Training: ``transformers.Trainer`` for SFT, ``VaccineTrainer`` for Vaccine, the
+``baselines`` trainers for EWC / KL; AdamW with weight decay, warmup ratio and cosine schedule
+as configured; ``save_strategy="no"``, ``report_to="none"``, ``dataloader_num_workers=0``,
+``logging_steps=1`` (the log history has every step's loss, grad norm, lr and, for Vaccine,
+``vaccine/eps_norm``). Loss = token mean over all response tokens of the batch (HF default).
 
 Only LoRA adapters are stored, never full models: the aligned model is rebuilt as
 base + merged alignment adapter (Double-LoRA), then the fine-tuning adapter is loaded on top.
