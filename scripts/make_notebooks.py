@@ -47,6 +47,8 @@ from vaccine_lib import experiments as ex
 from vaccine_lib import plotting as pl
 from vaccine_lib.experiments import Point
 
+ex.quiet()  # hide library deprecation warnings in the outputs
+
 pd.set_option("display.precision", 2)
 pd.set_option("display.width", 160)'''
 
@@ -221,13 +223,12 @@ NB04 = common(
 ) + [
     md("## (a) Table 1 beside the paper\nThe paper: Llama2-7B, BeaverTails, n = 1000, BeaverDam judge. Ours: the "
        "profile's model, data and judge, so only the *direction* of the differences is comparable."),
-    code('t1 = ex.run_grid(P, RUN, ex.table1_points(P), with_drift=False, progress=False)\n'
-         'side = ex.side_by_side(t1, ex.paper_table1(), "hs")\n'
+    code('t1 = ex.run_grid(P, RUN, ex.table1_points(P), with_drift=False, progress=False)', ignore=True),
+    code('side = ex.side_by_side(t1, ex.paper_table1(), "hs")\n'
          'pl.save_table(side.reset_index(), "table1_vs_paper", TAB)\nside'),
     md("## (b) Figure 3: drift and alignment loss during fine-tuning"),
-    code('ex.run_grid(P, RUN, ex.drift_points(P), progress=False)\n'
-         'dh = ex.drift_history(P, RUN)\n'
-         'pl.save_table(dh, "fig3_drift_during_finetuning", TAB)\n'
+    code('ex.run_grid(P, RUN, ex.drift_points(P), progress=False)\ndh = ex.drift_history(P, RUN)', ignore=True),
+    code('pl.save_table(dh, "fig3_drift_during_finetuning", TAB)\n'
          'last = dh.sort_values("step").groupby("defense").tail(1)\n'
          'print(last[["defense", "step", "align_loss"]].round(2).to_string(index=False))', check=True),
     code('fig = pl.drift_curves(dh, ["drift", "align_loss"])\npl.save_fig(fig, "fig3_drift_during_finetuning", FIG);'),
@@ -262,7 +263,8 @@ NB04 = common(
        "on held-out labelled responses (and on probe texts: refusals, junk, label-only answers) bound how much a "
        "difference of a few points means."),
     code('from vaccine_lib.judge import format_report, validation_report\n\n'
-         'rep = validation_report(P.eval.judge)\nprint(format_report(rep))', ignore=True),
+         'rep = validation_report(P.eval.judge)', ignore=True),
+    code('print(format_report(rep))', ignore=True),
     code('c = rep["confusion"]\n'
          'jv = pd.DataFrame([{"judge": rep["judge"], "accuracy": rep["accuracy"], "auc": rep["auc"], '
          '"n_test": rep["n_test"], **c}])\n'

@@ -413,36 +413,27 @@ def measure_overhead(P: Profile, methods: Sequence[tuple[str, dict]] | None = No
     labels[:, : o.seq_len // 2] = -100  # loss on the second half, like a response
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     rows = []
+    total = o.warmup_steps + o.steps
     for name, kw in methods:
         torch.manual_seed(P.seed)
-        model = add_lora(copy.deepcopy(base), r=P.align.lora_r, alpha=P.align.lora_alpha).to(device)
-        trainer = _overhead_trainer(VaccineTrainer, model, tok, batch, kw, P, device)
-        times = []
+        model = add_lora(copy.deepcopy(base), r=P.align.lora_r, alpha=P.align.lora_alpha)
+        timer = _StepTimer(device)
+        trainer = _overhead_trainer(VaccineTrainer, model, tok, batch, kw, P, device, total, timer)
         start, stop = _peak_rss_sampler()
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         else:
             start()
-        total = o.warmup_steps + o.steps
-        trainer.create_optimizer_and_scheduler(num_training_steps=total)
-        for step in range(total):
-            trainer.state.global_step = step
-            t0 = time.perf_counter()
-            trainer.training_step(trainer.model, {k: v.to(device) for k, v in batch.items()})
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if step >= o.warmup_steps:
-                times.append(time.perf_counter() - t0)
+        trainer.train()
         if device == "cuda":
             peak = torch.cuda.max_memory_allocated() / 2**30
         else:
-            b, p = stop()
-            peak = p / 2**30
+            peak = stop()[1] / 2**30
+        times = timer.times[o.warmup_steps:]
         rows.append({"method": name, "tau": kw["tau"] if kw["tau"] < 10**9 else None,
-                     "step_s": sum(times) / len(times), "step_s_sd": float(pd.Series(times).std(ddof=1)) if len(times) > 1 else 0.0,
+                     "step_s": sum(times) / len(times),
+                     "step_s_sd": float(pd.Series(times).std(ddof=1)) if len(times) > 1 else 0.0,
                      "peak_memory_gb": peak, "device": device, "steps": len(times)})
         del trainer, model
     df = pd.DataFrame(rows)
@@ -450,15 +441,55 @@ def measure_overhead(P: Profile, methods: Sequence[tuple[str, dict]] | None = No
     return df
 
 
-def _overhead_trainer(trainer_cls, model, tok, batch, kw, P, device):
+class _StepTimer:
+    """Trainer callback: wall time of every optimizer step (synchronised on CUDA)."""
+
+    def __init__(self, device: str):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class CB(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                timer._sync()
+                timer._t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                timer._sync()
+                timer.times.append(time.perf_counter() - timer._t0)
+
+        self.device = device
+        self.times: list[float] = []
+        self.callback = CB()
+
+    def _sync(self):
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+
+def _overhead_trainer(trainer_cls, model, tok, batch, kw, P, device, total, timer):
     import tempfile
+
+    from datasets import Dataset
 
     from .vaccine import VaccineConfig
 
-    args = VaccineConfig(output_dir=tempfile.mkdtemp(prefix="vaccine-overhead-"), per_device_train_batch_size=P.overhead.batch_size,
-                         learning_rate=P.align.lr, report_to=[], use_cpu=device == "cpu", save_strategy="no",
-                         logging_strategy="no", rho=kw["rho"], tau=kw["tau"], disable_tqdm=True, seed=P.seed)
-    return trainer_cls(model=model, args=args, processing_class=tok)
+    rows = [{k: v[i].tolist() for k, v in batch.items()} for i in range(len(batch["input_ids"]))]
+    ds = Dataset.from_list(rows * total)
+
+    def collate(items):
+        import torch
+
+        return {k: torch.tensor([it[k] for it in items]) for k in items[0]}
+
+    args = VaccineConfig(output_dir=tempfile.mkdtemp(prefix="vaccine-overhead-"),
+                         per_device_train_batch_size=P.overhead.batch_size, max_steps=total, learning_rate=P.align.lr,
+                         report_to=[], use_cpu=device == "cpu", save_strategy="no", logging_strategy="no",
+                         rho=kw["rho"], tau=kw["tau"], disable_tqdm=True, seed=P.seed, dataloader_num_workers=0)
+    return trainer_cls(model=model, args=args, train_dataset=ds, data_collator=collate, processing_class=tok,
+                       callbacks=[timer.callback])
 
 
 # --------------------------------------------------------------------------- t-SNE (Fig. 4)
@@ -622,3 +653,22 @@ def generations(P: Profile, run_dir, target, part: str = "harmful", n: int = 3, 
         return show_generations([], n=n)
     gens = [g for g in store.generations(best["hash"]) if g.get("part") == part]
     return show_generations(gens, n=n, max_chars=max_chars, only=only)
+
+
+def quiet() -> None:
+    """Silence library warnings that clutter notebook outputs (deprecations, CPU pin_memory, tqdm widgets)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
+    warnings.filterwarnings("ignore", message=".*TCP without encryption.*")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+    logging.getLogger("datasets").setLevel(logging.ERROR)

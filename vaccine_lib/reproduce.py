@@ -33,6 +33,41 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "python3"
 
+#: what a default run writes: figure stems (``figures/<stem>.pdf|png``) and tables
+#: (``figures/tables/<stem>.csv``) with the columns each must have; tests/test_artifacts.py checks them
+ARTIFACTS = {
+    "01_harmful_embedding_drift": {
+        "figures": ["fig2_harmful_drift"],
+        "tables": {"fig2_harmful_drift": ["defense", "p", "hs", "fa", "align_loss", "drift", "drift_sum_sq"],
+                   "fig2_trend": ["defense", "hs", "align_loss", "drift"]},
+    },
+    "02_vaccine_alignment": {
+        "figures": ["aligned_models", "alignment_curves"],
+        "tables": {"aligned_models": ["model", "method", "hs", "refusal", "fa", "align_loss", "train_seconds"],
+                   "alignment_curves": ["model", "step", "key", "value"]},
+    },
+    "03_harmful_finetuning": {
+        "figures": ["table1_hs_fa_vs_p", "table2_sample_counts", "table4_tasks"],
+        "tables": {"table1_defenses": ["defense", "p", "n", "hs", "fa"],
+                   "table2_sample_counts": ["defense", "p", "n", "hs", "fa"],
+                   "table4_tasks": ["defense", "task", "hs", "fa"]},
+    },
+    "04_evaluation_and_ablations": {
+        "figures": ["fig3_drift_during_finetuning", "fig4_tsne", "table6_rho"],
+        "tables": {"table1_vs_paper": ["defense"],
+                   "fig3_drift_during_finetuning": ["defense", "step", "drift", "align_loss"],
+                   "fig4_tsne": ["model", "x", "y"],
+                   "table6_rho": ["defense", "rho", "hs", "fa"],
+                   "table7_perturbation": ["perturbation", "rho", "hs", "fa"],
+                   "table8_lora": ["defense", "lora", "hs", "fa"],
+                   "judge_validation": ["judge", "accuracy", "auc", "n_test"]},
+    },
+    "05_system_overhead": {
+        "figures": ["table5_overhead"],
+        "tables": {"table5_overhead": ["method", "step_s", "peak_memory_gb", "slowdown"]},
+    },
+}
+
 
 def notebooks(only: str | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     """The artifact's notebooks in order (``NN_*.ipynb``), optionally filtered by ``--only 01,03``."""
@@ -130,7 +165,19 @@ def reproduce(profile: str = "default", only: str | None = None, nbval_copies: s
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu_count": os.cpu_count(),
                "executed_copies": str(out_dir)}
     results.mkdir(parents=True, exist_ok=True)
-    (results / "timings.json").write_text(json.dumps(summary, indent=1))
+    timings = results / "timings.json"
+    if only and timings.is_file() and not nbval_copies:  # a partial run updates the earlier full summary
+        try:
+            old = json.loads(timings.read_text())
+            ran = {r["notebook"] for r in rows}
+            merged = [r for r in old.get("notebooks", []) if r["notebook"] not in ran] + rows
+            merged.sort(key=lambda r: r["notebook"])
+            summary = {**summary, "notebooks": merged,
+                       "total_seconds": round(sum(r["seconds"] for r in merged), 1), "partial_run": only}
+        except (ValueError, KeyError):
+            pass
+    if not nbval_copies:
+        timings.write_text(json.dumps(summary, indent=1))
     print(format_timings(summary), flush=True)
     if failed:
         summary["failed"] = failed
