@@ -1,0 +1,66 @@
+"""plotting: save_fig writes valid PDF + PNG atomically and closes the figure; save_table writes CSV."""
+
+import matplotlib
+
+matplotlib.use("agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from vaccine_lib import plotting as pl  # noqa: E402
+
+
+def _grid():
+    rng = np.random.default_rng(0)
+    return pd.DataFrame([{"defense": d, "p": p, "seed": s, "hs": rng.uniform(0, 100), "fa": rng.uniform(0, 100)}
+                         for d in ("SFT", "Vaccine", "NA") for p in (0.0, 0.1, 0.3) for s in (1, 2)])
+
+
+def test_save_fig_writes_pdf_and_png_and_closes(tmp_path):
+    fig = pl.metric_vs_p(_grid())
+    paths = pl.save_fig(fig, "hs_vs_p", tmp_path, show=False)
+    assert [p.name for p in paths] == ["hs_vs_p.pdf", "hs_vs_p.png"]
+    assert (tmp_path / "hs_vs_p.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (tmp_path / "hs_vs_p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_save_fig_is_deterministic(tmp_path):
+    a = pl.save_fig(pl.metric_vs_p(_grid()), "a", tmp_path, show=False)
+    b = pl.save_fig(pl.metric_vs_p(_grid()), "b", tmp_path, show=False)
+    assert a[0].read_bytes() == b[0].read_bytes()  # no timestamps in the PDF
+
+
+def test_save_table_roundtrip(tmp_path):
+    df = _grid()
+    path = pl.save_table(df, "t", tmp_path / "tables")
+    back = pd.read_csv(path)
+    assert list(back.columns) == list(df.columns) and len(back) == len(df)
+
+
+def test_helpers_build_figures(tmp_path):
+    hist = {"SFT": [{"step": i, "loss": 1 / (i + 1)} for i in range(5)],
+            "Vaccine": [{"step": i, "loss": 2 / (i + 1), "vaccine/eps_norm": 2.0} for i in range(5)]}
+    figs = [
+        pl.training_curves(hist, keys=["loss", "vaccine/eps_norm"]),
+        pl.drift_curves(pd.DataFrame({"defense": ["SFT"] * 3, "step": [0, 1, 2], "drift": [0, 1, 2],
+                                      "align_loss": [1, 2, 3]})),
+        pl.scatter_2d(pd.DataFrame({"x": [0, 1, 2, 3], "y": [1, 0, 1, 0], "model": ["a", "a", "b", "b"]})),
+        pl.bars(pd.DataFrame({"method": ["SFT", "Vaccine"], "step_s": [1.0, 2.0]}), "method", ["step_s"]),
+        pl.heat_table(pd.DataFrame({"0.1": [1.0, 2.0]}, index=["SFT", "Vaccine"])),
+    ]
+    for i, fig in enumerate(figs):
+        pl.save_fig(fig, f"f{i}", tmp_path, formats=("png",), show=False)
+    assert len(list(tmp_path.glob("*.png"))) == len(figs)
+
+
+def test_defense_colours_are_fixed():
+    a, b = pl.palette(["Vaccine", "SFT"]), pl.palette(["SFT", "other"])
+    assert a["SFT"] == b["SFT"] and a["Vaccine"] != a["SFT"]
+
+
+def test_mean_sd():
+    out = pl.mean_sd(_grid(), ["defense", "p"], ["hs"])
+    assert {"hs", "hs_sd"} <= set(out.columns) and len(out) == 9
