@@ -86,12 +86,19 @@ def notebooks(only: str | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> lis
 
 
 def _strip_images(path: Path) -> None:
-    """Drop image outputs from an executed notebook (nbval ignores them; keeps tests/notebooks small)."""
+    """Prepare an executed notebook for committing as an nbval copy.
+
+    Drops image outputs (nbval ignores them; keeps tests/notebooks small) and every output of the
+    cells that preview model generations (never commit model answers to harmful prompts).
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type != "code":
+            continue
+        if "generations(" in cell.source:
+            cell["outputs"] = []
             continue
         kept = []
         for out in cell.get("outputs", []):
