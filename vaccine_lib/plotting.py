@@ -34,6 +34,12 @@ METRIC_LABELS = {
     "n": "Fine-tuning samples n",
     "rho": r"Perturbation intensity $\rho$",
     "step": "Step",
+    "loss": "Training loss",
+    "vaccine/clean_loss": "Clean (pass-1) loss",
+    "vaccine/grad_norm": "Global norm of dL/de",
+    "vaccine/eps_norm": "Perturbation norm",
+    "step_s": "Seconds per step",
+    "peak_memory_gb": "Peak memory (GB)",
 }
 _FIG_W = 3.3  # inches: one column of a two-column paper
 
