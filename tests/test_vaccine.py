@@ -422,3 +422,52 @@ def test_loss_scale_does_not_change_the_perturbation(tiny_model):
     assert scaled.grad_norm.item() == pytest.approx(plain.grad_norm.item(), rel=1e-5)
     for a, b in zip(plain.eps, scaled.eps):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- cheaper pass 1 (response-only head)
+
+
+def masked_rows(n=4, seed=0, prompt=4, pad=3):
+    """Rows shaped like SFT data: prompt positions and right padding carry label -100."""
+    rows = make_rows(n, seed)
+    for i in range(n):
+        cut = prompt + (i % 2)
+        rows["labels"][i] = [-100] * cut + rows["labels"][i][cut:]
+        if i == n - 1:  # one right-padded row
+            rows["labels"][i][-pad:] = [-100] * pad
+            rows["attention_mask"][i][-pad:] = [0] * pad
+    return rows
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-opt", "tiny-gemma"])
+@pytest.mark.parametrize("num_items", [None, 17])
+def test_response_only_loss_equals_full_loss_and_hidden_grads(tiny_model, name, num_items):
+    from vaccine_lib.vaccine import _default_loss, response_only_lm_loss
+
+    model = tiny_model(name)
+    model.eval()  # same dropout masks in both computations
+    inputs = {k: torch.tensor(v) for k, v in masked_rows().items()}
+    full_kw = dict(inputs, num_items_in_batch=num_items) if num_items else inputs
+    full = _default_loss(model, full_kw)
+    cheap = response_only_lm_loss(model, inputs, num_items)
+    torch.testing.assert_close(cheap, full, rtol=1e-5, atol=1e-6)
+    e_full = compute_perturbation(model, full_kw, 1.0)
+    e_cheap = compute_perturbation(model, inputs, 1.0, loss_fn=lambda m, b: response_only_lm_loss(m, b, num_items))
+    for a, b in zip(e_cheap, e_full):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_step_with_masked_labels_is_gradient_of_perturbed_loss(tiny_model, tmp_path):
+    """The trainer's (response-only) pass 1 still yields the brute-force perturbation on SFT-shaped data."""
+    rows = masked_rows()
+    model, reference = tiny_model("tiny-llama"), tiny_model("tiny-llama")
+    _, grads = one_step_grads(tmp_path, model, VaccineTrainer, VaccineConfig, rows, rho=2.0)
+    inputs = {k: torch.tensor(v) for k, v in rows.items()}
+    g = brute_force_grads(reference, inputs)
+    eps = [2.0 * x / global_norm(g) for x in g]
+    params = dict(reference.named_parameters())
+    with perturbed(reference, eps):
+        loss = reference(**inputs).loss
+    expected = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    for key, grad in grads[0].items():
+        torch.testing.assert_close(grad, expected[key], rtol=1e-4, atol=1e-6)

@@ -236,6 +236,56 @@ def _default_loss(model, inputs):
     return loss
 
 
+def response_only_lm_loss(model, inputs, num_items_in_batch=None):
+    """The causal-LM loss computed on supervised positions only (a cheaper pass 1).
+
+    Pass 1 needs only dL/de_l. The LM head and the cross-entropy over the vocabulary are the most
+    expensive part of a small model's forward/backward, and with the loss on response tokens only,
+    most positions (the prompt, padding) carry label -100 and contribute nothing. A forward
+    pre-hook on the output embedding gathers the hidden states of the positions whose next-token
+    label is supervised, so the head and the loss run on those rows alone. The value equals the
+    Trainer's loss (token mean, or sum / ``num_items_in_batch`` when given) and so do the gradients
+    w.r.t. every e_l (tests check both). Falls back to the full forward when there are no labels or
+    no output embedding module.
+    """
+    labels = inputs.get("labels")
+    head = _unwrap_for_head(model)
+    if labels is None or head is None:
+        return _default_loss(model, inputs)
+    target = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = target != -100
+    n_valid = int(keep.sum())
+    if n_valid == 0:
+        return _default_loss(model, inputs)
+
+    def gather(module, args):
+        return (args[0][keep],) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(gather)
+    try:
+        fwd = {k: v for k, v in inputs.items() if k != "labels"}
+        out = model(**fwd, use_cache=False)
+    finally:
+        handle.remove()
+    logits = out["logits"] if isinstance(out, dict) else out[0]
+    logits = logits.reshape(n_valid, -1).float()
+    loss = nn.functional.cross_entropy(logits, target[target != -100].to(logits.device), reduction="sum")
+    denom = num_items_in_batch if num_items_in_batch is not None else n_valid
+    if torch.is_tensor(denom):
+        denom = denom.to(loss.device)
+    return loss / denom
+
+
+def _unwrap_for_head(model):
+    from .models import _unwrap
+
+    base = _unwrap(model)
+    getter = getattr(base, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    return head if isinstance(head, nn.Module) else None
+
+
 def _is_ddp(model) -> bool:
     return isinstance(model, nn.parallel.DistributedDataParallel)
 
@@ -385,9 +435,17 @@ class VaccineTrainer(Trainer):
             scaler = getattr(self.accelerator, "scaler", None)
             loss_scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None
 
+            # The cheaper response-only loss applies when the Trainer's loss is the plain causal-LM
+            # loss; a label smoother, a custom loss function or a subclass's compute_loss keep the full path.
+            plain_loss = (self.label_smoother is None and getattr(self, "compute_loss_func", None) is None
+                          and type(self).compute_loss is Trainer.compute_loss and "labels" in inputs)
+
             def loss_fn(m, batch):
                 with self.compute_loss_context_manager():
-                    loss = self.compute_loss(m, batch, num_items_in_batch=num_items_in_batch)
+                    if plain_loss:
+                        loss = response_only_lm_loss(m, batch, num_items_in_batch)
+                    else:
+                        loss = self.compute_loss(m, batch, num_items_in_batch=num_items_in_batch)
                 return loss.mean() if args.n_gpu > 1 else loss
 
             with self._rng_fork():

@@ -1,8 +1,13 @@
 """Step time and peak memory of Vaccine (tau = 1, tau = 10) relative to SFT (paper Table 5 and Table 10).
 
 Each method runs in a fresh subprocess (so peak-memory numbers do not mix) on the same model, the same LoRA
-adapter (r = 8, alpha 4, dropout 0.1 on q/k/v/o), the same fixed batches of synthetic tokens (seeded), the same
-number of threads, through the real ``Trainer`` / ``VaccineTrainer``:
+adapter (r = 8, alpha 4, dropout 0.1 on q/k/v/o), the same fixed batches, the same number of threads, through
+the real ``Trainer`` / ``VaccineTrainer``. Batches (``VACCINE_BENCH_DATA``):
+
+- ``alignment`` (default): the workload Vaccine actually runs, real alignment rows (Alpaca prompt, loss on the
+  response only) tokenised and padded/truncated to exactly ``seq`` tokens, so every step has the same shape;
+- ``synthetic``: random tokens with the loss on every position (no prompt masking), a worst case for Vaccine's
+  pass 1, whose LM head runs only on supervised positions.
 
 - time: wall time of each optimizer step (``on_step_begin`` -> ``on_step_end``: forward/backward passes,
   optimizer, scheduler), after warm-up steps; mean over the timed steps. The tau = 10 window is a multiple of 10
@@ -41,7 +46,22 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def worker(method: str, model_name: str, batch: int, seq: int, warmup: int, steps: int, threads: int) -> dict:
+def _alignment_rows(tok, n: int, seq: int) -> dict:
+    """n real alignment rows, each exactly ``seq`` tokens (right padding with label -100)."""
+    from vaccine_lib.data import alignment_set, tokenize_sft
+
+    rows = tokenize_sft(alignment_set(n, seed=0), tok, max_length=seq)
+    out = {"input_ids": [], "attention_mask": [], "labels": []}
+    for ids, labels in zip(rows["input_ids"], rows["labels"]):
+        pad = seq - len(ids)
+        out["input_ids"].append(list(ids) + [tok.pad_token_id] * pad)
+        out["attention_mask"].append([1] * len(ids) + [0] * pad)
+        out["labels"].append(list(labels) + [-100] * pad)
+    return out
+
+
+def worker(method: str, model_name: str, batch: int, seq: int, warmup: int, steps: int, threads: int,
+           data: str = "alignment") -> dict:
     """One method in this (fresh) process; returns raw numbers."""
     import torch
 
@@ -59,9 +79,13 @@ def worker(method: str, model_name: str, batch: int, seq: int, warmup: int, step
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=4, lora_dropout=0.1, bias="none", task_type="CAUSAL_LM",
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     total = warmup + steps
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, len(tok), (batch * total, seq), generator=g).tolist()
-    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * seq] * len(ids), "labels": ids})
+    if data == "alignment":
+        ds = Dataset.from_dict(_alignment_rows(tok, batch * total, seq))
+    else:
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(10, len(tok), (batch * total, seq), generator=g).tolist()
+        ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * seq] * len(ids), "labels": ids})
+    supervised = sum(sum(1 for x in row if x != -100) for row in ds["labels"]) / (len(ds) * seq)
     times: list[float] = []
 
     class Timer(TrainerCallback):
@@ -94,18 +118,22 @@ def worker(method: str, model_name: str, batch: int, seq: int, warmup: int, step
     timed = times[warmup:]
     return {"method": method, "step_s": sum(timed) / len(timed), "step_s_all": [round(t, 4) for t in times],
             "peak_mb": peak_mb, "setup_mb": base_mb, "steps": len(timed), "warmup": warmup,
-            "device": "cuda" if cuda else "cpu", "threads": torch.get_num_threads()}
+            "device": "cuda" if cuda else "cpu", "threads": torch.get_num_threads(), "data": data,
+            "supervised_fraction": round(supervised, 3)}
 
 
 def run(model_name: str = "smollm2-135m-instruct", quick: bool = False, threads: int | None = None) -> dict:
     """Run the three methods in fresh subprocesses and return one flat dict of numbers."""
     s = _settings(quick)
     threads = threads or int(os.environ.get("VACCINE_BENCH_THREADS", "0")) or (os.cpu_count() or 1)
+    data = os.environ.get("VACCINE_BENCH_DATA", "alignment")
+    if data not in ("alignment", "synthetic"):
+        raise ValueError(f"VACCINE_BENCH_DATA={data!r}; allowed values: alignment, synthetic")
     raw = {}
     for method in METHODS:
         cmd = [sys.executable, "-m", "vaccine_lib.bench.step_overhead", "--worker", method, "--model", model_name,
                "--batch", str(s["batch"]), "--seq", str(s["seq"]), "--warmup", str(s["warmup"]),
-               "--steps", str(s["steps"][method]), "--threads", str(threads)]
+               "--steps", str(s["steps"][method]), "--threads", str(threads), "--data", data]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark worker {method} failed:\n{proc.stderr[-4000:]}")
@@ -120,6 +148,8 @@ def run(model_name: str = "smollm2-135m-instruct", quick: bool = False, threads:
         "threads": sft["threads"],
         "batch": s["batch"],
         "seq_len": s["seq"],
+        "data": data,
+        "supervised_fraction": sft["supervised_fraction"],
         "warmup_steps": s["warmup"],
         "steps": {m: raw[m]["steps"] for m in METHODS},
         "sft_step_s": round(sft["step_s"], 4),
@@ -149,9 +179,10 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--data", choices=("alignment", "synthetic"), default="alignment")
     a = p.parse_args(argv)
     if a.worker:
-        out = worker(a.worker, a.model, a.batch, a.seq, a.warmup, a.steps, a.threads or (os.cpu_count() or 1))
+        out = worker(a.worker, a.model, a.batch, a.seq, a.warmup, a.steps, a.threads or (os.cpu_count() or 1), a.data)
     else:
         out = run(a.model, a.quick, a.threads or None)
     print(json.dumps(out), flush=True)
