@@ -192,6 +192,7 @@ def _row(point: Point, ft_cfg, metrics: dict, drift: dict | None, cached: bool, 
         "refusal": _rate(metrics, "refusal_rate", "refusal"),
         "label_only": _rate(metrics, "label_only_rate", "label_only"),
         "fa": _rate(metrics, "fa", f"fa_{ft_cfg.task}", "accuracy"),
+        "fa_choice": _rate(metrics, "fa_choice", f"fa_choice_{ft_cfg.task}"),
     }
     if drift:
         row.update(drift=_rate(drift, "drift_per_token"), drift_sum_sq=_rate(drift, "drift_sum_sq"),
@@ -259,6 +260,7 @@ def run_aligned(P: Profile, run_dir, methods: Sequence[str] = ("none", "sft", "v
                          "refusal": _rate(metrics, "refusal_rate", "refusal"),
                          "label_only": _rate(metrics, "label_only_rate", "label_only"),
                          "fa": _rate(metrics, "fa", f"fa_{P.finetune.task}", "accuracy"),
+                         "fa_choice": _rate(metrics, "fa_choice", f"fa_choice_{P.finetune.task}"),
                          "align_loss": _rate(res.metrics, "align_loss", "final_loss"),
                          "train_seconds": _rate(res.metrics, "train_seconds"),
                          "cached": bool(getattr(res, "cached", True)),

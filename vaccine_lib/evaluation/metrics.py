@@ -82,9 +82,13 @@ class AccuracyResult:
     n: int
     correct: int
     generations: list = field(default_factory=list, repr=False)  # question/answer/gold/correct
+    choice_accuracy: float | None = None  # label tasks: % where the gold label is the most likely label text
 
     def metrics(self) -> dict:
-        return {"fa": self.accuracy, "fa_n": self.n, "fa_correct": self.correct}
+        out = {"fa": self.accuracy, "fa_n": self.n, "fa_correct": self.correct}
+        if self.choice_accuracy is not None:
+            out["fa_choice"] = self.choice_accuracy
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,6 +183,54 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
                       mean_score=sum(scores) / len(scores), per_category=per_category, generations=rows)
 
 
+#: label words of the classification tasks, for the label-choice accuracy
+TASK_LABELS = {"sst2": ("negative", "positive"), "agnews": ("World", "Sports", "Business", "Sci/Tech")}
+
+
+def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int = 16) -> list[int]:
+    """Index of the label whose text (+ eos) has the highest log-likelihood after each prompt.
+
+    A secondary fine-tune accuracy for label tasks (``fa_choice``): it reads what the model *knows*
+    about the task even when greedy generation collapses to one label word, as a briefly fine-tuned
+    small model often does (the paper's FA is the generation rule, ``fa``; both are reported).
+    """
+    import torch
+
+    eos = tokenizer.eos_token or ""
+    label_ids = [tokenizer(lab + eos, add_special_tokens=False)["input_ids"] for lab in labels]
+    rows, owners = [], []
+    for i, prompt in enumerate(prompts):
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        for j, lab in enumerate(label_ids):
+            rows.append((p_ids, lab))
+            owners.append((i, j))
+    scores = torch.full((len(prompts), len(labels)), float("-inf"))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size]
+                width = max(len(p) + len(lab) for p, lab in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for r, (p, lab) in enumerate(chunk):
+                    seq = p + lab
+                    ids[r, :len(seq)] = torch.tensor(seq)
+                    mask[r, :len(seq)] = 1
+                logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+                for r, (p, lab) in enumerate(chunk):
+                    pos = torch.arange(len(p) - 1, len(p) + len(lab) - 1)
+                    total = logp[r, pos, torch.tensor(lab)].sum().item()
+                    i, j = owners[start + r]
+                    scores[i, j] = total
+    finally:
+        model.train(was_training)
+    return scores.argmax(dim=1).tolist()
+
+
 def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | None = None,
                       batch_size: int = 16, progress: bool = True) -> AccuracyResult:
     """Fine-tune accuracy (%) on task items (dicts with instruction/input/output; GSM8K also ``answer``).
@@ -204,4 +256,15 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
         rows.append({"question": it["instruction"], "input": it.get("input") or "", "answer": a,
                      "gold": it.get("answer", it.get("output")), "correct": bool(ok)})
     correct = sum(r["correct"] for r in rows)
-    return AccuracyResult(task=task, accuracy=_pct(correct, len(rows)), n=len(rows), correct=correct, generations=rows)
+    choice = None
+    if task in TASK_LABELS:
+        labels = TASK_LABELS[task]
+        picked = label_choice(model, tokenizer, prompts, labels, batch_size=batch_size)
+        gold = [str(it.get("output", "")).strip().lower() for it in items]
+        hits = 0
+        for r, g, k in zip(rows, gold, picked):
+            r["choice"] = labels[k]
+            hits += labels[k].lower() == g
+        choice = _pct(hits, len(rows))
+    return AccuracyResult(task=task, accuracy=_pct(correct, len(rows)), n=len(rows), correct=correct, generations=rows,
+                          choice_accuracy=choice)
