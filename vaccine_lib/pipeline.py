@@ -813,6 +813,8 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
             metrics.update(fa.metrics())
             metrics["fa_task"] = task
         metrics[f"fa_{task}"] = fa.accuracy
+        if fa.choice_accuracy is not None:
+            metrics[f"fa_choice_{task}"] = fa.choice_accuracy
         generations += [{"part": task, **g} for g in fa.generations]
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
     config = {**describe(cfg), **{f"eval_{k}": v for k, v in dataclasses.asdict(eval_cfg).items()},
