@@ -11,6 +11,9 @@ and a hash of the source files the stage runs), so
   ``.tmp-*`` folder, ``done.json`` is written last, and the folder is renamed into place in one
   step (``vaccine_lib.models.atomic_save_dir``). A folder without ``done.json`` is ignored
   (and replaced).
+- under a multi-process launch (``torchrun`` / ``accelerate launch``, e.g. ``python -m vaccine_lib.train``)
+  every rank trains a stage together (DDP), only rank 0 writes it, the other ranks wait and then read
+  the finished stage; evaluation and drift run on rank 0 alone (``_run_stage_ranked``).
 
 Layout under ``run_dir``::
 
@@ -414,8 +417,20 @@ def _finish(tmp: Path, stage: str, key: str, config: dict, metrics: dict, log_hi
     _write_json(tmp / "done.json", {"stage": stage, "key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def _run_stage(path: Path, stage: str, key: str, write) -> StageResult:
-    """Return the cached stage at ``path`` or run ``write(tmp) -> (config, metrics, log_history)``."""
+def _run_stage(path: Path, stage: str, key: str, write, collective: bool = False) -> StageResult:
+    """Return the cached stage at ``path`` or run ``write(tmp) -> (config, metrics, log_history)``.
+
+    Under a multi-process launch (``torchrun`` / ``accelerate launch``) see :func:`_run_stage_ranked`;
+    ``collective=True`` marks a stage every rank must run together (training: DDP).
+    """
+    rank, world = _rank_world()
+    if world > 1:
+        return _run_stage_ranked(path, stage, key, write, rank, collective)
+    return _run_stage_local(path, stage, key, write)
+
+
+def _run_stage_local(path: Path, stage: str, key: str, write) -> StageResult:
+    """One process: the cached stage, or ``write`` into a temporary folder renamed into place."""
     import shutil
 
     from .models import atomic_save_dir
@@ -430,6 +445,88 @@ def _run_stage(path: Path, stage: str, key: str, write) -> StageResult:
         _finish(tmp, stage, key, config, metrics, log_history)
 
     atomic_save_dir(path, writer)
+    res = _read_result(path, stage, key)
+    res.cached = False
+    return res
+
+
+# --------------------------------------------------------------------------- multi-process launches
+
+#: how long a non-main rank waits for the main process to finish a stage (seconds)
+STAGE_WAIT_S = 7 * 24 * 3600.0
+
+
+def _process_group():
+    """``torch.distributed`` if its default process group is initialised (never imports torch)."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
+
+
+def _rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process: the process group's, else ``RANK`` / ``WORLD_SIZE`` set by a
+    launcher; ``(0, 1)`` in a single process."""
+    import os
+
+    dist = _process_group()
+    if dist is not None:
+        return dist.get_rank(), dist.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    if world > 1 and os.environ.get("RANK"):
+        return int(os.environ["RANK"]), world
+    return 0, 1
+
+
+def _main_decides(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (broadcast once a process group is up), so all ranks take the same branch."""
+    dist = _process_group()
+    if dist is None:
+        return flag
+    box = [bool(flag)]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def _barrier() -> None:
+    dist = _process_group()
+    if dist is not None:
+        dist.barrier()
+
+
+def _run_stage_ranked(path: Path, stage: str, key: str, write, rank: int, collective: bool) -> StageResult:
+    """A stage under a multi-process launch; only rank 0 ever writes or deletes under ``run_dir``.
+
+    - a finished stage (``done.json``, rank 0's view) is read by every rank;
+    - ``collective`` (training): every rank runs ``write`` (DDP needs all of them in the Trainer); rank 0
+      writes the stage folder (atomically, as in one process), the others write into a private temporary
+      folder that is deleted, then wait at a barrier;
+    - otherwise (evaluation, drift) rank 0 alone runs it;
+    - the other ranks read the stage only once its ``done.json`` exists: ``atomic_save_dir`` renames the
+      complete folder into place, so no rank reads a half-written stage.
+    """
+    import tempfile
+
+    if _main_decides(is_done(path)):
+        return _read_result(path, stage, key)
+    if rank == 0:
+        res = _run_stage_local(path, stage, key, write)
+        if collective:
+            _barrier()
+        return res
+    if collective:
+        with tempfile.TemporaryDirectory(prefix=f"vaccine-{stage}-rank{rank}-") as tmp:
+            write(Path(tmp))
+        _barrier()
+    t0 = time.monotonic()
+    while not is_done(path):
+        if time.monotonic() - t0 > STAGE_WAIT_S:
+            from .errors import VaccineError
+
+            raise VaccineError(f"rank {rank}: the main process did not finish {path} within {STAGE_WAIT_S:.0f} s")
+        time.sleep(0.5)
     res = _read_result(path, stage, key)
     res.cached = False
     return res
@@ -457,7 +554,7 @@ def align(cfg: AlignConfig, run_dir) -> StageResult:
         return StageResult(path=None, config=_effective(cfg), metrics={}, log_history=[], cached=True,
                            key=key, stage="align", cfg=cfg)
     path = stage_dir(run_dir, "align", cfg)
-    res = _run_stage(path, "align", key, lambda tmp: _train_align(cfg, tmp))
+    res = _run_stage(path, "align", key, lambda tmp: _train_align(cfg, tmp), collective=True)
     res.cfg = cfg
     return res
 
@@ -474,11 +571,11 @@ def finetune(cfg: FinetuneConfig, run_dir) -> StageResult:
     cfg.validate()
     key = finetune_key(cfg)
     path = stage_dir(run_dir, "finetune", cfg)
-    if is_done(path):
+    if _main_decides(is_done(path)):
         res = _read_result(path, "finetune", key)
     else:
         upstream = align(cfg.align, run_dir)
-        res = _run_stage(path, "finetune", key, lambda tmp: _train_finetune(cfg, upstream, tmp))
+        res = _run_stage(path, "finetune", key, lambda tmp: _train_finetune(cfg, upstream, tmp), collective=True)
     res.cfg = cfg
     return res
 
@@ -647,7 +744,12 @@ def _device(device: str | None = None) -> str:
 
     if device:
         return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    import os
+
+    local = os.environ.get("LOCAL_RANK")  # one GPU per process under a launcher
+    return f"cuda:{int(local)}" if _rank_world()[1] > 1 and local not in (None, "", "-1") else "cuda"
 
 
 def _base_model(a: AlignConfig):
