@@ -122,9 +122,20 @@ def eval_config(P: Profile, seed: int = 0):
 # --------------------------------------------------------------------------- grids
 
 
+ALWAYS_SWEPT = ("NA", "SFT", "Vaccine")
+
+
 def table1_points(P: Profile, defenses: Sequence[str] | None = None) -> list[Point]:
-    """Every defense at every harmful ratio (paper Table 1 / Fig. 2), every seed."""
-    return [Point(d, p=p, seed=s) for s in P.seeds for d in (defenses or P.finetune.defenses) for p in P.finetune.ps]
+    """Every defense at every harmful ratio (paper Table 1 / Fig. 2), every seed.
+
+    EWC / Vlguard / KL run at ``finetune.baseline_ps`` when the profile sets it (to fit a time budget).
+    """
+    f = P.finetune
+
+    def ratios(d):
+        return f.ps if d in ALWAYS_SWEPT or not f.baseline_ps else f.baseline_ps
+
+    return [Point(d, p=p, seed=s) for s in P.seeds for d in (defenses or f.defenses) for p in ratios(d)]
 
 
 def table2_points(P: Profile) -> list[Point]:
@@ -151,7 +162,7 @@ def perturbation_points(P: Profile) -> list[Point]:
 
 def lora_points(P: Profile) -> list[Point]:
     """Single- vs Double-LoRA for SFT and Vaccine (Table 8)."""
-    return [Point(d, lora=m, seed=s) for s in P.seeds for d in ("SFT", "Vaccine") for m in P.ablations.lora_modes]
+    return [Point(d, lora=m, seed=s) for s in P.seeds for d in P.ablations.lora_defenses for m in P.ablations.lora_modes]
 
 
 def drift_points(P: Profile) -> list[Point]:
@@ -535,15 +546,15 @@ def tsne_frame(P: Profile, run_dir, targets: dict, n: int | None = None, layer: 
 class StepCosts:
     """Seconds per unit on the reference machine (2 CPU cores, SmolLM2-135M, batch 8 x 128 tokens)."""
 
-    align_sft_step: float = 2.2
-    align_vaccine_step: float = 4.4
-    align_gaussian_step: float = 2.4
-    ft_benign_step: float = 1.5
-    ft_harmful_step: float = 3.5
-    eval_model: float = 12.0
-    drift_model: float = 1.0
-    notebook_overhead: float = 8.0
-    overhead_bench: float = 60.0
+    align_sft_step: float = 3.4
+    align_vaccine_step: float = 6.5
+    align_gaussian_step: float = 3.6
+    ft_benign_step: float = 3.5
+    ft_harmful_step: float = 6.0
+    eval_model: float = 20.0
+    drift_model: float = 8.0
+    notebook_overhead: float = 10.0
+    overhead_bench: float = 90.0
     tsne: float = 15.0
 
 

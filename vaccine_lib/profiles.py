@@ -96,6 +96,9 @@ class FinetuneSection:
     tasks: tuple[str, ...] = ("sst2",)  # Table 4
     n: int = 64  # user samples (Table 1)
     ps: tuple[float, ...] = (0.0, 0.1, 0.3)  # harmful ratios swept (Fig. 2, Table 1)
+    #: harmful ratios for the fine-tuning defenses EWC / Vlguard / KL in Table 1 (empty: the same as ps);
+    #: NA, SFT and Vaccine always run at every ratio in ps
+    baseline_ps: tuple[float, ...] = ()
     p: float = 0.3  # harmful ratio for Tables 4, 6, 7, 8 and Fig. 3
     sample_counts: tuple[int, ...] = (32, 64, 128)  # Table 2
     p_samples: float = 0.3  # harmful ratio for Table 2
@@ -147,6 +150,7 @@ class AblationSection:
     rhos: tuple[float, ...] = (0.5, 2.0, 5.0)  # Table 6
     perturbations: tuple[str, ...] = PERTURBATIONS  # Table 7 (Gaussian noise with the same budget E||eps||^2 = rho^2)
     lora_modes: tuple[str, ...] = LORA_MODES  # Table 8
+    lora_defenses: tuple[str, ...] = ("SFT", "Vaccine")  # methods compared over lora_modes (Table 8)
 
 
 @dataclass(frozen=True)
@@ -423,6 +427,8 @@ def validate(p: Profile) -> None:
         raise ConfigError("finetune.ps must list at least one harmful ratio in [0, 1]")
     for x in f.ps:
         _number("finetune.ps entry (harmful ratio p)", x, 0, 1)
+    for x in f.baseline_ps:
+        _number("finetune.baseline_ps entry (harmful ratio p)", x, 0, 1)
     _number("finetune.p (harmful ratio)", f.p, 0, 1)
     _number("finetune.p_samples (harmful ratio)", f.p_samples, 0, 1)
     if not f.sample_counts:
@@ -480,6 +486,8 @@ def validate(p: Profile) -> None:
         check_choice("ablations.perturbations entry", k, PERTURBATIONS)
     for m in ab.lora_modes:
         check_choice("ablations.lora_modes entry", m, LORA_MODES)
+    for d in ab.lora_defenses:
+        check_choice("ablations.lora_defenses entry", d, DEFENSES)
 
     o = p.overhead
     _positive_int("overhead.steps", o.steps)
