@@ -328,6 +328,7 @@ def perturbation_with_stats(
         for h in handles:
             h.remove()
     grads = [torch.zeros_like(d) if g is None else g.detach() for g, d in zip(grads, order)]
+    del order
     acc = torch.promote_types(grads[0].dtype, torch.float32)  # at least float32 for the norm
     sq = torch.stack([g.to(acc).pow(2).sum() for g in grads]).sum()
     world = _dist_world() if sync_norm else 1
@@ -338,7 +339,9 @@ def perturbation_with_stats(
     raw = sq.sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
     ok = torch.isfinite(raw) & (raw > 0)
     scale = torch.where(ok, rho / torch.where(ok, raw, torch.ones_like(raw)), torch.zeros_like(raw))  # no host sync
-    eps = [(g.to(acc) * scale).to(g.dtype) for g in grads]
+    deltas.clear()  # the zero tensors of pass 1 are no longer needed
+    # scale in place: no second copy of all layers' gradients at the peak
+    eps = [g.mul_(scale.to(g.dtype)) if g.dtype == acc else (g.to(acc) * scale).to(g.dtype) for g in grads]
     # reported norm: gradient of the global loss, which DDP defines as the mean of the per-process losses
     norm = raw / (loss_scale or 1.0) / world
     return Perturbation(eps=eps, grad_norm=norm.detach(), loss=loss.detach())
