@@ -313,8 +313,14 @@ def perturbation_with_stats(
     deltas: dict[int, torch.Tensor] = {}
     loss_fn = loss_fn or _default_loss
     no_sync = model.no_sync() if _is_ddp(model) else contextlib.nullcontext()
+    # Pass 1 needs no parameter gradient: with the trainable parameters frozen for its duration,
+    # autograd neither saves the inputs that weight gradients would need (one activation per
+    # LoRA/linear module) nor builds the graph below the first attention output.
+    trainable = [p for p in model.parameters() if p.requires_grad]
     handles = _zero_delta_hooks(modules, deltas)
     try:
+        for p in trainable:
+            p.requires_grad_(False)
         with no_sync, torch.enable_grad():
             loss = loss_fn(model, dict(inputs))
             missing = [i for i in range(len(modules)) if i not in deltas]
@@ -327,6 +333,8 @@ def perturbation_with_stats(
     finally:
         for h in handles:
             h.remove()
+        for p in trainable:
+            p.requires_grad_(True)
     grads = [torch.zeros_like(d) if g is None else g.detach() for g, d in zip(grads, order)]
     del order
     acc = torch.promote_types(grads[0].dtype, torch.float32)  # at least float32 for the norm
@@ -446,7 +454,8 @@ class VaccineTrainer(Trainer):
             def loss_fn(m, batch):
                 with self.compute_loss_context_manager():
                     if plain_loss:
-                        loss = response_only_lm_loss(m, batch, num_items_in_batch)
+                        loss = response_only_lm_loss(m, batch, num_items_in_batch) * self._token_average_scale(
+                            num_items_in_batch)
                     else:
                         loss = self.compute_loss(m, batch, num_items_in_batch=num_items_in_batch)
                 return loss.mean() if args.n_gpu > 1 else loss
@@ -475,6 +484,15 @@ class VaccineTrainer(Trainer):
             stats["last_step"] = self.state.global_step
             stats["steps"] += 1
         return loss
+
+    def _token_average_scale(self, num_items_in_batch) -> int:
+        """The factor ``Trainer.compute_loss`` applies when tokens are averaged across devices (5.24 rule)."""
+        args = self.args
+        if (args.average_tokens_across_devices and (self.model_accepts_loss_kwargs or self.compute_loss_func)
+                and num_items_in_batch is not None):
+            scale = self.accelerator.num_processes // self.get_tp_size()
+            return scale if args.n_gpu <= 1 else args.n_gpu
+        return 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         stats = self._vaccine_stats
