@@ -143,8 +143,8 @@ def test_harmful_score_rows_and_errors(fake_generate):
 def test_finetune_accuracy(fake_generate):
     items = [{"instruction": "Analyze", "input": f"text {i}", "output": "positive"} for i in range(4)]
     fake_generate.canned["Analyze"] = "positive"
-    res = finetune_accuracy(None, None, "sst2", items)
-    assert res.accuracy == 100.0 and res.n == 4 and res.correct == 4
+    res = finetune_accuracy(None, None, "sst2", items, choice=False)  # fake generate: no model to score labels
+    assert res.accuracy == 100.0 and res.choice_accuracy is None and res.n == 4 and res.correct == 4
     assert "### Input:\ntext 0" in fake_generate.seen[0]
     gsm = [{"instruction": "How many?", "input": "", "output": "The final answer is: 3", "answer": "3"}]
     fake_generate.canned["How many?"] = "1 + 2 = 3. The final answer is: 3"

@@ -232,11 +232,12 @@ def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int =
 
 
 def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | None = None,
-                      batch_size: int = 16, progress: bool = True) -> AccuracyResult:
+                      batch_size: int = 16, progress: bool = True, choice: bool = True) -> AccuracyResult:
     """Fine-tune accuracy (%) on task items (dicts with instruction/input/output; GSM8K also ``answer``).
 
     ``max_new_tokens`` defaults to ``TASK_MAX_NEW_TOKENS[task]``. Scoring rules: ``scorers``.
-    AlpacaEval (``task="alpaca"``) needs an LLM judge and raises ConfigError.
+    AlpacaEval (``task="alpaca"``) needs an LLM judge and raises ConfigError. ``choice``: also compute the
+    label-choice accuracy (``fa_choice``) for label tasks.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; allowed values: {', '.join(TASKS)}")
@@ -256,8 +257,8 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
         rows.append({"question": it["instruction"], "input": it.get("input") or "", "answer": a,
                      "gold": it.get("answer", it.get("output")), "correct": bool(ok)})
     correct = sum(r["correct"] for r in rows)
-    choice = None
-    if task in TASK_LABELS:
+    choice_acc = None
+    if choice and task in TASK_LABELS:
         labels = TASK_LABELS[task]
         picked = label_choice(model, tokenizer, prompts, labels, batch_size=batch_size)
         gold = [str(it.get("output", "")).strip().lower() for it in items]
@@ -265,6 +266,6 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
         for r, g, k in zip(rows, gold, picked):
             r["choice"] = labels[k]
             hits += labels[k].lower() == g
-        choice = _pct(hits, len(rows))
+        choice_acc = _pct(hits, len(rows))
     return AccuracyResult(task=task, accuracy=_pct(correct, len(rows)), n=len(rows), correct=correct, generations=rows,
-                          choice_accuracy=choice)
+                          choice_accuracy=choice_acc)
