@@ -9,10 +9,8 @@ exist only here.
 
 from __future__ import annotations
 
-import os
-import socket
-
 from ..errors import ConfigError, OfflineError
+from ..hub import hub_offline_reason  # the shared Hub probe (also used by the BeaverDam judge)
 from .templates import AGNEWS_INSTRUCTION, AGNEWS_LABELS, SST2_INSTRUCTION, SST2_LABELS, gsm8k_instruction, gsm8k_output
 
 #: split -> (Hub dataset id, config, Hub split)
@@ -38,20 +36,6 @@ OFFLINE_ALTERNATIVES = (
     "(StrongREJECT + held-out AdvBench), sst2_* (Rotten Tomatoes), gsm8k_* (GSM-Symbolic); "
     "AG News and AlpacaEval have no offline alternative"
 )
-
-
-def hub_offline_reason(timeout: float = 3.0) -> str | None:
-    """Why the Hub cannot be used right now, or None when it looks reachable."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(var, "0").strip().lower() not in ("", "0", "false", "no"):
-            return f"{var}={os.environ[var]} is set"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # behind a proxy a direct probe says nothing; load_dataset errors are wrapped instead
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-    except OSError as exc:
-        return f"huggingface.co is unreachable ({exc.__class__.__name__}: {exc})"
-    return None
 
 
 def _offline_error(name: str, reason: str) -> OfflineError:

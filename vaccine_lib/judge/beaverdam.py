@@ -23,7 +23,6 @@ judge); ``label_only`` and ``refusal`` are still reported.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from ..errors import ConfigError, OfflineError
@@ -49,14 +48,10 @@ def _offline_error(reason: str) -> OfflineError:
 
 
 def _hub_unreachable(timeout: float = 3.0) -> str | None:
-    """Why huggingface.co cannot be reached (a 3 s TCP probe), or None when it looks reachable."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # behind a proxy a direct probe says nothing; load errors are wrapped instead
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-    except OSError as exc:
-        return f"huggingface.co is unreachable ({type(exc).__name__}: {exc})"
-    return None
+    """Why huggingface.co cannot be reached, or None (the shared probe; a seam for tests)."""
+    from ..hub import hub_unreachable
+
+    return hub_unreachable(timeout)
 
 
 def _available_locally(model_id: str) -> bool:
