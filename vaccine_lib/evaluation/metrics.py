@@ -11,34 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+from ..data.templates import alpaca_prompt  # the single source of the paper template
 from ..errors import ConfigError
 from .generation import generate
 from .scorers import TASKS, get_scorer
 
 #: default new-token budget per task for fine-tune accuracy (labels are short, GSM8K reasons first)
 TASK_MAX_NEW_TOKENS = {"sst2": 32, "agnews": 32, "gsm8k": 256, "alpaca": 128}
-
-_PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
-                    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
-_PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
-                      "context. Write a response that appropriately completes the request.\n\n### Instruction:\n"
-                      "{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
-
-
-def alpaca_prompt(instruction: str, input: str = "") -> str:  # noqa: A002 - the paper's field name
-    """``vaccine_lib.data.alpaca_prompt`` (the single source of the template); a copy only if data is absent."""
-    try:
-        from ..data import alpaca_prompt as data_prompt
-    except ImportError:
-        try:
-            from ..data.templates import alpaca_prompt as data_prompt
-        except ImportError:
-            data_prompt = None
-    if data_prompt is not None:
-        return data_prompt(instruction, input)
-    if input:
-        return _PROMPT_WITH_INPUT.format(instruction=instruction, input=input)
-    return _PROMPT_NO_INPUT.format(instruction=instruction)
 
 
 def _pct(k: int, n: int) -> float:
