@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .errors import ConfigError, check_choice
+from .errors import check_choice
 from .profiles import DEFENSES, Profile
 
 #: columns of the tables run_grid returns

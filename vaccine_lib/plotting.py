@@ -9,8 +9,6 @@ unchanged figure gives unchanged files.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -18,6 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+from .atomic import atomic_path
 
 #: display order and labels of the paper's methods
 DEFENSE_ORDER = ("NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine")
@@ -80,19 +80,8 @@ def _order(values: Iterable) -> list:
 
 
 def _atomic_write(target: Path, write) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(target, prefix=".") as tmp:
+        write(str(tmp))
 
 
 def _in_kernel() -> bool:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..errors import ConfigError
 
 RESULTS = "results"
@@ -29,19 +28,6 @@ def config_hash(config: dict, length: int = 16) -> str:
     """Stable hash of a JSON-able configuration (key order does not matter)."""
     text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _jsonable(value):
@@ -94,19 +80,19 @@ class ResultsStore:
             gen_path = self.generations_dir / f"{key}.jsonl"
             self._protect_generations()
             lines = "".join(json.dumps(_jsonable(g), ensure_ascii=False) + "\n" for g in generations)
-            _atomic_write_text(gen_path, lines)
+            atomic_write_text(gen_path, lines)
             gen_rel = str(gen_path.relative_to(self.run_dir))
         record = {"hash": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": _jsonable(config),
                   "metrics": _jsonable(metrics), "generations": gen_rel}
         path = self.results_dir / f"{key}.json"
-        _atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
         return path
 
     def _protect_generations(self) -> None:
         """A ``.gitignore`` that keeps generated (possibly harmful) text out of git wherever run_dir is."""
         guard = self.generations_dir / ".gitignore"
         if not guard.exists():
-            _atomic_write_text(guard, "# model generations may contain harmful text: never commit\n*\n")
+            atomic_write_text(guard, "# model generations may contain harmful text: never commit\n*\n")
 
     def read(self, config: dict) -> dict | None:
         """The stored record for ``config`` or None."""

@@ -51,16 +51,15 @@ import glob
 import hashlib
 import io
 import json
-import os
 import pickle
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..packages import package_file, package_version
 from .base import Judge, Verdict, has_min_content, is_label_only
 from .keyword import is_refusal
@@ -271,17 +270,8 @@ def binary_metrics(y_true, scores, threshold: float = THRESHOLD) -> dict:
 
 
 def _atomic_pickle(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def fit(data: LabelledData | None = None) -> dict:
