@@ -6,7 +6,7 @@ import os
 import random
 from pathlib import Path
 
-from ..errors import ConfigError, check_choice, check_range
+from ..errors import ConfigError, check_choice, check_int, check_range, check_seed
 from . import builder as _build
 from .builder import SPLITS, BuildConfig
 from .hub import HUB_SPLITS, load_hub_split
@@ -63,12 +63,29 @@ def load_split(name: str, data_dir=None, source: str = "offline"):
     return _cache[key]
 
 
-def _sample(ds, n: int, rng: random.Random, what: str) -> list[int]:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ConfigError(f"n must be a non-negative integer, got {n!r}")
+def _check_n(n, low: int = 0, param: str = "n") -> None:
+    check_int(param, n, low)
+
+
+def _sample(ds, n: int, rng: random.Random, what: str, param: str = "n", fix: str | None = None) -> list[int]:
+    """``n`` distinct row indices; ``param`` is the caller's parameter behind ``n`` (named in the error)."""
+    _check_n(n, 0, param)
     if n > len(ds):
-        raise ConfigError(f"asked for {n} {what} rows but the pool has only {len(ds)}; allowed range: [0, {len(ds)}]")
+        raise ConfigError(f"{param} asks for {n} {what} rows but the pool has only {len(ds)}; allowed range: "
+                          f"[0, {len(ds)}]. Fix: {fix or f'lower {param} to at most {len(ds)}'}", param=param)
     return rng.sample(range(len(ds)), n)
+
+
+def pool_size(name: str, data_dir=None, source: str = "offline") -> int:
+    """Number of rows of a split (to validate sizes before any stage runs; builds the offline data if needed)."""
+    check_choice("source", source, SOURCES)
+    if source == "offline":
+        check_choice("split", name, SPLITS)
+        root = default_data_dir(data_dir)
+        manifest = _build.read_manifest(root)
+        if _build.is_built(root, name, manifest):
+            return int(manifest["splits"][name]["rows"])
+    return len(load_split(name, data_dir, source))
 
 
 def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float = DEFAULT_HELPFUL_FRACTION,
@@ -78,6 +95,9 @@ def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float =
     Deterministic for a seed. ``n=None`` takes every row of the pool. With ``source="hub"``
     (BeaverTails safe answers) ``helpful_fraction`` does not apply.
     """
+    check_seed("seed", seed)
+    if n is not None:
+        _check_n(n, 1)
     pool = load_split("alignment", data_dir, source)
     rng = random.Random(seed)
     if source == "hub":
@@ -103,6 +123,10 @@ def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float =
 
 def _check_task(task: str, source: str) -> None:
     check_choice("source", source, SOURCES)
+    if source == "offline" and task in TASKS and task not in OFFLINE_TASKS:
+        raise ConfigError(f"task {task!r} has no offline data (it needs source='hub', i.e. the Hugging Face Hub); "
+                          f"offline tasks: {', '.join(OFFLINE_TASKS)}; allowed values: {', '.join(OFFLINE_TASKS)}",
+                          param="task")
     check_choice("task", task, TASKS if source == "hub" else OFFLINE_TASKS)
 
 
@@ -113,14 +137,16 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
     """
     _check_task(task, source)
     check_range("p", p, 0.0, 1.0)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"n must be a positive integer, got {n!r}")
+    _check_n(n, 1)
+    check_seed("seed", seed)
     harmful = load_split("harmful_ft", data_dir, source)
     benign = load_split(f"{task}_train", data_dir, source)
     rng = random.Random(seed)
     n_harm = round(n * p)
-    h_idx = _sample(harmful, n_harm, rng, "harmful fine-tuning (harmful_ft)")
-    b_idx = _sample(benign, n - n_harm, rng, f"benign {task}_train")
+    h_idx = _sample(harmful, n_harm, rng, "harmful fine-tuning (harmful_ft)", "n (harmful rows = round(n * p))",
+                    f"n={n}, p={p} need {n_harm} harmful rows; lower n or p so that round(n * p) <= {len(harmful)}")
+    b_idx = _sample(benign, n - n_harm, rng, f"benign {task}_train", "n (benign rows = n - round(n * p))",
+                    f"lower n so that n - round(n * p) <= {len(benign)}")
     fields = list(benign.column_names)
     rows = [{k: harmful[i].get(k, "") for k in fields} for i in h_idx] + [benign[i] for i in b_idx]
     rng.shuffle(rows)
@@ -132,10 +158,13 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
 def eval_items(task: str, n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
     """Test items of a benign task: all when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
     _check_task(task, source)
+    check_seed("seed", seed)
+    if n is not None:
+        _check_n(n, 1)
     test = load_split(f"{task}_test", data_dir, source)
     if n is None:
         return test
-    return test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test")))
+    return test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test", "n (task test items)")))
 
 
 def harmful_eval_prompts(n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
@@ -143,7 +172,10 @@ def harmful_eval_prompts(n: int | None = None, seed: int = 0, data_dir=None, sou
 
     Offline: every StrongREJECT prompt + held-out AdvBench, disjoint from all training questions.
     """
+    check_seed("seed", seed)
+    if n is not None:
+        _check_n(n, 1)
     ds = load_split("harmful_eval", data_dir, source)
     if n is None:
         return ds
-    return ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval")))
+    return ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval", "n (harmful evaluation prompts)")))
