@@ -512,6 +512,8 @@ def context_length(model_or_name) -> int | None:
     """
     if isinstance(model_or_name, nn.Module):
         config = getattr(_unwrap(model_or_name), "config", None)
+    elif not isinstance(model_or_name, (str, os.PathLike)):
+        config = getattr(model_or_name, "config", None)
     elif model_or_name in TINY_MODELS:
         config = _tiny_config(model_or_name, vocab_size=64, pad_id=0, eos_id=0)
     else:
