@@ -21,7 +21,7 @@ from vaccine_lib.data import (alignment_set, default_data_dir, eval_items, finet
 from vaccine_lib.data import build as data_build
 from vaccine_lib.data.__main__ import main as data_main
 from vaccine_lib.data.builder import BuildConfig, build as builder_build
-from vaccine_lib.data.splits import pool_size
+from vaccine_lib.data.splits import check_sizes, pool_size
 from vaccine_lib.errors import ConfigError, MissingPackageError, check_seed
 from vaccine_lib.evaluation.metrics import finetune_accuracy, harmful_score
 from vaccine_lib.vaccine import VaccineConfig
@@ -84,7 +84,8 @@ CASES = [
     ("kl-weight-negative", lambda t, d: _targs(KLConfig, t, kl_weight=-1e-3), ConfigError,
      "kl_weight=-0.001 is out of range; allowed range: [0, 1000.0]"),
     ("kl-weight-1e38", lambda t, d: _targs(KLConfig, t, kl_weight=1e38), ConfigError, "kl_weight=1e+38"),
-    ("kl-weight-none", lambda t, d: _targs(KLConfig, t, kl_weight=None), ConfigError, "kl_weight=None must be a number"),
+    ("kl-weight-none", lambda t, d: _targs(KLConfig, t, kl_weight=None), ConfigError,
+     "kl_weight=None must be a number"),
     # --- data build parameters: BuildConfig rejects them before any source is read
     ("build-harmful-words-negative", lambda t, d: BuildConfig(harmful_words=-5), ConfigError,
      "harmful_words=-5 is out of range; allowed range: [1, 100000]"),
@@ -145,6 +146,23 @@ CASES = [
     ("pool-size-unknown-split", lambda t, d: pool_size("train", d), ConfigError, "unknown split 'train'"),
     ("vlguard-m-beyond-pool", lambda t, d: vlguard_mix(load_split("sst2_test", d), load_split("gsm8k_test", d), 10**6),
      ConfigError, "m=1000000 is out of range"),
+    # --- one-call validation of a run's data requests (for profiles / pipelines, before the first stage)
+    ("check-sizes-finetune-n", lambda t, d: check_sizes(task="sst2", n=1000, p=0.5, data_dir=d,
+                                                        names={"n": "finetune.n"}), ConfigError,
+     "finetune.n (x p = 0.5) asks for 500 harmful fine-tuning rows but the harmful_ft pool has only"),
+    ("check-sizes-eval-n-harmful", lambda t, d: check_sizes(n_harmful=600, data_dir=d,
+                                                            names={"n_harmful": "eval.n_harmful"}), ConfigError,
+     "eval.n_harmful asks for 600 harmful evaluation prompts but the harmful_eval pool has only 500"),
+    ("check-sizes-eval-n-task", lambda t, d: check_sizes(task="gsm8k", n_task=10_000, data_dir=d,
+                                                         names={"n_task": "eval.n_task"}), ConfigError,
+     "eval.n_task asks for 10000 task test items but the gsm8k_test pool has only 500"),
+    ("check-sizes-agnews-offline", lambda t, d: check_sizes(task="agnews", data_dir=d,
+                                                            names={"task": "finetune.task"}), ConfigError,
+     "finetune.task 'agnews' has no offline data"),
+    ("check-sizes-seeds", lambda t, d: check_sizes(seeds=[1, 2**32], data_dir=d, names={"seed": "seeds"}),
+     ConfigError, "seeds=4294967296 is not a valid seed"),
+    ("max-new-tokens-up-front", lambda t, d: M.check_max_new_tokens("tiny-gpt2", 512, "eval.max_new_tokens"),
+     ConfigError, "eval.max_new_tokens=512 does not fit the context of 'tiny-gpt2' (512 tokens"),
     ("check-seed-float", lambda t, d: check_seed("seed", 1.5), ConfigError, "seed=1.5 is not a valid seed"),
     # --- models: local folders are reported as local folders, not as Hub ids
     ("model-missing-relative-folder", lambda t, d: M.resolve("./no/such/model"), ConfigError,

@@ -531,6 +531,21 @@ def context_length(model_or_name) -> int | None:
     return None
 
 
+def check_max_new_tokens(model_or_name, max_new_tokens, param: str = "max_new_tokens") -> None:
+    """Raise ConfigError unless 1 <= max_new_tokens < the model's context (config only; no weights loaded).
+
+    Up-front check for a run's settings; the exact check with the prompts' lengths happens before
+    generating (``evaluation.metrics.check_generation_length``).
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer", param=param)
+    context = context_length(model_or_name)
+    if context is not None and max_new_tokens >= context:
+        which = repr(model_or_name) if isinstance(model_or_name, str) else "the model"
+        raise ConfigError(f"{param}={max_new_tokens} does not fit the context of {which} ({context} tokens, prompt "
+                          f"included); allowed range: [1, {context - 1}]. Lower {param}", param=param)
+
+
 def timed_load(name: str) -> tuple[float, object, object]:
     """Load a model and return (seconds, model, tokenizer)."""
     t0 = time.perf_counter()

@@ -116,8 +116,8 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
     strong = _dedupe(sources.strongreject())
     adv = _dedupe(sources.advbench(), exclude=_keys(strong))  # AdvBench prompts not already in StrongREJECT
     if cfg.advbench_eval > len(adv):
-        raise ConfigError(f"advbench_eval={cfg.advbench_eval} is out of range; allowed range: [0, {len(adv)}] (AdvBench "
-                          "prompts not in StrongREJECT); lower it", param="advbench_eval")
+        raise ConfigError(f"advbench_eval={cfg.advbench_eval} is out of range; allowed range: [0, {len(adv)}] "
+                          "(AdvBench prompts not in StrongREJECT); lower it", param="advbench_eval")
     order = list(range(len(adv)))
     rng.shuffle(order)
     adv_eval = [adv[i] for i in sorted(order[: cfg.advbench_eval])]

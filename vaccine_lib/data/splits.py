@@ -88,6 +88,59 @@ def pool_size(name: str, data_dir=None, source: str = "offline") -> int:
     return len(load_split(name, data_dir, source))
 
 
+def check_sizes(*, task: str | None = None, n: int | None = None, p: float | None = None,
+                n_harmful: int | None = None, n_task: int | None = None, n_align: int | None = None,
+                helpful_fraction: float | None = None, seeds=(), source: str = "offline", data_dir=None,
+                names: dict | None = None) -> None:
+    """Validate data requests against the pools before any stage runs (reads only the manifest offline).
+
+    Checks what is given: the task exists for ``source``; ``round(n*p)`` harmful and ``n - round(n*p)``
+    benign fine-tuning rows, ``n_harmful`` evaluation prompts, ``n_task`` test items and ``n_align``
+    alignment rows (split by ``helpful_fraction``) fit their pools; every seed is valid. ``names`` maps
+    these argument names to the caller's (e.g. ``{"n": "finetune.n", "n_harmful": "eval.n_harmful"}``)
+    so the ConfigError names the parameter the user set.
+    """
+    names = names or {}
+
+    def name(key):
+        return names.get(key, key)
+
+    def fits(key, want, split, what, extra=""):
+        have = pool_size(split, data_dir, source)
+        if want > have:
+            raise ConfigError(f"{name(key)}{extra} asks for {want} {what} but the {split} pool has only {have}; "
+                              f"allowed range: [0, {have}]. Lower {name(key)}", param=name(key))
+
+    check_choice("source", source, SOURCES)
+    for s in seeds:
+        check_seed(name("seed"), s)
+    if task is not None:
+        try:
+            _check_task(task, source)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("task ", f"{name('task')} ", 1), param=name("task")) from None
+    if p is not None:
+        check_range(name("p"), p, 0.0, 1.0)
+    if n is not None:
+        check_int(name("n"), n, 1)
+        n_harm = round(n * (p or 0.0))
+        fits("n", n_harm, "harmful_ft", "harmful fine-tuning rows", f" (x p = {p})")
+        if task is not None and f"{task}_train" in SPLITS and source == "offline":
+            fits("n", n - n_harm, f"{task}_train", "benign rows")
+    if n_harmful is not None:
+        check_int(name("n_harmful"), n_harmful, 1)
+        fits("n_harmful", n_harmful, "harmful_eval", "harmful evaluation prompts")
+    if n_task is not None and task is not None:
+        check_int(name("n_task"), n_task, 1)
+        if f"{task}_test" in SPLITS and source == "offline":
+            fits("n_task", n_task, f"{task}_test", "task test items")
+    if n_align is not None:
+        check_int(name("n_align"), n_align, 1)
+        if source == "offline" and helpful_fraction is not None:
+            check_range(name("helpful_fraction"), helpful_fraction, 0.0, 1.0)
+        fits("n_align", n_align, "alignment", "alignment rows")
+
+
 def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float = DEFAULT_HELPFUL_FRACTION,
                   data_dir=None, source: str = "offline"):
     """``n`` alignment pairs: round(n * helpful_fraction) helpful answers + refusals, shuffled.
