@@ -136,9 +136,19 @@ def check_sizes(*, task: str | None = None, n: int | None = None, p: float | Non
             fits("n_task", n_task, f"{task}_test", "task test items")
     if n_align is not None:
         check_int(name("n_align"), n_align, 1)
+        fits("n_align", n_align, "alignment", "alignment rows")
         if source == "offline" and helpful_fraction is not None:
             check_range(name("helpful_fraction"), helpful_fraction, 0.0, 1.0)
-        fits("n_align", n_align, "alignment", "alignment rows")
+            kinds = (_build.read_manifest(default_data_dir(data_dir)) or {}).get("splits", {}).get(
+                "alignment", {}).get("kinds", {})
+            n_help = round(n_align * helpful_fraction)
+            for kind, want in (("helpful", n_help), ("refusal", n_align - n_help)):
+                have = kinds.get(kind)
+                if have is not None and want > have:
+                    raise ConfigError(
+                        f"{name('n_align')}={n_align} at {name('helpful_fraction')}={helpful_fraction} asks for "
+                        f"{want} {kind} alignment rows but the pool has only {have}; lower {name('n_align')} or "
+                        f"change {name('helpful_fraction')}", param=name("n_align"))
 
 
 def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float = DEFAULT_HELPFUL_FRACTION,
@@ -178,8 +188,7 @@ def _check_task(task: str, source: str) -> None:
     check_choice("source", source, SOURCES)
     if source == "offline" and task in TASKS and task not in OFFLINE_TASKS:
         raise ConfigError(f"task {task!r} has no offline data (it needs source='hub', i.e. the Hugging Face Hub); "
-                          f"offline tasks: {', '.join(OFFLINE_TASKS)}; allowed values: {', '.join(OFFLINE_TASKS)}",
-                          param="task")
+                          f"offline tasks: {', '.join(OFFLINE_TASKS)}", param="task")
     check_choice("task", task, TASKS if source == "hub" else OFFLINE_TASKS)
 
 
