@@ -61,6 +61,24 @@ def test_huge_lr_fails_the_align_stage_before_anything_is_written(lora_model, tm
     assert _files(tmp_path) == []
 
 
+def test_diverged_stage_is_never_cached(lora_model, tmp_path):
+    """A stage trained inside atomic_save_dir (as the pipeline does): divergence leaves no folder, no temp."""
+    from vaccine_lib.lora import save_lora
+    from vaccine_lib.models import atomic_save_dir
+
+    def stage(tmp):
+        model = lora_model()
+        trainer = Trainer(model=model, args=_args(TrainingArguments, tmp, learning_rate=1e9), train_dataset=_dataset(),
+                          callbacks=[FiniteGuard(stage="align")])
+        trainer.train()
+        check_finite_weights(model, stage="align", args=trainer.args)
+        save_lora(model, tmp / "adapter")
+
+    with pytest.raises(DivergenceError, match="align stage diverged"):
+        atomic_save_dir(tmp_path / "stages" / "align-abc", stage)
+    assert list((tmp_path / "stages").iterdir()) == []
+
+
 def test_guard_is_silent_on_a_healthy_run(lora_model, tmp_path):
     model = lora_model()
     before = {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
