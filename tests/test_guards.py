@@ -55,7 +55,7 @@ def test_huge_lr_fails_the_align_stage_before_anything_is_written(lora_model, tm
         trainer.train()
     msg = str(info.value)
     assert msg.startswith("align stage diverged at step ")
-    assert "lower lr (now 1e+09)" in msg and "Nothing of this stage was saved" in msg
+    assert "lower lr (now 1e+09)" in msg and "Training was stopped; do not use its weights" in msg
     assert "rho" not in msg  # plain SFT has no rho to lower
     assert trainer.state.global_step < 4  # stopped at the first non-finite step
     assert _files(tmp_path) == []
@@ -177,7 +177,7 @@ def test_logged_values_and_fp16_patience():
     with pytest.raises(DivergenceError, match="gradient tensors hold inf/NaN"):
         guard.on_pre_optimizer_step(fp16, state, None, model=model)
     assert divergence_message("x", "y", hints={"a": 1}) == \
-        "x stage diverged: y. Nothing of this stage was saved. Fix: lower a (now 1) and rerun."
+        "x stage diverged: y. Training was stopped; do not use its weights. Fix: lower a (now 1) and rerun."
 
 
 # --------------------------------------------------------------------------- degenerate generations

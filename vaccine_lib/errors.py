@@ -37,8 +37,9 @@ class OfflineError(VaccineError, OSError):
 class DivergenceError(VaccineError, FloatingPointError):
     """Training produced a non-finite loss, gradient, perturbation or weight.
 
-    The message names the stage, the step, the value and the parameter(s) to lower. Raised
-    before anything of the stage is saved, so a diverged model is never cached as a result.
+    The message names the stage, the step, the value and the parameter(s) to lower. Raised from
+    inside training (``vaccine_lib.guards``), before the caller saves, so a stage written
+    atomically after training is never cached with a diverged model.
     """
 
 

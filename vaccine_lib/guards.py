@@ -79,7 +79,7 @@ def _hint_text(stage: str, hints, args=None) -> str:
 def divergence_message(stage: str, what: str, step: int | None = None, hints=None, args=None) -> str:
     """The text of a DivergenceError: stage, step, what was non-finite, the fix."""
     at = f" at step {step}" if step is not None else ""
-    return (f"{stage} stage diverged{at}: {what}. Nothing of this stage was saved. "
+    return (f"{stage} stage diverged{at}: {what}. Training was stopped; do not use its weights. "
             f"Fix: {_hint_text(stage, hints, args)} and rerun.")
 
 

@@ -353,12 +353,13 @@ def check_model(name) -> None:
     """
     if name in TINY_MODELS:
         return
+    root = Path(os.environ.get("VACCINE_LIB_CACHE") or Path.home() / ".cache" / "vaccine_lib")  # not created here
     if name == GEMMA3:
-        if not (cache_dir() / "models" / GEMMA3 / "config.json").is_file():
+        if not (root / "models" / GEMMA3 / "config.json").is_file():
             _check_gemma_parts()
         return
     if name in EMBEDDED_MODELS:
-        if not (_converted_dir(name) / "config.json").is_file():
+        if not (root / "models" / name / "config.json").is_file():
             package_version(EMBEDDED_MODELS[name].dist)  # raises with the pip command
         return
     _resolve_other(name)

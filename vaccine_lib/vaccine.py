@@ -90,7 +90,7 @@ class VaccineConfig(TrainingArguments):
     rho: float = field(
         default=2.0,
         metadata={"help": "Perturbation intensity: global L2 norm of the perturbation over all layers and the batch "
-                          "(paper default 2; sweep 0.01..10). >= 0; 0 gives the plain SFT update."},
+                          "(paper default 2; sweep 0.01..10). In [0, 1e3] (RHO_MAX); 0 gives the plain SFT update."},
     )
     tau: int = field(
         default=1,
@@ -513,7 +513,8 @@ class VaccineTrainer(Trainer):
         for key in ("vaccine/eps_norm", "vaccine/grad_norm"):
             if key in logs and not math.isfinite(logs[key]) and not self.args.fp16:
                 raise DivergenceError(
-                    f"Vaccine diverged at step {self.state.global_step}: {key}={logs[key]}. Nothing of this stage "
-                    f"was saved. Fix: lower rho (now {self.args.rho:g}) or lr (now {self.args.learning_rate:g}).")
+                    f"Vaccine diverged at step {self.state.global_step}: {key}={logs[key]}. Training was stopped; "
+                    f"do not use its weights. Fix: lower rho (now {self.args.rho:g}) or lr (now "
+                    f"{self.args.learning_rate:g}).")
         # --- end reliability
         super().log(logs, start_time)
