@@ -9,6 +9,7 @@ Modules (one job each):
 - ``judge``      Harmful Score moderation: keyword / trained classifier / BeaverDam
 - ``vaccine``    ``VaccineConfig`` and ``VaccineTrainer`` (the method)
 - ``baselines``  EWC, KL, Vlguard fine-tuning defenses
+- ``guards``     divergence guard: ``FiniteGuard`` (Trainer callback), ``check_finite_weights``
 - ``lora``       Double-/Single-LoRA helpers
 - ``drift``      harmful embedding drift, hidden embeddings, ``DriftCallback``
 - ``evaluation`` batched generation, Harmful Score, fine-tune accuracy, results store

@@ -34,6 +34,14 @@ from .errors import ConfigError, check_range
 
 #: Miniature default for EWC lambda (see ``EWCConfig.ewc_lambda``).
 EWC_LAMBDA_DEFAULT = 1e6
+#: Upper bounds of the penalty weights (validated by the configs). ``ewc_lambda``: 1000x the paper's 1e9; the
+#: penalty gradient is lambda * F * (w - w*) with F up to ~1e-3 and |w - w*| ~ 1e-3 after a few Adam steps, so
+#: at lambda 1e12 it is ~1e6, against ~1e-3 for a loss gradient (the adapter is frozen); 1e38 overflows float32.
+EWC_LAMBDA_MAX = 1e12
+#: ``kl_weight``: 1e6x the paper's 1e-3. At weight 1e3 a token KL of ~0.01 already outweighs the SFT loss (~1)
+#: ten-fold, so the user's data no longer moves the model; larger weights only add overflow risk (1e38 overflows
+#: float32). To regularise harder, lower the learning rate instead.
+KL_WEIGHT_MAX = 1e3
 
 
 # --------------------------------------------------------------------------- helpers
@@ -98,8 +106,8 @@ class EWCConfig(TrainingArguments):
     ewc_lambda: float = field(default=EWC_LAMBDA_DEFAULT, metadata={"help": "EWC penalty weight lambda"})
 
     def __post_init__(self):
+        check_range("ewc_lambda", self.ewc_lambda, 0, EWC_LAMBDA_MAX)  # before any set-up work
         super().__post_init__()
-        check_range("ewc_lambda", self.ewc_lambda, 0, float("inf"))
 
 
 def compute_fisher(model: nn.Module, dataloader: Iterable[dict], max_batches: int | None = None,
@@ -203,8 +211,8 @@ class KLConfig(TrainingArguments):
     kl_weight: float = field(default=1e-3, metadata={"help": "weight of KL(p_finetuned || p_aligned) (vocabulary softmax)"})
 
     def __post_init__(self):
+        check_range("kl_weight", self.kl_weight, 0, KL_WEIGHT_MAX)  # before any set-up work
         super().__post_init__()
-        check_range("kl_weight", self.kl_weight, 0, float("inf"))
 
 
 def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -294,6 +302,6 @@ def vlguard_mix(user_ds, alignment_ds, m: int, seed: int = 0):
 
 
 __all__ = [
-    "EWCConfig", "EWCTrainer", "compute_fisher", "ewc_penalty", "EWC_LAMBDA_DEFAULT",
-    "KLConfig", "KLTrainer", "token_kl", "vlguard_mix",
+    "EWCConfig", "EWCTrainer", "compute_fisher", "ewc_penalty", "EWC_LAMBDA_DEFAULT", "EWC_LAMBDA_MAX",
+    "KLConfig", "KL_WEIGHT_MAX", "KLTrainer", "token_kl", "vlguard_mix",
 ]

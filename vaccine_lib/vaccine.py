@@ -58,13 +58,18 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from .errors import ConfigError, check_choice, check_range
+from .errors import ConfigError, DivergenceError, check_choice, check_range
 from .models import get_attention_modules
 
 PERTURBATIONS = ("gradient", "gaussian")
+#: upper bound of rho and gaussian_std (validated in VaccineConfig): 100x the paper's largest swept rho (10).
+#: eps is added to hidden states of norm ~1-100 per token; far above that the perturbed loss carries no signal
+#: and rho = 1e30 overflows float32 (eps_norm inf). Lower the value rather than widen the range.
+RHO_MAX = 1e3
 
 __all__ = [
     "PERTURBATIONS",
+    "RHO_MAX",
     "Perturbation",
     "VaccineConfig",
     "VaccineTrainer",
@@ -85,7 +90,7 @@ class VaccineConfig(TrainingArguments):
     rho: float = field(
         default=2.0,
         metadata={"help": "Perturbation intensity: global L2 norm of the perturbation over all layers and the batch "
-                          "(paper default 2; sweep 0.01..10). >= 0; 0 gives the plain SFT update."},
+                          "(paper default 2; sweep 0.01..10). In [0, 1e3] (RHO_MAX); 0 gives the plain SFT update."},
     )
     tau: int = field(
         default=1,
@@ -113,13 +118,13 @@ class VaccineConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        check_range("rho", self.rho, 0, math.inf, high_open=True)
+        check_range("rho", self.rho, 0, RHO_MAX)  # reliability (issue 10): finite, bounded
         if isinstance(self.tau, bool) or not isinstance(self.tau, int):
             raise ConfigError(f"tau={self.tau!r} must be an integer; allowed range: [1, inf)")
         check_range("tau", self.tau, 1, math.inf, high_open=True)
         check_choice("perturbation", self.perturbation, PERTURBATIONS)
         if self.gaussian_std is not None:
-            check_range("gaussian_std", self.gaussian_std, 0, math.inf, high_open=True)
+            check_range("gaussian_std", self.gaussian_std, 0, RHO_MAX)  # reliability (issue 10)
             if self.perturbation != "gaussian":
                 raise ConfigError("gaussian_std is only used with perturbation='gaussian'; "
                                   f"got perturbation={self.perturbation!r}")
@@ -503,4 +508,13 @@ class VaccineTrainer(Trainer):
                 logs["vaccine/grad_norm"] = float(stats["grad_norm"]) / stats["n_grad"]
                 logs["vaccine/clean_loss"] = float(stats["clean_loss"]) / max(1, stats["steps"])
             self._vaccine_reset()
+        # --- reliability (issue 10): a non-finite perturbation / hidden-gradient norm fails the run.
+        # (fp16: an overflowing pass-1 norm is expected now and then; the loss scaler handles it.)
+        for key in ("vaccine/eps_norm", "vaccine/grad_norm"):
+            if key in logs and not math.isfinite(logs[key]) and not self.args.fp16:
+                raise DivergenceError(
+                    f"Vaccine diverged at step {self.state.global_step}: {key}={logs[key]}. Training was stopped; "
+                    f"do not use its weights. Fix: lower rho (now {self.args.rho:g}) or lr (now "
+                    f"{self.args.learning_rate:g}).")
+        # --- end reliability
         super().log(logs, start_time)

@@ -23,6 +23,8 @@ from .splits import (
     finetune_mix,
     harmful_eval_prompts,
     load_split,
+    check_sizes,  # reliability (issue 10): up-front validation against the pools
+    pool_size,
 )
 from .templates import (
     AGNEWS_INSTRUCTION,
@@ -48,5 +50,5 @@ __all__ = [
     "PROMPT_WITH_INPUT", "RESPONSE_MARKER", "SFTCollator", "SOURCES", "SPLITS", "SST2_INSTRUCTION", "SST2_LABELS",
     "TASKS", "TASK_INSTRUCTIONS", "TASK_MAX_LENGTH", "alignment_set", "alpaca_prompt", "build", "compose_refusal", "default_data_dir",
     "eval_items", "finetune_mix", "format_prompt", "gsm8k_instruction", "gsm8k_output", "harmful_eval_prompts",
-    "is_built", "load_hub_split", "load_split", "normalize_question", "read_manifest", "tokenize_sft",
+    "is_built", "load_hub_split", "load_split", "pool_size", "check_sizes", "normalize_question", "read_manifest", "tokenize_sft",
 ]

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import fields
 
+from ..errors import ConfigError
 from .builder import SPLITS, BuildConfig, is_built, read_manifest
 from .splits import build, default_data_dir
 
@@ -26,9 +27,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     data_dir = default_data_dir(args.data_dir)
     if args.cmd == "build":
-        config = BuildConfig(**{f.name: getattr(args, f.name) for f in fields(BuildConfig)})
-        t0 = time.perf_counter()
-        manifest = build(data_dir, force=args.force, config=config)
+        try:  # every parameter and the folder are checked before any data is read or written
+            config = BuildConfig(**{f.name: getattr(args, f.name) for f in fields(BuildConfig)})
+            t0 = time.perf_counter()
+            manifest = build(data_dir, force=args.force, config=config)
+        except ConfigError as exc:
+            flag = f"--{exc.param.replace('_', '-')}: " if exc.param else ""
+            parser.error(f"{flag}{exc}")  # exit status 2, no traceback
         print(f"data in {data_dir / 'processed'} ({time.perf_counter() - t0:.1f} s)")
         for name in SPLITS:
             e = manifest["splits"][name]

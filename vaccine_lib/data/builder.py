@@ -14,12 +14,14 @@ appear in either are dropped.
 from __future__ import annotations
 
 import json
+import os
 import random
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..errors import DataFormatError
+from ..errors import ConfigError, check_int, check_range, check_seed
 from ..packages import package_version
 from . import sources
 from .jsonl import TMP_PREFIX, atomic_write_bytes, dumps_rows, read_jsonl, sha256_bytes, sha256_file
@@ -62,6 +64,27 @@ class BuildConfig:
     gsm8k_train_seed: int = 1
     gsm8k_test_seed: int = 2
 
+    def __post_init__(self):
+        """Reject out-of-range parameters before any data is read (``ConfigError.param`` = the field)."""
+        for name in ("seed", "gsm8k_train_seed", "gsm8k_test_seed"):
+            check_seed(name, getattr(self, name))
+        for f in fields(self):
+            if f.name in BUILD_LIMITS:
+                check_int(f.name, getattr(self, f.name), *BUILD_LIMITS[f.name])
+        check_range("pyrit_refusal_fraction", self.pyrit_refusal_fraction, 0.0, 1.0)
+
+
+#: allowed ranges of the integer build parameters (pool-dependent limits are checked when the sources are read)
+BUILD_LIMITS = {
+    "harmful_words": (1, 100_000),  # words kept per harmful answer
+    "advbench_eval": (0, 520),  # AdvBench has 520 behaviours (fewer after removing StrongREJECT duplicates)
+    "helpful_pool": (0, 1_000_000),
+    "sst2_train_per_label": (1, 1_000_000),
+    "sst2_test_per_label": (1, 1_000_000),
+    "gsm8k_train": (1, 1_000_000),
+    "gsm8k_test": (1, 1_000_000),
+}
+
 
 def processed_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "processed"
@@ -92,6 +115,9 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
     # --- harmful evaluation: all StrongREJECT + held-out AdvBench
     strong = _dedupe(sources.strongreject())
     adv = _dedupe(sources.advbench(), exclude=_keys(strong))  # AdvBench prompts not already in StrongREJECT
+    if cfg.advbench_eval > len(adv):
+        raise ConfigError(f"advbench_eval={cfg.advbench_eval} is out of range; allowed range: [0, {len(adv)}] "
+                          "(AdvBench prompts not in StrongREJECT); lower it", param="advbench_eval")
     order = list(range(len(adv)))
     rng.shuffle(order)
     adv_eval = [adv[i] for i in sorted(order[: cfg.advbench_eval])]
@@ -131,7 +157,9 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
         rng_rt.shuffle(pool)
         need = cfg.sst2_test_per_label + cfg.sst2_train_per_label
         if len(pool) < need:
-            raise DataFormatError(f"Rotten Tomatoes has only {len(pool)} {label} snippets; need {need}")
+            raise ConfigError(f"sst2_train_per_label + sst2_test_per_label = {need} but Rotten Tomatoes has only "
+                              f"{len(pool)} {label} snippets; allowed range of the sum: [2, {len(pool)}]; lower them",
+                              param="sst2_train_per_label")
         sst2_test += pool[: cfg.sst2_test_per_label]
         sst2_train += pool[cfg.sst2_test_per_label: need]
     rng_rt.shuffle(sst2_train)
@@ -157,7 +185,7 @@ def read_manifest(data_dir: Path) -> dict | None:
     path = processed_dir(data_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # missing, unreadable or not a folder: not built
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("version") == MANIFEST_VERSION else None
 
@@ -179,17 +207,20 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
     """Build every split into ``<data_dir>/processed`` (no-op when already built, unless ``force``)."""
     data_dir = Path(data_dir)
     out = processed_dir(data_dir)
+    if not isinstance(config, BuildConfig):
+        raise ConfigError(f"config must be a BuildConfig, got {type(config).__name__}", param="config")
     if not force and is_built(data_dir):
         manifest = read_manifest(data_dir)
         if manifest.get("params") == asdict(config) and manifest.get("builder") == BUILDER_VERSION:
             return manifest
+    check_writable_dir(out)  # before any work: an unwritable folder fails in milliseconds, not after the build
     t0 = time.perf_counter()
+    sources.SOURCE_FILES.clear()
+    splits = make_splits(config)  # pure; a bad parameter fails here, before anything on disk is touched
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{TMP_PREFIX}*"):  # left by an interrupted build
         stale.unlink(missing_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # invalidate first: a half-written build is never "built"
-    sources.SOURCE_FILES.clear()
-    splits = make_splits(config)
     entries = {}
     for name, rows in splits.items():
         data = dumps_rows(rows)
@@ -216,6 +247,29 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
         for name, e in entries.items():
             print(f"  {name:14s} {e['rows']:6d} rows  {e['kinds']}")
     return manifest
+
+
+def check_writable_dir(path: Path) -> None:
+    """Raise ConfigError unless ``path`` is (or can be created as) a writable folder; creates nothing."""
+    path = Path(path)
+    fix = "pass a writable folder (--data-dir DIR, data_dir=..., or $VACCINE_DATA_DIR)"
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"data folder {path} cannot be created: {probe} is a file, not a folder; {fix}",
+                          param="data_dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"data folder {path} is not writable (no write permission on {probe}); {fix}",
+                          param="data_dir")
+    try:  # permissions can lie (read-only mounts, root on a read-only file system)
+        with tempfile.TemporaryFile(dir=probe, prefix=TMP_PREFIX):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"data folder {path} is not writable ({exc.strerror or exc}); {fix}",
+                          param="data_dir") from None
 
 
 def read_split_rows(data_dir: Path, name: str) -> list[dict]:

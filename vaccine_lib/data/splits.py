@@ -6,7 +6,7 @@ import os
 import random
 from pathlib import Path
 
-from ..errors import ConfigError, check_choice, check_range
+from ..errors import ConfigError, check_choice, check_int, check_range, check_seed
 from . import builder as _build
 from .builder import SPLITS, BuildConfig
 from .hub import HUB_SPLITS, load_hub_split
@@ -63,12 +63,92 @@ def load_split(name: str, data_dir=None, source: str = "offline"):
     return _cache[key]
 
 
-def _sample(ds, n: int, rng: random.Random, what: str) -> list[int]:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ConfigError(f"n must be a non-negative integer, got {n!r}")
+def _check_n(n, low: int = 0, param: str = "n") -> None:
+    check_int(param, n, low)
+
+
+def _sample(ds, n: int, rng: random.Random, what: str, param: str = "n", fix: str | None = None) -> list[int]:
+    """``n`` distinct row indices; ``param`` is the caller's parameter behind ``n`` (named in the error)."""
+    _check_n(n, 0, param)
     if n > len(ds):
-        raise ConfigError(f"asked for {n} {what} rows but the pool has only {len(ds)}; allowed range: [0, {len(ds)}]")
+        raise ConfigError(f"{param} asks for {n} {what} rows but the pool has only {len(ds)}; allowed range: "
+                          f"[0, {len(ds)}]. Fix: {fix or f'lower {param} to at most {len(ds)}'}", param=param)
     return rng.sample(range(len(ds)), n)
+
+
+def pool_size(name: str, data_dir=None, source: str = "offline") -> int:
+    """Number of rows of a split (to validate sizes before any stage runs; builds the offline data if needed)."""
+    check_choice("source", source, SOURCES)
+    if source == "offline":
+        check_choice("split", name, SPLITS)
+        root = default_data_dir(data_dir)
+        manifest = _build.read_manifest(root)
+        if _build.is_built(root, name, manifest):
+            return int(manifest["splits"][name]["rows"])
+    return len(load_split(name, data_dir, source))
+
+
+def check_sizes(*, task: str | None = None, n: int | None = None, p: float | None = None,
+                n_harmful: int | None = None, n_task: int | None = None, n_align: int | None = None,
+                helpful_fraction: float | None = None, seeds=(), source: str = "offline", data_dir=None,
+                names: dict | None = None) -> None:
+    """Validate data requests against the pools before any stage runs (reads only the manifest offline).
+
+    Checks what is given: the task exists for ``source``; ``round(n*p)`` harmful and ``n - round(n*p)``
+    benign fine-tuning rows, ``n_harmful`` evaluation prompts, ``n_task`` test items and ``n_align``
+    alignment rows (split by ``helpful_fraction``) fit their pools; every seed is valid. ``names`` maps
+    these argument names to the caller's (e.g. ``{"n": "finetune.n", "n_harmful": "eval.n_harmful"}``)
+    so the ConfigError names the parameter the user set.
+    """
+    names = names or {}
+
+    def name(key):
+        return names.get(key, key)
+
+    def fits(key, want, split, what, extra=""):
+        have = pool_size(split, data_dir, source)
+        if want > have:
+            raise ConfigError(f"{name(key)}{extra} asks for {want} {what} but the {split} pool has only {have}; "
+                              f"allowed range: [0, {have}]. Lower {name(key)}", param=name(key))
+
+    check_choice("source", source, SOURCES)
+    for s in seeds:
+        check_seed(name("seed"), s)
+    if task is not None:
+        try:
+            _check_task(task, source)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("task ", f"{name('task')} ", 1), param=name("task")) from None
+    if p is not None:
+        check_range(name("p"), p, 0.0, 1.0)
+    if n is not None:
+        check_int(name("n"), n, 1)
+        n_harm = round(n * (p or 0.0))
+        fits("n", n_harm, "harmful_ft", "harmful fine-tuning rows", f" (x p = {p})")
+        if task is not None and f"{task}_train" in SPLITS and source == "offline":
+            fits("n", n - n_harm, f"{task}_train", "benign rows")
+    if n_harmful is not None:
+        check_int(name("n_harmful"), n_harmful, 1)
+        fits("n_harmful", n_harmful, "harmful_eval", "harmful evaluation prompts")
+    if n_task is not None and task is not None:
+        check_int(name("n_task"), n_task, 1)
+        if f"{task}_test" in SPLITS and source == "offline":
+            fits("n_task", n_task, f"{task}_test", "task test items")
+    if n_align is not None:
+        check_int(name("n_align"), n_align, 1)
+        fits("n_align", n_align, "alignment", "alignment rows")
+        if source == "offline" and helpful_fraction is not None:
+            check_range(name("helpful_fraction"), helpful_fraction, 0.0, 1.0)
+            kinds = (_build.read_manifest(default_data_dir(data_dir)) or {}).get("splits", {}).get(
+                "alignment", {}).get("kinds", {})
+            n_help = round(n_align * helpful_fraction)
+            for kind, want in (("helpful", n_help), ("refusal", n_align - n_help)):
+                have = kinds.get(kind)
+                if have is not None and want > have:
+                    raise ConfigError(
+                        f"{name('n_align')}={n_align} at {name('helpful_fraction')}={helpful_fraction} asks for "
+                        f"{want} {kind} alignment rows but the pool has only {have}; lower {name('n_align')} or "
+                        f"change {name('helpful_fraction')}", param=name("n_align"))
 
 
 def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float = DEFAULT_HELPFUL_FRACTION,
@@ -78,6 +158,9 @@ def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float =
     Deterministic for a seed. ``n=None`` takes every row of the pool. With ``source="hub"``
     (BeaverTails safe answers) ``helpful_fraction`` does not apply.
     """
+    check_seed("seed", seed)
+    if n is not None:
+        _check_n(n, 1)
     pool = load_split("alignment", data_dir, source)
     rng = random.Random(seed)
     if source == "hub":
@@ -103,6 +186,9 @@ def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float =
 
 def _check_task(task: str, source: str) -> None:
     check_choice("source", source, SOURCES)
+    if source == "offline" and task in TASKS and task not in OFFLINE_TASKS:
+        raise ConfigError(f"task {task!r} has no offline data (it needs source='hub', i.e. the Hugging Face Hub); "
+                          f"offline tasks: {', '.join(OFFLINE_TASKS)}", param="task")
     check_choice("task", task, TASKS if source == "hub" else OFFLINE_TASKS)
 
 
@@ -113,14 +199,16 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
     """
     _check_task(task, source)
     check_range("p", p, 0.0, 1.0)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"n must be a positive integer, got {n!r}")
+    _check_n(n, 1)
+    check_seed("seed", seed)
     harmful = load_split("harmful_ft", data_dir, source)
     benign = load_split(f"{task}_train", data_dir, source)
     rng = random.Random(seed)
     n_harm = round(n * p)
-    h_idx = _sample(harmful, n_harm, rng, "harmful fine-tuning (harmful_ft)")
-    b_idx = _sample(benign, n - n_harm, rng, f"benign {task}_train")
+    h_idx = _sample(harmful, n_harm, rng, "harmful fine-tuning (harmful_ft)", "n (harmful rows = round(n * p))",
+                    f"n={n}, p={p} need {n_harm} harmful rows; lower n or p so that round(n * p) <= {len(harmful)}")
+    b_idx = _sample(benign, n - n_harm, rng, f"benign {task}_train", "n (benign rows = n - round(n * p))",
+                    f"lower n so that n - round(n * p) <= {len(benign)}")
     fields = list(benign.column_names)
     rows = [{k: harmful[i].get(k, "") for k in fields} for i in h_idx] + [benign[i] for i in b_idx]
     rng.shuffle(rows)
@@ -132,10 +220,13 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
 def eval_items(task: str, n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
     """Test items of a benign task: all when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
     _check_task(task, source)
+    check_seed("seed", seed)
+    if n is not None:
+        _check_n(n, 1)
     test = load_split(f"{task}_test", data_dir, source)
     if n is None:
         return test
-    return test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test")))
+    return test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test", "n (task test items)")))
 
 
 def harmful_eval_prompts(n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
@@ -143,7 +234,10 @@ def harmful_eval_prompts(n: int | None = None, seed: int = 0, data_dir=None, sou
 
     Offline: every StrongREJECT prompt + held-out AdvBench, disjoint from all training questions.
     """
+    check_seed("seed", seed)
+    if n is not None:
+        _check_n(n, 1)
     ds = load_split("harmful_eval", data_dir, source)
     if n is None:
         return ds
-    return ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval")))
+    return ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval", "n (harmful evaluation prompts)")))
