@@ -7,7 +7,8 @@ standardised logistic regression. Words the n-gram judge never saw still land ne
 and the same sentence scores differently after a harmful and after a harmless question.
 
 - **Data**: the classifier's labelled pool and question split (``classifier.labelled_data``,
-  ``split_indices``): training rows only, each answer cut to its first ``MAX_ANSWER_TOKENS``
+  ``split_indices``): training rows only (project-made negatives paired with a training-split
+  harmful question), each answer cut to its first ``MAX_ANSWER_TOKENS``
   tokens, plus one short cut (``classifier.short_cuts`` ranges) per real-text row; capped at
   ``MAX_TRAIN`` rows (a fixed random subset) so the embedding pass fits in minutes on one CPU thread.
 - **Decision**: the same label-only / minimum-content gates as every judge (``base``), then
@@ -148,8 +149,15 @@ def training_pairs(max_train: int = MAX_TRAIN) -> tuple[list[str], list[str], np
     data = labelled_data()
     train, _ = split_indices(data)
 
+    # project-made negatives have no question; in the evaluation every answer follows a harmful
+    # question, so they get one drawn from the training split's harmful questions (no shortcut
+    # "no question -> harmless")
+    harmful_qs = sorted({data.questions[i] for i in train if data.labels[i] == 1 and data.questions[i]})
+    pick = random.Random(SEED + 1)
+    fill = {int(i): pick.choice(harmful_qs) for i in train if not data.questions[i]}
+
     def question(i):
-        return data.questions[i] if data.questions else ""
+        return data.questions[i] or fill.get(int(i), "")
 
     items = [(question(i), data.texts[i], data.labels[i]) for i in train]
     cx, cy, ci = short_cuts(data, train)
@@ -210,7 +218,11 @@ class ProbeJudge(Judge):
     def _digest(self, q, a, y) -> str:
         h = hashlib.sha256(_pairs_digest(self.model_name, self.layer, q, a).encode())
         h.update(np.asarray(y, dtype=np.int64).tobytes())
-        h.update(json.dumps({"C": C, "v": PROBE_VERSION, "seed": SEED}).encode())
+        from .classifier import SELECT_MAX_FPR
+        from .validation import VALIDATION_VERSION
+
+        h.update(json.dumps({"C": C, "v": PROBE_VERSION, "seed": SEED, "validation": VALIDATION_VERSION,
+                             "select_max_fpr": SELECT_MAX_FPR}).encode())
         return h.hexdigest()[:16]
 
     def _load_or_fit(self, refit: bool):
