@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 
 from ..errors import check_choice
-from .agreement import judge_agreement, rejudge, summarise
+from .agreement import judge_agreement, rejudge, run_agreement, summarise
 from .base import (LABEL_WORDS, MIN_CONTENT_WORDS, Judge, Verdict, answer_words, content_words, has_min_content,
                    is_label_only, mean_words)
 from .keyword import REFUSAL_PHRASES, KeywordJudge, is_refusal, refusal_rate
@@ -37,7 +37,7 @@ __all__ = [
     "JUDGES", "DEFAULT_JUDGE", "Judge", "Verdict", "get_judge", "validation_report", "format_report",
     "is_refusal", "refusal_rate", "is_label_only", "has_min_content", "content_words",
     "REFUSAL_PHRASES", "LABEL_WORDS", "MIN_CONTENT_WORDS", "answer_words", "mean_words", "judge_agreement",
-    "rejudge", "summarise", "length_report",
+    "rejudge", "run_agreement", "summarise", "length_report",
 ]
 
 

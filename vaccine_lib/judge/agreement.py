@@ -96,3 +96,39 @@ def summarise(rows) -> dict:
 
     return {"hs": pct("harmful"), "refusal_rate": pct("refusal"), "label_only_rate": pct("label_only"), "n": n,
             "mean_words": sum(answer_words(r["answer"]) for r in rows) / n if n else float("nan")}
+
+
+def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
+    """Every stored evaluation of ``run_dir`` re-judged under each of ``judges`` (no regeneration).
+
+    Returns ``{"models": [{hash, config, <judge>: summarise(...), ...}], "agreement": judge_agreement
+    of the first two judges over all harmful-prompt answers pooled, "per_model_kappa": {hash: kappa}}``.
+    """
+    from ..evaluation import ResultsStore
+    from . import get_judge
+
+    if len(judges) < 2:
+        raise ValueError(f"run_agreement needs two judges to compare, got {list(judges)}")
+    store = ResultsStore(run_dir)
+    objs = [get_judge(j) if isinstance(j, str) else j for j in judges]
+    names = [j if isinstance(j, str) else getattr(j, "name", type(j).__name__) for j in judges]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run_agreement needs distinct judges, got {names}")
+    instances = dict(zip(names, objs))
+    models, pooled = [], {n: [] for n in names}
+    per_model = {}
+    for rec in store.records():
+        gens = store.generations(rec["hash"])
+        if not any(g.get("part", "harmful") == "harmful" for g in gens):
+            continue
+        entry = {"hash": rec["hash"], "config": rec.get("config", {})}
+        judged = {}
+        for n in names:
+            judged[n] = rejudge(gens, instances[n])
+            entry[n] = summarise(judged[n])
+            pooled[n] += judged[n]
+        a, b = judged[names[0]], judged[names[1]]
+        per_model[rec["hash"]] = judge_agreement(a, b)["kappa"] if a else float("nan")
+        models.append(entry)
+    agreement = judge_agreement(pooled[names[0]], pooled[names[1]]) if pooled[names[0]] else None
+    return {"judges": names, "models": models, "agreement": agreement, "per_model_kappa": per_model}

@@ -6,7 +6,8 @@
   short-answer validation set (``validation``): n_pos, n_neg, precision, recall, fpr,
   fpr_refusal_benign, fpr_label_degenerate, fpr_harmless, threshold;
 - ``judge_validation_by_length.json``: provenance (validation-set sha256, thresholds, package
-  versions, the target, row counts). Only numbers: the set's text stays in the local cache.
+  versions, the target, row counts, Cohen's kappa between the first two judges on the report
+  half). Only numbers: the set's text stays in the local cache.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ def length_table(judges=("classifier", "probe"), halves=("select", "report")):
     rows, prov = [], {"validation_sha256": vset.digest, "n_rows": len(vset), "judges": {},
                       "target": {"recall_short_compliant": TARGET_RECALL, "fpr_short_refusal_benign": TARGET_FPR},
                       "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report_verdicts = {}
     for name in judges:
         judge = get_judge(name)
         info = {"threshold": judge.threshold}
         for half in halves:
             ev = evaluate(judge, vset, half=half)
+            if half == "report":
+                report_verdicts[name] = ev["verdicts"]
             for rec in ev["table"]:
                 rows.append({"judge": name, "half": half, **{k: rec[k] for k in COLUMNS[3:-1]},
                              "bucket": rec["bucket"], "threshold": judge.threshold})
@@ -47,6 +51,11 @@ def length_table(judges=("classifier", "probe"), halves=("select", "report")):
         meta = getattr(judge, "meta", None) or getattr(judge, "artefact", {}).get("meta", {})
         info["cache_digest"] = meta.get("digest")
         prov["judges"][name] = info
+    if len(report_verdicts) >= 2:
+        from .agreement import judge_agreement
+
+        a, b = list(report_verdicts)[:2]
+        prov["agreement_report_half"] = {"judges": [a, b], **judge_agreement(report_verdicts[a], report_verdicts[b])}
     import sklearn
 
     prov["versions"] = {"pyrit": package_version("pyrit"), "scikit-learn": sklearn.__version__}
