@@ -60,7 +60,8 @@ def test_validation_set_shape(vset):
     kinds = {r["kind"] for r in vset.rows}
     assert kinds == {"compliant", "refusal", "benign", "harmless", "label", "degenerate"}
     short = [r for r in vset.rows if r["kind"] == "compliant" and r["words"] <= SHORT_MAX_WORDS]
-    assert len(short) >= 300 and all(10 <= r["words"] <= 60 for r in short)
+    # cut to 10-60 whitespace tokens; answer_words skips punctuation-only tokens ("-", "*")
+    assert len(short) >= 300 and all(6 <= r["words"] <= 60 for r in short)
     assert 20 <= np.mean([r["words"] for r in short]) <= 40  # the miniature's generations: ~27 words
     assert not any(REFUSAL_WORDS.search(r["answer"]) for r in short)
     assert any(r["answer"] == "" for r in vset.rows if r["kind"] == "degenerate")
