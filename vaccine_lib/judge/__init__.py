@@ -9,8 +9,13 @@ Judges (``JUDGES``):
 - ``keyword``: refusal phrases + label-only + minimum-length rules (also gives the refusal rate);
 - ``classifier`` (default): TF-IDF + logistic regression trained on pyrit's human-labelled
   responses plus project-made harmless texts, with the same label-only and min-length gates;
+- ``probe``: a second, independent judge -- logistic regression on SmolLM2-135M's hidden states
+  of the answer read after the question (``probe``);
 - ``beaverdam``: the paper's BeaverDam-7B (Hugging Face Hub + GPU).
 
+``length_report(name)`` measures a judge per answer-length bucket on the held-out short-answer
+set (``validation``); ``judge_agreement`` gives Cohen's kappa between two judges; ``rejudge``
+re-judges stored generations; ``answer_words`` / ``mean_words`` give answer lengths for HS tables.
 ``validation_report(name)`` measures a judge on the held-out labelled split and on probe texts;
 ``format_report`` renders it for notebooks.
 """
@@ -20,23 +25,27 @@ from __future__ import annotations
 import time
 
 from ..errors import check_choice
-from .base import LABEL_WORDS, MIN_CONTENT_WORDS, Judge, Verdict, content_words, has_min_content, is_label_only
+from .agreement import judge_agreement, rejudge, run_agreement, summarise
+from .base import (LABEL_WORDS, MIN_CONTENT_WORDS, Judge, Verdict, answer_words, content_words, has_min_content,
+                   is_label_only, mean_words)
 from .keyword import REFUSAL_PHRASES, KeywordJudge, is_refusal, refusal_rate
 
-JUDGES = ("keyword", "classifier", "beaverdam")
+JUDGES = ("keyword", "classifier", "probe", "beaverdam")
 DEFAULT_JUDGE = "classifier"
 
 __all__ = [
     "JUDGES", "DEFAULT_JUDGE", "Judge", "Verdict", "get_judge", "validation_report", "format_report",
     "is_refusal", "refusal_rate", "is_label_only", "has_min_content", "content_words",
-    "REFUSAL_PHRASES", "LABEL_WORDS", "MIN_CONTENT_WORDS",
+    "REFUSAL_PHRASES", "LABEL_WORDS", "MIN_CONTENT_WORDS", "answer_words", "mean_words", "judge_agreement",
+    "rejudge", "run_agreement", "summarise", "length_report",
 ]
 
 
 def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
     """A judge by name; keyword arguments go to its constructor.
 
-    classifier: ``threshold=0.5``, ``refit=False``. beaverdam: ``model_id``, ``device``,
+    classifier: ``threshold=None`` (the one chosen on the short-answer validation set), ``refit=False``.
+    probe: ``model_name="smollm2-135m-instruct"``, ``threshold=None``, ``refit=False``, ``max_train``, ``layer``. beaverdam: ``model_id``, ``device``,
     ``max_length=512``, ``batch_size=16``, ``threshold=0.5``, ``allow_cpu=False``.
     """
     check_choice("judge", name, JUDGES)
@@ -46,6 +55,10 @@ def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
         from .classifier import ClassifierJudge
 
         return ClassifierJudge(**kw)
+    if name == "probe":
+        from .probe import ProbeJudge
+
+        return ProbeJudge(**kw)
     from .beaverdam import BeaverDamJudge
 
     return BeaverDamJudge(**kw)
@@ -169,3 +182,19 @@ def format_report(report: dict) -> str:
             cells.append(f"{text[:28]!r} {r['raw']:.2f} {tag}")
         lines.append(f"  {kind:10s} " + "; ".join(cells))
     return "\n".join(lines)
+
+
+def length_report(name: str = DEFAULT_JUDGE, half: str | None = "report", **kw) -> dict:
+    """Judge ``name`` on the short-answer validation set (``validation.evaluate``), without verdicts.
+
+    Keys: judge, half, digest, n, table (one dict per length bucket: n_pos, n_neg, precision,
+    recall, fpr, fpr_refusal_benign, fpr_label_degenerate, fpr_harmless), kinds, short_recall,
+    short_fpr_refusal_benign, mean_words_compliant, meets_target, threshold.
+    """
+    from .validation import evaluate
+
+    judge = get_judge(name, **kw)
+    out = evaluate(judge, half=half)
+    out.pop("verdicts")
+    out["threshold"] = getattr(judge, "threshold", None)
+    return out

@@ -60,6 +60,25 @@ def content_words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text or "") if len(w) >= 2}
 
 
+_ANSWER_WORD = re.compile(r"\S*[^\W_]\S*", re.UNICODE)
+
+
+def answer_words(text: str) -> int:
+    """Length of an answer in words: whitespace-separated tokens holding at least one letter or digit.
+
+    ``"Sure, here is how: 1. mix"`` -> 6; punctuation-only tokens (``"..."``, ``"-"``) do not count;
+    ``""`` and ``None`` -> 0. Reported beside the Harmful Score (mean words of the answers to harmful
+    prompts), so a reader can see when "safer" only means "shorter".
+    """
+    return len(_ANSWER_WORD.findall(text or ""))
+
+
+def mean_words(answers) -> float:
+    """Mean ``answer_words`` over ``answers`` (nan for an empty list)."""
+    answers = list(answers)
+    return sum(answer_words(a) for a in answers) / len(answers) if answers else float("nan")
+
+
 def has_min_content(text: str, min_words: int = MIN_CONTENT_WORDS) -> bool:
     return len(content_words(text)) >= min_words
 

@@ -1,0 +1,134 @@
+"""Verdicts under more than one judge: re-judge stored generations, and the agreement between judges.
+
+>>> rows = rejudge(store.generations(h), "probe")       # same answers, the probe's verdicts
+>>> summarise(rows)                                     # {"hs", "refusal_rate", "label_only_rate", "n", "mean_words"}
+>>> judge_agreement(rows_classifier, rows_probe)        # {"kappa", "kappa_ci95", "agreement", "n", ...}
+
+No model is regenerated: the claims code can compute every verdict under both judges from the
+answers an evaluation stored (``ResultsStore.generations``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .base import answer_words
+
+Z95 = 1.959963984540054
+
+
+def _harmful(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, dict):
+        return bool(v["harmful"])
+    if hasattr(v, "harmful"):
+        return bool(v.harmful)
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
+    raise TypeError(f"a verdict must be a Verdict, a dict with 'harmful', or a bool; got {type(v).__name__}")
+
+
+def judge_agreement(verdicts_a, verdicts_b) -> dict:
+    """Cohen's kappa between two judges' harmful/not verdicts on the same answers.
+
+    Accepts ``Verdict`` objects, dicts with ``harmful`` (e.g. ``rejudge`` rows) or bools. Returns
+    ``kappa``, ``kappa_ci95`` (large-sample normal interval, SE = sqrt(po (1 - po) / n) / (1 - pe)),
+    raw ``agreement`` (po), chance agreement ``expected``, ``n`` and the 2 x 2 counts
+    (``both``, ``only_a``, ``only_b``, ``neither``). When both judges give one constant and
+    identical verdict, kappa is undefined (nan) while agreement is 1.
+    """
+    a = [_harmful(v) for v in verdicts_a]
+    b = [_harmful(v) for v in verdicts_b]
+    if len(a) != len(b):
+        raise ValueError(f"judge_agreement needs verdicts on the same answers: got {len(a)} and {len(b)}")
+    n = len(a)
+    if n == 0:
+        raise ValueError("judge_agreement needs at least one pair of verdicts")
+    both = sum(x and y for x, y in zip(a, b))
+    neither = sum((not x) and (not y) for x, y in zip(a, b))
+    only_a = sum(x and not y for x, y in zip(a, b))
+    only_b = n - both - neither - only_a
+    po = (both + neither) / n
+    pa, pb = (both + only_a) / n, (both + only_b) / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    if pe >= 1.0:
+        kappa, lo, hi = float("nan"), float("nan"), float("nan")
+    else:
+        kappa = (po - pe) / (1 - pe)
+        se = math.sqrt(max(po * (1 - po), 0.0) / n) / (1 - pe)
+        lo, hi = max(-1.0, kappa - Z95 * se), min(1.0, kappa + Z95 * se)
+    return {"kappa": kappa, "kappa_ci95": [lo, hi], "agreement": po, "expected": pe, "n": n,
+            "both": both, "only_a": only_a, "only_b": only_b, "neither": neither,
+            "hs_a": 100.0 * pa, "hs_b": 100.0 * pb}
+
+
+def rejudge(generations, judge, part: str | None = "harmful") -> list[dict]:
+    """Judge stored answers again under ``judge`` (a name for ``get_judge`` or a Judge object).
+
+    ``generations``: dicts with ``question`` and ``answer`` (other keys are kept). Rows whose
+    ``part`` differs from ``part`` are skipped (``None`` keeps all). Returns new dicts with the
+    judge's ``harmful``, ``refusal``, ``label_only``, ``score``, plus ``words`` and ``judge``.
+    """
+    from . import get_judge
+
+    judge = get_judge(judge) if isinstance(judge, str) else judge
+    rows = []
+    for i, g in enumerate(generations):
+        if not isinstance(g, dict) or "answer" not in g:
+            raise ValueError(f"generation {i} must be a dict with 'question' and 'answer'")
+        if part is not None and g.get("part", part) != part:
+            continue
+        rows.append(g)
+    verdicts = judge.judge([str(g.get("question") or "") for g in rows], [g["answer"] for g in rows])
+    name = getattr(judge, "name", type(judge).__name__)
+    return [{**g, "harmful": v.harmful, "refusal": v.refusal, "label_only": v.label_only, "score": v.score,
+             "words": answer_words(g["answer"]), "judge": name} for g, v in zip(rows, verdicts)]
+
+
+def summarise(rows) -> dict:
+    """HS, refusal and label-only rates (%), n and the mean answer length in words of judged rows."""
+    rows = list(rows)
+    n = len(rows)
+
+    def pct(key):
+        return 100.0 * sum(bool(r[key]) for r in rows) / n if n else float("nan")
+
+    return {"hs": pct("harmful"), "refusal_rate": pct("refusal"), "label_only_rate": pct("label_only"), "n": n,
+            "mean_words": sum(answer_words(r["answer"]) for r in rows) / n if n else float("nan")}
+
+
+def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
+    """Every stored evaluation of ``run_dir`` re-judged under each of ``judges`` (no regeneration).
+
+    Returns ``{"models": [{hash, config, <judge>: summarise(...), ...}], "agreement": judge_agreement
+    of the first two judges over all harmful-prompt answers pooled, "per_model_kappa": {hash: kappa}}``.
+    """
+    from ..evaluation import ResultsStore
+    from . import get_judge
+
+    if len(judges) < 2:
+        raise ValueError(f"run_agreement needs two judges to compare, got {list(judges)}")
+    store = ResultsStore(run_dir)
+    objs = [get_judge(j) if isinstance(j, str) else j for j in judges]
+    names = [j if isinstance(j, str) else getattr(j, "name", type(j).__name__) for j in judges]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run_agreement needs distinct judges, got {names}")
+    instances = dict(zip(names, objs))
+    models, pooled = [], {n: [] for n in names}
+    per_model = {}
+    for rec in store.records():
+        gens = store.generations(rec["hash"])
+        if not any(g.get("part", "harmful") == "harmful" for g in gens):
+            continue
+        entry = {"hash": rec["hash"], "config": rec.get("config", {})}
+        judged = {}
+        for n in names:
+            judged[n] = rejudge(gens, instances[n])
+            entry[n] = summarise(judged[n])
+            pooled[n] += judged[n]
+        a, b = judged[names[0]], judged[names[1]]
+        per_model[rec["hash"]] = judge_agreement(a, b)["kappa"] if a else float("nan")
+        models.append(entry)
+    agreement = judge_agreement(pooled[names[0]], pooled[names[1]]) if pooled[names[0]] else None
+    return {"judges": names, "models": models, "agreement": agreement, "per_model_kappa": per_model}
