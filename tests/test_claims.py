@@ -278,3 +278,25 @@ def test_committed_readme_matches_committed_claims_table():
     run = table[table["judge_verdict"] != S.NOT_RUN]
     assert run["effect"].notna().all()
     assert table.loc[table["verdict"] == S.NOT_RUN, "effect"].isna().all()
+
+
+def test_rejudge_under_the_stored_judge_adds_nothing(run_dir):
+    same = C.load_outcomes(run_dir, rejudge={"keyword": NullJudge()})
+    assert len(same) == len(C.load_outcomes(run_dir)) and set(same["judge"]) == {"keyword"}
+
+
+@pytest.mark.slow
+def test_outcomes_from_the_real_pipeline(tmp_path):
+    """The loader reads what pipeline.evaluate stores (tiny random Llama, keyword judge)."""
+    from vaccine_lib import pipeline as P
+
+    align = dict(model="tiny-llama", n_align=8, max_steps=2, batch_size=4, max_length=64)
+    ev = P.EvalConfig(n_harmful=6, n_task=4, max_new_tokens=4, judge="keyword", batch_size=8)
+    for method in ("sft", "vaccine"):
+        a = P.AlignConfig(method=method, **align)
+        P.evaluate(P.FinetuneConfig(align=a, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160), ev, tmp_path)
+    out = C.load_outcomes(tmp_path)
+    assert set(out["method"]) == {"SFT", "Vaccine"} and set(out["part"]) == {"harmful", "sst2"}
+    assert out.groupby("model_id")["item_id"].nunique().eq(10).all()
+    c2a = C.evaluate_claims(out, min_judges=1).query("claim == 'C2a'").iloc[0]
+    assert c2a["verdict"] != S.NOT_RUN and c2a["n_items"] == 6 and c2a["setting"].startswith("p = 0.5")

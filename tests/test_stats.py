@@ -218,3 +218,17 @@ def test_bad_inputs_name_the_parameter():
         S.equivalence_verdict(S.Estimate(1.0, 0.5, 1.5), -1)
     with pytest.raises(ConfigError, match="positive"):
         S.ratio_of_means([1.0, -1.0], [1.0, 1.0])
+
+
+def test_no_variation_falls_back_to_exact_intervals():
+    few = pd.DataFrame({"item_id": range(4), "seed": 0, "correct": 0.0})
+    est = S.paired_difference(few, few.copy(), "correct", scale=100, n_boot=N_BOOT)
+    assert est.effect == 0 and est.hi > 50  # 0 discordant of 4 items: the exact bound is ~60 points
+    assert S.equivalence_verdict(est, 2.0) == S.INCONCLUSIVE
+    many = pd.DataFrame({"item_id": range(400), "seed": 0, "correct": 1.0})
+    est = S.paired_difference(many, many.copy(), "correct", scale=100, n_boot=N_BOOT)
+    assert 0 < est.hi < 1.0 and S.equivalence_verdict(est, 2.0) == S.HELD
+    none = pd.DataFrame({"item_id": range(100), "seed": 0, "refusal": 0.0})
+    rate = S.mean_rate(none, "refusal", scale=100, n_boot=N_BOOT)
+    assert rate.lo == 0 and 3 < rate.hi < 4  # Clopper-Pearson upper bound of 0 / 100 is 3.6 %
+    assert S.interval_verdict(rate, -math.inf, 10.0) == S.HELD

@@ -158,6 +158,7 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
     frames = []
     for rec in store.records():
         cfg = rec.get("config", {})
+        own = cfg.get("eval_judge", "unknown")
         gens = store.generations(rec["hash"]) if rec.get("generations") else []
         if not gens:
             continue
@@ -171,12 +172,12 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
                          "refusal": _flag(g, "refusal"), "correct": _flag(g, "correct"),
                          "words": len(str(g.get("answer", "")).split())})
         frame = pd.DataFrame(base)
-        frame["judge"] = cfg.get("eval_judge", "unknown")
+        frame["judge"] = own
         frame["_created"] = rec.get("created", "")
         frames.append(frame)
         judged = [i for i, g in enumerate(gens) if "harmful" in g or "refusal" in g]
         for name, judge in judges.items():
-            if not judged:
+            if not judged or name == own:  # the stored verdicts already are this judge's
                 continue
             verdicts = list(judge.judge([str(gens[i].get("question", "")) for i in judged],
                                         [str(gens[i].get("answer", "")) for i in judged]))

@@ -20,7 +20,7 @@ scipy supplies the exact binomial test and the t quantiles.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -212,6 +212,18 @@ def _bootstrap(frames, value, item, seed, statistic: Callable[[np.ndarray], np.n
 # --------------------------------------------------------------------------- estimators
 
 
+def _binary(mats) -> bool:
+    return all(np.isin(m, (0.0, 1.0)).all() for m in mats)
+
+
+def _exact_ci(k: int, n: int, level: float) -> tuple[float, float]:
+    """Clopper-Pearson interval of a proportion k / n (scipy)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def mcnemar_exact(a, b) -> dict:
     """Exact McNemar (sign) test of paired binary outcomes ``a`` vs ``b`` (same items, same order).
 
@@ -243,7 +255,13 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str, *, item: str
     """
     est, mats = _bootstrap([a, b], value, item, seed, lambda m: m[:, 0] - m[:, 1], scale=scale, n_boot=n_boot,
                            level=level, rng_seed=rng_seed, method="paired difference")
-    if mats[0].shape[0] == 1 and mats[1].shape[0] == 1 and all(np.isin(m, (0, 1)).all() for m in mats):
+    if _binary(mats) and mats[0].shape == mats[1].shape and est.lo == est.hi:
+        # no discordant item at all: the bootstrap interval collapses to a point; use the exact upper
+        # bound of the discordant share instead (0 discordant of 4 items says little, of 400 a lot)
+        discordant = int((mats[0] != mats[1]).sum())
+        u = _exact_ci(discordant, mats[0].size, level)[1] * scale
+        est = replace(est, lo=est.effect - u, hi=est.effect + u, method=est.method + "; exact bound (no discordant items)")
+    if mats[0].shape[0] == 1 and mats[1].shape[0] == 1 and _binary(mats):
         test = mcnemar_exact(mats[0][0], mats[1][0])
         est = Estimate(est.effect, est.lo, est.hi, est.method + "; exact McNemar", est.n_items, est.n_seeds,
                        test["p_value"], level, f"discordant items {test['n10']} vs {test['n01']}")
@@ -253,8 +271,12 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str, *, item: str
 def mean_rate(df: pd.DataFrame, value: str, *, item: str = "item_id", seed: str = "seed", scale: float = 1.0,
               n_boot: int = N_BOOT, level: float = LEVEL, rng_seed: int = RNG_SEED) -> Estimate:
     """Mean of ``value`` (a rate when 0/1) with a two-level bootstrap CI (seeds, items)."""
-    est, _ = _bootstrap([df], value, item, seed, lambda m: m[:, 0], scale=scale, n_boot=n_boot, level=level,
-                        rng_seed=rng_seed, method="mean")
+    est, mats = _bootstrap([df], value, item, seed, lambda m: m[:, 0], scale=scale, n_boot=n_boot, level=level,
+                           rng_seed=rng_seed, method="mean")
+    if _binary(mats) and est.lo == est.hi:
+        # every outcome equal (e.g. no refusal at all): exact Clopper-Pearson interval of the pooled count
+        lo, hi = _exact_ci(int(mats[0].sum()), mats[0].size, level)
+        est = replace(est, lo=lo * scale, hi=hi * scale, method=est.method + "; exact Clopper-Pearson (no variation)")
     return est
 
 
