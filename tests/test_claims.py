@@ -222,7 +222,8 @@ def _strict_json(path):
 
 def test_cli_writes_table_with_provenance(run_dir, tmp_path):
     stem = tmp_path / "claims"
-    assert C.main(["--run-dir", str(run_dir), "--out", str(stem), "--min-judges", "1", "--profile", "synthetic"]) == 0
+    with pytest.warns(UserWarning, match="not loaded"):  # not a profile name: the setting is inferred
+        assert C.main(["--run-dir", str(run_dir), "--out", str(stem), "--min-judges", "1", "--profile", "synthetic"]) == 0
     table = C.read_claims_table(stem)
     assert _by_claim(table).loc["C2a", "verdict"] == S.HELD
     doc = _strict_json(stem.with_suffix(".json"))
@@ -300,3 +301,10 @@ def test_outcomes_from_the_real_pipeline(tmp_path):
     assert out.groupby("model_id")["item_id"].nunique().eq(10).all()
     c2a = C.evaluate_claims(out, min_judges=1).query("claim == 'C2a'").iloc[0]
     assert c2a["verdict"] != S.NOT_RUN and c2a["n_items"] == 6 and c2a["setting"].startswith("p = 0.5")
+
+
+def test_reference_from_profile():
+    ref = C.reference_from_profile("default")
+    assert ref.p_star is not None and ref.rho is not None and ref.task
+    with pytest.warns(UserWarning, match="not loaded"):
+        assert C.reference_from_profile("no-such-profile") == C.Reference()

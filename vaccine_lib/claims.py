@@ -281,6 +281,22 @@ class Reference:
         return ", ".join(parts)
 
 
+def reference_from_profile(name: str) -> Reference:
+    """The profile's headline setting (``finetune.p``, ``align.rho``, ``finetune.task``, ``finetune.n``);
+    an empty :class:`Reference` (everything inferred from the outcomes) when the profile cannot be loaded."""
+    try:
+        from .profiles import get_profile
+
+        P = get_profile(name)
+        f = P.finetune
+        n = f.for_task(f.task)["n"] if hasattr(f, "for_task") else f.n
+        return Reference(p_star=float(f.p), rho=float(P.align.rho), task=f.task, n=float(n))
+    except Exception as exc:  # noqa: BLE001 - a custom profile name must not stop the table
+        warnings.warn(f"profile {name!r} not loaded ({exc}); the reference setting is inferred from the outcomes",
+                      stacklevel=2)
+        return Reference()
+
+
 def _mode(values: pd.Series):
     values = values.dropna()
     if values.empty:
@@ -914,9 +930,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model-metrics", help="CSV of per-model drift / align_loss (e.g. figures/tables/fig2_harmful_drift.csv)")
     ap.add_argument("--timings", help="CSV of step timings (e.g. figures/tables/table5_overhead.csv)")
     ap.add_argument("--rejudge", nargs="*", default=[], help="also judge the stored answers with these judges")
-    ap.add_argument("--profile", default="", help="profile that produced the inputs (shown in the table)")
-    ap.add_argument("--p-star", type=float, help="harmful ratio of the headline comparison (default: inferred)")
-    ap.add_argument("--rho", type=float, help="Vaccine's reference rho (default: inferred)")
+    ap.add_argument("--profile", default="", help="profile that produced the inputs (shown in the table; its "
+                    "finetune.p / align.rho / task / n are the reference setting)")
+    ap.add_argument("--p-star", type=float, help="harmful ratio of the headline comparison (default: the profile's "
+                    "finetune.p, else the largest p with SFT and Vaccine outcomes)")
+    ap.add_argument("--rho", type=float, help="Vaccine's reference rho (default: the profile's align.rho, else inferred)")
     ap.add_argument("--min-judges", type=int, default=2, help="judges that must agree on an HS verdict (default 2)")
     ap.add_argument("--out", default=str(DEFAULT_TABLE), help="output stem: <out>.csv and <out>.json")
     ap.add_argument("--compute", action="store_true", help="write the table even without inputs (all 'not run')")
@@ -934,7 +952,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "--render-readme or --check-readme")
     if compute:
         outcomes = load_outcomes(args.run_dir, rejudge=args.rejudge) if args.run_dir else None
-        ref = Reference(p_star=args.p_star, rho=args.rho)
+        ref = reference_from_profile(args.profile) if args.profile else Reference()
+        ref = replace(ref, **{k: v for k, v in (("p_star", args.p_star), ("rho", args.rho)) if v is not None})
         table = evaluate_claims(outcomes, args.model_metrics, args.timings, reference=ref,
                                 min_judges=args.min_judges, profile=args.profile)
         prov = provenance({"run_dir": args.run_dir, "model_metrics": args.model_metrics, "timings": args.timings},
