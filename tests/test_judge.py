@@ -168,8 +168,15 @@ def test_beaverdam_unreachable_hub_fails_fast(monkeypatch):
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(bd, "_available_locally", lambda model_id: False)
-    monkeypatch.setattr(bd, "_hub_unreachable", lambda timeout=3.0: "huggingface.co is unreachable (test)")
-    with pytest.raises(OfflineError, match="unreachable"):
+    # [lib] no probe: the Hub call itself fails (no network) and becomes an OfflineError naming the alternatives
+    import transformers
+
+    def unreachable(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' (test)")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", unreachable)
+    with pytest.raises(OfflineError, match="couldn't connect.*'classifier'"):
         get_judge("beaverdam")
     # reachable (or cached) but no GPU: a ConfigError that names the CPU judges, before any download
     monkeypatch.setattr(bd, "_available_locally", lambda model_id: True)

@@ -1,31 +1,55 @@
-"""Is the Hugging Face Hub usable right now? One probe shared by the Hub data providers and judges."""
+"""Hugging Face Hub calls: the one place that turns a failed Hub call into ``OfflineError``.
+
+There is no reachability probe: the Hub call itself is tried. An offline variable
+(``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``, ``HF_DATASETS_OFFLINE``) makes it fail at once, before
+the call; it is read at call time because ``huggingface_hub`` and ``datasets`` read it only when
+first imported. Without the variable and without a network the libraries retry for a while (about
+50 s on a machine without DNS) before the call fails; the error then says to set ``HF_HUB_OFFLINE=1``.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
+from contextlib import contextmanager
 
-_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+from .errors import OfflineError
+
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
-def hub_unreachable(timeout: float = 3.0) -> str | None:
-    """Why huggingface.co cannot be reached (a TCP probe), or None when it looks reachable.
-
-    Behind a proxy a direct probe says nothing, so None is returned and load errors are wrapped instead.
-    """
-    if any(os.environ.get(v) for v in _PROXY_VARS):
-        return None
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-    except OSError as exc:
-        return f"huggingface.co is unreachable ({type(exc).__name__}: {exc})"
+def offline_reason() -> str | None:
+    """``"HF_HUB_OFFLINE=1 is set"`` when an offline variable is set (true-ish), else None."""
+    for var in OFFLINE_VARS:
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var}={os.environ[var]} is set"
     return None
 
 
-def hub_offline_reason(timeout: float = 3.0) -> str | None:
-    """Why the Hub cannot be used (an offline variable set, or no connection), or None."""
-    for var in _OFFLINE_VARS:
-        if os.environ.get(var, "0").strip().lower() not in ("", "0", "false", "no"):
-            return f"{var}={os.environ[var]} is set"
-    return hub_unreachable(timeout)
+def offline_error(what: str, reason: str, alternatives: str) -> OfflineError:
+    """The project's error for a Hub resource that cannot be used: what, why, and what works offline."""
+    return OfflineError(f"{what} needs the Hugging Face Hub, but {reason}. {alternatives}")
+
+
+def require_hub(what: str, alternatives: str) -> None:
+    """Raise ``OfflineError`` at once when an offline variable is set (call it before any work)."""
+    reason = offline_reason()
+    if reason:
+        raise offline_error(what, reason, alternatives)
+
+
+@contextmanager
+def hub_call(what: str, alternatives: str, *, local: bool = False):
+    """Run the Hub call in the ``with`` block; fail fast offline, and turn its failure into ``OfflineError``.
+
+    ``what`` names the resource (``"model 'org/name'"``), ``alternatives`` says what works offline.
+    ``local=True`` (the resource is in the local cache or a folder) skips the offline-variable check.
+    """
+    if not local:
+        require_hub(what, alternatives)
+    try:
+        yield
+    except OfflineError:
+        raise
+    except OSError as exc:  # ConnectionError, timeouts and "couldn't connect" from transformers are OSErrors
+        hint = "" if offline_reason() else " (set HF_HUB_OFFLINE=1 to fail at once instead of retrying)"
+        raise offline_error(what, f"the call failed ({type(exc).__name__}: {exc}){hint}", alternatives) from exc

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, MissingPackageError, OfflineError, check_seed
+from .errors import ConfigError, MissingPackageError, check_seed
+from .hub import offline_error, require_hub
 from .packages import OPTIONAL_PACKAGES, package_file, package_version
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -123,8 +124,9 @@ def atomic_save_dir(target: Path, write) -> Path:
     return target
 
 
-def _is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+# [lib] Hub failures go through vaccine_lib.hub (one place for every Hub path)
+def _offline_models() -> str:
+    return f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
 
 
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -379,11 +381,7 @@ def _resolve_other(name) -> str:
     if "/" not in name:
         raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(available_models())}, "
                           "a Hugging Face id (org/name) or a local checkpoint folder", param="model")
-    if _is_offline():
-        raise OfflineError(
-            f"model {name!r} is a Hugging Face Hub id but HF_HUB_OFFLINE is set (or the Hub is unreachable). "
-            f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
-        )
+    require_hub(f"model {name!r} (a Hugging Face Hub id)", _offline_models())
     return name
 
 
@@ -405,10 +403,7 @@ def load_tokenizer(name: str):
         if os.path.isdir(path) and name not in EMBEDDED_MODELS and name not in TINY_MODELS:
             raise ConfigError(f"local model folder {name!r} has no usable tokenizer files ({exc}); save the "
                               "tokenizer there with tokenizer.save_pretrained(folder)", param="model") from exc
-        raise OfflineError(
-            f"could not load tokenizer {name!r} ({exc}). Offline, use one of the embedded models: "
-            f"{SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
-        ) from exc
+        raise offline_error(f"tokenizer {name!r}", f"loading it failed ({exc})", _offline_models()) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.eos_token is None:
@@ -451,10 +446,7 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
             if os.path.isdir(path) and name not in EMBEDDED_MODELS:
                 raise ConfigError(f"could not load the model in local folder {name!r} ({exc}); it must hold a "
                                   "model saved with model.save_pretrained(folder)", param="model") from exc
-            raise OfflineError(
-                f"could not load model {name!r} ({exc}). Offline, use one of the embedded models: "
-                f"{SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
-            ) from exc
+            raise offline_error(f"model {name!r}", f"loading it failed ({exc})", _offline_models()) from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     if device:

@@ -1,7 +1,7 @@
 """Hub providers (the paper's data path, ``source="hub"``): BeaverTails, SST2, AG News, GSM8K, AlpacaEval.
 
-They need the Hugging Face Hub. Offline (``HF_HUB_OFFLINE=1`` or no route to huggingface.co)
-they fail at once with ``OfflineError`` naming the offline alternatives. Rows have the same
+They need the Hugging Face Hub. Offline they fail with ``OfflineError`` naming the offline
+alternatives (at once with ``HF_HUB_OFFLINE=1``; see ``vaccine_lib.hub``). Rows have the same
 fields as the offline splits. Hub-only kinds/splits: BeaverTails "safe" answers are helpful-harmless
 answers, not refusals, so alignment rows from the Hub have ``kind="safe"``; AG News and AlpacaEval
 exist only here.
@@ -9,8 +9,8 @@ exist only here.
 
 from __future__ import annotations
 
-from ..errors import ConfigError, OfflineError
-from ..hub import hub_offline_reason  # the shared Hub probe (also used by the BeaverDam judge)
+from ..errors import ConfigError
+from ..hub import hub_call
 from .templates import AGNEWS_INSTRUCTION, AGNEWS_LABELS, SST2_INSTRUCTION, SST2_LABELS, gsm8k_instruction, gsm8k_output
 
 #: split -> (Hub dataset id, config, Hub split)
@@ -38,12 +38,6 @@ OFFLINE_ALTERNATIVES = (
 )
 
 
-def _offline_error(name: str, reason: str) -> OfflineError:
-    ds_id = HUB_SOURCES[name][0]
-    return OfflineError(f"split {name!r} with source='hub' needs the Hugging Face Hub (dataset {ds_id!r}), "
-                        f"but {reason}. Use the Hub, or the {OFFLINE_ALTERNATIVES}.")
-
-
 def _row(instruction, output, kind, source, category="", input=""):  # noqa: A002
     return {"instruction": instruction.strip(), "input": input, "output": output, "kind": kind,
             "source": source, "category": category}
@@ -59,14 +53,9 @@ def load_hub_split(name: str):
 
     if name not in HUB_SOURCES:
         raise ConfigError(f"unknown hub split {name!r}; allowed values: {', '.join(HUB_SPLITS)}")
-    reason = hub_offline_reason()
-    if reason:
-        raise _offline_error(name, reason)
     ds_id, config, split = HUB_SOURCES[name]
-    try:
+    with hub_call(f"split {name!r} with source='hub' (dataset {ds_id!r})", f"Use the {OFFLINE_ALTERNATIVES}."):
         raw = datasets.load_dataset(ds_id, config, split=split)
-    except (ConnectionError, OSError, TimeoutError) as exc:
-        raise _offline_error(name, f"loading failed ({exc})") from exc
 
     rows = []
     if name == "alignment":
