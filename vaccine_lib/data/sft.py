@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import warnings
 
-import torch
-
 from ..errors import ConfigError, DataFormatError
 from .templates import format_prompt
 
@@ -78,25 +76,23 @@ def tokenize_sft(ds, tokenizer, max_length: int = 200, min_response_tokens: int 
     return datasets.Dataset.from_list(rows)
 
 
-class SFTCollator:
-    """Pads a list of tokenised rows on the right: ``pad_token_id`` (eos if none), mask 0, labels -100."""
+def SFTCollator(tokenizer, pad_to_multiple_of: int | None = None):  # noqa: N802 - kept name (was a class)
+    """Right-padding collator for ``tokenize_sft`` rows: transformers' ``DataCollatorForSeq2Seq``.
 
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None):
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_to_multiple_of = pad_to_multiple_of
+    Pads ``input_ids`` with the pad token, ``attention_mask`` with 0 and ``labels`` with -100, on the
+    right whatever the tokenizer's current ``padding_side`` (the collator keeps a shallow copy set to
+    ``"right"``; evaluation switches the shared tokenizer to left padding while it generates).
+    """
+    import copy
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            m = self.pad_to_multiple_of
-            length = -(-length // m) * m
-        batch = {"input_ids": [], "attention_mask": [], "labels": []}
-        for f in features:
-            ids = list(f["input_ids"])
-            pad = length - len(ids)
-            labels = list(f["labels"])
-            mask = list(f["attention_mask"]) if "attention_mask" in f else [1] * len(ids)
-            batch["input_ids"].append(ids + [self.pad_id] * pad)
-            batch["attention_mask"].append(mask + [0] * pad)
-            batch["labels"].append(labels + [IGNORE_INDEX] * pad)
-        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+    from transformers import DataCollatorForSeq2Seq
+
+    if tokenizer.pad_token_id is None:
+        raise ConfigError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token "
+                          "(vaccine_lib.models.load_tokenizer does this)")
+    if pad_to_multiple_of is not None and (not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1):
+        raise ConfigError(f"pad_to_multiple_of={pad_to_multiple_of!r} is out of range; allowed: None or an int >= 1")
+    right = copy.copy(tokenizer)
+    right.padding_side = "right"
+    return DataCollatorForSeq2Seq(right, padding="longest", pad_to_multiple_of=pad_to_multiple_of,
+                                  label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
