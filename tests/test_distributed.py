@@ -12,6 +12,7 @@ pytestmark = pytest.mark.distributed
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "tests", "_dist_check.py")  # a test helper, not part of the package
 
 
 def _run(cmd, tmp_path):
@@ -24,8 +25,8 @@ def _run(cmd, tmp_path):
 def test_ddp_ranks_agree_and_match_single_process(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          "-m", "vaccine_lib._dist_check", str(ddp)], tmp_path)
-    _run([sys.executable, "-m", "vaccine_lib._dist_check", str(single)], tmp_path)
+          WORKER, str(ddp)], tmp_path)
+    _run([sys.executable, WORKER, str(single)], tmp_path)
 
     logs = [json.loads((ddp / f"log_rank{r}.json").read_text()) for r in (0, 1)]
     assert all(log["world_size"] == 2 for log in logs), logs[0]["distributed_type"]

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from vaccine_lib.packages import DATA_PACKAGES
@@ -67,3 +68,61 @@ def test_data_packages_match_requirements_data():
 def test_data_packages_not_in_main_requirements():
     overlap = set(_requirements("requirements-data.txt")) & set(_requirements("requirements.txt"))
     assert not overlap, f"data packages must be installed with --no-deps only: {overlap}"
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_pyproject_dependencies_match_requirements():
+    project = _pyproject()
+    where = "pyproject.toml [project]"
+    deps = _parse_pins(project["dependencies"], f"{where} dependencies")
+    assert deps.pop("torch") == "2.13.0"
+    extras = {name: _parse_pins(pins, f"{where} optional-dependencies.{name}")
+              for name, pins in project["optional-dependencies"].items()}
+    assert set(extras) == {"notebooks", "dev"}
+    merged = dict(deps)
+    for pins in extras.values():
+        assert not set(pins) & set(merged), f"listed twice: {set(pins) & set(merged)}"
+        merged.update(pins)
+    assert merged == _requirements("requirements.txt")
+    data = set(_requirements("requirements-data.txt")) | set(_requirements("requirements-optional.txt"))
+    assert not data & set(merged), "data packages must stay out of the PEP 621 dependencies (--no-deps only)"
+    assert {"jupyterlab", "papermill", "jupytext"} <= set(extras["notebooks"]) and "pytest" in extras["dev"]
+
+
+def test_console_scripts_point_to_main_functions():
+    import ast
+    import importlib.util
+
+    scripts = _pyproject()["scripts"]
+    assert set(scripts) == {"vaccine-reproduce", "vaccine-train", "vaccine-data"}
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        source = Path(importlib.util.find_spec(module).origin).read_text()
+        defs = {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+        assert func in defs, f"{name}: {module} has no function {func}"
+
+
+def test_top_level_exports_are_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, vaccine_lib; heavy = [m for m in ('torch', 'transformers', 'vaccine_lib.pipeline') "
+            "if m in sys.modules]; assert not heavy, heavy; "
+            "from vaccine_lib import VaccineConfig, VaccineTrainer, load_model, align, finetune, evaluate, drift_stage; "
+            "from vaccine_lib import drift, pipeline; import vaccine_lib.drift as D; "
+            "assert drift is D and drift_stage is pipeline.drift and VaccineTrainer.__module__ == 'vaccine_lib.vaccine'; "
+            "assert set(vaccine_lib.__all__) <= set(dir(vaccine_lib)); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_unknown_top_level_name_lists_exports():
+    import vaccine_lib
+
+    with pytest.raises(AttributeError, match="top-level names: .*VaccineTrainer"):
+        vaccine_lib.NoSuchThing  # noqa: B018

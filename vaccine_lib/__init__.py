@@ -16,6 +16,39 @@ Modules (one job each):
 - ``pipeline``   cached ``align`` / ``finetune`` / ``evaluate`` stages
 - ``profiles``   smoke / default / full / paper experiment profiles
 - ``plotting``   one seaborn theme, ``save_fig``
+- ``hub``        Hub calls that fail fast offline with ``OfflineError``
+- ``hooks``      the forward hooks on attention outputs (Vaccine's perturbation, drift's embeddings)
+
+Top-level shortcuts (imported on first use, so ``import vaccine_lib`` stays light):
+``VaccineConfig``, ``VaccineTrainer``, ``load_model`` and the stages ``align``, ``finetune``,
+``evaluate``, ``drift_stage`` (``vaccine_lib.pipeline.drift``; ``vaccine_lib.drift`` is the module).
 """
 
+from importlib import import_module
+
 __version__ = "0.1.0"
+
+#: exported name -> (module, attribute), imported on first access
+_EXPORTS = {
+    "VaccineConfig": ("vaccine", "VaccineConfig"),
+    "VaccineTrainer": ("vaccine", "VaccineTrainer"),
+    "load_model": ("models", "load_model"),
+    "align": ("pipeline", "align"),
+    "finetune": ("pipeline", "finetune"),
+    "evaluate": ("pipeline", "evaluate"),
+    "drift_stage": ("pipeline", "drift"),
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vaccine_lib' has no attribute {name!r}; top-level names: {', '.join(__all__)}")
+    module, attr = _EXPORTS[name]
+    value = getattr(import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

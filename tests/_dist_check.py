@@ -1,9 +1,10 @@
 """Worker for tests/test_distributed.py: a few Vaccine steps on a tiny model, data parallel or not.
 
-``python -m torch.distributed.run --standalone --nproc_per_node 2 -m vaccine_lib._dist_check OUT`` (2 CPU
-processes, gloo) or ``python -m vaccine_lib._dist_check OUT`` (one process). The global batch is the whole
-4-row dataset at every step (2 rows per process with 2 processes, 4 rows with one), so both runs must end with
-the same weights if the perturbation is the single-process one on the global batch. Writes
+``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/_dist_check.py OUT`` (2 CPU
+processes, gloo) or ``python tests/_dist_check.py OUT`` (one process), with the repository on ``PYTHONPATH``.
+The global batch is the whole 4-row dataset at every step (2 rows per process with 2 processes, 4 rows with
+one), so both runs must end with the same weights if the perturbation is the single-process one on the global
+batch. Writes
 ``OUT/weights_rank{r}.pt``, ``OUT/init.pt`` (rank 0) and ``OUT/log_rank{r}.json``.
 """
 
