@@ -222,6 +222,17 @@ def one_step_grads(tmp_path, model, trainer_cls, args_cls, rows, **kw):
     return trainer, cap.grads
 
 
+def assert_grads_of_perturbed_loss(grads, reference, inputs, eps):
+    """``grads`` (name -> tensor) equal d/dparams of ``reference``'s loss with ``eps`` added; returns that loss."""
+    params = dict(reference.named_parameters())
+    with perturbed(reference, eps):
+        loss = reference(**inputs).loss
+    expected = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6)
+    return loss
+
+
 def test_step_is_gradient_of_perturbed_loss(tiny_model, tmp_path):
     rows = make_rows(4)
     model = tiny_model("tiny-llama")
@@ -232,13 +243,7 @@ def test_step_is_gradient_of_perturbed_loss(tiny_model, tmp_path):
     inputs = {k: torch.tensor(v) for k, v in rows.items()}
     g = brute_force_grads(reference, inputs)
     gn = global_norm(g)
-    eps = [2.0 * x / gn for x in g]
-    params = dict(reference.named_parameters())
-    with perturbed(reference, eps):
-        loss = reference(**inputs).loss
-    expected = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-6)
+    loss = assert_grads_of_perturbed_loss(grads[0], reference, inputs, [2.0 * x / gn for x in g])
     # the logged loss is the perturbed loss, logged norms are as defined
     log = trainer.state.log_history[0]
     assert log["loss"] == pytest.approx(loss.item(), rel=1e-4)
@@ -464,10 +469,4 @@ def test_step_with_masked_labels_is_gradient_of_perturbed_loss(tiny_model, tmp_p
     _, grads = one_step_grads(tmp_path, model, VaccineTrainer, VaccineConfig, rows, rho=2.0)
     inputs = {k: torch.tensor(v) for k, v in rows.items()}
     g = brute_force_grads(reference, inputs)
-    eps = [2.0 * x / global_norm(g) for x in g]
-    params = dict(reference.named_parameters())
-    with perturbed(reference, eps):
-        loss = reference(**inputs).loss
-    expected = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
-    for key, grad in grads[0].items():
-        torch.testing.assert_close(grad, expected[key], rtol=1e-4, atol=1e-6)
+    assert_grads_of_perturbed_loss(grads[0], reference, inputs, [2.0 * x / global_norm(g) for x in g])

@@ -26,7 +26,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .errors import ConfigError, check_choice
-from .models import get_attention_modules
+from .hooks import attention_hooks
 
 REDUCTIONS = ("sum_sq", "per_token")
 _FWD_KEYS = ("input_ids", "attention_mask")
@@ -93,27 +93,22 @@ def _device(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def _capture(model: nn.Module, batch: dict, layers_path=None, attn_name=None) -> list[torch.Tensor]:
     """Per-layer attention outputs [B, T, d] for one batch (eval mode, no grad)."""
-    mods = get_attention_modules(model, layers_path, attn_name)
-    store: list[torch.Tensor | None] = [None] * len(mods)
+    store: dict[int, torch.Tensor] = {}
 
-    def hook(i):
-        def fn(_mod, _inp, out):
-            store[i] = (out[0] if isinstance(out, (tuple, list)) else out).detach()
-        return fn
+    def record(i, e):
+        store[i] = e.detach()
 
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(mods)]
     was_training = model.training
     model.eval()
     try:
-        dev = _device(model)
-        model(**{k: batch[k].to(dev) for k in _FWD_KEYS if k in batch})
+        with attention_hooks(model, record, layers_path=layers_path, attn_name=attn_name) as mods:
+            dev = _device(model)
+            model(**{k: batch[k].to(dev) for k in _FWD_KEYS if k in batch})
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    if any(s is None for s in store):
+    if len(store) < len(mods):
         raise ConfigError("an attention module did not run in the forward pass")
-    return store  # type: ignore[return-value]
+    return [store[i] for i in range(len(mods))]
 
 
 def hidden_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, batch_size: int = 8, max_length: int = 128,

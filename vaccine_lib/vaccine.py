@@ -59,6 +59,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from .errors import ConfigError, DivergenceError, check_choice, check_range
+from .hooks import attention_hooks
 from .models import get_attention_modules
 
 PERTURBATIONS = ("gradient", "gaussian")
@@ -139,45 +140,6 @@ class VaccineConfig(TrainingArguments):
 # --------------------------------------------------------------------------- hooks
 
 
-def _first(output) -> torch.Tensor:
-    e = output if isinstance(output, torch.Tensor) else (
-        output[0] if isinstance(output, (tuple, list)) and len(output) > 0 else None)
-    if not isinstance(e, torch.Tensor):
-        raise ConfigError(f"attention module returned {type(output).__name__}; expected a tensor or a tuple whose "
-                          "first element is the [batch, tokens, hidden] output (pass layers_path/attn_name)")
-    return e
-
-
-def _replace_first(output, new: torch.Tensor):
-    if isinstance(output, torch.Tensor):
-        return new
-    return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
-
-
-def _zero_delta_hooks(modules: Sequence[nn.Module], deltas: dict[int, torch.Tensor]) -> list:
-    """Pass-1 hooks: e_l -> e_l + delta_l with delta_l a zero leaf created on the first call, reused afterwards."""
-    handles = []
-
-    def make(i):
-        def hook(module, args, output):
-            e = _first(output)
-            d = deltas.get(i)
-            if d is None:
-                d = deltas[i] = torch.zeros_like(e, requires_grad=True)
-            return _replace_first(output, e + d)
-
-        return hook
-
-    try:
-        for i, module in enumerate(modules):
-            handles.append(module.register_forward_hook(make(i)))
-    except BaseException:
-        for h in handles:
-            h.remove()
-        raise
-    return handles
-
-
 EpsSource = Sequence[torch.Tensor] | Callable[[int, torch.Tensor], torch.Tensor]
 
 
@@ -190,35 +152,24 @@ def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = Non
     gradient checkpointing gets the same value). Hooks are removed on exit, also on error. Yields the cache dict
     ``{layer_index: eps_l}`` of the values actually added.
     """
-    modules = get_attention_modules(model, layers_path, attn_name)
-    if not callable(eps) and len(eps) != len(modules):
-        raise ConfigError(f"got {len(eps)} perturbation tensors for {len(modules)} attention modules")
     used: dict[int, torch.Tensor] = {}
 
-    def make(i):
-        def hook(module, args, output):
-            e = _first(output)
-            d = used.get(i)
+    def add_eps(i, e):
+        d = used.get(i)
+        if d is None:
+            d = eps(i, e) if callable(eps) else eps[i]
             if d is None:
-                d = eps(i, e) if callable(eps) else eps[i]
-                if d is None:
-                    return output
-                if torch.broadcast_shapes(d.shape, e.shape) != e.shape:
-                    raise ConfigError(f"perturbation of layer {i} has shape {tuple(d.shape)}, attention output has "
-                                      f"{tuple(e.shape)}")
-                d = used[i] = d.detach().to(device=e.device, dtype=e.dtype)
-            return _replace_first(output, e + d)
+                return None
+            if torch.broadcast_shapes(d.shape, e.shape) != e.shape:
+                raise ConfigError(f"perturbation of layer {i} has shape {tuple(d.shape)}, attention output has "
+                                  f"{tuple(e.shape)}")
+            d = used[i] = d.detach().to(device=e.device, dtype=e.dtype)
+        return e + d
 
-        return hook
-
-    handles = []
-    try:
-        for i, module in enumerate(modules):
-            handles.append(module.register_forward_hook(make(i)))
+    with attention_hooks(model, add_eps, layers_path=layers_path, attn_name=attn_name) as modules:
+        if not callable(eps) and len(eps) != len(modules):
+            raise ConfigError(f"got {len(eps)} perturbation tensors for {len(modules)} attention modules")
         yield used
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # --------------------------------------------------------------------------- pass 1
@@ -314,30 +265,34 @@ def perturbation_with_stats(
 ) -> Perturbation:
     """Pass 1 of Algorithm 1; see :func:`compute_perturbation`. Also returns the global norm and the clean loss."""
     check_range("rho", rho, 0, math.inf, high_open=True)
-    modules = get_attention_modules(model, layers_path, attn_name)
     deltas: dict[int, torch.Tensor] = {}
+
+    def add_delta(i, e):  # e_l -> e_l + delta_l, delta_l a zero leaf created on the first call, reused afterwards
+        d = deltas.get(i)
+        if d is None:
+            d = deltas[i] = torch.zeros_like(e, requires_grad=True)
+        return e + d
+
     loss_fn = loss_fn or _default_loss
     no_sync = model.no_sync() if _is_ddp(model) else contextlib.nullcontext()
     # Pass 1 needs no parameter gradient: with the trainable parameters frozen for its duration,
     # autograd neither saves the inputs that weight gradients would need (one activation per
     # LoRA/linear module) nor builds the graph below the first attention output.
     trainable = [p for p in model.parameters() if p.requires_grad]
-    handles = _zero_delta_hooks(modules, deltas)
     try:
-        for p in trainable:
-            p.requires_grad_(False)
-        with no_sync, torch.enable_grad():
-            loss = loss_fn(model, dict(inputs))
-            missing = [i for i in range(len(modules)) if i not in deltas]
-            if missing:
-                raise ConfigError(f"attention modules of layers {missing} were not called in the forward pass; "
-                                  "check layers_path / attn_name")
-            target = loss * loss_scale if loss_scale else loss
-            order = [deltas[i] for i in range(len(modules))]
-            grads = torch.autograd.grad(target, order, allow_unused=True)
+        with attention_hooks(model, add_delta, layers_path=layers_path, attn_name=attn_name) as modules:
+            for p in trainable:
+                p.requires_grad_(False)
+            with no_sync, torch.enable_grad():
+                loss = loss_fn(model, dict(inputs))
+                missing = [i for i in range(len(modules)) if i not in deltas]
+                if missing:
+                    raise ConfigError(f"attention modules of layers {missing} were not called in the forward pass; "
+                                      "check layers_path / attn_name")
+                target = loss * loss_scale if loss_scale else loss
+                order = [deltas[i] for i in range(len(modules))]
+                grads = torch.autograd.grad(target, order, allow_unused=True)
     finally:
-        for h in handles:
-            h.remove()
         for p in trainable:
             p.requires_grad_(True)
     grads = [torch.zeros_like(d) if g is None else g.detach() for g, d in zip(grads, order)]
