@@ -96,3 +96,31 @@ def test_converted_checkpoint_matches_gguf_logits():
     ids = tok("Below is an instruction", return_tensors="pt")
     with torch.inference_mode():
         torch.testing.assert_close(model(**ids).logits, gguf(**ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_hub_call_fails_before_the_call_when_offline(monkeypatch):
+    from vaccine_lib.hub import hub_call
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ran = []
+    with pytest.raises(OfflineError, match=r"model 'x/y' needs the Hugging Face Hub, but HF_HUB_OFFLINE=1 is set\. Use Z"):
+        with hub_call("model 'x/y'", "Use Z."):
+            ran.append(1)
+    assert not ran
+    with hub_call("model 'x/y'", "Use Z.", local=True):  # in the local cache: the offline variable does not block it
+        ran.append(1)
+    assert ran == [1]
+
+
+def test_hub_call_turns_a_failed_call_into_offline_error(monkeypatch):
+    from vaccine_lib.hub import hub_call
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(OfflineError, match="ConnectionError: no route.*HF_HUB_OFFLINE=1 to fail at once.*Use Z") as err:
+        with hub_call("dataset 'a/b'", "Use Z."):
+            raise ConnectionError("no route")
+    assert isinstance(err.value.__cause__, ConnectionError)
+    with pytest.raises(KeyError):  # not a Hub failure: passes through unchanged
+        with hub_call("dataset 'a/b'", "Use Z."):
+            raise KeyError("bug")
