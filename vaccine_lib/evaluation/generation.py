@@ -1,11 +1,9 @@
-"""Batched greedy generation for evaluation.
+"""Batched greedy generation for evaluation: ``model.generate`` on length-sorted, left-padded batches.
 
 The reference code generates one prompt at a time. Here prompts are sorted by token length,
-left-padded into batches and decoded greedily with the KV cache, then put back in their
-original order. The default decoding loop drops finished rows from the batch and its cache
-(``model.generate`` keeps computing them until the longest answer ends); ``engine="hf"`` uses
-``model.generate`` instead. Greedy decoding of a batch gives the same tokens as one-at-a-time
-decoding up to floating-point ties (tests measure the identical-token rate).
+left-padded into batches and decoded greedily (``model.generate``, KV cache), then put back in
+their original order. Greedy decoding of a batch gives the same tokens as one-at-a-time decoding
+up to floating-point ties (tests measure the identical-token rate).
 """
 
 from __future__ import annotations
@@ -71,103 +69,31 @@ def _generation_mode(model, tokenizer):
         model.train(was_training)
 
 
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover - a model without parameters
-        return torch.device("cpu")
-
-
-ENGINES = ("auto", "loop", "hf")
-
-
-def _cache_kwarg(model) -> str | None:
-    """Name of the KV-cache argument of the model's forward (``cache`` in transformers 5), or None."""
-    import inspect
-
-    from ..models import _unwrap
-
-    params = inspect.signature(_unwrap(model).forward).parameters
-    if "position_ids" not in params or "logits_to_keep" not in params:
-        return None
-    for name in ("cache", "past_key_values"):
-        if name in params:
-            return name
-    return None
-
-
-def _greedy_loop(model, input_ids, attention_mask, max_new_tokens: int, stop: set, cache_kw: str) -> list[list[int]]:
-    """Greedy decoding with a KV cache that drops finished rows from the batch (and the cache).
-
-    ``model.generate`` keeps computing rows that already emitted eos until the whole batch is
-    done; with short answers (refusals) that is most of the work. Positions come from the
-    attention mask (left padding), as in ``generate``.
-    """
-    from transformers import DynamicCache
-
-    from ..models import _unwrap
-
-    cache = DynamicCache(config=_unwrap(model).config)
-    out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    alive = list(range(input_ids.shape[0]))
-    ids, mask = input_ids, attention_mask
-    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    for step in range(max_new_tokens):
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                       **{cache_kw: cache}).logits
-        nxt = logits[:, -1, :].argmax(-1)
-        keep = []
-        for j, token in enumerate(nxt.tolist()):
-            if token not in stop:
-                out[alive[j]].append(token)
-                keep.append(j)
-        if not keep or step == max_new_tokens - 1:
-            break
-        if len(keep) < len(alive):
-            index = torch.tensor(keep, device=ids.device)
-            cache.batch_select_indices(index)
-            alive = [alive[j] for j in keep]
-            mask, pos, nxt = mask[index], pos[index], nxt[index]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-        pos = pos[:, -1:] + 1
-        ids = nxt[:, None]
-    return out
-
-
 def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
-                    progress: bool = True, desc: str = "generate", engine: str = "auto") -> list[list[int]]:
+                    progress: bool = True, desc: str = "generate") -> list[list[int]]:
     """Greedy continuation token ids for each prompt (eos and padding removed), in input order.
 
-    ``engine``: ``"loop"`` (own KV-cache loop that drops finished rows), ``"hf"``
-    (``model.generate``), or ``"auto"`` (the loop where the model's forward takes ``position_ids``,
-    ``logits_to_keep`` and a cache argument, else ``generate``).
+    ``model.generate`` (greedy, KV cache) on left-padded batches of prompts sorted by token length.
     """
     prompts = _check_prompts(prompts)
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown engine {engine!r}; allowed values: {', '.join(ENGINES)}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} is out of range; allowed range: integers >= 1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} is out of range; allowed range: integers >= 1")
     eos_id, pad_id = _special_ids(tokenizer)
-    from transformers import GenerationConfig
     from tqdm.auto import tqdm
+    from transformers import GenerationConfig
 
     stop_ids = [eos_id]
     model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for extra in (model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]):
         if extra is not None and extra not in stop_ids:
             stop_ids.append(extra)
-    stop = set(stop_ids)
-    cache_kw = _cache_kwarg(model) if engine != "hf" else None
-    if engine == "loop" and cache_kw is None:
-        raise ConfigError(f"{type(model).__name__}.forward lacks position_ids/logits_to_keep/cache; use engine='hf'")
     gen_config = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
         pad_token_id=pad_id, eos_token_id=stop_ids, temperature=None, top_p=None, top_k=None,
     )
-    device = _device(model)
-    # longest first: the slowest batch runs first (good for the progress bar's estimate)
+    # sorted by length (less padding); longest first, so the progress bar's estimate starts pessimistic
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     out: list[list[int] | None] = [None] * len(prompts)
@@ -175,15 +101,10 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
             tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-            if cache_kw is not None:
-                new = _greedy_loop(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, stop, cache_kw)
-            else:
-                seqs = model.generate(**enc, generation_config=gen_config)
-                new = seqs[:, enc["input_ids"].shape[1]:].tolist()
-            for i, ids in zip(idx, new):
-                cut = next((k for k, t in enumerate(ids) if t in stop), len(ids))
-                out[i] = ids[:cut]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(model.device)
+            seqs = model.generate(**enc, generation_config=gen_config)
+            for i, ids in zip(idx, seqs[:, enc["input_ids"].shape[1]:].tolist()):
+                out[i] = ids[:next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))]
             bar.update(len(idx))
     return out  # type: ignore[return-value]
 
