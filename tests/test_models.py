@@ -103,7 +103,8 @@ def test_hub_call_fails_before_the_call_when_offline(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ran = []
-    with pytest.raises(OfflineError, match=r"model 'x/y' needs the Hugging Face Hub, but HF_HUB_OFFLINE=1 is set\. Use Z"):
+    expected = r"model 'x/y' needs the Hugging Face Hub, but HF_HUB_OFFLINE=1 is set\. Use Z"
+    with pytest.raises(OfflineError, match=expected):
         with hub_call("model 'x/y'", "Use Z."):
             ran.append(1)
     assert not ran
