@@ -18,6 +18,7 @@ import pandas as pd
 import seaborn as sns
 
 from .atomic import atomic_path
+from .provenance import keys_and_seeds, record
 
 #: display order and labels of the paper's methods
 DEFENSE_ORDER = ("NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine")
@@ -94,10 +95,10 @@ def _in_kernel() -> bool:
 
 
 def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png"),
-             show: bool | None = None) -> list[Path]:
-    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths.
-
-    In a notebook the figure is displayed first (``show=None`` means: when running in a kernel).
+             show: bool | None = None, data: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths, and record the
+    figure's provenance (git commit, libraries, hardware; stage keys and seeds of ``data``) in
+    ``out_dir/provenance.json``. In a notebook the figure is displayed first (``show=None``: in a kernel).
     """
     out_dir = Path(out_dir)
     paths = []
@@ -114,13 +115,16 @@ def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf",
             paths.append(target)
     finally:
         plt.close(fig)
+    record(out_dir, name, files=[p.name for p in paths], **keys_and_seeds(data))
     return paths
 
 
 def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: bool = False) -> Path:
-    """Write ``out_dir/name.csv`` atomically (floats to 6 significant digits) and return the path."""
+    """Write ``out_dir/name.csv`` atomically (floats to 6 significant digits), record its provenance
+    (stage keys and seeds of its rows, git commit, libraries, hardware) in ``out_dir/provenance.json``."""
     target = Path(out_dir) / f"{name}.csv"
     _atomic_write(target, lambda tmp: df.to_csv(tmp, index=index, float_format="%.6g"))
+    record(out_dir, name, rows=len(df), **keys_and_seeds(df))
     return target
 
 

@@ -1,20 +1,22 @@
-"""Run every notebook of the artifact with papermill: ``python -m vaccine_lib.reproduce --profile P``.
+"""Run every notebook of the artifact: ``python -m vaccine_lib.reproduce --profile P``.
 
-- Executed copies go to ``results/<profile>/<notebook>.ipynb`` (git-ignored), with a timing
-  summary printed at the end and written to ``results/<profile>/timings.json``.
-- Figures and tables: ``figures/`` (and ``figures/tables/``) for the ``default`` profile, which
-  are the committed artefacts; ``results/<profile>/figures/`` for every other profile, so a
-  smoke run never overwrites the committed figures.
-- Trained stages are cached under ``runs/<profile>/`` by config hash (``vaccine_lib.pipeline``),
-  shared by all notebooks: a rerun only evaluates what changed.
-- ``--nbval-copies DIR`` runs the notebooks on the ``smoke`` profile and writes the executed
-  notebooks into DIR (``tests/notebooks``), the copies ``make test`` checks with nbval.
+For each notebook, first its stages (the registry's plan, ``vaccine_lib.grids``) run with one progress
+line each (stage, done/total, elapsed); then papermill executes the notebook, which finds every model
+cached and only tabulates and plots. Everything is validated before the first stage runs.
+
+- Executed notebooks go to ``results/<profile>/<notebook>.ipynb`` and the timings to
+  ``results/<profile>/timings.json``, both written atomically (temp file + rename): an interrupted run
+  leaves the previous complete file, never a half-executed one.
+- The committed profile (exactly ``configs/profiles/default.yaml``, no overrides) also writes
+  ``figures/`` and refreshes the committed notebooks in ``notebooks/`` with their outputs (cells tagged
+  ``generations`` cleared: no model answers to harmful prompts are committed).
+- The notebooks take the profile from ``$VACCINE_PROFILE`` (their parameters cell), so no cell is injected.
 
 Examples::
 
     python -m vaccine_lib.reproduce --profile default
     python -m vaccine_lib.reproduce --profile smoke --only 01,03
-    python -m vaccine_lib.reproduce --nbval-copies tests/notebooks
+    python -m vaccine_lib.reproduce --profile smoke --override eval.n_harmful=2
 """
 
 from __future__ import annotations
@@ -23,178 +25,170 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
+from .atomic import atomic_path, atomic_write_text
 from .errors import ConfigError
-from .profiles import PROFILE_NAMES, default_figures_dir, get_profile
+from .grids import NOTEBOOKS, EXPERIMENTS, check_pools, format_plan, parse_notebooks, plan
+from .profiles import Profile, load_profile, parse_overrides, profile_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "python3"
 
-#: what a default run writes: figure stems (``figures/<stem>.pdf|png``) and tables
-#: (``figures/tables/<stem>.csv``) with the columns each must have; tests/test_artifacts.py checks them
-ARTIFACTS = {
-    "01_harmful_embedding_drift": {
-        "figures": ["fig2_harmful_drift"],
-        "tables": {"fig2_harmful_drift": ["defense", "p", "hs", "fa", "align_loss", "drift", "drift_sum_sq"],
-                   "fig2_trend": ["defense", "hs", "align_loss", "drift"]},
-    },
-    "02_vaccine_alignment": {
-        "figures": ["aligned_models", "alignment_curves"],
-        "tables": {"aligned_models": ["model", "method", "hs", "refusal", "fa", "align_loss", "train_seconds"],
-                   "alignment_curves": ["model", "step", "key", "value"]},
-    },
-    "03_harmful_finetuning": {
-        "figures": ["table1_hs_fa_vs_p", "table2_sample_counts", "table4_tasks"],
-        "tables": {"table1_defenses": ["defense", "p", "n", "hs", "fa"],
-                   "table2_sample_counts": ["defense", "p", "n", "hs", "fa"],
-                   "table4_tasks": ["defense", "task", "hs", "fa"]},
-    },
-    "04_evaluation_and_ablations": {
-        "figures": ["fig3_drift_during_finetuning", "fig4_tsne", "table6_rho"],
-        "tables": {"table1_vs_paper": ["defense"],
-                   "fig3_drift_during_finetuning": ["defense", "step", "drift", "align_loss"],
-                   "fig4_tsne": ["model", "x", "y"],
-                   "table6_rho": ["defense", "rho", "hs", "fa"],
-                   "table7_perturbation": ["perturbation", "rho", "hs", "fa"],
-                   "table8_lora": ["defense", "lora", "hs", "fa"],
-                   "judge_validation": ["judge", "accuracy", "auc", "n_test"]},
-    },
-    "05_system_overhead": {
-        "figures": ["table5_overhead"],
-        "tables": {"table5_overhead": ["method", "step_s", "peak_memory_gb", "slowdown"]},
-    },
-}
+
+def artifacts() -> dict:
+    """``{notebook stem: {"figures": [...], "tables": {stem: columns}}}`` from the registry."""
+    out = {stem: {"figures": [], "tables": {}} for stem in NOTEBOOKS.values()}
+    for e in EXPERIMENTS.values():
+        spec = out[NOTEBOOKS[e.notebook]]
+        spec["figures"] += list(e.figures)
+        spec["tables"].update(e.tables)
+    return out
 
 
-def notebooks(only: str | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The artifact's notebooks in order (``NN_*.ipynb``), optionally filtered by ``--only 01,03``."""
-    found = sorted(p for p in Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
-    if not found:
-        raise ConfigError(f"no notebooks (NN_*.ipynb) found in {notebook_dir}")
-    if not only:
-        return found
-    wanted = [w.strip() for w in only.split(",") if w.strip()]
-    prefixes = {p.name[:2]: p for p in found}
-    bad = [w for w in wanted if w.zfill(2)[:2] not in prefixes]
-    if bad:
-        raise ConfigError(f"--only: unknown notebook(s) {', '.join(bad)}; allowed values: {', '.join(sorted(prefixes))}")
-    keep = {w.zfill(2)[:2] for w in wanted}
-    return [p for p in found if p.name[:2] in keep]
+def notebook_path(nb: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
+    path = Path(notebook_dir) / f"{NOTEBOOKS[nb]}.ipynb"
+    if not path.is_file():
+        raise ConfigError(f"notebook {path} is missing")
+    return path
 
 
-def _strip_images(path: Path) -> None:
-    """Prepare an executed notebook for committing as an nbval copy.
-
-    Drops image outputs (nbval ignores them; keeps tests/notebooks small) and every output of the
-    cells that preview model generations (never commit model answers to harmful prompts).
-    """
+def clean_for_commit(path: Path) -> None:
+    """Strip papermill's per-cell metadata and the outputs of cells tagged ``generations`` (model answers)."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        if "generations(" in cell.source:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code" and "generations" in cell.metadata.get("tags", []):
             cell["outputs"] = []
-            continue
-        kept = []
-        for out in cell.get("outputs", []):
-            data = out.get("data")
-            if data and any(k.startswith("image/") for k in data):
-                data = {k: v for k, v in data.items() if not k.startswith("image/")}
-                if not data:
-                    continue
-                out["data"] = data
-            kept.append(out)
-        cell["outputs"] = kept
     nbformat.write(nb, path)
 
 
-def run_notebook(src: Path, out: Path, profile: str, parameters: dict | None = None, timeout: int | None = None,
-                 cwd: Path | None = None) -> float:
-    """Execute one notebook with papermill (kernel ``python3``); return wall seconds. Raises on a failed cell."""
+def _ipc_kernel_manager():
+    """A kernel manager talking to the kernel over local IPC sockets (no TCP ports, no TCP warning)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport = "ipc"
+            self.ip = str(Path(tempfile.mkdtemp(prefix="vaccine-kernel-")) / "kernel")
+
+    return IPCKernelManager
+
+
+def run_notebook(src: Path, out: Path, profile: str, overrides: dict | None = None, timeout: int | None = None) -> float:
+    """Execute one notebook with papermill into ``out`` atomically; return wall seconds. Raises on a failed cell."""
     import papermill as pm
 
-    params = {"profile": profile, **(parameters or {})}
-    out.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["VACCINE_PROFILE"] = str(profile)
+    # the kernel imports this checkout's vaccine_lib (not another installed copy)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     t0 = time.perf_counter()
-    pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL, cwd=str(cwd or src.parent),
-                        progress_bar=False, log_output=False, execution_timeout=timeout)
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TCP.*")
+        pm.execute_notebook(str(src), str(tmp), parameters={"overrides": overrides} if overrides else None,
+                            kernel_name=KERNEL, cwd=str(src.parent), progress_bar=False, log_output=False,
+                            execution_timeout=timeout, kernel_manager_class=_ipc_kernel_manager())
     return time.perf_counter() - t0
 
 
-def _env_for(profile_name: str) -> None:
+def _env(P: Profile) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    if get_profile(profile_name).data_source != "hub":
+    os.environ.setdefault("MPLBACKEND", "agg")
+    if P.data_source != "hub":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def reproduce(profile: str = "default", only: str | None = None, nbval_copies: str | None = None,
-              results_root: Path | None = None, timeout: int | None = None, keep_going: bool = True) -> dict:
-    """Run the notebooks; return the timing summary (also written to ``results/<profile>/timings.json``)."""
-    if nbval_copies and profile != "smoke":
-        raise ConfigError(f"--nbval-copies executes the smoke profile; got --profile {profile!r} (allowed: smoke)")
-    get_profile(profile)  # validate before starting anything
-    _env_for(profile)
-    results = Path(results_root or REPO_ROOT / "results") / Path(profile).stem
-    out_dir = Path(nbval_copies) if nbval_copies else results
-    todo = notebooks(only)
-    print(f"reproduce: profile {profile!r}, {len(todo)} notebook(s) -> {out_dir}; "
-          f"figures -> {default_figures_dir(Path(profile).stem)}", flush=True)
-    rows, failed = [], []
-    t_all = time.perf_counter()
-    for nb in todo:
-        out = out_dir / nb.name
-        print(f"  {nb.name} ...", end="", flush=True)
-        t0 = time.perf_counter()
-        try:
-            secs = run_notebook(nb, out, profile, timeout=timeout)
-            status = "ok"
-        except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
-            secs = time.perf_counter() - t0
-            status = "failed"
-            failed.append(nb.name)
-            print(f" FAILED after {secs:.1f} s\n{_short_error(exc)}", flush=True)
-            if not keep_going:
-                rows.append({"notebook": nb.name, "seconds": round(secs, 1), "status": status})
-                break
-        else:
-            print(f" {secs:.1f} s", flush=True)
-            if nbval_copies:
-                _strip_images(out)
-        rows.append({"notebook": nb.name, "seconds": round(secs, 1), "status": status})
-    total = time.perf_counter() - t_all
-    summary = {"profile": profile, "total_seconds": round(total, 1), "notebooks": rows,
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu_count": os.cpu_count(),
-               "executed_copies": str(out_dir)}
+def _clean_partial(folder: Path) -> None:
+    for tmp in folder.glob(".tmp-*"):  # an interrupted earlier run (atomic writes leave only these)
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
+def reproduce(profile: str = "default", only: str | None = None, overrides: dict | None = None,
+              timeout: int | None = None, keep_going: bool = True, say=print) -> dict:
+    """Run the notebooks (stages first, with progress); return the timing summary (also in timings.json)."""
+    from .experiments import quiet
+    from .train import execute
+
+    quiet()
+    notebooks = parse_notebooks(only)
+    P = load_profile(profile, overrides)
+    check_pools(P, notebooks)  # everything is validated before the first stage runs
+    _env(P)
+    results = P.results_dir()
     results.mkdir(parents=True, exist_ok=True)
+    _clean_partial(results)
     timings = results / "timings.json"
-    if only and timings.is_file() and not nbval_copies:  # a partial run updates the earlier full summary
+    say(f"reproduce: profile {P.label!r} ({P.path}), notebooks {','.join(notebooks)}; executed notebooks -> "
+        f"{results}; figures -> {P.figures_dir()}", flush=True)
+    rows, failed, t_all = [], [], time.perf_counter()
+    for k, nb in enumerate(notebooks, 1):
+        name = NOTEBOOKS[nb]
+        t0 = time.perf_counter()
+        stages = plan(P, [nb])
+        todo = sum(not s.cached for s in stages)
+        say(f"[notebook {k}/{len(notebooks)}] {name}: {len(stages)} stages, {todo} to run", flush=True)
+        row = {"notebook": f"{name}.ipynb", "stages": len(stages), "stages_run": todo}
         try:
-            old = json.loads(timings.read_text())
-            ran = {r["notebook"] for r in rows}
-            merged = [r for r in old.get("notebooks", []) if r["notebook"] not in ran] + rows
-            merged.sort(key=lambda r: r["notebook"])
-            summary = {**summary, "notebooks": merged,
-                       "total_seconds": round(sum(r["seconds"] for r in merged), 1), "partial_run": only}
-        except (ValueError, KeyError):
-            pass
-    if not nbval_copies:
-        timings.write_text(json.dumps(summary, indent=1))
-    print(format_timings(summary), flush=True)
+            execute(P, stages, P.run_dir(), say, prefix="    ")
+            row["stage_seconds"] = round(time.perf_counter() - t0, 1)
+            out = results / f"{name}.ipynb"
+            nb_secs = run_notebook(notebook_path(nb), out, P.path if not P.committed else P.name,
+                                   overrides=P.overrides or None, timeout=timeout)
+            if P.committed:
+                clean_for_commit(out)
+                with atomic_path(notebook_path(nb)) as tmp:
+                    tmp.write_bytes(out.read_bytes())
+            row.update(notebook_seconds=round(nb_secs, 1), status="ok")
+            say(f"    notebook executed in {nb_secs:.1f} s (total {time.perf_counter() - t0:.1f} s)", flush=True)
+        except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
+            row["status"] = "failed"
+            failed.append(name)
+            say(f"    FAILED after {time.perf_counter() - t0:.1f} s\n{_short_error(exc)}", flush=True)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        _write_timings(timings, P, rows, only, time.perf_counter() - t_all)
+        if failed and not keep_going:
+            break
+    summary = _write_timings(timings, P, rows, only, time.perf_counter() - t_all)
+    say(format_timings(summary), flush=True)
     if failed:
         summary["failed"] = failed
+    return summary
+
+
+def _write_timings(path: Path, P: Profile, rows: list, only, total: float) -> dict:
+    from .provenance import provenance
+
+    merged = rows
+    if only and path.is_file():  # a partial run updates the earlier full summary
+        try:
+            ran = {r["notebook"] for r in rows}
+            merged = sorted([r for r in json.loads(path.read_text()).get("notebooks", []) if r["notebook"] not in ran]
+                            + rows, key=lambda r: r["notebook"])
+        except (ValueError, KeyError):
+            merged = rows
+    summary = {"profile": P.label, "profile_path": P.path, "total_seconds": round(sum(r["seconds"] for r in merged), 1),
+               "this_run_seconds": round(total, 1), "notebooks": merged, "partial_run": only,
+               "provenance": provenance()}
+    atomic_write_text(path, json.dumps(summary, indent=1, default=str) + "\n")
     return summary
 
 
 def format_timings(summary: dict) -> str:
     lines = [f"timings ({summary['profile']} profile):"]
     for r in summary["notebooks"]:
-        lines.append(f"  {r['notebook']:<40} {r['seconds']:>8.1f} s  {r['status']}")
+        lines.append(f"  {r['notebook']:<40} {r['seconds']:>8.1f} s  {r.get('status', '?')}")
     lines.append(f"  {'total':<40} {summary['total_seconds']:>8.1f} s  ({summary['total_seconds'] / 60:.1f} min)")
     return "\n".join(lines)
 
@@ -207,17 +201,23 @@ def _short_error(exc: Exception, limit: int = 3000) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaccine_lib.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILE_NAMES)} or a profile YAML path "
-                                                        "(default: default; smoke with --nbval-copies)")
+    parser.add_argument("--profile", default="default",
+                        help=f"one of {', '.join(profile_names())} or a profile YAML path (default: default)")
     parser.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,03")
-    parser.add_argument("--nbval-copies", default=None, metavar="DIR",
-                        help="run on the smoke profile and write the executed notebooks into DIR (tests/notebooks)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="profile override, repeatable: section.field=value, e.g. align.lr=1e-3")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan of every notebook and stop")
     parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failing notebook")
     args = parser.parse_args(argv)
-    profile = args.profile or ("smoke" if args.nbval_copies else "default")
     try:
-        summary = reproduce(profile, only=args.only, nbval_copies=args.nbval_copies, timeout=args.timeout,
+        overrides = parse_overrides(args.override)
+        if args.dry_run:
+            P = load_profile(args.profile, overrides)
+            for nb in parse_notebooks(args.only):
+                print(f"{NOTEBOOKS[nb]}:\n{format_plan(plan(P, [nb]))}")
+            return 0
+        summary = reproduce(args.profile, only=args.only, overrides=overrides, timeout=args.timeout,
                             keep_going=not args.stop_on_error)
     except ConfigError as exc:
         parser.error(str(exc))

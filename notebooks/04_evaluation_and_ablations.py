@@ -1,0 +1,186 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (vaccine)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Evaluation beside the paper, drift during fine-tuning, and ablations
+#
+# **Paper claim tested.** (a) Our tables beside the paper's numbers. (b) During harmful fine-tuning the SFT model's
+# embedding drift and alignment loss escalate, Vaccine's stay smaller (Fig. 3). (c) t-SNE of the alignment embeddings
+# shows the drift (Fig. 4). (d) A larger rho lowers the harmful score at some cost in accuracy (Table 6). (e) The
+# gradient perturbation beats random Gaussian noise of the same size (Table 7). (f) Double-LoRA vs Single-LoRA
+# (Table 8). (g) How far the judge behind every harmful score can be trusted.
+#
+# **Paper reference.** Table 1 (beside ours), Figure 3, Figure 4, Tables 6, 7, 8; BeaverDam's role (Section 5.1).
+#
+# **How.** All models come from the same cached stages as notebooks 01-03 where they coincide (registry entries
+# `table1_vs_paper`, `fig3`, `fig4`, `table6`, `table7`, `table8`, `judge`); the SFT and Vaccine models at
+# p = `finetune.p` log drift and alignment loss every `drift.every_steps` steps while they are fine-tuned.
+#
+# **Runtime.** Measured per profile in `results/<profile>/timings.json` (the README lists the default run).
+# Stages are cached in `runs/<profile>/`, so a rerun, or a later notebook that needs the same models, takes seconds.
+#
+# **Which copy is this?** `notebooks/*.ipynb` holds the outputs of the last default-profile run (`make reproduce`),
+# generation previews cleared; `notebooks/*.py` is the same notebook as a jupytext percent script (for diffs).
+# `make test` executes these notebooks on the smoke profile (`VACCINE_PROFILE=smoke`).
+
+# %% tags=["parameters"]
+import os
+
+profile = os.environ.get("VACCINE_PROFILE", "default")  # smoke | default | full | paper, or a profile YAML path
+seed = None  # None: the profile's seeds; an int runs that one seed
+run_dir = None  # None: runs/<profile>, the stage cache every notebook shares
+figures_dir = None  # None: figures/ for the committed default profile, results/<profile>/figures otherwise
+tables_dir = None  # None: <figures_dir>/tables
+overrides = {}  # profile changes, e.g. {"align": {"lr": 1e-3}} or {"sweeps.ps": [0.0, 0.2]}
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Validate the parameters (an unknown name or an out-of-range value stops here, naming the allowed range).
+import pandas as pd
+
+from vaccine_lib import experiments as ex
+from vaccine_lib import grids
+from vaccine_lib import plotting as pl
+from vaccine_lib.profiles import describe, from_notebook
+
+ex.quiet()  # hide library deprecation warnings in the outputs
+pd.set_option("display.precision", 2)
+pd.set_option("display.width", 160)
+ctx = from_notebook(globals())
+P, RUN, FIG, TAB = ctx.profile, ctx.run_dir, ctx.figures_dir, ctx.tables_dir
+print(describe(P))
+
+# %% [markdown]
+# ## (a) Table 1 beside the paper
+# The paper: Llama2-7B, BeaverTails, n = 1000, BeaverDam judge. Ours: the profile's model, data and judge, so only
+# the *direction* of the differences is comparable.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t1 = ex.run(P, RUN, "table1_vs_paper", progress=False)
+side = ex.side_by_side(t1, ex.paper_table1(), "hs")
+pl.save_table(side.reset_index(), "table1_vs_paper", TAB)
+side
+
+# %% [markdown]
+# ## (b) Figure 3: drift and alignment loss during fine-tuning
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+f3 = ex.run(P, RUN, "fig3", progress=False)
+dh = ex.drift_history(P, RUN)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pl.save_table(dh, "fig3_drift_during_finetuning", TAB)
+print(ex.check(f3, P, "fig3"))
+print("drift logged for:", ", ".join(sorted(set(dh["defense"]))), "| finite:",
+      bool(dh[["drift", "align_loss"]].notna().all().all()))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+dh.sort_values("step").groupby(["defense", "seed"]).tail(1)[["defense", "seed", "step", "drift", "align_loss"]].round(3)
+
+# %%
+fig = pl.drift_curves(dh, ["drift", "align_loss"])
+pl.save_fig(fig, "fig3_drift_during_finetuning", FIG, data=dh);
+
+# %% [markdown]
+# ## (c) Figure 4: t-SNE of the alignment data's embeddings
+# Mean attention output of the last layer per alignment sample, for the aligned models and the same models after
+# harmful fine-tuning (one joint t-SNE).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+emb = ex.tsne_frame(P, RUN)
+pl.save_table(emb, "fig4_tsne", TAB)
+fig = pl.scatter_2d(emb, hue="model")
+pl.save_fig(fig, "fig4_tsne", FIG, data=emb);
+
+# %% [markdown]
+# ## (d) Table 6: perturbation intensity rho
+# SFT is the rho = 0 reference.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t6 = ex.run(P, RUN, "table6").sort_values("rho")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pl.save_table(t6, "table6_rho", TAB)
+print(ex.check(t6, P, "table6"))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t6[["defense", "rho", "seed", "hs", "fa"]].round(1)
+
+# %%
+fig = pl.lines(t6.assign(method="Vaccine"), "rho", ["hs", "fa"], hue="method")
+pl.save_fig(fig, "table6_rho", FIG, data=t6);
+
+# %% [markdown]
+# ## (e) Table 7: gradient vs random (Gaussian) perturbation
+# The Gaussian variant draws i.i.d. noise with the same budget, E||eps||^2 = rho^2, and skips pass 1.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t7 = ex.run(P, RUN, "table7")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pl.save_table(t7, "table7_perturbation", TAB)
+print(ex.check(t7, P, "table7"))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t7[["perturbation", "rho", "seed", "hs", "fa"]].round(1)
+
+# %% [markdown]
+# ## (f) Table 8: Double-LoRA vs Single-LoRA
+# Double: the alignment adapter is merged and a fresh adapter is trained on the user data (paper default). Single:
+# the alignment adapter keeps training.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t8 = ex.run(P, RUN, "table8")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pl.save_table(t8, "table8_lora", TAB)
+print(ex.check(t8, P, "table8"))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t8[["defense", "lora", "seed", "hs", "fa"]].round(1)
+
+# %% [markdown]
+# ## (g) The judge
+# Every harmful score above is the share of answers this judge flags. Its accuracy and AUC on held-out labelled
+# responses (and on probe texts: refusals, junk, label-only answers) bound how much a difference of a few points means.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from vaccine_lib.judge import format_report, validation_report
+
+rep = validation_report(P.eval.judge)
+print(format_report(rep))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+jv = pd.DataFrame([{"judge": rep["judge"], "accuracy": rep["accuracy"], "auc": rep["auc"], "n_test": rep["n_test"],
+                    **rep["confusion"]}])
+pl.save_table(jv, "judge_validation", TAB)
+print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
+      bool(0 <= rep["accuracy"] <= 1 and 0 <= rep["auc"] <= 1), "| test rows:", rep["n_test"] > 0)

@@ -1,0 +1,358 @@
+"""The experiment registry: every paper table / figure is one :class:`Experiment` entry.
+
+An entry names its notebook, the tables and figures it writes (with the columns each table must
+have) and the stage configs it needs, built from a profile. Everything else derives from it:
+the notebooks run an entry (``experiments.run(P, run_dir, "table1")``), ``python -m vaccine_lib.train``
+plans and trains the union of the entries' stages, ``reproduce`` checks the artifacts they list.
+
+The method table :data:`METHODS` maps the paper's labels to the two stages: the alignment method,
+the fine-tuning defense and the LoRA mode (``None``: the paper's choice per defense).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from .config import AlignConfig, FinetuneConfig
+from .errors import ConfigError
+from .profiles import NOTEBOOK_IDS, Profile
+
+
+@dataclass(frozen=True)
+class Method:
+    """A paper method = an alignment method + a fine-tuning defense (+ LoRA mode)."""
+
+    label: str
+    align: str  # none | sft | vaccine
+    defense: str  # sft | ewc | vlguard | kl
+    lora: str | None = None  # None: Single-LoRA for EWC, Double-LoRA otherwise
+
+
+METHODS = {m.label: m for m in (
+    Method("NA", "none", "sft"),
+    Method("SFT", "sft", "sft"),
+    Method("EWC", "sft", "ewc", "single"),
+    Method("Vlguard", "sft", "vlguard"),
+    Method("KL", "sft", "kl"),
+    Method("Vaccine", "vaccine", "sft"),
+)}
+#: methods that run at every harmful ratio even when ``sweeps.baseline_ps`` is set
+ALWAYS_SWEPT = ("NA", "SFT", "Vaccine")
+NOTEBOOKS = {
+    "01": "01_harmful_embedding_drift", "02": "02_vaccine_alignment", "03": "03_harmful_finetuning",
+    "04": "04_evaluation_and_ablations", "05": "05_system_overhead",
+}
+assert tuple(NOTEBOOKS) == NOTEBOOK_IDS
+
+
+# --------------------------------------------------------------------------- stage configs of a point
+
+
+def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rho: float | None = None,
+                 perturbation: str = "gradient", tau: int = 1) -> AlignConfig:
+    """The profile's alignment stage for ``method`` (none / sft / vaccine)."""
+    changes = dict(method=method, seed=P.seed if seed is None else seed)
+    if method == "vaccine":
+        changes.update(rho=P.align.rho if rho is None else rho, perturbation=perturbation, tau=tau)
+    return P.align.with_(**changes)
+
+
+def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | None = None, task: str | None = None,
+                    seed: int | None = None, rho: float | None = None, perturbation: str = "gradient",
+                    lora: str | None = None, tau: int = 1, track_drift: bool = False) -> FinetuneConfig:
+    """The fine-tuning stage of one point of a grid (paper method ``label``), defaults from the profile.
+
+    The SFT and Vaccine models at the profile's own (task, n, p) with the default variant also log drift
+    during fine-tuning (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share those models.
+    """
+    if label not in METHODS:
+        raise ConfigError(f"unknown method {label!r}; allowed values: {', '.join(METHODS)}")
+    m = METHODS[label]
+    f = P.finetune.for_task(task or P.finetune.task)
+    seed = P.seed if seed is None else seed
+    a = align_config(P, m.align, seed=seed, rho=rho, perturbation=perturbation, tau=tau)
+    cfg = f.with_(align=a, defense=m.defense, lora=lora or m.lora, seed=seed,
+                  p=f.p if p is None else float(p), n=f.n if n is None else int(n))
+    reference = (label in ("SFT", "Vaccine") and cfg.task == P.finetune.task and cfg.n == P.finetune.n
+                 and cfg.p == P.finetune.p and cfg.lora_mode() == "double" and a.perturbation == "gradient"
+                 and a.tau == 1 and (a.method != "vaccine" or a.rho == P.align.rho))
+    if track_drift or reference:
+        cfg = cfg.with_(drift_every=P.drift.every_steps, drift_samples=P.drift.n_samples)
+    return cfg
+
+
+def label_of(cfg: FinetuneConfig) -> str:
+    """A short description of a point for progress lines (method, task, p, n, variants, seed)."""
+    from .pipeline import method_label
+
+    a = cfg.align
+    parts = [method_label(cfg), cfg.task, f"p={cfg.p:g}", f"n={cfg.n}", f"{cfg.lora_mode()}-LoRA"]
+    if a.method == "vaccine":
+        parts.append(f"rho={a.rho:g}")
+        if a.perturbation != "gradient":
+            parts.append(a.perturbation)
+        if a.tau != 1:
+            parts.append(f"tau={a.tau}")
+    if cfg.drift_every > 0:
+        parts.append("+drift log")
+    parts.append(f"seed={cfg.seed}")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def _ratios(P: Profile, label: str) -> list[float]:
+    s = P.sweeps
+    return s.ps if label in ALWAYS_SWEPT or not s.baseline_ps else s.baseline_ps
+
+
+def table1(P: Profile, labels: Sequence[str] | None = None) -> list[FinetuneConfig]:
+    """Every method at every harmful ratio (Table 1 / Fig. 2), every seed."""
+    return [finetune_config(P, d, p=p, seed=s) for s in P.seeds for d in (labels or P.sweeps.defenses)
+            for p in _ratios(P, d)]
+
+
+def fig2(P: Profile) -> list[FinetuneConfig]:
+    """Non-Aligned and SFT over p (Fig. 2: HS, drift and alignment loss grow with p)."""
+    return table1(P, [d for d in ("NA", "SFT") if d in P.sweeps.defenses] or ["SFT"])
+
+
+def table2(P: Profile) -> list[FinetuneConfig]:
+    s = P.sweeps
+    return [finetune_config(P, d, p=s.p_samples, n=n, seed=sd) for sd in P.seeds for d in s.sample_defenses
+            for n in s.sample_counts]
+
+
+def table4(P: Profile) -> list[FinetuneConfig]:
+    return [finetune_config(P, d, task=t, seed=s) for s in P.seeds for d in P.sweeps.defenses for t in P.sweeps.tasks]
+
+
+def fig3(P: Profile) -> list[FinetuneConfig]:
+    return [finetune_config(P, d, seed=s, track_drift=True) for s in P.seeds for d in ("SFT", "Vaccine")]
+
+
+def fig4(P: Profile) -> list[FinetuneConfig]:
+    return [finetune_config(P, d, seed=P.seed) for d in ("SFT", "Vaccine")]
+
+
+def table6(P: Profile) -> list[FinetuneConfig]:
+    """SFT (the rho = 0 reference) and Vaccine at each rho (Table 6)."""
+    return [finetune_config(P, "SFT", seed=s) for s in P.seeds] + \
+        [finetune_config(P, "Vaccine", rho=r, seed=s) for s in P.seeds for r in P.sweeps.rhos]
+
+
+def table7(P: Profile) -> list[FinetuneConfig]:
+    return [finetune_config(P, "Vaccine", perturbation=k, seed=s) for s in P.seeds for k in P.sweeps.perturbations]
+
+
+def table8(P: Profile) -> list[FinetuneConfig]:
+    return [finetune_config(P, d, lora=m, seed=s) for s in P.seeds for d in P.sweeps.lora_defenses
+            for m in P.sweeps.lora_modes]
+
+
+def aligned(P: Profile) -> list[AlignConfig]:
+    """The base model and the SFT- / Vaccine-aligned models before any user fine-tuning (notebook 02)."""
+    return [align_config(P, m, seed=s) for s in P.seeds for m in ("none", "sft", "vaccine")]
+
+
+def _none(P: Profile) -> list:
+    return []
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One paper table / figure: its notebook, stages and outputs."""
+
+    name: str
+    notebook: str
+    title: str
+    finetunes: Callable[[Profile], list[FinetuneConfig]] = _none
+    aligns: Callable[[Profile], list[AlignConfig]] = _none
+    with_drift: bool = False  # also measure drift (and alignment loss) of every fine-tuned model
+    tables: dict = field(default_factory=dict)  # table stem -> columns it must have
+    figures: tuple = ()
+
+
+_ROW = ["defense", "p", "n", "seed", "hs", "fa"]
+EXPERIMENTS = {e.name: e for e in (
+    Experiment("fig2", "01", "Fig. 2: HS, drift and alignment loss vs harmful ratio", fig2, with_drift=True,
+               tables={"fig2_harmful_drift": _ROW + ["align_loss", "drift", "drift_sum_sq"],
+                       "fig2_trend": ["defense", "hs", "align_loss", "drift"]},
+               figures=("fig2_harmful_drift",)),
+    Experiment("aligned", "02", "Aligned models before fine-tuning; alignment curves", aligns=aligned,
+               tables={"aligned_models": ["model", "method", "seed", "hs", "refusal", "fa", "align_loss",
+                                          "train_seconds"],
+                       "alignment_curves": ["model", "step", "key", "value"]},
+               figures=("aligned_models", "alignment_curves")),
+    Experiment("table1", "03", "Table 1: methods over harmful ratios", table1,
+               tables={"table1_defenses": _ROW}, figures=("table1_hs_fa_vs_p",)),
+    Experiment("table2", "03", "Table 2: fine-tuning sample counts", table2,
+               tables={"table2_sample_counts": _ROW}, figures=("table2_sample_counts",)),
+    Experiment("table4", "03", "Table 4: tasks", table4,
+               tables={"table4_tasks": ["defense", "task", "seed", "hs", "fa"]}, figures=("table4_tasks",)),
+    Experiment("table1_vs_paper", "04", "Table 1 beside the paper's numbers", table1,
+               tables={"table1_vs_paper": ["defense"]}),
+    Experiment("fig3", "04", "Fig. 3: drift and alignment loss during fine-tuning", fig3,
+               tables={"fig3_drift_during_finetuning": ["defense", "seed", "step", "drift", "align_loss"]},
+               figures=("fig3_drift_during_finetuning",)),
+    Experiment("fig4", "04", "Fig. 4: t-SNE of alignment embeddings", fig4,
+               aligns=lambda P: [align_config(P, m) for m in ("sft", "vaccine")],
+               tables={"fig4_tsne": ["model", "x", "y"]}, figures=("fig4_tsne",)),
+    Experiment("table6", "04", "Table 6: perturbation intensity rho", table6,
+               tables={"table6_rho": ["defense", "rho", "seed", "hs", "fa"]}, figures=("table6_rho",)),
+    Experiment("table7", "04", "Table 7: gradient vs Gaussian perturbation", table7,
+               tables={"table7_perturbation": ["perturbation", "rho", "seed", "hs", "fa"]}),
+    Experiment("table8", "04", "Table 8: Double- vs Single-LoRA", table8,
+               tables={"table8_lora": ["defense", "lora", "seed", "hs", "fa"]}),
+    Experiment("judge", "04", "Validation of the Harmful Score judge",
+               tables={"judge_validation": ["judge", "accuracy", "auc", "n_test"]}),
+    Experiment("table5", "05", "Tables 5 / 10: step time and memory",
+               tables={"table5_overhead": ["method", "step_s", "peak_memory_gb", "slowdown"]},
+               figures=("table5_overhead",)),
+)}
+
+
+def get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; allowed values: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def for_notebook(notebook: str) -> list[Experiment]:
+    return [e for e in EXPERIMENTS.values() if e.notebook == notebook[:2]]
+
+
+def parse_notebooks(text: str | None) -> list[str]:
+    """``"3,01"`` -> ``["01", "03"]``; None / empty -> every notebook."""
+    if not text:
+        return list(NOTEBOOKS)
+    wanted = [w.strip().zfill(2)[:2] for w in str(text).split(",") if w.strip()]
+    bad = [w for w in wanted if w not in NOTEBOOKS]
+    if bad or not wanted:
+        raise ConfigError(f"unknown notebook(s) {', '.join(bad) or repr(text)}; allowed values: {', '.join(NOTEBOOKS)}")
+    return [nb for nb in NOTEBOOKS if nb in wanted]
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Stage:
+    """One stage of a plan: what it is, its key and folder, whether it is cached."""
+
+    kind: str  # align | finetune | eval | drift
+    cfg: object
+    key: str
+    label: str
+    cached: bool
+    tasks: tuple = ()
+
+
+def plan(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, kinds=("align", "finetune", "eval", "drift")
+         ) -> list[Stage]:
+    """Every distinct stage the notebooks need, in dependency order (alignments, fine-tunes, evaluations,
+    drift), each with its cache status under ``run_dir``."""
+    from pathlib import Path
+
+    from . import pipeline as pl
+
+    run_dir = Path(run_dir or P.run_dir())
+    notebooks = notebooks or list(NOTEBOOKS)
+    found: dict[tuple, Stage] = {}
+
+    def add(kind, cfg, key, path, label, tasks=()):
+        if kind in kinds and (kind, key) not in found:
+            found[(kind, key)] = Stage(kind, cfg, key, label, pl.is_done(path), tuple(tasks))
+
+    def add_align(a: AlignConfig):
+        if a.method != "none":
+            add("align", a, pl.align_key(a), pl.stage_dir(run_dir, "align", a), f"{pl.method_label(a)} seed={a.seed}"
+                + (f" rho={a.rho:g}" if a.method == "vaccine" else "")
+                + (f" {a.perturbation}" if a.method == "vaccine" and a.perturbation != "gradient" else ""))
+
+    for nb in notebooks:
+        for exp in for_notebook(nb):
+            for a in exp.aligns(P):
+                add_align(a)
+                if exp.name == "aligned":
+                    tasks = (P.finetune.task,)
+                    k = pl.eval_key(a, P.eval, tasks)
+                    add("eval", a, k, run_dir / "eval" / k, f"eval {pl.method_label(a)}-aligned seed={a.seed}", tasks)
+            for f in exp.finetunes(P):
+                add_align(f.align)
+                add("finetune", f, pl.finetune_key(f), pl.stage_dir(run_dir, "finetune", f), label_of(f))
+                k = pl.eval_key(f, P.eval, (f.task,))
+                add("eval", f, k, run_dir / "eval" / k, "eval " + label_of(f), (f.task,))
+                if exp.with_drift:
+                    k = pl.drift_key(f, P.drift.n_samples)
+                    add("drift", f, k, run_dir / "drift" / k, "drift " + label_of(f))
+    order = {"align": 0, "finetune": 1, "eval": 2, "drift": 3}
+    return sorted(found.values(), key=lambda s: order[s.kind])
+
+
+def run_stage(P: Profile, s: Stage, run_dir) -> bool:
+    """Run one planned stage (cached stages return at once); True when it was cached."""
+    from . import pipeline as pl
+
+    if s.kind == "align":
+        return pl.align(s.cfg, run_dir).cached
+    if s.kind == "finetune":
+        return pl.finetune(s.cfg, run_dir).cached
+    if s.kind == "eval":
+        return pl.evaluate(s.cfg, P.eval, run_dir, tasks=s.tasks)["cached"]
+    return pl.drift(s.cfg, run_dir, n_samples=P.drift.n_samples)["cached"]
+
+
+def format_plan(stages: Sequence[Stage]) -> str:
+    counts = {k: sum(s.kind == k for s in stages) for k in ("align", "finetune", "eval", "drift")}
+    n_cached = sum(s.cached for s in stages)
+    lines = [f"plan: {counts['align']} alignment + {counts['finetune']} fine-tuning + {counts['eval']} evaluation + "
+             f"{counts['drift']} drift stages; {n_cached} cached, {len(stages) - n_cached} to run"]
+    width = max((len(s.label) for s in stages), default=0)
+    for s in stages:
+        lines.append(f"  {s.kind:<8}  {'cached' if s.cached else 'run   ':<6}  {s.label:<{width}}  {s.key}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- checks before any stage runs
+
+
+def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
+    """Sample counts must fit the built data (offline source): raises ConfigError naming the parameter."""
+    if P.data_source != "offline":
+        return
+    from . import pipeline as pl
+    from .data import OFFLINE_TASKS, default_data_dir, read_manifest
+
+    pl.data_version("offline")  # builds the data if it is missing
+    splits = (read_manifest(default_data_dir()) or {}).get("splits", {})
+
+    def rows(split, kind=None):
+        e = splits.get(split, {})
+        return e.get("kinds", {}).get(kind, 0) if kind else e.get("rows", 0)
+
+    def need(name, wanted, have, what):
+        if wanted > have:
+            raise ConfigError(f"{name}={wanted} needs more rows than the data has: {what} holds {have}. "
+                              f"Fix: lower {name} to at most {have}.")
+
+    notebooks = notebooks or list(NOTEBOOKS)
+    a = P.align
+    need("align.n x (1 - helpful_fraction)", round(a.n * (1 - a.helpful_fraction)), rows("alignment", "refusal"),
+         "the alignment split's refusal rows")
+    need("align.n x helpful_fraction", round(a.n * a.helpful_fraction), rows("alignment", "helpful"),
+         "the alignment split's helpful rows")
+    need("eval.n_harmful", P.eval.n_harmful, rows("harmful_eval"), "the harmful_eval split")
+    fts = [f for nb in notebooks for e in for_notebook(nb) for f in e.finetunes(P)]
+    for f in fts:
+        if f.task not in OFFLINE_TASKS:
+            raise ConfigError(f"finetune.task / sweeps.tasks {f.task!r} needs the Hub; offline tasks: "
+                              f"{', '.join(OFFLINE_TASKS)}. Fix: remove it or set data_source: hub.")
+        need(f"finetune.n x p (n={f.n}, p={f.p:g})", round(f.n * f.p), rows("harmful_ft"), "the harmful_ft split")
+        need(f"finetune.n x (1 - p) (n={f.n}, p={f.p:g})", f.n - round(f.n * f.p), rows(f"{f.task}_train"),
+             f"the {f.task}_train split")
+        need("eval.n_task", P.eval.n_task, rows(f"{f.task}_test"), f"the {f.task}_test split")
+        if f.defense == "vlguard":
+            need("finetune.vlguard_m", f.vlguard_m, rows("alignment"), "the alignment split")

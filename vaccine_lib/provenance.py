@@ -1,0 +1,96 @@
+"""Provenance: which code, libraries, hardware, seeds and cached stages produced a result.
+
+Every stage's ``done.json`` and every table / figure (``provenance.json`` next to them) carry
+:func:`provenance`: the git commit and whether the working tree had uncommitted changes, the
+versions of torch / transformers / peft / vaccine_lib, the hardware, plus what the caller adds
+(stage keys, seeds).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from .atomic import atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the repository holding vaccine_lib."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = git("status", "--porcelain", "--untracked-files=no")
+        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict:
+    """Library versions and hardware (no host names, no user names)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    libs = {}
+    for dist in ("torch", "transformers", "peft", "accelerate", "datasets", "vaccine_lib"):
+        try:
+            libs[dist] = version(dist)
+        except PackageNotFoundError:
+            libs[dist] = None
+    hw = {"platform": platform.platform(terse=True), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+          "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        hw["gpu"] = torch.cuda.get_device_name(0)
+        hw["gpu_count"] = torch.cuda.device_count()
+    return {"python": platform.python_version(), "libraries": libs, "hardware": hw}
+
+
+#: what the running notebook set (``profiles.from_notebook``): the profile label and file
+CONTEXT: dict = {}
+
+
+def set_context(**values) -> None:
+    """Values every later :func:`record` carries (e.g. ``profile``, ``profile_path``, ``overrides``)."""
+    CONTEXT.clear()
+    CONTEXT.update(values)
+
+
+def provenance(**extra) -> dict:
+    """Git state + environment + ``extra`` (e.g. ``stage_keys``, ``seeds``) + the time."""
+    return {**git_state(), **environment(), **extra, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def keys_and_seeds(df) -> dict:
+    """``stage_keys`` / ``eval_keys`` / ``seeds`` found in a result table's columns."""
+    out = {}
+    for col, name in (("stage_key", "stage_keys"), ("eval_key", "eval_keys"), ("seed", "seeds")):
+        if df is not None and col in getattr(df, "columns", ()):
+            out[name] = sorted({v.item() if hasattr(v, "item") else v for v in df[col].dropna()})
+    return out
+
+
+def record(folder, name: str, **extra) -> Path:
+    """Add (or replace) the entry ``name`` in ``folder/provenance.json`` (atomic write)."""
+    path = Path(folder) / "provenance.json"
+    entries = {}
+    if path.is_file():
+        try:
+            entries = json.loads(path.read_text())
+        except ValueError:
+            entries = {}
+    entries[name] = provenance(**CONTEXT, **extra)
+    atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True, default=str) + "\n")
+    return path
