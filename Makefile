@@ -1,25 +1,26 @@
 # Two commands do everything on a fresh clone:
 #   make reproduce   # set up, build data, run every notebook on the default profile, write figures/
-#   make test        # set up, run the whole test suite (unit tests + notebooks on the smoke profile)
+#   make test        # set up, unit tests + the real notebooks executed on the smoke profile (nbval)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PROFILE ?= default
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 STAMP := $(VENV)/.setup-stamp
 # The stamp depends on every file that defines the environment: edit one and setup reruns.
 SETUP_INPUTS := requirements.txt requirements-data.txt pyproject.toml Makefile
+NBVAL := MPLBACKEND=agg VACCINE_PROFILE=smoke $(PY) -m pytest -q --nbval-lax --nbval-current-env \
+	--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
-.PHONY: setup reproduce test unit nbval nbval-refresh data bench clean-runs lab help
+.PHONY: help setup data reproduce train plan test unit nbval report bench lab sync-notebooks clean-runs
 
-help:
-	@echo "make reproduce [PROFILE=default|smoke|full|paper]  run all notebooks, regenerate figures/"
-	@echo "make test                                           unit tests + notebooks on the smoke profile"
-	@echo "make bench                                          step-overhead and generation benchmarks (JSON lines)"
-	@echo "make lab                                            open the notebooks in JupyterLab"
+help:  ## list every target
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  variables: PROFILE=smoke|default|full|paper or a YAML path (default: default)"
 
-setup: $(STAMP)
+setup: $(STAMP)  ## create .venv with the pinned dependencies and the python3 kernel
 
 $(STAMP): $(SETUP_INPUTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,31 +32,39 @@ $(STAMP): $(SETUP_INPUTS)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vaccine)" >/dev/null
 	@touch $(STAMP)
 
-data: setup
+data: setup  ## build the offline data splits under data/ (git-ignored)
 	$(PY) -m vaccine_lib.data build
 
-reproduce: data
+reproduce: data  ## run every stage, then every notebook of PROFILE (progress per notebook and stage)
 	$(PY) -m vaccine_lib.reproduce --profile $(PROFILE)
 
-unit: setup
-	$(PY) -m pytest tests -q
+plan: data  ## print the stages PROFILE needs and which are cached (no training)
+	$(PY) -m vaccine_lib.train --profile $(PROFILE) --dry-run
 
-nbval: setup
-	MPLBACKEND=agg $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests/notebooks -p no:cacheprovider
+train: data  ## train every alignment / fine-tuning stage of PROFILE (then make reproduce only evaluates)
+	$(PY) -m vaccine_lib.train --profile $(PROFILE) --train-only
 
-test: setup data
-	MPLBACKEND=agg $(PY) -m pytest tests -q
-	MPLBACKEND=agg $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests/notebooks
+unit: setup data  ## unit tests only
+	MPLBACKEND=agg $(PY) -m pytest tests -q -p no:cacheprovider
 
-# Re-execute the smoke copies that nbval checks (after changing a notebook).
-nbval-refresh: setup data
-	$(PY) -m vaccine_lib.reproduce --profile smoke --nbval-copies tests/notebooks
+nbval: setup data  ## execute the real notebooks on the smoke profile and check their checked cells
+	$(NBVAL) $(NOTEBOOKS)
 
-bench: setup data
+test: setup data  ## unit tests + nbval on the real notebooks (smoke profile)
+	MPLBACKEND=agg $(PY) -m pytest tests -q -p no:cacheprovider
+	$(NBVAL) $(NOTEBOOKS)
+
+report: setup  ## render the committed (executed) notebooks into one HTML report: results/report.html
+	$(PY) -m vaccine_lib.reproduce --report results/report.html
+
+bench: setup data  ## step-overhead and generation benchmarks (one JSON line each)
 	$(PY) -m vaccine_lib.bench
 
-lab: setup
+lab: setup  ## open the notebooks in JupyterLab (the .py twins stay in sync through jupytext)
 	$(VENV)/bin/jupyter lab notebooks/
 
-clean-runs:
+sync-notebooks: setup  ## re-pair notebooks/*.ipynb with their jupytext percent scripts (after editing either)
+	$(VENV)/bin/jupytext --sync $(NOTEBOOKS)
+
+clean-runs:  ## delete the stage cache and executed notebooks (runs/, results/)
 	rm -rf runs/ results/

@@ -9,7 +9,9 @@ import subprocess
 import pandas as pd
 import pytest
 
-from vaccine_lib.reproduce import ARTIFACTS, REPO_ROOT
+from vaccine_lib.reproduce import REPO_ROOT, artifacts
+
+ARTIFACTS = artifacts()
 
 FIG = REPO_ROOT / "figures"
 TAB = FIG / "tables"
@@ -58,3 +60,17 @@ def test_tables_parse_with_expected_columns(nb, stem, cols):
 def test_no_harmful_generations_committed():
     out = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
     assert not [f for f in out if "generations" in f and f.endswith((".jsonl", ".json"))]
+
+
+def test_committed_tables_and_figures_have_provenance():
+    """After a run of the current code every table / figure has an entry in provenance.json (commit, libraries)."""
+    import json
+
+    for folder, stems in ((TAB, [s for _, s, _ in TABLES]), (FIG, [s for _, s in FIGURES])):
+        prov = folder / "provenance.json"
+        if not prov.exists():
+            pytest.skip(f"{prov.relative_to(REPO_ROOT)} not produced yet: run `make reproduce`")
+        entries = json.loads(prov.read_text())
+        for stem in stems:
+            if (folder / f"{stem}.csv").exists() or (folder / f"{stem}.png").exists():
+                assert stem in entries and "commit" in entries[stem] and "libraries" in entries[stem], stem

@@ -1,5 +1,6 @@
-"""Pipeline caching on the tiny random Llama: cached reruns, partial reruns, interrupted stages."""
+"""Pipeline caching on the tiny random Llama: cached reruns, partial reruns, interrupted stages, version keys."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,13 +12,20 @@ import torch
 from vaccine_lib import pipeline as P
 from vaccine_lib.errors import ConfigError
 
-ALIGN = P.AlignConfig(model="tiny-llama", method="sft", n_align=8, max_steps=2, batch_size=4, max_length=64)
-VACC = P.AlignConfig(model="tiny-llama", method="vaccine", n_align=8, max_steps=2, batch_size=4, max_length=64)
+ALIGN = P.AlignConfig(model="tiny-llama", method="sft", n=8, max_steps=2, batch_size=4, max_length=64, device="cpu")
+VACC = ALIGN.with_(method="vaccine")
 
 
 def _ft(align=ALIGN, **kw):
-    base = dict(align=align, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160)
+    base = dict(align=align, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160, device="cpu")
     return P.FinetuneConfig(**{**base, **kw})
+
+
+def _method(label, align=ALIGN, **kw):
+    from vaccine_lib.grids import METHODS
+
+    m = METHODS[label]
+    return _ft(align=align.with_(method=m.align), defense=m.defense, lora=m.lora, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +74,14 @@ def test_finetune_param_change_reruns_only_finetune(run_dir, count_trains):
     assert not r2.cached and r2.path != r1.path
     assert count_trains == {"align": 0, "finetune": 2}
     # an align change reruns both
-    P.finetune(_ft(align=P.AlignConfig(**{**ALIGN.__dict__, "lr": 2e-3})), run_dir)
+    P.finetune(_ft(align=ALIGN.with_(lr=2e-3)), run_dir)
     assert count_trains == {"align": 1, "finetune": 3}
 
 
 def test_irrelevant_fields_do_not_change_hash():
-    assert P.align_key(ALIGN) == P.align_key(P.AlignConfig(**{**ALIGN.__dict__, "rho": 5.0}))  # SFT ignores rho
-    assert P.align_key(VACC) != P.align_key(P.AlignConfig(**{**VACC.__dict__, "rho": 5.0}))
+    assert P.align_key(ALIGN) == P.align_key(ALIGN.with_(rho=5.0))  # SFT ignores rho
+    assert P.align_key(VACC) != P.align_key(VACC.with_(rho=5.0))
+    assert P.align_key(ALIGN) == P.align_key(ALIGN.with_(device="auto"))  # where it runs is not what it computes
     assert P.finetune_key(_ft()) == P.finetune_key(_ft(kl_weight=1.0))  # only KL uses it
     assert P.finetune_key(_ft(defense="kl")) != P.finetune_key(_ft(defense="kl", kl_weight=1.0))
     assert P.finetune_key(_ft(defense="ewc")) == P.finetune_key(_ft(defense="ewc", lora="single"))
@@ -130,7 +139,7 @@ def test_load_stage_model_double_lora(run_dir):
 
 @pytest.mark.parametrize("label", ["NA", "EWC", "KL", "Vlguard", "Vaccine"])
 def test_methods_run(run_dir, label):
-    cfg = P.paper_method(label, ALIGN, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160)
+    cfg = _method(label)
     assert P.method_label(cfg) == label
     res = P.finetune(cfg, run_dir)
     assert res.metrics["steps"] == 2
@@ -155,27 +164,26 @@ def test_drift_stage_and_callback(run_dir):
     assert not d["cached"] and d["drift_sum_sq"] > 0 and d["drift_per_token"] > 0
     assert d["align_loss"] > 0 and d["align_loss_before"] > 0
     assert P.drift(cfg, run_dir, n_samples=4)["cached"]
-    na = P.paper_method("NA", ALIGN, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160)
+    na = _method("NA")
     assert P.drift(na, run_dir, n_samples=4)["drift_sum_sq"] > 0
     single = _ft(lora="single")
     assert P.drift(single, run_dir, n_samples=4)["drift_sum_sq"] > 0
 
 
 def test_validation():
-    with pytest.raises(ConfigError):
-        P.AlignConfig(method="dpo").validate()
-    with pytest.raises(ConfigError):
-        _ft(defense="kl", lora="single").validate()
-    with pytest.raises(ConfigError):
-        _ft(align=P.AlignConfig(model="tiny-llama", method="none"), lora="single").validate()
-    with pytest.raises(ConfigError):
-        P.paper_method("EWC", P.AlignConfig(model="tiny-llama", method="none"))  # method is overridden: fine
-        _ft(align=P.AlignConfig(model="tiny-llama", method="none"), defense="ewc").validate()
+    with pytest.raises(ConfigError, match="method"):
+        P.AlignConfig(method="dpo")
+    with pytest.raises(ConfigError, match="lora='double'"):
+        _ft(defense="kl", lora="single")
+    with pytest.raises(ConfigError, match="needs an alignment adapter"):
+        _ft(align=ALIGN.with_(method="none"), lora="single")
+    with pytest.raises(ConfigError, match="needs an aligned model"):
+        _ft(align=ALIGN.with_(method="none"), defense="ewc")
+    with pytest.raises(ConfigError, match="needs its alignment stage"):
+        P.finetune_key(P.FinetuneConfig())
 
 
 def test_evaluate_cached_and_stored(run_dir):
-    from vaccine_lib.evaluation import collect_results
-
     ev = P.EvalConfig(n_harmful=3, n_task=3, max_new_tokens=4, judge="keyword", batch_size=4)
     cfg = _ft()
     m = P.evaluate(cfg, ev, run_dir)
@@ -188,13 +196,68 @@ def test_evaluate_cached_and_stored(run_dir):
         {k: v for k, v in m.items() if k != "cached"}
     aligned = P.evaluate(ALIGN, ev, run_dir)  # aligned model only: Harmful Score, no task
     assert "fa" not in aligned and aligned["hs_n"] == 3
-    df = collect_results(run_dir)
-    assert len(df) == 2 and set(df["method"]) == {"SFT"} and set(df["stage"]) == {"align", "finetune"}
+    gens = P.generations(cfg, ev, run_dir)  # one store: the evaluation stage folder
+    assert len(gens) == 6 and {g["part"] for g in gens} == {"harmful", "sst2"}
+    folder = run_dir / "eval" / m["eval_key"]
+    assert "generations.jsonl" in (folder / ".gitignore").read_text()
 
 
-def test_stage_embeddings(run_dir):
-    aligned = P.stage_embeddings(ALIGN, run_dir, n_samples=4)
-    tuned = P.stage_embeddings(_ft(), run_dir, n_samples=4)
-    assert aligned.shape == tuned.shape == (4, 32)
-    assert not torch.allclose(aligned, tuned)
-    assert P.stage_embeddings(_ft(), run_dir, n_samples=4, layer="concat").shape == (4, 64)
+def test_done_json_has_provenance(run_dir):
+    res = P.align(ALIGN, run_dir)
+    done = json.loads((res.path / "done.json").read_text())
+    assert done["key"] == res.key and done["stage"] == "align" and done["seed"] == ALIGN.seed
+    assert {"commit", "dirty", "libraries", "hardware"} <= set(done)
+    assert {"torch", "transformers", "peft"} <= set(done["libraries"])
+
+
+def test_keys_follow_stage_versions_not_source_bytes(monkeypatch, tmp_path):
+    """Editing a docstring (any source byte) changes no key; a config value or a STAGE_VERSION bump does."""
+    import importlib
+    import shutil
+
+    import vaccine_lib
+
+    before = (P.align_key(ALIGN), P.finetune_key(_ft()))
+    pkg = tmp_path / "vaccine_lib"
+    shutil.copytree(os.path.dirname(vaccine_lib.__file__), pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for mod in ("pipeline.py", "vaccine.py"):
+        text = (pkg / mod).read_text()
+        (pkg / mod).write_text(text.replace('"""', '"""Edited docstring. ', 1))
+    code = ("from vaccine_lib import pipeline as P\n"
+            "a = P.AlignConfig(model='tiny-llama', method='sft', n=8, max_steps=2, batch_size=4, max_length=64, "
+            "device='cpu')\n"
+            "f = P.FinetuneConfig(align=a, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160, device='cpu')\n"
+            "print(P.__file__, P.align_key(a), P.finetune_key(f))")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         cwd=tmp_path).stdout.split()
+    assert out[0].startswith(str(tmp_path)) and tuple(out[1:]) == before
+    assert P.align_key(ALIGN.with_(lr=2e-3)) != before[0]
+    monkeypatch.setitem(P.STAGE_VERSION, "finetune", P.STAGE_VERSION["finetune"] + 1)
+    assert P.align_key(ALIGN) == before[0] and P.finetune_key(_ft()) != before[1]
+
+
+def test_stale_tmp_folders_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / ".tmp-stage-abc"
+    stale.mkdir()
+    (stale / "owner.json").write_text(json.dumps({"pid": int(dead), "host": os.uname().nodename}))
+    alive = tmp_path / ".tmp-stage-def"
+    alive.mkdir()
+    (alive / "owner.json").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    assert P.clean_stale(tmp_path) == [stale]
+    assert not stale.exists() and alive.exists()
+
+
+def test_rank_variables_alone_are_not_trusted(run_dir, monkeypatch):
+    """WORLD_SIZE=2 RANK=1 left in the environment (no process group) must not make a stage wait for rank 0."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    res = P.align(ALIGN.with_(seed=5), run_dir)
+    assert res.path is not None and P.is_done(res.path)
+
+
+def test_wait_has_a_timeout_and_says_what_it_waits_for(tmp_path):
+    with pytest.raises(Exception, match="waited 0 s for rank 0 to write the align stage"):
+        P.wait_for(tmp_path / "never", "rank 0 to write the align stage abc", timeout_s=0.0, poll_s=0.01)

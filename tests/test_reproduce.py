@@ -1,74 +1,122 @@
-"""reproduce: notebook selection, argument errors, and the notebooks' structure (parameters cell etc.)."""
+"""reproduce and the notebooks: structure, jupytext pairing, atomic outputs, and a papermill run whose
+recorded values are checked."""
 
 import json
+import os
+import subprocess
+import sys
 
 import nbformat
 import pytest
 
-from vaccine_lib import reproduce
+from vaccine_lib import grids, reproduce
 from vaccine_lib.errors import ConfigError
 
-NOTEBOOKS = reproduce.notebooks()
+NOTEBOOKS = [reproduce.notebook_path(nb) for nb in grids.NOTEBOOKS]
 
 
-def test_five_notebooks_in_order():
+def test_five_notebooks_in_order_match_the_registry():
     assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
-    assert [p.stem for p in NOTEBOOKS] == list(reproduce.ARTIFACTS)
-
-
-def test_only_filter():
-    assert [p.name[:2] for p in reproduce.notebooks("03,1")] == ["01", "03"]
-    with pytest.raises(ConfigError, match="allowed values: 01, 02, 03, 04, 05"):
-        reproduce.notebooks("09")
-
-
-def test_bad_arguments_exit_with_a_message(capsys):
-    with pytest.raises(SystemExit):
-        reproduce.main(["--profile", "nope"])
-    assert "allowed values" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        reproduce.main(["--profile", "default", "--nbval-copies", "x"])
+    assert [p.stem for p in NOTEBOOKS] == list(reproduce.artifacts())
+    for e in grids.EXPERIMENTS.values():  # every registry entry is run by its notebook
+        src = reproduce.notebook_path(e.notebook).with_suffix(".py").read_text()
+        assert f'"{e.name}"' in src or e.name in ("aligned", "judge", "table5", "fig4"), e.name
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_structure(path):
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata.kernelspec.name == "python3"
+    assert nb.metadata.jupytext.formats == "ipynb,py:percent"
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    params = nb.cells[tagged[0]]
-    assert 'profile = "default"' in params.source
-    nxt = nb.cells[tagged[0] + 1]
-    assert nxt.cell_type == "code" and "from_notebook(globals())" in nxt.source
+    assert 'profile = os.environ.get("VACCINE_PROFILE", "default")' in nb.cells[tagged[0]].source
+    assert "from_notebook(globals())" in nb.cells[tagged[0] + 1].source
     first = nb.cells[0]
-    assert first.cell_type == "markdown" and "Paper claim tested" in first.source and "Expected runtime" in first.source
-    assert any("Result on the default profile" in c.source for c in nb.cells if c.cell_type == "markdown")
+    assert first.cell_type == "markdown" and "Paper claim tested" in first.source
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs for c in code), "committed notebooks carry no outputs (run make reproduce)"
     assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code)
+    for c in code:  # committed notebooks never hold model answers to harmful prompts
+        if "generations" in c.metadata.get("tags", []):
+            assert not c.get("outputs"), path.name
+        if "ex.generations(" in c.source:
+            assert "generations" in c.metadata.get("tags", []), "generation previews must be tagged"
 
 
-def test_notebooks_match_generator():
-    import subprocess
-    import sys
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_jupytext_pair_in_sync(path):
+    """notebooks/NN.py (percent script) and notebooks/NN.ipynb hold the same cells."""
+    import jupytext
 
-    root = reproduce.REPO_ROOT
-    res = subprocess.run([sys.executable, str(root / "scripts" / "make_notebooks.py"), "--check"],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-
-
-def test_nbval_copies_exist_and_ran_on_smoke():
-    copies = reproduce.REPO_ROOT / "tests" / "notebooks"
-    for path in NOTEBOOKS:
-        nb = nbformat.read(copies / path.name, as_version=4)
-        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert injected and 'profile = "smoke"' in injected[0].source, path.name
+    a = jupytext.read(path)
+    b = jupytext.read(path.with_suffix(".py"))
+    assert [(c.cell_type, c.source) for c in a.cells] == [(c.cell_type, c.source) for c in b.cells]
 
 
-def test_timings_summary_format(tmp_path):
-    summary = {"profile": "smoke", "total_seconds": 3.0,
-               "notebooks": [{"notebook": "01_x.ipynb", "seconds": 1.0, "status": "ok"}]}
-    text = reproduce.format_timings(summary)
-    assert "01_x.ipynb" in text and "total" in text
-    json.dumps(summary)
+def test_only_filter_and_bad_arguments(capsys):
+    assert grids.parse_notebooks("03,1") == ["01", "03"]
+    with pytest.raises(ConfigError, match="allowed values: 01, 02, 03, 04, 05"):
+        grids.parse_notebooks("09")
+    with pytest.raises(SystemExit):
+        reproduce.main(["--profile", "nope"])
+    assert "allowed values" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        reproduce.main(["--profile", "smoke", "--override", "align.lr=7"])
+    assert "align.lr=7" in capsys.readouterr().err
+
+
+def test_timings_written_atomically_and_merged(tmp_path, monkeypatch):
+    from vaccine_lib.profiles import load_profile
+
+    P = load_profile("smoke")
+    path = tmp_path / "timings.json"
+    reproduce._write_timings(path, P, [{"notebook": "01_x.ipynb", "seconds": 1.0, "status": "ok"}], None, 1.0)
+    reproduce._write_timings(path, P, [{"notebook": "02_y.ipynb", "seconds": 2.0, "status": "ok"}], "02", 2.0)
+    summary = json.loads(path.read_text())
+    assert [r["notebook"] for r in summary["notebooks"]] == ["01_x.ipynb", "02_y.ipynb"]
+    assert summary["total_seconds"] == 3.0 and "commit" in summary["provenance"]
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert "01_x.ipynb" in reproduce.format_timings(summary)
+
+
+def test_clean_for_commit_drops_generation_outputs(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", metadata={"tags": ["generations"]}),
+                                         nbformat.v4.new_code_cell("y", metadata={"papermill": {"duration": 1}})])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="harmful text")]
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="3 rows")]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    reproduce.clean_for_commit(path)
+    back = nbformat.read(path, as_version=4)
+    assert back.cells[0].outputs == [] and back.cells[1].outputs and "papermill" not in back.cells[1].metadata
+
+
+def test_papermill_run_records_values(tmp_path):
+    """Execute notebook 02 on the smoke profile with papermill (parameters and overrides injected) and check
+    what it recorded: the table, its provenance, and the checked cell's output."""
+    import papermill as pm
+
+    out = tmp_path / "02.ipynb"
+    env_backup = dict(os.environ)
+    os.environ["PYTHONPATH"] = str(reproduce.REPO_ROOT)
+    try:
+        pm.execute_notebook(str(NOTEBOOKS[1]), str(out), kernel_name="python3", progress_bar=False,
+                            parameters={"profile": "smoke", "run_dir": str(tmp_path / "runs"),
+                                        "figures_dir": str(tmp_path / "fig"),
+                                        "overrides": '{"align": {"lr": 2e-3}, "eval.n_harmful": 3}'},
+                            kernel_manager_class=reproduce._ipc_kernel_manager())
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "fig" / "tables" / "aligned_models.csv")
+    assert list(table["method"]) == ["none", "sft", "vaccine"] and set(table["seed"]) == {42}
+    assert table["hs"].between(0, 100).all() and table["align_loss"].iloc[1:].gt(0).all()
+    prov = json.loads((tmp_path / "fig" / "tables" / "provenance.json").read_text())
+    assert prov["aligned_models"]["overrides"] == {"align": {"lr": 2e-3}, "eval": {"n_harmful": 3}}
+    assert len(prov["aligned_models"]["stage_keys"]) == 3
+    nb = nbformat.read(out, as_version=4)
+    checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    text = "".join(o.get("text", "") for c in checked for o in c.outputs)
+    assert "one row per planned model: True" in text and "within [0, 100]: True" in text

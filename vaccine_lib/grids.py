@@ -178,7 +178,7 @@ class Experiment:
 _ROW = ["defense", "p", "n", "seed", "hs", "fa"]
 EXPERIMENTS = {e.name: e for e in (
     Experiment("fig2", "01", "Fig. 2: HS, drift and alignment loss vs harmful ratio", fig2, with_drift=True,
-               tables={"fig2_harmful_drift": _ROW + ["align_loss", "drift", "drift_sum_sq"],
+               tables={"fig2_harmful_drift": ["defense", "p", "seed", "hs", "fa", "align_loss", "drift", "drift_sum_sq"],
                        "fig2_trend": ["defense", "hs", "align_loss", "drift"]},
                figures=("fig2_harmful_drift",)),
     Experiment("aligned", "02", "Aligned models before fine-tuning; alignment curves", aligns=aligned,

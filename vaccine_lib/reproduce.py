@@ -193,6 +193,24 @@ def format_timings(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def report(out: Path, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
+    """One HTML file with every notebook in order, as committed (outputs of the last default run), via nbconvert."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    merged = None
+    for nb in NOTEBOOKS:
+        book = nbformat.read(notebook_path(nb, notebook_dir), as_version=4)
+        if merged is None:
+            merged = book
+        else:
+            merged.cells += book.cells
+    html, _ = HTMLExporter().from_notebook_node(merged)
+    out = Path(out)
+    atomic_write_text(out, html)
+    return out
+
+
 def _short_error(exc: Exception, limit: int = 3000) -> str:
     text = str(exc)
     return text if len(text) <= limit else "...\n" + text[-limit:]
@@ -208,10 +226,15 @@ def main(argv=None) -> int:
                         help="profile override, repeatable: section.field=value, e.g. align.lr=1e-3")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan of every notebook and stop")
+    parser.add_argument("--report", default=None, metavar="HTML",
+                        help="only render the committed notebooks into one HTML file and stop")
     parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failing notebook")
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.override)
+        if args.report:
+            print(f"report: {report(Path(args.report))}")
+            return 0
         if args.dry_run:
             P = load_profile(args.profile, overrides)
             for nb in parse_notebooks(args.only):
