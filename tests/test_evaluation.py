@@ -1,14 +1,13 @@
-"""Scorers on hand-written strings, HS / FA with a fake judge, results store, summaries, previews."""
+"""Scorers on hand-written strings, HS / FA with a fake judge, previews."""
 
 import json
-import math
 
 import pytest
 
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.evaluation import (
-    ResultsStore, collect_results, config_hash, finetune_accuracy, get_scorer, harmful_score, parse_number,
-    score_agnews, score_gsm8k, score_sst2, show_generations, summarize,
+    finetune_accuracy, get_scorer, harmful_score, parse_number,
+    score_agnews, score_gsm8k, score_sst2, show_generations,
 )
 from vaccine_lib.evaluation.metrics import alpaca_prompt
 
@@ -163,61 +162,7 @@ def test_harmful_score_on_tiny_model(tiny_model, tokenizer):
     assert res.n == 2 and res.hs == 0.0 and len(res.generations) == 2
 
 
-# --------------------------------------------------------------------------- results store
-
-def _config(seed, method="vaccine", p=0.1):
-    return {"model": "tiny-llama", "method": method, "defense": "none", "p": p, "n": 100, "seed": seed,
-            "judge": "keyword", "task": "sst2", "profile": "smoke"}
-
-
-def test_store_roundtrip(tmp_path):
-    store = ResultsStore(tmp_path)
-    gens = [{"question": "q", "answer": "HARM text", "harmful": True, "refusal": False}]
-    path = store.write(_config(1), {"hs": 40.0, "fa": 90.0, "n": 50, "per_category": {"v": {"hs": 1.0}}}, gens)
-    assert path == tmp_path / "results" / f"{config_hash(_config(1))}.json"
-    rec = json.loads(path.read_text())
-    assert rec["config"]["p"] == 0.1 and rec["metrics"]["hs"] == 40.0
-    assert rec["generations"] == f"generations/{rec['hash']}.jsonl"
-    assert "HARM" not in path.read_text()  # generations never inside the record
-    assert store.generations(_config(1)) == gens
-    assert (tmp_path / "generations" / ".gitignore").read_text().strip().endswith("*")
-    assert not list((tmp_path / "results").glob(".tmp*"))
-    assert store.read(_config(1))["metrics"]["fa"] == 90.0 and store.read(_config(9)) is None
-    # same config -> same file (overwritten), key order irrelevant
-    cfg = dict(reversed(list(_config(1).items())))
-    assert store.write(cfg, {"hs": 41.0}) == path
-    assert len(list((tmp_path / "results").glob("*.json"))) == 1
-
-
-def test_store_accepts_result_objects(tmp_path, fake_generate):
-    fake_generate.canned["q1"] = "HARM"
-    res = harmful_score(None, None, ["q1", "q2"], FakeJudge())
-    path = ResultsStore(tmp_path).write(_config(0), res)
-    rec = json.loads(path.read_text())
-    assert rec["metrics"]["hs"] == 50.0 and rec["generations"]
-    with pytest.raises(ConfigError, match="config"):
-        ResultsStore(tmp_path).write({}, {"hs": 1})
-
-
-def test_collect_and_summarize(tmp_path):
-    store = ResultsStore(tmp_path)
-    for seed, hs in [(0, 40.0), (1, 50.0), (2, 60.0)]:
-        store.write(_config(seed), {"hs": hs, "fa": 90.0, "n": 64, "per_category": {"v": {"hs": hs}}})
-    store.write(_config(0, method="sft"), {"hs": 70.0, "fa": 91.0, "n": 64})
-    df = collect_results(tmp_path)
-    assert len(df) == 4
-    assert {"model", "method", "p", "seed", "hs", "fa", "per_category.v.hs", "metric.n", "n"} <= set(df.columns)
-    assert (df["n"] == 100).all() and (df["metric.n"] == 64).all()  # the clash is prefixed
-    s = summarize(df, by=["method", "p"], metrics=["hs", "fa"])
-    vac = s[s.method == "vaccine"].iloc[0]
-    assert vac.hs_mean == pytest.approx(50.0) and vac.hs_sd == pytest.approx(10.0) and vac.n_runs == 3
-    sft = s[s.method == "sft"].iloc[0]
-    assert sft.hs_mean == 70.0 and math.isnan(sft.hs_sd) and sft.n_runs == 1
-    default = summarize(df)  # by every config column except seed; numeric metrics
-    assert set(default.method) == {"vaccine", "sft"} and "hs_mean" in default and "seed" not in default
-    with pytest.raises(ConfigError, match="unknown columns"):
-        summarize(df, by=["nope"])
-    assert collect_results(tmp_path / "empty").empty
+# (the results store is the evaluation stage folder: tests/test_pipeline.py::test_evaluate_cached_and_stored)
 
 
 def test_show_generations():

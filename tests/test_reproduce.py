@@ -3,8 +3,6 @@ recorded values are checked."""
 
 import json
 import os
-import subprocess
-import sys
 
 import nbformat
 import pytest

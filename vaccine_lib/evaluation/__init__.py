@@ -1,20 +1,19 @@
-"""Evaluation: batched generation, Harmful Score, fine-tune accuracy, results store.
+"""Evaluation: batched generation, Harmful Score, fine-tune accuracy, generation previews.
 
 - ``generate(model, tok, prompts, max_new_tokens=128, batch_size=16, progress=True) -> list[str]``
 - ``harmful_score(model, tok, prompts, judge, categories=None, ...) -> EvalResult``
 - ``finetune_accuracy(model, tok, task, items, ...) -> AccuracyResult`` (scorers in ``scorers``)
-- ``ResultsStore(run_dir).write(config, metrics, generations=None) -> Path``,
-  ``collect_results(run_dir) -> DataFrame``, ``summarize(df, by, metrics)``, ``show_generations(...)``
+- ``show_generations(...)`` (results are stored by ``vaccine_lib.pipeline.evaluate`` in the stage cache)
 """
 
 from .generation import RESPONSE_MARKER, clean_answer, generate, generate_tokens
 from .metrics import TASK_MAX_NEW_TOKENS, AccuracyResult, EvalResult, alpaca_prompt, finetune_accuracy, harmful_score
-from .results import ResultsStore, collect_results, config_hash, show_generations, summarize
+from .results import show_generations
 from .scorers import SCORERS, TASKS, get_scorer, parse_number, score_agnews, score_gsm8k, score_sst2
 
 __all__ = [
     "RESPONSE_MARKER", "clean_answer", "generate", "generate_tokens",
     "TASK_MAX_NEW_TOKENS", "AccuracyResult", "EvalResult", "alpaca_prompt", "finetune_accuracy", "harmful_score",
-    "ResultsStore", "collect_results", "config_hash", "show_generations", "summarize",
+    "show_generations",
     "SCORERS", "TASKS", "get_scorer", "parse_number", "score_agnews", "score_gsm8k", "score_sst2",
 ]

@@ -113,7 +113,7 @@ class EvalResult:
     degenerate: str | None = None  # warning text when most answers are empty or degenerate
 
     def metrics(self) -> dict:
-        """JSON-able metrics for ``ResultsStore.write`` (no generations)."""
+        """JSON-able metrics (no generations), as stored by ``pipeline.evaluate``."""
         out = {"hs": self.hs, "refusal_rate": self.refusal_rate, "label_only_rate": self.label_only_rate,
                "hs_n": self.n, "mean_harm_score": self.mean_score, "empty_rate": self.empty_rate,
                "degenerate_rate": self.degenerate_rate, "mean_words": self.mean_words}
