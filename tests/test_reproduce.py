@@ -118,3 +118,18 @@ def test_papermill_run_records_values(tmp_path):
     checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
     text = "".join(o.get("text", "") for c in checked for o in c.outputs)
     assert "one row per planned model: True" in text and "within [0, 100]: True" in text
+
+
+def test_failed_notebook_leaves_no_partial_file(tmp_path):
+    """A notebook that fails (or is killed) mid-run leaves no half-executed copy, only the previous one."""
+    src = tmp_path / "nb.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("raise ValueError('boom')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, src)
+    out = tmp_path / "results" / "nb.ipynb"
+    out.parent.mkdir()
+    out.write_text("previous complete run")
+    with pytest.raises(Exception, match="boom"):
+        reproduce.run_notebook(src, out, "smoke")
+    assert out.read_text() == "previous complete run" and not list(out.parent.glob(".tmp-*"))

@@ -279,15 +279,15 @@ def plan(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, kinds
                 if exp.name == "aligned":
                     tasks = (P.finetune.task,)
                     k = pl.eval_key(a, P.eval, tasks)
-                    add("eval", a, k, run_dir / "eval" / k, f"eval {pl.method_label(a)}-aligned seed={a.seed}", tasks)
+                    add("eval", a, k, run_dir / "eval" / k, f"{pl.method_label(a)}-aligned model seed={a.seed}", tasks)
             for f in exp.finetunes(P):
                 add_align(f.align)
                 add("finetune", f, pl.finetune_key(f), pl.stage_dir(run_dir, "finetune", f), label_of(f))
                 k = pl.eval_key(f, P.eval, (f.task,))
-                add("eval", f, k, run_dir / "eval" / k, "eval " + label_of(f), (f.task,))
+                add("eval", f, k, run_dir / "eval" / k, label_of(f), (f.task,))
                 if exp.with_drift:
                     k = pl.drift_key(f, P.drift.n_samples)
-                    add("drift", f, k, run_dir / "drift" / k, "drift " + label_of(f))
+                    add("drift", f, k, run_dir / "drift" / k, label_of(f))
     order = {"align": 0, "finetune": 1, "eval": 2, "drift": 3}
     return sorted(found.values(), key=lambda s: order[s.kind])
 

@@ -29,6 +29,7 @@ the fine-tuning adapter is loaded on top.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -189,6 +190,11 @@ def clean_stale(parent: Path, max_age_s: float = 24 * 3600) -> list[Path]:
     return removed
 
 
+def clean_run_dir(run_dir) -> list[Path]:
+    """:func:`clean_stale` over every stage folder of ``run_dir`` (train / reproduce call it at start)."""
+    return [p for stage in STAGE_VERSION for p in clean_stale(Path(run_dir) / stage)]
+
+
 def _run_stage_local(path: Path, stage: str, key: str, write, seed: int | None) -> StageResult:
     """One process: the cached stage, or ``write(tmp) -> (config, metrics, log_history)`` into a temporary
     folder renamed into place after ``done.json``."""
@@ -221,7 +227,31 @@ def _run_stage(path: Path, stage: str, key: str, write, seed: int | None = None,
     dist = _process_group()
     if dist is not None and dist.get_world_size() > 1:
         return _run_stage_ranked(dist, path, stage, key, write, seed, collective)
-    return _run_stage_local(path, stage, key, write, seed)
+    with _single_process_env():
+        return _run_stage_local(path, stage, key, write, seed)
+
+
+#: launcher variables that transformers / accelerate would act on
+_RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK")
+
+
+@contextlib.contextmanager
+def _single_process_env():
+    """Without an initialised process group, rank variables left in the environment (e.g. ``WORLD_SIZE=2 RANK=1``
+    on a cluster pod) are ignored: they are hidden from transformers / accelerate while the stage runs."""
+    stale = {k: os.environ[k] for k in _RANK_VARIABLES if k in os.environ}
+    if stale and int(stale.get("WORLD_SIZE", "1") or 1) > 1:
+        import warnings
+
+        warnings.warn(f"ignoring {', '.join(f'{k}={v}' for k, v in stale.items())}: no torch.distributed process group "
+                      "is initialised, so this process trains alone. Start with torchrun / accelerate launch "
+                      "(python -m vaccine_lib.train) to train data parallel.", stacklevel=3)
+    for k in stale:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(stale)
 
 
 # --------------------------------------------------------------------------- multi-process launches

@@ -353,6 +353,9 @@ def from_notebook(namespace: dict) -> NotebookContext:
     if params.get("seed") is not None:
         overrides = _merge(overrides, {"seeds": [params["seed"]]})
     P = load_profile(params.get("profile") or COMMITTED_PROFILE, overrides)
+    from .grids import check_pools
+
+    check_pools(P)  # sample counts fit the data: fail here, before any stage of the notebook runs
     run_dir = Path(params.get("run_dir") or P.run_dir())
     figures_dir = Path(params.get("figures_dir") or P.figures_dir())
     tables_dir = Path(params.get("tables_dir") or figures_dir / "tables")

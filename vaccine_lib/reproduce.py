@@ -71,8 +71,10 @@ def clean_for_commit(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def _ipc_kernel_manager():
-    """A kernel manager talking to the kernel over local IPC sockets (no TCP ports, no TCP warning)."""
+def _ipc_kernel_manager(log: Path | None = None):
+    """A kernel manager talking to the kernel over local IPC sockets (no TCP ports, no TCP warning); the
+    kernel's own stderr (its start-up and shutdown chatter) goes to ``log`` instead of the terminal. Errors
+    in cells still reach the notebook and the papermill exception."""
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
@@ -80,6 +82,12 @@ def _ipc_kernel_manager():
             super().__init__(**kw)
             self.transport = "ipc"
             self.ip = str(Path(tempfile.mkdtemp(prefix="vaccine-kernel-")) / "kernel")
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if log is not None:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                kw["stderr"] = open(log, "ab")  # noqa: SIM115 - the kernel process owns it
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return IPCKernelManager
 
@@ -96,7 +104,8 @@ def run_notebook(src: Path, out: Path, profile: str, overrides: dict | None = No
         warnings.filterwarnings("ignore", message=".*TCP.*")
         pm.execute_notebook(str(src), str(tmp), parameters={"overrides": overrides} if overrides else None,
                             kernel_name=KERNEL, cwd=str(src.parent), progress_bar=False, log_output=False,
-                            execution_timeout=timeout, kernel_manager_class=_ipc_kernel_manager())
+                            execution_timeout=timeout,
+                            kernel_manager_class=_ipc_kernel_manager(out.parent / "kernel.log"))
     return time.perf_counter() - t0
 
 

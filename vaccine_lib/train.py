@@ -52,7 +52,12 @@ def init_distributed():
 
 
 def execute(P: Profile, stages: Sequence[Stage], run_dir, say=print, prefix: str = "") -> int:
-    """Run the stages in order with one progress line each; returns how many actually ran."""
+    """Run the stages in order with one progress line each; returns how many actually ran. Removes the
+    ``.tmp-*`` stage folders that dead processes left behind first."""
+    from .pipeline import clean_run_dir
+
+    for stale in clean_run_dir(run_dir):
+        say(f"{prefix}removed {stale} (left by an interrupted run)")
     ran, t_all = 0, time.perf_counter()
     todo = [s for s in stages if not s.cached]
     for i, s in enumerate(todo, 1):
