@@ -344,11 +344,14 @@ def from_notebook(namespace: dict) -> NotebookContext:
                           "e.g. -p overrides '{\"align\": {\"lr\": 0.001}}'.")
     params = {k: v for k, v in user.items() if k in NOTEBOOK_PARAMETERS}
     overrides = params.get("overrides") or {}
-    if isinstance(overrides, str):  # papermill -p overrides '{...}' passes a string
+    if isinstance(overrides, str):  # papermill -p overrides '{...}' passes a string: JSON (2e-3 is a number), else YAML
         try:
-            overrides = yaml.safe_load(overrides) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"overrides={overrides!r} is not a dict nor valid YAML/JSON ({exc})") from None
+            overrides = json.loads(overrides)
+        except ValueError:
+            try:
+                overrides = yaml.safe_load(overrides) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"overrides={overrides!r} is not a dict nor valid JSON/YAML ({exc})") from None
     overrides = normalise_overrides(overrides)
     if params.get("seed") is not None:
         overrides = _merge(overrides, {"seeds": [params["seed"]]})

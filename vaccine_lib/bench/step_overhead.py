@@ -32,17 +32,20 @@ def _rss_mb() -> float:
 
 
 def _alignment_rows(tok, n: int, seq: int) -> dict:
-    """n real alignment rows, each exactly ``seq`` tokens (right padding with label -100)."""
+    """n real alignment rows, each exactly ``seq`` tokens: longer rows are cut (keeping at least one supervised
+    token), shorter ones right-padded with label -100."""
     from vaccine_lib.data import alignment_set, tokenize_sft
 
-    rows = tokenize_sft(alignment_set(n, seed=0), tok, max_length=seq)
+    rows = tokenize_sft(alignment_set(n, seed=0), tok, max_length=max(seq, 512))
     out = {"input_ids": [], "attention_mask": [], "labels": []}
     for i in range(n):
-        ids, labels = rows[i % len(rows)]["input_ids"], rows[i % len(rows)]["labels"]
+        ids, labels = list(rows[i % len(rows)]["input_ids"])[:seq], list(rows[i % len(rows)]["labels"])[:seq]
+        if all(x == -100 for x in labels):
+            labels[-1] = ids[-1]
         pad = seq - len(ids)
-        out["input_ids"].append(list(ids) + [tok.pad_token_id] * pad)
+        out["input_ids"].append(ids + [tok.pad_token_id] * pad)
         out["attention_mask"].append([1] * len(ids) + [0] * pad)
-        out["labels"].append(list(labels) + [-100] * pad)
+        out["labels"].append(labels + [-100] * pad)
     return out
 
 
