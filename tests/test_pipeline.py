@@ -262,3 +262,21 @@ def test_rank_variables_alone_are_not_trusted(run_dir, monkeypatch):
 def test_wait_has_a_timeout_and_says_what_it_waits_for(tmp_path):
     with pytest.raises(Exception, match="waited 0 s for rank 0 to write the align stage"):
         P.wait_for(tmp_path / "never", "rank 0 to write the align stage abc", timeout_s=0.0, poll_s=0.01)
+
+
+def test_results_store_reads_the_stage_cache(run_dir, tmp_path):
+    """One store: ResultsStore reads the evaluations pipeline.evaluate wrote, and writes the same layout."""
+    from vaccine_lib.evaluation import ResultsStore
+
+    ev = P.EvalConfig(n_harmful=3, n_task=3, max_new_tokens=4, judge="keyword", batch_size=4)
+    m = P.evaluate(_ft(), ev, run_dir)
+    recs = {r["hash"]: r for r in ResultsStore(run_dir).records()}
+    rec = recs[m["eval_key"]]
+    assert rec["config"]["eval_judge"] == "keyword" and rec["config"]["stage"] == "finetune" and rec["created"]
+    assert rec["metrics"]["hs"] == m["hs"] and len(ResultsStore(run_dir).generations(rec["hash"])) == 6
+    store = ResultsStore(tmp_path)
+    gens = [{"question": "q", "answer": "a", "harmful": True}]
+    folder = store.write({"method": "SFT", "seed": 1}, {"hs": 40.0}, gens)
+    assert folder.parent == tmp_path / "eval" and store.generations({"method": "SFT", "seed": 1}) == gens
+    assert [r["metrics"]["hs"] for r in store.records()] == [40.0] and not list(folder.parent.glob(".tmp-*"))
+    assert "generations.jsonl" in (folder / ".gitignore").read_text()

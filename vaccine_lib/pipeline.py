@@ -361,7 +361,7 @@ def evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[str]
 
     ``tasks`` defaults to the fine-tuning task (``FinetuneConfig``) or none (``AlignConfig``: HS only).
     The generations are stored in the stage folder (``generations.jsonl``, git-ignored; may hold harmful
-    text). Returns a flat dict: ``hs``, ``refusal_rate``, ``label_only_rate``, ``hs_n``, ``fa`` / ``fa_n``
+    text); ``vaccine_lib.evaluation.ResultsStore(run_dir)`` reads every evaluation back. Returns a flat dict: ``hs``, ``refusal_rate``, ``label_only_rate``, ``hs_n``, ``fa`` / ``fa_n``
     (first task), ``fa_<task>`` per task, ``eval_key``, ``cached``.
     """
     kind, cfg = _resolve(target)
@@ -609,9 +609,9 @@ def _train_finetune(cfg: FinetuneConfig, upstream: StageResult, tmp: Path):
 
 
 def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, key: str):
-    from .atomic import atomic_write_text
     from .data import eval_items, harmful_eval_prompts
     from .evaluation import finetune_accuracy, harmful_score
+    from .evaluation.results import write_generations
     from .judge import get_judge
 
     a = cfg if kind == "align" else cfg.align
@@ -633,10 +633,9 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
             metrics[f"fa_choice_{task}"] = fa.choice_accuracy
         gens += [{"part": task, **g} for g in fa.generations]
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
-    (tmp / ".gitignore").write_text("# model generations may contain harmful text: never commit\ngenerations.jsonl\n")
-    atomic_write_text(tmp / "generations.jsonl",
-                      "".join(json.dumps(g, ensure_ascii=False, default=str) + "\n" for g in gens))
-    config = {**describe(cfg), "eval": eval_cfg.effective(), "eval_tasks": list(tasks), "eval_key": key}
+    write_generations(tmp, gens)
+    config = {**describe(cfg), **{f"eval_{k}": v for k, v in eval_cfg.effective().items()},
+              "eval_tasks": list(tasks), "eval_key": key}
     return config, metrics, []
 
 

@@ -3,17 +3,18 @@
 - ``generate(model, tok, prompts, max_new_tokens=128, batch_size=16, progress=True) -> list[str]``
 - ``harmful_score(model, tok, prompts, judge, categories=None, ...) -> EvalResult``
 - ``finetune_accuracy(model, tok, task, items, ...) -> AccuracyResult`` (scorers in ``scorers``)
-- ``show_generations(...)`` (results are stored by ``vaccine_lib.pipeline.evaluate`` in the stage cache)
+- ``ResultsStore(run_dir)``: the evaluations of the stage cache (``records``, ``generations``, ``write``),
+  ``show_generations(...)``
 """
 
 from .generation import RESPONSE_MARKER, clean_answer, generate, generate_tokens
 from .metrics import TASK_MAX_NEW_TOKENS, AccuracyResult, EvalResult, alpaca_prompt, finetune_accuracy, harmful_score
-from .results import show_generations
+from .results import ResultsStore, config_hash, show_generations
 from .scorers import SCORERS, TASKS, get_scorer, parse_number, score_agnews, score_gsm8k, score_sst2
 
 __all__ = [
     "RESPONSE_MARKER", "clean_answer", "generate", "generate_tokens",
     "TASK_MAX_NEW_TOKENS", "AccuracyResult", "EvalResult", "alpaca_prompt", "finetune_accuracy", "harmful_score",
-    "show_generations",
+    "ResultsStore", "config_hash", "show_generations",
     "SCORERS", "TASKS", "get_scorer", "parse_number", "score_agnews", "score_gsm8k", "score_sst2",
 ]

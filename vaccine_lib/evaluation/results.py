@@ -1,14 +1,134 @@
-"""Safe previews of stored generations for notebooks.
+"""The one result store: every evaluation is a folder of the stage cache, plus safe previews.
 
-Evaluation results live in one store, the stage cache: ``runs/<profile>/eval/<key>/`` holds
-``metrics.json`` and ``generations.jsonl`` (git-ignored; may contain harmful text), written by
-``vaccine_lib.pipeline.evaluate`` and read back by ``pipeline.generations``. This module only shows
-them, labelled and truncated.
+Layout under ``run_dir`` (the same one ``vaccine_lib.pipeline.evaluate`` writes)::
+
+    eval/<key>/config.json        what was evaluated (the stage config summary, ``eval_*`` settings)
+    eval/<key>/metrics.json       HS / FA / refusal rates ...
+    eval/<key>/generations.jsonl  the model's answers (git-ignored: may contain harmful text)
+    eval/<key>/done.json          written last, with the provenance (``created``, git commit, libraries)
+
+:class:`ResultsStore` reads every finished evaluation (``records``, ``generations``) and can write one
+(``write``, for tools and tests that evaluate outside the pipeline); writes are atomic.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
 from ..errors import ConfigError
+
+EVAL = "eval"
+GENERATIONS = "generations.jsonl"
+_GITIGNORE = "# model generations may contain harmful text: never commit\ngenerations.jsonl\n"
+
+
+def config_hash(config: dict, length: int = 16) -> str:
+    """Stable hash of a JSON-able configuration (key order does not matter)."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        try:
+            return value.item()
+        except (ValueError, RuntimeError):
+            pass
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def write_generations(folder: Path, generations) -> None:
+    """``generations.jsonl`` and the ``.gitignore`` that keeps it out of git, in an evaluation folder."""
+    folder = Path(folder)
+    (folder / ".gitignore").write_text(_GITIGNORE)
+    (folder / GENERATIONS).write_text("".join(json.dumps(_jsonable(g), ensure_ascii=False) + "\n"
+                                              for g in generations or []), encoding="utf-8")
+
+
+class ResultsStore:
+    """Reads (and writes) the evaluations under ``run_dir/eval/``."""
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.results_dir = self.run_dir / EVAL
+
+    def path_for(self, config: dict) -> Path:
+        return self.results_dir / str(config.get("eval_key") or config_hash(config))
+
+    def write(self, config: dict, metrics, generations=None) -> Path:
+        """Store one evaluation (atomically; replaces an earlier one of the same config); returns its folder.
+
+        ``metrics``: a dict or an object with ``.metrics()`` (``EvalResult``, ``AccuracyResult``), whose
+        ``.generations`` are stored when ``generations`` is None.
+        """
+        import shutil
+
+        from ..models import atomic_save_dir
+        from ..provenance import provenance
+
+        if not isinstance(config, dict) or not config:
+            raise ConfigError("config must be a non-empty dict (model, method, defense, p, n, seed, judge, task, ...)")
+        if hasattr(metrics, "metrics") and callable(metrics.metrics):
+            if generations is None:
+                generations = getattr(metrics, "generations", None)
+            metrics = metrics.metrics()
+        if not isinstance(metrics, dict):
+            raise ConfigError(f"metrics must be a dict, got {type(metrics).__name__}")
+        target = self.path_for(config)
+
+        def write(tmp: Path) -> None:
+            (tmp / "config.json").write_text(json.dumps(_jsonable(config), indent=1, sort_keys=True))
+            (tmp / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, sort_keys=True))
+            (tmp / "log_history.json").write_text("[]")
+            if generations:
+                write_generations(tmp, generations)
+            (tmp / "done.json").write_text(json.dumps(provenance(stage="eval", key=target.name), default=str))
+
+        if target.exists():
+            shutil.rmtree(target)
+        atomic_save_dir(target, write)
+        return target
+
+    def read(self, config: dict) -> dict | None:
+        """The stored record for ``config`` or None."""
+        return self._record(self.path_for(config))
+
+    def _record(self, folder: Path) -> dict | None:
+        if not (folder / "done.json").is_file():
+            return None
+        load = lambda name: json.loads((folder / name).read_text(encoding="utf-8")) if (folder / name).is_file() else {}  # noqa: E731
+        gens = folder / GENERATIONS
+        return {"hash": folder.name, "created": load("done.json").get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+                "config": load("config.json"), "metrics": load("metrics.json"),
+                "generations": str(gens.relative_to(self.run_dir)) if gens.is_file() else None}
+
+    def records(self) -> list[dict]:
+        """Every finished evaluation (a folder with ``done.json``), sorted by key."""
+        if not self.results_dir.is_dir():
+            return []
+        return [r for r in (self._record(d) for d in sorted(self.results_dir.iterdir()) if d.is_dir()) if r]
+
+    def generations(self, config_or_hash) -> list[dict]:
+        """The stored generations of one evaluation (by config dict or key)."""
+        key = config_or_hash if isinstance(config_or_hash, str) else self.path_for(config_or_hash).name
+        path = self.results_dir / key / GENERATIONS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _label(row: dict) -> str:
