@@ -291,7 +291,7 @@ def test_outcomes_from_the_real_pipeline(tmp_path):
     """The loader reads what pipeline.evaluate stores (tiny random Llama, keyword judge)."""
     from vaccine_lib import pipeline as P
 
-    align = dict(model="tiny-llama", n_align=8, max_steps=2, batch_size=4, max_length=64)
+    align = dict(model="tiny-llama", n=8, max_steps=2, batch_size=4, max_length=64)
     ev = P.EvalConfig(n_harmful=6, n_task=4, max_new_tokens=4, judge="keyword", batch_size=8)
     for method in ("sft", "vaccine"):
         a = P.AlignConfig(method=method, **align)

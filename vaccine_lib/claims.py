@@ -285,11 +285,11 @@ def reference_from_profile(name: str) -> Reference:
     """The profile's headline setting (``finetune.p``, ``align.rho``, ``finetune.task``, ``finetune.n``);
     an empty :class:`Reference` (everything inferred from the outcomes) when the profile cannot be loaded."""
     try:
-        from .profiles import get_profile
+        from .profiles import load_profile
 
-        P = get_profile(name)
+        P = load_profile(name)
         f = P.finetune
-        n = f.for_task(f.task)["n"] if hasattr(f, "for_task") else f.n
+        n = f.for_task(f.task).n
         return Reference(p_star=float(f.p), rho=float(P.align.rho), task=f.task, n=float(n))
     except Exception as exc:  # noqa: BLE001 - a custom profile name must not stop the table
         warnings.warn(f"profile {name!r} not loaded ({exc}); the reference setting is inferred from the outcomes",

@@ -320,39 +320,22 @@ def format_plan(stages: Sequence[Stage]) -> str:
 
 
 def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
-    """Sample counts must fit the built data (offline source): raises ConfigError naming the parameter."""
-    if P.data_source != "offline":
-        return
-    from . import pipeline as pl
-    from .data import OFFLINE_TASKS, default_data_dir, read_manifest
+    """Every sample count of the notebooks' stages fits the data (``vaccine_lib.data.check_sizes``: reads only
+    the manifest offline); raises ConfigError naming the profile parameter, before any stage runs."""
+    from .data import check_sizes
 
-    pl.data_version("offline")  # builds the data if it is missing
-    splits = (read_manifest(default_data_dir()) or {}).get("splits", {})
-
-    def rows(split, kind=None):
-        e = splits.get(split, {})
-        return e.get("kinds", {}).get(kind, 0) if kind else e.get("rows", 0)
-
-    def need(name, wanted, have, what):
-        if wanted > have:
-            raise ConfigError(f"{name}={wanted} needs more rows than the data has: {what} holds {have}. "
-                              f"Fix: lower {name} to at most {have}.")
-
-    notebooks = notebooks or list(NOTEBOOKS)
-    a = P.align
-    need("align.n x (1 - helpful_fraction)", round(a.n * (1 - a.helpful_fraction)), rows("alignment", "refusal"),
-         "the alignment split's refusal rows")
-    need("align.n x helpful_fraction", round(a.n * a.helpful_fraction), rows("alignment", "helpful"),
-         "the alignment split's helpful rows")
-    need("eval.n_harmful", P.eval.n_harmful, rows("harmful_eval"), "the harmful_eval split")
-    fts = [f for nb in notebooks for e in for_notebook(nb) for f in e.finetunes(P)]
-    for f in fts:
-        if f.task not in OFFLINE_TASKS:
-            raise ConfigError(f"finetune.task / sweeps.tasks {f.task!r} needs the Hub; offline tasks: "
-                              f"{', '.join(OFFLINE_TASKS)}. Fix: remove it or set data_source: hub.")
-        need(f"finetune.n x p (n={f.n}, p={f.p:g})", round(f.n * f.p), rows("harmful_ft"), "the harmful_ft split")
-        need(f"finetune.n x (1 - p) (n={f.n}, p={f.p:g})", f.n - round(f.n * f.p), rows(f"{f.task}_train"),
-             f"the {f.task}_train split")
-        need("eval.n_task", P.eval.n_task, rows(f"{f.task}_test"), f"the {f.task}_test split")
+    src = P.data_source
+    check_sizes(n_align=P.align.n, helpful_fraction=P.align.helpful_fraction, n_harmful=P.eval.n_harmful,
+                seeds=P.seeds, source=src, names={"n_align": "align.n", "helpful_fraction": "align.helpful_fraction",
+                                                   "n_harmful": "eval.n_harmful", "seed": "seeds"})
+    seen = set()
+    for f in (f for nb in (notebooks or list(NOTEBOOKS)) for e in for_notebook(nb) for f in e.finetunes(P)):
+        if (f.task, f.n, f.p, f.defense) in seen:
+            continue
+        seen.add((f.task, f.n, f.p, f.defense))
+        where = "sweeps.tasks / finetune.task" if f.task != P.finetune.task else "finetune.task"
+        check_sizes(task=f.task, n=f.n, p=f.p, n_task=P.eval.n_task, source=src,
+                    names={"task": where, "n": f"finetune.n (or sweeps.sample_counts; n={f.n}, p={f.p:g})",
+                           "p": "finetune.p / sweeps.ps", "n_task": "eval.n_task"})
         if f.defense == "vlguard":
-            need("finetune.vlguard_m", f.vlguard_m, rows("alignment"), "the alignment split")
+            check_sizes(n_align=f.vlguard_m, source=src, names={"n_align": "finetune.vlguard_m"})

@@ -482,10 +482,14 @@ def _base_model(a: AlignConfig):
 
 
 def build_callbacks(cfg, tok, a: AlignConfig) -> list:
-    """The Trainer callbacks of a training stage (the one place they are built)."""
+    """The Trainer callbacks of a training stage (the one place they are built): the divergence guard
+    (a non-finite loss, gradient, perturbation or weight fails the stage, so it is never cached) and, for
+    fine-tuning with ``drift_every > 0``, the drift log."""
     from .drift import DriftCallback
+    from .guards import FiniteGuard
 
-    callbacks = []
+    stage = "finetune" if isinstance(cfg, FinetuneConfig) else "align"
+    callbacks = [FiniteGuard(stage=stage)]
     if isinstance(cfg, FinetuneConfig) and cfg.drift_every > 0:
         callbacks.append(DriftCallback(_probe_batches(a, tok, cfg.drift_samples), every=cfg.drift_every))
     return callbacks
@@ -523,6 +527,7 @@ def _train_align(cfg: AlignConfig, tmp: Path):
 
     from .data import SFTCollator, alignment_set, tokenize_sft
     from .drift import alignment_loss
+    from .guards import check_finite_weights
     from .lora import add_lora, save_lora
 
     set_seed(cfg.seed)
@@ -544,6 +549,7 @@ def _train_align(cfg: AlignConfig, tmp: Path):
     t0 = time.perf_counter()
     out = trainer.train()
     metrics, history = _summary(trainer, out, time.perf_counter() - t0, len(train))
+    check_finite_weights(model, stage="align", args=args)  # before anything is saved
     save_lora(model, tmp / "adapter")
     metrics["align_loss"] = alignment_loss(model, _probe_batches(cfg, tok, ALIGN_LOSS_SAMPLES))
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
@@ -555,6 +561,7 @@ def _train_finetune(cfg: FinetuneConfig, upstream: StageResult, tmp: Path):
 
     from .data import SFTCollator, alignment_set, finetune_mix, tokenize_sft
     from .drift import alignment_loss
+    from .guards import check_finite_weights
     from .lora import add_lora, load_lora, merge_lora, save_lora
 
     a = cfg.align
@@ -599,6 +606,7 @@ def _train_finetune(cfg: FinetuneConfig, upstream: StageResult, tmp: Path):
     t0 = time.perf_counter()
     out = trainer.train()
     metrics, history = _summary(trainer, out, time.perf_counter() - t0, len(train))
+    check_finite_weights(model, stage="finetune", args=args)  # before anything is saved
     save_lora(model, tmp / "adapter")
     metrics["align_loss"] = alignment_loss(model, _probe_batches(a, tok, ALIGN_LOSS_SAMPLES))
     metrics["lora"] = mode
