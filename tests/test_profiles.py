@@ -33,7 +33,7 @@ def test_unknown_profile_lists_allowed_names():
     ({"align.max_steps": 0}, "-1 .*or an integer >= 1"),
     ({"sweeps.rhos": [1.0, -2.0]}, r"rho must be in \[0, 1000\]"),
     ({"sweeps.perturbations": []}, "at least 1 item"),
-    ({"eval.judge": "gpt4"}, "keyword, classifier, beaverdam"),
+    ({"eval.judge": "gpt4"}, "allowed values: keyword, classifier"),
     ({"finetune.task": "imdb"}, "sst2, agnews"),
     ({"sweeps.defenses": ["SFT", "Magic"]}, "Vaccine"),
     ({"model": "no-such-model"}, "smollm2-135m-instruct"),
