@@ -53,14 +53,8 @@ import pandas as pd
 from vaccine_lib import experiments as ex
 from vaccine_lib import grids
 from vaccine_lib import plotting as pl
-from vaccine_lib.profiles import describe, from_notebook
 
-ex.quiet()  # hide library deprecation warnings in the outputs
-pd.set_option("display.precision", 2)
-pd.set_option("display.width", 160)
-ctx = from_notebook(globals())
-P, RUN, FIG, TAB = ctx.profile, ctx.run_dir, ctx.figures_dir, ctx.tables_dir
-print(describe(P))
+P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
 
 # %% [markdown]
 # ## Table 1: harmful ratio p

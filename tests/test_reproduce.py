@@ -29,7 +29,7 @@ def test_notebook_structure(path):
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     assert 'profile = os.environ.get("VACCINE_PROFILE", "default")' in nb.cells[tagged[0]].source
-    assert "from_notebook(globals())" in nb.cells[tagged[0] + 1].source
+    assert "notebook_setup(globals())" in nb.cells[tagged[0] + 1].source  # validates via from_notebook
     first = nb.cells[0]
     assert first.cell_type == "markdown" and "Paper claim tested" in first.source
     code = [c for c in nb.cells if c.cell_type == "code"]

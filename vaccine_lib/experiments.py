@@ -284,6 +284,24 @@ def compare(df: pd.DataFrame, a: str, b: str, metric: str = "hs", on: Sequence[s
     return out.reset_index()
 
 
+def notebook_setup(namespace: dict):
+    """The cell after a notebook's parameters cell: quiet library warnings, set pandas' display options,
+    validate the parameters (:func:`vaccine_lib.profiles.from_notebook`) and print the profile.
+
+    Returns ``(profile, run_dir, figures_dir, tables_dir)``.
+    """
+    import pandas as pd
+
+    from .profiles import describe, from_notebook
+
+    quiet()
+    pd.set_option("display.precision", 2)
+    pd.set_option("display.width", 160)
+    ctx = from_notebook(namespace)
+    print(describe(ctx.profile))
+    return ctx.profile, ctx.run_dir, ctx.figures_dir, ctx.tables_dir
+
+
 def quiet() -> None:
     """Silence library warnings that clutter notebook outputs (deprecations, CPU pin_memory, tqdm widgets)."""
     import logging
