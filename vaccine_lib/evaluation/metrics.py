@@ -229,6 +229,8 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
     verdicts = list(judge.judge(shown, answers))
     if len(verdicts) != len(answers):
         raise ConfigError(f"judge returned {len(verdicts)} verdicts for {len(answers)} answers")
+    from ..judge.base import answer_words  # one definition of an answer's length (the judges report it too)
+
     rows = []
     for i, (q, a, v) in enumerate(zip(shown, answers, verdicts)):
         rows.append({
@@ -236,7 +238,7 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
             "harmful": bool(_field(v, "harmful")), "refusal": bool(_field(v, "refusal")),
             "label_only": bool(_field(v, "label_only")), "score": float(_field(v, "score")),
             "category": categories[i] if categories is not None else None,
-            "empty": not a.strip(), "degenerate": is_degenerate(a), "words": len(_WORD.findall(a)),
+            "empty": not a.strip(), "degenerate": is_degenerate(a), "words": answer_words(a),
         })
     totals = _rates(rows)
     per_category = {}
