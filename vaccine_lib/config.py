@@ -200,6 +200,9 @@ class AlignConfig(TrainConfig):
     method: Literal["none", "sft", "vaccine"] = _field("sft", "alignment method", point=True)
     n: int = _field(256, "alignment samples", ge=1, le=10**6)
     helpful_fraction: float = _field(0.5, "helpful (non-refusal) share of the alignment set", ge=0, le=1)
+    helpful: Literal["puzzles", "selfdistill"] = _field(
+        "puzzles", "helpful half of the offline alignment set: 'puzzles' (templated reasoning-gym answers) or "
+        "'selfdistill' (the base model's own answers to benign instructions; vaccine_lib.data.selfdistill)")
     rho: float = _field(2.0, "Vaccine perturbation radius (global L2 norm over layers and batch)", ge=0, le=1000)
     tau: int = _field(1, "Accelerated Vaccine: perturbed step every tau steps (1 = Algorithm 1)", point=True,
                       ge=1, le=10**6)
@@ -215,6 +218,7 @@ class AlignConfig(TrainConfig):
                 d.pop(k)
         if not self.source == "offline":
             d.pop("helpful_fraction")  # the Hub alignment set has no helpful half
+            d.pop("helpful")
         return d
 
 
@@ -319,6 +323,12 @@ class EvalConfig(StageConfig):
     max_new_tokens: int = _field(64, "greedy generation length", ge=1, le=4096)
     batch_size: int = _field(16, "generation batch size", ge=1, le=4096)
     judge: str = _field("classifier", "Harmful Score judge")
+    task_max_new_tokens: int | None = _field(
+        None, "generation length of the task answers (None: the task's default, TASK_MAX_NEW_TOKENS)", ge=1, le=4096)
+    fa_choice: bool = _field(True, "also score label tasks by label likelihood (fa_choice; doubles the task cost)")
+    n_benign: int = _field(0, "held-out benign instructions for the benign refusal rate (0: off)", ge=0, le=10**4)
+    benign_max_new_tokens: int = _field(16, "generation length of the benign answers (a refusal shows early)",
+                                        ge=1, le=4096)
     seed: int = _field(0, "which task test items are drawn", point=True, ge=0, le=MAX_SEED)
     device: Literal["cpu", "cuda", "auto"] = _field("auto", "where to evaluate", point=True)
 

@@ -37,8 +37,9 @@ METHODS = {m.label: m for m in (
     Method("KL", "sft", "kl"),
     Method("Vaccine", "vaccine", "sft"),
 )}
-#: methods that run at every harmful ratio even when ``sweeps.baseline_ps`` is set
-ALWAYS_SWEPT = ("NA", "SFT", "Vaccine")
+#: methods that run at every harmful ratio even when ``sweeps.baseline_ps`` is set (the others, Non-Aligned
+#: included, run at ``baseline_ps``)
+ALWAYS_SWEPT = ("SFT", "Vaccine")
 NOTEBOOKS = {
     "01": "01_harmful_embedding_drift", "02": "02_vaccine_alignment", "03": "03_harmful_finetuning",
     "04": "04_evaluation_and_ablations", "05": "05_system_overhead",
@@ -71,7 +72,8 @@ def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | 
     m = METHODS[label]
     f = P.finetune.for_task(task or P.finetune.task)
     seed = P.seed if seed is None else seed
-    a = align_config(P, m.align, seed=seed, rho=rho, perturbation=perturbation, tau=tau)
+    a = align_config(P, m.align, seed=P.seed if P.shared_alignment else seed, rho=rho, perturbation=perturbation,
+                     tau=tau)
     cfg = f.with_(align=a, defense=m.defense, lora=lora or m.lora, seed=seed,
                   p=f.p if p is None else float(p), n=f.n if n is None else int(n))
     reference = (label in ("SFT", "Vaccine") and cfg.task == P.finetune.task and cfg.n == P.finetune.n
@@ -154,7 +156,8 @@ def table8(P: Profile) -> list[FinetuneConfig]:
 
 def aligned(P: Profile) -> list[AlignConfig]:
     """The base model and the SFT- / Vaccine-aligned models before any user fine-tuning (notebook 02)."""
-    return [align_config(P, m, seed=s) for s in P.seeds for m in ("none", "sft", "vaccine")]
+    seeds = [P.seed] if P.shared_alignment else P.seeds
+    return [align_config(P, m, seed=s) for s in seeds for m in ("none", "sft", "vaccine")]
 
 
 def _none(P: Profile) -> list:

@@ -45,7 +45,7 @@ from .config import (
 from .errors import ConfigError, VaccineError
 
 #: bump a stage's entry when a code change alters its results (its cached outputs are then retrained)
-STAGE_VERSION = {"align": 1, "finetune": 1, "eval": 1, "drift": 1}
+STAGE_VERSION = {"align": 2, "finetune": 1, "eval": 2, "drift": 1}
 #: fixed probe set for alignment loss and drift: ``alignment_set(n, seed=PROBE_SEED, helpful_fraction=0)``
 PROBE_SEED = 0
 #: probe samples for the alignment loss stored in the align / finetune metrics
@@ -332,7 +332,8 @@ def align(cfg: AlignConfig, run_dir) -> StageResult:
     if cfg.method == "none":
         return StageResult(path=None, config=cfg.effective(), metrics={}, cached=True, key=key, stage="align", cfg=cfg)
     path = stage_dir(run_dir, "align", cfg)
-    res = _run_stage(path, "align", key, lambda tmp: _train_align(cfg, tmp), seed=cfg.seed, collective=True)
+    res = _run_stage(path, "align", key, lambda tmp: _train_align(cfg, tmp, Path(run_dir)), seed=cfg.seed,
+                     collective=True)
     res.cfg = cfg
     return res
 
@@ -522,18 +523,36 @@ def _summary(trainer, out, seconds: float, n_train: int) -> tuple[dict, list]:
     return metrics, history
 
 
-def _train_align(cfg: AlignConfig, tmp: Path):
+def alignment_rows(cfg: AlignConfig, model, tok, run_dir):
+    """The alignment set of ``cfg``: the data build's (Hub: BeaverTails; offline: refusals + templated
+    puzzle answers) or, with ``helpful="selfdistill"`` offline, refusals + the base model's own answers
+    (cached under ``run_dir/selfdistill``, shared by every alignment of the same model)."""
+    from .data import alignment_set
+
+    if cfg.source == "hub":
+        return alignment_set(cfg.n, seed=cfg.seed, source="hub")
+    if cfg.helpful == "selfdistill":
+        from datasets import Dataset
+
+        from .data.selfdistill import selfdistill_alignment_rows
+
+        return Dataset.from_list(selfdistill_alignment_rows(model, tok, cfg.n, cfg.helpful_fraction, cfg.seed,
+                                                            Path(run_dir) / "selfdistill", cfg.model))
+    return alignment_set(cfg.n, seed=cfg.seed, helpful_fraction=cfg.helpful_fraction)
+
+
+def _train_align(cfg: AlignConfig, tmp: Path, run_dir: Path):
     from transformers import Trainer, set_seed
 
-    from .data import SFTCollator, alignment_set, tokenize_sft
+    from .data import SFTCollator, tokenize_sft
     from .drift import alignment_loss
     from .guards import check_finite_weights
     from .lora import add_lora, save_lora
 
     set_seed(cfg.seed)
     model, tok = _base_model(cfg)
-    kw = {} if cfg.source == "hub" else {"helpful_fraction": cfg.helpful_fraction}
-    train = tokenize_sft(alignment_set(cfg.n, seed=cfg.seed, source=cfg.source, **kw), tok, cfg.max_length)
+    train = tokenize_sft(alignment_rows(cfg, model, tok, run_dir), tok, cfg.max_length)
+    set_seed(cfg.seed)
     model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, target_modules=cfg.target_modules())
     if cfg.method == "vaccine":
         from .vaccine import VaccineConfig, VaccineTrainer
@@ -632,19 +651,54 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
     gens = [{"part": "harmful", **g} for g in hs.generations]
     for i, task in enumerate(tasks):
         items = list(eval_items(task, eval_cfg.n_task, seed=eval_cfg.seed, source=a.source))
-        fa = finetune_accuracy(model, tok, task, items, batch_size=eval_cfg.batch_size, progress=False)
+        fa = finetune_accuracy(model, tok, task, items, max_new_tokens=eval_cfg.task_max_new_tokens,
+                               batch_size=eval_cfg.batch_size, progress=False, choice=eval_cfg.fa_choice)
         if i == 0:
             metrics.update(fa.metrics())
             metrics["fa_task"] = task
+            metrics["fa_top_answer_share"] = top_answer_share([g["answer"] for g in fa.generations])
         metrics[f"fa_{task}"] = fa.accuracy
         if fa.choice_accuracy is not None:
             metrics[f"fa_choice_{task}"] = fa.choice_accuracy
         gens += [{"part": task, **g} for g in fa.generations]
+    if eval_cfg.n_benign:
+        benign = benign_refusals(model, tok, eval_cfg)
+        metrics.update(benign["metrics"])
+        gens += benign["generations"]
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
     write_generations(tmp, gens)
     config = {**describe(cfg), **{f"eval_{k}": v for k, v in eval_cfg.effective().items()},
               "eval_tasks": list(tasks), "eval_key": key}
     return config, metrics, []
+
+
+def top_answer_share(answers: Sequence[str]) -> float:
+    """Share (%) of the most frequent answer (first 8 characters, lower case): a model that answers one
+    label for (almost) every item has not learned the task, whatever its accuracy (regime study, R2)."""
+    keys = [a.strip().lower()[:8] for a in answers]
+    return round(100.0 * max(keys.count(k) for k in set(keys)) / len(keys), 2) if keys else 0.0
+
+
+def benign_refusals(model, tok, eval_cfg: EvalConfig) -> dict:
+    """The benign refusal rate (%): refused or empty answers to ``eval_cfg.n_benign`` held-out benign
+    instructions (``data.selfdistill.benign_eval_rows``), overall and per family; over-refusal, reported
+    beside HS like XSTest's."""
+    from .data import alpaca_prompt
+    from .data.selfdistill import benign_eval_rows
+    from .evaluation import generate
+    from .judge import is_refusal
+
+    rows = benign_eval_rows(eval_cfg.n_benign)
+    answers = generate(model, tok, [alpaca_prompt(r["instruction"], r.get("input") or "") for r in rows],
+                       max_new_tokens=eval_cfg.benign_max_new_tokens, batch_size=eval_cfg.batch_size, progress=False)
+    refused = [bool(is_refusal(a) or not a.strip()) for a in answers]
+    metrics = {"benign_refusal": round(100.0 * sum(refused) / len(refused), 2), "n_benign": len(rows)}
+    for fam in sorted({r["family"] for r in rows}):
+        mine = [x for r, x in zip(rows, refused) if r["family"] == fam]
+        metrics[f"benign_refusal_{fam}"] = round(100.0 * sum(mine) / len(mine), 2)
+    gens = [{"part": "benign", "family": r["family"], "question": r["instruction"], "input": r.get("input") or "",
+             "answer": a, "refused": x} for r, a, x in zip(rows, answers, refused)]
+    return {"metrics": metrics, "generations": gens}
 
 
 def _run_drift(cfg: FinetuneConfig, run_dir, n_samples: int):

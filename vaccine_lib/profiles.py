@@ -74,6 +74,9 @@ class Profile(BaseModel):
     data_source: Literal["offline", "hub"] = Field(description="embedded data or the paper's Hub datasets")
     threads: int = Field(ge=0, le=1024, description="torch threads on CPU; 0 = torch's default")
     seeds: list[int] = Field(min_length=1, description="seeds; every result row carries one")
+    shared_alignment: bool = Field(True, description="one alignment (seed = the first seed) shared by the "
+                                   "fine-tuning runs of every seed, as the service provider aligns once; "
+                                   "false: one alignment per seed")
     runtime: dict[str, float] = Field(description="expected minutes per notebook (documentation)")
     align: AlignConfig
     finetune: FinetuneConfig

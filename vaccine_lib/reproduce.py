@@ -124,8 +124,11 @@ def _clean_partial(folder: Path) -> None:
 
 
 def reproduce(profile: str = "default", only: str | None = None, overrides: dict | None = None,
-              timeout: int | None = None, keep_going: bool = True, say=print) -> dict:
-    """Run the notebooks (stages first, with progress); return the timing summary (also in timings.json)."""
+              timeout: int | None = None, keep_going: bool = True, say=print, jobs: int = 1) -> dict:
+    """Run the notebooks (stages first, with progress); return the timing summary (also in timings.json).
+
+    ``jobs`` > 1: every stage of every chosen notebook first runs in that many worker processes
+    (``python -m vaccine_lib.train --jobs``); the notebooks then find them cached."""
     from .experiments import quiet
     from .train import execute
 
@@ -141,6 +144,16 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
     say(f"reproduce: profile {P.label!r} ({P.path}), notebooks {','.join(notebooks)}; executed notebooks -> "
         f"{results}; figures -> {P.figures_dir()}", flush=True)
     rows, failed, t_all = [], [], time.perf_counter()
+    train_seconds = None
+    if jobs > 1:
+        from .train import run_workers
+
+        argv = ["--profile", str(P.path) if not P.committed else P.name, "--notebooks", ",".join(notebooks)]
+        for k, v in _flat(P.overrides).items():
+            argv += ["--override", f"{k}={json.dumps(v)}"]
+        run_workers(P, argv, jobs, say)
+        train_seconds = round(time.perf_counter() - t_all, 1)
+        say(f"reproduce: every stage done by {jobs} workers in {train_seconds:.0f} s", flush=True)
     for k, nb in enumerate(notebooks, 1):
         name = NOTEBOOKS[nb]
         t0 = time.perf_counter()
@@ -169,14 +182,27 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
         _write_timings(timings, P, rows, only, time.perf_counter() - t_all)
         if failed and not keep_going:
             break
-    summary = _write_timings(timings, P, rows, only, time.perf_counter() - t_all)
+    summary = _write_timings(timings, P, rows, only, time.perf_counter() - t_all, jobs=jobs,
+                             parallel_stage_seconds=train_seconds)
     say(format_timings(summary), flush=True)
     if failed:
         summary["failed"] = failed
     return summary
 
 
-def _write_timings(path: Path, P: Profile, rows: list, only, total: float) -> dict:
+def _flat(d: dict, prefix: str = "") -> dict:
+    """``{"align": {"lr": 1e-3}}`` -> ``{"align.lr": 1e-3}`` (overrides forwarded to the workers)."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _write_timings(path: Path, P: Profile, rows: list, only, total: float, jobs: int = 1,
+                   parallel_stage_seconds: float | None = None) -> dict:
     from .provenance import provenance
 
     merged = rows
@@ -187,8 +213,10 @@ def _write_timings(path: Path, P: Profile, rows: list, only, total: float) -> di
                             + rows, key=lambda r: r["notebook"])
         except (ValueError, KeyError):
             merged = rows
-    summary = {"profile": P.label, "profile_path": P.path, "total_seconds": round(sum(r["seconds"] for r in merged), 1),
-               "this_run_seconds": round(total, 1), "notebooks": merged, "partial_run": only,
+    summary = {"profile": P.label, "profile_path": P.path,
+               "total_seconds": round(sum(r["seconds"] for r in merged) + (parallel_stage_seconds or 0), 1),
+               "this_run_seconds": round(total, 1), "jobs": jobs, "parallel_stage_seconds": parallel_stage_seconds,
+               "notebooks": merged, "partial_run": only,
                "provenance": provenance()}
     atomic_write_text(path, json.dumps(summary, indent=1, default=str) + "\n")
     return summary
@@ -238,6 +266,8 @@ def main(argv=None) -> int:
     parser.add_argument("--report", default=None, metavar="HTML",
                         help="only render the committed notebooks into one HTML file and stop")
     parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failing notebook")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("VACCINE_JOBS", 1)),
+                        help="worker processes for the stages before the notebooks run ($VACCINE_JOBS, default 1)")
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.override)
@@ -250,7 +280,7 @@ def main(argv=None) -> int:
                 print(f"{NOTEBOOKS[nb]}:\n{format_plan(plan(P, [nb]))}")
             return 0
         summary = reproduce(args.profile, only=args.only, overrides=overrides, timeout=args.timeout,
-                            keep_going=not args.stop_on_error)
+                            keep_going=not args.stop_on_error, jobs=args.jobs)
     except ConfigError as exc:
         parser.error(str(exc))
     if summary.get("failed"):

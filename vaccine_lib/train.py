@@ -15,6 +15,7 @@ Examples::
     python -m vaccine_lib.train --profile smoke --dry-run
     python -m vaccine_lib.train --profile default --notebooks 01,03
     python -m vaccine_lib.train --profile smoke --override align.lr=1e-3 --override sweeps.ps=[0.0]
+    python -m vaccine_lib.train --profile default --jobs 2      # two worker processes, one thread each
     accelerate launch --config_file configs/accelerate/ddp_gpu.yaml -m vaccine_lib.train --profile paper
 """
 
@@ -69,8 +70,23 @@ def execute(P: Profile, stages: Sequence[Stage], run_dir, say=print, prefix: str
     return ran
 
 
+def run_workers(P: Profile, argv: Sequence[str], jobs: int, say=print) -> None:
+    """Start ``jobs`` worker processes (``--worker``, one share of the CPU threads each) that run the plan's
+    stages in parallel (``vaccine_lib.scheduler``); raise when one of them fails."""
+    import subprocess
+
+    threads = P.threads or max(1, (os.cpu_count() or 1) // jobs)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-m", "vaccine_lib.train", *argv, "--worker", "--threads", str(threads)]
+    say(f"train: {jobs} worker processes, {threads} thread(s) each", flush=True)
+    procs = [subprocess.Popen(cmd + ["--worker-id", str(i)], env=env) for i in range(jobs)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise ConfigError(f"train: worker exit codes {codes}; see the lines above (each worker prints its stages)")
+
+
 def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_run: bool = False,
-          train_only: bool = False, log=print) -> list[Stage]:
+          train_only: bool = False, log=print, worker: int | None = None) -> list[Stage]:
     """Print the plan and run every stage not cached yet (``dry_run``: only the plan). Returns the plan."""
     from contextlib import nullcontext
 
@@ -96,10 +112,31 @@ def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_
 
         torch.set_num_threads(P.threads)
     t0 = time.perf_counter()
-    ran = execute(P, stages, run_dir, say)
+    if worker is not None:  # one of several processes sharing the plan (--jobs)
+        from .pipeline import clean_run_dir
+        from .scheduler import work
+
+        if worker == 0:
+            clean_run_dir(run_dir)
+        ran = work(stages, run_dir, lambda s: run_stage(P, s, run_dir), say, prefix=f"worker {worker}: ")
+    else:
+        ran = execute(P, stages, run_dir, say)
     say(f"train: {len(stages)} stages ({ran} run, {len(stages) - ran} cached) in {time.perf_counter() - t0:.0f} s "
         f"under {run_dir}", flush=True)
     return stages
+
+
+def _without(argv: list, flag: str) -> list:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
 
 
 def main(argv=None) -> int:
@@ -113,7 +150,14 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", default=None, help="stage cache (default: runs/<profile>, what the notebooks use)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="profile override, repeatable: section.field=value (YAML value), e.g. align.lr=1e-3")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes sharing the plan (default 1; on CPU one thread each is the fastest)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if not 1 <= args.jobs <= 64:
+        parser.error(f"--jobs {args.jobs}: allowed range 1..64 (worker processes); fix: e.g. --jobs 2")
     try:
         notebooks = parse_notebooks(args.notebooks)
         P = load_profile(args.profile, parse_overrides(args.override))
@@ -125,8 +169,17 @@ def main(argv=None) -> int:
     from .experiments import quiet
 
     quiet()
+    if args.threads:
+        P = P.model_copy(update={"threads": args.threads})
     try:
-        train(P, notebooks, args.run_dir, dry_run=args.dry_run, train_only=args.train_only)
+        if args.jobs > 1 and not args.worker and not args.dry_run:
+            check_pools(P, notebooks)
+            forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+            forwarded = _without(forwarded, "--jobs")
+            run_workers(P, forwarded, args.jobs)
+            return 0
+        train(P, notebooks, args.run_dir, dry_run=args.dry_run, train_only=args.train_only,
+              worker=args.worker_id if args.worker else None)
     except ConfigError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
