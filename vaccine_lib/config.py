@@ -385,7 +385,9 @@ class Sweeps(StageConfig):
     defenses: list[Literal["NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine"]] = _field(
         list(METHOD_LABELS), "methods of Table 1", min_length=1)
     ps: list[float] = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
-    baseline_ps: list[float] = _field([], "harmful ratios for EWC / Vlguard / KL (empty: the same as ps)")
+    baseline_ps: list[float] = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
+    method_ps: dict[Literal["NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine"], list[float]] = _field(
+        {}, "harmful ratios of single methods, replacing ps / baseline_ps for them (e.g. {Vaccine: [0.0, 0.3]})")
     tasks: list[str] = _field(["sst2"], "tasks of Table 4", min_length=1)
     sample_counts: list[int] = _field([64], "fine-tuning sample counts of Table 2", min_length=1)
     p_samples: float = _field(0.1, "harmful ratio of Table 2", ge=0, le=1)
@@ -404,6 +406,14 @@ class Sweeps(StageConfig):
     def _ratios(cls, v):
         if any(not (0 <= x <= 1) for x in v):
             raise ValueError("every harmful ratio must be in [0, 1]")
+        return v
+
+    @field_validator("method_ps")
+    @classmethod
+    def _method_ratios(cls, v):
+        for label, ps in v.items():
+            if not ps or any(not (0 <= x <= 1) for x in ps):
+                raise ValueError(f"method_ps.{label}: give a non-empty list of harmful ratios in [0, 1]")
         return v
 
     @field_validator("rhos")

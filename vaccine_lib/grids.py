@@ -107,6 +107,8 @@ def label_of(cfg: FinetuneConfig) -> str:
 
 def _ratios(P: Profile, label: str) -> list[float]:
     s = P.sweeps
+    if label in s.method_ps:
+        return s.method_ps[label]
     return s.ps if label in ALWAYS_SWEPT or not s.baseline_ps else s.baseline_ps
 
 
