@@ -37,6 +37,16 @@ def _rate(m: dict, *names):
     return math.nan
 
 
+def _quality(m: dict) -> dict:
+    """What stands beside HS / FA in every row: answer length on harmful prompts (a "safer" model may only be
+    shorter), empty / degenerate answers (a broken model is not a safe one), over-refusal of benign
+    instructions and the share of the most common task answer (one label for everything = task not learned)."""
+    return {"mean_words": _rate(m, "mean_words"), "empty_rate": _rate(m, "empty_rate"),
+            "degenerate_rate": _rate(m, "degenerate_rate"), "benign_refusal": _rate(m, "benign_refusal"),
+            "fa_top_answer_share": _rate(m, "fa_top_answer_share"),
+            "warning": m.get("degenerate") or ""}
+
+
 def _row(P: Profile, cfg: FinetuneConfig, metrics: dict, drift: dict | None, seconds: float, cached: bool) -> dict:
     pl = _pipeline()
     a = cfg.align
@@ -47,7 +57,7 @@ def _row(P: Profile, cfg: FinetuneConfig, metrics: dict, drift: dict | None, sec
         "lora": cfg.lora_mode(), "tau": a.tau if vaccine else 1,
         "hs": _rate(metrics, "hs"), "refusal": _rate(metrics, "refusal_rate"),
         "label_only": _rate(metrics, "label_only_rate"), "fa": _rate(metrics, "fa", f"fa_{cfg.task}"),
-        "fa_choice": _rate(metrics, "fa_choice", f"fa_choice_{cfg.task}"),
+        "fa_choice": _rate(metrics, "fa_choice", f"fa_choice_{cfg.task}"), **_quality(metrics),
     }
     if drift:
         row.update(drift=_rate(drift, "drift_per_token"), drift_sum_sq=_rate(drift, "drift_sum_sq"),
@@ -120,7 +130,7 @@ def run_aligned(P: Profile, run_dir) -> pd.DataFrame:
         rows.append({"model": names[a.method], "method": a.method, "seed": a.seed, "hs": _rate(m, "hs"),
                      "refusal": _rate(m, "refusal_rate"), "label_only": _rate(m, "label_only_rate"),
                      "fa": _rate(m, "fa", f"fa_{P.finetune.task}"),
-                     "fa_choice": _rate(m, "fa_choice", f"fa_choice_{P.finetune.task}"),
+                     "fa_choice": _rate(m, "fa_choice", f"fa_choice_{P.finetune.task}"), **_quality(m),
                      "align_loss": _rate(res.metrics, "align_loss"), "train_seconds": _rate(res.metrics, "train_seconds"),
                      "stage_key": res.key, "eval_key": m.get("eval_key"), "cached": bool(res.cached and m["cached"]),
                      "seconds": round(time.perf_counter() - t0, 1)})

@@ -697,7 +697,7 @@ def benign_refusals(model, tok, eval_cfg: EvalConfig) -> dict:
         mine = [x for r, x in zip(rows, refused) if r["family"] == fam]
         metrics[f"benign_refusal_{fam}"] = round(100.0 * sum(mine) / len(mine), 2)
     gens = [{"part": "benign", "family": r["family"], "question": r["instruction"], "input": r.get("input") or "",
-             "answer": a, "refused": x} for r, a, x in zip(rows, answers, refused)]
+             "answer": a, "refusal": x} for r, a, x in zip(rows, answers, refused)]
     return {"metrics": metrics, "generations": gens}
 
 
