@@ -79,8 +79,20 @@ pl.save_fig(fig, "table1_hs_fa_vs_p", FIG, data=t1);
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-print("Vaccine minus SFT harmful score, per p:")
+print("Vaccine minus SFT harmful score, per p (means over seeds; CIs and verdicts: notebook 06):")
 ex.compare(t1, "Vaccine", "SFT", "hs").round(1)
+
+# %% [markdown]
+# Beside HS and FA: answer length on harmful prompts (`mean_words`; a "safer" model may only be shorter), empty
+# and degenerate answers (a broken model is not a safe one), over-refusal of 100 held-out benign instructions
+# (`benign_refusal`) and the share of the most common task answer (`fa_top_answer_share`; one label for everything
+# means the task was not learned). Mean ± SD over seeds.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cols = ["hs", "fa", "mean_words", "empty_rate", "degenerate_rate", "benign_refusal", "fa_top_answer_share"]
+ms = pl.mean_sd(t1, ["defense", "p"], [c for c in cols if c in t1])
+ms.round(1)
 
 # %% [markdown]
 # ## Table 2: number of fine-tuning samples
@@ -100,8 +112,13 @@ print("HS (%)"); print(ex.pivot(t2, "hs", columns="n").to_string())
 print("FA (%)"); print(ex.pivot(t2, "fa", columns="n").to_string())
 
 # %%
-fig = pl.lines(t2, "n", ["hs", "fa"])
-pl.save_fig(fig, "table2_sample_counts", FIG, data=t2);
+# NBVAL_IGNORE_OUTPUT
+if t2["n"].nunique() > 1:
+    fig = pl.lines(t2, "n", ["hs", "fa"])
+    pl.save_fig(fig, "table2_sample_counts", FIG, data=t2);
+else:
+    print(f"one sample count (n = {t2['n'].iloc[0]}) in this profile: not a sweep, no figure (the full profile "
+          "sweeps sweeps.sample_counts).")
 
 # %% [markdown]
 # ## Table 4: tasks
@@ -123,8 +140,12 @@ print("HS (%)"); print(ex.pivot(t4, "hs", columns="task").to_string())
 print("FA (%)"); print(ex.pivot(t4, "fa", columns="task").to_string())
 
 # %%
-fig = pl.heat_table(ex.pivot(t4, "hs", columns="task"), title="Harmful score (%) per task")
-pl.save_fig(fig, "table4_tasks", FIG, data=t4);
+# NBVAL_IGNORE_OUTPUT
+if t4["task"].nunique() > 1:
+    fig = pl.heat_table(ex.pivot(t4, "hs", columns="task"), title="Harmful score (%) per task")
+    pl.save_fig(fig, "table4_tasks", FIG, data=t4);
+else:
+    print(f"one task ({t4['task'].iloc[0]}) in this profile: Table 4 runs in the full profile (sweeps.tasks).")
 
 # %% [markdown]
 # ## Answers of Vaccine and SFT after harmful fine-tuning

@@ -121,8 +121,13 @@ print(ex.check(t6, P, "table6"))
 t6[["defense", "rho", "seed", "hs", "fa"]].round(1)
 
 # %%
-fig = pl.lines(t6.assign(method="Vaccine"), "rho", ["hs", "fa"], hue="method")
-pl.save_fig(fig, "table6_rho", FIG, data=t6);
+# NBVAL_IGNORE_OUTPUT
+if t6["rho"].nunique() > 2:  # SFT (rho = 0) and at least two Vaccine rhos: a sweep
+    fig = pl.lines(t6.assign(method="Vaccine"), "rho", ["hs", "fa"], hue="method")
+    pl.save_fig(fig, "table6_rho", FIG, data=t6);
+else:
+    print(f"rho values {sorted(t6['rho'].unique())}: SFT and one Vaccine rho are not a sweep (claim C3 needs the "
+          "full profile's sweeps.rhos); no figure.")
 
 # %% [markdown]
 # ## (e) Table 7: gradient vs random (Gaussian) perturbation
@@ -139,7 +144,10 @@ print(ex.check(t7, P, "table7"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t7[["perturbation", "rho", "seed", "hs", "fa"]].round(1)
+if t7["perturbation"].nunique() > 1:
+    display(t7[["perturbation", "rho", "seed", "hs", "fa", "mean_words"]].round(1))
+else:
+    print("one perturbation only in this profile (sweeps.perturbations): Table 7 / claim C6 runs in the full profile.")
 
 # %% [markdown]
 # ## (f) Table 8: Double-LoRA vs Single-LoRA
@@ -157,7 +165,10 @@ print(ex.check(t8, P, "table8"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t8[["defense", "lora", "seed", "hs", "fa"]].round(1)
+if t8["lora"].nunique() > 1:
+    display(t8[["defense", "lora", "seed", "hs", "fa", "mean_words"]].round(1))
+else:
+    print("one LoRA mode only in this profile (sweeps.lora_modes): Table 8 runs in the full profile.")
 
 # %% [markdown]
 # ## (g) The judge
@@ -178,3 +189,36 @@ jv = pd.DataFrame([{"judge": rep["judge"], "accuracy": rep["accuracy"], "auc": r
 pl.save_table(jv, "judge_validation", TAB)
 print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
       bool(0 <= rep["accuracy"] <= 1 and 0 <= rep["auc"] <= 1), "| test rows:", rep["n_test"] > 0)
+
+# %% [markdown]
+# ### Short answers: recall and false positives per answer length
+# The miniature's models answer harmful prompts in a few dozen words, where a judge trained on long answers is
+# weakest. The committed table `figures/tables/judge_validation_by_length.csv` (`python -m vaccine_lib.judge.tables`)
+# validates both judges on a held-out short-answer set (split by question; threshold chosen on the "select" half,
+# numbers from the "report" half).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from vaccine_lib.judge.tables import TABLE as LENGTH_TABLE
+
+by_len = pd.read_csv(ex.REPO_ROOT / "figures" / "tables" / f"{LENGTH_TABLE}.csv")
+by_len[by_len["half"] == "report"][["judge", "bucket", "n_pos", "n_neg", "precision", "recall", "fpr", "threshold"]]
+
+# %% [markdown]
+# ### Agreement of the two judges on this run's answers
+# Every stored answer to a harmful prompt, of every model of this run, judged again by the profile's judge and by
+# its second judge (`eval.rejudge`; default: classifier and probe), without regeneration; Cohen's kappa pooled and per model, and each judge's HS per model beside the answers'
+# mean length (a "safer" model may only be shorter).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+agree = ex.judge_agreement_table(RUN, (P.eval.judge, *P.eval.rejudge[:1]))  # the profile's judge vs the second
+pl.save_table(agree["per_model"], "judge_agreement", TAB)
+print(f"pooled over {agree['pooled']['n']} answers: kappa = {agree['pooled']['kappa']:.3f}, "
+      f"agreement = {agree['pooled']['agreement']:.3f}")
+agree["per_model"].round(2)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("kappa within [-1, 1]:", bool(-1 <= agree["pooled"]["kappa"] <= 1) if agree["pooled"]["n"] else "no answers",
+      "| one row per evaluated model:", len(agree["per_model"]) > 0)

@@ -921,6 +921,29 @@ def readme_matches(readme=README, stem=DEFAULT_TABLE) -> bool:
     return block == render_block(read_claims_table(stem), read_provenance(stem))
 
 
+# --------------------------------------------------------------------------- one run (notebook 06)
+
+
+def claims_for_run(P, run_dir, tables_dir, rejudge: Sequence[str] = ("probe",), min_judges: int = 2,
+                   write: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The claims table of one profile's run: outcomes from ``run_dir`` (own judge + ``rejudge``), drift and
+    alignment loss from ``tables_dir/fig2_harmful_drift.csv`` (notebook 01), step times from
+    ``tables_dir/table5_overhead.csv`` (notebook 05); written to ``tables_dir/claims.{csv,json}``."""
+    tables_dir = Path(tables_dir)
+    metrics = tables_dir / "fig2_harmful_drift.csv"
+    timings = tables_dir / "table5_overhead.csv"
+    metrics = metrics if metrics.is_file() else None
+    timings = timings if timings.is_file() else None
+    outcomes = load_outcomes(run_dir, rejudge=list(rejudge))
+    ref = Reference(p_star=P.finetune.p, rho=P.align.rho, task=P.finetune.task, n=P.finetune.n)
+    table = evaluate_claims(outcomes, metrics, timings, reference=ref, min_judges=min_judges, profile=P.label)
+    prov = provenance({"run_dir": run_dir, "model_metrics": metrics, "timings": timings}, profile=P.label,
+                      min_judges=min_judges, reference=infer_reference(outcomes, ref).__dict__, rejudge=list(rejudge))
+    if write:
+        write_claims_table(table, tables_dir / "claims", prov)
+    return table, prov
+
+
 # --------------------------------------------------------------------------- command line
 
 

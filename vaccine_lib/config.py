@@ -317,12 +317,15 @@ class EvalConfig(StageConfig):
     """Evaluation: Harmful Score on unseen harmful prompts, fine-tune accuracy on task test items."""
 
     section: ClassVar[str] = "eval"
+    not_in_key: ClassVar[frozenset] = frozenset({"device", "rejudge"})
 
     n_harmful: int = _field(100, "harmful evaluation prompts", ge=1, le=10**5)
     n_task: int = _field(100, "task test items", ge=1, le=10**5)
     max_new_tokens: int = _field(64, "greedy generation length", ge=1, le=4096)
     batch_size: int = _field(16, "generation batch size", ge=1, le=4096)
     judge: str = _field("classifier", "Harmful Score judge")
+    rejudge: list[str] = _field([], "further judges that re-judge the stored answers for the claims' verdicts and "
+                                "the judges' agreement (notebooks 04 and 06; an HS verdict needs every judge)")
     task_max_new_tokens: int | None = _field(
         None, "generation length of the task answers (None: the task's default, TASK_MAX_NEW_TOKENS)", ge=1, le=4096)
     fa_choice: bool = _field(True, "also score label tasks by label likelihood (fa_choice; doubles the task cost)")
@@ -339,6 +342,23 @@ class EvalConfig(StageConfig):
         if v not in judges:
             raise ValueError(f"allowed values: {', '.join(judges)}")
         return v
+
+    @field_validator("rejudge")
+    @classmethod
+    def _rejudge(cls, v):
+        judges = _judges()
+        bad = [j for j in v if j not in judges]
+        if bad:
+            raise ValueError(f"unknown judge(s) {bad}; allowed values: {', '.join(judges)}")
+        if len(set(v)) != len(v):
+            raise ValueError("judges must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.judge in self.rejudge:
+            raise ValueError(f"rejudge lists the main judge {self.judge!r}; name only further judges")
+        return self
 
     def effective(self) -> dict:
         return self.model_dump(exclude=set(self.not_in_key))

@@ -20,6 +20,9 @@ from . import grids
 from .config import AlignConfig, FinetuneConfig
 from .profiles import Profile
 
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 METRIC_COLUMNS = ("hs", "refusal", "label_only", "fa", "fa_choice", "drift", "drift_sum_sq", "align_loss",
                   "align_loss_before")
 
@@ -292,6 +295,36 @@ def compare(df: pd.DataFrame, a: str, b: str, metric: str = "hs", on: Sequence[s
     out = m[[a, b]].copy()
     out["diff"] = out[a] - out[b]
     return out.reset_index()
+
+
+def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe")) -> dict:
+    """Both judges on every stored answer to a harmful prompt under ``run_dir`` (``judge.run_agreement``):
+    ``{"pooled": {kappa, kappa_lo, kappa_hi, agreement, n}, "per_model": DataFrame}`` with one row per
+    evaluated model (method, p, seed, HS and mean words under each judge, kappa)."""
+    from .judge.agreement import run_agreement
+
+    res = run_agreement(run_dir, judges)
+    names = res["judges"]
+    rows = []
+    for m in res["models"]:
+        cfg = m["config"]
+        stage = cfg.get("stage", "finetune" if cfg.get("finetune_key") else "align")
+        row = {"model": cfg.get("method") if stage == "finetune" else f"{cfg.get('align_method')}-aligned",
+               "p": cfg.get("p"), "seed": cfg.get("ft_seed", cfg.get("seed")), "n": m[names[0]]["n"],
+               "mean_words": m[names[0]]["mean_words"]}
+        for n in names:
+            row[f"hs_{n}"] = m[n]["hs"]
+        row["kappa"] = res["per_model_kappa"].get(m["hash"], math.nan)
+        row["eval_key"] = m["hash"]
+        rows.append(row)
+    a = res["agreement"] or {}
+    lo, hi = a.get("kappa_ci95", [math.nan, math.nan])
+    pooled = {"judges": names, "kappa": a.get("kappa", math.nan), "kappa_lo": lo, "kappa_hi": hi,
+              "agreement": a.get("agreement", math.nan), "n": a.get("n", 0)}
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(["model", "p", "seed"], na_position="first").reset_index(drop=True)
+    return {"pooled": pooled, "per_model": df}
 
 
 def notebook_setup(namespace: dict):

@@ -42,7 +42,7 @@ METHODS = {m.label: m for m in (
 ALWAYS_SWEPT = ("SFT", "Vaccine")
 NOTEBOOKS = {
     "01": "01_harmful_embedding_drift", "02": "02_vaccine_alignment", "03": "03_harmful_finetuning",
-    "04": "04_evaluation_and_ablations", "05": "05_system_overhead",
+    "04": "04_evaluation_and_ablations", "05": "05_system_overhead", "06": "06_claims_and_verdicts",
 }
 assert tuple(NOTEBOOKS) == NOTEBOOK_IDS
 
@@ -216,6 +216,11 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("table5", "05", "Tables 5 / 10: step time and memory",
                tables={"table5_overhead": ["method", "step_s", "peak_memory_gb", "slowdown"]},
                figures=("table5_overhead",)),
+    Experiment("claims", "06", "Every claim's effect, 95 % CI and verdict under both judges; R1-R3 on the run",
+               table1, aligns=aligned,
+               tables={"claims": ["claim", "judge", "effect", "ci_lo", "ci_hi", "verdict"],
+                       "regime_criteria_run": ["R1", "R2", "R3"]},
+               figures=("claims_hs_effects",)),
 )}
 
 

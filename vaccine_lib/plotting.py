@@ -278,3 +278,30 @@ def fmt_mean_sd(mean: float, sd: float | None = None, digits: int = 1) -> str:
     if sd is None or sd == 0 or np.isnan(sd):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def claims_forest(table: pd.DataFrame, title: str = "Effects with 95 % CI (HS points), per judge"):
+    """One horizontal line per (claim, judge): the effect and its 95 % CI, the paper's effect as a cross,
+    zero as a dashed line (rows of ``vaccine_lib.claims.evaluate_claims``)."""
+    import matplotlib.pyplot as plt
+
+    set_theme()
+    rows = table.reset_index(drop=True)
+    judges = sorted(rows["judge"].unique())
+    colors = dict(zip(judges, sns.color_palette("colorblind", len(judges))))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    labels = []
+    for i, r in rows.iterrows():
+        y = len(rows) - 1 - i
+        ax.errorbar(r["effect"], y, xerr=[[r["effect"] - r["ci_lo"]], [r["ci_hi"] - r["effect"]]], fmt="o",
+                    color=colors[r["judge"]], capsize=3, label=r["judge"] if r["judge"] not in ax.get_legend_handles_labels()[1] else None)
+        if np.isfinite(r.get("paper_effect", np.nan)):
+            ax.plot(r["paper_effect"], y, "x", color="black", label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+        labels.append((y, f"{r['claim']} ({r['judge']})"))
+    ax.axvline(0, ls="--", color="grey", lw=1)
+    ax.set_yticks([y for y, _ in labels], [t for _, t in labels])
+    ax.set_xlabel("effect (HS points)")
+    ax.set_title(title)
+    _legend_outside(ax)
+    fig.tight_layout()
+    return fig

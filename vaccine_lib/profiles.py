@@ -43,7 +43,7 @@ SECTIONS: dict[str, type[StageConfig]] = {
     "align": AlignConfig, "finetune": FinetuneConfig, "eval": EvalConfig, "drift": DriftConfig,
     "overhead": OverheadConfig, "sweeps": Sweeps,
 }
-NOTEBOOK_IDS = ("01", "02", "03", "04", "05")
+NOTEBOOK_IDS = ("01", "02", "03", "04", "05", "06")
 #: the profile whose outputs are the committed figures/ and executed notebooks
 COMMITTED_PROFILE = "default"
 

@@ -1,0 +1,128 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (vaccine)
+#     language: python
+#     name: python3
+# ---
+
+# %%
+
+# %% [markdown]
+# # 06 · Claims and verdicts
+#
+# **What this notebook does.** It turns the runs of notebooks 01–05 into one verdict per claim of the paper, with
+# a 95 % confidence interval, under **two independent Harmful Score judges** — the profile's judge (`eval.judge`,
+# here `classifier`) and each judge in `eval.rejudge` (default: `probe`, a probe on the embedded model's hidden
+# states; the smoke profile uses `keyword`). Nothing here is typed by hand: the effects come
+# from the stored per-prompt outcomes (`runs/<profile>/eval/`), drift and alignment loss from notebook 01's table,
+# step times from notebook 05's; the verdict rule is fixed in code (`vaccine_lib.stats`, `vaccine_lib.claims`).
+#
+# **Verdict rule.** *held*: the 95 % CI (paired bootstrap over prompts and seeds, or an exact test where there is
+# one seed) excludes 0 in the paper's direction, or lies inside the stated bounds; *refuted*: it excludes 0 the
+# other way, or lies outside the bounds; otherwise *inconclusive*. An HS claim is held only when **both judges**
+# hold it; where they disagree, the table says which. The README's claims block is rendered from the same table
+# (a test fails when they differ).
+#
+# **The regime first.** The claims are only testable where the miniature meets R1–R3 (`docs/regime.md`, chosen on
+# SFT only, blind to Vaccine); section (a) checks R1–R3 again on this run's own models.
+#
+# **Runtime.** Seconds to a few minutes (re-judging every stored answer with the probe; nothing is generated or
+# trained). Measured per profile in `results/<profile>/timings.json`.
+
+# %% tags=["parameters"]
+import os
+
+profile = os.environ.get("VACCINE_PROFILE", "default")  # smoke | default | full | paper, or a profile YAML path
+seed = None  # None: the profile's seeds; an int runs that one seed
+run_dir = None  # None: runs/<profile>, the stage cache every notebook shares
+figures_dir = None  # None: figures/ for the committed default profile, results/<profile>/figures otherwise
+tables_dir = None  # None: <figures_dir>/tables
+overrides = {}  # profile changes, e.g. {"align": {"lr": 1e-3}} or {"sweeps.ps": [0.0, 0.2]}
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Validate the parameters (an unknown name or an out-of-range value stops here, naming the allowed range).
+import pandas as pd
+
+from vaccine_lib import claims as C
+from vaccine_lib import experiments as ex
+from vaccine_lib import plotting as pl
+from vaccine_lib import regime
+
+P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
+
+# %% [markdown]
+# ## (a) R1–R3 on this run
+# The same rule as the regime study (`vaccine_lib.regime.criteria`), on this run's base, SFT-aligned and SFT
+# fine-tuned models (means over seeds). R1: the SFT-aligned model refuses harmful prompts (HS ≤ 10 %) but not
+# benign instructions (≤ 10 %) and keeps its zero-shot FA within 10 points of the base model's; R2: clean
+# fine-tuning teaches the task (FA ≥ 80 % or ≥ +15 points, and not one label for ≥ 90 % of the items); R3: at p*,
+# SFT's HS is ≥ 30 points above the aligned model's.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+aligned = ex.run_aligned(P, RUN)
+t1 = ex.run(P, RUN, "table1", progress=False)
+crit = pd.DataFrame(regime.criteria(regime.run_rows(aligned, t1, align_name=P.label, finetune_name=P.label)))
+pl.save_table(crit, "regime_criteria_run", TAB)
+crit.T
+
+# %% [markdown]
+# ## (b) Every claim, under both judges
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+table, prov = C.claims_for_run(P, RUN, TAB, rejudge=P.eval.rejudge)  # the profile's judge + eval.rejudge
+summary = C.summarize_claims(table)
+print(f"claims table: {TAB / 'claims.csv'} (commit {str(prov.get('git_commit'))[:10]}, dirty: {prov.get('git_dirty')})")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("one row per claim:", sorted(summary["claim"].str.split().str[0]) == sorted(c.id for c in C.CLAIMS),
+      "| verdicts from the rule:", set(table["verdict"]) <= {"held", "refuted", "inconclusive", "not run"},
+      "| HS rows judged by the profile's judge and every eval.rejudge judge:",
+      set(table.loc[table["judge"] != "-", "judge"]) == {P.eval.judge, *P.eval.rejudge})
+
+# %% [markdown]
+# The table (the README shows the same rendering). Effects are ours minus the reference, in the claim's unit; the
+# paper's effect is from Llama2-7B (Table 1 at p = 0.1, n = 1000), so only the direction is comparable.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import Markdown
+
+Markdown(C.claims_markdown(table=table))
+
+# %% [markdown]
+# Per judge (effect and 95 % CI):
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+table[["claim", "judge", "effect", "ci_lo", "ci_hi", "p_value", "n_items", "n_seeds", "judge_verdict", "verdict"]].round(3)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+hs_rows = table[(table["unit"] == "HS points") & table["effect"].notna()]
+if len(hs_rows):
+    fig = pl.claims_forest(hs_rows)
+    pl.save_fig(fig, "claims_hs_effects", FIG, data=hs_rows);
+
+# %% [markdown]
+# ## (c) The README block
+# Rendered from `figures/tables/claims.csv` for the committed default profile only (other profiles write their
+# table under `results/<profile>/`).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if P.committed:
+    print("README claims block updated:", C.render_readme(stem=TAB / "claims"))
+else:
+    print(f"profile {P.label!r} is not the committed default: README left alone")
