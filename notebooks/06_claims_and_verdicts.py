@@ -13,10 +13,10 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 06 · Claims and verdicts
+#
+# **Paper claim tested.** Every claim, together: each one's effect, 95 % CI and verdict.
 #
 # **What this notebook does.** It turns the runs of notebooks 01–05 into one verdict per claim of the paper, with
 # a 95 % confidence interval, under **two independent Harmful Score judges** — the profile's judge (`eval.judge`,
