@@ -7,6 +7,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PROFILE ?= default
+# worker processes for the stages (one torch thread each; 2 fits a 2-core machine)
+JOBS ?= 2
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 STAMP := $(VENV)/.setup-stamp
 # The stamp depends on every file that defines the environment: edit one and setup reruns.
@@ -35,14 +37,14 @@ $(STAMP): $(SETUP_INPUTS)
 data: setup  ## build the offline data splits under data/ (git-ignored)
 	$(PY) -m vaccine_lib.data build
 
-reproduce: data  ## run every stage, then every notebook of PROFILE (progress per notebook and stage)
-	$(PY) -m vaccine_lib.reproduce --profile $(PROFILE)
+reproduce: data  ## run every stage (JOBS workers), then every notebook of PROFILE (progress per stage and notebook)
+	$(PY) -m vaccine_lib.reproduce --profile $(PROFILE) --jobs $(JOBS)
 
 plan: data  ## print the stages PROFILE needs and which are cached (no training)
 	$(PY) -m vaccine_lib.train --profile $(PROFILE) --dry-run
 
-train: data  ## train every alignment / fine-tuning stage of PROFILE (then make reproduce only evaluates)
-	$(PY) -m vaccine_lib.train --profile $(PROFILE) --train-only
+train: data  ## run every stage of PROFILE with JOBS workers (then make reproduce only runs the notebooks)
+	$(PY) -m vaccine_lib.train --profile $(PROFILE) --jobs $(JOBS)
 
 unit: setup data  ## unit tests only
 	MPLBACKEND=agg $(PY) -m pytest tests -q -p no:cacheprovider
