@@ -11,7 +11,11 @@ new behaviour on benign ones (``AlignConfig.helpful = "selfdistill"``; chosen by
 - :func:`selfdistill_prompts` — the benign instructions (train splits only), deterministic per seed.
 - :func:`selfdistilled` — the base model's answers to them, refusals and empty answers dropped,
   cached as JSONL (written atomically) under a folder the caller names.
-- :func:`selfdistill_alignment_rows` — the alignment set: refusals + self-distilled answers, shuffled.
+- :func:`selfdistill_alignment_rows` — the alignment set: refusals + self-distilled answers, shuffled. The
+  helpful half is the first ``n_help`` kept answers of the family-ordered prompts (40 % SST2, 30 % GSM,
+  30 % puzzles of ``n_help * 1.25``), so the margin is cut from the puzzles: 49 SST2-format, 38 GSM-style
+  and 13 puzzle answers at the default profile's n = 200. That is the set the regime study's A1 trained
+  on, kept as it is so that the default profile is the setting the study chose.
 - :func:`benign_eval_rows` — held-out benign instructions for the **benign refusal rate** (test splits,
   a puzzle seed the alignment set never uses).
 """
