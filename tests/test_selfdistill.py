@@ -195,7 +195,7 @@ def test_selfdistilled_cache_written_and_read(tmp_path, fake_generate):
     gen = fake_generate(_canned)
     cache = tmp_path / "cache"
     first = sd.selfdistilled(StubModel(), TOK, 10, 7, cache, "org/SmolLM2-135M")
-    path = cache / f"SmolLM2-135M-n10-s7-t{sd.SELFDISTILL_TOKENS}.jsonl"
+    path = cache / f"org--SmolLM2-135M-n10-s7-t{sd.SELFDISTILL_TOKENS}.jsonl"  # "/" in a Hub id -> "--"
     assert [p.name for p in cache.iterdir()] == [path.name]  # no temporary file left behind
     assert [json.loads(line) for line in path.read_text().splitlines()] == first
 

@@ -55,13 +55,15 @@ def selfdistill_prompts(n: int, seed: int, data_dir=None) -> list[dict]:
 
 def selfdistilled(model, tok, n: int, seed: int, cache_dir, model_name: str, batch_size: int = 16) -> list[dict]:
     """The base model's own greedy answers to ``n`` benign instructions; refusals and empty answers are
-    dropped. Cached as ``<cache_dir>/<model_name>-n<n>-s<seed>.jsonl`` (the base model is a function of its
-    name, so the cache is shared by every alignment of that model)."""
+    dropped. Cached as ``<cache_dir>/<model>-n<n>-s<seed>-t<tokens>.jsonl``, ``<model>`` being the model name
+    with ``/`` written as ``--`` (the base model is a function of its name, so the cache is shared by every
+    alignment of that model)."""
     from ..evaluation import generate
     from ..judge import is_refusal
     from .templates import alpaca_prompt
 
-    path = Path(cache_dir) / f"{Path(model_name).name}-n{n}-s{seed}-t{SELFDISTILL_TOKENS}.jsonl"
+    slug = str(model_name).strip("/").replace("/", "--")
+    path = Path(cache_dir) / f"{slug}-n{n}-s{seed}-t{SELFDISTILL_TOKENS}.jsonl"
     if path.is_file():
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = selfdistill_prompts(n, seed)
