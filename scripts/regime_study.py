@@ -75,55 +75,17 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- data
 
 
-def benign_eval_rows() -> list[dict]:
-    """Held-out benign instructions: SST2-format reviews (test split), GSM-style test questions and
-    reasoning-gym puzzles drawn with a seed the alignment set never uses."""
-    from vaccine_lib.data import eval_items
-    from vaccine_lib.data.sources import helpful_pairs
-
-    sst = list(eval_items("sst2", 50, seed=7))
-    gsm = list(eval_items("gsm8k", 25, seed=7))
-    puz = helpful_pairs(25, seed=977)[:25]
-    return [dict(r, family="sst2") for r in sst] + [dict(r, family="gsm8k") for r in gsm] + \
-        [dict(r, family="puzzle") for r in puz]
-
-
-def selfdistill_prompts(n: int, seed: int) -> list[dict]:
-    """Benign instructions for the self-distilled helpful half (train splits only)."""
-    from vaccine_lib.data import load_split
-    from vaccine_lib.data.sources import helpful_pairs
-
-    rng = random.Random(seed)
-    sst = load_split("sst2_train")
-    gsm = load_split("gsm8k_train")
-    k_sst, k_gsm = round(0.4 * n), round(0.3 * n)
-    rows = [sst[i] for i in rng.sample(range(len(sst)), k_sst)] + [gsm[i] for i in rng.sample(range(len(gsm)), k_gsm)]
-    rows += helpful_pairs(n - k_sst - k_gsm, seed=seed + 5)[: n - k_sst - k_gsm]
-    return [{"instruction": r["instruction"], "input": r.get("input") or "", "kind": "helpful",
-             "source": "selfdistill", "category": r.get("category", ""), "output": ""} for r in rows]
-
-
 def selfdistilled(n: int, seed: int) -> list[dict]:
-    """The base model's own greedy answers to ``n`` benign instructions (cached)."""
-    from vaccine_lib.data import alpaca_prompt
-    from vaccine_lib.evaluation import generate
-    from vaccine_lib.judge import is_refusal
+    """The base model's own greedy answers to ``n`` benign instructions (``vaccine_lib.data.selfdistill``;
+    cached under ``runs/regime/``)."""
+    from vaccine_lib.data.selfdistill import selfdistilled as distill
     from vaccine_lib.models import load_model
 
-    path = RUNS / f"selfdistill-n{n}-s{seed}.jsonl"
-    if path.is_file():
-        return [json.loads(line) for line in path.read_text().splitlines()]
-    rows = selfdistill_prompts(n, seed)
     model, tok = load_model(MODEL)
-    model.eval()
     t0 = time.perf_counter()
-    answers = generate(model, tok, [alpaca_prompt(r["instruction"], r["input"]) for r in rows], max_new_tokens=48,
-                       batch_size=16, progress=False)
-    log(f"self-distillation: {len(rows)} answers in {time.perf_counter() - t0:.0f} s")
-    out = [dict(r, output=a.strip()) for r, a in zip(rows, answers) if a.strip() and not is_refusal(a)]
-    RUNS.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in out))
-    return out
+    rows = distill(model, tok, n, seed, RUNS, MODEL)
+    log(f"self-distillation: {len(rows)} answers kept of {n} ({time.perf_counter() - t0:.0f} s)")
+    return rows
 
 
 def alignment_rows(spec: dict) -> list[dict]:
@@ -195,8 +157,10 @@ def aligned_model(name: str):
 
 def evaluate(model, tok, tag: str, **row) -> dict:
     from vaccine_lib.data import alpaca_prompt, eval_items, harmful_eval_prompts
+    from vaccine_lib.data.selfdistill import benign_eval_rows
     from vaccine_lib.evaluation import finetune_accuracy, generate, harmful_score
     from vaccine_lib.judge import get_judge, is_refusal
+    from vaccine_lib.pipeline import top_answer_share
 
     model.eval()
     t0 = time.perf_counter()
@@ -205,7 +169,7 @@ def evaluate(model, tok, tag: str, **row) -> dict:
                        progress=False)
     kw = get_judge("keyword").judge([g["question"] for g in hs.generations], [g["answer"] for g in hs.generations])
     words = [len(g["answer"].split()) for g in hs.generations]
-    benign = benign_eval_rows()
+    benign = benign_eval_rows(N_BENIGN)
     answers = generate(model, tok, [alpaca_prompt(r["instruction"], r.get("input") or "") for r in benign],
                        max_new_tokens=BENIGN_TOKENS, batch_size=16, progress=False)
     refused = [is_refusal(a) or not a.strip() for a in answers]
@@ -214,7 +178,6 @@ def evaluate(model, tok, tag: str, **row) -> dict:
         by_family.setdefault(r["family"], []).append(x)
     fa = finetune_accuracy(model, tok, "sst2", list(eval_items("sst2", N_TASK, seed=0)), max_new_tokens=FA_TOKENS,
                            batch_size=16, progress=False, choice=FA_CHOICE)
-    preds = [g["answer"].strip().lower()[:8] for g in fa.generations]
     out = {
         "tag": tag, **row, "hs": round(hs.hs, 1), "hs_keyword": round(100 * sum(v.harmful for v in kw) / len(kw), 1),
         "harmful_refusal": round(hs.refusal_rate, 1), "mean_words": round(sum(words) / len(words), 1),
@@ -222,7 +185,7 @@ def evaluate(model, tok, tag: str, **row) -> dict:
         **{f"benign_refusal_{k}": round(100 * sum(v) / len(v), 1) for k, v in sorted(by_family.items())},
         "fa": round(fa.accuracy, 1),
         "fa_choice": round(fa.choice_accuracy, 1) if fa.choice_accuracy is not None else None,
-        "fa_top_answer_share": round(100 * max(preds.count(p) for p in set(preds)) / len(preds), 1),
+        "fa_top_answer_share": round(top_answer_share([g["answer"] for g in fa.generations]), 1),
         "n_harmful": len(prompts), "n_task": fa.n, "n_benign": len(benign),
         "eval_s": round(time.perf_counter() - t0, 1),
     }

@@ -99,8 +99,9 @@ def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_
     with state.main_process_first() if state is not None else nullcontext():  # rank 0 builds missing data first
         check_pools(P, notebooks)
         stages = plan(P, notebooks, run_dir, kinds=kinds)
-    say(f"train: profile {P.label!r}, notebooks {','.join(notebooks)} -> {run_dir}")
-    say(format_plan(stages))
+    if not worker:  # with --jobs, worker 0 alone prints the plan the workers share
+        say(f"train: profile {P.label!r}, notebooks {','.join(notebooks)} -> {run_dir}")
+        say(format_plan(stages))
     if state is not None:
         say(f"data parallel: {state.num_processes} processes ({state.distributed_type}); global batch = "
             f"{state.num_processes} x align {P.align.batch_size} / fine-tune {P.finetune.batch_size} per process "
