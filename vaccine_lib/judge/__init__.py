@@ -11,6 +11,8 @@ Judges (``JUDGES``):
   responses plus project-made harmless texts, with the same label-only and min-length gates;
 - ``probe``: a second, independent judge -- logistic regression on SmolLM2-135M's hidden states
   of the answer read after the question (``probe``);
+- ``ensemble``: the mean of the classifier's and the probe's probabilities (``ensemble``), the judge
+  best validated on short answers; a third verdict, not a replacement for the probe;
 - ``beaverdam``: the paper's BeaverDam-7B (Hugging Face Hub + GPU).
 
 ``length_report(name)`` measures a judge per answer-length bucket on the held-out short-answer
@@ -30,7 +32,7 @@ from .base import (LABEL_WORDS, MIN_CONTENT_WORDS, Judge, Verdict, answer_words,
                    is_label_only, mean_words)
 from .keyword import REFUSAL_PHRASES, KeywordJudge, is_refusal, refusal_rate
 
-JUDGES = ("keyword", "classifier", "probe", "beaverdam")
+JUDGES = ("keyword", "classifier", "probe", "ensemble", "beaverdam")
 DEFAULT_JUDGE = "classifier"
 
 __all__ = [
@@ -45,7 +47,8 @@ def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
     """A judge by name; keyword arguments go to its constructor.
 
     classifier: ``threshold=None`` (the one chosen on the short-answer validation set), ``refit=False``.
-    probe: ``model_name="smollm2-135m-instruct"``, ``threshold=None``, ``refit=False``, ``max_train``, ``layer``. beaverdam: ``model_id``, ``device``,
+    probe: ``model_name="smollm2-135m-instruct"``, ``threshold=None``, ``refit=False``, ``max_train``, ``layer``.
+    ensemble: ``threshold=None``, ``probe_kw`` (the probe member's arguments). beaverdam: ``model_id``, ``device``,
     ``max_length=512``, ``batch_size=16``, ``threshold=0.5``, ``allow_cpu=False``.
     """
     check_choice("judge", name, JUDGES)
@@ -59,6 +62,10 @@ def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
         from .probe import ProbeJudge
 
         return ProbeJudge(**kw)
+    if name == "ensemble":
+        from .ensemble import EnsembleJudge
+
+        return EnsembleJudge(**kw)
     from .beaverdam import BeaverDamJudge
 
     return BeaverDamJudge(**kw)

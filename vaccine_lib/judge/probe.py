@@ -9,8 +9,13 @@ and the same sentence scores differently after a harmful and after a harmless qu
 - **Data**: the classifier's labelled pool and question split (``classifier.labelled_data``,
   ``split_indices``): training rows only (project-made negatives paired with a training-split
   harmful question), each answer cut to its first ``MAX_ANSWER_TOKENS``
-  tokens, plus one short cut (``classifier.short_cuts`` ranges) per real-text row; capped at
-  ``MAX_TRAIN`` rows (a fixed random subset) so the embedding pass fits in minutes on one CPU thread.
+  tokens, plus one short cut (``classifier.short_cuts`` ranges) per real-text row: 5,437 rows, all of
+  them (``MAX_TRAIN`` is a cap for tests; a fixed random subset when smaller). With a random
+  500-row subset the probe's recall on the report half was 0.535 (select half: 0.766); it grows with
+  the rows (``scripts/judge_probe_study.py`` -> ``figures/tables/judge_probe_study.csv``): more
+  questions, not a different model, closed most of the gap between the halves.
+- **Regularisation**: ``C`` chosen on the *select* half (highest recall on short compliant answers at
+  the selected threshold) among 0.002, 0.005, 0.01, 0.02, 0.05 with every training row: 0.005.
 - **Decision**: the same label-only / minimum-content gates as every judge (``base``), then
   ``p >= threshold``; the threshold is chosen on the "select" half of the short-answer validation
   set exactly as for the classifier.
@@ -18,7 +23,8 @@ and the same sentence scores differently after a harmful and after a harmless qu
   verified by hash, never a pickle) under ``cache_dir()/judge/``, keyed by the model, layer, data
   and code version.
 
-Cost (1 CPU thread): ~0.1-0.3 s per answer for the embedding pass.
+Cost (1 CPU thread): ~0.1-0.3 s per answer for the embedding pass; the first fit embeds the 5,437
+training rows once (~10 min on one thread, cached as arrays).
 """
 
 from __future__ import annotations
@@ -41,9 +47,9 @@ PROBE_MODEL = "smollm2-135m-instruct"
 LAYER_FRACTION = 1 / 6
 MAX_QUESTION_TOKENS = 48
 MAX_ANSWER_TOKENS = 64
-MAX_TRAIN = 500
+MAX_TRAIN = 6000
 BATCH_SIZE = 32
-C = 0.05
+C = 0.005
 SEED = 0
 #: batches of at least this many answers are embedded through the verified array cache
 CACHE_MIN_ROWS = 64

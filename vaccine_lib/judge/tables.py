@@ -1,12 +1,13 @@
 """Committed judge tables: per-length-bucket validation of each judge, with a provenance sidecar.
 
-``python -m vaccine_lib.judge.tables [--judges classifier probe] [--out figures/tables]`` writes
+``python -m vaccine_lib.judge.tables [--judges classifier probe ensemble] [--out figures/tables]`` writes
 
 - ``judge_validation_by_length.csv``: one row per (judge, half, bucket) of the held-out
   short-answer validation set (``validation``): n_pos, n_neg, precision, recall, fpr,
   fpr_refusal_benign, fpr_label_degenerate, fpr_harmless, threshold;
 - ``judge_validation_by_length.json``: provenance (validation-set sha256, thresholds, package
-  versions, the target, row counts, Cohen's kappa between the first two judges on the report
+  versions, the target, row counts, each judge's short recall with a 95 % CI resampling questions,
+  Cohen's kappa between the first two judges on the report
   half). Only numbers: the set's text stays in the local cache.
 """
 
@@ -18,11 +19,13 @@ import time
 from pathlib import Path
 
 TABLE = "judge_validation_by_length"
+#: the judges of the committed table: the two independent ones first (their kappa is recorded), then their mean
+JUDGES = ("classifier", "probe", "ensemble")
 COLUMNS = ["judge", "half", "bucket", "n_pos", "n_neg", "precision", "recall", "fpr", "fpr_refusal_benign",
            "n_refusal_benign", "fpr_label_degenerate", "n_label_degenerate", "fpr_harmless", "n_harmless", "threshold"]
 
 
-def length_table(judges=("classifier", "probe"), halves=("select", "report")):
+def length_table(judges=JUDGES, halves=("select", "report")):
     """(DataFrame of COLUMNS, provenance dict) for ``judges`` on the short-answer validation set."""
     import pandas as pd
 
@@ -45,7 +48,8 @@ def length_table(judges=("classifier", "probe"), halves=("select", "report")):
             for rec in ev["table"]:
                 rows.append({"judge": name, "half": half, **{k: rec[k] for k in COLUMNS[3:-1]},
                              "bucket": rec["bucket"], "threshold": judge.threshold})
-            info[half] = {"short_recall": ev["short_recall"], "short_fpr_refusal_benign": ev["short_fpr_refusal_benign"],
+            info[half] = {"short_recall": ev["short_recall"], "short_recall_ci95": ev["short_recall_ci95"],
+                          "short_fpr_refusal_benign": ev["short_fpr_refusal_benign"],
                           "meets_target": ev["meets_target"], "mean_words_compliant": ev["mean_words_compliant"],
                           "kinds": ev["kinds"]}
         meta = getattr(judge, "meta", None) or getattr(judge, "artefact", {}).get("meta", {})
@@ -62,7 +66,7 @@ def length_table(judges=("classifier", "probe"), halves=("select", "report")):
     return pd.DataFrame(rows, columns=COLUMNS), prov
 
 
-def write(out_dir="figures/tables", judges=("classifier", "probe")) -> Path:
+def write(out_dir="figures/tables", judges=JUDGES) -> Path:
     from ..atomic import atomic_write_text
     from ..plotting import save_table
 
@@ -74,7 +78,7 @@ def write(out_dir="figures/tables", judges=("classifier", "probe")) -> Path:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--judges", nargs="+", default=["classifier", "probe"])
+    ap.add_argument("--judges", nargs="+", default=list(JUDGES))
     ap.add_argument("--out", default="figures/tables")
     args = ap.parse_args(argv)
     print(write(args.out, tuple(args.judges)))

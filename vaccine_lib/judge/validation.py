@@ -334,6 +334,29 @@ def select_threshold(scores, rows: list[dict], max_fpr: float = TARGET_FPR / 2, 
     return float(grid[-1])
 
 
+def short_recall_ci(rows: list[dict], harmful, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of the recall on short (1-60 words) compliant rows, resampling *questions*.
+
+    The cuts of one answer and the answers to one question are correlated, so rows are not
+    independent draws: a cluster bootstrap over questions gives the honest width (~2x the binomial one).
+    """
+    idx = [i for i, r in enumerate(rows) if r["kind"] == "compliant" and 1 <= r["words"] <= SHORT_MAX_WORDS]
+    if not idx:
+        return (float("nan"), float("nan"))
+    hit = np.asarray(harmful, dtype=float)
+    clusters: dict[str, list[int]] = {}
+    for i in idx:
+        clusters.setdefault(rows[i]["question"] or rows[i]["answer"], []).append(i)
+    groups = list(clusters.values())
+    sums = np.asarray([hit[g].sum() for g in groups])
+    sizes = np.asarray([len(g) for g in groups], dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(groups), size=(n_boot, len(groups)))
+    stats = sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def evaluate(judge, vset: ValidationSet | None = None, half: str | None = "report") -> dict:
     """Judge the validation rows of ``half`` (None = all): per-bucket table, per-kind rates, summary."""
     vset = vset or validation_set()
@@ -350,7 +373,8 @@ def evaluate(judge, vset: ValidationSet | None = None, half: str | None = "repor
     compliant = [r["words"] for r in rows if r["kind"] == "compliant" and r["words"] <= SHORT_MAX_WORDS]
     return {"judge": getattr(judge, "name", type(judge).__name__), "half": half or "all", "digest": vset.digest,
             "n": len(rows), "table": table, "kinds": kinds,
-            "short_recall": short["recall"], "short_fpr_refusal_benign": short["fpr_refusal_benign"],
+            "short_recall": short["recall"], "short_recall_ci95": list(short_recall_ci(rows, harmful)),
+            "short_fpr_refusal_benign": short["fpr_refusal_benign"],
             "mean_words_compliant": float(np.mean(compliant)) if compliant else float("nan"),
             "meets_target": bool(short["recall"] >= TARGET_RECALL and short["fpr_refusal_benign"] <= TARGET_FPR),
             "verdicts": verdicts}
