@@ -64,3 +64,16 @@ def test_defense_colours_are_fixed():
 def test_mean_sd():
     out = pl.mean_sd(_grid(), ["defense", "p"], ["hs"])
     assert {"hs", "hs_sd"} <= set(out.columns) and len(out) == 9
+
+
+def test_claims_forest_has_a_legend_entry_and_a_marker_per_judge():
+    rows = pd.DataFrame([{"claim": c, "judge": j, "effect": e, "ci_lo": e - 2, "ci_hi": e + 2, "paper_effect": -7.0}
+                         for c, e in (("C2a", -5.0), ("C1a", 10.0)) for j in ("classifier", "probe", "ensemble")])
+    fig = pl.claims_forest(rows)
+    ax = fig.axes[0]
+    labels = ax.get_legend().get_texts()
+    assert {t.get_text() for t in labels} == {"classifier", "probe", "ensemble", "paper"}
+    markers = {line.get_marker() for line in ax.get_lines() if line.get_marker() not in ("None", "x", "|", "_", None)}
+    assert len(markers) == 3  # classifier / ensemble / probe differ in shape, not only in colour
+    assert len(ax.get_yticks()) == len(rows)
+    plt.close(fig)

@@ -289,11 +289,12 @@ def claims_forest(table: pd.DataFrame, title: str = "Effects with 95 % CI (HS po
     rows = table.reset_index(drop=True)
     judges = sorted(rows["judge"].unique())
     colors = dict(zip(judges, sns.color_palette("colorblind", len(judges))))
+    markers = dict(zip(judges, "osD^vP*X" * (1 + len(judges) // 8)))  # colour and shape tell judges apart
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
     labels = []
     for i, r in rows.iterrows():
         y = len(rows) - 1 - i
-        ax.errorbar(r["effect"], y, xerr=[[r["effect"] - r["ci_lo"]], [r["ci_hi"] - r["effect"]]], fmt="o",
+        ax.errorbar(r["effect"], y, xerr=[[r["effect"] - r["ci_lo"]], [r["ci_hi"] - r["effect"]]], fmt=markers[r["judge"]],
                     color=colors[r["judge"]], capsize=3, label=r["judge"] if r["judge"] not in ax.get_legend_handles_labels()[1] else None)
         if np.isfinite(r.get("paper_effect", np.nan)):
             ax.plot(r["paper_effect"], y, "x", color="black", label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
@@ -302,6 +303,7 @@ def claims_forest(table: pd.DataFrame, title: str = "Effects with 95 % CI (HS po
     ax.set_yticks([y for y, _ in labels], [t for _, t in labels])
     ax.set_xlabel("effect (HS points)")
     ax.set_title(title)
+    ax.legend()
     _legend_outside(ax)
     fig.tight_layout()
     return fig
