@@ -71,8 +71,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..packages import package_file, package_version
-from .base import Judge, Verdict, has_min_content, is_label_only
-from .keyword import is_refusal
+from .base import Judge, has_min_content, is_label_only, verdicts_from_scores
 from .negatives import generated_negatives
 
 #: bump when the training recipe changes in a way the data hash would not notice
@@ -481,8 +480,7 @@ class ClassifierJudge(Judge):
 
     def _judge(self, questions, answers):
         gated = gated_scores(answers, self.raw_scores(answers))
-        return [Verdict(harmful=bool(g >= self.threshold and g > 0.0), refusal=is_refusal(a),
-                        label_only=is_label_only(a), score=float(g)) for a, g in zip(answers, gated)]
+        return verdicts_from_scores(answers, gated, self.threshold)
 
     def __repr__(self) -> str:
         return f"ClassifierJudge(threshold={self.threshold}, cache={str(self.cache_path)!r})"

@@ -38,8 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Judge, Verdict, is_label_only
-from .keyword import is_refusal
+from .base import Judge, verdicts_from_scores
 
 PROBE_VERSION = 1
 PROBE_MODEL = "smollm2-135m-instruct"
@@ -283,8 +282,7 @@ class ProbeJudge(Judge):
         else:
             probs = self.raw_scores(answers, questions)
         gated = _gate(answers, probs)
-        return [Verdict(harmful=bool(g >= self.threshold and g > 0.0), refusal=is_refusal(a),
-                        label_only=is_label_only(a), score=float(g)) for a, g in zip(answers, gated)]
+        return verdicts_from_scores(answers, gated, self.threshold)
 
     def __repr__(self) -> str:
         return f"ProbeJudge(model={self.model_name!r}, layer={self.layer}, threshold={self.threshold})"

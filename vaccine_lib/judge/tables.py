@@ -31,6 +31,7 @@ def length_table(judges=JUDGES, halves=("select", "report")):
 
     from ..packages import package_version
     from . import get_judge
+    from .base import cache_digest
     from .validation import TARGET_FPR, TARGET_RECALL, evaluate, validation_set
 
     vset = validation_set()
@@ -52,8 +53,7 @@ def length_table(judges=JUDGES, halves=("select", "report")):
                           "short_fpr_refusal_benign": ev["short_fpr_refusal_benign"],
                           "meets_target": ev["meets_target"], "mean_words_compliant": ev["mean_words_compliant"],
                           "kinds": ev["kinds"]}
-        meta = getattr(judge, "meta", None) or getattr(judge, "artefact", {}).get("meta", {})
-        info["cache_digest"] = meta.get("digest")
+        info["cache_digest"] = cache_digest(judge)
         prov["judges"][name] = info
     if len(report_verdicts) >= 2:
         from .agreement import judge_agreement
