@@ -387,7 +387,7 @@ def generations(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[s
 def drift(cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
     """Harmful embedding drift of the fine-tuned model vs its aligned model (the base model for Non-Aligned)
     on ``n_samples`` fixed probe samples (cached): ``drift_sum_sq``, ``drift_per_token``, ``align_loss``,
-    ``align_loss_before``, ``n_tokens``, ``n_layers``, ``cached``."""
+    ``align_loss_before``, ``n_tokens``, ``n_layers``, ``seconds`` (the stage's own time), ``cached``."""
     key = drift_key(cfg, n_samples)
     path = Path(run_dir) / "drift" / key
     res = _run_stage(path, "drift", key, lambda tmp: _run_drift(cfg, run_dir, n_samples), seed=cfg.seed)
@@ -704,6 +704,7 @@ def benign_refusals(model, tok, eval_cfg: EvalConfig) -> dict:
 def _run_drift(cfg: FinetuneConfig, run_dir, n_samples: int):
     from .drift import alignment_loss, model_drift
 
+    t0 = time.perf_counter()
     model, tok = load_stage_model(cfg, run_dir)
     batches = _probe_batches(cfg.align, tok, n_samples)
     if cfg.lora_mode() == "double":  # the aligned model = the same network with the adapter disabled
@@ -716,5 +717,5 @@ def _run_drift(cfg: FinetuneConfig, run_dir, n_samples: int):
         before = alignment_loss(aligned, batches)
         del aligned
     metrics = {**stats, "align_loss": alignment_loss(model, batches), "align_loss_before": before,
-               "n_samples": n_samples}
+               "n_samples": n_samples, "seconds": round(time.perf_counter() - t0, 3)}
     return {**describe(cfg), "n_samples": n_samples}, metrics, []

@@ -7,6 +7,9 @@ cached and only tabulates and plots. Everything is validated before the first st
 - Executed notebooks go to ``results/<profile>/<notebook>.ipynb`` and the timings to
   ``results/<profile>/timings.json``, both written atomically (temp file + rename): an interrupted run
   leaves the previous complete file, never a half-executed one.
+- A complete run then sums every stage's own measured time and every notebook's into
+  ``<figures>/tables/runtime.csv`` (``vaccine_lib.runtime``); the default profile's README runtime block is
+  generated from it.
 - The committed profile (exactly ``configs/profiles/default.yaml``, no overrides) also writes
   ``figures/`` and refreshes the committed notebooks in ``notebooks/`` with their outputs (cells tagged
   ``generations`` cleared: no model answers to harmful prompts are committed).
@@ -185,6 +188,13 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
     summary = _write_timings(timings, P, rows, only, time.perf_counter() - t_all, jobs=jobs,
                              parallel_stage_seconds=train_seconds)
     say(format_timings(summary), flush=True)
+    if not only:  # every stage time + every notebook time -> the runtime table (and, for default, the README)
+        from . import runtime
+
+        table = runtime.write_runtime(P, jobs=max(jobs, 1), table=P.figures_dir() / "tables" / "runtime.csv")
+        say(table.to_string(index=False), flush=True)
+        if P.committed:
+            runtime.render_readme()
     if failed:
         summary["failed"] = failed
     return summary

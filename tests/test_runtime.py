@@ -1,0 +1,71 @@
+"""The runtime table (vaccine_lib.runtime): sums of measured stage times, and the README block from it."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from vaccine_lib import runtime as R
+from vaccine_lib.errors import ConfigError
+
+
+def _stages(tmp_path):
+    stages = []
+    for kind, key, secs in (("eval", "e1", 100.0), ("eval", "e2", 300.0), ("drift", "d1", 60.0),
+                            ("drift", "d2", None), ("eval", "e3", "missing")):
+        folder = tmp_path / kind / key
+        folder.mkdir(parents=True)
+        if secs != "missing":
+            m = {"hs": 1.0}
+            if secs is not None:
+                m[R.SECONDS_FIELD[kind]] = secs
+            (folder / "metrics.json").write_text(json.dumps(m))
+        stages.append(SimpleNamespace(kind=kind, key=key, label=f"{kind} {key}", cfg=None))
+    return stages
+
+
+def test_stage_seconds_reads_each_kinds_field_and_marks_untimed(tmp_path):
+    df = R.stage_seconds(_stages(tmp_path), tmp_path)
+    assert list(df["seconds"].fillna(-1)) == [100.0, 300.0, 60.0, -1, -1]
+
+
+def test_runtime_table_sums_and_least_wall_time(tmp_path):
+    df = R.runtime_table(R.stage_seconds(_stages(tmp_path), tmp_path),
+                         [{"notebook_seconds": 40.0}, {"notebook_seconds": 20.0}], jobs=2).set_index("part")
+    ev = df.loc["evaluation"]
+    assert (ev["count"], ev["timed"], ev["total_s"], ev["median_s"], ev["min_s"], ev["max_s"]) == (3, 2, 400, 200, 100, 300)
+    assert (df.loc["drift", "count"], df.loc["drift", "timed"]) == (2, 1)
+    assert df.loc["all stages (worker-seconds)", "total_s"] == 460
+    assert df.loc["notebooks", "total_s"] == 60
+    assert df.loc["stages / 2 workers (least wall time)", "total_s"] == 230
+    assert df.loc["cold make reproduce, 2 workers (least)", "total_s"] == 290
+    assert math.isnan(df.loc["notebooks", "median_s"]) is False
+
+
+def test_runtime_table_rejects_bad_jobs():
+    with pytest.raises(ConfigError, match="jobs"):
+        R.runtime_table(pd.DataFrame(columns=["kind", "label", "key", "seconds"]), [], jobs=0)
+
+
+def test_readme_block_round_trip_and_drift_detected(tmp_path):
+    table = tmp_path / "runtime.csv"
+    df = R.runtime_table(R.stage_seconds(_stages(tmp_path), tmp_path), [{"notebook_seconds": 5000.0}])
+    table.write_text(df.to_csv(index=False))
+    (tmp_path / "runtime.json").write_text(json.dumps({"profile": "default", "provenance": {"commit": "abc123"}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{R.BEGIN}\nold\n{R.END}\ntail\n")
+    assert not R.readme_matches(readme, table)
+    assert R.render_readme(readme, table) and R.readme_matches(readme, table)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\ntail\n") and "commit abc123" in text
+    assert "5,000 s (1.4 h)" in text
+    table.write_text(df.assign(total_s=df["total_s"] + 1).to_csv(index=False))
+    assert not R.readme_matches(readme, table)
+
+
+def test_committed_readme_runtime_block_matches_committed_table():
+    if not R.DEFAULT_TABLE.is_file():
+        pytest.skip("no committed runtime table yet")
+    assert R.readme_matches(), "README runtime block differs from figures/tables/runtime.csv: run python -m vaccine_lib.runtime"

@@ -1,0 +1,183 @@
+"""Measured runtime of a profile's run, as a committed table and the README block generated from it.
+
+Every planned stage records its own time in its ``metrics.json`` (``train_seconds`` for alignment and
+fine-tuning, ``eval_seconds`` for evaluation, ``seconds`` for drift); ``reproduce`` records every
+notebook's time in ``results/<profile>/timings.json``. :func:`runtime_table` sums them per stage kind,
+so the cost of a complete cold run is known even when the run was resumed from its cache across
+several sessions (its own wall clock then measures only the last part). With ``J`` workers the stages
+need at least ``sum / J`` of wall time (perfect packing; the dependencies only add to it).
+
+    python -m vaccine_lib.runtime --profile default            # -> figures/tables/runtime.csv + README block
+    python -m vaccine_lib.runtime --check-readme               # exit 1 when README and table disagree
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_write_text
+from .errors import ConfigError
+from .provenance import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"
+BEGIN, END = "<!-- runtime:begin -->", "<!-- runtime:end -->"
+#: the metrics.json field holding a stage's own measured seconds
+SECONDS_FIELD = {"align": "train_seconds", "finetune": "train_seconds", "eval": "eval_seconds", "drift": "seconds"}
+KIND_NAMES = {"align": "alignment", "finetune": "fine-tuning", "eval": "evaluation", "drift": "drift"}
+COLUMNS = ["part", "count", "timed", "total_s", "median_s", "min_s", "max_s"]
+
+
+def stage_path(run_dir, stage) -> Path:
+    """The cache folder of a planned :class:`~vaccine_lib.grids.Stage`."""
+    from . import pipeline as pl
+
+    run_dir = Path(run_dir)
+    if stage.kind in ("align", "finetune"):
+        return pl.stage_dir(run_dir, stage.kind, stage.cfg)
+    return run_dir / stage.kind / stage.key
+
+
+def stage_seconds(stages, run_dir) -> pd.DataFrame:
+    """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed)."""
+    rows = []
+    for s in stages:
+        seconds = math.nan
+        metrics = stage_path(run_dir, s) / "metrics.json"
+        if metrics.is_file():
+            value = json.loads(metrics.read_text(encoding="utf-8")).get(SECONDS_FIELD[s.kind])
+            seconds = float(value) if value is not None else math.nan
+        rows.append({"kind": s.kind, "label": s.label, "key": s.key, "seconds": seconds})
+    return pd.DataFrame(rows, columns=["kind", "label", "key", "seconds"])
+
+
+def _summary(part: str, seconds: pd.Series, count: int | None = None) -> dict:
+    timed = seconds.dropna()
+    stat = (lambda f: round(float(f(timed)), 1)) if len(timed) else (lambda f: math.nan)
+    return {"part": part, "count": len(seconds) if count is None else count, "timed": len(timed),
+            "total_s": round(float(timed.sum()), 1), "median_s": stat(pd.Series.median),
+            "min_s": stat(pd.Series.min), "max_s": stat(pd.Series.max)}
+
+
+def runtime_table(per_stage: pd.DataFrame, notebooks: list[dict] | None = None, jobs: int = 2) -> pd.DataFrame:
+    """Per stage kind: count, how many are timed, total / median / min / max seconds; then the notebooks
+    (``notebook_seconds`` of ``timings.json``, stages excluded) and two totals: ``stages / jobs`` (the
+    least wall time ``jobs`` workers need for the stages) and ``cold run`` (that + the notebooks)."""
+    if jobs < 1:
+        raise ConfigError(f"jobs = {jobs}: must be >= 1 (the number of worker processes)")
+    rows = [_summary(KIND_NAMES[k], per_stage.loc[per_stage["kind"] == k, "seconds"])
+            for k in SECONDS_FIELD if (per_stage["kind"] == k).any()]
+    stages = _summary("all stages (worker-seconds)", per_stage["seconds"])
+    rows.append(stages)
+    nb = pd.Series([r.get("notebook_seconds", math.nan) for r in notebooks or []], dtype=float)
+    rows.append(_summary("notebooks", nb))
+    least = {"part": f"stages / {jobs} workers (least wall time)", "count": stages["count"], "timed": stages["timed"],
+             "total_s": round(stages["total_s"] / jobs, 1), "median_s": math.nan, "min_s": math.nan, "max_s": math.nan}
+    rows.append(least)
+    rows.append({**least, "part": f"cold make reproduce, {jobs} workers (least)", "count": stages["count"] + len(nb),
+                 "timed": stages["timed"] + int(nb.notna().sum()),
+                 "total_s": round(least["total_s"] + float(nb.dropna().sum()), 1)})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE) -> pd.DataFrame:
+    """Build the runtime table of profile ``P`` from its stage cache and ``timings.json``; write CSV + JSON."""
+    from .grids import plan
+    from .provenance import provenance
+
+    per_stage = stage_seconds(plan(P), P.run_dir())
+    timings = P.results_dir() / "timings.json"
+    notebooks = json.loads(timings.read_text(encoding="utf-8")).get("notebooks", []) if timings.is_file() else []
+    df = runtime_table(per_stage, notebooks, jobs)
+    table = Path(table)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(table, df.to_csv(index=False))
+    meta = {"profile": P.label, "jobs": jobs, "stages": per_stage.to_dict(orient="records"),
+            "notebooks": notebooks, "provenance": provenance()}
+    atomic_write_text(table.with_suffix(".json"), json.dumps(meta, indent=1, default=str) + "\n")
+    return df
+
+
+def read_table(table=DEFAULT_TABLE) -> tuple[pd.DataFrame, dict]:
+    table = Path(table)
+    if not table.is_file():
+        raise ConfigError(f"{table} does not exist: run python -m vaccine_lib.runtime --profile default first")
+    meta = table.with_suffix(".json")
+    return pd.read_csv(table), (json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {})
+
+
+def _fmt(s: float) -> str:
+    if s != s:  # NaN
+        return "-"
+    return f"{s:,.0f} s" if s < 3600 else f"{s:,.0f} s ({s / 3600:.1f} h)"
+
+
+def render_block(df: pd.DataFrame, meta: dict | None = None) -> str:
+    meta = meta or {}
+    prov = meta.get("provenance", {})
+    hw = prov.get("hardware", {})
+    origin = ", ".join(x for x in (f"profile {meta['profile']}" if meta.get("profile") else "",
+                                   f"commit {str(prov.get('commit') or '')[:10]}" if prov.get("commit") else "",
+                                   f"{hw['cpu_count']} CPU cores" if hw.get("cpu_count") else "") if x)
+    lines = [BEGIN, "Generated by `python -m vaccine_lib.runtime` from `figures/tables/runtime.csv`"
+             + (f" ({origin})" if origin else "") + "; do not edit by hand. Each stage's own measured time "
+             "(one torch thread per worker), summed over the run's stages; `timed` counts the stages that "
+             "recorded one.", "", "| part | stages | timed | total | median | min | max |", "|---|---|---|---|---|---|---|"]
+    for r in df.itertuples(index=False):
+        lines.append(f"| {r.part} | {r.count} | {r.timed} | {_fmt(r.total_s)} | {_fmt(r.median_s)} | "
+                     f"{_fmt(r.min_s)} | {_fmt(r.max_s)} |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def _split(text: str) -> tuple[str, str, str]:
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ConfigError(f"README must contain exactly one {BEGIN} ... {END} block (in that order)")
+    head, rest = text.split(BEGIN)
+    block, tail = rest.split(END)
+    return head, BEGIN + block + END, tail
+
+
+def render_readme(readme=README, table=DEFAULT_TABLE) -> bool:
+    """Replace the README's runtime block with the table's rendering; True when the file changed."""
+    readme = Path(readme)
+    head, old, tail = _split(readme.read_text(encoding="utf-8"))
+    new = render_block(*read_table(table))
+    if new == old:
+        return False
+    atomic_write_text(readme, head + new + tail)
+    return True
+
+
+def readme_matches(readme=README, table=DEFAULT_TABLE) -> bool:
+    _, block, _ = _split(Path(readme).read_text(encoding="utf-8"))
+    return block == render_block(*read_table(table))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vaccine_lib.runtime", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", help="build the table from this profile's stage cache and timings.json")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes the least wall time assumes (default 2)")
+    ap.add_argument("--table", default=str(DEFAULT_TABLE))
+    ap.add_argument("--readme", default=str(README))
+    ap.add_argument("--check-readme", action="store_true", help="exit 1 if the README block and the table disagree")
+    args = ap.parse_args(argv)
+    if args.check_readme:
+        ok = readme_matches(args.readme, args.table)
+        print("README runtime block matches the table" if ok else "README runtime block differs from the table")
+        return 0 if ok else 1
+    if args.profile:
+        from .profiles import load_profile
+
+        print(write_runtime(load_profile(args.profile), args.jobs, args.table).to_string(index=False))
+    print("README runtime block " + ("updated" if render_readme(args.readme, args.table) else "unchanged"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
