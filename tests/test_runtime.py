@@ -69,3 +69,11 @@ def test_committed_readme_runtime_block_matches_committed_table():
     if not R.DEFAULT_TABLE.is_file():
         pytest.skip("no committed runtime table yet")
     assert R.readme_matches(), "README runtime block differs from figures/tables/runtime.csv: run python -m vaccine_lib.runtime"
+
+
+def test_estimate_row_counts_times_medians_over_jobs(tmp_path):
+    per_stage = R.stage_seconds(_stages(tmp_path), tmp_path)  # eval medians 200, drift 60
+    row = R.estimate_row("full", ["eval"] * 10 + ["drift"] * 4, per_stage, jobs=2)
+    assert row["total_s"] == (10 * 200 + 4 * 60) / 2 and row["count"] == 14 and row["timed"] == 0
+    assert "10 evaluation" in row["part"] and "4 drift" in row["part"] and "full" in row["part"]
+    assert math.isnan(R.estimate_row("x", ["align"], per_stage)["total_s"])  # never timed here: no guess

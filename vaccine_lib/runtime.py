@@ -85,15 +85,37 @@ def runtime_table(per_stage: pd.DataFrame, notebooks: list[dict] | None = None, 
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE) -> pd.DataFrame:
-    """Build the runtime table of profile ``P`` from its stage cache and ``timings.json``; write CSV + JSON."""
+def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int = 2) -> dict:
+    """An *estimate* for another profile's stages on the same model and machine: its stage count per kind
+    times this run's median per kind, over ``jobs`` workers (notebooks excluded; NaN when a kind was never
+    timed here)."""
+    medians = per_stage.dropna(subset=["seconds"]).groupby("kind")["seconds"].median()
+    counts = pd.Series(kinds, dtype=object).value_counts()
+    total = sum(float(medians.get(k, math.nan)) * int(n) for k, n in counts.items())
+    return {"part": f"estimate: {name} profile stages / {jobs} workers (medians above x its "
+                    + ", ".join(f"{int(counts.get(k, 0))} {KIND_NAMES[k]}" for k in SECONDS_FIELD) + ")",
+            "count": int(counts.sum()), "timed": 0, "total_s": round(total / jobs, 1), "median_s": math.nan,
+            "min_s": math.nan, "max_s": math.nan}
+
+
+def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ...] = ("full",)) -> pd.DataFrame:
+    """Build the runtime table of profile ``P`` from its stage cache and ``timings.json`` (plus an estimate
+    for each profile in ``estimate`` that runs the same model); write CSV + JSON."""
     from .grids import plan
+    from .profiles import load_profile
     from .provenance import provenance
 
     per_stage = stage_seconds(plan(P), P.run_dir())
     timings = P.results_dir() / "timings.json"
     notebooks = json.loads(timings.read_text(encoding="utf-8")).get("notebooks", []) if timings.is_file() else []
     df = runtime_table(per_stage, notebooks, jobs)
+    extra = []
+    for name in estimate:
+        other = load_profile(name)
+        if other.model == P.model and other.name != P.name:
+            extra.append(estimate_row(name, [s.kind for s in plan(other)], per_stage, jobs))
+    if extra:
+        df = pd.concat([df, pd.DataFrame(extra, columns=COLUMNS)], ignore_index=True)
     table = Path(table)
     table.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(table, df.to_csv(index=False))
