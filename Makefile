@@ -60,7 +60,7 @@ report: setup  ## render the committed (executed) notebooks into one HTML report
 	$(PY) -m vaccine_lib.reproduce --report results/report.html
 
 bench: setup data  ## step-overhead and generation benchmarks (one JSON line each)
-	$(PY) -m vaccine_lib.bench
+	$(PY) -m vaccine_lib.bench --out figures/tables/bench.jsonl
 
 lab: setup  ## open the notebooks in JupyterLab (the .py twins stay in sync through jupytext)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -40,6 +40,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import readme as RM
 from . import stats as S
 from .atomic import atomic_write_text
 from .errors import ConfigError
@@ -47,7 +48,7 @@ from .errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "claims"
 README = REPO_ROOT / "README.md"
-BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
+BEGIN, END = RM.markers("claims")
 
 #: columns of the per-item outcomes table
 OUTCOME_COLUMNS = ("model_id", "stage", "method", "task", "n", "p", "seed", "rho", "perturbation", "tau", "lora",
@@ -895,30 +896,14 @@ def render_block(table: pd.DataFrame, prov: Mapping | None = None) -> str:
     return f"{BEGIN}\n{header}\n\n{_md_table(summarize_claims(table))}\n{END}"
 
 
-def _split_readme(text: str) -> tuple[str, str, str]:
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ConfigError(f"README must contain exactly one {BEGIN} ... {END} block (in that order)")
-    head, rest = text.split(BEGIN)
-    block, tail = rest.split(END)
-    return head, BEGIN + block + END, tail
-
-
 def render_readme(readme=README, stem=DEFAULT_TABLE) -> bool:
     """Replace the README's claims block with the table's rendering; True when the file changed."""
-    readme = Path(readme)
-    text = readme.read_text(encoding="utf-8")
-    head, old, tail = _split_readme(text)
-    new = render_block(read_claims_table(stem), read_provenance(stem))
-    if new == old:
-        return False
-    atomic_write_text(readme, head + new + tail)
-    return True
+    return RM.replace(readme, "claims", render_block(read_claims_table(stem), read_provenance(stem)))
 
 
 def readme_matches(readme=README, stem=DEFAULT_TABLE) -> bool:
     """Whether the README's claims block is exactly the rendering of the claims table."""
-    _, block, _ = _split_readme(Path(readme).read_text(encoding="utf-8"))
-    return block == render_block(read_claims_table(stem), read_provenance(stem))
+    return RM.block(readme, "claims") == render_block(read_claims_table(stem), read_provenance(stem))
 
 
 # --------------------------------------------------------------------------- one run (notebook 06)

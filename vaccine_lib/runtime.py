@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import readme as RM
 from .atomic import atomic_write_text
 from .errors import ConfigError
 from .provenance import REPO_ROOT
 
-README = REPO_ROOT / "README.md"
+README = RM.README
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"
-BEGIN, END = "<!-- runtime:begin -->", "<!-- runtime:end -->"
+BEGIN, END = RM.markers("runtime")
 #: the metrics.json field holding a stage's own measured seconds
 SECONDS_FIELD = {"align": "train_seconds", "finetune": "train_seconds", "eval": "eval_seconds", "drift": "seconds"}
 KIND_NAMES = {"align": "alignment", "finetune": "fine-tuning", "eval": "evaluation", "drift": "drift"}
@@ -157,28 +158,13 @@ def render_block(df: pd.DataFrame, meta: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def _split(text: str) -> tuple[str, str, str]:
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ConfigError(f"README must contain exactly one {BEGIN} ... {END} block (in that order)")
-    head, rest = text.split(BEGIN)
-    block, tail = rest.split(END)
-    return head, BEGIN + block + END, tail
-
-
 def render_readme(readme=README, table=DEFAULT_TABLE) -> bool:
     """Replace the README's runtime block with the table's rendering; True when the file changed."""
-    readme = Path(readme)
-    head, old, tail = _split(readme.read_text(encoding="utf-8"))
-    new = render_block(*read_table(table))
-    if new == old:
-        return False
-    atomic_write_text(readme, head + new + tail)
-    return True
+    return RM.replace(readme, "runtime", render_block(*read_table(table)))
 
 
 def readme_matches(readme=README, table=DEFAULT_TABLE) -> bool:
-    _, block, _ = _split(Path(readme).read_text(encoding="utf-8"))
-    return block == render_block(*read_table(table))
+    return RM.block(readme, "runtime") == render_block(*read_table(table))
 
 
 def main(argv=None) -> int:

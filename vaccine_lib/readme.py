@@ -1,0 +1,43 @@
+"""Generated blocks of the README: ``<!-- name:begin -->`` ... ``<!-- name:end -->``.
+
+Result text in the README is never typed by hand: each block is rendered from a committed table
+(claims, runtime, benchmarks) by the module that owns it, and a test compares the two.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .atomic import atomic_write_text
+from .errors import ConfigError
+from .provenance import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def split(text: str, name: str) -> tuple[str, str, str]:
+    """(text before, the block with its markers, text after); a clear error unless exactly one block."""
+    begin, end = markers(name)
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ConfigError(f"README must contain exactly one {begin} ... {end} block (in that order)")
+    head, rest = text.split(begin)
+    block, tail = rest.split(end)
+    return head, begin + block + end, tail
+
+
+def block(readme, name: str) -> str:
+    return split(Path(readme).read_text(encoding="utf-8"), name)[1]
+
+
+def replace(readme, name: str, new: str) -> bool:
+    """Put ``new`` (markers included) in place of the README's block ``name``; True when the file changed."""
+    readme = Path(readme)
+    head, old, tail = split(readme.read_text(encoding="utf-8"), name)
+    if new == old:
+        return False
+    atomic_write_text(readme, head + new + tail)
+    return True
