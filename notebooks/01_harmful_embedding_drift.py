@@ -92,6 +92,21 @@ pl.save_table(tr, "fig2_trend", TAB)
 tr.round(2)
 
 # %% [markdown]
+# ## Result: the claims this notebook tests
+# Computed from this run by `vaccine_lib.claims` with the same inputs, judges and rule as notebook 06, which writes
+# them to `figures/tables/claims.csv` (the README shows the same rows; a test compares the committed copies).
+# **held**: the 95 % CI excludes 0 in the paper's direction under every judge; **refuted**: it excludes 0 the
+# other way; otherwise **inconclusive**.
+
+# %% tags=["claims"]
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import Markdown
+
+from vaccine_lib import claims as C
+
+Markdown(C.notebook_claims(P, RUN, TAB, "01"))
+
+# %% [markdown]
 # ## Answers of the SFT model fine-tuned at the largest p
 # **Content warning.** The next cell shows model answers to harmful questions, truncated to a few words and
 # labelled by the judge; the full text stays in `runs/<profile>/eval/` (git-ignored) and is never committed.

@@ -148,6 +148,21 @@ else:
     print(f"one task ({t4['task'].iloc[0]}) in this profile: Table 4 runs in the full profile (sweeps.tasks).")
 
 # %% [markdown]
+# ## Result: the claims this notebook tests
+# Computed from this run by `vaccine_lib.claims` with the same inputs, judges and rule as notebook 06, which writes
+# them to `figures/tables/claims.csv` (the README shows the same rows; a test compares the committed copies).
+# **held**: the 95 % CI excludes 0 in the paper's direction under every judge; **refuted**: it excludes 0 the
+# other way; otherwise **inconclusive**.
+
+# %% tags=["claims"]
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import Markdown
+
+from vaccine_lib import claims as C
+
+Markdown(C.notebook_claims(P, RUN, TAB, "03"))
+
+# %% [markdown]
 # ## Answers of Vaccine and SFT after harmful fine-tuning
 # **Content warning.** The next cell shows model answers to harmful questions, truncated to a few words and
 # labelled by the judge; the full text stays in `runs/<profile>/eval/` (git-ignored) and is never committed.

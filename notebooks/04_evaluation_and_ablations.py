@@ -222,3 +222,18 @@ agree["per_model"].round(2)
 # NBVAL_CHECK_OUTPUT
 print("kappa within [-1, 1]:", bool(-1 <= agree["pooled"]["kappa"] <= 1) if agree["pooled"]["n"] else "no answers",
       "| one row per evaluated model:", len(agree["per_model"]) > 0)
+
+# %% [markdown]
+# ## Result: the claims this notebook tests
+# Computed from this run by `vaccine_lib.claims` with the same inputs, judges and rule as notebook 06, which writes
+# them to `figures/tables/claims.csv` (the README shows the same rows; a test compares the committed copies).
+# **held**: the 95 % CI excludes 0 in the paper's direction under every judge; **refuted**: it excludes 0 the
+# other way; otherwise **inconclusive**.
+
+# %% tags=["claims"]
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import Markdown
+
+from vaccine_lib import claims as C
+
+Markdown(C.notebook_claims(P, RUN, TAB, "04"))

@@ -88,3 +88,18 @@ paper = pd.DataFrame([{"method": m, **v} for m, v in ex.PAPER_TABLE5.items()])
 paper["slowdown"] = paper["step_s"] / paper["step_s"].iloc[0]
 print("paper (A100, Llama2-7B):"); print(paper.round(2).to_string(index=False))
 print("\nours: slowdown vs SFT"); print(ov.set_index("method")["slowdown"].round(2).to_string())
+
+# %% [markdown]
+# ## Result: the claims this notebook tests
+# Computed from this run by `vaccine_lib.claims` with the same inputs, judges and rule as notebook 06, which writes
+# them to `figures/tables/claims.csv` (the README shows the same rows; a test compares the committed copies).
+# **held**: the 95 % CI excludes 0 in the paper's direction under every judge; **refuted**: it excludes 0 the
+# other way; otherwise **inconclusive**.
+
+# %% tags=["claims"]
+# NBVAL_IGNORE_OUTPUT
+from IPython.display import Markdown
+
+from vaccine_lib import claims as C
+
+Markdown(C.notebook_claims(P, RUN, TAB, "05"))

@@ -76,7 +76,7 @@ pl.save_table(crit, "regime_criteria_run", TAB)
 crit.T
 
 # %% [markdown]
-# ## (b) Every claim, under both judges
+# ## (b) Every claim, under every judge
 
 # %%
 # NBVAL_IGNORE_OUTPUT

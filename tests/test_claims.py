@@ -308,3 +308,20 @@ def test_reference_from_profile():
     assert ref.p_star is not None and ref.rho is not None and ref.task
     with pytest.warns(UserWarning, match="not loaded"):
         assert C.reference_from_profile("no-such-profile") == C.Reference()
+
+
+@pytest.mark.parametrize("nb", ["01", "02", "03", "04", "05"])
+def test_committed_notebook_result_cell_matches_committed_claims_table(nb):
+    """The 'claims' cell of each committed, executed notebook shows exactly its rows of the committed claims table
+    (both come from the same default run; rerun make reproduce when they differ)."""
+    from pathlib import Path
+
+    path = next(Path(C.REPO_ROOT, "notebooks").glob(f"{nb}_*.ipynb"))
+    cells = [c for c in json.loads(path.read_text())["cells"] if "claims" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name} needs exactly one cell tagged 'claims' (its result cell)"
+    shown = ["".join(o["data"]["text/markdown"]) for o in cells[0].get("outputs", [])
+             if "text/markdown" in o.get("data", {})]
+    if not shown:
+        pytest.skip(f"{path.name} is committed without outputs")
+    assert shown[0].strip() == C.claims_markdown(nb).strip(), \
+        f"{path.name}'s result cell differs from figures/tables/claims.csv: rerun make reproduce"

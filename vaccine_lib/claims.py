@@ -882,6 +882,13 @@ def claims_markdown(notebook: str | None = None, table: pd.DataFrame | None = No
     return _md_table(claims_frame(notebook, table, stem))
 
 
+def notebook_claims(P, run_dir, tables_dir, notebook: str) -> str:
+    """Markdown of a notebook's claims computed from this run: the rows notebook 06 writes to ``claims.csv``
+    (same inputs, judges and rule), for the result cell at the end of notebooks 01-05."""
+    table, _ = claims_for_run(P, run_dir, tables_dir, rejudge=P.eval.rejudge, write=False)
+    return claims_markdown(notebook, table=table)
+
+
 def render_block(table: pd.DataFrame, prov: Mapping | None = None) -> str:
     """The README block (markers included) generated from the claims table."""
     prov = prov or {}
