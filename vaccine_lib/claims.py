@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from . import readme as RM
+from .provenance import CODE_PATHS as _PROV_CODE_PATHS
 from . import stats as S
 from .atomic import atomic_write_text
 from .errors import ConfigError
@@ -746,9 +747,8 @@ def input_hash(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-#: tracked paths whose uncommitted changes make the table "dirty" (outputs such as figures/ and README.md
-#: are regenerated alongside the table, so they do not count)
-CODE_PATHS = ("vaccine_lib", "configs", "scripts", "notebooks", "Makefile", "pyproject.toml")
+#: tracked paths whose uncommitted changes make the table "dirty" (one definition, in provenance)
+CODE_PATHS = _PROV_CODE_PATHS
 
 
 def provenance(inputs: Mapping[str, object] | None = None, **settings) -> dict:

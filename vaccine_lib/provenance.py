@@ -21,9 +21,17 @@ from .atomic import atomic_write_text
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: tracked paths whose uncommitted changes make a result "dirty": the code, configs and notebook sources. The
+#: outputs a run writes itself (figures/, README.md blocks, the executed notebooks/*.ipynb of the committed
+#: profile) do not count, or every notebook after the first would record a dirty tree.
+CODE_PATHS = ("vaccine_lib", "configs", "scripts", "notebooks", "Makefile", "pyproject.toml",
+              ":(exclude)notebooks/*.ipynb")
+
+
 @functools.lru_cache(maxsize=1)
 def git_state() -> dict:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the repository holding vaccine_lib."""
+    """``{"commit": sha or None, "dirty": bool or None}`` of the repository holding vaccine_lib (dirty: uncommitted
+    changes under :data:`CODE_PATHS`)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
 
@@ -31,7 +39,7 @@ def git_state() -> dict:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return {"commit": None, "dirty": None}
-        status = git("status", "--porcelain", "--untracked-files=no")
+        status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
         return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
