@@ -77,3 +77,19 @@ def test_claims_forest_has_a_legend_entry_and_a_marker_per_judge():
     assert len(markers) == 3  # classifier / ensemble / probe differ in shape, not only in colour
     assert len(ax.get_yticks()) == len(rows)
     plt.close(fig)
+
+
+def test_lines_break_where_a_group_was_not_run():
+    """Vaccine measured at p = 0 and 0.3 only: no interpolated segment across p = 0.1 (a NaN gap in its line)."""
+    import math
+
+    import pandas as pd
+
+    df = pd.DataFrame([{"defense": d, "p": p, "seed": s, "hs": 10 * p + s}
+                       for d, ps in (("SFT", (0.0, 0.1, 0.3)), ("Vaccine", (0.0, 0.3))) for p in ps for s in (0, 1)])
+    fig = pl.lines(df, "p", ["hs"])
+    by_label = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}  # one errorbar container per group
+    vac = by_label["Vaccine"].get_ydata()
+    assert len(by_label["Vaccine"].get_xdata()) == 3 and math.isnan(vac[1])
+    assert not any(math.isnan(v) for v in by_label["SFT"].get_ydata())
+    assert vac[0] == 0.5 and abs(vac[2] - 3.5) < 1e-9  # the mean over seeds

@@ -932,7 +932,10 @@ def claims_for_run(P, run_dir, tables_dir, rejudge: Sequence[str] = ("probe",), 
     prov = provenance({"run_dir": run_dir, "model_metrics": metrics, "timings": timings}, profile=P.label,
                       min_judges=min_judges, reference=infer_reference(outcomes, ref).__dict__, rejudge=list(rejudge))
     if write:
+        from .provenance import record
+
         write_claims_table(table, tables_dir / "claims", prov)
+        record(tables_dir, "claims", table="claims.csv", detail="claims.json (inputs' sha256, stats settings)")
     return table, prov
 
 

@@ -138,22 +138,33 @@ def _errorbar(df: pd.DataFrame, x: str, hue: str | None):
 
 
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense", title: str | None = None,
-          logx: bool = False, width: float = _FIG_W, height: float = 2.4, style: str | None = None):
-    """One panel per metric in ``ys``: ``y`` vs ``x``, one line per ``hue`` (mean +- SD over seeds)."""
+          logx: bool = False, width: float = _FIG_W, height: float = 2.4):
+    """One panel per metric in ``ys``: ``y`` vs ``x``, one line per ``hue`` (mean, error bars +- SD when several seeds
+    share a point). A line joins only neighbouring x values the group was measured at: where a group skips an x
+    that others have (e.g. Vaccine not run at p = 0.1), the line breaks instead of drawing an interpolated value."""
     ys = [y for y in ys if y in df.columns]
     fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(width * max(1, len(ys)), height), squeeze=False)
     hue_order = _order(df[hue]) if hue and hue in df else None
-    pal = palette(hue_order) if hue_order else None
+    pal = palette(hue_order) if hue_order else {}
     for ax, y in zip(axes[0], ys):
         data = df.dropna(subset=[y])
-        if len(data):
-            sns.lineplot(data=data, x=x, y=y, hue=hue if hue_order else None, hue_order=hue_order, palette=pal,
-                         style=style, marker="o", errorbar=_errorbar(data, x, hue if hue_order else None), ax=ax,
-                         legend=ax is axes[0][-1])
+        xs = sorted(data[x].unique())
+        groups = [(h, data[data[hue] == h]) for h in hue_order] if hue_order else [(None, data)]
+        band = _errorbar(data, x, hue if hue_order else None) == "sd"
+        span = (max(xs) - min(xs)) if len(xs) > 1 and not logx else 0.0
+        for i, (h, g) in enumerate(groups):
+            if g.empty:
+                continue
+            st = g.groupby(x)[y].agg(["mean", "std"]).reindex(xs)  # NaN where the group has no run: a gap
+            dodge = (i - (len(groups) - 1) / 2) * 0.012 * span  # groups side by side, not on top of each other
+            ax.errorbar([v + dodge for v in xs], st["mean"], yerr=st["std"].fillna(0.0) if band else None, marker="o", markersize=4,
+                        capsize=2.5 if band else 0, color=pal.get(h), label=h)
         ax.set_xlabel(label(x))
         ax.set_ylabel(label(y))
         if logx:
             ax.set_xscale("log")
+    if hue_order:
+        axes[0][-1].legend()
     _legend_outside(axes[0][-1])
     if title:
         fig.suptitle(title)
