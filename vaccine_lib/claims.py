@@ -30,7 +30,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field, replace
@@ -41,8 +40,8 @@ import numpy as np
 import pandas as pd
 
 from . import readme as RM
-from .provenance import CODE_PATHS as _PROV_CODE_PATHS
 from . import stats as S
+from .provenance import git_state, record
 from .atomic import atomic_write_text
 from .errors import ConfigError
 
@@ -722,14 +721,6 @@ def evaluate_claims(outcomes: pd.DataFrame | None = None, model_metrics=None, ti
 # --------------------------------------------------------------------------- provenance and files
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def _sha256_files(paths: Sequence[Path], root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(paths):
@@ -747,16 +738,12 @@ def input_hash(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-#: tracked paths whose uncommitted changes make the table "dirty" (one definition, in provenance)
-CODE_PATHS = _PROV_CODE_PATHS
-
-
 def provenance(inputs: Mapping[str, object] | None = None, **settings) -> dict:
-    """Git commit, dirty flag (uncommitted changes under :data:`CODE_PATHS`), UTC date, the code's hash
+    """Git commit, dirty flag (:func:`vaccine_lib.provenance.git_state`), UTC date, the code's hash
     and each input's sha256 (+ settings)."""
     code = _sha256_files([Path(S.__file__), Path(__file__)], REPO_ROOT)
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
-    out = {"git_commit": _git("rev-parse", "HEAD") or None, "git_dirty": bool(status),
+    git = git_state()
+    out = {"git_commit": git["commit"], "git_dirty": git["dirty"],
            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "code_sha256": code,
            "inputs": {}, "stats": {"level": S.LEVEL, "n_boot": S.N_BOOT, "rng_seed": S.RNG_SEED}}
     for name, path in (inputs or {}).items():
@@ -932,8 +919,6 @@ def claims_for_run(P, run_dir, tables_dir, rejudge: Sequence[str] = ("probe",), 
     prov = provenance({"run_dir": run_dir, "model_metrics": metrics, "timings": timings}, profile=P.label,
                       min_judges=min_judges, reference=infer_reference(outcomes, ref).__dict__, rejudge=list(rejudge))
     if write:
-        from .provenance import record
-
         write_claims_table(table, tables_dir / "claims", prov)
         record(tables_dir, "claims", table="claims.csv", detail="claims.json (inputs' sha256, stats settings)")
     return table, prov

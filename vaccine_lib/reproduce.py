@@ -191,7 +191,7 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
     if not only:  # every stage time + every notebook time -> the runtime table (and, for default, the README)
         from . import runtime
 
-        table = runtime.write_runtime(P, jobs=max(jobs, 1), table=P.figures_dir() / "tables" / "runtime.csv")
+        table = runtime.write_runtime(P, jobs=jobs, table=P.figures_dir() / "tables" / "runtime.csv")
         say(table.to_string(index=False), flush=True)
         if P.committed:
             runtime.render_readme()

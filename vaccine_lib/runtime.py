@@ -34,22 +34,14 @@ KIND_NAMES = {"align": "alignment", "finetune": "fine-tuning", "eval": "evaluati
 COLUMNS = ["part", "count", "timed", "total_s", "median_s", "min_s", "max_s"]
 
 
-def stage_path(run_dir, stage) -> Path:
-    """The cache folder of a planned :class:`~vaccine_lib.grids.Stage`."""
-    from . import pipeline as pl
-
-    run_dir = Path(run_dir)
-    if stage.kind in ("align", "finetune"):
-        return pl.stage_dir(run_dir, stage.kind, stage.cfg)
-    return run_dir / stage.kind / stage.key
-
-
 def stage_seconds(stages, run_dir) -> pd.DataFrame:
     """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed)."""
+    from .scheduler import stage_path
+
     rows = []
     for s in stages:
         seconds = math.nan
-        metrics = stage_path(run_dir, s) / "metrics.json"
+        metrics = stage_path(s, run_dir) / "metrics.json"
         if metrics.is_file():
             value = json.loads(metrics.read_text(encoding="utf-8")).get(SECONDS_FIELD[s.kind])
             seconds = float(value) if value is not None else math.nan

@@ -1,0 +1,25 @@
+"""make bench's committed results (vaccine_lib.bench.record) and the README block generated from them."""
+
+
+def test_bench_record_round_trip_and_readme_block(tmp_path):
+    from vaccine_lib.bench import record
+
+    path = tmp_path / "bench.jsonl"
+    gen = {"bench": "generation", "model": "m", "speedup": 6.0, "seconds_batched": 1.0, "seconds_one_at_a_time": 6.0,
+           "n_prompts": 16, "max_new_tokens": 32, "batch_size": 16, "identical_fraction": 1.0, "threads": 2}
+    record.write([gen], path)
+    record.write([{**gen, "speedup": 7.0}], path)  # replaced by name, not appended
+    rows = record.read(path)
+    assert list(rows) == ["generation"] and rows["generation"]["speedup"] == 7.0
+    assert "commit" in rows["generation"]["provenance"]
+    readme = tmp_path / "README.md"
+    begin, end = record.RM.markers("bench")
+    readme.write_text(f"a\n{begin}\n{end}\nb\n")
+    assert record.render_readme(readme, path) and record.readme_matches(readme, path)
+    assert "**7.00x**" in readme.read_text()
+
+
+def test_committed_readme_bench_block_matches_committed_results():
+    from vaccine_lib.bench import record
+
+    assert record.readme_matches(), "README benchmark block differs from figures/tables/bench.jsonl: run make bench"
