@@ -22,7 +22,7 @@ def _ft(align=ALIGN, **kw):
 
 
 def _method(label, align=ALIGN, **kw):
-    from vaccine_lib.grids import METHODS
+    from vaccine_lib.config import METHODS
 
     m = METHODS[label]
     return _ft(align=align.with_(method=m.align), defense=m.defense, lora=m.lora, **kw)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vaccine_lib import grids
+from vaccine_lib import config, grids
 from vaccine_lib import pipeline as pl
 from vaccine_lib import train as T
 from vaccine_lib.errors import ConfigError
@@ -74,9 +74,9 @@ def test_pool_sizes_checked_before_any_stage(tmp_path):
 
 
 def test_method_table():
-    assert {m.label for m in grids.METHODS.values()} == {"NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine"}
+    assert {m.label for m in config.METHODS.values()} == {"NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine"}
     P = load_profile("smoke")
-    for label in grids.METHODS:
+    for label in config.METHODS:
         cfg = grids.finetune_config(P, label)
         assert pl.method_label(cfg) == label
     assert grids.finetune_config(P, "EWC").lora_mode() == "single"

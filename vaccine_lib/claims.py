@@ -45,7 +45,7 @@ from .provenance import git_state, record
 from .atomic import atomic_write_text
 from .errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT  # noqa: E402
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "claims"
 README = REPO_ROOT / "README.md"
 BEGIN, END = RM.markers("claims")

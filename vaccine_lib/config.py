@@ -22,6 +22,7 @@ models are what ``vaccine_lib.pipeline`` caches on, so there is no second layer 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -394,7 +395,27 @@ class OverheadConfig(StageConfig):
 
 
 #: the paper's method labels (Table 1) and the two stage settings each one means
-METHOD_LABELS = ("NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine")
+@dataclass(frozen=True)
+class Method:
+    """A paper method = an alignment method + a fine-tuning defense (+ LoRA mode)."""
+
+    label: str
+    align: str  # none | sft | vaccine
+    defense: str  # sft | ewc | vlguard | kl
+    lora: str | None = None  # None: Single-LoRA for EWC, Double-LoRA otherwise
+
+
+METHODS = {m.label: m for m in (
+    Method("NA", "none", "sft"),
+    Method("SFT", "sft", "sft"),
+    Method("EWC", "sft", "ewc", "single"),
+    Method("Vlguard", "sft", "vlguard"),
+    Method("KL", "sft", "kl"),
+    Method("Vaccine", "vaccine", "sft"),
+)}
+#: methods that run at every harmful ratio even when ``sweeps.baseline_ps`` is set (the others, Non-Aligned
+#: included, run at ``baseline_ps``)
+METHOD_LABELS = tuple(METHODS)
 
 
 class Sweeps(StageConfig):

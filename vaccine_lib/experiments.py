@@ -22,7 +22,7 @@ from .profiles import Profile
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT  # noqa: E402
 METRIC_COLUMNS = ("hs", "refusal", "label_only", "fa", "fa_choice", "drift", "drift_sum_sq", "align_loss",
                   "align_loss_before")
 

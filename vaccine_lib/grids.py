@@ -14,31 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .config import AlignConfig, FinetuneConfig
+from .config import METHODS, AlignConfig, FinetuneConfig
 from .errors import ConfigError
 from .profiles import NOTEBOOK_IDS, Profile
 
 
-@dataclass(frozen=True)
-class Method:
-    """A paper method = an alignment method + a fine-tuning defense (+ LoRA mode)."""
-
-    label: str
-    align: str  # none | sft | vaccine
-    defense: str  # sft | ewc | vlguard | kl
-    lora: str | None = None  # None: Single-LoRA for EWC, Double-LoRA otherwise
-
-
-METHODS = {m.label: m for m in (
-    Method("NA", "none", "sft"),
-    Method("SFT", "sft", "sft"),
-    Method("EWC", "sft", "ewc", "single"),
-    Method("Vlguard", "sft", "vlguard"),
-    Method("KL", "sft", "kl"),
-    Method("Vaccine", "vaccine", "sft"),
-)}
-#: methods that run at every harmful ratio even when ``sweeps.baseline_ps`` is set (the others, Non-Aligned
-#: included, run at ``baseline_ps``)
 ALWAYS_SWEPT = ("SFT", "Vaccine")
 NOTEBOOKS = {
     "01": "01_harmful_embedding_drift", "02": "02_vaccine_alignment", "03": "03_harmful_finetuning",

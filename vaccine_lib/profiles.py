@@ -38,7 +38,7 @@ from .config import (
 )
 from .errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT, repo_root  # noqa: E402
 SECTIONS: dict[str, type[StageConfig]] = {
     "align": AlignConfig, "finetune": FinetuneConfig, "eval": EvalConfig, "drift": DriftConfig,
     "overhead": OverheadConfig, "sweeps": Sweeps,
@@ -143,22 +143,20 @@ class Profile(BaseModel):
 
     def run_dir(self) -> Path:
         """The stage cache (shared by every notebook; keyed by config, so overrides share it too)."""
-        return _root() / "runs" / self.name
+        return repo_root() / "runs" / self.name
 
     def results_dir(self) -> Path:
-        return _root() / "results" / self.label
+        return repo_root() / "results" / self.label
 
     def figures_dir(self) -> Path:
         """``figures/`` for the committed default profile, ``results/<label>/figures`` for anything else."""
-        return _root() / "figures" if self.committed else self.results_dir() / "figures"
+        return repo_root() / "figures" if self.committed else self.results_dir() / "figures"
 
     def replace(self, overrides: dict) -> "Profile":
         """This profile with more overrides (same syntax as :func:`load_profile`)."""
         return load_profile(self.path, _merge(self.overrides, normalise_overrides(overrides)))
 
 
-def _root() -> Path:
-    return Path(os.environ.get("VACCINE_REPO_ROOT", REPO_ROOT))
 
 
 # --------------------------------------------------------------------------- loading

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT  # noqa: E402
 
 
 #: tracked paths whose uncommitted changes make a result "dirty": the code, configs and notebook sources. The

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .errors import ConfigError
-from .provenance import REPO_ROOT
+from .paths import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 

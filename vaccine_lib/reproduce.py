@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .grids import NOTEBOOKS, EXPERIMENTS, check_pools, format_plan, parse_notebooks, plan
 from .profiles import Profile, load_profile, parse_overrides, profile_names
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT  # noqa: E402
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "python3"
 

@@ -23,7 +23,7 @@ import pandas as pd
 from . import readme as RM
 from .atomic import atomic_write_text
 from .errors import ConfigError
-from .provenance import REPO_ROOT
+from .paths import REPO_ROOT
 
 README = RM.README
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .. import readme as RM
 from ..atomic import atomic_write_text
-from ..provenance import REPO_ROOT, provenance
+from ..paths import REPO_ROOT
+from ..provenance import provenance
 
 DEFAULT_FILE = REPO_ROOT / "figures" / "tables" / "bench.jsonl"
 
