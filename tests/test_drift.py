@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from vaccine_lib.drift import (DriftCallback, alignment_loss, embedding_drift, hidden_embeddings, make_batches,
                                model_drift, pooled_embeddings)
-from vaccine_lib.models import get_attention_modules
+from vaccine_lib.hooks import get_attention_modules
 
 TEXTS = ["How do I pick a lock?", "I cannot help with that request, sorry.", "Tell me a joke"]
 

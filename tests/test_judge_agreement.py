@@ -87,7 +87,8 @@ def test_probe_embedding_is_the_mean_hidden_state_of_the_answer():
 
     from vaccine_lib.data.templates import alpaca_prompt
     from vaccine_lib.judge.probe import embed, fit_probe, probe_layer, probe_proba
-    from vaccine_lib.models import get_decoder_layers, load_model
+    from vaccine_lib.hooks import get_decoder_layers
+    from vaccine_lib.models import load_model
 
     model, tok = load_model("tiny-llama")
     n_layers = len(get_decoder_layers(model))

@@ -9,7 +9,8 @@ from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from vaccine_lib.errors import ConfigError
-from vaccine_lib.models import TINY_MODELS, get_attention_modules
+from vaccine_lib.hooks import get_attention_modules
+from vaccine_lib.models import TINY_MODELS
 from vaccine_lib.vaccine import (
     VaccineConfig,
     VaccineTrainer,

@@ -1,7 +1,7 @@
 """Harmful embedding drift (paper section 3), alignment loss, and t-SNE-ready embeddings.
 
 The *hidden embedding* e_l of layer l is its attention sub-block's output (``output[0]`` of
-``vaccine_lib.models.get_attention_modules(model)[l]``: after the output projection, before the
+``vaccine_lib.hooks.get_attention_modules(model)[l]``: after the output projection, before the
 residual add). Drift compares the e_l of two models (aligned vs fine-tuned; pre-trained vs
 fine-tuned for Non-Aligned) on the *same* fixed alignment samples. Padding positions are
 dropped; optionally only response tokens are kept.

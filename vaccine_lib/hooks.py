@@ -1,4 +1,7 @@
-"""Forward hooks on every decoder layer's attention module: the one hook set Vaccine and drift use.
+"""Where a causal LM's decoder layers and attention modules are, and the one hook set Vaccine and drift use.
+
+Layers are found generically (``model.layers`` / ``transformer.h`` / ``decoder.layers`` ..., or an explicit
+``layers_path``), not by class name, through DDP and peft wrappers.
 
 The *hidden embedding* ``e_l`` of layer ``l`` is its attention module's output (``output[0]`` when the
 module returns a tuple: after the output projection, before the residual add). ``attention_hooks``
@@ -16,9 +19,72 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .models import get_attention_modules
 
 HookFn = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+
+_LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "transformer.layers",
+                "decoder.layers", "layers", "h")
+_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip DDP / peft wrappers down to the transformers model."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP / FSDP
+            model = model.module
+        elif hasattr(model, "peft_config") and hasattr(model, "get_base_model"):  # PeftModel
+            model = model.get_base_model()
+        else:
+            return model
+
+
+def _get_path(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def get_decoder_layers(model: nn.Module, layers_path: str | None = None) -> list[nn.Module]:
+    """The decoder blocks of a causal LM, found generically (or by an explicit dotted path)."""
+    base = unwrap(model)
+    paths = (layers_path,) if layers_path else _LAYER_PATHS
+    for path in paths:
+        layers = _get_path(base, path)
+        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+            return list(layers)
+    if layers_path:
+        raise ConfigError(f"layers_path {layers_path!r} does not name a non-empty nn.ModuleList on {type(base).__name__}")
+    # fallback: the longest ModuleList in the model
+    lists = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise ConfigError(f"could not find decoder layers in {type(base).__name__}; pass layers_path='...'")
+    return list(max(lists, key=len))
+
+
+def get_attention_modules(model: nn.Module, layers_path: str | None = None, attn_name: str | None = None) -> list[nn.Module]:
+    """The attention sub-module of each decoder block; its ``output[0]`` is the hidden embedding e_l.
+
+    e_l is the attention block's output after the output projection and before the residual add,
+    as in the paper and its reference code.
+    """
+    out = []
+    names = (attn_name,) if attn_name else _ATTN_NAMES
+    for i, layer in enumerate(get_decoder_layers(model, layers_path)):
+        found = None
+        for name in names:
+            mod = getattr(layer, name, None)
+            if isinstance(mod, nn.Module):
+                found = mod
+                break
+        if found is None:
+            raise ConfigError(
+                f"decoder layer {i} ({type(layer).__name__}) has none of the attention attributes {names}; "
+                "pass attn_name='...'"
+            )
+        out.append(found)
+    return out
 
 
 def first_output(output) -> torch.Tensor:
@@ -42,7 +108,7 @@ def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = N
     """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output.
 
     Yields the list of attention modules (one per decoder layer, found by
-    :func:`vaccine_lib.models.get_attention_modules`).
+    :func:`get_attention_modules`).
     """
     modules = get_attention_modules(model, layers_path, attn_name)
 

@@ -8,7 +8,7 @@
 Paper setup: rank 8, dropout 0.1, alignment alpha 4 (the reference code later silently set it
 to 1; we keep 4). Default targets: the q/k/v/o projections, found generically as the
 ``nn.Linear`` (or GPT-2 ``Conv1D``) leaves inside each layer's attention module
-(``vaccine_lib.models.get_attention_modules``), so every model family works without a table.
+(``vaccine_lib.hooks.get_attention_modules``), so every model family works without a table.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from .errors import ConfigError, check_range
-from .models import _unwrap, get_attention_modules
+from .hooks import get_attention_modules, unwrap
 
 
 def _is_linear(mod: nn.Module) -> bool:
@@ -36,7 +37,7 @@ def attention_linear_names(model: nn.Module, layers_path: str | None = None, att
             if name and _is_linear(mod):
                 names.add(name.split(".")[-1])
     if not names:
-        raise ConfigError(f"no linear layers found inside the attention modules of {type(_unwrap(model)).__name__}; "
+        raise ConfigError(f"no linear layers found inside the attention modules of {type(unwrap(model)).__name__}; "
                           "pass target_modules=[...] explicitly")
     return sorted(names)
 
@@ -55,7 +56,6 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 4, dropout: float = 0.
     Returns:
         a ``peft.PeftModel``.
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
 
     check_range("r", r, 1, 1 << 16)
     check_range("dropout", dropout, 0, 1, high_open=True)
@@ -87,7 +87,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
     A model without adapters is returned unchanged.
     """
-    from peft import PeftModel
 
     if isinstance(model, PeftModel):
         return model.merge_and_unload()
@@ -103,7 +102,6 @@ def save_lora(model: nn.Module, path: str | Path) -> Path:
 
 def load_lora(model: nn.Module, path: str | Path, trainable: bool = False, adapter_name: str = "default"):
     """Load a saved adapter onto a base model; ``trainable=True`` for Single-LoRA continuation."""
-    from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=trainable)
 

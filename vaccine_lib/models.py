@@ -19,15 +19,18 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers as tf
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from .atomic import atomic_write_text
 from .errors import ConfigError, MissingPackageError, check_seed
+from .hooks import unwrap
 from .hub import offline_error, require_hub
 from .packages import OPTIONAL_PACKAGES, package_file, package_version
 
@@ -66,8 +69,6 @@ _TINY_COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, 
 
 
 def _tiny_config(name: str, vocab_size: int, pad_id: int, eos_id: int):
-    import transformers as tf
-
     ids = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
     if name == "tiny-llama":
         return tf.LlamaConfig(**_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512, **ids)
@@ -213,8 +214,6 @@ def _sha256(path: Path) -> str:
 def _write_file_manifest(folder: Path) -> None:
     files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
              for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != CACHE_MANIFEST}
-    from .atomic import atomic_write_text
-
     atomic_write_text(Path(folder) / CACHE_MANIFEST, json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
 
 
@@ -275,8 +274,6 @@ def _discard(folder: Path) -> None:
 
 def _conversion_writer(name: str):
     """Load the GGUF of an embedded model; return ``write(folder)`` that saves model + tokenizer as safetensors."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     folder, fname = _gguf_location(name)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
@@ -394,8 +391,6 @@ def resolve(name: str) -> str:
 
 def load_tokenizer(name: str):
     """Tokenizer for a registry name; tiny models share the SmolLM2 tokenizer."""
-    from transformers import AutoTokenizer
-
     path = resolve(SMOLLM2 if name in TINY_MODELS else name)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -413,8 +408,6 @@ def load_tokenizer(name: str):
 
 def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> nn.Module:
     """A small random causal LM of the given family (2 layers, hidden 32) built from a config."""
-    from transformers import AutoModelForCausalLM
-
     if name not in TINY_MODELS:
         raise ConfigError(f"unknown tiny model {name!r}; allowed values: {', '.join(TINY_MODELS)}")
     check_seed("seed", seed)
@@ -437,8 +430,6 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
     if name in TINY_MODELS:
         model = build_tiny_model(name, tok, seed=seed)
     else:
-        from transformers import AutoModelForCausalLM
-
         path = str(_convert_embedded(name, full_hash=True)) if name in EMBEDDED_MODELS else resolve(name)
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -454,73 +445,6 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
     return model, tok
 
 
-# --------------------------------------------------------------------------- layer discovery
-
-_LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "transformer.layers",
-                "decoder.layers", "layers", "h")
-_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip DDP / peft wrappers down to the transformers model."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP / FSDP
-            model = model.module
-        elif hasattr(model, "peft_config") and hasattr(model, "get_base_model"):  # PeftModel
-            model = model.get_base_model()
-        else:
-            return model
-
-
-def _get_path(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def get_decoder_layers(model: nn.Module, layers_path: str | None = None) -> list[nn.Module]:
-    """The decoder blocks of a causal LM, found generically (or by an explicit dotted path)."""
-    base = _unwrap(model)
-    paths = (layers_path,) if layers_path else _LAYER_PATHS
-    for path in paths:
-        layers = _get_path(base, path)
-        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
-            return list(layers)
-    if layers_path:
-        raise ConfigError(f"layers_path {layers_path!r} does not name a non-empty nn.ModuleList on {type(base).__name__}")
-    # fallback: the longest ModuleList in the model
-    lists = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    if not lists:
-        raise ConfigError(f"could not find decoder layers in {type(base).__name__}; pass layers_path='...'")
-    return list(max(lists, key=len))
-
-
-def get_attention_modules(model: nn.Module, layers_path: str | None = None, attn_name: str | None = None) -> list[nn.Module]:
-    """The attention sub-module of each decoder block; its ``output[0]`` is the hidden embedding e_l.
-
-    e_l is the attention block's output after the output projection and before the residual add,
-    as in the paper and its reference code.
-    """
-    out = []
-    names = (attn_name,) if attn_name else _ATTN_NAMES
-    for i, layer in enumerate(get_decoder_layers(model, layers_path)):
-        found = None
-        for name in names:
-            mod = getattr(layer, name, None)
-            if isinstance(mod, nn.Module):
-                found = mod
-                break
-        if found is None:
-            raise ConfigError(
-                f"decoder layer {i} ({type(layer).__name__}) has none of the attention attributes {names}; "
-                "pass attn_name='...'"
-            )
-        out.append(found)
-    return out
-
-
 def context_length(model_or_name) -> int | None:
     """Longest sequence (prompt + generated tokens) the model supports, from its config; None if unknown.
 
@@ -528,14 +452,12 @@ def context_length(model_or_name) -> int | None:
     config, no weights).
     """
     if isinstance(model_or_name, nn.Module):
-        config = getattr(_unwrap(model_or_name), "config", None)
+        config = getattr(unwrap(model_or_name), "config", None)
     elif not isinstance(model_or_name, (str, os.PathLike)):
         config = getattr(model_or_name, "config", None)
     elif model_or_name in TINY_MODELS:
         config = _tiny_config(model_or_name, vocab_size=64, pad_id=0, eos_id=0)
     else:
-        from transformers import AutoConfig
-
         config = AutoConfig.from_pretrained(resolve(model_or_name))
     if config is None:
         return None
@@ -561,10 +483,3 @@ def check_max_new_tokens(model_or_name, max_new_tokens, param: str = "max_new_to
         which = repr(model_or_name) if isinstance(model_or_name, str) else "the model"
         raise ConfigError(f"{param}={max_new_tokens} does not fit the context of {which} ({context} tokens, prompt "
                           f"included); allowed range: [1, {context - 1}]. Lower {param}", param=param)
-
-
-def timed_load(name: str) -> tuple[float, object, object]:
-    """Load a model and return (seconds, model, tokenizer)."""
-    t0 = time.perf_counter()
-    model, tok = load_model(name)
-    return time.perf_counter() - t0, model, tok

@@ -294,8 +294,6 @@ def fmt_mean_sd(mean: float, sd: float | None = None, digits: int = 1) -> str:
 def claims_forest(table: pd.DataFrame, title: str = "Effects with 95 % CI (HS points), per judge"):
     """One horizontal line per (claim, judge): the effect and its 95 % CI, the paper's effect as a cross,
     zero as a dashed line (rows of ``vaccine_lib.claims.evaluate_claims``)."""
-    import matplotlib.pyplot as plt
-
     set_theme()
     rows = table.reset_index(drop=True)
     judges = sorted(rows["judge"].unique())

@@ -17,7 +17,7 @@ the other steps are plain SFT steps.
 
 Design decisions (differences from the reference code, all deliberate):
 
-* Layers are found generically (:func:`vaccine_lib.models.get_attention_modules`), not by class name; outputs that
+* Layers are found generically (:func:`vaccine_lib.hooks.get_attention_modules`), not by class name; outputs that
   are a tensor or a tuple/list whose first element is ``[B, T, d]`` are handled.
 * Pass 1 replays the RNG: the random state is forked around pass 1, so pass 2 draws the same dropout masks. The
   perturbation is therefore computed for the same stochastic network it is applied to, and ``rho = 0`` reproduces
@@ -55,31 +55,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from .errors import ConfigError, DivergenceError, check_choice, check_range
-from .hooks import attention_hooks
-from .models import get_attention_modules
+from .hooks import attention_hooks, get_attention_modules, unwrap
 
 PERTURBATIONS = ("gradient", "gaussian")
 #: upper bound of rho and gaussian_std (validated in VaccineConfig): 100x the paper's largest swept rho (10).
 #: eps is added to hidden states of norm ~1-100 per token; far above that the perturbed loss carries no signal
 #: and rho = 1e30 overflows float32 (eps_norm inf). Lower the value rather than widen the range.
 RHO_MAX = 1e3
-
-__all__ = [
-    "PERTURBATIONS",
-    "RHO_MAX",
-    "Perturbation",
-    "VaccineConfig",
-    "VaccineTrainer",
-    "compute_perturbation",
-    "gaussian_sampler",
-    "perturbation_with_stats",
-    "perturbed",
-]
-
 
 # --------------------------------------------------------------------------- config
 
@@ -137,9 +124,6 @@ class VaccineConfig(TrainingArguments):
                               "set use_reentrant=False or leave it unset; allowed values: False")
 
 
-# --------------------------------------------------------------------------- hooks
-
-
 EpsSource = Sequence[torch.Tensor] | Callable[[int, torch.Tensor], torch.Tensor]
 
 
@@ -172,13 +156,9 @@ def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = Non
         yield used
 
 
-# --------------------------------------------------------------------------- pass 1
-
-
 @dataclass
 class Perturbation:
     """Result of pass 1: ``eps`` (one detached tensor per layer), the global gradient norm and the clean loss."""
-
     eps: list[torch.Tensor]
     grad_norm: torch.Tensor
     loss: torch.Tensor
@@ -234,9 +214,7 @@ def response_only_lm_loss(model, inputs, num_items_in_batch=None):
 
 
 def _unwrap_for_head(model):
-    from .models import _unwrap
-
-    base = _unwrap(model)
+    base = unwrap(model)
     getter = getattr(base, "get_output_embeddings", None)
     head = getter() if callable(getter) else None
     return head if isinstance(head, nn.Module) else None
@@ -247,8 +225,6 @@ def _is_ddp(model) -> bool:
 
 
 def _dist_world() -> int:
-    import torch.distributed as dist
-
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
@@ -301,7 +277,6 @@ def perturbation_with_stats(
     sq = torch.stack([g.to(acc).pow(2).sum() for g in grads]).sum()
     world = _dist_world() if sync_norm else 1
     if world > 1:
-        import torch.distributed as dist
 
         dist.all_reduce(sq, op=dist.ReduceOp.SUM)
     raw = sq.sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
@@ -345,16 +320,12 @@ def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_
     ``sigma = std`` if given, else ``rho / sqrt(n_layers * numel(e_l) * world_size)`` (so ``E||eps||^2 = rho^2``
     over all layers and processes when every layer and shard has the same shape).
     """
-
     def sample(i: int, e: torch.Tensor) -> torch.Tensor:
         sigma = std if std is not None else rho / math.sqrt(max(1, n_layers * e.numel() * world_size))
         noise = torch.randn(e.shape, device=e.device, dtype=torch.float32, generator=generator)
         return noise.mul_(sigma)
 
     return sample
-
-
-# --------------------------------------------------------------------------- trainer
 
 
 class VaccineTrainer(Trainer):

@@ -73,7 +73,7 @@ def embed(model, tokenizer, questions, answers, layer: int | None = None, batch_
     import torch
 
     from ..data.templates import alpaca_prompt
-    from ..models import get_decoder_layers
+    from ..hooks import get_decoder_layers
 
     layers = get_decoder_layers(model)
     layer = probe_layer(len(layers)) if layer is None else layer
@@ -207,7 +207,8 @@ class ProbeJudge(Judge):
     def __init__(self, model_name: str = PROBE_MODEL, threshold: float | None = None, refit: bool = False,
                  max_train: int = MAX_TRAIN, layer: int | None = None):
         from ..errors import check_range
-        from ..models import get_decoder_layers, load_model
+        from ..hooks import get_decoder_layers
+        from ..models import load_model
 
         if threshold is not None:
             check_range("threshold", threshold, 0.0, 1.0)
