@@ -68,29 +68,25 @@ EMBEDDED_MODELS = {
 _TINY_COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
 
+#: tiny family -> (config class name, its size arguments)
+_TINY = {
+    "tiny-llama": ("LlamaConfig", dict(_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512)),
+    "tiny-qwen2": ("Qwen2Config", dict(_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512)),
+    "tiny-mistral": ("MistralConfig", dict(_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512)),
+    "tiny-gemma": ("GemmaConfig", dict(_TINY_COMMON, num_key_value_heads=2, head_dim=8, max_position_embeddings=512)),
+    "tiny-opt": ("OPTConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+                                   word_embed_proj_dim=32, max_position_embeddings=512)),
+    "tiny-gpt2": ("GPT2Config", dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=512)),
+    "tiny-gptneox": ("GPTNeoXConfig", dict(_TINY_COMMON, max_position_embeddings=512)),
+}
+
+
 def _tiny_config(name: str, vocab_size: int, pad_id: int, eos_id: int):
-    ids = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
-    if name == "tiny-llama":
-        return tf.LlamaConfig(**_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512, **ids)
-    if name == "tiny-qwen2":
-        return tf.Qwen2Config(**_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512, **ids)
-    if name == "tiny-mistral":
-        return tf.MistralConfig(**_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512, **ids)
-    if name == "tiny-gemma":
-        return tf.GemmaConfig(**_TINY_COMMON, num_key_value_heads=2, head_dim=8, max_position_embeddings=512, **ids)
-    if name == "tiny-opt":
-        return tf.OPTConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
-            word_embed_proj_dim=32, max_position_embeddings=512, **ids,
-        )
-    if name == "tiny-gpt2":
-        return tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=512, **ids)
-    if name == "tiny-gptneox":
-        return tf.GPTNeoXConfig(**_TINY_COMMON, max_position_embeddings=512, **ids)
-    raise KeyError(name)
+    cls, sizes = _TINY[name]
+    return getattr(tf, cls)(**sizes, vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
 
 
-TINY_MODELS = ("tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gemma", "tiny-opt", "tiny-gpt2", "tiny-gptneox")
+TINY_MODELS = tuple(_TINY)
 
 
 def available_models() -> list[str]:

@@ -1,0 +1,51 @@
+"""bf16 detection (issue 17): chosen from the hardware, never assumed; bf16 autocast keeps the loss close."""
+
+import pytest
+import torch
+
+from vaccine_lib import hardware as HW
+from vaccine_lib.errors import ConfigError
+
+
+@pytest.fixture
+def flags(monkeypatch):
+    def set_flags(*names):
+        monkeypatch.setattr(HW, "cpu_flags", lambda: frozenset(names))
+    return set_flags
+
+
+def test_auto_takes_bf16_only_with_bf16_units(flags):
+    flags("avx2", "avx512f")
+    assert HW.resolve_autocast("auto", "cpu") is None
+    flags("avx2", "avx512_bf16")
+    assert HW.resolve_autocast("auto", "cpu") == "bf16"
+    flags("amx_bf16")
+    assert HW.resolve_autocast("bf16", "cpu") == "bf16"
+    assert HW.resolve_autocast("off", "cpu") is None
+
+
+def test_forced_bf16_without_units_is_refused(flags):
+    flags("avx2")
+    with pytest.raises(ConfigError, match="no bf16 units.*autocast: auto"):
+        HW.resolve_autocast("bf16", "cpu")
+    with pytest.raises(ConfigError, match="allowed values: off, bf16, auto"):
+        HW.resolve_autocast("fp8", "cpu")
+
+
+def test_cpu_flags_are_read_from_this_machine():
+    HW.cpu_flags.cache_clear()
+    assert isinstance(HW.cpu_flags(), frozenset)
+    assert set(HW.describe()) == {"cpu_capability", "bf16_units", "bf16_cpu_flags"}
+
+
+def test_bf16_autocast_loss_is_close_to_fp32(tiny_model, tokenizer):
+    """The same forward under CPU bf16 autocast gives the float32 loss to within 2 % (fp32 weights kept)."""
+    model = tiny_model("tiny-llama")
+    batch = tokenizer(["The movie was great. Sentiment: positive"] * 4, return_tensors="pt")
+    batch["labels"] = batch["input_ids"].clone()
+    with torch.no_grad():
+        ref = model(**batch).loss.item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(**batch).loss.item()
+    assert next(model.parameters()).dtype == torch.float32
+    assert abs(low - ref) / ref < 0.02
