@@ -448,13 +448,13 @@ def masked_rows(n=4, seed=0, prompt=4, pad=3):
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-opt", "tiny-gemma"])
 @pytest.mark.parametrize("num_items", [None, 17])
 def test_response_only_loss_equals_full_loss_and_hidden_grads(tiny_model, name, num_items):
-    from vaccine_lib.vaccine import _default_loss, response_only_lm_loss
+    from vaccine_lib.losses import default_loss, response_only_lm_loss
 
     model = tiny_model(name)
     model.eval()  # same dropout masks in both computations
     inputs = {k: torch.tensor(v) for k, v in masked_rows().items()}
     full_kw = dict(inputs, num_items_in_batch=num_items) if num_items else inputs
-    full = _default_loss(model, full_kw)
+    full = default_loss(model, full_kw)
     cheap = response_only_lm_loss(model, inputs, num_items)
     torch.testing.assert_close(cheap, full, rtol=1e-5, atol=1e-6)
     e_full = compute_perturbation(model, full_kw, 1.0)
@@ -471,3 +471,27 @@ def test_step_with_masked_labels_is_gradient_of_perturbed_loss(tiny_model, tmp_p
     inputs = {k: torch.tensor(v) for k, v in rows.items()}
     g = brute_force_grads(reference, inputs)
     assert_grads_of_perturbed_loss(grads[0], reference, inputs, [2.0 * x / global_norm(g) for x in g])
+
+
+def test_per_layer_budget_gives_each_layer_rho_over_sqrt_layers(tiny_model):
+    """budget='per_layer': eps_l = rho / sqrt(L) * g_l / ||g_l|| (the even split ablation); total norm still rho."""
+    model, inputs = tiny_model("tiny-llama"), batch()
+    g = brute_force_grads(tiny_model("tiny-llama"), inputs)
+    eps = perturbation_with_stats(model, inputs, 2.0, budget="per_layer").eps
+    for e, gl in zip(eps, g):
+        torch.testing.assert_close(e, 2.0 / math.sqrt(len(g)) * gl / gl.norm(), rtol=1e-4, atol=1e-7)
+    assert global_norm(eps) == pytest.approx(2.0, rel=1e-5)
+    # the global budget (Eq. 3) is unchanged by the new argument
+    glob = perturbation_with_stats(tiny_model("tiny-llama"), inputs, 2.0).eps
+    gn = global_norm(g)
+    for e, gl in zip(glob, g):
+        torch.testing.assert_close(e, 2.0 * gl / gn, rtol=1e-4, atol=1e-7)
+
+
+def test_trainer_records_each_layers_share_of_the_budget(tiny_model, tmp_path):
+    rows = make_rows(4)
+    trainer, _ = one_step_grads(tmp_path, tiny_model("tiny-llama"), VaccineTrainer, VaccineConfig, rows, rho=2.0)
+    share = trainer.eps_layer_share()
+    assert len(share) == 2 and sum(share) == pytest.approx(1.0) and all(s >= 0 for s in share)
+    with pytest.raises(ConfigError, match="budget"):
+        VaccineConfig(output_dir=str(tmp_path), budget="uneven", use_cpu=True)

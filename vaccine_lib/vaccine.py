@@ -60,16 +60,18 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from .errors import ConfigError, DivergenceError, check_choice, check_range
-from .hooks import attention_hooks, get_attention_modules, unwrap
+from .hooks import attention_hooks, get_attention_modules
+from .losses import default_loss, response_only_lm_loss
 
 PERTURBATIONS = ("gradient", "gaussian")
+#: how the radius rho is shared over layers: "global" = one L2 norm over all layers (Eq. 3, the paper);
+#: "per_layer" = every layer gets rho / sqrt(L) along its own gradient (an ablation: on SmolLM2 the global
+#: rule puts ~96 % of ||eps||^2 on layer 0)
+BUDGETS = ("global", "per_layer")
 #: upper bound of rho and gaussian_std (validated in VaccineConfig): 100x the paper's largest swept rho (10).
 #: eps is added to hidden states of norm ~1-100 per token; far above that the perturbed loss carries no signal
 #: and rho = 1e30 overflows float32 (eps_norm inf). Lower the value rather than widen the range.
 RHO_MAX = 1e3
-
-# --------------------------------------------------------------------------- config
-
 
 @dataclass
 class VaccineConfig(TrainingArguments):
@@ -89,6 +91,11 @@ class VaccineConfig(TrainingArguments):
         default="gradient",
         metadata={"help": "'gradient': eps_l = rho * g_l / ||g|| (Eq. 3); 'gaussian': i.i.d. Gaussian noise, no pass 1 "
                           "(paper Table 7), see gaussian_std."},
+    )
+    budget: str = field(
+        default="global",
+        metadata={"help": "'global': one L2 norm over all layers (Eq. 3); 'per_layer': each of the L layers gets "
+                          "norm rho / sqrt(L) (total norm still rho), an ablation of the layer-0 concentration."},
     )
     gaussian_std: float | None = field(
         default=None,
@@ -111,6 +118,7 @@ class VaccineConfig(TrainingArguments):
             raise ConfigError(f"tau={self.tau!r} must be an integer; allowed range: [1, inf)")
         check_range("tau", self.tau, 1, math.inf, high_open=True)
         check_choice("perturbation", self.perturbation, PERTURBATIONS)
+        check_choice("budget", self.budget, BUDGETS)
         if self.gaussian_std is not None:
             check_range("gaussian_std", self.gaussian_std, 0, RHO_MAX)  # reliability (issue 10)
             if self.perturbation != "gaussian":
@@ -164,62 +172,6 @@ class Perturbation:
     loss: torch.Tensor
 
 
-def _default_loss(model, inputs):
-    out = model(**inputs)
-    loss = out["loss"] if isinstance(out, dict) else out[0]
-    if loss is None:
-        raise ConfigError("the model returned no loss; pass inputs with 'labels' or a loss_fn")
-    return loss
-
-
-def response_only_lm_loss(model, inputs, num_items_in_batch=None):
-    """The causal-LM loss computed on supervised positions only (a cheaper pass 1).
-
-    Pass 1 needs only dL/de_l. The LM head and the cross-entropy over the vocabulary are the most
-    expensive part of a small model's forward/backward, and with the loss on response tokens only,
-    most positions (the prompt, padding) carry label -100 and contribute nothing. A forward
-    pre-hook on the output embedding gathers the hidden states of the positions whose next-token
-    label is supervised, so the head and the loss run on those rows alone. The value equals the
-    Trainer's loss (token mean, or sum / ``num_items_in_batch`` when given) and so do the gradients
-    w.r.t. every e_l (tests check both). Falls back to the full forward when there are no labels or
-    no output embedding module.
-    """
-    labels = inputs.get("labels")
-    head = _unwrap_for_head(model)
-    if labels is None or head is None:
-        return _default_loss(model, inputs)
-    target = labels[:, 1:]
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = target != -100
-    n_valid = int(keep.sum())
-    if n_valid == 0:
-        return _default_loss(model, inputs)
-
-    def gather(module, args):
-        return (args[0][keep],) + tuple(args[1:])
-
-    handle = head.register_forward_pre_hook(gather)
-    try:
-        fwd = {k: v for k, v in inputs.items() if k != "labels"}
-        out = model(**fwd, use_cache=False)
-    finally:
-        handle.remove()
-    logits = out["logits"] if isinstance(out, dict) else out[0]
-    logits = logits.reshape(n_valid, -1).float()
-    loss = nn.functional.cross_entropy(logits, target[target != -100].to(logits.device), reduction="sum")
-    denom = num_items_in_batch if num_items_in_batch is not None else n_valid
-    if torch.is_tensor(denom):
-        denom = denom.to(loss.device)
-    return loss / denom
-
-
-def _unwrap_for_head(model):
-    base = unwrap(model)
-    getter = getattr(base, "get_output_embeddings", None)
-    head = getter() if callable(getter) else None
-    return head if isinstance(head, nn.Module) else None
-
-
 def _is_ddp(model) -> bool:
     return isinstance(model, nn.parallel.DistributedDataParallel)
 
@@ -238,6 +190,7 @@ def perturbation_with_stats(
     attn_name: str | None = None,
     sync_norm: bool = False,
     loss_scale: float | None = None,
+    budget: str = "global",
 ) -> Perturbation:
     """Pass 1 of Algorithm 1; see :func:`compute_perturbation`. Also returns the global norm and the clean loss."""
     check_range("rho", rho, 0, math.inf, high_open=True)
@@ -249,7 +202,7 @@ def perturbation_with_stats(
             d = deltas[i] = torch.zeros_like(e, requires_grad=True)
         return e + d
 
-    loss_fn = loss_fn or _default_loss
+    loss_fn = loss_fn or default_loss
     no_sync = model.no_sync() if _is_ddp(model) else contextlib.nullcontext()
     # Pass 1 needs no parameter gradient: with the trainable parameters frozen for its duration,
     # autograd neither saves the inputs that weight gradients would need (one activation per
@@ -274,17 +227,23 @@ def perturbation_with_stats(
     grads = [torch.zeros_like(d) if g is None else g.detach() for g, d in zip(grads, order)]
     del order
     acc = torch.promote_types(grads[0].dtype, torch.float32)  # at least float32 for the norm
-    sq = torch.stack([g.to(acc).pow(2).sum() for g in grads]).sum()
+    layer_sq = torch.stack([g.to(acc).pow(2).sum() for g in grads])
     world = _dist_world() if sync_norm else 1
     if world > 1:
-
-        dist.all_reduce(sq, op=dist.ReduceOp.SUM)
-    raw = sq.sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
+        dist.all_reduce(layer_sq, op=dist.ReduceOp.SUM)
+    raw = layer_sq.sum().sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
     ok = torch.isfinite(raw) & (raw > 0)
     scale = torch.where(ok, rho / torch.where(ok, raw, torch.ones_like(raw)), torch.zeros_like(raw))  # no host sync
+    if budget == "per_layer":  # rho / sqrt(L) along each layer's own gradient direction
+        norms = layer_sq.sqrt()
+        good = torch.isfinite(norms) & (norms > 0) & ok
+        scale = torch.where(good, rho / math.sqrt(len(grads)) / torch.where(good, norms, torch.ones_like(norms)),
+                            torch.zeros_like(norms))
+    else:
+        scale = scale.expand(len(grads))
     deltas.clear()  # the zero tensors of pass 1 are no longer needed
     # scale in place: no second copy of all layers' gradients at the peak
-    eps = [g.mul_(scale.to(g.dtype)) if g.dtype == acc else (g.to(acc) * scale).to(g.dtype) for g in grads]
+    eps = [g.mul_(c.to(g.dtype)) if g.dtype == acc else (g.to(acc) * c).to(g.dtype) for g, c in zip(grads, scale)]
     # reported norm: gradient of the global loss, which DDP defines as the mean of the per-process losses
     norm = raw / (loss_scale or 1.0) / world
     return Perturbation(eps=eps, grad_norm=norm.detach(), loss=loss.detach())
@@ -343,6 +302,14 @@ class VaccineTrainer(Trainer):
             raise ConfigError(f"VaccineTrainer needs args=VaccineConfig(...), got {type(self.args).__name__}")
         self._vaccine_reset()
         self.vaccine_pass1_calls = 0  # total number of pass-1 computations (for tests / diagnostics)
+        self.eps_layer_sq = None  # per-layer sum over perturbed micro-batches of ||eps_l||^2
+
+    def eps_layer_share(self) -> list[float]:
+        """Each layer's share of the summed ||eps||^2 over training (where Vaccine spends its budget)."""
+        if self.eps_layer_sq is None:
+            return []
+        total = float(self.eps_layer_sq.sum())
+        return [float(x) / total if total > 0 else 0.0 for x in self.eps_layer_sq]
 
     def _vaccine_reset(self):
         self._vaccine_stats = {"grad_norm": 0.0, "eps_norm": 0.0, "clean_loss": 0.0, "micro": 0, "steps": 0,
@@ -394,7 +361,8 @@ class VaccineTrainer(Trainer):
             with self._rng_fork():
                 pert = perturbation_with_stats(
                     model, inputs, args.rho, loss_fn=loss_fn, layers_path=args.layers_path,
-                    attn_name=args.attn_name, sync_norm=self.accelerator.num_processes > 1, loss_scale=loss_scale)
+                    attn_name=args.attn_name, sync_norm=self.accelerator.num_processes > 1, loss_scale=loss_scale,
+                    budget=args.budget)
             self.vaccine_pass1_calls += 1
             eps: EpsSource = pert.eps
             clean = pert.loss if self._loss_is_scaled_for_ga(num_items_in_batch) else (
@@ -409,7 +377,9 @@ class VaccineTrainer(Trainer):
         with perturbed(model, eps, layers_path=args.layers_path, attn_name=args.attn_name) as used:
             loss = super().training_step(model, inputs, num_items_in_batch)
         if used:
-            stats["eps_norm"] += torch.stack([t.float().pow(2).sum() for t in used.values()]).sum().sqrt()
+            layer_sq = torch.stack([used[i].float().pow(2).sum() for i in sorted(used)]).detach()
+            stats["eps_norm"] += layer_sq.sum().sqrt()
+            self.eps_layer_sq = layer_sq if self.eps_layer_sq is None else self.eps_layer_sq + layer_sq
         stats["micro"] += 1
         if stats["last_step"] != self.state.global_step:
             stats["last_step"] = self.state.global_step

@@ -1,0 +1,73 @@
+"""Language-model losses on the supervised (answer) positions only: the same value, a cheaper output layer.
+
+With the loss on response tokens only, most positions (the prompt, padding) carry label -100 and contribute
+nothing, yet a plain forward runs the output layer (576 x 49,152 on SmolLM2: the largest matmul of a small
+model) and the vocabulary softmax on every position. :func:`response_only_lm_loss` gathers the hidden states of
+the supervised positions before the output layer, so the head and the cross-entropy run on those rows alone.
+Vaccine's pass 1 uses it; the value and the gradients w.r.t. every hidden state equal the Trainer's loss
+(tests check both).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .hooks import unwrap
+
+
+def default_loss(model, inputs):
+    out = model(**inputs)
+    loss = out["loss"] if isinstance(out, dict) else out[0]
+    if loss is None:
+        raise ConfigError("the model returned no loss; pass inputs with 'labels' or a loss_fn")
+    return loss
+
+
+def response_only_lm_loss(model, inputs, num_items_in_batch=None):
+    """The causal-LM loss computed on supervised positions only (a cheaper pass 1).
+
+    Pass 1 needs only dL/de_l. The LM head and the cross-entropy over the vocabulary are the most
+    expensive part of a small model's forward/backward, and with the loss on response tokens only,
+    most positions (the prompt, padding) carry label -100 and contribute nothing. A forward
+    pre-hook on the output embedding gathers the hidden states of the positions whose next-token
+    label is supervised, so the head and the loss run on those rows alone. The value equals the
+    Trainer's loss (token mean, or sum / ``num_items_in_batch`` when given) and so do the gradients
+    w.r.t. every e_l (tests check both). Falls back to the full forward when there are no labels or
+    no output embedding module.
+    """
+    labels = inputs.get("labels")
+    head = _unwrap_for_head(model)
+    if labels is None or head is None:
+        return default_loss(model, inputs)
+    target = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = target != -100
+    n_valid = int(keep.sum())
+    if n_valid == 0:
+        return default_loss(model, inputs)
+
+    def gather(module, args):
+        return (args[0][keep],) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(gather)
+    try:
+        fwd = {k: v for k, v in inputs.items() if k != "labels"}
+        out = model(**fwd, use_cache=False)
+    finally:
+        handle.remove()
+    logits = out["logits"] if isinstance(out, dict) else out[0]
+    logits = logits.reshape(n_valid, -1).float()
+    loss = nn.functional.cross_entropy(logits, target[target != -100].to(logits.device), reduction="sum")
+    denom = num_items_in_batch if num_items_in_batch is not None else n_valid
+    if torch.is_tensor(denom):
+        denom = denom.to(loss.device)
+    return loss / denom
+
+
+def _unwrap_for_head(model):
+    base = unwrap(model)
+    getter = getattr(base, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    return head if isinstance(head, nn.Module) else None
