@@ -495,3 +495,19 @@ def test_trainer_records_each_layers_share_of_the_budget(tiny_model, tmp_path):
     assert len(share) == 2 and sum(share) == pytest.approx(1.0) and all(s >= 0 for s in share)
     with pytest.raises(ConfigError, match="budget"):
         VaccineConfig(output_dir=str(tmp_path), budget="uneven", use_cpu=True)
+
+
+@pytest.mark.parametrize("ga", [1, 2])
+def test_answer_only_trainer_takes_the_same_step_as_the_plain_trainer(tiny_model, tmp_path, ga):
+    """AnswerOnlyLoss (issue 17: output layer on answer tokens only) gives the Trainer's gradients, also under GA."""
+    from vaccine_lib.losses import AnswerOnlyLoss
+
+    class AnswerOnlyTrainer(AnswerOnlyLoss, Trainer):
+        pass
+
+    rows = masked_rows()
+    kw = dict(gradient_accumulation_steps=ga, per_device_train_batch_size=len(rows["input_ids"]) // ga)
+    _, cheap = one_step_grads(tmp_path / "a", tiny_model("tiny-llama"), AnswerOnlyTrainer, TrainingArguments, rows, **kw)
+    _, full = one_step_grads(tmp_path / "f", tiny_model("tiny-llama"), Trainer, TrainingArguments, rows, **kw)
+    for key in full[0]:
+        torch.testing.assert_close(cheap[0][key], full[0][key], rtol=1e-4, atol=1e-7)

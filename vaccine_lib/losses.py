@@ -4,8 +4,8 @@ With the loss on response tokens only, most positions (the prompt, padding) carr
 nothing, yet a plain forward runs the output layer (576 x 49,152 on SmolLM2: the largest matmul of a small
 model) and the vocabulary softmax on every position. :func:`response_only_lm_loss` gathers the hidden states of
 the supervised positions before the output layer, so the head and the cross-entropy run on those rows alone.
-Vaccine's pass 1 uses it; the value and the gradients w.r.t. every hidden state equal the Trainer's loss
-(tests check both).
+Vaccine's pass 1 uses it, and :class:`AnswerOnlyLoss` makes any ``Trainer`` use it for its training loss; the
+value and the gradients equal the Trainer's own loss (tests check both).
 """
 
 from __future__ import annotations
@@ -71,3 +71,28 @@ def _unwrap_for_head(model):
     getter = getattr(base, "get_output_embeddings", None)
     head = getter() if callable(getter) else None
     return head if isinstance(head, nn.Module) else None
+
+
+def token_average_scale(trainer, num_items_in_batch) -> int:
+    """The factor ``Trainer.compute_loss`` applies when tokens are averaged across devices (transformers 5.x)."""
+    args = trainer.args
+    if (args.average_tokens_across_devices and (trainer.model_accepts_loss_kwargs or trainer.compute_loss_func)
+            and num_items_in_batch is not None):
+        return trainer.accelerator.num_processes // trainer.get_tp_size() if args.n_gpu <= 1 else args.n_gpu
+    return 1
+
+
+class AnswerOnlyLoss:
+    """Trainer mixin (``class T(AnswerOnlyLoss, Trainer)``): the plain causal-LM loss, output layer on answers only.
+
+    Overrides only ``compute_loss``, and only for the plain case (labels given, no label smoother, no custom
+    loss function, outputs not requested); everything else is the Trainer's own path.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs or self.label_smoother is not None or self.compute_loss_func is not None \
+                or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        return response_only_lm_loss(model, inputs, items) * token_average_scale(self, items)

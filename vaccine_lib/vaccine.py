@@ -61,7 +61,7 @@ from transformers import Trainer, TrainingArguments
 
 from .errors import ConfigError, DivergenceError, check_choice, check_range
 from .hooks import attention_hooks, get_attention_modules
-from .losses import default_loss, response_only_lm_loss
+from .losses import AnswerOnlyLoss, default_loss, response_only_lm_loss, token_average_scale
 
 PERTURBATIONS = ("gradient", "gaussian")
 #: how the radius rho is shared over layers: "global" = one L2 norm over all layers (Eq. 3, the paper);
@@ -347,13 +347,14 @@ class VaccineTrainer(Trainer):
             # The cheaper response-only loss applies when the Trainer's loss is the plain causal-LM
             # loss; a label smoother, a custom loss function or a subclass's compute_loss keep the full path.
             plain_loss = (self.label_smoother is None and getattr(self, "compute_loss_func", None) is None
-                          and type(self).compute_loss is Trainer.compute_loss and "labels" in inputs)
+                          and type(self).compute_loss in (Trainer.compute_loss, AnswerOnlyLoss.compute_loss)
+                          and "labels" in inputs)
 
             def loss_fn(m, batch):
                 with self.compute_loss_context_manager():
                     if plain_loss:
-                        loss = response_only_lm_loss(m, batch, num_items_in_batch) * self._token_average_scale(
-                            num_items_in_batch)
+                        loss = response_only_lm_loss(m, batch, num_items_in_batch) * token_average_scale(
+                            self, num_items_in_batch)
                     else:
                         loss = self.compute_loss(m, batch, num_items_in_batch=num_items_in_batch)
                 return loss.mean() if args.n_gpu > 1 else loss
@@ -385,15 +386,6 @@ class VaccineTrainer(Trainer):
             stats["last_step"] = self.state.global_step
             stats["steps"] += 1
         return loss
-
-    def _token_average_scale(self, num_items_in_batch) -> int:
-        """The factor ``Trainer.compute_loss`` applies when tokens are averaged across devices (5.24 rule)."""
-        args = self.args
-        if (args.average_tokens_across_devices and (self.model_accepts_loss_kwargs or self.compute_loss_func)
-                and num_items_in_batch is not None):
-            scale = self.accelerator.num_processes // self.get_tp_size()
-            return scale if args.n_gpu <= 1 else args.n_gpu
-        return 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         stats = self._vaccine_stats
