@@ -8,7 +8,7 @@ datasets (BeaverTails, SST2, AG News, GSM8K, AlpacaEval).
 """
 
 from .builder import SPLITS, BuildConfig, is_built, read_manifest
-from .hub import HUB_SPLITS, OFFLINE_ALTERNATIVES, load_hub_split
+from .hub_datasets import HUB_SPLITS, OFFLINE_ALTERNATIVES, load_hub_split
 from .refusals import compose_refusal
 from .sft import IGNORE_INDEX, TASK_MAX_LENGTH, SFTCollator, tokenize_sft
 from .splits import (
@@ -23,7 +23,8 @@ from .splits import (
     finetune_mix,
     harmful_eval_prompts,
     load_split,
-    check_sizes,  # reliability (issue 10): up-front validation against the pools
+    check_sizes,
+    check_splits,
     pool_size,
 )
 from .templates import (
@@ -50,5 +51,5 @@ __all__ = [
     "PROMPT_WITH_INPUT", "RESPONSE_MARKER", "SFTCollator", "SOURCES", "SPLITS", "SST2_INSTRUCTION", "SST2_LABELS",
     "TASKS", "TASK_INSTRUCTIONS", "TASK_MAX_LENGTH", "alignment_set", "alpaca_prompt", "build", "compose_refusal", "default_data_dir",
     "eval_items", "finetune_mix", "format_prompt", "gsm8k_instruction", "gsm8k_output", "harmful_eval_prompts",
-    "is_built", "load_hub_split", "load_split", "pool_size", "check_sizes", "normalize_question", "read_manifest", "tokenize_sft",
+    "is_built", "load_hub_split", "load_split", "pool_size", "check_sizes", "check_splits", "normalize_question", "read_manifest", "tokenize_sft",
 ]
