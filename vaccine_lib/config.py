@@ -1,20 +1,12 @@
-"""Stage configurations (one validated pydantic model per stage), every choice list and range they check.
+"""Stage configurations (one validated pydantic model per stage), the choice lists and ranges they check.
 
-The sections of a profile YAML (``configs/profiles/*.yaml``) *are* these models: ``align:`` is an
-:class:`AlignConfig`, ``finetune:`` a :class:`FinetuneConfig`, ``eval:`` an :class:`EvalConfig`,
-``drift:`` a :class:`DriftConfig`, ``overhead:`` an :class:`OverheadConfig` and ``sweeps:`` the
-:class:`Sweeps` the experiment registry expands into stage configs; the stages cache on the same models.
-
-- **One home per choice list and range.** The tasks, data sources, judges and models a validator accepts
-  are declared here (``TASKS``, ``SOURCES``, ``JUDGES``, ``MODELS``...), below ``data/``, ``judge/`` and
-  ``models``, which check against them. ``RANGES`` holds the ranges other modules re-check (``rho``, ``p``,
-  ``tau``, ``seed``); :func:`check_param` applies one, e.g. to a CLI flag.
-- Unknown keys are refused (``extra="forbid"``); ``1e-3`` written in YAML (which PyYAML reads as a
-  string) is accepted as a number, a boolean is not (``lora_r: true`` is not rank 1).
-- A bad value raises :class:`~vaccine_lib.errors.ConfigError` naming the parameter, the allowed range,
-  what the parameter means and how to fix it, before any stage runs.
-- Fields marked ``point`` are set per experiment point by the registry (method, seed, defense, ...) or
-  copied from the profile's top level (model, dtype, data source, device), never in a YAML section.
+A profile's sections *are* these models (``align:`` an :class:`AlignConfig`, ``finetune:`` a
+:class:`FinetuneConfig`, ``eval``, ``drift``, ``overhead`` and the registry's ``sweeps``); the stages cache on them.
+The tasks, sources, judges and models a validator accepts are declared here, below ``data/``, ``judge/`` and
+``models``, which check against them; ``RANGES`` holds the ranges other modules check again (import them,
+:func:`check_param`). Unknown keys are refused, ``1e-3`` (a string to PyYAML) is a number, a boolean is not;
+a bad value raises :class:`~vaccine_lib.errors.ConfigError` naming the parameter, its range, its meaning and
+the fix. Fields marked ``point`` are set per experiment point or from the profile's top level, never in a section.
 
 >>> AlignConfig(method="vaccine", rho="2").rho
 2.0
@@ -23,11 +15,11 @@ The sections of a profile YAML (``configs/profiles/*.yaml``) *are* these models:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SEED_MAX, ConfigError, check_range
+from .errors import SEED_MAX, ConfigError, check_range, explain
 
 # ----------------------------------------------------------------------------- choice lists
 ALIGN_METHODS = ("none", "sft", "vaccine")
@@ -49,10 +41,8 @@ JUDGES = ("keyword", "classifier", "probe", "ensemble", "beaverdam")
 MODELS = ("smollm2-135m-instruct", "gemma3-270m", "tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gemma",
           "tiny-opt", "tiny-gpt2", "tiny-gptneox", "llama2-7b", "opt-2.7b", "vicuna-7b")
 #: LoRA target presets (``lora_targets``); an explicit list of module names is accepted too
-LORA_TARGETS = {
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"],
-}
+LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]}
 MAX_SEED = SEED_MAX
 #: closed ranges of the parameters other modules check again (vaccine.py, claims, CLIs): import, do not copy.
 #: rho: 100x the paper's largest swept value (10); far above it the perturbed loss carries no signal and
@@ -61,7 +51,7 @@ RANGES = {"rho": (0, 1000), "p": (0, 1), "tau": (1, 10**6), "seed": (0, SEED_MAX
 
 
 def check_param(name: str, value, param: str | None = None) -> None:
-    """Raise ConfigError unless ``value`` lies in ``RANGES[name]`` (``param``: the caller's spelling, e.g. ``--rho``)."""
+    """Raise ConfigError unless ``value`` lies in ``RANGES[name]``; ``param``: the caller's spelling (``--rho``)."""
     check_range(param or name, value, *RANGES[name])
 
 
@@ -124,65 +114,63 @@ class StageConfig(Strict):
         return [n for n in cls.model_fields if n not in cls.point_fields()]
 
 
-def explain(exc: ValidationError, model: type[BaseModel], section: str = "") -> str:
-    """One line per error: ``align.lr=5.0 is out of range; allowed range (0, 1] (AdamW learning rate). Fix: ...``."""
-    lines = []
-    for err in exc.errors():
-        loc = [str(x) for x in err["loc"] if not isinstance(x, int)]
-        name = ".".join(([section] if section else []) + loc)
-        msg = err["msg"].removeprefix("Value error, ")
-        if not loc:  # a check across fields: its message names the fields and the fix
-            lines.append(msg)
-            continue
-        info = model.model_fields.get(loc[0]) if len(loc) == 1 else None
-        what = f" ({info.description})" if info is not None and info.description else ""
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(model.section_fields() if section else model.model_fields)
-            lines.append(f"unknown field {name!r}; allowed fields: {allowed}. Fix: remove or rename it.")
-        elif err["type"] == "missing":
-            lines.append(f"{name} is missing. Fix: give it a value{what}.")
-        else:
-            rng = _range_text(info) if info is not None else ""
-            if err["type"] in ("literal_error", "enum"):
-                msg = msg.replace("Input should be", "allowed values:")
-            elif rng:
-                msg = f"{msg}; allowed range {rng}" if err["type"] == "value_error" else f"allowed range {rng}"
-            lines.append(f"{name}={err.get('input')!r} is out of range; {msg}{what}. "
-                         f"Fix: set {name} to a value in that range.")
-    return "\n".join(lines)
+def _rule(ok, message: str) -> AfterValidator:
+    """For ``Annotated[T, _rule(ok, message)]``: a value with ``not ok(value)`` fails with ``message``."""
+    def run(v):
+        if not ok(v):
+            raise ValueError(message)
+        return v
+    return AfterValidator(run)
 
 
-def _range_text(info) -> str:
-    b = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
-    if not b:
-        return ""
-    lo, hi = b.get("ge", b.get("gt", "-inf")), b.get("le", b.get("lt", "inf"))
-    return f"{'(' if 'gt' in b else '['}{lo}, {hi}{')' if 'lt' in b else ']'}"
-
-
-def _one_of(v, allowed, what: str = "") -> Any:
-    bad = [x for x in (v if isinstance(v, list) else [v]) if x not in allowed]
-    if bad:
-        raise ValueError(f"{what}allowed values: {', '.join(allowed)}" if not what else
-                         f"unknown {what}{bad}; allowed values: {', '.join(allowed)}")
-    return v
-
-
-def _each_in(v: list, rng: str, what: str) -> list:
+def _each_in(rng: str, what: str) -> AfterValidator:
     lo, hi = RANGES[rng]
-    if any(not (lo <= x <= hi) for x in v):  # NaN fails too
-        raise ValueError(f"every {what} must be in [{lo}, {hi}]")
+    return _rule(lambda v: all(lo <= x <= hi for x in v), f"every {what} must be in [{lo}, {hi}]")  # NaN fails
+
+
+def _one_of(allowed, what: str = "") -> AfterValidator:
+    def run(v):
+        bad = [x for x in (v if isinstance(v, list) else [v]) if x not in allowed]
+        if bad:
+            raise ValueError(f"{f'unknown {what}{bad}; ' if what else ''}allowed values: {', '.join(allowed)}")
+        return v
+    return AfterValidator(run)
+
+
+def _per_task(v):
+    for t, changes in v.items():
+        if t not in TASKS:
+            raise ValueError(f"per_task key {t!r}: allowed values: {', '.join(TASKS)}")
+        bad = sorted(set(changes) - set(PER_TASK_FIELDS))
+        if bad:
+            raise ValueError(f"per_task.{t}: unknown field(s) {bad}; allowed fields: {', '.join(PER_TASK_FIELDS)}")
+        if _has_bool(changes):
+            raise ValueError(f"per_task.{t}: a boolean (true/false) is not a number")
     return v
 
 
-Targets = Union[Literal["attention", "attention+mlp"], list[str]]
+def _method_ps(v):
+    for label, ps in v.items():
+        if not ps or not all(0 <= x <= 1 for x in ps):
+            raise ValueError(f"method_ps.{label}: give a non-empty list of harmful ratios in [0, 1]")
+    return v
+
+
+#: fields ``finetune.per_task`` may change for one task
+PER_TASK_FIELDS = ("batch_size", "epochs", "lora_alpha", "lora_r", "lr", "max_length", "max_steps", "n")
+Steps = Annotated[int, _rule(lambda v: v != 0, "allowed: -1 (train for `epochs`) or an integer >= 1")]
+Targets = Annotated[Union[Literal["attention", "attention+mlp"], list[str]],
+                    _rule(lambda v: v != [], "give at least one module name, or 'attention' / 'attention+mlp'")]
+Judges = Annotated[list[str], _one_of(JUDGES, "judge(s) "),
+                   _rule(lambda v: len(set(v)) == len(v), "judges must be distinct")]
+Ratios = Annotated[list[float], _each_in("p", "harmful ratio")]
 
 
 class TrainConfig(StageConfig):
     """Optimiser and adapter settings shared by the alignment and the fine-tuning stage."""
 
     epochs: float = _field(1.0, "training epochs (used when max_steps is -1)", gt=0, le=1000)
-    max_steps: int = _field(-1, "optimizer steps; -1 = train for `epochs`", ge=-1, le=10**7)
+    max_steps: Steps = _field(-1, "optimizer steps; -1 = train for `epochs`", ge=-1, le=10**7)
     lr: float = _field(1e-3, "AdamW learning rate", gt=0, le=1)
     batch_size: int = _field(8, "per-device batch size", ge=1, le=4096)
     grad_accum: int = _field(1, "gradient accumulation steps", ge=1, le=1024)
@@ -198,19 +186,7 @@ class TrainConfig(StageConfig):
     seed: int = _field(42, "training seed (also the data draw)", point=True, rng="seed")
     device: Literal[DEVICES] = _field("auto", "where to train ('auto': CUDA when present)", point=True)
 
-    @field_validator("max_steps")
-    @classmethod
-    def _steps(cls, v):
-        if v == 0:
-            raise ValueError("allowed: -1 (train for `epochs`) or an integer >= 1")
-        return v
 
-    @field_validator("lora_targets")
-    @classmethod
-    def _targets(cls, v):
-        if isinstance(v, list) and not v:
-            raise ValueError("give at least one module name, or 'attention' / 'attention+mlp'")
-        return v
 
     def target_modules(self) -> list[str]:
         """``lora_targets`` as the module-name list ``vaccine_lib.lora.add_lora`` takes."""
@@ -254,10 +230,6 @@ class AlignConfig(TrainConfig):
         return d
 
 
-#: fields ``finetune.per_task`` may change for one task
-PER_TASK_FIELDS = ("batch_size", "epochs", "lora_alpha", "lora_r", "lr", "max_length", "max_steps", "n")
-
-
 class FinetuneConfig(TrainConfig):
     """Stage 2 (user): fine-tuning on ``n`` task samples, a share ``p`` harmful, with an optional defense.
 
@@ -273,7 +245,7 @@ class FinetuneConfig(TrainConfig):
     align: AlignConfig | None = _field(None, "the alignment stage this model starts from", point=True)
     defense: Literal[DEFENSES] = _field("sft", "fine-tuning defense", point=True)
     lora: Literal[LORA_MODES] | None = _field(None, "LoRA mode (None: single for EWC, else double)", point=True)
-    task: str = _field("sst2", "benign fine-tuning task")
+    task: Annotated[str, _one_of(TASKS)] = _field("sst2", "benign fine-tuning task")
     n: int = _field(100, "fine-tuning samples", ge=1, le=10**6)
     p: float = _field(0.1, "harmful ratio of the fine-tuning data", rng="p")
     ewc_lambda: float = _field(1e6, "EWC penalty weight", ge=0, le=1e12)
@@ -282,25 +254,10 @@ class FinetuneConfig(TrainConfig):
     vlguard_m: int = _field(32, "alignment samples Vlguard mixes into the user data", ge=1, le=10**6)
     drift_every: int = _field(0, "log drift every k steps during fine-tuning (0: off)", point=True, ge=0, le=10**6)
     drift_samples: int = _field(16, "probe samples of the drift log", point=True, ge=1, le=10**5)
-    per_task: dict[str, dict[str, Any]] = _field({}, "per-task changes, e.g. {gsm8k: {n: 4000}}")
+    per_task: Annotated[dict[str, dict[str, Any]], AfterValidator(_per_task)] = _field(
+        {}, "per-task changes, e.g. {gsm8k: {n: 4000}}")
 
-    @field_validator("task")
-    @classmethod
-    def _task(cls, v):
-        return _one_of(v, TASKS)
 
-    @field_validator("per_task")
-    @classmethod
-    def _per_task(cls, v):
-        for t, changes in v.items():
-            if t not in TASKS:
-                raise ValueError(f"per_task key {t!r}: allowed values: {', '.join(TASKS)}")
-            bad = sorted(set(changes) - set(PER_TASK_FIELDS))
-            if bad:
-                raise ValueError(f"per_task.{t}: unknown field(s) {bad}; allowed fields: {', '.join(PER_TASK_FIELDS)}")
-            if _has_bool(changes):
-                raise ValueError(f"per_task.{t}: a boolean (true/false) is not a number")
-        return v
 
     @model_validator(mode="after")
     def _combinations(self):
@@ -324,7 +281,8 @@ class FinetuneConfig(TrainConfig):
         """``lora``, or for ``None`` the paper's choice: Single-LoRA for EWC, Double-LoRA otherwise."""
         if self.lora is not None:
             return self.lora
-        return "single" if self.defense == "ewc" and self.align is not None and self.align.method != "none" else "double"
+        aligned = self.align is not None and self.align.method != "none"
+        return "single" if self.defense == "ewc" and aligned else "double"
 
     def effective(self) -> dict:
         """Fields that change the stage's result (what its cache key hashes; the alignment is upstream)."""
@@ -347,8 +305,8 @@ class EvalConfig(StageConfig):
     n_task: int = _field(100, "task test items", ge=1, le=10**5)
     max_new_tokens: int = _field(64, "greedy generation length", ge=1, le=4096)
     batch_size: int = _field(16, "generation batch size", ge=1, le=4096)
-    judge: str = _field("classifier", "Harmful Score judge")
-    rejudge: list[str] = _field([], "further judges that re-judge the stored answers for the claims' verdicts and "
+    judge: Annotated[str, _one_of(JUDGES)] = _field("classifier", "Harmful Score judge")
+    rejudge: Judges = _field([], "further judges that re-judge the stored answers for the claims' verdicts and "
                                 "the judges' agreement (notebooks 04 and 06; an HS verdict needs every judge)")
     task_max_new_tokens: int | None = _field(
         None, "generation length of the task answers (None: the task's default, TASK_MAX_NEW_TOKENS)", ge=1, le=4096)
@@ -359,17 +317,7 @@ class EvalConfig(StageConfig):
     seed: int = _field(0, "which task test items are drawn", point=True, rng="seed")
     device: Literal[DEVICES] = _field("auto", "where to evaluate", point=True)
 
-    @field_validator("judge")
-    @classmethod
-    def _judge(cls, v):
-        return _one_of(v, JUDGES)
 
-    @field_validator("rejudge")
-    @classmethod
-    def _rejudge(cls, v):
-        if len(set(_one_of(v, JUDGES, "judge(s) "))) != len(v):
-            raise ValueError("judges must be distinct")
-        return v
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -400,12 +348,9 @@ class OverheadConfig(StageConfig):
     warmup_steps: int = _field(1, "untimed warm-up steps", ge=0, le=10**4)
     batch_size: int = _field(8, "batch size of the timed steps", ge=1, le=4096)
     seq_len: int = _field(128, "tokens per row of the timed steps", ge=8, le=8192)
-    taus: list[int] = _field([5], "Accelerated Vaccine periods to time", min_length=1)
+    taus: Annotated[list[int], _each_in("tau", "tau")] = _field([5], "Accelerated Vaccine periods to time",
+                                                                min_length=1)
 
-    @field_validator("taus")
-    @classmethod
-    def _taus(cls, v):
-        return _each_in(v, "tau", "tau")
 
 
 @dataclass(frozen=True)
@@ -419,13 +364,8 @@ class Method:
 
 
 METHODS = {m.label: m for m in (
-    Method("NA", "none", "sft"),
-    Method("SFT", "sft", "sft"),
-    Method("EWC", "sft", "ewc", "single"),
-    Method("Vlguard", "sft", "vlguard"),
-    Method("KL", "sft", "kl"),
-    Method("Vaccine", "vaccine", "sft"),
-)}
+    Method("NA", "none", "sft"), Method("SFT", "sft", "sft"), Method("EWC", "sft", "ewc", "single"),
+    Method("Vlguard", "sft", "vlguard"), Method("KL", "sft", "kl"), Method("Vaccine", "vaccine", "sft"))}
 METHOD_LABELS = tuple(METHODS)
 Label = Literal[METHOD_LABELS]
 
@@ -436,50 +376,25 @@ class Sweeps(StageConfig):
     section: ClassVar[str] = "sweeps"
 
     defenses: list[Label] = _field(list(METHOD_LABELS), "methods of Table 1", min_length=1)
-    ps: list[float] = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
-    baseline_ps: list[float] = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
-    method_ps: dict[Label, list[float]] = _field(
+    ps: Ratios = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
+    baseline_ps: Ratios = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
+    method_ps: Annotated[dict[Label, list[float]], AfterValidator(_method_ps)] = _field(
         {}, "harmful ratios of single methods, replacing ps / baseline_ps for them (e.g. {Vaccine: [0.0, 0.3]})")
-    tasks: list[str] = _field(["sst2"], "tasks of Table 4", min_length=1)
-    sample_counts: list[int] = _field([64], "fine-tuning sample counts of Table 2", min_length=1)
+    tasks: Annotated[list[str], _one_of(TASKS, "task(s) ")] = _field(["sst2"], "tasks of Table 4", min_length=1)
+    sample_counts: Annotated[list[int], _rule(lambda v: all(x >= 1 for x in v), "every sample count must be >= 1")] \
+        = _field([64], "fine-tuning sample counts of Table 2", min_length=1)
     p_samples: float = _field(0.1, "harmful ratio of Table 2", rng="p")
     sample_defenses: list[Label] = _field(["SFT", "Vaccine"], "methods of Table 2", min_length=1)
-    rhos: list[float] = _field([2.0], "Vaccine rho values of Table 6", min_length=1)
+    rhos: Annotated[list[float], _each_in("rho", "rho")] = _field([2.0], "Vaccine rho values of Table 6", min_length=1)
     perturbations: list[Literal[PERTURBATIONS]] = _field(["gradient", "gaussian"], "perturbations of Table 7",
                                                          min_length=1)
     lora_modes: list[Literal[LORA_MODES]] = _field(["double", "single"], "LoRA modes of Table 8", min_length=1)
     lora_defenses: list[Label] = _field(["SFT", "Vaccine"], "methods of Table 8", min_length=1)
 
-    @field_validator("ps", "baseline_ps")
-    @classmethod
-    def _ratios(cls, v):
-        return _each_in(v, "p", "harmful ratio")
 
-    @field_validator("method_ps")
-    @classmethod
-    def _method_ratios(cls, v):
-        for label, ps in v.items():
-            if not ps:
-                raise ValueError(f"method_ps.{label}: give a non-empty list of harmful ratios in [0, 1]")
-            _each_in(ps, "p", f"harmful ratio of method_ps.{label}")
-        return v
 
-    @field_validator("rhos")
-    @classmethod
-    def _rhos(cls, v):
-        return _each_in(v, "rho", "rho")
 
-    @field_validator("sample_counts")
-    @classmethod
-    def _counts(cls, v):
-        if any(x < 1 for x in v):
-            raise ValueError("every sample count must be an integer >= 1")
-        return v
 
-    @field_validator("tasks")
-    @classmethod
-    def _task_list(cls, v):
-        return _one_of(v, TASKS, "task(s) ")
 
 
 def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):

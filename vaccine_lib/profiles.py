@@ -1,16 +1,13 @@
 """Experiment profiles: a YAML file in ``configs/profiles/`` validated into one :class:`Profile`.
 
-A profile's sections are the stage configs of ``vaccine_lib.config`` (``align``, ``finetune``, ``eval``,
-``drift``, ``overhead``) plus the ``sweeps`` the experiment registry expands; its top level holds the model,
-device, dtype, data source, threads and the list of ``seeds``.
+Sections: the stage configs of ``vaccine_lib.config`` and the registry's ``sweeps``; top level: model, device,
+dtype, data source, threads, ``seeds``.
 
 - **Complete or ``extends:``.** A file gives every field, or starts with ``extends: <name>`` and inherits
   what it leaves out (nothing falls back to values written in code). A key given twice is an error.
 - **Its name is its file name** (``[A-Za-z0-9_.-]+``, no leading dot); a ``profile:`` line must agree; a
-  file elsewhere may not borrow a built-in profile's name. Outputs derive from it and must stay inside
-  ``runs/`` (stage cache ``runs/<name>/``) and ``results/`` (``results/<label>/``, figures in
-  ``results/<label>/figures/``); only exactly ``configs/profiles/default.yaml`` without overrides writes the
-  committed ``figures/``.
+  file elsewhere may not borrow a built-in profile's name. Outputs stay inside ``runs/<name>/`` (stage cache)
+  and ``results/<label>/``; only ``configs/profiles/default.yaml`` without overrides writes ``figures/``.
 - **Overrides** use one syntax everywhere: ``--override align.lr=1e-3`` on a command line,
   ``overrides={"align": {"lr": 1e-3}}`` (or ``{"align.lr": 1e-3}``) in a notebook or papermill.
 
@@ -30,13 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (
     DEVICES, DTYPES, MAX_SEED, MODELS, SOURCES, AlignConfig, DriftConfig, EvalConfig, FinetuneConfig,
-    OverheadConfig, StageConfig, Strict, Sweeps, check_dtype_device, explain,
+    OverheadConfig, StageConfig, Strict, Sweeps, check_dtype_device,
 )
-from .errors import ConfigError
+from .errors import ConfigError, explain
 from .paths import REPO_ROOT, inside, repo_root
 from .provenance import set_context
 
@@ -54,7 +51,7 @@ NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 # --------------------------------------------------------------------------- YAML without duplicate keys
 
 
-class _DuplicateKey(Exception):
+class _DuplicateKey(Exception):  # noqa: N818 - internal signal, turned into ConfigError by load_yaml
     pass
 
 
@@ -85,8 +82,8 @@ def load_yaml(text: str, where: str):
 
 def _json_object(pairs):
     keys = [k for k, _ in pairs]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
+    if len(set(keys)) < len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
         raise ConfigError(f"overrides: key(s) {dup} given twice. Fix: keep one of them.")
     return dict(pairs)
 
@@ -105,16 +102,10 @@ def profile_names() -> list[str]:
     return sorted(p.stem for p in profiles_dir().glob("*.yaml") if NAME.fullmatch(p.stem))
 
 
-def output_roots(committed: bool) -> tuple[Path, ...]:
-    """The folders derived outputs may lie in: ``runs/``, ``results/`` (and ``figures/`` for the committed profile)."""
-    root = repo_root()
-    return (root / "runs", root / "results") + ((root / "figures",) if committed else ())
-
-
 def check_inside(param: str, path, committed: bool) -> Path:
-    """``path`` if it resolves inside :func:`output_roots`, else ConfigError naming ``param`` and the allowed roots."""
-    path = Path(path)
-    roots = output_roots(committed)
+    """``path`` if it resolves inside ``runs/`` or ``results/`` (or, ``committed``, ``figures/``), else ConfigError."""
+    path, root = Path(path), repo_root()
+    roots = (root / "runs", root / "results") + ((root / "figures",) if committed else ())
     if not inside(path, *roots):
         raise ConfigError(f"{param}={str(path)!r} resolves to {path.resolve()}, outside the output folders; allowed: "
                           f"inside {', '.join(str(r) for r in roots)}"
@@ -184,8 +175,7 @@ class Profile(Strict):
         return self
 
     @property
-    def seed(self) -> int:
-        """The first seed (single-seed experiments: alignment curves, t-SNE, overhead)."""
+    def seed(self) -> int:  # the first seed (single-seed experiments: alignment curves, t-SNE, overhead)
         return self.seeds[0]
 
     @property
@@ -365,7 +355,7 @@ _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _VALIDATED_NAMES: set | None = None
 
 
-class NotebookContext(Strict):
+class NotebookContext(BaseModel):
     """What a notebook needs after validating its parameters."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -374,10 +364,6 @@ class NotebookContext(Strict):
     run_dir: Path
     figures_dir: Path
     tables_dir: Path
-
-
-def _is_plain(v) -> bool:
-    return v is None or isinstance(v, (str, int, float, bool, list, tuple, dict, Path))
 
 
 def from_notebook(namespace: dict) -> NotebookContext:
@@ -391,7 +377,8 @@ def from_notebook(namespace: dict) -> NotebookContext:
     (``grids.check_pools``), which the caller runs before any stage.
     """
     global _VALIDATED_NAMES
-    user = {k: v for k, v in namespace.items() if not k.startswith("_") and k not in _KERNEL_NAMES and _is_plain(v)}
+    plain = (str, int, float, bool, list, tuple, dict, Path, type(None))
+    user = {k: v for k, v in namespace.items() if k[0] != "_" and k not in _KERNEL_NAMES and isinstance(v, plain)}
     # first call in a kernel: every plain global is a parameter; a later re-run ignores names defined by later cells
     candidates = user if _VALIDATED_NAMES is None else {k: v for k, v in user.items() if k in _VALIDATED_NAMES}
     unknown = sorted(k for k in candidates if k not in NOTEBOOK_PARAMETERS)
@@ -412,7 +399,8 @@ def from_notebook(namespace: dict) -> NotebookContext:
     if params.get("seed") is not None:
         overrides = _merge(overrides, {"seeds": [params["seed"]]})
     P = load_profile(params.get("profile") or COMMITTED_PROFILE, overrides)
-    dirs = {"run_dir": params.get("run_dir") or P.run_dir(), "figures_dir": params.get("figures_dir") or P.figures_dir()}
+    dirs = {"run_dir": params.get("run_dir") or P.run_dir(),
+            "figures_dir": params.get("figures_dir") or P.figures_dir()}
     dirs["tables_dir"] = params.get("tables_dir") or Path(dirs["figures_dir"]) / "tables"
     for param, d in dirs.items():  # every folder is checked before any is created
         if not isinstance(d, (str, Path)):
@@ -444,7 +432,8 @@ def describe(P: Profile) -> str:
     return (f"profile {P.label!r} ({P.path}): model {P.model} on {P.device}, {P.dtype}, seeds {P.seeds}\n"
             f"  align: n={a.n}, epochs={a.epochs:g}, max_steps={a.max_steps}, lr={a.lr:g}, batch={a.batch_size}, "
             f"rho={a.rho:g}, LoRA r={a.lora_r} alpha={a.lora_alpha:g} on {a.lora_targets}\n"
-            f"  finetune: task={f.task}, n={f.n}, p={f.p:g}, epochs={f.epochs:g}, max_steps={f.max_steps}, lr={f.lr:g}, "
+            f"  finetune: task={f.task}, n={f.n}, p={f.p:g}, epochs={f.epochs:g}, max_steps={f.max_steps}, "
+            f"lr={f.lr:g}, "
             f"LoRA alpha={f.lora_alpha:g} on {f.lora_targets}\n"
             f"  sweeps: methods {s.defenses}, p in {s.ps}, n in {s.sample_counts}, rho in {s.rhos}\n"
             f"  eval: {e.n_harmful} harmful + {e.n_task} task items, {e.max_new_tokens} new tokens, judge {e.judge}")
