@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -440,7 +441,5 @@ def describe(P: Profile) -> str:
 
 
 if __name__ == "__main__":  # python -m vaccine_lib.profiles [name ...]
-    import sys
-
     for n in sys.argv[1:] or profile_names():
         print(describe(load_profile(n)))

@@ -266,12 +266,10 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
         data = dumps_rows(rows)
         atomic_write_bytes(split_path(data_dir, name), data)
         entries[name] = {"file": f"{name}.jsonl", "rows": len(rows), "kinds": _kinds(rows), "sha256": sha256_bytes(data)}
-    from .sources import SOURCE_FILES
-
     src = {}
-    for dist in sorted(SOURCE_FILES):
+    for dist in sorted(sources.SOURCE_FILES):
         files = {}
-        for rel in sorted(SOURCE_FILES[dist]):
+        for rel in sorted(sources.SOURCE_FILES[dist]):
             path = sources.package_file(dist, rel)
             if path.is_file():
                 files[rel] = sha256_file(path)

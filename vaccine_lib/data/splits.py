@@ -8,13 +8,13 @@ from pathlib import Path
 
 import datasets
 
-from ..config import OFFLINE_TASKS, SOURCES, TASKS
+from ..config import OFFLINE_TASKS, SOURCES, TASKS, AlignConfig, check_param
 from ..errors import ConfigError, DataFormatError, check_choice, check_int, check_range, check_seed
 from . import builder as _build
 from .builder import COMMON_FIELDS, SPLITS, BuildConfig
 from .hub_datasets import HUB_SPLITS, load_hub_split
 
-DEFAULT_HELPFUL_FRACTION = 0.5
+DEFAULT_HELPFUL_FRACTION = AlignConfig.model_fields["helpful_fraction"].default
 
 _cache: dict[tuple, object] = {}
 
@@ -147,7 +147,7 @@ def check_sizes(*, task: str | None = None, n: int | None = None, p: float | Non
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("task ", f"{name('task')} ", 1), param=name("task")) from None
     if p is not None:
-        check_range(name("p"), p, 0.0, 1.0)
+        check_param("p", p, name("p"))
     if n is not None:
         check_int(name("n"), n, 1)
         n_harm = round(n * (p or 0.0))
@@ -225,7 +225,7 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
     ``kind`` is "harmful" or "benign"; deterministic for a seed, different across seeds.
     """
     _check_task(task, source)
-    check_range("p", p, 0.0, 1.0)
+    check_param("p", p)
     _check_n(n, 1)
     check_seed("seed", seed)
     harmful = load_split("harmful_ft", data_dir, source)
