@@ -273,3 +273,34 @@ def test_ranges_are_declared_once():
     with pytest.raises(ConfigError, match=r"every rho must be in \[0, 1000\]"):
         Sweeps(rhos=[2000.0])
     check_param("p", 0.3)
+
+
+def test_data_dir_from_the_environment_that_is_a_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("VACCINE_DATA_DIR", str(tmp_path / "f"))
+    with pytest.raises(SystemExit) as info:
+        data_main(["info"])
+    assert info.value.code == 2 and "$VACCINE_DATA_DIR: " in capsys.readouterr().err
+
+
+def test_data_build_on_a_full_disk_ends_in_one_line(data_copy, monkeypatch, capsys):
+    import errno
+
+    from vaccine_lib.data import builder
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(builder, "atomic_write_bytes", full)
+    with pytest.raises(SystemExit) as info:
+        data_main(["build", "--force", "--data-dir", str(data_copy)])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "No space left on device" in err and "Traceback" not in err
+    assert not (data_copy / "processed" / "manifest.json").exists()  # never taken as built
+    assert not is_built(data_copy)
+
+
+def test_profiles_dir_variable_must_be_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("VACCINE_PROFILES_DIR", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="VACCINE_PROFILES_DIR=.* is not a folder. Fix"):
+        load_profile("smoke")

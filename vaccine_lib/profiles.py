@@ -95,6 +95,9 @@ def _json_object(pairs):
 def profiles_dir() -> Path:
     """``configs/profiles`` of the repository (``$VACCINE_PROFILES_DIR`` overrides)."""
     env = os.environ.get("VACCINE_PROFILES_DIR")
+    if env and not Path(env).is_dir():
+        raise ConfigError(f"VACCINE_PROFILES_DIR={env!r} is not a folder. Fix: point it at a folder of profile YAML "
+                          "files or unset it (configs/profiles).", param="VACCINE_PROFILES_DIR")
     return Path(env) if env else REPO_ROOT / "configs" / "profiles"
 
 

@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     data_dir = default_data_dir(args.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
-        parser.error(f"--data-dir: {data_dir} is a file, not a folder. Fix: pass a folder (or set $VACCINE_DATA_DIR).")
+        where = "--data-dir" if args.data_dir else "$VACCINE_DATA_DIR"
+        parser.error(f"{where}: {data_dir} is a file, not a folder. Fix: pass a folder (--data-dir DIR).")
     if args.cmd == "build":
         try:  # every parameter and the folder are checked before any data is read or written
             config = BuildConfig(**{f.name: getattr(args, f.name) for f in fields(BuildConfig)})
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
             parser.error(f"{flag}{exc}")  # exit status 2, no traceback
         except VaccineError as exc:  # a data package missing, a bad source file, an empty split
             parser.exit(1, f"error: {exc}\n")
+        except OSError as exc:  # no space left, a file system turned read-only mid-build (no manifest is left)
+            parser.exit(1, f"error: writing {exc.filename or data_dir} failed ({exc.strerror or exc}); the build is "
+                           "incomplete and will be redone. Fix: free space or pass another --data-dir.\n")
         print(f"data in {data_dir / 'processed'} ({time.perf_counter() - t0:.1f} s)")
         for name in SPLITS:
             print(f"  {name:14s} {rows[name]:6d} rows  {json.dumps(manifest['splits'][name]['kinds'])}")
