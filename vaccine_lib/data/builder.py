@@ -265,7 +265,8 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
     for name, rows in splits.items():
         data = dumps_rows(rows)
         atomic_write_bytes(split_path(data_dir, name), data)
-        entries[name] = {"file": f"{name}.jsonl", "rows": len(rows), "kinds": _kinds(rows), "sha256": sha256_bytes(data)}
+        entries[name] = {"file": f"{name}.jsonl", "rows": len(rows), "kinds": _kinds(rows),
+                         "sha256": sha256_bytes(data)}
     src = {}
     for dist in sorted(sources.SOURCE_FILES):
         files = {}

@@ -64,10 +64,10 @@ def check_splits(names=None, source: str = "offline", data_dir=None) -> dict[str
     """Validate data splits once, before any stage trains; returns ``{split: rows}``.
 
     ``names``: split names (None: every offline split, ``SPLITS``). Offline, a missing or stale build is built
-    first (as ``load_split`` would), then every named file is read: each row's schema (a bad row raises
-    ``DataFormatError`` naming file:line), at least one row, and the manifest's row / kind counts must
-    equal the file's (``builder.verify_split``; a file verified at the same sha256 is not read again). ``source="hub"`` loads
-    each split and checks its fields and that it has rows.
+    first (as ``load_split`` would), then every named file is read (``builder.verify_split``; not again at the
+    same sha256): each row's schema (a bad row raises ``DataFormatError`` naming file:line), at least one row,
+    and the manifest's row / kind counts equal to the file's. ``source="hub"``: each split loads, has rows and
+    the row fields.
     """
     check_choice("source", source, SOURCES)
     names = list(SPLITS if names is None else [names] if isinstance(names, str) else names)
