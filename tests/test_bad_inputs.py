@@ -117,7 +117,7 @@ CASES = [
     ("finetune-mix-unknown-task", lambda t, d: finetune_mix("imdb", 10, 0.1, data_dir=d), ConfigError,
      "unknown task 'imdb'; allowed values: sst2, gsm8k"),
     ("finetune-mix-p-1.5", lambda t, d: finetune_mix("sst2", 10, 1.5, data_dir=d), ConfigError,
-     "p=1.5 is out of range; allowed range: [0.0, 1.0]"),
+     "p=1.5 is out of range; allowed range: [0, 1]"),
     ("finetune-mix-n-zero", lambda t, d: finetune_mix("sst2", 0, 0.1, data_dir=d), ConfigError, "n=0 is out of range"),
     ("finetune-mix-n-bool", lambda t, d: finetune_mix("sst2", True, 0.1, data_dir=d), ConfigError,
      "n=True must be an integer"),

@@ -159,7 +159,7 @@ def test_finetune_mix_deterministic(data_dir):
 
 
 def test_finetune_mix_errors(data_dir):
-    with pytest.raises(ConfigError, match=r"allowed range: \[0.0, 1.0\]"):
+    with pytest.raises(ConfigError, match=r"allowed range: \[0, 1\]"):
         finetune_mix("sst2", 10, 1.5, seed=0, data_dir=data_dir)
     with pytest.raises(ConfigError, match="allowed values: sst2, gsm8k"):
         finetune_mix("imdb", 10, 0.1, seed=0, data_dir=data_dir)

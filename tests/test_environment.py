@@ -127,3 +127,27 @@ def test_unknown_top_level_name_lists_exports():
 
     with pytest.raises(AttributeError, match="top-level names: .*VaccineTrainer"):
         vaccine_lib.NoSuchThing  # noqa: B018
+
+
+def test_every_imported_package_is_pinned():
+    """Each third-party package vaccine_lib imports directly is pinned in requirements.txt (issue 21)."""
+    import ast
+    import importlib.metadata
+    import sys
+
+    dists = importlib.metadata.packages_distributions()
+    pinned = set(_requirements("requirements.txt")) | {"torch"}
+    data = set(_requirements("requirements-data.txt"))  # --no-deps data packages (reasoning_gym)
+    missing = set()
+    for path in (ROOT / "vaccine_lib").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("vaccine_lib", "__future__"):
+                    continue
+                owners = {_canon(d) for d in dists.get(top, [top])}
+                if not owners & (pinned | data):
+                    missing.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not missing, f"imported but not pinned in requirements.txt / pyproject.toml: {sorted(missing)}"

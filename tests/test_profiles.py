@@ -7,8 +7,9 @@ import yaml
 
 from vaccine_lib.config import AlignConfig, FinetuneConfig, training_args
 from vaccine_lib.errors import ConfigError
+from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.profiles import (
-    REPO_ROOT, from_notebook, load_profile, parse_overrides, profile_names, profile_path,
+    from_notebook, load_profile, parse_overrides, profile_names, profile_path,
 )
 
 
@@ -178,10 +179,12 @@ def _fresh(monkeypatch):
 
 def test_notebook_parameters(tmp_path, monkeypatch):
     _fresh(monkeypatch)
-    ns = {"profile": "smoke", "seed": None, "run_dir": str(tmp_path / "r"), "figures_dir": str(tmp_path / "f"),
-          "tables_dir": None, "overrides": {"finetune": {"n": 6}}, "In": [], "_": None}
+    monkeypatch.setenv("VACCINE_REPO_ROOT", str(tmp_path))  # folders must lie inside <root>/runs or <root>/results
+    ns = {"profile": "smoke", "seed": None, "run_dir": str(tmp_path / "runs" / "r"),
+          "figures_dir": str(tmp_path / "results" / "f"), "tables_dir": None, "overrides": {"finetune": {"n": 6}},
+          "In": [], "_": None}
     ctx = from_notebook(ns)
-    assert ctx.profile.finetune.n == 6 and ctx.tables_dir == tmp_path / "f" / "tables"
+    assert ctx.profile.finetune.n == 6 and ctx.tables_dir == tmp_path / "results" / "f" / "tables"
     _fresh(monkeypatch)
     with pytest.raises(ConfigError, match="unknown notebook parameter.*'seeed'"):
         from_notebook({**ns, "seeed": 3})

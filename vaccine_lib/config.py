@@ -1,19 +1,12 @@
-"""Stage configurations: one validated pydantic model per stage, and the one map to ``TrainingArguments``.
+"""Stage configurations (one validated pydantic model per stage), the choice lists and ranges they check.
 
-The sections of a profile YAML (``configs/profiles/*.yaml``) *are* these models: ``align:`` is an
-:class:`AlignConfig`, ``finetune:`` a :class:`FinetuneConfig`, ``eval:`` an :class:`EvalConfig`,
-``drift:`` a :class:`DriftConfig`, ``overhead:`` an :class:`OverheadConfig` and ``sweeps:`` the
-:class:`Sweeps` the experiment registry (``vaccine_lib.grids``) expands into stage configs. The same
-models are what ``vaccine_lib.pipeline`` caches on, so there is no second layer of configuration.
-
-- Unknown keys are refused (``extra="forbid"``); ``1e-3`` written in YAML (which PyYAML reads as a
-  string) is accepted as a number.
-- Every range is declared on its field (``Field(ge=, le=, description=)``); a bad value raises a
-  :class:`~vaccine_lib.errors.ConfigError` that names the parameter, the allowed range, what the
-  parameter means and how to fix it, before any stage runs.
-- Fields marked ``point`` are set per experiment point by the registry (method, seed, harmful ratio,
-  defense, ...) or copied from the profile's top level (model, dtype, data source, device), never
-  in a YAML section.
+A profile's sections *are* these models (``align:`` an :class:`AlignConfig`, ``finetune:`` a
+:class:`FinetuneConfig`, ``eval``, ``drift``, ``overhead`` and the registry's ``sweeps``); the stages cache on them.
+The tasks, sources, judges and models a validator accepts are declared here, below ``data/``, ``judge/`` and
+``models``, which check against them; ``RANGES`` holds the ranges other modules check again (import them,
+:func:`check_param`). Unknown keys are refused, ``1e-3`` (a string to PyYAML) is a number, a boolean is not;
+a bad value raises :class:`~vaccine_lib.errors.ConfigError` naming the parameter, its range, its meaning and
+the fix. Fields marked ``point`` are set per experiment point or from the profile's top level, never in a section.
 
 >>> AlignConfig(method="vaccine", rho="2").rho
 2.0
@@ -21,37 +14,77 @@ models are what ``vaccine_lib.pipeline`` caches on, so there is no second layer 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import SEED_MAX, ConfigError, check_range, explain
 
+# ----------------------------------------------------------------------------- choice lists
 ALIGN_METHODS = ("none", "sft", "vaccine")
 DEFENSES = ("sft", "ewc", "vlguard", "kl")
 LORA_MODES = ("double", "single")
 PERTURBATIONS = ("gradient", "gaussian")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
-SOURCES = ("offline", "hub")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+HELPFUL = ("puzzles", "selfdistill")
+#: data sources: the embedded offline build, or the paper's Hugging Face datasets
+SOURCES = ("offline", "hub")
+#: benign fine-tuning tasks; offline only sst2 (Rotten Tomatoes) and gsm8k (GSM-Symbolic)
+TASKS = ("sst2", "agnews", "gsm8k", "alpaca")
+OFFLINE_TASKS = ("sst2", "gsm8k")
+#: Harmful Score judges (``vaccine_lib.judge.get_judge`` builds each one)
+JUDGES = ("keyword", "classifier", "probe", "ensemble", "beaverdam")
+#: model registry names (``vaccine_lib.models`` builds each one); a Hub id (org/name) or a local folder works too
+MODELS = ("smollm2-135m-instruct", "gemma3-270m", "tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gemma",
+          "tiny-opt", "tiny-gpt2", "tiny-gptneox", "llama2-7b", "opt-2.7b", "vicuna-7b")
 #: LoRA target presets (``lora_targets``); an explicit list of module names is accepted too
-LORA_TARGETS = {
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"],
-}
-MAX_SEED = 2**32 - 1
-
-_POINT = {"point": True}  # json_schema_extra of fields set per point / from the profile's top level
-
-
-def _field(default, description: str, *, point: bool = False, **ranges) -> Any:
-    return Field(default, description=description, json_schema_extra=_POINT if point else None, **ranges)
+LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]}
+MAX_SEED = SEED_MAX
+#: closed ranges of the parameters other modules check again (vaccine.py, claims, CLIs): import, do not copy.
+#: rho: 100x the paper's largest swept value (10); far above it the perturbed loss carries no signal and
+#: rho = 1e30 overflows float32.
+RANGES = {"rho": (0, 1000), "p": (0, 1), "tau": (1, 10**6), "seed": (0, SEED_MAX)}
 
 
-class StageConfig(BaseModel):
+def check_param(name: str, value, param: str | None = None) -> None:
+    """Raise ConfigError unless ``value`` lies in ``RANGES[name]``; ``param``: the caller's spelling (``--rho``)."""
+    check_range(param or name, value, *RANGES[name])
+
+
+def _field(default, description: str, *, point: bool = False, rng: str | None = None, **ranges) -> Any:
+    if rng:
+        ranges.update(ge=RANGES[rng][0], le=RANGES[rng][1])
+    return Field(default, description=description, json_schema_extra={"point": True} if point else None, **ranges)
+
+
+def _numeric(tp) -> bool:
+    """True for an int / float annotation, also inside ``list[...]``, ``X | None``, ``dict[..., ...]``."""
+    return tp in (int, float) or any(_numeric(a) for a in get_args(tp))
+
+
+def _has_bool(v) -> bool:
+    if isinstance(v, bool):
+        return True
+    items = v.values() if isinstance(v, dict) else v if isinstance(v, (list, tuple)) else ()
+    return any(_has_bool(x) for x in items)
+
+
+class Strict(BaseModel):
+    """Base of the validated models: a boolean is never taken as a number (pydantic would read true as 1)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        if _has_bool(v) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("a boolean (true/false) is not a number")
+        return v
+
+
+class StageConfig(Strict):
     """Base of every stage config: frozen, unknown keys refused, errors raised as ``ConfigError``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -81,105 +114,79 @@ class StageConfig(BaseModel):
         return [n for n in cls.model_fields if n not in cls.point_fields()]
 
 
-def explain(exc: ValidationError, model: type[BaseModel], section: str = "") -> str:
-    """One line per error: ``align.lr=5.0: allowed range (0, 1] (AdamW learning rate). Fix: ...``."""
-    lines = []
-    for err in exc.errors():
-        loc = [str(x) for x in err["loc"] if not isinstance(x, int)]
-        name = ".".join(([section] if section else []) + loc)
-        if not loc:  # a check across fields: its message names the fields and the fix
-            lines.append(err["msg"].removeprefix("Value error, "))
-            continue
-        info = model.model_fields.get(loc[0]) if loc else None
-        value = err.get("input")
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(model.section_fields() if section else model.model_fields)
-            lines.append(f"unknown field {name!r}; allowed fields: {allowed}. Fix: remove or rename it.")
-            continue
-        if err["type"] == "missing":
-            lines.append(f"{name} is missing. Fix: give it a value"
-                         + (f" ({info.description})" if info and info.description else "") + ".")
-            continue
-        rng = _range_text(info) if info is not None and len(loc) == 1 else ""
-        what = f" ({info.description})" if info is not None and info.description and len(loc) == 1 else ""
-        custom = err["type"] == "value_error"
-        msg = err["msg"].removeprefix("Value error, ") if (custom or not rng) else f"allowed range {rng}"
-        if err["type"] in ("literal_error", "enum"):
-            msg = err["msg"].replace("Input should be", "allowed values:")
-        lines.append(f"{name}={value!r} is out of range; {msg}{what}. Fix: set {name} to a value in that range.")
-    return "\n".join(lines)
+def _rule(ok, message: str) -> AfterValidator:
+    """For ``Annotated[T, _rule(ok, message)]``: a value with ``not ok(value)`` fails with ``message``."""
+    def run(v):
+        if not ok(v):
+            raise ValueError(message)
+        return v
+    return AfterValidator(run)
 
 
-def _range_text(info) -> str:
-    lo = hi = None
-    lo_open = hi_open = False
-    for m in info.metadata:
-        if getattr(m, "ge", None) is not None:
-            lo = m.ge
-        if getattr(m, "gt", None) is not None:
-            lo, lo_open = m.gt, True
-        if getattr(m, "le", None) is not None:
-            hi = m.le
-        if getattr(m, "lt", None) is not None:
-            hi, hi_open = m.lt, True
-    if lo is None and hi is None:
-        return ""
-    return f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if hi_open else ']'}"
+def _each_in(rng: str, what: str) -> AfterValidator:
+    lo, hi = RANGES[rng]
+    return _rule(lambda v: all(lo <= x <= hi for x in v), f"every {what} must be in [{lo}, {hi}]")  # NaN fails
 
 
-def _max_steps(v: int) -> int:
-    if v == 0 or v < -1:
-        raise ValueError("allowed: -1 (train for `epochs`) or an integer >= 1")
+def _one_of(allowed, what: str = "") -> AfterValidator:
+    def run(v):
+        bad = [x for x in (v if isinstance(v, list) else [v]) if x not in allowed]
+        if bad:
+            raise ValueError(f"{f'unknown {what}{bad}; ' if what else ''}allowed values: {', '.join(allowed)}")
+        return v
+    return AfterValidator(run)
+
+
+def _per_task(v):
+    for t, changes in v.items():
+        if t not in TASKS:
+            raise ValueError(f"per_task key {t!r}: allowed values: {', '.join(TASKS)}")
+        bad = sorted(set(changes) - set(PER_TASK_FIELDS))
+        if bad:
+            raise ValueError(f"per_task.{t}: unknown field(s) {bad}; allowed fields: {', '.join(PER_TASK_FIELDS)}")
+        if _has_bool(changes):
+            raise ValueError(f"per_task.{t}: a boolean (true/false) is not a number")
     return v
 
 
-def _tasks() -> tuple[str, ...]:
-    from .data import TASKS
-
-    return tuple(TASKS)
-
-
-def _judges() -> tuple[str, ...]:
-    from .judge import JUDGES
-
-    return tuple(JUDGES)
+def _method_ps(v):
+    for label, ps in v.items():
+        if not ps or not all(0 <= x <= 1 for x in ps):
+            raise ValueError(f"method_ps.{label}: give a non-empty list of harmful ratios in [0, 1]")
+    return v
 
 
-Targets = Union[Literal["attention", "attention+mlp"], list[str]]
+#: fields ``finetune.per_task`` may change for one task
+PER_TASK_FIELDS = ("batch_size", "epochs", "lora_alpha", "lora_r", "lr", "max_length", "max_steps", "n")
+Steps = Annotated[int, _rule(lambda v: v != 0, "allowed: -1 (train for `epochs`) or an integer >= 1")]
+Targets = Annotated[Union[Literal["attention", "attention+mlp"], list[str]],
+                    _rule(lambda v: v != [], "give at least one module name, or 'attention' / 'attention+mlp'")]
+Judges = Annotated[list[str], _one_of(JUDGES, "judge(s) "),
+                   _rule(lambda v: len(set(v)) == len(v), "judges must be distinct")]
+Ratios = Annotated[list[float], _each_in("p", "harmful ratio")]
 
 
 class TrainConfig(StageConfig):
     """Optimiser and adapter settings shared by the alignment and the fine-tuning stage."""
 
     epochs: float = _field(1.0, "training epochs (used when max_steps is -1)", gt=0, le=1000)
-    max_steps: int = _field(-1, "optimizer steps; -1 = train for `epochs`", ge=-1, le=10**7)
+    max_steps: Steps = _field(-1, "optimizer steps; -1 = train for `epochs`", ge=-1, le=10**7)
     lr: float = _field(1e-3, "AdamW learning rate", gt=0, le=1)
     batch_size: int = _field(8, "per-device batch size", ge=1, le=4096)
     grad_accum: int = _field(1, "gradient accumulation steps", ge=1, le=1024)
     max_length: int = _field(128, "token limit of one training row (prompt + answer)", ge=16, le=8192)
     weight_decay: float = _field(0.1, "AdamW weight decay", ge=0, le=1)
     warmup_ratio: float = _field(0.1, "share of the steps with a linear learning-rate warm-up", ge=0, lt=1)
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = _field(
-        "cosine", "learning-rate schedule")
+    lr_scheduler: Literal[SCHEDULERS] = _field("cosine", "learning-rate schedule")
     lora_r: int = _field(8, "LoRA rank", ge=1, le=1024)
     lora_alpha: float = _field(4.0, "LoRA scaling numerator (scale = alpha / r)", gt=0, le=4096)
     lora_dropout: float = _field(0.1, "LoRA dropout", ge=0, lt=1)
     lora_targets: Targets = _field("attention", "LoRA target modules: 'attention' (q/k/v/o), "
                                    "'attention+mlp' (q/k/v/o/up/down/gate) or a list of module names")
-    seed: int = _field(42, "training seed (also the data draw)", point=True, ge=0, le=MAX_SEED)
-    device: Literal["cpu", "cuda", "auto"] = _field("auto", "where to train ('auto': CUDA when present)", point=True)
+    seed: int = _field(42, "training seed (also the data draw)", point=True, rng="seed")
+    device: Literal[DEVICES] = _field("auto", "where to train ('auto': CUDA when present)", point=True)
 
-    @field_validator("max_steps")
-    @classmethod
-    def _steps(cls, v):
-        return _max_steps(v)
 
-    @field_validator("lora_targets")
-    @classmethod
-    def _targets(cls, v):
-        if isinstance(v, list) and not v:
-            raise ValueError("give at least one module name, or 'attention' / 'attention+mlp'")
-        return v
 
     def target_modules(self) -> list[str]:
         """``lora_targets`` as the module-name list ``vaccine_lib.lora.add_lora`` takes."""
@@ -196,18 +203,18 @@ class AlignConfig(TrainConfig):
     section: ClassVar[str] = "align"
 
     model: str = _field("smollm2-135m-instruct", "model registry name, Hub id or local folder", point=True)
-    dtype: Literal["float32", "bfloat16", "float16"] = _field("float32", "weights dtype", point=True)
-    source: Literal["offline", "hub"] = _field("offline", "data source of every stage", point=True)
-    method: Literal["none", "sft", "vaccine"] = _field("sft", "alignment method", point=True)
+    dtype: Literal[DTYPES] = _field("float32", "weights dtype", point=True)
+    source: Literal[SOURCES] = _field("offline", "data source of every stage", point=True)
+    method: Literal[ALIGN_METHODS] = _field("sft", "alignment method", point=True)
     n: int = _field(256, "alignment samples", ge=1, le=10**6)
     helpful_fraction: float = _field(0.5, "helpful (non-refusal) share of the alignment set", ge=0, le=1)
-    helpful: Literal["puzzles", "selfdistill"] = _field(
+    helpful: Literal[HELPFUL] = _field(
         "puzzles", "helpful half of the offline alignment set: 'puzzles' (templated reasoning-gym answers) or "
-        "'selfdistill' (the base model's own answers to benign instructions; vaccine_lib.data.selfdistill)")
-    rho: float = _field(2.0, "Vaccine perturbation radius (global L2 norm over layers and batch)", ge=0, le=1000)
+        "'selfdistill' (the base model's own answers to benign instructions)")
+    rho: float = _field(2.0, "Vaccine perturbation radius (global L2 norm over layers and batch)", rng="rho")
     tau: int = _field(1, "Accelerated Vaccine: perturbed step every tau steps (1 = Algorithm 1)", point=True,
-                      ge=1, le=10**6)
-    perturbation: Literal["gradient", "gaussian"] = _field("gradient", "Vaccine perturbation (Table 7)", point=True)
+                      rng="tau")
+    perturbation: Literal[PERTURBATIONS] = _field("gradient", "Vaccine perturbation (Table 7)", point=True)
 
     def effective(self) -> dict:
         """Fields that change the stage's result (what its cache key hashes)."""
@@ -236,40 +243,21 @@ class FinetuneConfig(TrainConfig):
     not_in_key: ClassVar[frozenset] = frozenset({"device", "per_task"})
 
     align: AlignConfig | None = _field(None, "the alignment stage this model starts from", point=True)
-    defense: Literal["sft", "ewc", "vlguard", "kl"] = _field("sft", "fine-tuning defense", point=True)
-    lora: Literal["double", "single"] | None = _field(None, "LoRA mode (None: single for EWC, else double)",
-                                                      point=True)
-    task: str = _field("sst2", "benign fine-tuning task")
+    defense: Literal[DEFENSES] = _field("sft", "fine-tuning defense", point=True)
+    lora: Literal[LORA_MODES] | None = _field(None, "LoRA mode (None: single for EWC, else double)", point=True)
+    task: Annotated[str, _one_of(TASKS)] = _field("sst2", "benign fine-tuning task")
     n: int = _field(100, "fine-tuning samples", ge=1, le=10**6)
-    p: float = _field(0.1, "harmful ratio of the fine-tuning data", ge=0, le=1)
+    p: float = _field(0.1, "harmful ratio of the fine-tuning data", rng="p")
     ewc_lambda: float = _field(1e6, "EWC penalty weight", ge=0, le=1e12)
     ewc_fisher_samples: int = _field(64, "alignment samples for EWC's Fisher estimate", ge=1, le=10**5)
     kl_weight: float = _field(1e-3, "KL baseline weight", ge=0, le=1e3)
     vlguard_m: int = _field(32, "alignment samples Vlguard mixes into the user data", ge=1, le=10**6)
     drift_every: int = _field(0, "log drift every k steps during fine-tuning (0: off)", point=True, ge=0, le=10**6)
     drift_samples: int = _field(16, "probe samples of the drift log", point=True, ge=1, le=10**5)
-    per_task: dict[str, dict[str, Any]] = _field({}, "per-task changes, e.g. {gsm8k: {n: 4000}}")
+    per_task: Annotated[dict[str, dict[str, Any]], AfterValidator(_per_task)] = _field(
+        {}, "per-task changes, e.g. {gsm8k: {n: 4000}}")
 
-    @field_validator("task")
-    @classmethod
-    def _task(cls, v):
-        tasks = _tasks()
-        if v not in tasks:
-            raise ValueError(f"allowed values: {', '.join(tasks)}")
-        return v
 
-    @field_validator("per_task")
-    @classmethod
-    def _per_task(cls, v):
-        tasks = _tasks()
-        allowed = {"n", "epochs", "max_steps", "max_length", "lr", "lora_alpha", "lora_r", "batch_size"}
-        for t, changes in v.items():
-            if t not in tasks:
-                raise ValueError(f"per_task key {t!r}: allowed values: {', '.join(tasks)}")
-            bad = sorted(set(changes) - allowed)
-            if bad:
-                raise ValueError(f"per_task.{t}: unknown field(s) {bad}; allowed fields: {', '.join(sorted(allowed))}")
-        return v
 
     @model_validator(mode="after")
     def _combinations(self):
@@ -293,25 +281,18 @@ class FinetuneConfig(TrainConfig):
         """``lora``, or for ``None`` the paper's choice: Single-LoRA for EWC, Double-LoRA otherwise."""
         if self.lora is not None:
             return self.lora
-        return "single" if self.defense == "ewc" and self.align is not None and self.align.method != "none" else "double"
+        aligned = self.align is not None and self.align.method != "none"
+        return "single" if self.defense == "ewc" and aligned else "double"
 
     def effective(self) -> dict:
         """Fields that change the stage's result (what its cache key hashes; the alignment is upstream)."""
         d = self.model_dump(exclude=set(self.not_in_key) | {"align"})
         d["lora"] = self.lora_mode()
-        if d["lora"] == "single":
-            for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets"):
-                d.pop(k)
-        if self.defense != "ewc":
-            d.pop("ewc_lambda")
-            d.pop("ewc_fisher_samples")
-        if self.defense != "kl":
-            d.pop("kl_weight")
-        if self.defense != "vlguard":
-            d.pop("vlguard_m")
-        if self.drift_every <= 0:
-            d.pop("drift_samples")
-        return d
+        keep = {"ewc_lambda": self.defense == "ewc", "ewc_fisher_samples": self.defense == "ewc",
+                "kl_weight": self.defense == "kl", "vlguard_m": self.defense == "vlguard",
+                "drift_samples": self.drift_every > 0}
+        keep.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_targets"), d["lora"] != "single"))
+        return {k: v for k, v in d.items() if keep.get(k, True)}
 
 
 class EvalConfig(StageConfig):
@@ -324,8 +305,8 @@ class EvalConfig(StageConfig):
     n_task: int = _field(100, "task test items", ge=1, le=10**5)
     max_new_tokens: int = _field(64, "greedy generation length", ge=1, le=4096)
     batch_size: int = _field(16, "generation batch size", ge=1, le=4096)
-    judge: str = _field("classifier", "Harmful Score judge")
-    rejudge: list[str] = _field([], "further judges that re-judge the stored answers for the claims' verdicts and "
+    judge: Annotated[str, _one_of(JUDGES)] = _field("classifier", "Harmful Score judge")
+    rejudge: Judges = _field([], "further judges that re-judge the stored answers for the claims' verdicts and "
                                 "the judges' agreement (notebooks 04 and 06; an HS verdict needs every judge)")
     task_max_new_tokens: int | None = _field(
         None, "generation length of the task answers (None: the task's default, TASK_MAX_NEW_TOKENS)", ge=1, le=4096)
@@ -333,27 +314,10 @@ class EvalConfig(StageConfig):
     n_benign: int = _field(0, "held-out benign instructions for the benign refusal rate (0: off)", ge=0, le=10**4)
     benign_max_new_tokens: int = _field(16, "generation length of the benign answers (a refusal shows early)",
                                         ge=1, le=4096)
-    seed: int = _field(0, "which task test items are drawn", point=True, ge=0, le=MAX_SEED)
-    device: Literal["cpu", "cuda", "auto"] = _field("auto", "where to evaluate", point=True)
+    seed: int = _field(0, "which task test items are drawn", point=True, rng="seed")
+    device: Literal[DEVICES] = _field("auto", "where to evaluate", point=True)
 
-    @field_validator("judge")
-    @classmethod
-    def _judge(cls, v):
-        judges = _judges()
-        if v not in judges:
-            raise ValueError(f"allowed values: {', '.join(judges)}")
-        return v
 
-    @field_validator("rejudge")
-    @classmethod
-    def _rejudge(cls, v):
-        judges = _judges()
-        bad = [j for j in v if j not in judges]
-        if bad:
-            raise ValueError(f"unknown judge(s) {bad}; allowed values: {', '.join(judges)}")
-        if len(set(v)) != len(v):
-            raise ValueError("judges must be distinct")
-        return v
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -384,20 +348,14 @@ class OverheadConfig(StageConfig):
     warmup_steps: int = _field(1, "untimed warm-up steps", ge=0, le=10**4)
     batch_size: int = _field(8, "batch size of the timed steps", ge=1, le=4096)
     seq_len: int = _field(128, "tokens per row of the timed steps", ge=8, le=8192)
-    taus: list[int] = _field([5], "Accelerated Vaccine periods to time", min_length=1)
-
-    @field_validator("taus")
-    @classmethod
-    def _taus(cls, v):
-        if any(t < 1 for t in v):
-            raise ValueError("every tau must be an integer >= 1")
-        return v
+    taus: Annotated[list[int], _each_in("tau", "tau")] = _field([5], "Accelerated Vaccine periods to time",
+                                                                min_length=1)
 
 
-#: the paper's method labels (Table 1) and the two stage settings each one means
+
 @dataclass(frozen=True)
 class Method:
-    """A paper method = an alignment method + a fine-tuning defense (+ LoRA mode)."""
+    """A paper method (Table 1 label) = an alignment method + a fine-tuning defense (+ LoRA mode)."""
 
     label: str
     align: str  # none | sft | vaccine
@@ -406,79 +364,37 @@ class Method:
 
 
 METHODS = {m.label: m for m in (
-    Method("NA", "none", "sft"),
-    Method("SFT", "sft", "sft"),
-    Method("EWC", "sft", "ewc", "single"),
-    Method("Vlguard", "sft", "vlguard"),
-    Method("KL", "sft", "kl"),
-    Method("Vaccine", "vaccine", "sft"),
-)}
-#: methods that run at every harmful ratio even when ``sweeps.baseline_ps`` is set (the others, Non-Aligned
-#: included, run at ``baseline_ps``)
+    Method("NA", "none", "sft"), Method("SFT", "sft", "sft"), Method("EWC", "sft", "ewc", "single"),
+    Method("Vlguard", "sft", "vlguard"), Method("KL", "sft", "kl"), Method("Vaccine", "vaccine", "sft"))}
 METHOD_LABELS = tuple(METHODS)
+Label = Literal[METHOD_LABELS]
 
 
 class Sweeps(StageConfig):
-    """What the experiment registry sweeps (``vaccine_lib.grids``): methods, harmful ratios, ablations."""
+    """What the experiment registry sweeps: methods, harmful ratios, ablations."""
 
     section: ClassVar[str] = "sweeps"
 
-    defenses: list[Literal["NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine"]] = _field(
-        list(METHOD_LABELS), "methods of Table 1", min_length=1)
-    ps: list[float] = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
-    baseline_ps: list[float] = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
-    method_ps: dict[Literal["NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine"], list[float]] = _field(
+    defenses: list[Label] = _field(list(METHOD_LABELS), "methods of Table 1", min_length=1)
+    ps: Ratios = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
+    baseline_ps: Ratios = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
+    method_ps: Annotated[dict[Label, list[float]], AfterValidator(_method_ps)] = _field(
         {}, "harmful ratios of single methods, replacing ps / baseline_ps for them (e.g. {Vaccine: [0.0, 0.3]})")
-    tasks: list[str] = _field(["sst2"], "tasks of Table 4", min_length=1)
-    sample_counts: list[int] = _field([64], "fine-tuning sample counts of Table 2", min_length=1)
-    p_samples: float = _field(0.1, "harmful ratio of Table 2", ge=0, le=1)
-    sample_defenses: list[Literal["NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine"]] = _field(
-        ["SFT", "Vaccine"], "methods of Table 2", min_length=1)
-    rhos: list[float] = _field([2.0], "Vaccine rho values of Table 6", min_length=1)
-    perturbations: list[Literal["gradient", "gaussian"]] = _field(
-        ["gradient", "gaussian"], "perturbations of Table 7", min_length=1)
-    lora_modes: list[Literal["double", "single"]] = _field(["double", "single"], "LoRA modes of Table 8",
-                                                           min_length=1)
-    lora_defenses: list[Literal["NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine"]] = _field(
-        ["SFT", "Vaccine"], "methods of Table 8", min_length=1)
+    tasks: Annotated[list[str], _one_of(TASKS, "task(s) ")] = _field(["sst2"], "tasks of Table 4", min_length=1)
+    sample_counts: Annotated[list[int], _rule(lambda v: all(x >= 1 for x in v), "every sample count must be >= 1")] \
+        = _field([64], "fine-tuning sample counts of Table 2", min_length=1)
+    p_samples: float = _field(0.1, "harmful ratio of Table 2", rng="p")
+    sample_defenses: list[Label] = _field(["SFT", "Vaccine"], "methods of Table 2", min_length=1)
+    rhos: Annotated[list[float], _each_in("rho", "rho")] = _field([2.0], "Vaccine rho values of Table 6", min_length=1)
+    perturbations: list[Literal[PERTURBATIONS]] = _field(["gradient", "gaussian"], "perturbations of Table 7",
+                                                         min_length=1)
+    lora_modes: list[Literal[LORA_MODES]] = _field(["double", "single"], "LoRA modes of Table 8", min_length=1)
+    lora_defenses: list[Label] = _field(["SFT", "Vaccine"], "methods of Table 8", min_length=1)
 
-    @field_validator("ps", "baseline_ps")
-    @classmethod
-    def _ratios(cls, v):
-        if any(not (0 <= x <= 1) for x in v):
-            raise ValueError("every harmful ratio must be in [0, 1]")
-        return v
 
-    @field_validator("method_ps")
-    @classmethod
-    def _method_ratios(cls, v):
-        for label, ps in v.items():
-            if not ps or any(not (0 <= x <= 1) for x in ps):
-                raise ValueError(f"method_ps.{label}: give a non-empty list of harmful ratios in [0, 1]")
-        return v
 
-    @field_validator("rhos")
-    @classmethod
-    def _rhos(cls, v):
-        if any(not (0 <= x <= 1000) or not math.isfinite(x) for x in v):
-            raise ValueError("every rho must be in [0, 1000]")
-        return v
 
-    @field_validator("sample_counts")
-    @classmethod
-    def _counts(cls, v):
-        if any(x < 1 for x in v):
-            raise ValueError("every sample count must be an integer >= 1")
-        return v
 
-    @field_validator("tasks")
-    @classmethod
-    def _task_list(cls, v):
-        tasks = _tasks()
-        bad = [t for t in v if t not in tasks]
-        if bad:
-            raise ValueError(f"unknown task(s) {bad}; allowed values: {', '.join(tasks)}")
-        return v
 
 
 def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
@@ -500,6 +416,8 @@ def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
         use_cpu=cfg.device == "cpu", **extra)
 
 
+# torch is imported inside the three functions below: it takes ~2.5 s, and config is imported by every CLI
+# (dry runs, `data info`, --help) that never touches a tensor.
 def dtype_of(name: str):
     import torch
 

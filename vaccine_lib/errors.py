@@ -1,4 +1,5 @@
-"""Exceptions with messages that name the problem and the fix, and the shared argument checks."""
+"""Exceptions with messages that name the problem and the fix, the shared argument checks, and ``explain``
+(a pydantic validation error as such messages)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,40 @@ def check_seed(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= SEED_MAX:
         raise ConfigError(f"{name}={value!r} is not a valid seed; allowed range: [0, {SEED_MAX}] (2**32 - 1), "
                           "integers only; pick a seed in that range", param=name)
+
+
+def explain(exc, model, section: str = "") -> str:
+    """A pydantic ``ValidationError`` on ``model`` (YAML ``section``) as one line per error, e.g.
+    ``align.lr=5.0 is out of range; allowed range (0, 1] (AdamW learning rate). Fix: ...``."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(x) for x in err["loc"] if not isinstance(x, int)]
+        name = ".".join(([section] if section else []) + loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc:  # a check across fields: its message names the fields and the fix
+            lines.append(msg)
+            continue
+        info = model.model_fields.get(loc[0]) if len(loc) == 1 else None
+        what = f" ({info.description})" if info is not None and info.description else ""
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(model.section_fields() if section else model.model_fields)
+            lines.append(f"unknown field {name!r}; allowed fields: {allowed}. Fix: remove or rename it.")
+        elif err["type"] == "missing":
+            lines.append(f"{name} is missing. Fix: give it a value{what}.")
+        else:
+            rng = _range_text(info) if info is not None else ""
+            if err["type"] in ("literal_error", "enum"):
+                msg = msg.replace("Input should be", "allowed values:")
+            elif rng:
+                msg = f"{msg}; allowed range {rng}" if err["type"] == "value_error" else f"allowed range {rng}"
+            lines.append(f"{name}={err.get('input')!r} is out of range; {msg}{what}. "
+                         f"Fix: set {name} to a value in that range.")
+    return "\n".join(lines)
+
+
+def _range_text(info) -> str:
+    b = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
+    if not b:
+        return ""
+    lo, hi = b.get("ge", b.get("gt", "-inf")), b.get("le", b.get("lt", "inf"))
+    return f"{'(' if 'gt' in b else '['}{lo}, {hi}{')' if 'lt' in b else ']'}"

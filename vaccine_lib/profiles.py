@@ -1,17 +1,13 @@
 """Experiment profiles: a YAML file in ``configs/profiles/`` validated into one :class:`Profile`.
 
-A profile's sections are the stage configs of ``vaccine_lib.config`` (``align``, ``finetune``,
-``eval``, ``drift``, ``overhead``) plus the ``sweeps`` the experiment registry expands; its top
-level holds the model, device, dtype, data source, threads and the list of ``seeds``.
+Sections: the stage configs of ``vaccine_lib.config`` and the registry's ``sweeps``; top level: model, device,
+dtype, data source, threads, ``seeds``.
 
-- **Complete or ``extends:``.** A profile file either gives every field, or starts with
-  ``extends: <name>`` and inherits what it leaves out from that profile. A partial file without
-  ``extends:`` is an error (nothing falls back to values written in code).
-- **Its name is its file name.** ``configs/profiles/smoke.yaml`` is ``smoke``; a ``profile:`` line,
-  if present, must agree. Outputs are derived from it: the stage cache ``runs/<name>/``, executed
-  notebooks ``results/<name>/``, figures ``results/<name>/figures/``, except that the committed
-  ``figures/`` is written only by exactly ``configs/profiles/default.yaml`` without overrides. A file
-  elsewhere may not borrow a built-in profile's name.
+- **Complete or ``extends:``.** A file gives every field, or starts with ``extends: <name>`` and inherits
+  what it leaves out (nothing falls back to values written in code). A key given twice is an error.
+- **Its name is its file name** (``[A-Za-z0-9_.-]+``, no leading dot); a ``profile:`` line must agree; a
+  file elsewhere may not borrow a built-in profile's name. Outputs stay inside ``runs/<name>/`` (stage cache)
+  and ``results/<label>/``; only ``configs/profiles/default.yaml`` without overrides writes ``figures/``.
 - **Overrides** use one syntax everywhere: ``--override align.lr=1e-3`` on a command line,
   ``overrides={"align": {"lr": 1e-3}}`` (or ``{"align.lr": 1e-3}``) in a notebook or papermill.
 
@@ -26,6 +22,8 @@ import copy
 import hashlib
 import json
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,12 +31,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (
-    MAX_SEED, AlignConfig, DriftConfig, EvalConfig, FinetuneConfig, OverheadConfig, StageConfig, Sweeps,
-    check_dtype_device, explain,
+    DEVICES, DTYPES, MAX_SEED, MODELS, SOURCES, AlignConfig, DriftConfig, EvalConfig, FinetuneConfig,
+    OverheadConfig, StageConfig, Strict, Sweeps, check_dtype_device,
 )
-from .errors import ConfigError
+from .errors import ConfigError, explain
+from .paths import REPO_ROOT, inside, repo_root
+from .provenance import set_context
 
-from .paths import REPO_ROOT, repo_root  # noqa: E402
 SECTIONS: dict[str, type[StageConfig]] = {
     "align": AlignConfig, "finetune": FinetuneConfig, "eval": EvalConfig, "drift": DriftConfig,
     "overhead": OverheadConfig, "sweeps": Sweeps,
@@ -46,20 +45,81 @@ SECTIONS: dict[str, type[StageConfig]] = {
 NOTEBOOK_IDS = ("01", "02", "03", "04", "05", "06")
 #: the profile whose outputs are the committed figures/ and executed notebooks
 COMMITTED_PROFILE = "default"
+#: a profile name (its file name without .yaml): no leading dot, so never ``.``, ``..`` or a hidden folder
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+# --------------------------------------------------------------------------- YAML without duplicate keys
+
+
+class _DuplicateKey(Exception):  # noqa: N818 - internal signal, turned into ConfigError by load_yaml
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping key given twice (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key != "<<" and key in seen:
+                raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
+                                    f"(first on line {seen[key]})")
+            seen.setdefault(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, where: str):
+    """``yaml.safe_load`` that raises ConfigError naming ``where`` and the line of a duplicate key or syntax error."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{where}: {exc}. Fix: keep one of them (the sections of a profile merge only "
+                          "through 'extends:').") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+
+
+def _json_object(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) < len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise ConfigError(f"overrides: key(s) {dup} given twice. Fix: keep one of them.")
+    return dict(pairs)
+
+
+# --------------------------------------------------------------------------- the profile
 
 
 def profiles_dir() -> Path:
     """``configs/profiles`` of the repository (``$VACCINE_PROFILES_DIR`` overrides)."""
     env = os.environ.get("VACCINE_PROFILES_DIR")
+    if env and not Path(env).is_dir():
+        raise ConfigError(f"VACCINE_PROFILES_DIR={env!r} is not a folder. Fix: point it at a folder of profile YAML "
+                          "files or unset it (configs/profiles).", param="VACCINE_PROFILES_DIR")
     return Path(env) if env else REPO_ROOT / "configs" / "profiles"
 
 
 def profile_names() -> list[str]:
     """Names of the profiles in ``configs/profiles`` (the built-in ones)."""
-    return sorted(p.stem for p in profiles_dir().glob("*.yaml"))
+    return sorted(p.stem for p in profiles_dir().glob("*.yaml") if NAME.fullmatch(p.stem))
 
 
-class Profile(BaseModel):
+def check_inside(param: str, path, committed: bool) -> Path:
+    """``path`` if it resolves inside ``runs/`` or ``results/`` (or, ``committed``, ``figures/``), else ConfigError."""
+    path, root = Path(path), repo_root()
+    roots = (root / "runs", root / "results") + ((root / "figures",) if committed else ())
+    if not inside(path, *roots):
+        raise ConfigError(f"{param}={str(path)!r} resolves to {path.resolve()}, outside the output folders; allowed: "
+                          f"inside {', '.join(str(r) for r in roots)}"
+                          + ("" if committed else " (figures/ only for the committed default profile)")
+                          + f". Fix: leave {param} unset (derived from the profile) or pick a folder inside those.",
+                          param=param)
+    return path
+
+
+class Profile(Strict):
     """One experiment grid: top-level settings, the stage configs and the sweeps."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -69,9 +129,9 @@ class Profile(BaseModel):
     overrides: dict = Field(default_factory=dict, description="overrides applied on top of the file")
     description: str = Field(description="one line on what the profile is for")
     model: str = Field(description="model registry name, Hub id or local checkpoint folder")
-    device: Literal["cpu", "cuda", "auto"] = Field(description="where stages run ('auto': CUDA when present)")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(description="weights dtype")
-    data_source: Literal["offline", "hub"] = Field(description="embedded data or the paper's Hub datasets")
+    device: Literal[DEVICES] = Field(description="where stages run ('auto': CUDA when present)")
+    dtype: Literal[DTYPES] = Field(description="weights dtype")
+    data_source: Literal[SOURCES] = Field(description="embedded data or the paper's Hub datasets")
     threads: int = Field(ge=0, le=1024, description="torch threads on CPU; 0 = torch's default")
     seeds: list[int] = Field(min_length=1, description="seeds; every result row carries one")
     shared_alignment: bool = Field(True, description="one alignment (seed = the first seed) shared by the "
@@ -108,11 +168,9 @@ class Profile(BaseModel):
     @field_validator("model")
     @classmethod
     def _model(cls, v):
-        from .models import PAPER_MODELS, available_models
-
-        if v in available_models() or v in PAPER_MODELS or "/" in v or os.path.isdir(v):
+        if v in MODELS or "/" in v or os.path.isdir(v):
             return v
-        raise ValueError(f"unknown model; allowed values: {', '.join(available_models())}, a Hugging Face id "
+        raise ValueError(f"unknown model; allowed values: {', '.join(MODELS)}, a Hugging Face id "
                          "(org/name) or an existing local checkpoint folder")
 
     @model_validator(mode="after")
@@ -120,11 +178,8 @@ class Profile(BaseModel):
         check_dtype_device(self.dtype, self.device)
         return self
 
-    # ------------------------------------------------------------------ derived
-
     @property
-    def seed(self) -> int:
-        """The first seed (single-seed experiments: alignment curves, t-SNE, overhead)."""
+    def seed(self) -> int:  # the first seed (single-seed experiments: alignment curves, t-SNE, overhead)
         return self.seeds[0]
 
     @property
@@ -143,10 +198,10 @@ class Profile(BaseModel):
 
     def run_dir(self) -> Path:
         """The stage cache (shared by every notebook; keyed by config, so overrides share it too)."""
-        return repo_root() / "runs" / self.name
+        return check_inside("run_dir", repo_root() / "runs" / self.name, False)
 
     def results_dir(self) -> Path:
-        return repo_root() / "results" / self.label
+        return check_inside("results_dir", repo_root() / "results" / self.label, False)
 
     def figures_dir(self) -> Path:
         """``figures/`` for the committed default profile, ``results/<label>/figures`` for anything else."""
@@ -157,8 +212,6 @@ class Profile(BaseModel):
         return load_profile(self.path, _merge(self.overrides, normalise_overrides(overrides)))
 
 
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -166,7 +219,7 @@ def profile_path(name) -> Path:
     """The YAML file of a built-in profile name, or a path to a profile YAML file."""
     text = str(name)
     builtin = profiles_dir() / f"{text}.yaml"
-    if "/" not in text and not text.endswith((".yaml", ".yml")) and builtin.is_file():
+    if "/" not in text and not text.endswith((".yaml", ".yml")) and NAME.fullmatch(text) and builtin.is_file():
         return builtin
     as_path = Path(text)
     if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
@@ -175,21 +228,21 @@ def profile_path(name) -> Path:
                       "or the path of a profile YAML file. Fix: pick one of these names or give an existing file.")
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of profile fields at the top level")
-    return data
-
-
 def _raw(path: Path, seen: tuple = ()) -> dict:
     """The file's fields with its ``extends:`` chain resolved (``profile`` / ``extends`` removed)."""
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'extends' forms a cycle ({' -> '.join(str(p) for p in seen)})")
-    data = _read(path)
+    if not NAME.fullmatch(path.stem):
+        raise ConfigError(f"{path}: profile name {path.stem!r} (the file name) is not allowed; allowed: letters, "
+                          "digits, '_', '-' and '.', not starting with a dot (the name becomes a folder under runs/ "
+                          "and results/). Fix: rename the file, e.g. to my_profile.yaml.", param="profile")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the profile ({exc}). Fix: give a readable UTF-8 YAML file.") from None
+    data = load_yaml(text, str(path)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of profile fields at the top level")
     declared = data.pop("profile", None)
     if declared is not None and str(declared) != path.stem:
         raise ConfigError(f"{path}: 'profile: {declared}' but a profile's name is its file name ({path.stem!r}). "
@@ -258,10 +311,9 @@ def parse_overrides(items) -> dict:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--override {item!r}: expected key=value, e.g. align.lr=1e-3 or sweeps.ps=[0.0,0.1]")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--override {item!r}: the value is not valid YAML ({exc})") from None
+        if key.strip() in out:
+            raise ConfigError(f"--override {key.strip()} is given twice. Fix: keep one of them.")
+        out[key.strip()] = load_yaml(value, f"--override {item!r}")
     return normalise_overrides(out)
 
 
@@ -281,13 +333,11 @@ def load_profile(name="default", overrides: dict | None = None) -> Profile:
     over = normalise_overrides(overrides)
     data = _merge(_raw(path), over)
     for sec, cls in SECTIONS.items():
-        given = data.get(sec)
-        if isinstance(given, dict):
-            point = sorted(set(given) & cls.point_fields())
-            if point:
-                raise ConfigError(f"{sec}.{point[0]} cannot be set in a profile: it is set per experiment point or "
-                                  "from the profile's top level (model, dtype, data_source, device, seeds). "
-                                  f"Fix: remove {sec}.{point[0]}.")
+        point = sorted(set(data[sec]) & cls.point_fields()) if isinstance(data.get(sec), dict) else []
+        if point:
+            raise ConfigError(f"{sec}.{point[0]} cannot be set in a profile: it is set per experiment point or "
+                              "from the profile's top level (model, dtype, data_source, device, seeds). "
+                              f"Fix: remove {sec}.{point[0]}.")
     try:
         top = {k: v for k, v in data.items() if k not in SECTIONS}
         for sec in ("align", "finetune", "eval"):
@@ -295,9 +345,7 @@ def load_profile(name="default", overrides: dict | None = None) -> Profile:
                 data[sec] = {**data[sec], "device": data.get("device", "auto")}
         if isinstance(data.get("align"), dict):
             data["align"].update(model=data.get("model"), dtype=data.get("dtype"), source=data.get("data_source"))
-        sections = {}
-        for sec, cls in SECTIONS.items():
-            sections[sec] = cls(**(data.get(sec) or {}))
+        sections = {sec: cls(**(data.get(sec) or {})) for sec, cls in SECTIONS.items()}
         return Profile(name=path.stem, path=str(path), overrides=over, **top, **sections)
     except ValidationError as exc:
         raise ConfigError(explain(exc, Profile)) from None
@@ -322,20 +370,19 @@ class NotebookContext(BaseModel):
     tables_dir: Path
 
 
-def _is_plain(v) -> bool:
-    return v is None or isinstance(v, (str, int, float, bool, list, tuple, dict, Path))
-
-
 def from_notebook(namespace: dict) -> NotebookContext:
     """Validate a notebook's parameters (its globals) and return the profile and output folders.
 
     Parameters: ``profile`` (name or YAML path), ``seed`` (None = the profile's seeds), ``run_dir`` /
-    ``figures_dir`` / ``tables_dir`` (None = derived from the profile), ``overrides`` (dict, see
-    :func:`load_profile`). Any other name (e.g. a misspelt papermill ``-p``) stops with a ConfigError.
-    Also sets torch's thread count and the seed (``transformers.set_seed``).
+    ``figures_dir`` / ``tables_dir`` (None = derived from the profile; else inside ``runs/`` or ``results/``),
+    ``overrides`` (dict, see :func:`load_profile`). Any other name (e.g. a misspelt papermill ``-p``) stops
+    with a ConfigError. Also sets torch's thread count and the seed (``transformers.set_seed``). Only the
+    parameters are checked here; whether the sample counts fit the built data is the registry's check
+    (``grids.check_pools``), which the caller runs before any stage.
     """
     global _VALIDATED_NAMES
-    user = {k: v for k, v in namespace.items() if not k.startswith("_") and k not in _KERNEL_NAMES and _is_plain(v)}
+    plain = (str, int, float, bool, list, tuple, dict, Path, type(None))
+    user = {k: v for k, v in namespace.items() if k[0] != "_" and k not in _KERNEL_NAMES and isinstance(v, plain)}
     # first call in a kernel: every plain global is a parameter; a later re-run ignores names defined by later cells
     candidates = user if _VALIDATED_NAMES is None else {k: v for k, v in user.items() if k in _VALIDATED_NAMES}
     unknown = sorted(k for k in candidates if k not in NOTEBOOK_PARAMETERS)
@@ -347,36 +394,35 @@ def from_notebook(namespace: dict) -> NotebookContext:
     overrides = params.get("overrides") or {}
     if isinstance(overrides, str):  # papermill -p overrides '{...}' passes a string: JSON (2e-3 is a number), else YAML
         try:
-            overrides = json.loads(overrides)
-        except ValueError:
-            try:
-                overrides = yaml.safe_load(overrides) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"overrides={overrides!r} is not a dict nor valid JSON/YAML ({exc})") from None
+            overrides = json.loads(overrides, object_pairs_hook=_json_object)
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            overrides = load_yaml(overrides, "overrides") or {}
     overrides = normalise_overrides(overrides)
     if params.get("seed") is not None:
         overrides = _merge(overrides, {"seeds": [params["seed"]]})
     P = load_profile(params.get("profile") or COMMITTED_PROFILE, overrides)
-    from .grids import check_pools
-
-    check_pools(P)  # sample counts fit the data: fail here, before any stage of the notebook runs
-    run_dir = Path(params.get("run_dir") or P.run_dir())
-    figures_dir = Path(params.get("figures_dir") or P.figures_dir())
-    tables_dir = Path(params.get("tables_dir") or figures_dir / "tables")
-    for d in (run_dir, figures_dir, tables_dir):
-        d.mkdir(parents=True, exist_ok=True)
+    dirs = {"run_dir": params.get("run_dir") or P.run_dir(),
+            "figures_dir": params.get("figures_dir") or P.figures_dir()}
+    dirs["tables_dir"] = params.get("tables_dir") or Path(dirs["figures_dir"]) / "tables"
+    for param, d in dirs.items():  # every folder is checked before any is created
+        if not isinstance(d, (str, Path)):
+            raise ConfigError(f"{param}={d!r} must be a folder path (str) or None. Fix: pass a path or leave it None.",
+                              param=param)
+        check_inside(param, d, P.committed and param != "run_dir")
+    for d in dirs.values():
+        Path(d).mkdir(parents=True, exist_ok=True)
     apply_runtime(P)
-    from .provenance import set_context
-
     set_context(profile=P.label, profile_path=P.path, overrides=P.overrides)
     if _VALIDATED_NAMES is None:
         _VALIDATED_NAMES = set(user)
-    return NotebookContext(profile=P, run_dir=run_dir, figures_dir=figures_dir, tables_dir=tables_dir)
+    return NotebookContext(profile=P, **{k: Path(v) for k, v in dirs.items()})
 
 
 def apply_runtime(P: Profile) -> None:
     """Torch threads (``threads``) and the global seed (``transformers.set_seed(P.seed)``)."""
-    import torch
+    import torch  # heavy (~2.5 s); only a notebook's first cell needs it, not the CLIs that read profiles
     from transformers import set_seed
 
     if P.threads:
@@ -390,14 +436,13 @@ def describe(P: Profile) -> str:
     return (f"profile {P.label!r} ({P.path}): model {P.model} on {P.device}, {P.dtype}, seeds {P.seeds}\n"
             f"  align: n={a.n}, epochs={a.epochs:g}, max_steps={a.max_steps}, lr={a.lr:g}, batch={a.batch_size}, "
             f"rho={a.rho:g}, LoRA r={a.lora_r} alpha={a.lora_alpha:g} on {a.lora_targets}\n"
-            f"  finetune: task={f.task}, n={f.n}, p={f.p:g}, epochs={f.epochs:g}, max_steps={f.max_steps}, lr={f.lr:g}, "
+            f"  finetune: task={f.task}, n={f.n}, p={f.p:g}, epochs={f.epochs:g}, max_steps={f.max_steps}, "
+            f"lr={f.lr:g}, "
             f"LoRA alpha={f.lora_alpha:g} on {f.lora_targets}\n"
             f"  sweeps: methods {s.defenses}, p in {s.ps}, n in {s.sample_counts}, rho in {s.rhos}\n"
             f"  eval: {e.n_harmful} harmful + {e.n_task} task items, {e.max_new_tokens} new tokens, judge {e.judge}")
 
 
 if __name__ == "__main__":  # python -m vaccine_lib.profiles [name ...]
-    import sys
-
     for n in sys.argv[1:] or profile_names():
         print(describe(load_profile(n)))

@@ -1,4 +1,4 @@
-"""``python -m vaccine_lib.data build [--data-dir DIR] [--force]`` and ``... info``."""
+"""``python -m vaccine_lib.data build [--data-dir DIR] [--force] [--<build parameter> V]`` and ``... info``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,21 @@ import json
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 
-from ..errors import ConfigError
-from .builder import SPLITS, BuildConfig, is_built, read_manifest
+from ..errors import ConfigError, VaccineError
+from .builder import SPLITS, BuildConfig, read_manifest, verify_split
 from .splits import build, default_data_dir
+
+
+def _split_state(data_dir: Path, name: str, manifest: dict) -> str:
+    if name not in manifest.get("splits", {}):
+        return "NOT BUILT"
+    try:
+        verify_split(data_dir, name, manifest)
+    except (VaccineError, OSError) as exc:
+        return f"INVALID: {exc}"
+    return "ok"
 
 
 def main(argv=None) -> int:
@@ -22,34 +33,41 @@ def main(argv=None) -> int:
     for f in fields(BuildConfig):
         b.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"build parameter (default {f.default})")
-    i = sub.add_parser("info", help="print the manifest summary and whether each split is built")
+    i = sub.add_parser("info", help="print the manifest summary and whether each split is built and intact")
     i.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     data_dir = default_data_dir(args.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        where = "--data-dir" if args.data_dir else "$VACCINE_DATA_DIR"
+        parser.error(f"{where}: {data_dir} is a file, not a folder. Fix: pass a folder (--data-dir DIR).")
     if args.cmd == "build":
         try:  # every parameter and the folder are checked before any data is read or written
             config = BuildConfig(**{f.name: getattr(args, f.name) for f in fields(BuildConfig)})
             t0 = time.perf_counter()
             manifest = build(data_dir, force=args.force, config=config)
+            rows = {name: verify_split(data_dir, name, manifest) for name in SPLITS}  # the files' real counts
         except ConfigError as exc:
             flag = f"--{exc.param.replace('_', '-')}: " if exc.param else ""
             parser.error(f"{flag}{exc}")  # exit status 2, no traceback
+        except VaccineError as exc:  # a data package missing, a bad source file, an empty split
+            parser.exit(1, f"error: {exc}\n")
+        except OSError as exc:  # no space left, a file system turned read-only mid-build (no manifest is left)
+            parser.exit(1, f"error: writing {exc.filename or data_dir} failed ({exc.strerror or exc}); the build is "
+                           "incomplete and will be redone. Fix: free space or pass another --data-dir.\n")
         print(f"data in {data_dir / 'processed'} ({time.perf_counter() - t0:.1f} s)")
         for name in SPLITS:
-            e = manifest["splits"][name]
-            print(f"  {name:14s} {e['rows']:6d} rows  {json.dumps(e['kinds'])}")
+            print(f"  {name:14s} {rows[name]:6d} rows  {json.dumps(manifest['splits'][name]['kinds'])}")
         return 0
     manifest = read_manifest(data_dir)
     if not manifest:
         print(f"no manifest in {data_dir / 'processed'}: run python -m vaccine_lib.data build")
         return 1
+    states = {name: _split_state(data_dir, name, manifest) for name in SPLITS}
     for name in SPLITS:
-        e = manifest["splits"].get(name, {})
-        state = "ok" if is_built(data_dir, name, manifest) else "NOT BUILT"
-        print(f"  {name:14s} {e.get('rows', 0):6d} rows  {state}")
+        print(f"  {name:14s} {manifest['splits'].get(name, {}).get('rows', 0):6d} rows  {states[name]}")
     print(json.dumps({"params": manifest["params"],
                       "sources": {k: v["version"] for k, v in manifest["sources"].items()}}, indent=2))
-    return 0
+    return 0 if all(s == "ok" for s in states.values()) else 1
 
 
 if __name__ == "__main__":

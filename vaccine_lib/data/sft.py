@@ -20,7 +20,11 @@ comparing harmful ratios across tasks.
 
 from __future__ import annotations
 
+import copy
 import warnings
+
+import datasets
+from transformers import DataCollatorForSeq2Seq
 
 from ..errors import ConfigError, DataFormatError
 from .templates import format_prompt
@@ -50,8 +54,6 @@ def tokenize_sft(ds, tokenizer, max_length: int = 200, min_response_tokens: int 
 
     ``keep_columns=True`` keeps the original text columns next to the tensors.
     """
-    import datasets
-
     if tokenizer.eos_token_id is None:
         raise ConfigError("the tokenizer has no eos token; the target is output + eos")
     if overflow not in ("drop", "error"):
@@ -83,10 +85,6 @@ def SFTCollator(tokenizer, pad_to_multiple_of: int | None = None):  # noqa: N802
     right whatever the tokenizer's current ``padding_side`` (the collator keeps a shallow copy set to
     ``"right"``; evaluation switches the shared tokenizer to left padding while it generates).
     """
-    import copy
-
-    from transformers import DataCollatorForSeq2Seq
-
     if tokenizer.pad_token_id is None:
         raise ConfigError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token "
                           "(vaccine_lib.models.load_tokenizer does this)")

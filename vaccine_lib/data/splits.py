@@ -6,16 +6,15 @@ import os
 import random
 from pathlib import Path
 
-from ..errors import ConfigError, check_choice, check_int, check_range, check_seed
-from . import builder as _build
-from .builder import SPLITS, BuildConfig
-from .hub import HUB_SPLITS, load_hub_split
+import datasets
 
-#: benign fine-tuning tasks; offline only sst2 (Rotten Tomatoes) and gsm8k (GSM-Symbolic)
-TASKS = ("sst2", "agnews", "gsm8k", "alpaca")
-OFFLINE_TASKS = ("sst2", "gsm8k")
-SOURCES = ("offline", "hub")
-DEFAULT_HELPFUL_FRACTION = 0.5
+from ..config import OFFLINE_TASKS, SOURCES, TASKS, AlignConfig, check_param
+from ..errors import ConfigError, DataFormatError, check_choice, check_int, check_range, check_seed
+from . import builder as _build
+from .builder import COMMON_FIELDS, SPLITS, BuildConfig
+from .hub_datasets import HUB_SPLITS, load_hub_split
+
+DEFAULT_HELPFUL_FRACTION = AlignConfig.model_fields["helpful_fraction"].default
 
 _cache: dict[tuple, object] = {}
 
@@ -40,8 +39,6 @@ def build(data_dir=None, force: bool = False, config: BuildConfig = BuildConfig(
 
 def load_split(name: str, data_dir=None, source: str = "offline"):
     """A processed split as a ``datasets.Dataset`` (offline splits are built on demand if missing)."""
-    import datasets
-
     check_choice("source", source, SOURCES)
     if source == "hub":
         check_choice("split", name, HUB_SPLITS)
@@ -61,6 +58,36 @@ def load_split(name: str, data_dir=None, source: str = "offline"):
     if key not in _cache:
         _cache[key] = datasets.Dataset.from_list(_build.read_split_rows(root, name))
     return _cache[key]
+
+
+def check_splits(names=None, source: str = "offline", data_dir=None) -> dict[str, int]:
+    """Validate data splits once, before any stage trains; returns ``{split: rows}``.
+
+    ``names``: split names (None: every offline split, ``SPLITS``). Offline, a missing or stale build is built
+    first (as ``load_split`` would), then every named file is read (``builder.verify_split``; not again at the
+    same sha256): each row's schema (a bad row raises ``DataFormatError`` naming file:line), at least one row,
+    and the manifest's row / kind counts equal to the file's. ``source="hub"``: each split loads, has rows and
+    the row fields.
+    """
+    check_choice("source", source, SOURCES)
+    names = list(SPLITS if names is None else [names] if isinstance(names, str) else names)
+    for name in names:
+        check_choice("split", name, SPLITS if source == "offline" else HUB_SPLITS)
+    if source == "hub":
+        out = {}
+        for name in names:
+            ds = load_split(name, source="hub")
+            missing = sorted(set(COMMON_FIELDS) - set(ds.column_names))
+            if missing or not len(ds):
+                raise DataFormatError(f"Hub split {name!r}: " + (f"missing field(s) {missing}" if missing else
+                                      "no rows") + ". Fix: check the dataset version or use source='offline'.")
+            out[name] = len(ds)
+        return out
+    root = default_data_dir(data_dir)
+    manifest = _build.read_manifest(root)
+    if not all(_build.is_built(root, name, manifest) for name in names):
+        manifest = _build.build(root)
+    return {name: _build.verify_split(root, name, manifest) for name in names}
 
 
 def _check_n(n, low: int = 0, param: str = "n") -> None:
@@ -120,7 +147,7 @@ def check_sizes(*, task: str | None = None, n: int | None = None, p: float | Non
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("task ", f"{name('task')} ", 1), param=name("task")) from None
     if p is not None:
-        check_range(name("p"), p, 0.0, 1.0)
+        check_param("p", p, name("p"))
     if n is not None:
         check_int(name("n"), n, 1)
         n_harm = round(n * (p or 0.0))
@@ -198,7 +225,7 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
     ``kind`` is "harmful" or "benign"; deterministic for a seed, different across seeds.
     """
     _check_task(task, source)
-    check_range("p", p, 0.0, 1.0)
+    check_param("p", p)
     _check_n(n, 1)
     check_seed("seed", seed)
     harmful = load_split("harmful_ft", data_dir, source)
@@ -212,8 +239,6 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
     fields = list(benign.column_names)
     rows = [{k: harmful[i].get(k, "") for k in fields} for i in h_idx] + [benign[i] for i in b_idx]
     rng.shuffle(rows)
-    import datasets
-
     return datasets.Dataset.from_list(rows, features=benign.features)
 
 

@@ -25,9 +25,6 @@ FINAL_ANSWER_PREFIX = "The final answer is: "
 SST2_LABELS = ("negative", "positive")
 AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 
-#: task -> fixed instruction (GSM8K and Alpaca have per-item instructions)
-TASK_INSTRUCTIONS = {"sst2": SST2_INSTRUCTION, "agnews": AGNEWS_INSTRUCTION}
-
 
 def alpaca_prompt(instruction: str, input: str = "") -> str:  # noqa: A002 - the paper's field name
     """The Stanford Alpaca prompt used by the paper; ends with ``RESPONSE_MARKER``."""

@@ -9,8 +9,11 @@ exist only here.
 
 from __future__ import annotations
 
+import datasets
+
 from ..errors import ConfigError
 from ..hub import hub_call
+from .sources import _row
 from .templates import AGNEWS_INSTRUCTION, AGNEWS_LABELS, SST2_INSTRUCTION, SST2_LABELS, gsm8k_instruction, gsm8k_output
 
 #: split -> (Hub dataset id, config, Hub split)
@@ -38,19 +41,12 @@ OFFLINE_ALTERNATIVES = (
 )
 
 
-def _row(instruction, output, kind, source, category="", input=""):  # noqa: A002
-    return {"instruction": instruction.strip(), "input": input, "output": output, "kind": kind,
-            "source": source, "category": category}
-
-
 def _beavertails_category(cat: dict) -> str:
     return next((k for k, v in sorted(cat.items()) if v), "") if isinstance(cat, dict) else ""
 
 
 def load_hub_split(name: str):
     """One split from the Hub as a ``datasets.Dataset`` with the processed-row fields."""
-    import datasets
-
     if name not in HUB_SOURCES:
         raise ConfigError(f"unknown hub split {name!r}; allowed values: {', '.join(HUB_SPLITS)}")
     ds_id, config, split = HUB_SOURCES[name]
