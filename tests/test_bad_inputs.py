@@ -65,7 +65,7 @@ ITEMS = [{"instruction": "Classify the sentiment.", "input": "a fine film", "out
 CASES = [
     # --- trainer configs: ranges checked at construction, before TrainingArguments set-up
     ("vaccine-rho-negative", lambda t, d: _targs(VaccineConfig, t, rho=-1.0), ConfigError,
-     "rho=-1.0 is out of range; allowed range: [0, 1000.0]"),
+     "rho=-1.0 is out of range; allowed range: [0, 1000]"),
     ("vaccine-rho-1e30", lambda t, d: _targs(VaccineConfig, t, rho=1e30), ConfigError, "rho=1e+30 is out of range"),
     ("vaccine-rho-nan", lambda t, d: _targs(VaccineConfig, t, rho=math.nan), ConfigError, "rho=nan is out of range"),
     ("vaccine-rho-inf", lambda t, d: _targs(VaccineConfig, t, rho=math.inf), ConfigError, "rho=inf is out of range"),
@@ -73,7 +73,7 @@ CASES = [
     ("vaccine-gaussian-std-negative", lambda t, d: _targs(VaccineConfig, t, perturbation="gaussian", gaussian_std=-0.1),
      ConfigError, "gaussian_std=-0.1 is out of range"),
     ("vaccine-gaussian-std-huge", lambda t, d: _targs(VaccineConfig, t, perturbation="gaussian", gaussian_std=1e9),
-     ConfigError, "gaussian_std=1000000000.0 is out of range; allowed range: [0, 1000.0]"),
+     ConfigError, "gaussian_std=1000000000.0 is out of range; allowed range: [0, 1000]"),
     ("vaccine-tau-zero", lambda t, d: _targs(VaccineConfig, t, tau=0), ConfigError, "tau=0 is out of range"),
     ("vaccine-perturbation-unknown", lambda t, d: _targs(VaccineConfig, t, perturbation="uniform"), ConfigError,
      "unknown perturbation 'uniform'; allowed values: gradient, gaussian"),

@@ -29,6 +29,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .atomic import atomic_write_text
+from .config import MODELS
 from .errors import ConfigError, MissingPackageError, check_seed
 from .hooks import unwrap
 from .hub import offline_error, require_hub
@@ -90,7 +91,7 @@ TINY_MODELS = tuple(_TINY)
 
 
 def available_models() -> list[str]:
-    return [SMOLLM2, GEMMA3, *TINY_MODELS, *PAPER_MODELS]
+    return list(MODELS)  # the one list of names (config.MODELS); test_config_* checks it matches this registry
 
 
 def cache_dir() -> Path:

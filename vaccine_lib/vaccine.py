@@ -59,19 +59,11 @@ import torch.distributed as dist
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
+from .config import BUDGETS, PERTURBATIONS, RANGES, check_param
 from .errors import ConfigError, DivergenceError, check_choice, check_range
 from .hooks import attention_hooks, get_attention_modules
 from .losses import AnswerOnlyLoss, default_loss, response_only_lm_loss, token_average_scale
 
-PERTURBATIONS = ("gradient", "gaussian")
-#: how the radius rho is shared over layers: "global" = one L2 norm over all layers (Eq. 3, the paper);
-#: "per_layer" = every layer gets rho / sqrt(L) along its own gradient (an ablation: on SmolLM2 the global
-#: rule puts ~96 % of ||eps||^2 on layer 0)
-BUDGETS = ("global", "per_layer")
-#: upper bound of rho and gaussian_std (validated in VaccineConfig): 100x the paper's largest swept rho (10).
-#: eps is added to hidden states of norm ~1-100 per token; far above that the perturbed loss carries no signal
-#: and rho = 1e30 overflows float32 (eps_norm inf). Lower the value rather than widen the range.
-RHO_MAX = 1e3
 
 @dataclass
 class VaccineConfig(TrainingArguments):
@@ -80,7 +72,7 @@ class VaccineConfig(TrainingArguments):
     rho: float = field(
         default=2.0,
         metadata={"help": "Perturbation intensity: global L2 norm of the perturbation over all layers and the batch "
-                          "(paper default 2; sweep 0.01..10). In [0, 1e3] (RHO_MAX); 0 gives the plain SFT update."},
+                          "(paper default 2; sweep 0.01..10). In config.RANGES['rho'] ([0, 1000]); 0 gives the plain SFT update."},
     )
     tau: int = field(
         default=1,
@@ -113,14 +105,14 @@ class VaccineConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        check_range("rho", self.rho, 0, RHO_MAX)  # reliability (issue 10): finite, bounded
+        check_param("rho", self.rho)  # the one range of rho (config.RANGES): finite, bounded
         if isinstance(self.tau, bool) or not isinstance(self.tau, int):
             raise ConfigError(f"tau={self.tau!r} must be an integer; allowed range: [1, inf)")
-        check_range("tau", self.tau, 1, math.inf, high_open=True)
+        check_param("tau", self.tau)
         check_choice("perturbation", self.perturbation, PERTURBATIONS)
         check_choice("budget", self.budget, BUDGETS)
         if self.gaussian_std is not None:
-            check_range("gaussian_std", self.gaussian_std, 0, RHO_MAX)  # reliability (issue 10)
+            check_range("gaussian_std", self.gaussian_std, *RANGES["rho"])
             if self.perturbation != "gaussian":
                 raise ConfigError("gaussian_std is only used with perturbation='gaussian'; "
                                   f"got perturbation={self.perturbation!r}")
@@ -193,7 +185,7 @@ def perturbation_with_stats(
     budget: str = "global",
 ) -> Perturbation:
     """Pass 1 of Algorithm 1; see :func:`compute_perturbation`. Also returns the global norm and the clean loss."""
-    check_range("rho", rho, 0, math.inf, high_open=True)
+    check_param("rho", rho)
     deltas: dict[int, torch.Tensor] = {}
 
     def add_delta(i, e):  # e_l -> e_l + delta_l, delta_l a zero leaf created on the first call, reused afterwards
