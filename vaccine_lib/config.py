@@ -481,25 +481,6 @@ class Sweeps(StageConfig):
         return v
 
 
-def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
-    """The ``TrainingArguments`` (or subclass ``cls``, e.g. ``VaccineConfig``) of a stage config.
-
-    AdamW with ``weight_decay``, ``lr_scheduler`` and a warm-up of ``warmup_ratio`` of the steps
-    (transformers 5 takes the ratio as ``warmup_steps`` < 1), one log entry per step, no checkpoints,
-    no reporting; ``device: cpu`` trains on the CPU even when a GPU is present.
-    """
-    from transformers import TrainingArguments
-
-    cls = cls or TrainingArguments
-    return cls(
-        output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=float(cfg.warmup_ratio),
-        lr_scheduler_type=cfg.lr_scheduler, logging_steps=1, save_strategy="no", report_to="none",
-        dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True,
-        use_cpu=cfg.device == "cpu", **extra)
-
-
 def dtype_of(name: str):
     import torch
 
