@@ -362,3 +362,16 @@ def test_benign_refusals_none_refused(fake_generate):
     assert {k: v for k, v in out["metrics"].items() if k.startswith("benign_refusal_")} == {
         "benign_refusal_sst2": 0.0, "benign_refusal_gsm8k": 0.0, "benign_refusal_puzzle": 0.0}
     assert not any(g["refusal"] for g in out["generations"])
+
+
+def test_selfdistilled_damaged_answers_are_regenerated(tmp_path, fake_generate):
+    """The self-distillation stage is verified like every stage: truncated answers are redone, saying so."""
+    from vaccine_lib.atomic import IntegrityWarning
+
+    gen = fake_generate(_helpful)
+    first = st.selfdistilled(StubModel(), TOK, 6, 0, tmp_path, "tiny-llama")
+    answers = tmp_path / f"tiny-llama-n6-s0-t{sd.SELFDISTILL_TOKENS}" / "answers.jsonl"
+    answers.write_text(answers.read_text()[:30])
+    with pytest.warns(IntegrityWarning, match="selfdistill stage .*answers.jsonl has 30 bytes"):
+        assert st.selfdistilled(StubModel(), TOK, 6, 0, tmp_path, "tiny-llama") == first
+    assert len(gen.calls) == 2

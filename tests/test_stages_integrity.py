@@ -4,11 +4,12 @@ never a result. Tiny random Llama, keyword judge."""
 
 import json
 import math
+import shutil
 
 import pytest
 
 import vaccine_lib.evaluation.metrics as metrics_mod
-from vaccine_lib import stage_cache as C
+from vaccine_lib import atomic as A
 from vaccine_lib import stage_training as T
 from vaccine_lib import stages as P
 
@@ -43,8 +44,6 @@ def aligned(tmp_path_factory):
 
 @pytest.fixture
 def run(aligned, tmp_path):
-    import shutil
-
     shutil.copytree(aligned, tmp_path / "run")
     return tmp_path / "run"
 
@@ -54,7 +53,7 @@ def _eval_dir(run):
 
 
 def _warned(record, *parts):
-    texts = [str(w.message) for w in record if issubclass(w.category, C.StageCacheWarning)]
+    texts = [str(w.message) for w in record if issubclass(w.category, A.IntegrityWarning)]
     assert any(all(p in t for p in parts) for t in texts), texts
 
 
@@ -64,7 +63,7 @@ def test_done_json_lists_every_file_with_size_and_hash(run):
         on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         assert sorted(files) == [f for f in on_disk if f != "done.json"]
         for name, info in files.items():
-            assert info["size"] == (folder / name).stat().st_size and info["sha256"] == C.sha256_file(folder / name)
+            assert info["size"] == (folder / name).stat().st_size and info["sha256"] == A.sha256_file(folder / name)
     assert ADAPTER in json.loads((P.stage_dir(run, "align", ALIGN) / "done.json").read_text())["files"]
     assert "generations.jsonl" in json.loads((_eval_dir(run) / "done.json").read_text())["files"]
 
@@ -72,13 +71,13 @@ def test_done_json_lists_every_file_with_size_and_hash(run):
 def test_intact_stages_are_used_without_a_warning(run, trains, recwarn):
     assert P.align(ALIGN, run).cached and P.evaluate(ALIGN, EV, run)["cached"]
     assert len(P.generations(ALIGN, EV, run)) == 3 and trains["align"] == 0
-    assert not [w for w in recwarn if issubclass(w.category, C.StageCacheWarning)]
+    assert not [w for w in recwarn if issubclass(w.category, A.IntegrityWarning)]
 
 
 def test_deleted_metrics_json_redoes_the_evaluation(run):
     before = json.loads((_eval_dir(run) / "metrics.json").read_text())
     (_eval_dir(run) / "metrics.json").unlink()
-    with pytest.warns(C.StageCacheWarning) as record:
+    with pytest.warns(A.IntegrityWarning) as record:
         m = P.evaluate(ALIGN, EV, run)
     _warned(record, "eval stage", "metrics.json is missing", "redoing")
     assert not m["cached"] and math.isfinite(m["hs"]) and m["hs"] == before["hs"]  # never a NaN row
@@ -87,7 +86,7 @@ def test_deleted_metrics_json_redoes_the_evaluation(run):
 def test_emptied_generations_redo_the_evaluation(run):
     gens = _eval_dir(run) / "generations.jsonl"
     gens.write_text("")
-    with pytest.warns(C.StageCacheWarning) as record:
+    with pytest.warns(A.IntegrityWarning) as record:
         rows = P.generations(ALIGN, EV, run)
     _warned(record, "eval stage", "generations.jsonl has 0 bytes")
     assert len(rows) == 3 and P.evaluate(ALIGN, EV, run)["cached"]
@@ -100,21 +99,19 @@ def test_adapter_bytes_overwritten_at_the_same_size_retrain_the_alignment(run, t
     data = path.read_bytes()
     header = 8 + int.from_bytes(data[:8], "little")
     path.write_bytes(data[:header] + bytes(len(data) - header))
-    import shutil
-
     shutil.rmtree(_eval_dir(run))
     assert P.align(ALIGN, run).cached  # the cheap check (sizes) cannot see it; nothing is loaded here
-    with pytest.warns(C.StageCacheWarning) as record:
+    with pytest.warns(A.IntegrityWarning) as record:
         m = P.evaluate(ALIGN, EV, run)
     _warned(record, "align stage", ADAPTER, "sha256")
     assert trains["align"] == 1 and not m["cached"] and math.isfinite(m["hs"])
     files = json.loads((path.parent.parent / "done.json").read_text())["files"]
-    assert files[ADAPTER]["sha256"] == C.sha256_file(path)
+    assert files[ADAPTER]["sha256"] == A.sha256_file(path)
 
 
 def test_deleted_adapter_redoes_the_alignment_not_a_hub_error(run, trains):
     (P.stage_dir(run, "align", ALIGN) / ADAPTER).unlink()
-    with pytest.warns(C.StageCacheWarning) as record:
+    with pytest.warns(A.IntegrityWarning) as record:
         res = P.align(ALIGN, run)
     _warned(record, "align stage", ADAPTER, "missing")
     assert not res.cached and trains["align"] == 1 and (res.path / ADAPTER).is_file()
@@ -125,26 +122,26 @@ def test_deleted_adapter_redoes_the_alignment_not_a_hub_error(run, trains):
 def test_truncated_json_redoes_the_stage(run, trains, name, says):
     f = P.stage_dir(run, "align", ALIGN) / name
     f.write_text(f.read_text()[:20])
-    with pytest.warns(C.StageCacheWarning) as record:
+    with pytest.warns(A.IntegrityWarning) as record:
         res = P.align(ALIGN, run)
     _warned(record, "align stage", says)
     assert not res.cached and trains["align"] == 1 and res.metrics["steps"] == 2
 
 
 def test_legacy_done_json_is_size_checked_and_said_once(run, trains, monkeypatch):
-    monkeypatch.setattr(C, "_LEGACY_NOTED", [])
+    monkeypatch.setattr(A, "_LEGACY_NOTED", [])
     for folder in (P.stage_dir(run, "align", ALIGN), _eval_dir(run)):
         done = json.loads((folder / "done.json").read_text())
         del done["files"]
         (folder / "done.json").write_text(json.dumps(done))
-    with pytest.warns(C.StageCacheWarning, match="no file list") as record:
+    with pytest.warns(A.IntegrityWarning, match="no file list") as record:
         assert P.align(ALIGN, run).cached and P.evaluate(ALIGN, EV, run)["cached"]
     assert sum("no file list" in str(w.message) for w in record) == 1
     (_eval_dir(run) / "metrics.json").write_text("")  # what a legacy stage can still detect: empty / missing files
-    with pytest.warns(C.StageCacheWarning, match="metrics.json is missing or empty"):
+    with pytest.warns(A.IntegrityWarning, match="metrics.json is missing or empty"):
         assert not P.evaluate(ALIGN, EV, run)["cached"]
     (P.stage_dir(run, "align", ALIGN) / "log_history.json").write_text("[{")  # and files that do not parse
-    with pytest.warns(C.StageCacheWarning, match="log_history.json is unreadable"):
+    with pytest.warns(A.IntegrityWarning, match="log_history.json is unreadable"):
         assert not P.align(ALIGN, run).cached
     assert trains["align"] == 1
 
@@ -156,17 +153,15 @@ def test_a_cached_degenerate_evaluation_is_redone(run):
     (folder / "metrics.json").write_text(json.dumps({**m, "degenerate": "degenerate generations: 100% empty"}))
     done = json.loads((folder / "done.json").read_text())
     done["files"]["metrics.json"] = {"size": (folder / "metrics.json").stat().st_size,
-                                     "sha256": C.sha256_file(folder / "metrics.json")}
+                                     "sha256": A.sha256_file(folder / "metrics.json")}
     (folder / "done.json").write_text(json.dumps(done))
-    with pytest.warns(C.StageCacheWarning, match="metrics.json: degenerate generations"):
+    with pytest.warns(A.IntegrityWarning, match="metrics.json: degenerate generations"):
         again = P.evaluate(ALIGN, EV, run)
     assert not again["cached"] and "degenerate" not in again
 
 
 @pytest.mark.parametrize("answer", ["", "!!!!!!", "no no no no no"])
 def test_degenerate_answers_fail_the_evaluation(run, monkeypatch, answer):
-    import shutil
-
     shutil.rmtree(_eval_dir(run))
     monkeypatch.setattr(metrics_mod, "generate", lambda model, tok, prompts, **kw: [answer] * len(prompts))
     with pytest.warns(metrics_mod.DegenerateGenerationWarning), \
@@ -178,8 +173,6 @@ def test_degenerate_answers_fail_the_evaluation(run, monkeypatch, answer):
 
 def test_bare_label_answers_are_a_result(run, monkeypatch):
     """A fine-tuned model that answers a harmful question with a bare label is off topic, not broken."""
-    import shutil
-
     shutil.rmtree(_eval_dir(run))
     monkeypatch.setattr(metrics_mod, "generate", lambda model, tok, prompts, **kw: ["positive"] * len(prompts))
     m = P.evaluate(ALIGN, EV, run)
@@ -187,8 +180,6 @@ def test_bare_label_answers_are_a_result(run, monkeypatch):
 
 
 def test_non_finite_metrics_fail_the_evaluation(run, monkeypatch):
-    import shutil
-
     shutil.rmtree(_eval_dir(run))
     real = P.harmful_score
 

@@ -1,20 +1,18 @@
-"""The stage cache: stage keys and folders, atomic writes, verification before use, rank safety.
+"""The stage cache: stage keys and folders, atomic writes, the check before use, rank safety.
 
-- A stage's folder (:func:`stage_dir`, the one path rule) is named by its **stage key**: a hash of the
-  config fields that change its result (``cfg.effective()``), the data manifest's hash,
-  ``STAGE_VERSION[stage]`` and the upstream stage's key. Source files are *not* hashed: editing a
-  docstring retrains nothing; a change that alters a stage's results must bump its ``STAGE_VERSION``.
-- A stage is written into a ``.tmp-*`` folder (holding its owner's pid) renamed into place after
-  ``done.json``; ``.tmp-*`` folders of dead processes are removed on the next run (:func:`clean_stale`).
-- ``done.json`` holds the provenance and the size and sha256 of every file the stage wrote (``files``).
-  Before use a finished stage is verified (:func:`verify`): every size always, the hashes of its JSON
-  files always (they are table rows) and of every file when a model or table is loaded from it
-  (``deep``). A missing, truncated, altered or unreadable file redoes the stage with a
-  :class:`StageCacheWarning` naming the stage and the file. A ``done.json`` without a file list
-  (written before these checks) is only size-checked: its files must exist and be non-empty.
-- Under ``torchrun`` / ``accelerate launch`` (a torch.distributed process group is initialised) rank 0
-  alone verifies and writes; with ``collective`` (training) every rank runs the stage (DDP) and the
-  others throw their copy away, then wait (with a timeout) and read it. Rank variables alone are ignored.
+- A stage's folder (:func:`stage_dir`, the one path rule) is named by its **stage key**: a hash of the config
+  fields that change its result (``cfg.effective()``), the data manifest's hash, ``STAGE_VERSION[stage]`` and
+  the upstream stage's key. Source files are *not* hashed: editing a docstring retrains nothing; a change
+  that alters a stage's results must bump its ``STAGE_VERSION``.
+- A stage is written into a ``.tmp-*`` folder (holding its owner's pid), renamed into place after
+  ``done.json``, which lists the size and sha256 of every file the stage wrote (``atomic.file_list``).
+  ``.tmp-*`` folders of dead processes are removed on the next run (:func:`clean_stale`).
+- A finished stage is verified before use (:func:`cached`, ``atomic.verify_folder``): sizes always, hashes of
+  the JSON files always and of every file before a model or table is loaded from it (``deep``). A damaged
+  stage is redone with an ``IntegrityWarning`` naming the stage and the file.
+- Under ``torchrun`` / ``accelerate launch`` (a torch.distributed process group is initialised) rank 0 alone
+  verifies and writes; with ``collective`` (training) every rank runs the stage (DDP) and the others throw
+  their copy away, then wait (with a timeout) and read it. Rank variables alone are ignored.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from typing import Any
 
 from .config import AlignConfig, EvalConfig, FinetuneConfig
 from .data import build, default_data_dir, read_manifest
-from .data.jsonl import sha256_file
+from .atomic import DamagedFolder, IntegrityWarning, file_list, verify_folder
 from .errors import ConfigError, VaccineError
 from .models import atomic_save_dir
 from .provenance import provenance
@@ -48,15 +46,6 @@ RESULT_FILES = ("config.json", "metrics.json", "log_history.json")
 #: launcher variables that transformers / accelerate would act on
 _RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK")
 _DATA_VERSIONS: dict[str, str] = {}
-_LEGACY_NOTED: list = []
-
-
-class StageCacheWarning(UserWarning):
-    """A cached stage failed its check (the message names the stage and the file) and is redone."""
-
-
-class DamagedStage(VaccineError):
-    """A finished stage folder is incomplete, altered or unreadable; the message names the file."""
 
 
 @dataclass
@@ -148,71 +137,35 @@ def _slug(s: str) -> str:
 
 
 def is_done(path) -> bool:
-    """A stage counts as finished once its ``done.json`` exists (written last); :func:`verify` checks it."""
+    """A stage counts as finished once its ``done.json`` exists (written last); :func:`cached` verifies it."""
     return (Path(path) / "done.json").is_file()
 
 
-def file_list(folder) -> dict:
-    """``{relative path: {"size", "sha256"}}`` of every file under ``folder`` but ``done.json``."""
-    folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "done.json"}
-
-
-def verify(path, required=(), deep: bool = False) -> None:
-    """:class:`DamagedStage` unless the finished stage at ``path`` holds what it wrote: each listed file with
-    its size (and sha256: JSON files always, every file with ``deep``), and the ``required`` files."""
-    path = Path(path)
-    try:
-        files = json.loads((path / "done.json").read_text()).get("files")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise DamagedStage(f"done.json is unreadable ({type(exc).__name__}: {exc})") from None
-    for name in (*RESULT_FILES, *required):
-        if not (path / name).is_file() or (files is None and (path / name).stat().st_size == 0):
-            raise DamagedStage(f"{name} is missing" + (" or empty" if files is None else ""))
-    if files is None:
-        if not _LEGACY_NOTED:
-            _LEGACY_NOTED.append(path)
-            warnings.warn(f"{path}: done.json has no file list (written before stages recorded their files), so it "
-                          "and similar stages are only checked for missing or empty files, not for altered ones. "
-                          "Fix: delete such a stage folder to have it redone with the full check.",
-                          StageCacheWarning, stacklevel=4)
-        return
-    for name, info in files.items():
-        f = path / name
-        size = f.stat().st_size if f.is_file() else None
-        if size != info["size"]:
-            raise DamagedStage(f"{name} is missing" if size is None else
-                               f"{name} has {size} bytes where the stage wrote {info['size']}")
-        if (deep or name.endswith(".json")) and sha256_file(f) != info["sha256"]:
-            raise DamagedStage(f"{name} is not the file the stage wrote (its sha256 differs)")
-
-
 def read_result(path: Path, stage: str, key: str) -> StageResult:
-    """The stored :class:`StageResult` (``cached=True``); :class:`DamagedStage` for a file that does not parse."""
+    """The stored :class:`StageResult` (``cached=True``); :class:`DamagedFolder` for a file that does not parse."""
     loaded = []
     for name in RESULT_FILES:
         try:
             loaded.append(json.loads((path / name).read_text()))
         except (OSError, ValueError) as exc:
-            raise DamagedStage(f"{name} is unreadable ({type(exc).__name__}: {exc})") from None
+            raise DamagedFolder(f"{name} is unreadable ({type(exc).__name__}: {exc})") from None
     return StageResult(path, *loaded, cached=True, key=key, stage=stage)
 
 
 def cached(path, stage: str, key: str, required=(), deep: bool = False, check=None) -> StageResult | None:
     """The finished, verified stage at ``path`` (every rank gets rank 0's answer), or None if it must be run.
-    A damaged one is removed, saying which file failed; ``check(result)`` may raise :class:`DamagedStage`."""
+    A damaged one is removed, saying which file failed; ``check(result)`` may raise :class:`DamagedFolder`."""
     path, res = Path(path), None
     if _rank() == 0 and is_done(path):
         try:
-            verify(path, required, deep)
+            verify_folder(path, (*RESULT_FILES, *required), deep)
             res = read_result(path, stage, key)
             if check is not None:
                 check(res)
-        except DamagedStage as exc:
+        except DamagedFolder as exc:
             res = None
             warnings.warn(f"the cached {stage} stage {key} ({path}) cannot be used: {exc}; redoing the stage",
-                          StageCacheWarning, stacklevel=3)
+                          IntegrityWarning, stacklevel=3)
             trash = path.with_name(f".tmp-{path.name}-damaged-{os.getpid()}")
             os.replace(path, trash)  # one rename: no rank or worker sees a half-deleted stage
             shutil.rmtree(trash, ignore_errors=True)

@@ -70,9 +70,8 @@ def trainer_setup(cfg: TrainConfig, output_dir, fisher=None):
 def device_of(device: str = "auto") -> str:
     """The stage config's device (``auto``: CUDA when present); one GPU per process under a launcher."""
     resolved, local = resolve_device(device), os.environ.get("LOCAL_RANK")
-    if resolved == "cuda" and cache._process_group() is not None and local not in (None, "", "-1"):
-        return f"cuda:{int(local)}"
-    return resolved
+    launched = resolved == "cuda" and cache._process_group() is not None and local not in (None, "", "-1")
+    return f"cuda:{int(local)}" if launched else resolved
 
 
 def base_model(a: AlignConfig):
@@ -175,8 +174,7 @@ def train_finetune(cfg: FinetuneConfig, upstream: cache.StageResult, tmp: Path):
 def selfdistilled(model, tok, n: int, seed: int, cache_dir, model_name: str, batch_size: int = 16) -> list[dict]:
     """The base model's own greedy answers to ``n`` benign instructions (``data.selfdistill_prompts``), refusals
     and empty answers dropped: the cached stage ``<cache_dir>/<model>-n<n>-s<seed>-t<tokens>/answers.jsonl``
-    (``<model>``: the name with ``/`` as ``--``; the base model is a function of its name, so the stage is
-    shared by every alignment of that model)."""
+    (``/`` in the model name as ``--``), shared by every alignment of that base model."""
     name = f"{str(model_name).strip('/').replace('/', '--')}-n{n}-s{seed}-t{SELFDISTILL_TOKENS}"
 
     def write(tmp: Path):

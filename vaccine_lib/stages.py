@@ -1,12 +1,10 @@
 """Cached experiment stages: ``align`` -> ``finetune`` -> ``evaluate`` (+ ``drift``, ``selfdistilled``).
 
 Every stage is a function of its stage config (``vaccine_lib.config``), stored under ``run_dir`` in the
-folder of its stage key (``stage_dir``). A rerun with the same config returns the stored result
-(``StageResult.cached = True``); a changed fine-tuning parameter reruns fine-tuning and evaluation, not
-alignment. Keys, atomic folders, the check of a cached stage before use (a damaged one is redone) and
-rank safety: ``vaccine_lib.stage_cache``; training and self-distillation: ``vaccine_lib.stage_training``.
-
-Layout under ``run_dir``::
+folder of its stage key (``stage_dir``): a rerun with the same config returns the stored result
+(``StageResult.cached``); a changed fine-tuning parameter reruns fine-tuning and evaluation, not alignment.
+Keys, folders, the check before use (a damaged stage is redone) and ranks: ``stage_cache``; training and
+self-distillation: ``stage_training``. Layout under ``run_dir``::
 
     align/<model>-<method>-<key>/        adapter/, config.json, metrics.json, log_history.json, done.json
     finetune/<model>-<method>-<defense>-<task>-p<p>-<key>/   the same
@@ -28,6 +26,7 @@ from typing import Any, Sequence, Union
 
 from . import stage_cache as cache
 from . import stage_training as training
+from .atomic import DamagedFolder
 from .config import METHODS, AlignConfig, EvalConfig, FinetuneConfig
 from .data import alpaca_prompt, eval_items, harmful_eval_prompts
 from .data.selfdistill import benign_eval_rows
@@ -38,7 +37,7 @@ from .evaluation.results import write_generations
 from .judge import get_judge, is_refusal
 from .lora import load_lora, merge_lora
 # the public stage API also names what lives in the two modules below it
-from .stage_cache import (STAGE_VERSION, STAGE_WAIT_S, DamagedStage, StageCacheWarning, StageResult,  # noqa: F401
+from .stage_cache import (STAGE_VERSION, STAGE_WAIT_S, StageResult,  # noqa: F401
                           align_key, clean_stale, data_version, drift_key, eval_key, finetune_key, is_done,
                           stage_dir, stage_key, wait_for)
 from .stage_training import (ALIGN_LOSS_SAMPLES, PROBE_SEED, alignment_rows, build_callbacks,  # noqa: F401
@@ -63,16 +62,13 @@ def clean_run_dir(run_dir) -> list[Path]:
 # --------------------------------------------------------------------------- stages (public API)
 
 
-def align(cfg: AlignConfig, run_dir) -> StageResult:
+def align(cfg: AlignConfig, run_dir, deep: bool = False) -> StageResult:
     """Alignment stage (cached). ``method="none"`` trains nothing and returns ``path=None``.
 
     Stores the alignment adapter under ``<path>/adapter``; ``metrics``: ``train_loss``, ``final_loss``,
-    ``align_loss`` (probe set, eval mode), ``train_seconds``, ``steps``, ``n_train``.
+    ``align_loss`` (probe set, eval mode), ``train_seconds``, ``steps``, ``n_train``. ``deep``: hash-check
+    every stored file, not only the JSON ones (before an adapter is loaded).
     """
-    return _align(cfg, run_dir)
-
-
-def _align(cfg: AlignConfig, run_dir, deep: bool = False) -> StageResult:
     key = align_key(cfg)
     if cfg.method == "none":
         return StageResult(path=None, config=cfg.effective(), metrics={}, cached=True, key=key, stage="align", cfg=cfg)
@@ -83,21 +79,17 @@ def _align(cfg: AlignConfig, run_dir, deep: bool = False) -> StageResult:
     return res
 
 
-def finetune(cfg: FinetuneConfig, run_dir) -> StageResult:
+def finetune(cfg: FinetuneConfig, run_dir, deep: bool = False) -> StageResult:
     """User fine-tuning stage (cached); runs ``align(cfg.align)`` first if it is not cached.
 
     Double-LoRA: a fresh adapter on base + merged alignment adapter; Single-LoRA: the continued alignment
     adapter. ``metrics``: ``train_loss``, ``final_loss``, ``align_loss``, ``train_seconds``, ``steps``,
-    ``n_train``, ``lora``; with ``drift_every > 0`` the log history has drift entries.
+    ``n_train``, ``lora``; with ``drift_every > 0`` the log history has drift entries. ``deep``: as in align.
     """
-    return _finetune(cfg, run_dir)
-
-
-def _finetune(cfg: FinetuneConfig, run_dir, deep: bool = False) -> StageResult:
     key, path = finetune_key(cfg), stage_dir(run_dir, "finetune", cfg)
     res = cache.cached(path, "finetune", key, required=ADAPTER_FILES, deep=deep)
     if res is None:
-        upstream = _align(cfg.align, run_dir, deep=True)
+        upstream = align(cfg.align, run_dir, deep=True)
         res = cache.run(path, "finetune", key, lambda tmp: training.train_finetune(cfg, upstream, tmp), seed=cfg.seed,
                         collective=True)
     res.cfg = cfg
@@ -117,30 +109,30 @@ def evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[str]
     return {**res.metrics, "eval_key": res.key, "cached": res.cached}
 
 
-def _evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks=None, deep: bool = False) -> StageResult:
+def _evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks=None, stored: bool = False) -> StageResult | None:
+    """The evaluation stage; ``stored``: only a finished one (None if it has not run), every file hash-checked."""
     kind, cfg = _resolve(target)
     tasks = tuple(tasks if tasks is not None else ((cfg.task,) if kind == "finetune" else ()))
     key = eval_key(cfg, eval_cfg, tasks)
+    if stored and not is_done(stage_dir(run_dir, "eval", key)):
+        return None
 
     def check(res):  # a result stored before evaluations were checked
         problem = _unusable(res.metrics)
         if problem:
-            raise cache.DamagedStage(f"metrics.json: {problem}")
+            raise DamagedFolder(f"metrics.json: {problem}")
 
     return cache.run_cached(stage_dir(run_dir, "eval", key), "eval", key,
                             lambda tmp: _run_eval(kind, cfg, eval_cfg, tasks, run_dir, tmp, key), seed=eval_cfg.seed,
-                            required=("generations.jsonl",), deep=deep, check=check)
+                            required=("generations.jsonl",), deep=stored, check=check)
 
 
 def generations(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[str] | None = None) -> list[dict]:
     """The stored answers of a finished evaluation, verified (``[]`` if it has not run; may be harmful text:
     show only through ``show_generations``)."""
-    kind, cfg = _resolve(target)
-    tasks = tuple(tasks if tasks is not None else ((cfg.task,) if kind == "finetune" else ()))
-    if not is_done(stage_dir(run_dir, "eval", eval_key(cfg, eval_cfg, tasks))):
-        return []
-    path = _evaluate(cfg, eval_cfg, run_dir, tasks, deep=True).path / "generations.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    res = _evaluate(target, eval_cfg, run_dir, tasks, stored=True)
+    path = None if res is None else res.path / "generations.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path else []
 
 
 def drift(cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
@@ -165,9 +157,9 @@ def load_stage_model(target: Target, run_dir, merge: bool = False):
     kind, cfg = _resolve(target)
     a = cfg if kind == "align" else cfg.align
     model, tok = training.base_model(a)
-    fres = _finetune(cfg, run_dir, deep=True) if kind == "finetune" else None
+    fres = finetune(cfg, run_dir, deep=True) if kind == "finetune" else None
     if kind == "align" or cfg.lora_mode() == "double":
-        ares = _align(a, run_dir, deep=True)
+        ares = align(a, run_dir, deep=True)
         if ares.path is not None:
             model = merge_lora(load_lora(model, ares.path / "adapter"))
     if fres is not None:
