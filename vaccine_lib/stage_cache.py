@@ -104,7 +104,8 @@ def eval_key(cfg, eval_cfg: EvalConfig, tasks) -> str:
     kind = "finetune" if isinstance(cfg, FinetuneConfig) else "align"
     a = need_align(cfg) if kind == "finetune" else cfg
     upstream = finetune_key(cfg) if kind == "finetune" else align_key(cfg)
-    return stage_key("eval", eval_cfg.effective(), a.source, upstream=upstream, extra={"kind": kind, "tasks": list(tasks)})
+    return stage_key("eval", eval_cfg.effective(), a.source, upstream=upstream,
+                     extra={"kind": kind, "tasks": list(tasks)})
 
 
 def drift_key(cfg: FinetuneConfig, n_samples: int) -> str:
@@ -125,7 +126,8 @@ def stage_dir(run_dir, stage: str, cfg) -> Path:
         return run_dir / "align" / f"{_slug(cfg.model)}-{cfg.method}-{align_key(cfg)}"
     if stage == "finetune":
         a = need_align(cfg)
-        return run_dir / "finetune" / f"{_slug(a.model)}-{a.method}-{cfg.defense}-{cfg.task}-p{cfg.p:g}-{finetune_key(cfg)}"
+        name = f"{_slug(a.model)}-{a.method}-{cfg.defense}-{cfg.task}-p{cfg.p:g}-{finetune_key(cfg)}"
+        return run_dir / "finetune" / name
     raise ConfigError(f"unknown stage {stage!r}; allowed values: align, finetune, eval, drift")
 
 

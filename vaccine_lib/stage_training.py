@@ -167,7 +167,8 @@ def train_finetune(cfg: FinetuneConfig, upstream: cache.StageResult, tmp: Path):
         fisher = compute_fisher(model, (collate([fisher_rows[i]]) for i in range(len(fisher_rows))))
     metrics, history = _train(cfg, a, model, tok, train, tmp, fisher)
     metrics.update(lora=mode, n_rows=len(rows))  # n_rows: before tokenisation (too long rows are dropped)
-    config = {**cfg.effective(), "align": a.effective(), "key": cache.finetune_key(cfg), "align_key": cache.align_key(a)}
+    config = {**cfg.effective(), "align": a.effective(), "key": cache.finetune_key(cfg),
+              "align_key": cache.align_key(a)}
     return config, metrics, history
 
 
