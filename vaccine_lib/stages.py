@@ -223,6 +223,16 @@ def _unusable(metrics: dict) -> str | None:
     return f"non-finite metrics {', '.join(bad)}" if bad else None
 
 
+def _check_result(kind: str, cfg, key: str, metrics: dict, hs) -> None:
+    problem = _unusable(metrics)
+    if problem:
+        raise UnusableResultError(
+            f"evaluation {key} of {method_label(cfg)} ({kind} stage "
+            f"{finetune_key(cfg) if kind == 'finetune' else align_key(cfg)}) is not a result: {problem}; first "
+            f"answers {[g['answer'][:40] for g in hs.generations[:3]]}. The stage is not cached. Fix: inspect that "
+            "model (a diverged training or a damaged adapter: delete its stage folder to retrain it).")
+
+
 def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, key: str):
     a = cfg if kind == "align" else cfg.align
     model, tok = load_stage_model(cfg, run_dir, merge=True)
@@ -230,6 +240,7 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
     prompts = list(harmful_eval_prompts(eval_cfg.n_harmful, seed=eval_cfg.seed, source=a.source))
     hs = harmful_score(model, tok, prompts, get_judge(eval_cfg.judge), max_new_tokens=eval_cfg.max_new_tokens,
                        batch_size=eval_cfg.batch_size, progress=False)
+    _check_result(kind, cfg, key, hs.metrics(), hs)  # before the task answers: a broken model stops here
     metrics = dict(hs.metrics())
     gens = [{"part": "harmful", **g} for g in hs.generations]
     for i, task in enumerate(tasks):
@@ -248,14 +259,7 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
         benign = benign_refusals(model, tok, eval_cfg)
         metrics.update(benign["metrics"])
         gens += benign["generations"]
-    problem = _unusable(metrics)
-    if problem:
-        sample = [g["answer"][:40] for g in hs.generations[:3]]
-        raise UnusableResultError(
-            f"evaluation {key} of {method_label(cfg)} ({kind} stage "
-            f"{finetune_key(cfg) if kind == 'finetune' else align_key(cfg)}) is not a result: {problem}; first "
-            f"answers {sample}. The stage is not cached. Fix: inspect that model (a diverged training or a damaged "
-            "adapter: delete its stage folder to retrain it) before evaluating it again.")
+    _check_result(kind, cfg, key, metrics, hs)
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
     write_generations(tmp, gens)
     config = {**describe(cfg), **{f"eval_{k}": v for k, v in eval_cfg.effective().items()},
