@@ -202,3 +202,18 @@ def test_stage_dir_is_the_one_path_rule(tmp_path):
         P.stage_dir(tmp_path, "eval", FT)
     with pytest.raises(P.ConfigError, match="allowed values: align, finetune, eval, drift"):
         P.stage_dir(tmp_path, "tables", FT)
+
+
+def test_unreadable_file_redoes_the_stage(run, trains, monkeypatch):
+    real = A.sha256_file
+
+    def denied(path):
+        if str(path).endswith(ADAPTER) and trains["align"] == 0:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(A, "sha256_file", denied)
+    with pytest.warns(A.IntegrityWarning) as record:
+        res = P.align(ALIGN, run, deep=True)
+    _warned(record, "align stage", ADAPTER, "unreadable (PermissionError")
+    assert not res.cached and trains["align"] == 1

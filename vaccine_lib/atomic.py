@@ -98,9 +98,13 @@ def verify_folder(path, required=(), deep: bool = False) -> None:
         return
     for name, info in files.items():
         f = path / name
-        size = f.stat().st_size if f.is_file() else None
+        try:
+            size = f.stat().st_size if f.is_file() else None
+            altered = size == info["size"] and (deep or name.endswith(".json")) and sha256_file(f) != info["sha256"]
+        except OSError as exc:
+            raise DamagedFolder(f"{name} is unreadable ({type(exc).__name__}: {exc})") from None
         if size != info["size"]:
             raise DamagedFolder(f"{name} is missing" if size is None else
                                 f"{name} has {size} bytes where {info['size']} were written")
-        if (deep or name.endswith(".json")) and sha256_file(f) != info["sha256"]:
+        if altered:
             raise DamagedFolder(f"{name} is not the file that was written (its sha256 differs)")

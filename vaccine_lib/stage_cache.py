@@ -169,7 +169,8 @@ def cached(path, stage: str, key: str, required=(), deep: bool = False, check=No
             warnings.warn(f"the cached {stage} stage {key} ({path}) cannot be used: {exc}; redoing the stage",
                           IntegrityWarning, stacklevel=3)
             trash = path.with_name(f".tmp-{path.name}-damaged-{os.getpid()}")
-            os.replace(path, trash)  # one rename: no rank or worker sees a half-deleted stage
+            with contextlib.suppress(FileNotFoundError):  # another worker may have moved it first
+                os.replace(path, trash)  # one rename: no rank or worker sees a half-deleted stage
             shutil.rmtree(trash, ignore_errors=True)
     if not _main_decides(res is not None):
         return None
