@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import DamagedFolder, IntegrityWarning, file_list, verify_folder
 from .config import AlignConfig, EvalConfig, FinetuneConfig
 from .data import build, default_data_dir, read_manifest
-from .atomic import DamagedFolder, IntegrityWarning, file_list, verify_folder
 from .errors import ConfigError, VaccineError
 from .models import atomic_save_dir
 from .provenance import provenance
