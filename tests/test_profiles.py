@@ -5,7 +5,8 @@ import shutil
 import pytest
 import yaml
 
-from vaccine_lib.config import AlignConfig, FinetuneConfig, training_args
+from vaccine_lib.config import AlignConfig, FinetuneConfig
+from vaccine_lib.stages import training_args
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.profiles import (

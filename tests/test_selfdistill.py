@@ -1,6 +1,7 @@
-"""Self-distilled alignment data and the benign refusal rate (``vaccine_lib.data.selfdistill``,
-``pipeline.top_answer_share`` / ``pipeline.benign_refusals``), with ``evaluation.generate`` replaced by canned
-answers (no model: ``model`` / ``tok`` are stubs)."""
+"""Self-distilled alignment data and the benign refusal rate (``vaccine_lib.data.selfdistill``, the
+self-distillation stage ``stage_training.selfdistilled`` / ``selfdistill_alignment_rows``,
+``stages.top_answer_share`` / ``stages.benign_refusals``), with ``generate`` replaced by canned answers (no
+model: ``model`` / ``tok`` are stubs)."""
 
 import json
 import random
@@ -8,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-import vaccine_lib.evaluation
-from vaccine_lib import pipeline as pl
+from vaccine_lib import stage_training as st
+from vaccine_lib import stages as pl
 from vaccine_lib.config import EvalConfig
 from vaccine_lib.data import alignment_set, alpaca_prompt, default_data_dir, is_built, load_split
 from vaccine_lib.data import build as data_build
@@ -82,10 +83,11 @@ class FakeGenerate:
 
 @pytest.fixture
 def fake_generate(monkeypatch):
-    """``fake_generate(answer)`` patches ``vaccine_lib.evaluation.generate`` (imported inside the functions)."""
+    """``fake_generate(answer)`` patches ``generate`` where the stages call it."""
     def install(answer):
         fake = FakeGenerate(answer)
-        monkeypatch.setattr(vaccine_lib.evaluation, "generate", fake)
+        monkeypatch.setattr(st, "generate", fake)
+        monkeypatch.setattr(pl, "generate", fake)
         return fake
 
     return install
@@ -155,7 +157,7 @@ def test_selfdistilled_drops_refusals_and_empty_answers(tmp_path, fake_generate)
     gen = fake_generate(_canned)
     model = StubModel(training=True)
     n, seed = 14, 5
-    out = sd.selfdistilled(model, TOK, n, seed, tmp_path / "sd", "HuggingFaceTB/SmolLM2-135M", batch_size=3)
+    out = st.selfdistilled(model, TOK, n, seed, tmp_path / "sd", "HuggingFaceTB/SmolLM2-135M", batch_size=3)
 
     prompts = sd.selfdistill_prompts(n, seed)
     assert len(gen.calls) == 1
@@ -175,7 +177,7 @@ def test_selfdistilled_drops_refusals_and_empty_answers(tmp_path, fake_generate)
 def test_selfdistilled_keeps_eval_mode_of_an_eval_model(tmp_path, fake_generate):
     fake_generate(_helpful)
     model = StubModel(training=False)
-    sd.selfdistilled(model, TOK, 4, 0, tmp_path, "tiny-llama")
+    st.selfdistilled(model, TOK, 4, 0, tmp_path, "tiny-llama")
     assert model.training is False and model.calls[-1] == ("train", False)
 
 
@@ -186,7 +188,7 @@ def test_selfdistilled_restores_mode_when_generate_fails(tmp_path, fake_generate
     fake_generate(boom)
     model = StubModel(training=True)
     with pytest.raises(RuntimeError):
-        sd.selfdistilled(model, TOK, 4, 0, tmp_path, "tiny-llama")
+        st.selfdistilled(model, TOK, 4, 0, tmp_path, "tiny-llama")
     assert model.training is True
     assert list(tmp_path.iterdir()) == []  # nothing cached
 
@@ -194,10 +196,12 @@ def test_selfdistilled_restores_mode_when_generate_fails(tmp_path, fake_generate
 def test_selfdistilled_cache_written_and_read(tmp_path, fake_generate):
     gen = fake_generate(_canned)
     cache = tmp_path / "cache"
-    first = sd.selfdistilled(StubModel(), TOK, 10, 7, cache, "org/SmolLM2-135M")
-    path = cache / f"org--SmolLM2-135M-n10-s7-t{sd.SELFDISTILL_TOKENS}.jsonl"  # "/" in a Hub id -> "--"
-    assert [p.name for p in cache.iterdir()] == [path.name]  # no temporary file left behind
-    assert [json.loads(line) for line in path.read_text().splitlines()] == first
+    first = st.selfdistilled(StubModel(), TOK, 10, 7, cache, "org/SmolLM2-135M")
+    path = cache / f"org--SmolLM2-135M-n10-s7-t{sd.SELFDISTILL_TOKENS}"  # "/" in a Hub id -> "--"
+    assert [p.name for p in cache.iterdir()] == [path.name]  # no temporary folder left behind
+    assert [json.loads(line) for line in (path / "answers.jsonl").read_text().splitlines()] == first
+    done = json.loads((path / "done.json").read_text())  # a stage: provenance and the files it wrote
+    assert done["stage"] == "selfdistill" and "answers.jsonl" in done["files"]
 
     # a second call reads the cache: generate is not called again
     def fail(i, prompt):
@@ -205,13 +209,13 @@ def test_selfdistilled_cache_written_and_read(tmp_path, fake_generate):
 
     gen2 = fake_generate(fail)
     model = StubModel()
-    assert sd.selfdistilled(model, TOK, 10, 7, cache, "org/SmolLM2-135M") == first
+    assert st.selfdistilled(model, TOK, 10, 7, cache, "org/SmolLM2-135M") == first
     assert gen2.calls == [] and model.calls == []
     assert len(gen.calls) == 1
 
     # another seed / size is another file (and another generation)
     gen3 = fake_generate(_helpful)
-    other = sd.selfdistilled(StubModel(), TOK, 10, 8, cache, "org/SmolLM2-135M")
+    other = st.selfdistilled(StubModel(), TOK, 10, 8, cache, "org/SmolLM2-135M")
     assert len(gen3.calls) == 1 and len(other) == 10
     assert len(list(cache.iterdir())) == 2
 
@@ -221,7 +225,7 @@ def test_selfdistilled_cache_written_and_read(tmp_path, fake_generate):
 def test_alignment_rows_counts_fields_and_shuffle(tmp_path, fake_generate, n, f):
     gen = fake_generate(_helpful)
     seed = 3
-    rows = sd.selfdistill_alignment_rows(StubModel(), TOK, n, f, seed, tmp_path, "tiny-llama")
+    rows = st.selfdistill_alignment_rows(StubModel(), TOK, n, f, seed, tmp_path, "tiny-llama")
     n_help = round(n * f)  # (10, 0.25): round(2.5) = 2
     assert len(rows) == n
     assert all(set(r) == FIELDS for r in rows)
@@ -235,27 +239,27 @@ def test_alignment_rows_counts_fields_and_shuffle(tmp_path, fake_generate, n, f)
 
     # exactly: refusals (alignment_set at helpful_fraction 0) + the first n_help kept answers, shuffled with seed
     refusals = [dict(r) for r in alignment_set(n - n_help, seed=seed, helpful_fraction=0.0)] if n > n_help else []
-    cached = sd.selfdistilled(None, TOK, n_help + int(n_help * sd.SELFDISTILL_MARGIN), seed, tmp_path, "tiny-llama")
+    cached = st.selfdistilled(None, TOK, n_help + int(n_help * sd.SELFDISTILL_MARGIN), seed, tmp_path, "tiny-llama")
     expected = refusals + [{k: r[k] for k in FIELDS} for r in cached[:n_help]]
     random.Random(seed).shuffle(expected)
     assert rows == expected
     # deterministic (the second call reads the cache)
-    assert sd.selfdistill_alignment_rows(StubModel(), TOK, n, f, seed, tmp_path, "tiny-llama") == rows
+    assert st.selfdistill_alignment_rows(StubModel(), TOK, n, f, seed, tmp_path, "tiny-llama") == rows
     assert len(gen.calls) == 1
 
 
 def test_alignment_rows_are_shuffled(tmp_path, fake_generate):
     fake_generate(_helpful)
-    rows = sd.selfdistill_alignment_rows(StubModel(), TOK, 32, 0.5, 0, tmp_path, "tiny-llama")
+    rows = st.selfdistill_alignment_rows(StubModel(), TOK, 32, 0.5, 0, tmp_path, "tiny-llama")
     kinds = [r["kind"] for r in rows]
     assert kinds != sorted(kinds) and kinds != sorted(kinds, reverse=True)
-    other = sd.selfdistill_alignment_rows(StubModel(), TOK, 32, 0.5, 1, tmp_path, "tiny-llama")
+    other = st.selfdistill_alignment_rows(StubModel(), TOK, 32, 0.5, 1, tmp_path, "tiny-llama")
     assert other != rows
 
 
 def test_alignment_rows_without_helpful_half_generate_nothing(tmp_path, fake_generate):
     gen = fake_generate(_helpful)
-    rows = sd.selfdistill_alignment_rows(StubModel(), TOK, 8, 0.0, 0, tmp_path / "sd", "tiny-llama")
+    rows = st.selfdistill_alignment_rows(StubModel(), TOK, 8, 0.0, 0, tmp_path / "sd", "tiny-llama")
     assert len(rows) == 8 and {r["kind"] for r in rows} == {"refusal"}
     assert gen.calls == [] and not (tmp_path / "sd").exists()
 
@@ -263,7 +267,7 @@ def test_alignment_rows_without_helpful_half_generate_nothing(tmp_path, fake_gen
 def test_alignment_rows_margin_absorbs_dropped_answers(tmp_path, fake_generate):
     # n_help = 8, 10 answers: two refusals / empty answers still leave 8
     fake_generate(lambda i, p: {2: REFUSAL, 5: ""}.get(i, f"answer {i}"))
-    rows = sd.selfdistill_alignment_rows(StubModel(), TOK, 16, 0.5, 0, tmp_path, "tiny-llama")
+    rows = st.selfdistill_alignment_rows(StubModel(), TOK, 16, 0.5, 0, tmp_path, "tiny-llama")
     helpful = [r for r in rows if r["kind"] == "helpful"]
     assert len(helpful) == 8 and not any(r["output"] in ("", REFUSAL) for r in helpful)
 
@@ -272,7 +276,7 @@ def test_alignment_rows_too_few_answers_is_a_config_error(tmp_path, fake_generat
     # n_help = 8 of 10 answers, but the base model refuses 7 and answers nothing once: 2 kept
     fake_generate(lambda i, p: f"answer {i}" if i < 2 else ("" if i == 2 else REFUSAL))
     with pytest.raises(ConfigError, match=r"align\.helpful_fraction") as err:
-        sd.selfdistill_alignment_rows(StubModel(), TOK, 16, 0.5, 0, tmp_path, "tiny-llama")
+        st.selfdistill_alignment_rows(StubModel(), TOK, 16, 0.5, 0, tmp_path, "tiny-llama")
     assert "kept 2" in str(err.value) and "needs 8" in str(err.value)
 
 
@@ -281,7 +285,7 @@ def test_alignment_rows_helpful_half_is_the_first_answers_in_family_order(tmp_pa
     the margin is cut from the puzzles: 10 / 8 / 2 here, 49 / 38 / 13 in the default run. This is what the regime
     study's A1 trained on (documented in docs/regime.md and the module), kept so the default profile is A1."""
     fake_generate(_helpful)
-    rows = sd.selfdistill_alignment_rows(StubModel(), TOK, 40, 0.5, 0, tmp_path, "tiny-llama")  # n_help = 20
+    rows = st.selfdistill_alignment_rows(StubModel(), TOK, 40, 0.5, 0, tmp_path, "tiny-llama")  # n_help = 20
     fams = Counter(_family(r, pools) for r in rows if r["kind"] == "helpful")
     assert sum(fams.values()) == 20
     assert (fams["sst2"], fams["gsm8k"], fams["puzzle"]) == (10, 8, 2), fams
@@ -306,7 +310,7 @@ def test_benign_eval_rows_families(n, counts, pools):
     assert sd.benign_eval_rows(n) == rows  # fixed: every model answers the same instructions
 
 
-# ------------------------------------------------------------------ pipeline: top_answer_share, benign_refusals
+# ------------------------------------------------------------------ stages: top_answer_share, benign_refusals
 @pytest.mark.parametrize("answers, share", [
     ([], 0.0),
     (["positive"], 100.0),
@@ -358,3 +362,16 @@ def test_benign_refusals_none_refused(fake_generate):
     assert {k: v for k, v in out["metrics"].items() if k.startswith("benign_refusal_")} == {
         "benign_refusal_sst2": 0.0, "benign_refusal_gsm8k": 0.0, "benign_refusal_puzzle": 0.0}
     assert not any(g["refusal"] for g in out["generations"])
+
+
+def test_selfdistilled_damaged_answers_are_regenerated(tmp_path, fake_generate):
+    """The self-distillation stage is verified like every stage: truncated answers are redone, saying so."""
+    from vaccine_lib.atomic import IntegrityWarning
+
+    gen = fake_generate(_helpful)
+    first = st.selfdistilled(StubModel(), TOK, 6, 0, tmp_path, "tiny-llama")
+    answers = tmp_path / f"tiny-llama-n6-s0-t{sd.SELFDISTILL_TOKENS}" / "answers.jsonl"
+    answers.write_text(answers.read_text()[:30])
+    with pytest.warns(IntegrityWarning, match="selfdistill stage .*answers.jsonl has 30 bytes"):
+        assert st.selfdistilled(StubModel(), TOK, 6, 0, tmp_path, "tiny-llama") == first
+    assert len(gen.calls) == 2

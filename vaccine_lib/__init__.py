@@ -33,10 +33,10 @@ _EXPORTS = {
     "VaccineConfig": ("vaccine", "VaccineConfig"),
     "VaccineTrainer": ("vaccine", "VaccineTrainer"),
     "load_model": ("models", "load_model"),
-    "align": ("pipeline", "align"),
-    "finetune": ("pipeline", "finetune"),
-    "evaluate": ("pipeline", "evaluate"),
-    "drift_stage": ("pipeline", "drift"),
+    "align": ("stages", "align"),
+    "finetune": ("stages", "finetune"),
+    "evaluate": ("stages", "evaluate"),
+    "drift_stage": ("stages", "drift"),
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -1,15 +1,34 @@
-"""Atomic file writes: write a temp file in the target's folder, then ``os.replace`` it into place.
+"""Atomic writes and verified folders.
 
-A crash leaves at most a ``.tmp-*`` file, never a half-written target that a later run would take
-for complete. (Whole directories: ``vaccine_lib.models.atomic_save_dir``.)
+- Files: write a temp file in the target's folder, then ``os.replace`` it into place. A crash leaves at most
+  a ``.tmp-*`` file, never a half-written target that a later run would take for complete. (Whole
+  directories: ``vaccine_lib.models.atomic_save_dir``.)
+- Folders: a finished folder (a stage) lists in its ``done.json`` the size and sha256 of every file it holds
+  (:func:`file_list`); :func:`verify_folder` checks them before the folder is used and raises
+  :class:`DamagedFolder` naming the first missing, truncated, altered or unreadable file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
+
+from .errors import VaccineError
+
+_LEGACY_NOTED: list = []
+
+
+class DamagedFolder(VaccineError):
+    """A finished folder is incomplete, altered or unreadable; the message names the file."""
+
+
+class IntegrityWarning(UserWarning):
+    """A finished folder failed its check and is redone, or can only be partly checked; the message says which."""
 
 
 @contextlib.contextmanager
@@ -39,3 +58,53 @@ def atomic_write_bytes(path, data: bytes, prefix: str = ".tmp-") -> None:
 
 def atomic_write_text(path, text: str, prefix: str = ".tmp-") -> None:
     atomic_write_bytes(path, text.encode("utf-8"), prefix)
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_list(folder) -> dict:
+    """``{relative path: {"size", "sha256"}}`` of every file under ``folder`` but ``done.json``."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "done.json"}
+
+
+def verify_folder(path, required=(), deep: bool = False) -> None:
+    """:class:`DamagedFolder` unless the folder holds what its ``done.json`` lists: each file with its size (and
+    sha256: JSON files always, every file with ``deep``), and the ``required`` files. A ``done.json`` without a
+    file list (written before folders recorded their files) is only checked for missing or empty ``required``
+    files (said once per process)."""
+    path = Path(path)
+    try:
+        files = json.loads((path / "done.json").read_text()).get("files")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DamagedFolder(f"done.json is unreadable ({type(exc).__name__}: {exc})") from None
+    for name in required:
+        if not (path / name).is_file() or (files is None and (path / name).stat().st_size == 0):
+            raise DamagedFolder(f"{name} is missing" + (" or empty" if files is None else ""))
+    if files is None:
+        if not _LEGACY_NOTED:
+            _LEGACY_NOTED.append(path)
+            warnings.warn(f"{path}: done.json has no file list (written before folders recorded their files), so it "
+                          "and similar folders are only checked for missing or empty files, not for altered ones. "
+                          "Fix: delete such a folder to have it redone with the full check.",
+                          IntegrityWarning, stacklevel=3)
+        return
+    for name, info in files.items():
+        f = path / name
+        try:
+            size = f.stat().st_size if f.is_file() else None
+            altered = size == info["size"] and (deep or name.endswith(".json")) and sha256_file(f) != info["sha256"]
+        except OSError as exc:
+            raise DamagedFolder(f"{name} is unreadable ({type(exc).__name__}: {exc})") from None
+        if size != info["size"]:
+            raise DamagedFolder(f"{name} is missing" if size is None else
+                                f"{name} has {size} bytes where {info['size']} were written")
+        if altered:
+            raise DamagedFolder(f"{name} is not the file that was written (its sha256 differs)")

@@ -189,7 +189,6 @@ class TrainConfig(StageConfig):
     device: Literal[DEVICES] = _field("auto", "where to train ('auto': CUDA when present)", point=True)
 
 
-
     def target_modules(self) -> list[str]:
         """``lora_targets`` as the module-name list ``vaccine_lib.lora.add_lora`` takes."""
         return list(LORA_TARGETS[self.lora_targets]) if isinstance(self.lora_targets, str) else list(self.lora_targets)
@@ -260,7 +259,6 @@ class FinetuneConfig(TrainConfig):
         {}, "per-task changes, e.g. {gsm8k: {n: 4000}}")
 
 
-
     @model_validator(mode="after")
     def _combinations(self):
         a = self.align
@@ -320,7 +318,6 @@ class EvalConfig(StageConfig):
     device: Literal[DEVICES] = _field("auto", "where to evaluate", point=True)
 
 
-
     @model_validator(mode="after")
     def _distinct(self):
         if self.judge in self.rejudge:
@@ -352,7 +349,6 @@ class OverheadConfig(StageConfig):
     seq_len: int = _field(128, "tokens per row of the timed steps", ge=8, le=8192)
     taus: Annotated[list[int], _each_in("tau", "tau")] = _field([5], "Accelerated Vaccine periods to time",
                                                                 min_length=1)
-
 
 
 @dataclass(frozen=True)
@@ -392,30 +388,6 @@ class Sweeps(StageConfig):
                                                          min_length=1)
     lora_modes: list[Literal[LORA_MODES]] = _field(["double", "single"], "LoRA modes of Table 8", min_length=1)
     lora_defenses: list[Label] = _field(["SFT", "Vaccine"], "methods of Table 8", min_length=1)
-
-
-
-
-
-
-
-def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
-    """The ``TrainingArguments`` (or subclass ``cls``, e.g. ``VaccineConfig``) of a stage config.
-
-    AdamW with ``weight_decay``, ``lr_scheduler`` and a warm-up of ``warmup_ratio`` of the steps
-    (transformers 5 takes the ratio as ``warmup_steps`` < 1), one log entry per step, no checkpoints,
-    no reporting; ``device: cpu`` trains on the CPU even when a GPU is present.
-    """
-    from transformers import TrainingArguments
-
-    cls = cls or TrainingArguments
-    return cls(
-        output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=float(cfg.warmup_ratio),
-        lr_scheduler_type=cfg.lr_scheduler, logging_steps=1, save_strategy="no", report_to="none",
-        dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True,
-        use_cpu=cfg.device == "cpu", **extra)
 
 
 # torch is imported inside the three functions below: it takes ~2.5 s, and config is imported by every CLI

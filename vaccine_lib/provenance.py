@@ -14,12 +14,11 @@ import os
 import platform
 import subprocess
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .atomic import atomic_write_text
-
-from .paths import REPO_ROOT  # noqa: E402
-
+from .paths import REPO_ROOT
 
 #: tracked paths whose uncommitted changes make a result "dirty": the code, configs and notebook sources. The
 #: outputs a run writes itself (figures/, README.md blocks, the executed notebooks/*.ipynb of the committed
@@ -37,20 +36,18 @@ def git_state() -> dict:
 
     try:
         head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return {"commit": None, "dirty": None}
         status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
-        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 @functools.lru_cache(maxsize=1)
 def environment() -> dict:
     """Library versions and hardware (no host names, no user names)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
+    import torch  # lazy: tables and figures record provenance without loading torch until here
 
     libs = {}
     for dist in ("torch", "transformers", "peft", "accelerate", "datasets", "vaccine_lib"):
@@ -93,12 +90,10 @@ def keys_and_seeds(df) -> dict:
 def record(folder, name: str, **extra) -> Path:
     """Add (or replace) the entry ``name`` in ``folder/provenance.json`` (atomic write)."""
     path = Path(folder) / "provenance.json"
-    entries = {}
-    if path.is_file():
-        try:
-            entries = json.loads(path.read_text())
-        except ValueError:
-            entries = {}
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a damaged provenance file is rewritten
+        entries = {}
     entries[name] = provenance(**CONTEXT, **extra)
     atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True, default=str) + "\n")
     return path

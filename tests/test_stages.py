@@ -1,4 +1,4 @@
-"""Pipeline caching on the tiny random Llama: cached reruns, partial reruns, interrupted stages, version keys."""
+"""Stage caching on the tiny random Llama: cached reruns, partial reruns, interrupted stages, version keys."""
 
 import json
 import os
@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from vaccine_lib import pipeline as P
+from vaccine_lib import stage_training as T
+from vaccine_lib import stages as P
 from vaccine_lib.errors import ConfigError
 
 ALIGN = P.AlignConfig(model="tiny-llama", method="sft", n=8, max_steps=2, batch_size=4, max_length=64, device="cpu")
@@ -36,7 +37,7 @@ def run_dir(tmp_path_factory):
 @pytest.fixture
 def count_trains(monkeypatch):
     calls = {"align": 0, "finetune": 0}
-    real_a, real_f = P._train_align, P._train_finetune
+    real_a, real_f = T.train_align, T.train_finetune
 
     def a(*args, **kw):
         calls["align"] += 1
@@ -46,8 +47,8 @@ def count_trains(monkeypatch):
         calls["finetune"] += 1
         return real_f(*args, **kw)
 
-    monkeypatch.setattr(P, "_train_align", a)
-    monkeypatch.setattr(P, "_train_finetune", f)
+    monkeypatch.setattr(T, "train_align", a)
+    monkeypatch.setattr(T, "train_finetune", f)
     return calls
 
 
@@ -106,7 +107,7 @@ def test_interrupt_during_training_leaves_no_stage(run_dir, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(P, "_train_finetune", boom)
+    monkeypatch.setattr(T, "train_finetune", boom)
     with pytest.raises(KeyboardInterrupt):
         P.finetune(cfg, run_dir)
     path = P.stage_dir(run_dir, "finetune", cfg)
@@ -115,7 +116,7 @@ def test_interrupt_during_training_leaves_no_stage(run_dir, monkeypatch):
 
 
 def test_hash_stable_across_processes():
-    code = ("from vaccine_lib import pipeline as P;"
+    code = ("from vaccine_lib import stages as P;"
             "a=P.AlignConfig(model='tiny-llama', method='vaccine', rho=3.0);"
             "print(P.align_key(a), P.finetune_key(P.FinetuneConfig(align=a, p=0.2)))")
     env = {**os.environ, "PYTHONHASHSEED": "123"}
@@ -220,10 +221,10 @@ def test_keys_follow_stage_versions_not_source_bytes(monkeypatch, tmp_path):
     before = (P.align_key(ALIGN), P.finetune_key(_ft()))
     pkg = tmp_path / "vaccine_lib"
     shutil.copytree(os.path.dirname(vaccine_lib.__file__), pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    for mod in ("pipeline.py", "vaccine.py"):
+    for mod in ("stages.py", "stage_cache.py", "vaccine.py"):
         text = (pkg / mod).read_text()
         (pkg / mod).write_text(text.replace('"""', '"""Edited docstring. ', 1))
-    code = ("from vaccine_lib import pipeline as P\n"
+    code = ("from vaccine_lib import stages as P\n"
             "a = P.AlignConfig(model='tiny-llama', method='sft', n=8, max_steps=2, batch_size=4, max_length=64, "
             "device='cpu')\n"
             "f = P.FinetuneConfig(align=a, n=8, p=0.5, max_steps=2, batch_size=4, max_length=160, device='cpu')\n"
@@ -265,7 +266,7 @@ def test_wait_has_a_timeout_and_says_what_it_waits_for(tmp_path):
 
 
 def test_results_store_reads_the_stage_cache(run_dir, tmp_path):
-    """One store: ResultsStore reads the evaluations pipeline.evaluate wrote, and writes the same layout."""
+    """One store: ResultsStore reads the evaluations stages.evaluate wrote, and writes the same layout."""
     from vaccine_lib.evaluation import ResultsStore
 
     ev = P.EvalConfig(n_harmful=3, n_task=3, max_new_tokens=4, judge="keyword", batch_size=4)

@@ -1,0 +1,313 @@
+"""The stage cache: stage keys and folders, atomic writes, the check before use, rank safety.
+
+- A stage's folder (:func:`stage_dir`, the one path rule) is named by its **stage key**: a hash of the config
+  fields that change its result (``cfg.effective()``), the data manifest's hash, ``STAGE_VERSION[stage]`` and
+  the upstream stage's key. Source files are *not* hashed: editing a docstring retrains nothing; a change
+  that alters a stage's results must bump its ``STAGE_VERSION``.
+- A stage is written into a ``.tmp-*`` folder (holding its owner's pid), renamed into place after
+  ``done.json``, which lists the size and sha256 of every file the stage wrote (``atomic.file_list``).
+  ``.tmp-*`` folders of dead processes are removed on the next run (:func:`clean_stale`).
+- A finished stage is verified before use (:func:`cached`, ``atomic.verify_folder``): sizes always, hashes of
+  the JSON files always and of every file before a model or table is loaded from it (``deep``). A damaged
+  stage is redone with an ``IntegrityWarning`` naming the stage and the file.
+- Under ``torchrun`` / ``accelerate launch`` (a torch.distributed process group is initialised) rank 0 alone
+  verifies and writes; with ``collective`` (training) every rank runs the stage (DDP) and the others throw
+  their copy away, then wait (with a timeout) and read it. Rank variables alone are ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .atomic import DamagedFolder, IntegrityWarning, file_list, verify_folder
+from .config import AlignConfig, EvalConfig, FinetuneConfig
+from .data import build, default_data_dir, read_manifest
+from .errors import ConfigError, VaccineError
+from .models import atomic_save_dir
+from .provenance import provenance
+
+#: bump a stage's entry when a code change alters its results (its cached outputs are then retrained)
+STAGE_VERSION = {"align": 2, "finetune": 1, "eval": 2, "drift": 1}
+#: how long a non-main rank waits for rank 0 to finish a stage (seconds; ``$VACCINE_STAGE_WAIT_S``)
+STAGE_WAIT_S = float(os.environ.get("VACCINE_STAGE_WAIT_S", 6 * 3600))
+#: the files every stage writes besides its own
+RESULT_FILES = ("config.json", "metrics.json", "log_history.json")
+#: launcher variables that transformers / accelerate would act on
+_RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK")
+_DATA_VERSIONS: dict[str, str] = {}
+
+
+@dataclass
+class StageResult:
+    """What a stage returns (also what it stored on disk)."""
+
+    path: Path | None
+    config: dict
+    metrics: dict
+    log_history: list = field(default_factory=list)
+    cached: bool = False
+    key: str = ""
+    stage: str = ""
+    cfg: Any = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------- keys and folders
+
+
+def data_version(source: str = "offline") -> str:
+    """Hash of the processed splits' checksums (builds the offline data first if missing); ``"hub"`` for Hub data."""
+    if source == "hub":
+        return "hub"
+    if source not in _DATA_VERSIONS:
+        manifest = read_manifest(default_data_dir()) or build()
+        sums = {name: info.get("sha256") for name, info in sorted(manifest.get("splits", {}).items())}
+        _DATA_VERSIONS[source] = hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
+    return _DATA_VERSIONS[source]
+
+
+def stage_key(stage: str, config: dict, source: str, upstream: str = "", extra: dict | None = None) -> str:
+    """sha256 of (stage, STAGE_VERSION, the config fields that change the result, data version, upstream key)."""
+    payload = {"stage": stage, "version": STAGE_VERSION[stage], "config": config, "data": data_version(source),
+               "upstream": upstream, "extra": extra or {}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def align_key(cfg: AlignConfig) -> str:
+    return stage_key("align", cfg.effective(), cfg.source)
+
+
+def need_align(cfg: FinetuneConfig) -> AlignConfig:
+    if cfg.align is None:
+        raise ConfigError("FinetuneConfig.align is None; a fine-tuning stage needs its alignment stage "
+                          "(vaccine_lib.grids.finetune_config builds both from a profile)")
+    return cfg.align
+
+
+def finetune_key(cfg: FinetuneConfig) -> str:
+    return stage_key("finetune", cfg.effective(), need_align(cfg).source, upstream=align_key(cfg.align))
+
+
+def eval_key(cfg, eval_cfg: EvalConfig, tasks) -> str:
+    """Key of the evaluation of an ``AlignConfig`` / ``FinetuneConfig``'s (or ``StageResult``'s) model on ``tasks``."""
+    cfg = cfg.cfg if isinstance(cfg, StageResult) else cfg
+    kind = "finetune" if isinstance(cfg, FinetuneConfig) else "align"
+    a = need_align(cfg) if kind == "finetune" else cfg
+    upstream = finetune_key(cfg) if kind == "finetune" else align_key(cfg)
+    return stage_key("eval", eval_cfg.effective(), a.source, upstream=upstream,
+                     extra={"kind": kind, "tasks": list(tasks)})
+
+
+def drift_key(cfg: FinetuneConfig, n_samples: int) -> str:
+    return stage_key("drift", {"n_samples": int(n_samples)}, need_align(cfg).source, upstream=finetune_key(cfg))
+
+
+def stage_dir(run_dir, stage: str, cfg) -> Path:
+    """Folder of a stage (finished or not) under ``run_dir``: the one stage-path rule. ``cfg``: the
+    ``AlignConfig`` / ``FinetuneConfig`` of an ``align`` / ``finetune`` stage, the stage key (``eval_key`` /
+    ``drift_key``) of an ``eval`` / ``drift`` stage."""
+    run_dir = Path(run_dir)
+    if stage in ("eval", "drift"):
+        if not isinstance(cfg, str):
+            raise ConfigError(f"stage_dir(run_dir, {stage!r}, key): pass the {stage} stage's key, not a "
+                              f"{type(cfg).__name__}")
+        return run_dir / stage / cfg
+    if stage == "align":
+        return run_dir / "align" / f"{_slug(cfg.model)}-{cfg.method}-{align_key(cfg)}"
+    if stage == "finetune":
+        a = need_align(cfg)
+        name = f"{_slug(a.model)}-{a.method}-{cfg.defense}-{cfg.task}-p{cfg.p:g}-{finetune_key(cfg)}"
+        return run_dir / "finetune" / name
+    raise ConfigError(f"unknown stage {stage!r}; allowed values: align, finetune, eval, drift")
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[-40:]
+
+
+# --------------------------------------------------------------------------- finished stages
+
+
+def is_done(path) -> bool:
+    """A stage counts as finished once its ``done.json`` exists (written last); :func:`cached` verifies it."""
+    return (Path(path) / "done.json").is_file()
+
+
+def read_result(path: Path, stage: str, key: str) -> StageResult:
+    """The stored :class:`StageResult` (``cached=True``); :class:`DamagedFolder` for a file that does not parse."""
+    loaded = []
+    for name in RESULT_FILES:
+        try:
+            loaded.append(json.loads((path / name).read_text()))
+        except (OSError, ValueError) as exc:
+            raise DamagedFolder(f"{name} is unreadable ({type(exc).__name__}: {exc})") from None
+    return StageResult(path, *loaded, cached=True, key=key, stage=stage)
+
+
+def cached(path, stage: str, key: str, required=(), deep: bool = False, check=None) -> StageResult | None:
+    """The finished, verified stage at ``path`` (every rank gets rank 0's answer), or None if it must be run.
+    A damaged one is removed, saying which file failed; ``check(result)`` may raise :class:`DamagedFolder`."""
+    path, res = Path(path), None
+    if _rank() == 0 and is_done(path):
+        try:
+            verify_folder(path, (*RESULT_FILES, *required), deep)
+            res = read_result(path, stage, key)
+            if check is not None:
+                check(res)
+        except DamagedFolder as exc:
+            res = None
+            warnings.warn(f"the cached {stage} stage {key} ({path}) cannot be used: {exc}; redoing the stage",
+                          IntegrityWarning, stacklevel=3)
+            trash = path.with_name(f".tmp-{path.name}-damaged-{os.getpid()}")
+            with contextlib.suppress(FileNotFoundError):  # another worker may have moved it first
+                os.replace(path, trash)  # one rename: no rank or worker sees a half-deleted stage
+            shutil.rmtree(trash, ignore_errors=True)
+    if not _main_decides(res is not None):
+        return None
+    return res if res is not None else read_result(path, stage, key)
+
+
+def run(path, stage: str, key: str, write, seed: int | None = None, collective: bool = False) -> StageResult:
+    """Run a stage: ``write(tmp) -> (config, metrics, log_history)``, on every rank with ``collective``."""
+    path = Path(path)
+    dist = _process_group()
+    if dist is not None and dist.get_world_size() > 1:
+        return _run_ranked(dist, path, stage, key, write, seed, collective)
+    with _single_process_env():
+        return _write(path, stage, key, write, seed)
+
+
+def run_cached(path, stage: str, key: str, write, seed: int | None = None, collective: bool = False,
+               required=(), deep: bool = False, check=None) -> StageResult:
+    """The cached stage at ``path`` (:func:`cached`) or run it (:func:`run`)."""
+    return cached(path, stage, key, required, deep, check) or run(path, stage, key, write, seed, collective)
+
+
+def _write(path: Path, stage: str, key: str, write, seed: int | None) -> StageResult:
+    """One process: ``write`` into a temporary folder renamed into place after ``done.json``."""
+    clean_stale(path.parent)
+    if path.exists() and not is_done(path):  # left over from an interrupted run without done.json: redo it
+        shutil.rmtree(path)
+
+    def writer(tmp: Path) -> None:
+        (tmp / "owner.json").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+        for name, obj in zip(RESULT_FILES, write(tmp)):
+            (tmp / name).write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+        (tmp / "owner.json").unlink()
+        (tmp / "done.json").write_text(json.dumps(provenance(stage=stage, key=key, seed=seed, files=file_list(tmp)),
+                                                  indent=1, sort_keys=True, default=str))
+
+    atomic_save_dir(path, writer)
+    res = read_result(path, stage, key)
+    res.cached = False
+    return res
+
+
+def clean_stale(parent: Path, max_age_s: float = 24 * 3600) -> list[Path]:
+    """Remove ``.tmp-*`` stage folders under ``parent`` whose owner process is dead (or, without an
+    owner file, older than ``max_age_s``). Returns what was removed."""
+    removed = []
+    for tmp in Path(parent).glob(".tmp-*") if Path(parent).is_dir() else ():
+        if not tmp.is_dir():
+            continue
+        try:
+            info = json.loads((tmp / "owner.json").read_text())
+            dead = info.get("host") == os.uname().nodename and not _pid_alive(int(info["pid"]))
+        except (OSError, ValueError, KeyError):
+            dead = time.time() - tmp.stat().st_mtime > max_age_s
+        if dead:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+@contextlib.contextmanager
+def _single_process_env():
+    """Without an initialised process group, rank variables left in the environment (e.g. ``WORLD_SIZE=2 RANK=1``
+    on a cluster pod) are ignored: they are hidden from transformers / accelerate while the stage runs."""
+    stale = {k: os.environ[k] for k in _RANK_VARIABLES if k in os.environ}
+    if stale and int(stale.get("WORLD_SIZE", "1") or 1) > 1:
+        warnings.warn(f"ignoring {', '.join(f'{k}={v}' for k, v in stale.items())}: no torch.distributed process group "
+                      "is initialised, so this process trains alone. Start with torchrun / accelerate launch "
+                      "(python -m vaccine_lib.train) to train data parallel.", stacklevel=4)
+    for k in stale:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(stale)
+
+
+def _process_group():
+    """``torch.distributed`` if its default process group is initialised (rank variables alone are not trusted)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
+def _rank() -> int:
+    dist = _process_group()
+    return dist.get_rank() if dist is not None else 0
+
+
+def _main_decides(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank, so all ranks take the same branch."""
+    dist = _process_group()
+    if dist is None:
+        return flag
+    box = [bool(flag)]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: float = 0.5, say=print) -> None:
+    """Wait until ``path/done.json`` exists, saying what it waits for every minute; VaccineError after ``timeout_s``."""
+    t0 = last = time.monotonic()
+    while not is_done(path):
+        now = time.monotonic()
+        if now - t0 > timeout_s:
+            raise VaccineError(f"rank {_rank()}: waited {timeout_s:.0f} s for {what} ({path}) and it never finished; "
+                               "is rank 0 still alive? Fix: check rank 0's log, or raise $VACCINE_STAGE_WAIT_S.")
+        if now - last > 60:
+            say(f"rank {_rank()}: waiting for {what} ({now - t0:.0f} s of at most {timeout_s:.0f} s)", flush=True)
+            last = now
+        time.sleep(poll_s)
+
+
+def _run_ranked(dist, path: Path, stage: str, key: str, write, seed, collective: bool) -> StageResult:
+    rank = dist.get_rank()
+    if rank == 0:
+        res = _write(path, stage, key, write, seed)
+        if collective:
+            dist.barrier()
+        return res
+    if collective:
+        with tempfile.TemporaryDirectory(prefix=f"vaccine-{stage}-rank{rank}-") as tmp:
+            write(Path(tmp))
+        dist.barrier()
+    wait_for(path, f"rank 0 to write the {stage} stage {key}")
+    res = read_result(path, stage, key)
+    res.cached = False
+    return res
