@@ -67,7 +67,7 @@ def test_huge_lr_fails_the_align_stage_before_anything_is_written(lora_model, tm
 def test_diverged_stage_is_never_cached(lora_model, tmp_path):
     """A stage trained inside atomic_save_dir (as the pipeline does): divergence leaves no folder, no temp."""
     from vaccine_lib.lora import save_lora
-    from vaccine_lib.models import atomic_save_dir
+    from vaccine_lib.atomic import atomic_save_dir
 
     def stage(tmp):
         model = lora_model()

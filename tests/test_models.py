@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 
+from vaccine_lib import atomic as A
 from vaccine_lib import hooks as H
 from vaccine_lib import models as M
 from vaccine_lib.errors import ConfigError, OfflineError
@@ -65,9 +66,9 @@ def test_atomic_save_dir_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        M.atomic_save_dir(tmp_path / "out", boom)
+        A.atomic_save_dir(tmp_path / "out", boom)
     assert list(tmp_path.iterdir()) == []
-    M.atomic_save_dir(tmp_path / "out", lambda d: (d / "ok.txt").write_text("y"))
+    A.atomic_save_dir(tmp_path / "out", lambda d: (d / "ok.txt").write_text("y"))
     assert (tmp_path / "out" / "ok.txt").read_text() == "y"
 
 

@@ -1,8 +1,8 @@
 """Atomic writes and verified folders.
 
 - Files: write a temp file in the target's folder, then ``os.replace`` it into place. A crash leaves at most
-  a ``.tmp-*`` file, never a half-written target that a later run would take for complete. (Whole
-  directories: ``vaccine_lib.models.atomic_save_dir``.)
+  a ``.tmp-*`` file, never a half-written target that a later run would take for complete. Whole folders:
+  :func:`atomic_save_dir` (written in a temp folder, renamed into place in one step).
 - Folders: a finished folder (a stage) lists in its ``done.json`` the size and sha256 of every file it holds
   (:func:`file_list`); :func:`verify_folder` checks them before the folder is used and raises
   :class:`DamagedFolder` naming the first missing, truncated, altered or unreadable file.
@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -58,6 +59,24 @@ def atomic_write_bytes(path, data: bytes, prefix: str = ".tmp-") -> None:
 
 def atomic_write_text(path, text: str, prefix: str = ".tmp-") -> None:
     atomic_write_bytes(path, text.encode("utf-8"), prefix)
+
+
+def atomic_save_dir(target, write) -> Path:
+    """Run ``write(tmpdir)`` then rename tmpdir to ``target`` in one step (a crash leaves only a ``.tmp-*`` folder,
+    never mistaken for a finished ``target``); when another process finished ``target`` first, keep theirs."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
 
 
 def sha256_file(path) -> str:

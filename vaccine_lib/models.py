@@ -28,7 +28,7 @@ import transformers as tf
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from .atomic import atomic_write_text
+from .atomic import DamagedFolder, atomic_save_dir, atomic_write_text, file_list, verify_folder
 from .config import MODELS
 from .errors import ConfigError, MissingPackageError, check_seed
 from .hooks import unwrap
@@ -100,26 +100,6 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def atomic_save_dir(target: Path, write) -> Path:
-    """Run ``write(tmpdir)`` then rename tmpdir to ``target`` in one step.
-
-    A crash leaves only a ``.tmp-*`` folder that is never mistaken for a finished ``target``.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():  # another process finished first; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
 
 
 # [lib] Hub failures go through vaccine_lib.hub (one place for every Hub path)
@@ -195,70 +175,32 @@ def _converted_dir(name: str) -> Path:
     return cache_dir() / "models" / name
 
 
-#: per-file sizes and sha256 of a converted checkpoint, written inside it by the conversion
-CACHE_MANIFEST = "vaccine_lib-files.json"
-_HASH_VERIFIED: set[tuple] = set()  # (path, size, mtime_ns) whose sha256 matched, this process
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+#: the file list (size + sha256 of every file) a converted checkpoint carries, as a stage folder does
+CACHE_MANIFEST = "done.json"
+_HASH_VERIFIED: set[tuple] = set()  # (folder, manifest mtime_ns) whose files' sha256 matched, this process
 
 
 def _write_file_manifest(folder: Path) -> None:
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(Path(folder).iterdir()) if p.is_file() and p.name != CACHE_MANIFEST}
-    atomic_write_text(Path(folder) / CACHE_MANIFEST, json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
-
-
-def _safetensors_complete(path: Path) -> bool:
-    """The safetensors header's tensor extents end exactly at the file's end (a truncated file fails)."""
-    try:
-        with open(path, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(n))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        return path.stat().st_size == 8 + n + end
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    atomic_write_text(Path(folder) / CACHE_MANIFEST, json.dumps({"files": file_list(folder)}, indent=1) + "\n")
 
 
 def verify_cached_checkpoint(folder: Path, full_hash: bool = False) -> str | None:
     """None if the converted checkpoint in ``folder`` is intact, else what is wrong.
 
-    Sizes are always compared with ``CACHE_MANIFEST``; ``full_hash`` also compares every file's
-    sha256 (once per process per unchanged file). A folder converted before the manifest existed
-    is adopted when its safetensors files are complete (the manifest is written then).
+    Sizes are always compared with its file list; ``full_hash`` also compares every file's sha256 (once per
+    process per unchanged folder). A folder converted before checkpoints carried a file list is reconverted.
     """
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        return "config.json is missing"
-    manifest_path = folder / CACHE_MANIFEST
+    if not (folder / CACHE_MANIFEST).is_file():
+        return f"{CACHE_MANIFEST} (its file list) is missing"
+    key = (str(folder), (folder / CACHE_MANIFEST).stat().st_mtime_ns)
+    deep = full_hash and key not in _HASH_VERIFIED
     try:
-        files = json.loads(manifest_path.read_text())["files"]
-    except FileNotFoundError:
-        bad = [p.name for p in folder.glob("*.safetensors") if not _safetensors_complete(p)]
-        if bad or not list(folder.glob("*.safetensors")):
-            return f"{', '.join(bad) or 'model.safetensors'} is truncated or missing"
-        _write_file_manifest(folder)  # adopt a legacy conversion
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"{CACHE_MANIFEST} is unreadable"
-    for fname, entry in files.items():
-        path = folder / fname
-        if not path.is_file():
-            return f"{fname} is missing"
-        st = path.stat()
-        if st.st_size != entry["size"]:
-            return f"{fname} has {st.st_size} bytes, expected {entry['size']} (truncated or replaced)"
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        if full_hash and key not in _HASH_VERIFIED:
-            if _sha256(path) != entry["sha256"]:
-                return f"{fname} has a different sha256 than when it was converted (corrupted)"
-            _HASH_VERIFIED.add(key)
+        verify_folder(folder, ("config.json",), deep=deep)
+    except DamagedFolder as exc:
+        return str(exc)
+    if deep:
+        _HASH_VERIFIED.add(key)
     return None
 
 

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import DamagedFolder, IntegrityWarning, file_list, verify_folder
+from .atomic import DamagedFolder, IntegrityWarning, atomic_save_dir, file_list, verify_folder
 from .config import AlignConfig, EvalConfig, FinetuneConfig
 from .data import build, default_data_dir, read_manifest
 from .errors import ConfigError, VaccineError
-from .models import atomic_save_dir
 from .provenance import provenance
 
 #: bump a stage's entry when a code change alters its results (its cached outputs are then retrained)

@@ -77,7 +77,7 @@ class ResultsStore:
         """
         import shutil
 
-        from ..models import atomic_save_dir
+        from ..atomic import atomic_save_dir
         from ..provenance import provenance
 
         if not isinstance(config, dict) or not config:
