@@ -1,12 +1,14 @@
 """Generated blocks of the README: ``<!-- name:begin -->`` ... ``<!-- name:end -->``.
 
-Result text in the README is never typed by hand: each block is rendered from a committed table
-(claims, runtime, benchmarks) by the module that owns it, and a test compares the two.
+Result text in the README is never typed by hand: each block is rendered from a committed table (claims,
+runtime, benchmarks) by the module that owns the table, through :func:`render` here, and a test compares the
+two. No notebook writes the README: ``make readme`` regenerates every block from the committed tables.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from .atomic import atomic_write_text
 from .errors import ConfigError
@@ -17,6 +19,22 @@ README = REPO_ROOT / "README.md"
 
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def md_table(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A markdown table; ``|`` and line breaks inside cells are escaped."""
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def render(name: str, header: str, body: str) -> str:
+    """The block ``name`` (markers included): the header line (what generated it, from which table), a blank
+    line, then ``body`` (usually :func:`md_table`)."""
+    begin, end = markers(name)
+    return f"{begin}\n{header}\n\n{body}\n{end}"
 
 
 def split(text: str, name: str) -> tuple[str, str, str]:
