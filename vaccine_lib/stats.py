@@ -1,18 +1,11 @@
-"""Paired statistics for the claims table: effects with 95 % CIs, exact paired tests, verdict rules.
+"""Paired statistics for the claims table: effects with 95 % CIs (:class:`Estimate`) and the verdict rules
+(:func:`verdict`, :func:`interval_verdict`) that turn them into held / refuted / inconclusive: no verdict is typed.
 
-Every estimator returns an :class:`Estimate` (effect, CI, method, sizes); :func:`verdict` (a direction
-claim) and :func:`interval_verdict` / :func:`equivalence_verdict` (an "about x" claim) turn it into
-``held`` / ``refuted`` / ``inconclusive`` by rules fixed here, so no verdict is typed by hand.
-
-Outcome inputs are tidy frames with one row per (seed, item): ``item`` is the prompt / test item (the same
-items for every model, so comparisons are **paired over items**), ``seed`` the training seed (a second
-resampling level when there are >= 2 seeds). The bootstrap is two-level: each replicate resamples seeds
-with replacement, then items with replacement, and recomputes the statistic from the per-condition means.
-Items and seeds are crossed (every seed answers every item), and resampling both counts the item-by-seed
-noise more than once, so with >= 2 seeds the interval is conservative: in simulations (tests/test_stats.py)
-its coverage was 1.00 with no seed-level effect and 0.91-0.96 with one; with one seed it was 0.95-0.97.
-scipy's ``stats.bootstrap`` resamples one level only, so the two-level resampling is written here (as
-multinomial weights: no copies of the data); scipy supplies the exact binomial test and the t quantiles.
+Outcomes are tidy frames, one row per (seed, item); every model answers the same items, so comparisons are
+**paired over items**. The bootstrap is two-level: each replicate resamples seeds, then items (multinomial
+weights, no copies; scipy's ``bootstrap`` has one level only). Items and seeds are crossed, so with >= 2 seeds
+the item-by-seed noise is counted more than once and the interval is conservative: in simulations
+(tests/test_stats.py) its coverage was 1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed.
 """
 
 from __future__ import annotations
@@ -41,8 +34,7 @@ VERDICTS = (HELD, REFUTED, INCONCLUSIVE, NOT_RUN)
 
 @dataclass(frozen=True)
 class Estimate:
-    """An effect with its confidence interval: ``lo``/``hi`` are NaN when none can be computed (one seed of a
-    per-model metric); ``p_value`` is set where an exact test ran (McNemar on one seed of paired binary outcomes)."""
+    """An effect and its CI (``lo``/``hi`` NaN when there is none); ``p_value`` where an exact test ran."""
 
     effect: float
     lo: float = math.nan
@@ -63,12 +55,8 @@ class Estimate:
 
 
 def verdict(est: Estimate | None, direction: int) -> str:
-    """Verdict of a direction claim (``direction=+1``: the effect is positive in the paper, -1: negative).
-
-    ``held``: the CI excludes 0 on the paper's side; ``refuted``: on the other side; ``inconclusive``: the CI
-    contains 0 or there is none. Where an exact test ran (``p_value``), it must agree (p < 1 - level), else
-    ``inconclusive``. ``None`` or a NaN effect: ``not run``.
-    """
+    """A direction claim (``direction`` +1 / -1: the paper's sign): held when the CI excludes 0 on the paper's
+    side, refuted on the other, else inconclusive; an exact test (``p_value``) must agree. No effect: not run."""
     if direction not in (1, -1):
         raise ConfigError(f"direction={direction!r} must be +1 (effect > 0 in the paper) or -1 (effect < 0)")
     if est is None or not math.isfinite(est.effect):
@@ -81,11 +69,8 @@ def verdict(est: Estimate | None, direction: int) -> str:
 
 
 def interval_verdict(est: Estimate | None, low: float, high: float) -> str:
-    """Verdict of an "about x" claim, the effect lies in ``[low, high]`` (either end may be infinite).
-
-    TOST-like: ``held`` when the whole CI lies inside, ``refuted`` when it lies entirely outside,
-    ``inconclusive`` otherwise (with the 95 % CI a TOST at 2.5 % per side, i.e. conservative).
-    """
+    """An "about x" claim, the effect lies in ``[low, high]``: held when the whole CI lies inside, refuted when
+    entirely outside, else inconclusive (TOST-like; with the 95 % CI 2.5 % per side, i.e. conservative)."""
     if not low < high:
         raise ConfigError(f"interval bounds must satisfy low < high, got low={low!r}, high={high!r}")
     if est is None or not math.isfinite(est.effect):
@@ -144,9 +129,8 @@ def _weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
 
 
 def _boot_means(mats, seed_sets, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """[n_boot, n_conditions] means under two-level resampling (seeds, then items; items paired). Seeds are
-    paired across conditions when every condition has the same seed set (the same seed means the same data
-    order and initialisation), otherwise resampled per condition."""
+    """[n_boot, n_conditions] means, resampling seeds then items (items paired; seeds paired too when every
+    condition has the same seeds: the same seed is the same data order and initialisation)."""
     n_items = mats[0].shape[1]
     wi = _weights(rng, n_items, n_boot)
     shared = all(s == seed_sets[0] for s in seed_sets)
@@ -190,11 +174,8 @@ def _exact_ci(k: int, n: int, level: float) -> tuple[float, float]:
 
 
 def mcnemar_exact(a, b) -> dict:
-    """Exact McNemar (sign) test of paired binary outcomes ``a`` vs ``b`` (same items, same order).
-
-    ``{"n01", "n10", "p_value"}``: ``n10`` = items where only ``a`` is 1, ``n01`` = only ``b``; the two-sided
-    p-value is the binomial test of ``n10`` out of ``n01 + n10`` at 1/2 (1.0 when no item is discordant).
-    """
+    """Exact McNemar test of paired binary ``a`` vs ``b``: ``n10`` (only a is 1), ``n01``, and the two-sided
+    binomial p-value of n10 of n01 + n10 at 1/2 (1.0 without discordant items)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise ConfigError(f"a and b must be 1-D and paired (same length), got shapes {a.shape} and {b.shape}")
@@ -207,11 +188,8 @@ def mcnemar_exact(a, b) -> dict:
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str, *, item: str = "item_id", seed: str = "seed",
                       scale: float = 1.0, n_boot: int = N_BOOT, level: float = LEVEL,
                       rng_seed: int = RNG_SEED) -> Estimate:
-    """mean(a) - mean(b) of ``value`` (x ``scale``, e.g. 100 for percentage points), paired over items.
-
-    95 % CI by the two-level bootstrap (seeds when >= 2, then items). With one seed and binary outcomes the
-    exact McNemar test also runs (``p_value``; :func:`verdict` requires it to agree).
-    """
+    """mean(a) - mean(b) of ``value`` (x ``scale``: 100 for points), paired over items, two-level bootstrap CI;
+    with one seed of binary outcomes the exact McNemar test runs too (``p_value``, which :func:`verdict` checks)."""
     est, (ma, mb) = _bootstrap([a, b], value, item, seed, lambda m: m[:, 0] - m[:, 1], scale=scale, n_boot=n_boot,
                                level=level, rng_seed=rng_seed, method="paired difference")
     binary = _binary([ma, mb])
@@ -257,11 +235,8 @@ def _slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def paired_slope(df: pd.DataFrame, x: str, value: str, *, item: str = "item_id", seed: str = "seed",
                  transform: str = "linear", per: float = 1.0, scale: float = 1.0, n_boot: int = N_BOOT,
                  level: float = LEVEL, rng_seed: int = RNG_SEED) -> Estimate:
-    """OLS slope of the per-level mean of ``value`` on ``x`` (e.g. HS vs p), per ``per`` units of x.
-
-    Items are paired across levels (the same prompts at every p), seeds resampled when >= 2; the CI is the
-    two-level bootstrap's. ``transform="log10"`` regresses on log10(x) (rho spans 0.01..10). Needs >= 2 levels.
-    """
+    """OLS slope of the per-level mean of ``value`` on ``x`` (HS vs p) per ``per`` units, items paired across
+    levels, two-level bootstrap CI; ``transform="log10"`` regresses on log10(x) (rho spans 0.01..10)."""
     _require(df, [x, item, seed, value], "paired_slope input")
     xv = pd.to_numeric(df[x], errors="coerce")
     levels = sorted(xv.dropna().unique())
@@ -282,22 +257,10 @@ def range_difference(df: pd.DataFrame, x: str, value: str, **kw) -> Estimate:
     return paired_difference(df[xv == xv.max()], df[xv == xv.min()], value, **kw)
 
 
-def seed_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """Mean and t-interval of per-seed statistics; (mean, NaN, NaN) for fewer than 2 seeds."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if v.size < 2:
-        return (float(v.mean()) if v.size else math.nan), math.nan, math.nan
-    half = float(student_t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return float(v.mean()), float(v.mean()) - half, float(v.mean()) + half
-
-
 def seed_slope(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", transform: str = "linear",
                per: float = 1.0, level: float = LEVEL) -> Estimate:
-    """Slope of a per-model metric (drift, alignment loss) on ``x``, one slope per seed, t-interval over seeds.
-
-    A per-model metric has no items to resample, so its uncertainty comes from seeds only: with one seed the
-    effect is reported without a CI (the verdict is then ``inconclusive``).
-    """
+    """Slope of a per-model metric (drift, alignment loss) on ``x``: one slope per seed, t-interval over seeds
+    (no items to resample: with one seed there is no CI, so the verdict is inconclusive)."""
     _require(df, [x, value, seed], "seed_slope input")
     slopes, n_levels = [], 0
     for _, g in df[[x, value, seed]].apply(pd.to_numeric, errors="coerce").dropna().groupby(seed):
@@ -308,8 +271,10 @@ def seed_slope(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", tran
             slopes.append(float(_slopes(_x_values(g[x].to_numpy(), transform), ys)[0]) * per)
     if not slopes:
         raise ConfigError(f"seed_slope needs >= 2 levels of {x!r} within a seed")
-    mean, lo, hi = seed_interval(slopes, level)
-    return Estimate(mean, lo, hi, f"slope over {n_levels} levels of {x}, t-interval over {len(slopes)} seeds",
+    v = np.asarray(slopes)
+    half = float(student_t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    mean = float(v.mean())
+    return Estimate(mean, mean - half, mean + half, f"slope over {n_levels} levels of {x}, t-interval over {len(slopes)} seeds",
                     0, len(slopes), level=level, note="" if len(slopes) > 1 else "one seed: no interval")
 
 
@@ -332,8 +297,7 @@ def ratio_of_means(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BO
 
 def ratio_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
                        level: float = LEVEL) -> Estimate:
-    """mean_a / mean_b from summary statistics (mean, SD, count per side): delta method on the log ratio, for
-    timing tables that kept only the mean and SD of the steps (per-step times, :func:`ratio_of_means`, are better)."""
+    """mean_a / mean_b from (mean, SD, count) per side, delta method on the log ratio (timing summaries)."""
     for name, v in (("mean_a", mean_a), ("mean_b", mean_b)):
         if not (math.isfinite(v) and v > 0):
             raise ConfigError(f"{name}={v!r} must be a positive number of seconds")

@@ -1,10 +1,6 @@
-"""The paper's claims and the rules that decide them, computed from the inputs (:mod:`.outcomes`), never typed.
-
-Each :class:`Claim` names the paper table/figure, the effect the paper reports (from :mod:`.paper`), the
-notebook that tests it, and a function that computes our effect with its 95 % CI (``vaccine_lib.stats``).
-HS-based claims get a verdict under every judge in the outcomes; the claim is ``held`` only when it holds
-under every judge (and at least ``min_judges`` judged it), otherwise the table says which judge disagrees.
-A claim without data is ``not run`` (never a verdict).
+"""The paper's claims, each with the function computing our effect and 95 % CI from the inputs, and the table
+of verdicts. An HS claim is judged under every judge in the outcomes and ``held`` only when it holds under each
+(and at least ``min_judges`` judged it); the table names a judge that disagrees. No data: ``not run``.
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ TABLE_COLUMNS = ("claim", "statement", "effect_label", "unit", "paper", "paper_e
 
 @dataclass(frozen=True)
 class Row:
-    """One judge's result for a claim (``estimate=None``: not run, with ``note`` saying why)."""
+    """One judge's result for a claim (``estimate=None``: not run, ``note`` says why)."""
 
     judge: str = NO_JUDGE
     estimate: S.Estimate | None = None
@@ -85,12 +81,11 @@ def _rate_text(name: str, df: pd.DataFrame, metric: str) -> str:
     return f"{name} {100 * df[metric].mean():.1f} % ({words:.0f} words, {seeds} seed{'s' if seeds != 1 else ''})"
 
 
-def _levels(name: str, df: pd.DataFrame, x: str) -> str:
+def _levels(name: str, df: pd.DataFrame, x: str) -> str:  # "SFT, p in {0, 0.1, 0.3}"
     return f"{name}, {x} in {{" + ", ".join(f"{v:g}" for v in sorted(df[x].unique())) + "}"
 
 
 def _per_judge(df: pd.DataFrame, estimate, setting: str, detail) -> list[Row]:
-    """One row per judge of ``df``: ``estimate(rows of that judge)``, ``detail(rows)``."""
     return [Row(j, estimate(g), setting=setting, detail=detail(g)) for j, g in
             ((j, df[df["judge"] == j]) for j in sorted(df["judge"].unique()))]
 
@@ -102,9 +97,7 @@ def _difference(a: pd.DataFrame, b: pd.DataFrame, metric: str, names: tuple[str,
     if a.empty or b.empty:
         return _not_run(missing)
     if metric not in JUDGED:  # judge-independent: one copy of each (model, part, item)
-        a, b = (x.drop_duplicates(["model_id", "part", "item_id"]) for x in (a, b))
-        b = b.assign(judge=NO_JUDGE)
-        a = a.assign(judge=NO_JUDGE)
+        a, b = (x.drop_duplicates(["model_id", "part", "item_id"]).assign(judge=NO_JUDGE) for x in (a, b))
     judges = sorted(set(a["judge"].dropna()) & set(b["judge"].dropna()))
     if not judges:
         return _not_run(f"no judge scored both {names[0]} and {names[1]}")
@@ -113,25 +106,20 @@ def _difference(a: pd.DataFrame, b: pd.DataFrame, metric: str, names: tuple[str,
             for j, ja, jb in ((j, a[a["judge"] == j], b[b["judge"] == j]) for j in judges)]
 
 
-def _finetuned(inp: Inputs) -> pd.DataFrame | None:
+def _finetuned(inp: Inputs, **conds) -> pd.DataFrame:
     """Fine-tuned models' outcomes at the reference task and n (double LoRA, the paper's default mode)."""
-    o, r = inp.outcomes, inp.reference
-    if o is None or o.empty:
-        return None
-    ft = select(o, stage="finetune", task=r.task, n=r.n)
-    return ft[ft["lora"].isna() | (ft["lora"] == "double")] if ft["lora"].notna().any() else ft
+    ft = select(inp.outcomes, stage="finetune", task=inp.reference.task, n=inp.reference.n)
+    return select(ft[ft["lora"].isna() | (ft["lora"] == "double")] if ft["lora"].notna().any() else ft, **conds)
 
 
 def _vaccine(ft: pd.DataFrame, r: Reference, **kw) -> pd.DataFrame:
     return select(ft, **{"method": "Vaccine", "perturbation": "gradient", "tau": 1, "rho": r.rho, **kw})
 
 
-# --------------------------------------------------------------------------- the claims' computations
+# ------------------------------------------------- the claims' computations (outcome claims get outcomes or "not run")
 
 
 def _aligned_vs_base_hs(inp: Inputs) -> list[Row]:
-    if inp.outcomes is None or inp.outcomes.empty:
-        return _not_run("no outcomes")
     al = select(inp.outcomes, stage="align", part=HARMFUL_PART)
     return _difference(select(al, method="SFT-aligned"), select(al, method="base"), "harmful",
                        ("SFT-aligned", "base"), "before fine-tuning",
@@ -139,8 +127,6 @@ def _aligned_vs_base_hs(inp: Inputs) -> list[Row]:
 
 
 def _aligned_benign_refusal(inp: Inputs) -> list[Row]:
-    if inp.outcomes is None or inp.outcomes.empty:
-        return _not_run("no outcomes")
     al = select(inp.outcomes, stage="align", method="SFT-aligned")
     benign = al[(al["part"] != HARMFUL_PART) & al["refusal"].notna()]
     if benign.empty:
@@ -150,10 +136,7 @@ def _aligned_benign_refusal(inp: Inputs) -> list[Row]:
 
 
 def _sft_hs_slope_over_p(inp: Inputs) -> list[Row]:
-    ft = _finetuned(inp)
-    if ft is None:
-        return _not_run("no outcomes")
-    sft = select(ft, method="SFT", part=HARMFUL_PART).dropna(subset=["harmful", "p"])
+    sft = _finetuned(inp, method="SFT", part=HARMFUL_PART).dropna(subset=["harmful", "p"])
     if sft["p"].nunique() < 3:
         return _not_run(f"needs SFT at >= 3 harmful ratios p (has {sft['p'].nunique()})")
     return _per_judge(sft, lambda g: S.paired_slope(g, "p", "harmful", per=0.1, scale=100), _levels("SFT", sft, "p"),
@@ -167,14 +150,11 @@ def _sft_model_metric_slope_over_p(metric: str):
         if mm is None or metric not in mm.columns:
             return _not_run(f"needs per-model {metric} (model metrics table)")
         sft = select(mm, method="SFT", task=r.task, n=r.n)
-        if "lora" in sft.columns:
-            sft = sft[sft["lora"].isna() | (sft["lora"] == "double")]
-        sft = sft.dropna(subset=[metric, "p"])
+        sft = (sft[sft["lora"].isna() | (sft["lora"] == "double")] if "lora" in sft else sft).dropna(subset=[metric, "p"])
         if sft["p"].nunique() < 3:
             return _not_run(f"needs SFT {metric} at >= 3 harmful ratios p (has {sft['p'].nunique()})")
-        means = sft.groupby("p")[metric].mean()
         return [Row(NO_JUDGE, S.seed_slope(sft, "p", metric, per=0.1), setting=_levels("SFT", sft, "p"),
-                    detail=f"{metric} " + " / ".join(f"{v:.3g}" for v in means.values))]
+                    detail=f"{metric} " + " / ".join(f"{v:.3g}" for v in sft.groupby("p")[metric].mean()))]
 
     return compute
 
@@ -182,27 +162,21 @@ def _sft_model_metric_slope_over_p(metric: str):
 def _vaccine_vs_sft(metric: str, clean: bool = False):
     """Vaccine minus SFT in ``metric`` (harmful: HS, correct: FA) at p* (``clean``: at p = 0)."""
     def compute(inp: Inputs) -> list[Row]:
-        ft, r = _finetuned(inp), inp.reference
-        if ft is None:
-            return _not_run("no outcomes")
-        p = 0.0 if clean else r.p_star
+        r, p = inp.reference, 0.0 if clean else inp.reference.p_star
         if p is None:
             return _not_run("no harmful ratio p > 0 with both SFT and Vaccine outcomes")
-        part = HARMFUL_PART if metric == "harmful" else r.task
-        return _difference(_vaccine(ft, r, p=p, part=part), select(ft, method="SFT", p=p, part=part), metric,
-                           ("Vaccine", "SFT"), replace(r, p_star=p).describe(),
-                           f"needs Vaccine (rho = {r.rho}) and SFT outcomes at p = {p:g}")
+        ft = _finetuned(inp, p=p, part=HARMFUL_PART if metric == "harmful" else r.task)
+        return _difference(_vaccine(ft, r), select(ft, method="SFT"), metric, ("Vaccine", "SFT"),
+                           replace(r, p_star=p).describe(), f"needs Vaccine (rho = {r.rho}) and SFT outcomes at p = {p:g}")
 
     return compute
 
 
 def _vaccine_hs_slope_over_rho(inp: Inputs) -> list[Row]:
-    ft, r = _finetuned(inp), inp.reference
-    if ft is None:
-        return _not_run("no outcomes")
+    r = inp.reference
     if r.p_star is None:
         return _not_run("no outcomes at the reference p")
-    vac = select(ft, method="Vaccine", perturbation="gradient", tau=1, p=r.p_star, part=HARMFUL_PART)
+    vac = _finetuned(inp, method="Vaccine", perturbation="gradient", tau=1, p=r.p_star, part=HARMFUL_PART)
     vac = vac[vac["rho"] > 0].dropna(subset=["harmful"])
     if vac["rho"].nunique() < 3:
         return _not_run(f"needs Vaccine at >= 3 values of rho (has {vac['rho'].nunique()}; the full profile sweeps it)")
@@ -212,21 +186,12 @@ def _vaccine_hs_slope_over_rho(inp: Inputs) -> list[Row]:
 
 
 def _gradient_vs_gaussian_hs(inp: Inputs) -> list[Row]:
-    ft, r = _finetuned(inp), inp.reference
-    if ft is None:
-        return _not_run("no outcomes")
+    r = inp.reference
     if r.p_star is None:
         return _not_run("no outcomes at the reference p")
-    return _difference(_vaccine(ft, r, p=r.p_star, part=HARMFUL_PART),
-                       _vaccine(ft, r, p=r.p_star, part=HARMFUL_PART, perturbation="gaussian"), "harmful",
-                       ("gradient", "Gaussian"), r.describe(),
-                       f"needs Vaccine with gradient and Gaussian perturbations at p = {r.p_star:g}")
-
-
-def _tau_of(method: str, tau) -> float:
-    if tau is not None and not (isinstance(tau, float) and math.isnan(tau)):
-        return float(tau)
-    return float(str(method).split("tau=")[1].rstrip(")")) if "tau=" in str(method) else math.nan
+    ft = _finetuned(inp, p=r.p_star, part=HARMFUL_PART)
+    return _difference(_vaccine(ft, r), _vaccine(ft, r, perturbation="gaussian"), "harmful", ("gradient", "Gaussian"),
+                       r.describe(), f"needs Vaccine with gradient and Gaussian perturbations at p = {r.p_star:g}")
 
 
 def _step_time_ratio(accelerated: bool):
@@ -235,18 +200,16 @@ def _step_time_ratio(accelerated: bool):
         t = inp.timings
         if t is None:
             return _not_run("needs step timings (notebook 05)")
-        sft = t[t["method"] == "SFT"]
-        if accelerated:
-            acc = t[t["method"].astype(str).str.startswith("Accelerated")]
-            if acc.empty or sft.empty:
-                return _not_run("needs SFT and Accelerated Vaccine step timings")
-            acc = acc.assign(_tau=[_tau_of(m, tau) for m, tau in zip(acc["method"], acc.get("tau", [None] * len(acc)))])
-            tau = acc["_tau"].max()
-            num, setting = acc[acc["_tau"] == tau], f"tau = {tau:g}"
-        else:
-            num, setting = t[t["method"] == "Vaccine"], "rho > 0, tau = 1"
-            if num.empty or sft.empty:
-                return _not_run("needs SFT and Vaccine step timings")
+        sft, name = t[t["method"] == "SFT"], "Accelerated Vaccine" if accelerated else "Vaccine"
+        num, setting = t[t["method"] == "Vaccine"], "rho > 0, tau = 1"
+        if accelerated:  # tau from its column, else from the label "Accelerated Vaccine (tau=20)"
+            num = t[t["method"].astype(str).str.startswith("Accelerated")]
+            label_tau = num["method"].astype(str).str.extract(r"tau=([0-9.]+)")[0].astype(float)
+            num = num.assign(_tau=pd.to_numeric(num["tau"], errors="coerce").fillna(label_tau) if "tau" in num else label_tau)
+            num = num[num["_tau"] == num["_tau"].max()]
+            setting = f"tau = {num['_tau'].max():g}"
+        if num.empty or sft.empty:
+            return _not_run(f"needs SFT and {name} step timings")
         if "seconds" in num.columns and num["seconds"].notna().sum() >= 2:
             est = S.ratio_of_means(num["seconds"].dropna(), sft["seconds"].dropna())
         else:
@@ -347,7 +310,8 @@ def evaluate_claims(outcomes: pd.DataFrame | None = None, model_metrics=None, ti
     inp = Inputs(outcomes, load_model_metrics(model_metrics), load_timings(timings), infer_reference(outcomes, reference))
     out = []
     for claim in claims:
-        rows = claim.compute(inp)
+        no_outcomes = claim.uses_outcomes and (outcomes is None or outcomes.empty)
+        rows = _not_run("no outcomes") if no_outcomes else claim.compute(inp)
         verdicts = [claim.decide(r.estimate) for r in rows]
         combined, note = _combine(rows, verdicts, min_judges)
         for r, v in zip(rows, verdicts):
