@@ -5,7 +5,7 @@
     python -m vaccine_lib.claims --render-readme    # README block from the committed claims table (make readme)
     python -m vaccine_lib.claims --check-readme     # exit 1 when README and the claims table disagree
 
-Every bad option or input ends in one ``error:`` line naming the option, the allowed values and the fix.
+A bad option or input ends in one ``error:`` line naming the option, the allowed values and the fix.
 """
 
 from __future__ import annotations
@@ -16,15 +16,20 @@ from dataclasses import replace
 from typing import Sequence
 
 from ..config import AlignConfig, FinetuneConfig
-from ..errors import ConfigError, VaccineError, check_choice
+from ..errors import ConfigError, VaccineError
 from ..judge import JUDGES
 from .definitions import evaluate_claims
 from .outcomes import Reference, infer_reference, load_outcomes, reference_from_profile, select
 from .report import DEFAULT_TABLE, README, provenance, readme_matches, render_readme, write_claims_table
 
 
-def _check_reference(args, outcomes) -> None:
-    """--p-star / --rho: in the range their stage config declares, and present in the run (when one is given)."""
+def _check_options(args, outcomes=None) -> None:
+    """--rejudge names a judge; --p-star / --rho lie in the range their stage config declares (one home) and,
+    given a run, are values the run has (else every claim at them would silently be "not run")."""
+    bad = [j for j in args.rejudge if j not in JUDGES]
+    if bad:
+        raise ConfigError(f"--rejudge {' '.join(bad)}: unknown judge; allowed values: {', '.join(JUDGES)}. "
+                          "Fix: pass judges from that list")
     for flag, value, field, make in (("--p-star", args.p_star, "finetune.p", lambda v: FinetuneConfig(p=v)),
                                      ("--rho", args.rho, "align.rho", lambda v: AlignConfig(method="vaccine", rho=v))):
         if value is None:
@@ -32,30 +37,27 @@ def _check_reference(args, outcomes) -> None:
         try:
             make(value)
         except ConfigError as exc:
-            raise ConfigError(str(exc).replace(field, flag), param=flag) from None
+            raise ConfigError(str(exc).replace(field, flag)) from None
         if outcomes is not None:
-            col, rows = ("p", outcomes[outcomes["stage"] == "finetune"]) if flag == "--p-star" else (
-                "rho", select(outcomes, method="Vaccine", perturbation="gradient", tau=1))
-            have = sorted(rows[col].dropna().unique())
-            if not select(rows, **{col: value}).shape[0]:
-                raise ConfigError(f"{flag}={value:g}: the run has no {'fine-tuned' if col == 'p' else 'Vaccine'} "
-                                  f"evaluation at {col} = {value:g}; values in the run: "
-                                  f"{', '.join(f'{v:g}' for v in have) or 'none'}. Fix: pass one of them or leave "
-                                  f"{flag} out", param=flag)
+            col, what = ("p", "fine-tuned") if flag == "--p-star" else ("rho", "Vaccine")
+            rows = select(outcomes, stage="finetune", **({} if col == "p" else {"method": "Vaccine", "tau": 1}))
+            if select(rows, **{col: value}).empty:
+                have = ", ".join(f"{v:g}" for v in sorted(rows[col].dropna().unique())) or "none"
+                raise ConfigError(f"{flag}={value:g}: the run has no {what} evaluation at {col} = {value:g}; values "
+                                  f"in the run: {have}. Fix: pass one of them or leave {flag} out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vaccine_lib.claims", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", help="run directory (runs/<profile>) whose eval/ holds the per-item outcomes")
-    ap.add_argument("--model-metrics", help="CSV of per-model drift / align_loss (e.g. figures/tables/fig2_harmful_drift.csv)")
-    ap.add_argument("--timings", help="CSV of step timings (e.g. figures/tables/table5_overhead.csv)")
-    ap.add_argument("--rejudge", nargs="*", default=[], help=f"also judge the stored answers with these judges "
-                    f"(one of {', '.join(JUDGES)})")
-    ap.add_argument("--profile", default="", help="profile that produced the inputs (shown in the table; its "
-                    "finetune.p / align.rho / task / n are the reference setting)")
-    ap.add_argument("--p-star", type=float, help="harmful ratio of the headline comparison (default: the profile's "
-                    "finetune.p, else the largest p with SFT and Vaccine outcomes)")
-    ap.add_argument("--rho", type=float, help="Vaccine's reference rho (default: the profile's align.rho, else inferred)")
+    ap.add_argument("--model-metrics", help="CSV of per-model drift / align_loss (figures/tables/fig2_harmful_drift.csv)")
+    ap.add_argument("--timings", help="CSV of step timings (figures/tables/table5_overhead.csv)")
+    ap.add_argument("--rejudge", nargs="*", default=[], help=f"also judge the stored answers with these ({', '.join(JUDGES)})")
+    ap.add_argument("--profile", default="", help="profile that produced the inputs (its finetune.p / align.rho / "
+                    "task / n are the reference setting)")
+    ap.add_argument("--p-star", type=float, help="harmful ratio of the headline comparison (default: the profile's, "
+                    "else the largest p with SFT and Vaccine outcomes)")
+    ap.add_argument("--rho", type=float, help="Vaccine's reference rho (default: the profile's, else inferred)")
     ap.add_argument("--min-judges", type=int, default=2, help="judges that must agree on an HS verdict (default 2)")
     ap.add_argument("--out", default=str(DEFAULT_TABLE), help="output stem: <out>.csv and <out>.json")
     ap.add_argument("--compute", action="store_true", help="write the table even without inputs (all 'not run')")
@@ -70,32 +72,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("nothing to do: give inputs (--run-dir / --model-metrics / --timings), --compute, "
                  "--render-readme or --check-readme")
     try:
-        for name in args.rejudge:
-            check_choice("--rejudge judge", name, JUDGES)
-        _check_reference(args, None)
-        if compute:
+        _check_options(args)
+        if compute:  # everything is computed and checked before the two files are written
             outcomes = load_outcomes(args.run_dir, rejudge=args.rejudge) if args.run_dir else None
-            _check_reference(args, outcomes)
+            _check_options(args, outcomes)
             ref = reference_from_profile(args.profile) if args.profile else Reference()
             ref = replace(ref, **{k: v for k, v in (("p_star", args.p_star), ("rho", args.rho)) if v is not None})
             table = evaluate_claims(outcomes, args.model_metrics, args.timings, reference=ref,
                                     min_judges=args.min_judges, profile=args.profile)
             prov = provenance({"run_dir": args.run_dir, "model_metrics": args.model_metrics, "timings": args.timings},
-                              profile=args.profile, min_judges=args.min_judges,
-                              reference=infer_reference(outcomes, ref).__dict__, rejudge=list(args.rejudge),
+                              profile=args.profile, min_judges=args.min_judges, rejudge=list(args.rejudge),
+                              reference=infer_reference(outcomes, ref).__dict__,
                               excluded=[] if outcomes is None else outcomes.attrs.get("excluded", []))
-            csv_path, json_path = write_claims_table(table, args.out, prov)
-            print(f"wrote {csv_path} and {json_path}: {table.drop_duplicates('claim')['verdict'].value_counts().to_dict()}")
+            paths = write_claims_table(table, args.out, prov)
+            print(f"wrote {paths[0]} and {paths[1]}: {table.drop_duplicates('claim')['verdict'].value_counts().to_dict()}")
         if args.render_readme:
-            changed = render_readme(args.readme, args.out)
-            print(f"{args.readme}: claims block {'updated' if changed else 'already up to date'}")
+            print(f"{args.readme}: claims block {'updated' if render_readme(args.readme, args.out) else 'already up to date'}")
         if args.check_readme and not readme_matches(args.readme, args.out):
-            print(f"{args.readme}: the claims block differs from {args.out}.csv; run "
-                  "python -m vaccine_lib.claims --render-readme (or make readme)", file=sys.stderr)
+            print(f"{args.readme}: the claims block differs from {args.out}.csv; run make readme", file=sys.stderr)
             return 1
     except VaccineError as exc:
-        ap.error(str(exc))
-    except OSError as exc:  # a folder that is a file, read-only, full disk: name the path and the fix
-        ap.error(f"cannot read or write {exc.filename or args.out!s}: {exc.strerror or exc}. Fix: give --out / "
-                 "--readme paths in a writable folder with free space")
+        ap.error(str(exc).replace("run_dir=", "--run-dir=", 1))
+    except OSError as exc:  # a folder that is a file, read-only, a full disk: name the path and the fix
+        ap.error(f"cannot write {exc.filename or args.out}: {exc.strerror or exc}. Fix: give --out / --readme paths "
+                 "in a writable folder with free space")
     return 0

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import readme as RM
 from .. import stats as S
-from ..atomic import atomic_write_text
+from ..atomic import atomic_path
 from ..errors import ConfigError
 from ..paths import REPO_ROOT
 from ..provenance import git_state, record
@@ -69,9 +69,9 @@ def write_claims_table(table: pd.DataFrame, stem=DEFAULT_TABLE, prov: dict | Non
     stem = Path(stem)
     csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
     rows = [{k: _jsonable(v) for k, v in r.items()} for r in table.to_dict("records")]
-    doc = json.dumps({"provenance": prov or {}, "claims": rows}, indent=2) + "\n"  # both texts before any write
-    atomic_write_text(csv_path, table.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(json_path, doc)
+    with atomic_path(csv_path) as tmp_csv, atomic_path(json_path) as tmp_json:  # both written, then both renamed
+        tmp_csv.write_text(table.to_csv(index=False, float_format="%.6g"), encoding="utf-8")
+        tmp_json.write_text(json.dumps({"provenance": prov or {}, "claims": rows}, indent=2) + "\n", encoding="utf-8")
     return csv_path, json_path
 
 
