@@ -18,9 +18,8 @@ from typing import Sequence
 from ..config import AlignConfig, FinetuneConfig
 from ..errors import ConfigError, VaccineError
 from ..judge import JUDGES
-from .definitions import evaluate_claims
-from .outcomes import Reference, infer_reference, load_outcomes, reference_from_profile, select
-from .report import DEFAULT_TABLE, README, provenance, readme_matches, render_readme, write_claims_table
+from .outcomes import Reference, load_outcomes, reference_from_profile, select
+from .report import DEFAULT_TABLE, README, claims_table, readme_matches, render_readme, write_claims_table
 
 
 def _check_options(args, outcomes=None) -> None:
@@ -78,12 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_options(args, outcomes)
             ref = reference_from_profile(args.profile) if args.profile else Reference()
             ref = replace(ref, **{k: v for k, v in (("p_star", args.p_star), ("rho", args.rho)) if v is not None})
-            table = evaluate_claims(outcomes, args.model_metrics, args.timings, reference=ref,
-                                    min_judges=args.min_judges, profile=args.profile)
-            prov = provenance({"run_dir": args.run_dir, "model_metrics": args.model_metrics, "timings": args.timings},
-                              profile=args.profile, min_judges=args.min_judges, rejudge=list(args.rejudge),
-                              reference=infer_reference(outcomes, ref).__dict__,
-                              excluded=[] if outcomes is None else outcomes.attrs.get("excluded", []))
+            table, prov = claims_table(outcomes, args.model_metrics, args.timings, run_dir=args.run_dir, reference=ref,
+                                       min_judges=args.min_judges, profile=args.profile, rejudge=args.rejudge)
             paths = write_claims_table(table, args.out, prov)
             print(f"wrote {paths[0]} and {paths[1]}: {table.drop_duplicates('claim')['verdict'].value_counts().to_dict()}")
         if args.render_readme:

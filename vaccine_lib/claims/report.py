@@ -180,20 +180,29 @@ def readme_matches(readme=README, stem=DEFAULT_TABLE) -> bool:
 # --------------------------------------------------------------------------- one run (notebooks)
 
 
+def claims_table(outcomes, model_metrics=None, timings=None, *, run_dir=None, reference: Reference | None = None,
+                 min_judges: int = 2, profile: str = "", rejudge: Sequence[str] = ()) -> tuple[pd.DataFrame, dict]:
+    """:func:`evaluate_claims` and its provenance (inputs' sha256, reference, exclusions): what gets written."""
+    table = evaluate_claims(outcomes, model_metrics, timings, reference=reference, min_judges=min_judges,
+                            profile=profile)
+    prov = provenance({"run_dir": run_dir, "model_metrics": model_metrics, "timings": timings}, profile=profile,
+                      min_judges=min_judges, reference=infer_reference(outcomes, reference).__dict__,
+                      rejudge=list(rejudge), excluded=[] if outcomes is None else outcomes.attrs.get("excluded", []))
+    return table, prov
+
+
 def claims_for_run(P, run_dir, tables_dir, rejudge: Sequence[str] = ("probe",), min_judges: int = 2,
                    write: bool = True) -> tuple[pd.DataFrame, dict]:
     """The claims table of one profile's run: outcomes from ``run_dir`` (own judge + ``rejudge``), drift and
-    alignment loss from ``tables_dir/fig2_harmful_drift.csv`` (notebook 01), step times from
-    ``tables_dir/table5_overhead.csv`` (notebook 05); written to ``tables_dir/claims.{csv,json}``."""
+    alignment loss from notebook 01's ``fig2_harmful_drift.csv``, step times from notebook 05's
+    ``table5_overhead.csv`` in ``tables_dir``; written to ``tables_dir/claims.{csv,json}``."""
     tables_dir = Path(tables_dir)
-    metrics, timings = (tables_dir / f for f in ("fig2_harmful_drift.csv", "table5_overhead.csv"))
-    metrics, timings = (f if f.is_file() else None for f in (metrics, timings))
-    outcomes = load_outcomes(run_dir, rejudge=list(rejudge))
-    ref = Reference(p_star=P.finetune.p, rho=P.align.rho, task=P.finetune.task, n=P.finetune.n)
-    table = evaluate_claims(outcomes, metrics, timings, reference=ref, min_judges=min_judges, profile=P.label)
-    prov = provenance({"run_dir": run_dir, "model_metrics": metrics, "timings": timings}, profile=P.label,
-                      min_judges=min_judges, reference=infer_reference(outcomes, ref).__dict__, rejudge=list(rejudge),
-                      excluded=outcomes.attrs.get("excluded", []))
+    metrics, timings = (f if f.is_file() else None for f in (tables_dir / "fig2_harmful_drift.csv",
+                                                              tables_dir / "table5_overhead.csv"))
+    table, prov = claims_table(load_outcomes(run_dir, rejudge=list(rejudge)), metrics, timings, run_dir=run_dir,
+                               reference=Reference(p_star=P.finetune.p, rho=P.align.rho, task=P.finetune.task,
+                                                   n=P.finetune.n),
+                               min_judges=min_judges, profile=P.label, rejudge=rejudge)
     if write:
         write_claims_table(table, tables_dir / "claims", prov)
         record(tables_dir, "claims", table="claims.csv", detail="claims.json (inputs' sha256, stats settings)")
