@@ -272,9 +272,11 @@ def seed_slope(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", tran
     if not slopes:
         raise ConfigError(f"seed_slope needs >= 2 levels of {x!r} within a seed")
     v = np.asarray(slopes)
-    half = float(student_t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
-    mean = float(v.mean())
-    return Estimate(mean, mean - half, mean + half, f"slope over {n_levels} levels of {x}, t-interval over {len(slopes)} seeds",
+    mean, half = float(v.mean()), math.nan
+    if v.size > 1:
+        half = float(student_t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return Estimate(mean, mean - half, mean + half,
+                    f"slope over {n_levels} levels of {x}, t-interval over {len(slopes)} seeds",
                     0, len(slopes), level=level, note="" if len(slopes) > 1 else "one seed: no interval")
 
 

@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--run-dir", help="run directory (runs/<profile>) whose eval/ holds the per-item outcomes")
     ap.add_argument("--model-metrics", help="CSV of per-model drift / align_loss (figures/tables/fig2_harmful_drift.csv)")
     ap.add_argument("--timings", help="CSV of step timings (figures/tables/table5_overhead.csv)")
-    ap.add_argument("--rejudge", nargs="*", default=[], help=f"also judge the stored answers with these ({', '.join(JUDGES)})")
+    ap.add_argument("--rejudge", nargs="*", default=[],
+                    help=f"also judge the stored answers with these ({', '.join(JUDGES)})")
     ap.add_argument("--profile", default="", help="profile that produced the inputs (its finetune.p / align.rho / "
                     "task / n are the reference setting)")
     ap.add_argument("--p-star", type=float, help="harmful ratio of the headline comparison (default: the profile's, "
@@ -80,9 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             table, prov = claims_table(outcomes, args.model_metrics, args.timings, run_dir=args.run_dir, reference=ref,
                                        min_judges=args.min_judges, profile=args.profile, rejudge=args.rejudge)
             paths = write_claims_table(table, args.out, prov)
-            print(f"wrote {paths[0]} and {paths[1]}: {table.drop_duplicates('claim')['verdict'].value_counts().to_dict()}")
+            counts = table.drop_duplicates("claim")["verdict"].value_counts().to_dict()
+            print(f"wrote {paths[0]} and {paths[1]}: {counts}")
         if args.render_readme:
-            print(f"{args.readme}: claims block {'updated' if render_readme(args.readme, args.out) else 'already up to date'}")
+            changed = render_readme(args.readme, args.out)
+            print(f"{args.readme}: claims block {'updated' if changed else 'already up to date'}")
         if args.check_readme and not readme_matches(args.readme, args.out):
             print(f"{args.readme}: the claims block differs from {args.out}.csv; run make readme", file=sys.stderr)
             return 1

@@ -150,7 +150,8 @@ def _sft_model_metric_slope_over_p(metric: str):
         if mm is None or metric not in mm.columns:
             return _not_run(f"needs per-model {metric} (model metrics table)")
         sft = select(mm, method="SFT", task=r.task, n=r.n)
-        sft = (sft[sft["lora"].isna() | (sft["lora"] == "double")] if "lora" in sft else sft).dropna(subset=[metric, "p"])
+        sft = sft[sft["lora"].isna() | (sft["lora"] == "double")] if "lora" in sft else sft
+        sft = sft.dropna(subset=[metric, "p"])
         if sft["p"].nunique() < 3:
             return _not_run(f"needs SFT {metric} at >= 3 harmful ratios p (has {sft['p'].nunique()})")
         return [Row(NO_JUDGE, S.seed_slope(sft, "p", metric, per=0.1), setting=_levels("SFT", sft, "p"),
@@ -205,7 +206,8 @@ def _step_time_ratio(accelerated: bool):
         if accelerated:  # tau from its column, else from the label "Accelerated Vaccine (tau=20)"
             num = t[t["method"].astype(str).str.startswith("Accelerated")]
             label_tau = num["method"].astype(str).str.extract(r"tau=([0-9.]+)")[0].astype(float)
-            num = num.assign(_tau=pd.to_numeric(num["tau"], errors="coerce").fillna(label_tau) if "tau" in num else label_tau)
+            num = num.assign(_tau=pd.to_numeric(num["tau"], errors="coerce").fillna(label_tau) if "tau" in num
+                             else label_tau)
             num = num[num["_tau"] == num["_tau"].max()]
             setting = f"tau = {num['_tau'].max():g}"
         if num.empty or sft.empty:

@@ -38,7 +38,8 @@ FINITE_METRICS = ("hs", "fa", "refusal_rate")
 def check_run_dir(run_dir) -> Path:
     """``run_dir`` if it is a run directory of this project with finished evaluations, else a ConfigError saying
     what it is (missing, a file, empty, a foreign folder, nothing evaluated yet) and the fix."""
-    path, fix = Path(run_dir), "pass the run directory the notebooks or python -m vaccine_lib.train wrote (runs/<profile>)"
+    path = Path(run_dir)
+    fix = "pass the run directory the notebooks or python -m vaccine_lib.train wrote (runs/<profile>)"
     problem = ("does not exist" if not path.exists() else "is a file, not a folder" if not path.is_dir()
                else "is empty" if not any(path.iterdir()) else "")
     evals = ResultsStore(path).results_dir
@@ -118,7 +119,8 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
                             .encode()).hexdigest()[:16] for g in gens]
         flag = lambda g, k: math.nan if g.get(k) is None else float(bool(g[k]))  # noqa: E731
         frame = pd.DataFrame([{**meta, "part": str(g.get("part", HARMFUL_PART)), "item_id": i,
-                               "harmful": flag(g, "harmful") if g.get("part", HARMFUL_PART) == HARMFUL_PART else math.nan,
+                               "harmful": flag(g, "harmful") if g.get("part", HARMFUL_PART) == HARMFUL_PART
+                               else math.nan,
                                "refusal": flag(g, "refusal"), "correct": flag(g, "correct"),
                                "words": len(str(g.get("answer", "")).split())} for g, i in zip(gens, ids)])
         frames.append(frame.assign(judge=own, _created=cfg["_created"]))
@@ -180,7 +182,8 @@ def _load_table(data, what: str, source: str, ok, need: str) -> pd.DataFrame | N
         try:
             df = pd.read_csv(data)
         except (ValueError, OSError) as exc:
-            raise ConfigError(f"{what} file {str(data)!r} is not a readable CSV ({exc}); pass the one {source} writes") from None
+            raise ConfigError(f"{what} file {str(data)!r} is not a readable CSV ({exc}); pass the one {source} "
+                              "writes") from None
     if df is not None and not ok(set(df.columns)):
         raise ConfigError(f"{what} need columns {need}; got {list(df.columns)}")
     return df
@@ -246,7 +249,9 @@ def infer_reference(outcomes: pd.DataFrame | None, ref: Reference | None = None)
     ref = ref or Reference()
     if outcomes is None or outcomes.empty:
         return ref
-    mode = lambda s: None if s.dropna().empty else s.dropna().value_counts().sort_index(kind="stable").idxmax()  # noqa: E731
+    def mode(s):
+        return None if s.dropna().empty else s.dropna().value_counts().sort_index(kind="stable").idxmax()
+
     models = outcomes[outcomes["stage"] == "finetune"].drop_duplicates("model_id")
     task = ref.task or mode(models["task"])
     n = ref.n if ref.n is not None else mode(select(models, method="SFT", task=task)["n"])
@@ -257,4 +262,5 @@ def infer_reference(outcomes: pd.DataFrame | None, ref: Reference | None = None)
         both = sorted(p for p in set(select(ft, method="SFT")["p"].dropna())
                       & set(select(ft, method="Vaccine", perturbation="gradient", tau=1, rho=rho)["p"].dropna()) if p > 0)
         p_star = both[-1] if both else None
-    return Reference(p_star=p_star, rho=None if rho is None else float(rho), task=task, n=None if n is None else float(n))
+    return Reference(p_star=p_star, rho=None if rho is None else float(rho), task=task,
+                     n=None if n is None else float(n))

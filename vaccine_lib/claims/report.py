@@ -19,7 +19,7 @@ from ..atomic import atomic_path
 from ..errors import ConfigError
 from ..paths import REPO_ROOT
 from ..provenance import git_state, record
-from .definitions import TABLE_COLUMNS, evaluate_claims, get_claim
+from .definitions import CLAIMS, TABLE_COLUMNS, evaluate_claims
 from .outcomes import NO_JUDGE, Reference, infer_reference, load_outcomes
 
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "claims"
@@ -93,9 +93,6 @@ def read_provenance(stem=DEFAULT_TABLE) -> dict:
     return json.loads(path.read_text(encoding="utf-8")).get("provenance", {}) if path.is_file() else {}
 
 
-# --------------------------------------------------------------------------- rendering
-
-
 def _num(x: float, digits: int) -> str:
     if not (isinstance(x, (int, float)) and math.isfinite(x)):
         return "-"
@@ -109,13 +106,6 @@ def _fmt_effect(row, digits: int) -> str:
     return f"{e} (no CI)"
 
 
-def _digits(claim_id: str) -> int:
-    try:
-        return get_claim(claim_id).digits
-    except ConfigError:
-        return 1
-
-
 SUMMARY_COLUMNS = ("claim", "paper", "paper effect", "ours: effect [95 % CI]", "verdict", "notebook", "profile")
 
 
@@ -123,7 +113,7 @@ def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
     """One row per claim (display strings): claim, paper, paper effect, ours per judge, verdict, notebook, profile."""
     out = []
     for cid, g in table.groupby("claim", sort=False):
-        first, digits = g.iloc[0], _digits(cid)
+        first, digits = g.iloc[0], next((c.digits for c in CLAIMS if c.id == cid), 1)
         unit, pe, not_run = "x" if first["unit"] == "x" else "", first["paper_effect"], first["verdict"] == S.NOT_RUN
         paper_eff = f"{_num(pe, digits)}{unit} ({first['paper_note']})" if math.isfinite(pe) else first["paper_note"] or "-"
         if not_run:
@@ -175,9 +165,6 @@ def render_readme(readme=README, stem=DEFAULT_TABLE) -> bool:
 def readme_matches(readme=README, stem=DEFAULT_TABLE) -> bool:
     """Whether the README's claims block is exactly the rendering of the claims table."""
     return RM.block(readme, "claims") == render_block(read_claims_table(stem), read_provenance(stem))
-
-
-# --------------------------------------------------------------------------- one run (notebooks)
 
 
 def claims_table(outcomes, model_metrics=None, timings=None, *, run_dir=None, reference: Reference | None = None,
