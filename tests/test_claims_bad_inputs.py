@@ -56,6 +56,7 @@ def _cli_error(capsys, *argv) -> str:
     (["--compute", "--min-judges", "0"], ["--min-judges=0", "allowed range", "Fix"]),
     (["--compute", "--rejudge", "nosuchjudge"], ["--rejudge nosuchjudge", "keyword, classifier, probe", "Fix"]),
     (["--timings", "/no/such/table.csv"], ["timings file", "does not exist", "notebook 05"]),
+    (["--compute", "--profile", "nosuch"], ["--profile 'nosuch'", "allowed values: default, full, paper, smoke", "Fix"]),
 ])
 def test_bad_option_values_are_refused(capsys, tmp_path, argv, words):
     err = _cli_error(capsys, *argv, "--out", str(tmp_path / "claims"))
@@ -169,7 +170,7 @@ def test_run_dir_hash_covers_the_answers(run_dir):
 def test_out_in_a_file_is_one_clear_line(capsys, tmp_path):
     (tmp_path / "file").write_text("x")
     err = _cli_error(capsys, "--compute", "--out", str(tmp_path / "file" / "claims"))
-    assert "cannot write" in err and "Fix" in err
+    assert "cannot read or write" in err and str(tmp_path / "file") in err and "Fix" in err
     assert (tmp_path / "file").read_text() == "x" and not list(tmp_path.glob("**/.tmp-*"))
 
 
@@ -179,3 +180,22 @@ def test_the_module_entry_point_prints_no_traceback(tmp_path):
                            "--rejudge", "nosuchjudge"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--rejudge nosuchjudge: unknown judge; allowed values: keyword" in proc.stderr
+
+
+def test_unreadable_tables_and_readme_are_one_clear_line(capsys, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    err = _cli_error(capsys, "--model-metrics", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "c"))
+    assert "model metrics file" in err and "not a readable CSV" in err and "notebook 01" in err
+    (tmp_path / "m.csv").write_text("a,b\n1,2\n")
+    err = _cli_error(capsys, "--model-metrics", str(tmp_path / "m.csv"), "--out", str(tmp_path / "c"))
+    assert "model metrics need columns method (or defense), p, seed" in err
+    (tmp_path / "README.md").write_text(f"{C.BEGIN}\n{C.END}\n")
+    err = _cli_error(capsys, "--check-readme", "--readme", str(tmp_path / "README.md"), "--out", str(tmp_path / "c"))
+    assert "no claims table" in err and "python -m vaccine_lib.claims" in err
+    (tmp_path / "README.md").unlink()
+    C.main(["--compute", "--out", str(tmp_path / "c")])
+    err = _cli_error(capsys, "--check-readme", "--readme", str(tmp_path / "README.md"), "--out", str(tmp_path / "c"))
+    assert "cannot read or write" in err and "README.md" in err
+    (tmp_path / "README.md").write_text("no markers\n")
+    err = _cli_error(capsys, "--render-readme", "--readme", str(tmp_path / "README.md"), "--out", str(tmp_path / "c"))
+    assert "claims:begin" in err and "README.md" in err and (tmp_path / "README.md").read_text() == "no markers\n"

@@ -37,24 +37,25 @@ def render(name: str, header: str, body: str) -> str:
     return f"{begin}\n{header}\n\n{body}\n{end}"
 
 
-def split(text: str, name: str) -> tuple[str, str, str]:
+def split(text: str, name: str, where: str = "README") -> tuple[str, str, str]:
     """(text before, the block with its markers, text after); a clear error unless exactly one block."""
     begin, end = markers(name)
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise ConfigError(f"README must contain exactly one {begin} ... {end} block (in that order)")
+        raise ConfigError(f"{where} must contain exactly one {begin} ... {end} block (in that order); fix: restore "
+                          "the two marker lines")
     head, rest = text.split(begin)
     block, tail = rest.split(end)
     return head, begin + block + end, tail
 
 
 def block(readme, name: str) -> str:
-    return split(Path(readme).read_text(encoding="utf-8"), name)[1]
+    return split(Path(readme).read_text(encoding="utf-8"), name, str(readme))[1]
 
 
 def replace(readme, name: str, new: str) -> bool:
     """Put ``new`` (markers included) in place of the README's block ``name``; True when the file changed."""
     readme = Path(readme)
-    head, old, tail = split(readme.read_text(encoding="utf-8"), name)
+    head, old, tail = split(readme.read_text(encoding="utf-8"), name, str(readme))
     if new == old:
         return False
     atomic_write_text(readme, head + new + tail)

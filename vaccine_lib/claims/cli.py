@@ -18,13 +18,19 @@ from typing import Sequence
 from ..config import AlignConfig, FinetuneConfig
 from ..errors import ConfigError, VaccineError
 from ..judge import JUDGES
+from ..profiles import load_profile
 from .outcomes import Reference, load_outcomes, reference_from_profile, select
 from .report import DEFAULT_TABLE, README, claims_table, readme_matches, render_readme, write_claims_table
 
 
 def _check_options(args, outcomes=None) -> None:
-    """--rejudge names a judge; --p-star / --rho lie in the range their stage config declares (one home) and,
+    """--profile is a profile; --rejudge names a judge; --p-star / --rho lie in the range their stage config declares (one home) and,
     given a run, are values the run has (else every claim at them would silently be "not run")."""
+    if args.profile and outcomes is None:
+        try:
+            load_profile(args.profile)
+        except ConfigError as exc:
+            raise ConfigError(f"--profile {args.profile!r}: {exc}") from None
     bad = [j for j in args.rejudge if j not in JUDGES]
     if bad:
         raise ConfigError(f"--rejudge {' '.join(bad)}: unknown judge; allowed values: {', '.join(JUDGES)}. "
@@ -53,8 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timings", help="CSV of step timings (figures/tables/table5_overhead.csv)")
     ap.add_argument("--rejudge", nargs="*", default=[],
                     help=f"also judge the stored answers with these ({', '.join(JUDGES)})")
-    ap.add_argument("--profile", default="", help="profile that produced the inputs (its finetune.p / align.rho / "
-                    "task / n are the reference setting)")
+    ap.add_argument("--profile", default="", help="profile (name or YAML) that produced the inputs: its finetune.p / "
+                    "align.rho / task / n are the reference setting")
     ap.add_argument("--p-star", type=float, help="harmful ratio of the headline comparison (default: the profile's, "
                     "else the largest p with SFT and Vaccine outcomes)")
     ap.add_argument("--rho", type=float, help="Vaccine's reference rho (default: the profile's, else inferred)")
@@ -92,6 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VaccineError as exc:
         ap.error(str(exc).replace("run_dir=", "--run-dir=", 1))
     except OSError as exc:  # a folder that is a file, read-only, a full disk: name the path and the fix
-        ap.error(f"cannot write {exc.filename or args.out}: {exc.strerror or exc}. Fix: give --out / --readme paths "
-                 "in a writable folder with free space")
+        ap.error(f"cannot read or write {exc.filename or args.out}: {exc.strerror or exc}. Fix: give --out / --readme "
+                 "paths that exist, in a writable folder with free space")
     return 0
