@@ -132,7 +132,7 @@ def test_unusable_evaluation_is_excluded_and_flagged(run_dir, how, reason):
     store = ResultsStore(run_dir)
     folder = _write(store, "SFT", 0.3, 3, 2)  # a third SFT seed at p* that breaks
     _break(folder, how)
-    with pytest.warns(UserWarning, match=f"1 evaluation.* excluded.*{reason}"):
+    with pytest.warns(UserWarning, match=f"excluded 1 unusable evaluation.*{reason}.*never counted"):
         out = C.load_outcomes(run_dir)
     assert (out["seed"] != 3).all()  # never counted
     (ex,) = out.attrs["excluded"]
@@ -145,17 +145,26 @@ def test_unusable_evaluation_is_excluded_and_flagged(run_dir, how, reason):
     assert reason in C.render_block(table)  # the README rendering shows the flag too
 
 
-def test_all_evaluations_unusable_is_an_error(tmp_path):
+def test_all_evaluations_unusable_leaves_every_outcome_claim_not_run_and_named(tmp_path):
+    """E.g. the smoke profile's random model: every answer degenerate, nothing counted, each exclusion named."""
     store = ResultsStore(tmp_path / "run")
-    _break(_write(store, "SFT", 0.1, 1, 2), "degenerate")
-    with pytest.warns(UserWarning), pytest.raises(ConfigError, match="no usable evaluation.*degenerate answers"):
-        C.load_outcomes(tmp_path / "run")
+    for seed in (1, 2, 3, 4):
+        _break(_write(store, "SFT", 0.1, seed, 2), "degenerate")
+    with pytest.warns(UserWarning, match="excluded 4 unusable"):
+        out = C.load_outcomes(tmp_path / "run")
+    assert out.empty and len(out.attrs["excluded"]) == 4
+    v = C.evaluate_claims(out).drop_duplicates("claim").set_index("claim")
+    for c in C.CLAIMS:
+        assert v.loc[c.id, "verdict"] == S.NOT_RUN
+        assert ("excluded 4 unusable evaluation(s)" in v.loc[c.id, "note"]) == c.uses_outcomes
+    assert "and 1 more (claims.json: provenance.excluded)" in v.loc["C2a", "note"]
 
 
-def test_excluded_evaluations_are_in_the_written_provenance(run_dir, tmp_path):
+def test_excluded_evaluations_are_in_the_written_provenance(capsys, run_dir, tmp_path):
     _break(_write(ResultsStore(run_dir), "SFT", 0.3, 3, 2), "degenerate")
-    with pytest.warns(UserWarning, match="excluded"):
-        assert C.main(["--run-dir", str(run_dir), "--out", str(tmp_path / "c"), "--min-judges", "1"]) == 0
+    assert C.main(["--run-dir", str(run_dir), "--out", str(tmp_path / "c"), "--min-judges", "1"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m vaccine_lib.claims: warning: excluded 1 unusable")
     prov = json.loads((tmp_path / "c.json").read_text())["provenance"]
     assert [e["reason"] for e in prov["excluded"]] == ["degenerate answers"]
 

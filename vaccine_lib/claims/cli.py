@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import replace
 from typing import Sequence
 
@@ -80,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_options(args)
         if compute:  # everything is computed and checked before the two files are written
-            outcomes = load_outcomes(args.run_dir, rejudge=args.rejudge) if args.run_dir else None
+            with warnings.catch_warnings(record=True) as caught:  # exclusions, dropped stale rows: one line each
+                warnings.simplefilter("always")
+                outcomes = load_outcomes(args.run_dir, rejudge=args.rejudge) if args.run_dir else None
+            for w in caught:
+                print(f"{ap.prog}: warning: {w.message}", file=sys.stderr)
             _check_options(args, outcomes)
             ref = reference_from_profile(args.profile) if args.profile else Reference()
             ref = replace(ref, **{k: v for k, v in (("p_star", args.p_star), ("rho", args.rho)) if v is not None})

@@ -14,8 +14,8 @@ import pandas as pd
 from .. import stats as S
 from ..errors import ConfigError
 from . import paper
-from .outcomes import (HARMFUL_PART, JUDGED, NO_JUDGE, Reference, check_outcomes, infer_reference, load_model_metrics,
-                       load_timings, select)
+from .outcomes import (HARMFUL_PART, JUDGED, NO_JUDGE, Reference, check_outcomes, describe_excluded, infer_reference,
+                       load_model_metrics, load_timings, select)
 
 #: columns of the claims table (CSV / JSON)
 TABLE_COLUMNS = ("claim", "statement", "effect_label", "unit", "paper", "paper_effect", "paper_note", "judge",
@@ -305,8 +305,7 @@ def evaluate_claims(outcomes: pd.DataFrame | None = None, model_metrics=None, ti
     if not isinstance(min_judges, int) or min_judges < 1:
         raise ConfigError(f"min_judges={min_judges!r} must be an integer >= 1 (2 = every HS verdict needs two judges)")
     excluded = [] if outcomes is None else list(getattr(outcomes, "attrs", {}).get("excluded", []))
-    flag = (f"excluded {len(excluded)} unusable evaluation(s): "
-            + "; ".join(f"{e['evaluation']}: {e['reason']}" for e in excluded)) if excluded else ""
+    flag = describe_excluded(excluded)
     if outcomes is not None:
         outcomes = check_outcomes(outcomes)
     inp = Inputs(outcomes, load_model_metrics(model_metrics), load_timings(timings), infer_reference(outcomes, reference))

@@ -95,6 +95,13 @@ def _resolve_judges(rejudge) -> dict:
     return judges
 
 
+def describe_excluded(excluded: list[dict], show: int = 3) -> str:
+    """One line naming the excluded evaluations (the first ``show``) and why: the flag the claims table carries."""
+    named = "; ".join(f"{e['evaluation']}: {e['reason']}" for e in excluded[:show])
+    more = f"; and {len(excluded) - show} more (claims.json: provenance.excluded)" if len(excluded) > show else ""
+    return f"excluded {len(excluded)} unusable evaluation(s): {named}{more}" if excluded else ""
+
+
 def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
     """Per-item outcomes (:data:`OUTCOME_COLUMNS`) of every usable evaluation in ``run_dir/eval/``.
 
@@ -103,7 +110,9 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
     ``correct`` on task items, ``words`` = words of the answer. ``item_id`` hashes (part, question, input), so the
     same prompt has the same id in every model (pairing). ``rejudge``: judge names or ``{name: judge}`` adding
     rows (``judge=name``) judged from the stored answers. Of several evaluations of one model under one judge
-    the most recent is kept (with a warning). No usable evaluation at all is a ConfigError.
+    the most recent is kept (with a warning). Unusable evaluations are in ``attrs["excluded"]`` (none usable:
+    an empty table, so every outcome claim is "not run" with the exclusions named, e.g. the smoke profile's
+    random model, whose answers are all degenerate).
     """
     run_dir = check_run_dir(run_dir)
     judges = _resolve_judges(rejudge)
@@ -139,13 +148,8 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
             extra["refusal"] = [float(bool(get(v, "refusal"))) for v in verdicts]
             frames.append(extra)
     if excluded:
-        warnings.warn(f"{len(excluded)} evaluation(s) excluded from the claims: "
-                      + "; ".join(f"{e['evaluation']}: {e['reason']}" for e in excluded), stacklevel=2)
-    if not frames:
-        raise ConfigError(f"run_dir={str(run_dir)!r} has no usable evaluation (all {len(excluded)} excluded: "
-                          + "; ".join(sorted({e["reason"] for e in excluded})) + "); redo them: delete their eval/ "
-                          "folders and rerun python -m vaccine_lib.train", param="run_dir")
-    df = pd.concat(frames, ignore_index=True)
+        warnings.warn(describe_excluded(excluded) + " (never counted)", stacklevel=2)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*OUTCOME_COLUMNS, "_created"])
     stale = df["_created"] != df.groupby(["model_id", "judge"])["_created"].transform("max")
     if stale.any():
         warnings.warn(f"{int(stale.sum())} outcome rows from older evaluations of the same model and judge were "
