@@ -25,8 +25,8 @@ from .report import DEFAULT_TABLE, README, claims_table, readme_matches, render_
 
 
 def _check_options(args, outcomes=None) -> None:
-    """--profile is a profile; --rejudge names a judge; --p-star / --rho lie in the range their stage config declares (one home) and,
-    given a run, are values the run has (else every claim at them would silently be "not run")."""
+    """--profile is a profile, --rejudge names judges, --p-star / --rho lie in the range their stage config declares
+    (one home) and, given a run, are values it has (else every claim at them would silently be "not run")."""
     if args.profile and outcomes is None:
         try:
             load_profile(args.profile)
