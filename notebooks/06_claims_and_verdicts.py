@@ -55,13 +55,13 @@ import pandas as pd
 from vaccine_lib import claims as C
 from vaccine_lib import experiments as ex
 from vaccine_lib import plotting as pl
-from vaccine_lib import regime
+from vaccine_lib.claims import regime
 
 P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
 
 # %% [markdown]
 # ## (a) R1–R3 on this run
-# The same rule as the regime study (`vaccine_lib.regime.criteria`), on this run's base, SFT-aligned and SFT
+# The same rule as the regime study (`vaccine_lib.claims.regime.criteria`), on this run's base, SFT-aligned and SFT
 # fine-tuned models (means over seeds). R1: the SFT-aligned model refuses harmful prompts (HS ≤ 10 %) but not
 # benign instructions (≤ 10 %) and keeps its zero-shot FA within 10 points of the base model's; R2: clean
 # fine-tuning teaches the task (FA ≥ 80 % or ≥ +15 points, and not one label for ≥ 90 % of the items); R3: at p*,
@@ -117,12 +117,13 @@ if len(hs_rows):
 
 # %% [markdown]
 # ## (c) The README block
-# Rendered from `figures/tables/claims.csv` for the committed default profile only (other profiles write their
-# table under `results/<profile>/`).
+# This notebook writes only its tables; it never edits the README. `make readme` renders the README's claims block
+# from the committed `figures/tables/claims.csv` (a test fails when the two differ). For the committed default
+# profile the check below says whether the block is still the rendering of the table just written.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 if P.committed:
-    print("README claims block updated:", C.render_readme(stem=TAB / "claims"))
+    print("README claims block matches this table:", C.readme_matches(stem=TAB / "claims"), "(make readme renders it)")
 else:
-    print(f"profile {P.label!r} is not the committed default: README left alone")
+    print(f"profile {P.label!r} is not the committed default: its table is not the README's")

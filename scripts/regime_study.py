@@ -245,7 +245,7 @@ def cmd_finetune(a) -> None:
 
 # --------------------------------------------------------------------------- report
 
-from vaccine_lib.regime import criteria  # noqa: E402  (R1-R3 rule, shared with notebook 06)
+from vaccine_lib.claims.regime import criteria  # noqa: E402  (R1-R3 rule, shared with notebook 06)
 
 
 def cmd_report(_a) -> None:

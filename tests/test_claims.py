@@ -1,8 +1,9 @@
-"""vaccine_lib.claims: outcomes loader, claim verdicts under several judges, the claims table and the
+"""vaccine_lib.claims (package): outcomes loader, claim verdicts under several judges, the claims table and the
 README block generated from it (the committed README must match the committed table)."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from vaccine_lib import claims as C
 from vaccine_lib import stats as S
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.evaluation import ResultsStore
+from vaccine_lib.paths import REPO_ROOT
 
 N_HARM, N_TASK, N_BENIGN = 120, 60, 40
 SEEDS = (42, 43)
@@ -105,7 +107,7 @@ def test_rejudge_adds_a_judge(run_dir):
 
 
 def test_missing_run_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="results/"):
+    with pytest.raises(ConfigError, match="run_dir=.* is empty"):
         C.load_outcomes(tmp_path)
 
 
@@ -222,8 +224,9 @@ def _strict_json(path):
 
 def test_cli_writes_table_with_provenance(run_dir, tmp_path):
     stem = tmp_path / "claims"
-    with pytest.warns(UserWarning, match="not loaded"):  # not a profile name: the setting is inferred
-        assert C.main(["--run-dir", str(run_dir), "--out", str(stem), "--min-judges", "1", "--profile", "synthetic"]) == 0
+    # no --profile: the reference setting is inferred from the outcomes (an unknown profile is refused:
+    # tests/test_claims_bad_inputs.py)
+    assert C.main(["--run-dir", str(run_dir), "--out", str(stem), "--min-judges", "1"]) == 0
     table = C.read_claims_table(stem)
     assert _by_claim(table).loc["C2a", "verdict"] == S.HELD
     doc = _strict_json(stem.with_suffix(".json"))
@@ -314,9 +317,7 @@ def test_reference_from_profile():
 def test_committed_notebook_result_cell_matches_committed_claims_table(nb):
     """The 'claims' cell of each committed, executed notebook shows exactly its rows of the committed claims table
     (both come from the same default run; rerun make reproduce when they differ)."""
-    from pathlib import Path
-
-    path = next(Path(C.REPO_ROOT, "notebooks").glob(f"{nb}_*.ipynb"))
+    path = next(Path(REPO_ROOT, "notebooks").glob(f"{nb}_*.ipynb"))
     cells = [c for c in json.loads(path.read_text())["cells"] if "claims" in c.get("metadata", {}).get("tags", [])]
     assert len(cells) == 1, f"{path.name} needs exactly one cell tagged 'claims' (its result cell)"
     shown = ["".join(o["data"]["text/markdown"]) for o in cells[0].get("outputs", [])

@@ -11,7 +11,7 @@ from vaccine_lib import pipeline as pl
 from vaccine_lib.config import EvalConfig, Sweeps
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.profiles import load_profile
-from vaccine_lib.regime import criteria, run_rows
+from vaccine_lib.claims.regime import criteria, run_rows
 
 
 def test_default_grid_is_the_headline_comparison(tmp_path):

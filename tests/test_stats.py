@@ -128,7 +128,7 @@ def test_exact_test_must_agree_with_the_interval():
     assert S.verdict(S.Estimate(5.0, 0.5, 9.0, p_value=0.01), +1) == S.HELD
 
 
-def _trend_frame(rng, rates, seeds=(0,)):
+def _levels_frame(rng, rates, seeds=(0,)):
     logit = rng.normal(0, 1, 200)
     rows = []
     for p, rate in rates.items():
@@ -139,41 +139,41 @@ def _trend_frame(rng, rates, seeds=(0,)):
     return pd.DataFrame(rows)
 
 
-def test_trend_slope_and_verdicts():
+def test_paired_slope_and_verdicts():
     rng = np.random.default_rng(8)
-    grows = _trend_frame(rng, {0.0: 0.1, 0.1: 0.2, 0.3: 0.45})
-    est = S.trend(grows, "p", "harmful", scale=100, per=0.1, n_boot=N_BOOT)
+    grows = _levels_frame(rng, {0.0: 0.1, 0.1: 0.2, 0.3: 0.45})
+    est = S.paired_slope(grows, "p", "harmful", scale=100, per=0.1, n_boot=N_BOOT)
     assert est.effect > 5 and S.verdict(est, +1) == S.HELD
-    flat = _trend_frame(rng, {0.0: 0.3, 0.1: 0.3, 0.3: 0.3})
-    assert S.verdict(S.trend(flat, "p", "harmful", scale=100, per=0.1, n_boot=N_BOOT), +1) == S.INCONCLUSIVE
-    shrinks = _trend_frame(rng, {0.0: 0.5, 0.1: 0.3, 0.3: 0.1})
-    assert S.verdict(S.trend(shrinks, "p", "harmful", scale=100, per=0.1, n_boot=N_BOOT), +1) == S.REFUTED
+    flat = _levels_frame(rng, {0.0: 0.3, 0.1: 0.3, 0.3: 0.3})
+    assert S.verdict(S.paired_slope(flat, "p", "harmful", scale=100, per=0.1, n_boot=N_BOOT), +1) == S.INCONCLUSIVE
+    shrinks = _levels_frame(rng, {0.0: 0.5, 0.1: 0.3, 0.3: 0.1})
+    assert S.verdict(S.paired_slope(shrinks, "p", "harmful", scale=100, per=0.1, n_boot=N_BOOT), +1) == S.REFUTED
     # the slope of exact level means is the OLS slope
     means = grows.groupby("p")["harmful"].mean() * 100
     assert est.effect == pytest.approx(np.polyfit(means.index, means.values, 1)[0] * 0.1)
 
 
-def test_trend_log_scale_and_range_difference():
+def test_paired_slope_log_scale_and_range_difference():
     rng = np.random.default_rng(9)
-    df = _trend_frame(rng, {0.1: 0.5, 1.0: 0.35, 10.0: 0.2}).rename(columns={"p": "rho"})
-    est = S.trend(df, "rho", "harmful", transform="log10", scale=100, n_boot=N_BOOT)
+    df = _levels_frame(rng, {0.1: 0.5, 1.0: 0.35, 10.0: 0.2}).rename(columns={"p": "rho"})
+    est = S.paired_slope(df, "rho", "harmful", transform="log10", scale=100, n_boot=N_BOOT)
     assert S.verdict(est, -1) == S.HELD
     rd = S.range_difference(df, "rho", "harmful", scale=100, n_boot=N_BOOT)
     assert rd.effect == pytest.approx((df[df.rho == 10].harmful.mean() - df[df.rho == 0.1].harmful.mean()) * 100)
     with pytest.raises(ConfigError, match="log10"):
-        S.trend(df.assign(rho=df.rho - 0.1), "rho", "harmful", transform="log10", n_boot=N_BOOT)
+        S.paired_slope(df.assign(rho=df.rho - 0.1), "rho", "harmful", transform="log10", n_boot=N_BOOT)
     with pytest.raises(ConfigError, match=">= 2 levels"):
-        S.trend(df[df.rho == 1.0], "rho", "harmful", n_boot=N_BOOT)
+        S.paired_slope(df[df.rho == 1.0], "rho", "harmful", n_boot=N_BOOT)
 
 
-def test_seed_trend_needs_seeds_for_an_interval():
+def test_seed_slope_needs_seeds_for_an_interval():
     one = pd.DataFrame({"p": [0, 0.1, 0.3], "seed": 42, "drift": [0.1, 0.2, 0.4]})
-    est = S.seed_trend(one, "p", "drift")
+    est = S.seed_slope(one, "p", "drift")
     assert est.effect == pytest.approx(np.polyfit([0, 0.1, 0.3], [0.1, 0.2, 0.4], 1)[0])
     assert not est.has_ci and S.verdict(est, +1) == S.INCONCLUSIVE
     three = pd.concat([one.assign(seed=s, drift=one.drift + d) for s, d in ((1, 0.0), (2, 0.01), (3, -0.02))])
     three.loc[three.seed == 3, "drift"] *= 1.2
-    est3 = S.seed_trend(three, "p", "drift")
+    est3 = S.seed_slope(three, "p", "drift")
     assert est3.n_seeds == 3 and est3.has_ci and S.verdict(est3, +1) == S.HELD
 
 

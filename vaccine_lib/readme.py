@@ -1,12 +1,14 @@
 """Generated blocks of the README: ``<!-- name:begin -->`` ... ``<!-- name:end -->``.
 
-Result text in the README is never typed by hand: each block is rendered from a committed table
-(claims, runtime, benchmarks) by the module that owns it, and a test compares the two.
+Result text in the README is never typed by hand: each block is rendered from a committed table (claims,
+runtime, benchmarks) by the module that owns the table, through :func:`render` here, and a test compares the
+two. No notebook writes the README: ``make readme`` regenerates every block from the committed tables.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from .atomic import atomic_write_text
 from .errors import ConfigError
@@ -19,24 +21,41 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
-def split(text: str, name: str) -> tuple[str, str, str]:
+def md_table(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A markdown table; ``|`` and line breaks inside cells are escaped."""
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def render(name: str, header: str, body: str) -> str:
+    """The block ``name`` (markers included): the header line (what generated it, from which table), a blank
+    line, then ``body`` (usually :func:`md_table`)."""
+    begin, end = markers(name)
+    return f"{begin}\n{header}\n\n{body}\n{end}"
+
+
+def split(text: str, name: str, where: str = "README") -> tuple[str, str, str]:
     """(text before, the block with its markers, text after); a clear error unless exactly one block."""
     begin, end = markers(name)
     if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
-        raise ConfigError(f"README must contain exactly one {begin} ... {end} block (in that order)")
+        raise ConfigError(f"{where} must contain exactly one {begin} ... {end} block (in that order); fix: restore "
+                          "the two marker lines")
     head, rest = text.split(begin)
     block, tail = rest.split(end)
     return head, begin + block + end, tail
 
 
 def block(readme, name: str) -> str:
-    return split(Path(readme).read_text(encoding="utf-8"), name)[1]
+    return split(Path(readme).read_text(encoding="utf-8"), name, str(readme))[1]
 
 
 def replace(readme, name: str, new: str) -> bool:
     """Put ``new`` (markers included) in place of the README's block ``name``; True when the file changed."""
     readme = Path(readme)
-    head, old, tail = split(readme.read_text(encoding="utf-8"), name)
+    head, old, tail = split(readme.read_text(encoding="utf-8"), name, str(readme))
     if new == old:
         return False
     atomic_write_text(readme, head + new + tail)

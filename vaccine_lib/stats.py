@@ -1,30 +1,23 @@
-"""Paired statistics for the claims table: effects with 95 % CIs, exact paired tests, verdict rules.
+"""Paired statistics for the claims table: effects with 95 % CIs (:class:`Estimate`) and the verdict rules
+(:func:`verdict`, :func:`interval_verdict`) that turn them into held / refuted / inconclusive: no verdict is typed.
 
-Every function returns an :class:`Estimate` (effect, CI, method, sizes); :func:`verdict` (a
-direction claim) and :func:`interval_verdict` / :func:`equivalence_verdict` (an "about x" claim)
-turn it into ``held`` / ``refuted`` / ``inconclusive`` by rules fixed here, so no verdict is typed
-by hand.
-
-Outcome inputs are tidy frames with one row per (seed, item): ``item`` is the prompt / test item
-(the same items for every model, so comparisons are **paired over items**), ``seed`` the training
-seed (a second resampling level when there are >= 2 seeds). The bootstrap is two-level: each
-replicate resamples seeds with replacement, then items with replacement, and recomputes the
-statistic from the per-condition means. Items and seeds are crossed (every seed answers every
-item), and resampling both counts the item-by-seed noise more than once, so with >= 2 seeds the
-interval is conservative: in simulations (tests/test_stats.py) its coverage was 1.00 with no
-seed-level effect and 0.91-0.96 with one; with one seed it was 0.95-0.97. scipy's ``stats.bootstrap`` resamples one level only, so
-the two-level resampling is written here (as multinomial weights: no copies of the data);
-scipy supplies the exact binomial test and the t quantiles.
+Outcomes are tidy frames, one row per (seed, item); every model answers the same items, so comparisons are
+**paired over items**. The bootstrap is two-level: each replicate resamples seeds, then items (multinomial
+weights, no copies; scipy's ``bootstrap`` has one level only). Items and seeds are crossed, so with >= 2 seeds
+the item-by-seed noise is counted more than once and the interval is conservative: in simulations
+(tests/test_stats.py) its coverage was 1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest, norm
+from scipy.stats import t as student_t
 
 from .errors import ConfigError, check_range
 
@@ -41,11 +34,7 @@ VERDICTS = (HELD, REFUTED, INCONCLUSIVE, NOT_RUN)
 
 @dataclass(frozen=True)
 class Estimate:
-    """An effect with its confidence interval.
-
-    ``lo``/``hi`` are NaN when no interval can be computed (e.g. one seed of a per-model metric);
-    ``p_value`` is set where an exact test ran (McNemar on one seed of paired binary outcomes).
-    """
+    """An effect and its CI (``lo``/``hi`` NaN when there is none); ``p_value`` where an exact test ran."""
 
     effect: float
     lo: float = math.nan
@@ -61,48 +50,27 @@ class Estimate:
     def has_ci(self) -> bool:
         return math.isfinite(self.lo) and math.isfinite(self.hi)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        ci = f" [{self.lo:.3g}, {self.hi:.3g}]" if self.has_ci else " [no CI]"
-        return f"{self.effect:.3g}{ci}"
-
 
 # --------------------------------------------------------------------------- verdict rules
 
 
 def verdict(est: Estimate | None, direction: int) -> str:
-    """Verdict of a direction claim (``direction=+1``: the effect is positive in the paper, -1: negative).
-
-    ``held``: the CI excludes 0 on the paper's side; ``refuted``: it excludes 0 on the other side;
-    ``inconclusive``: the CI contains 0 or there is no CI. Where an exact test ran (``p_value``), it
-    must agree (p < 1 - level), otherwise ``inconclusive``. ``None`` or a NaN effect: ``not run``.
-    """
+    """A direction claim (``direction`` +1 / -1: the paper's sign): held when the CI excludes 0 on the paper's
+    side, refuted on the other, else inconclusive; an exact test (``p_value``) must agree. No effect: not run."""
     if direction not in (1, -1):
         raise ConfigError(f"direction={direction!r} must be +1 (effect > 0 in the paper) or -1 (effect < 0)")
     if est is None or not math.isfinite(est.effect):
         return NOT_RUN
-    if not est.has_ci:
-        return INCONCLUSIVE
-    if est.lo > 0:
-        out = HELD if direction > 0 else REFUTED
-    elif est.hi < 0:
-        out = REFUTED if direction > 0 else HELD
-    else:
+    if not est.has_ci or est.lo <= 0 <= est.hi:
         return INCONCLUSIVE
     if math.isfinite(est.p_value) and est.p_value >= 1 - est.level:
         return INCONCLUSIVE
-    return out
+    return HELD if (est.lo > 0) == (direction > 0) else REFUTED
 
 
 def interval_verdict(est: Estimate | None, low: float, high: float) -> str:
-    """Verdict of an "about x" claim: the effect lies in ``[low, high]`` (either end may be infinite).
-
-    TOST-like: ``held`` when the whole CI lies inside ``[low, high]``, ``refuted`` when it lies
-    entirely outside, ``inconclusive`` otherwise. (With the 95 % CI this is a TOST at 2.5 % per side,
-    i.e. conservative.)
-    """
+    """An "about x" claim, the effect lies in ``[low, high]``: held when the whole CI lies inside, refuted when
+    entirely outside, else inconclusive (TOST-like; with the 95 % CI 2.5 % per side, i.e. conservative)."""
     if not low < high:
         raise ConfigError(f"interval bounds must satisfy low < high, got low={low!r}, high={high!r}")
     if est is None or not math.isfinite(est.effect):
@@ -111,9 +79,7 @@ def interval_verdict(est: Estimate | None, low: float, high: float) -> str:
         return INCONCLUSIVE
     if low <= est.lo and est.hi <= high:
         return HELD
-    if est.hi < low or est.lo > high:
-        return REFUTED
-    return INCONCLUSIVE
+    return REFUTED if est.hi < low or est.lo > high else INCONCLUSIVE
 
 
 def equivalence_verdict(est: Estimate | None, margin: float) -> str:
@@ -123,7 +89,7 @@ def equivalence_verdict(est: Estimate | None, margin: float) -> str:
     return interval_verdict(est, -margin, margin)
 
 
-# --------------------------------------------------------------------------- data shaping
+# --------------------------------------------------------------------------- resampling
 
 
 def _check_params(level: float, n_boot: int) -> None:
@@ -145,23 +111,17 @@ def _matrices(frames: Sequence[pd.DataFrame], value: str, item: str, seed: str):
     pivots = []
     for k, f in enumerate(frames):
         _require(f, [item, seed, value], f"condition {k}")
-        data = f[[seed, item, value]].copy()
-        data[value] = pd.to_numeric(data[value], errors="coerce").astype(float)
+        data = f[[seed, item, value]].assign(**{value: pd.to_numeric(f[value], errors="coerce").astype(float)})
         data = data.dropna(subset=[value])
         if data.empty:
             raise ConfigError(f"condition {k} has no non-missing {value!r} values")
-        piv = data.pivot_table(index=seed, columns=item, values=value, aggfunc="mean")
-        pivots.append(piv)
-    common = set(pivots[0].columns[pivots[0].notna().all(axis=0)])
-    for piv in pivots[1:]:
-        common &= set(piv.columns[piv.notna().all(axis=0)])
+        pivots.append(data.pivot_table(index=seed, columns=item, values=value, aggfunc="mean"))
+    common = set.intersection(*(set(piv.columns[piv.notna().all(axis=0)]) for piv in pivots))
     items = sorted(common, key=str)
     if not items:
         raise ConfigError("the conditions share no item answered under every seed; pairing needs the same "
                           "prompts/items for every model (evaluate them with the same eval seed and n)")
-    mats = [piv[items].to_numpy(dtype=float) for piv in pivots]
-    seeds = [tuple(piv.index) for piv in pivots]
-    return mats, items, seeds
+    return [piv[items].to_numpy(dtype=float) for piv in pivots], items, [tuple(piv.index) for piv in pivots]
 
 
 def _weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
@@ -169,11 +129,8 @@ def _weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
 
 
 def _boot_means(mats, seed_sets, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """[n_boot, n_conditions] means under two-level resampling (seeds, then items; items paired).
-
-    Seeds are paired across conditions when every condition has the same seed set (the same seed
-    means the same data order and initialisation), otherwise resampled per condition.
-    """
+    """[n_boot, n_conditions] means, resampling seeds then items (items paired; seeds paired too when every
+    condition has the same seeds: the same seed is the same data order and initialisation)."""
     n_items = mats[0].shape[1]
     wi = _weights(rng, n_items, n_boot)
     shared = all(s == seed_sets[0] for s in seed_sets)
@@ -181,19 +138,13 @@ def _boot_means(mats, seed_sets, n_boot: int, rng: np.random.Generator) -> np.nd
     out = np.empty((n_boot, len(mats)))
     for k, m in enumerate(mats):
         ns = m.shape[0]
-        if ns == 1:
-            ws = np.ones((n_boot, 1))
-        elif ws_shared is not None:
-            ws = ws_shared
-        else:
-            ws = _weights(rng, ns, n_boot)
+        ws = np.ones((n_boot, 1)) if ns == 1 else ws_shared if ws_shared is not None else _weights(rng, ns, n_boot)
         out[:, k] = ((ws @ m) * wi).sum(axis=1) / (ns * n_items)
     return out
 
 
 def _percentile(stats: np.ndarray, level: float) -> tuple[float, float]:
-    a = (1 - level) / 2
-    lo, hi = np.quantile(stats, [a, 1 - a])
+    lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
 
@@ -217,54 +168,40 @@ def _binary(mats) -> bool:
 
 
 def _exact_ci(k: int, n: int, level: float) -> tuple[float, float]:
-    """Clopper-Pearson interval of a proportion k / n (scipy)."""
-    from scipy.stats import binomtest
-
+    """Clopper-Pearson interval of a proportion k / n."""
     ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
     return float(ci.low), float(ci.high)
 
 
 def mcnemar_exact(a, b) -> dict:
-    """Exact McNemar (sign) test of paired binary outcomes ``a`` vs ``b`` (same items, same order).
-
-    Returns ``{"n01", "n10", "p_value"}``: ``n10`` = items where only ``a`` is 1, ``n01`` = only ``b``;
-    the two-sided p-value is the binomial test of ``n10`` out of ``n01 + n10`` at 1/2 (1.0 when no
-    item is discordant).
-    """
-    from scipy.stats import binomtest
-
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+    """Exact McNemar test of paired binary ``a`` vs ``b``: ``n10`` (only a is 1), ``n01``, and the two-sided
+    binomial p-value of n10 of n01 + n10 at 1/2 (1.0 without discordant items)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise ConfigError(f"a and b must be 1-D and paired (same length), got shapes {a.shape} and {b.shape}")
     if not np.isin(a, (0, 1)).all() or not np.isin(b, (0, 1)).all():
         raise ConfigError("mcnemar_exact needs binary outcomes (0/1 or booleans)")
-    n10 = int(((a == 1) & (b == 0)).sum())
-    n01 = int(((a == 0) & (b == 1)).sum())
-    p = 1.0 if n01 + n10 == 0 else float(binomtest(n10, n01 + n10, 0.5).pvalue)
-    return {"n01": n01, "n10": n10, "p_value": p}
+    n10, n01 = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    return {"n01": n01, "n10": n10, "p_value": 1.0 if n01 + n10 == 0 else float(binomtest(n10, n01 + n10).pvalue)}
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str, *, item: str = "item_id", seed: str = "seed",
                       scale: float = 1.0, n_boot: int = N_BOOT, level: float = LEVEL,
                       rng_seed: int = RNG_SEED) -> Estimate:
-    """mean(a) - mean(b) of ``value`` (x ``scale``, e.g. 100 for percentage points), paired over items.
-
-    95 % CI by the two-level bootstrap (seeds when >= 2, then items). With one seed and binary
-    outcomes the exact McNemar test also runs (``p_value``; :func:`verdict` requires it to agree).
-    """
-    est, mats = _bootstrap([a, b], value, item, seed, lambda m: m[:, 0] - m[:, 1], scale=scale, n_boot=n_boot,
-                           level=level, rng_seed=rng_seed, method="paired difference")
-    if _binary(mats) and mats[0].shape == mats[1].shape and est.lo == est.hi:
+    """mean(a) - mean(b) of ``value`` (x ``scale``: 100 for points), paired over items, two-level bootstrap CI;
+    with one seed of binary outcomes the exact McNemar test runs too (``p_value``, which :func:`verdict` checks)."""
+    est, (ma, mb) = _bootstrap([a, b], value, item, seed, lambda m: m[:, 0] - m[:, 1], scale=scale, n_boot=n_boot,
+                               level=level, rng_seed=rng_seed, method="paired difference")
+    binary = _binary([ma, mb])
+    if binary and ma.shape == mb.shape and est.lo == est.hi:
         # no discordant item at all: the bootstrap interval collapses to a point; use the exact upper
         # bound of the discordant share instead (0 discordant of 4 items says little, of 400 a lot)
-        discordant = int((mats[0] != mats[1]).sum())
-        u = _exact_ci(discordant, mats[0].size, level)[1] * scale
+        u = _exact_ci(int((ma != mb).sum()), ma.size, level)[1] * scale
         est = replace(est, lo=est.effect - u, hi=est.effect + u, method=est.method + "; exact bound (no discordant items)")
-    if mats[0].shape[0] == 1 and mats[1].shape[0] == 1 and _binary(mats):
-        test = mcnemar_exact(mats[0][0], mats[1][0])
-        est = Estimate(est.effect, est.lo, est.hi, est.method + "; exact McNemar", est.n_items, est.n_seeds,
-                       test["p_value"], level, f"discordant items {test['n10']} vs {test['n01']}")
+    if binary and ma.shape[0] == 1 and mb.shape[0] == 1:
+        test = mcnemar_exact(ma[0], mb[0])
+        est = replace(est, method=est.method + "; exact McNemar", p_value=test["p_value"],
+                      note=f"discordant items {test['n10']} vs {test['n01']}")
     return est
 
 
@@ -282,13 +219,11 @@ def mean_rate(df: pd.DataFrame, value: str, *, item: str = "item_id", seed: str 
 
 def _x_values(levels, transform: str) -> np.ndarray:
     x = np.asarray(levels, dtype=float)
-    if transform == "linear":
-        return x
-    if transform == "log10":
-        if (x <= 0).any():
-            raise ConfigError(f"transform='log10' needs x > 0, got levels {list(levels)}")
-        return np.log10(x)
-    raise ConfigError(f"unknown transform {transform!r}; allowed values: linear, log10")
+    if transform not in ("linear", "log10"):
+        raise ConfigError(f"unknown transform {transform!r}; allowed values: linear, log10")
+    if transform == "log10" and (x <= 0).any():
+        raise ConfigError(f"transform='log10' needs x > 0, got levels {list(levels)}")
+    return np.log10(x) if transform == "log10" else x
 
 
 def _slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -297,28 +232,24 @@ def _slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (y - y.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
 
 
-def trend(df: pd.DataFrame, x: str, value: str, *, item: str = "item_id", seed: str = "seed",
-          transform: str = "linear", per: float = 1.0, scale: float = 1.0, n_boot: int = N_BOOT,
-          level: float = LEVEL, rng_seed: int = RNG_SEED) -> Estimate:
-    """OLS slope of the per-level mean of ``value`` on ``x`` (e.g. HS vs p), per ``per`` units of x.
-
-    Items are paired across levels (the same prompts at every p), seeds resampled when >= 2; the CI
-    is the two-level bootstrap's. ``transform="log10"`` regresses on log10(x) (rho spans 0.01..10).
-    Needs >= 2 levels of ``x``.
-    """
-    _require(df, [x, item, seed, value], "trend input")
-    levels = sorted(pd.to_numeric(df[x], errors="coerce").dropna().unique())
+def paired_slope(df: pd.DataFrame, x: str, value: str, *, item: str = "item_id", seed: str = "seed",
+                 transform: str = "linear", per: float = 1.0, scale: float = 1.0, n_boot: int = N_BOOT,
+                 level: float = LEVEL, rng_seed: int = RNG_SEED) -> Estimate:
+    """OLS slope of the per-level mean of ``value`` on ``x`` (HS vs p) per ``per`` units, items paired across
+    levels, two-level bootstrap CI; ``transform="log10"`` regresses on log10(x) (rho spans 0.01..10)."""
+    _require(df, [x, item, seed, value], "paired_slope input")
+    xv = pd.to_numeric(df[x], errors="coerce")
+    levels = sorted(xv.dropna().unique())
     if len(levels) < 2:
-        raise ConfigError(f"trend needs >= 2 levels of {x!r}, got {levels}")
+        raise ConfigError(f"paired_slope needs >= 2 levels of {x!r}, got {levels}")
     xs = _x_values(levels, transform)
-    frames = [df[pd.to_numeric(df[x], errors="coerce") == lv] for lv in levels]
-    est, _ = _bootstrap(frames, value, item, seed, lambda m: _slopes(xs, m) * per, scale=scale, n_boot=n_boot,
-                        level=level, rng_seed=rng_seed, method=f"slope over {len(levels)} levels of {x}")
-    return est
+    return _bootstrap([df[xv == lv] for lv in levels], value, item, seed, lambda m: _slopes(xs, m) * per,
+                      scale=scale, n_boot=n_boot, level=level, rng_seed=rng_seed,
+                      method=f"slope over {len(levels)} levels of {x}")[0]
 
 
 def range_difference(df: pd.DataFrame, x: str, value: str, **kw) -> Estimate:
-    """mean at the highest ``x`` minus mean at the lowest ``x``, paired over items (a trend's end points)."""
+    """mean at the highest ``x`` minus mean at the lowest ``x``, paired over items (a slope's end points)."""
     _require(df, [x], "range_difference input")
     xv = pd.to_numeric(df[x], errors="coerce")
     if xv.nunique() < 2:
@@ -326,52 +257,34 @@ def range_difference(df: pd.DataFrame, x: str, value: str, **kw) -> Estimate:
     return paired_difference(df[xv == xv.max()], df[xv == xv.min()], value, **kw)
 
 
-def seed_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """Mean and t-interval of per-seed statistics; (mean, NaN, NaN) for fewer than 2 seeds."""
-    from scipy.stats import t as student_t
-
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    half = float(student_t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return mean, mean - half, mean + half
-
-
-def seed_trend(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", transform: str = "linear",
+def seed_slope(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", transform: str = "linear",
                per: float = 1.0, level: float = LEVEL) -> Estimate:
-    """Slope of a per-model metric (drift, alignment loss) on ``x``, one slope per seed, t-interval over seeds.
-
-    A per-model metric has no items to resample, so its uncertainty comes from seeds only: with one
-    seed the effect is reported without a CI (the verdict is then ``inconclusive``).
-    """
-    _require(df, [x, value, seed], "seed_trend input")
-    data = df[[x, value, seed]].apply(pd.to_numeric, errors="coerce").dropna()
-    slopes = []
-    n_levels = 0
-    for _, g in data.groupby(seed):
+    """Slope of a per-model metric (drift, alignment loss) on ``x``: one slope per seed, t-interval over seeds
+    (no items to resample: with one seed there is no CI, so the verdict is inconclusive)."""
+    _require(df, [x, value, seed], "seed_slope input")
+    slopes, n_levels = [], 0
+    for _, g in df[[x, value, seed]].apply(pd.to_numeric, errors="coerce").dropna().groupby(seed):
         g = g.groupby(x, as_index=False)[value].mean()
-        if len(g) < 2:
-            continue
-        n_levels = max(n_levels, len(g))
-        xs = _x_values(g[x].to_numpy(), transform)
-        slopes.append(float(_slopes(xs, g[value].to_numpy(dtype=float)[None, :])[0]) * per)
+        if len(g) >= 2:
+            n_levels = max(n_levels, len(g))
+            ys = g[value].to_numpy(dtype=float)[None, :]
+            slopes.append(float(_slopes(_x_values(g[x].to_numpy(), transform), ys)[0]) * per)
     if not slopes:
-        raise ConfigError(f"seed_trend needs >= 2 levels of {x!r} within a seed")
-    mean, lo, hi = seed_interval(slopes, level)
-    note = "" if len(slopes) > 1 else "one seed: no interval"
-    return Estimate(mean, lo, hi, f"slope over {n_levels} levels of {x}, t-interval over {len(slopes)} seeds",
-                    0, len(slopes), level=level, note=note)
+        raise ConfigError(f"seed_slope needs >= 2 levels of {x!r} within a seed")
+    v = np.asarray(slopes)
+    mean, half = float(v.mean()), math.nan
+    if v.size > 1:
+        half = float(student_t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return Estimate(mean, mean - half, mean + half,
+                    f"slope over {n_levels} levels of {x}, t-interval over {len(slopes)} seeds",
+                    0, len(slopes), level=level, note="" if len(slopes) > 1 else "one seed: no interval")
 
 
 def ratio_of_means(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BOOT, level: float = LEVEL,
                    rng_seed: int = RNG_SEED) -> Estimate:
     """mean(a) / mean(b) of independent samples (per-step times), bootstrap CI (each sample resampled)."""
     _check_params(level, n_boot)
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size < 2 or b.size < 2:
         raise ConfigError(f"ratio_of_means needs >= 2 values per side, got {a.size} and {b.size}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()) or (b <= 0).any() or (a <= 0).any():
@@ -386,20 +299,14 @@ def ratio_of_means(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BO
 
 def ratio_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
                        level: float = LEVEL) -> Estimate:
-    """mean_a / mean_b from summary statistics (mean, SD, count per side): delta method on the log ratio.
-
-    For timing tables that kept only the mean and SD of the steps; per-step times
-    (:func:`ratio_of_means`) are preferred.
-    """
-    from scipy.stats import norm
-
+    """mean_a / mean_b from (mean, SD, count) per side, delta method on the log ratio (timing summaries)."""
     for name, v in (("mean_a", mean_a), ("mean_b", mean_b)):
         if not (math.isfinite(v) and v > 0):
             raise ConfigError(f"{name}={v!r} must be a positive number of seconds")
+    r = mean_a / mean_b
     if n_a < 2 or n_b < 2 or not (math.isfinite(sd_a) and math.isfinite(sd_b)):
-        return Estimate(mean_a / mean_b, method="ratio of means (summary; no SD or < 2 steps)", level=level)
+        return Estimate(r, method="ratio of means (summary; no SD or < 2 steps)", level=level)
     se = math.sqrt(sd_a**2 / (n_a * mean_a**2) + sd_b**2 / (n_b * mean_b**2))
     z = float(norm.ppf(1 - (1 - level) / 2))
-    r = mean_a / mean_b
     return Estimate(r, r * math.exp(-z * se), r * math.exp(z * se),
                     f"ratio of means, delta method on log ratio ({n_a} / {n_b} steps)", level=level)

@@ -1,0 +1,18 @@
+"""The paper's claims and the verdicts our runs give: computed, never typed.
+
+- :mod:`.paper`: the paper's own numbers (the one transcription; notebooks' side-by-side tables read it too);
+- :mod:`.outcomes`: the inputs (per-item outcomes of a run directory, model metrics, timings, reference setting);
+- :mod:`.definitions`: each claim, the function computing its effect and CI, and the table of verdicts;
+- :mod:`.report`: the table on disk (CSV + JSON with provenance), per-notebook markdown, the README block;
+- :mod:`.regime`: R1-R3, when the CPU miniature can test the claims at all;
+- :mod:`.cli`: ``python -m vaccine_lib.claims``.
+"""
+
+from . import paper, regime
+from .cli import main
+from .definitions import CLAIMS, TABLE_COLUMNS, Claim, Inputs, Row, evaluate_claims, get_claim
+from .outcomes import (HARMFUL_PART, JUDGED, NO_JUDGE, OUTCOME_COLUMNS, Reference, check_outcomes, check_run_dir,
+                       infer_reference, load_model_metrics, load_outcomes, load_timings, reference_from_profile)
+from .report import (BEGIN, DEFAULT_TABLE, END, README, claims_for_run, claims_frame, claims_markdown, claims_table,
+                     input_hash, notebook_claims, provenance, read_claims_table, read_provenance, render_block,
+                     render_readme, readme_matches, summarize_claims, write_claims_table)

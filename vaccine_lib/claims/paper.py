@@ -1,0 +1,53 @@
+"""The paper's own numbers, transcribed once (Llama2-7B; HS / FA in %; see /work/shared/reference and
+docs): the claims' paper effects and the notebooks' side-by-side tables both read them here, as tidy tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Table 1 (SST2, n = 1000): harmful ratio p ("clean" = 0) x defense
+TABLE1_P = (0.0, 0.01, 0.05, 0.1, 0.2)
+TABLE1 = {"hs": {"NA": (34.2, 65.6, 81.0, 77.6, 79.2), "SFT": (48.6, 49.8, 52.6, 55.2, 60.0),
+                 "EWC": (50.6, 50.6, 50.6, 50.6, 50.6), "Vlguard": (49.4, 50.0, 54.0, 54.4, 53.6),
+                 "KL": (54.4, 53.6, 55.2, 54.0, 56.6), "Vaccine": (42.4, 42.2, 42.8, 48.2, 56.6)},
+          "fa": {"NA": (95.6, 94.6, 94.0, 94.6, 94.4), "SFT": (94.2, 94.4, 94.8, 94.4, 94.2),
+                 "EWC": (88.6, 88.2, 87.4, 86.8, 80.6), "Vlguard": (94.8, 94.8, 94.6, 94.6, 94.6),
+                 "KL": (85.8, 85.8, 85.0, 85.4, 84.6), "Vaccine": (92.6, 92.6, 93.0, 93.8, 95.0)}}
+#: the harmful ratio of the paper's default setting
+DEFAULT_P = 0.1
+#: Table 2: HS by fine-tuning sample number n (p = 0.1); Table 4: (HS, FA) by task -- transcribed, not yet compared
+TABLE2_N = (500, 1000, 1500, 2000, 2500)
+TABLE2_HS = {"SFT": (49.6, 52.8, 54.6, 57.6, 61.4), "Vaccine": (41.4, 42.8, 48.6, 51.4, 55.4)}
+TABLE4 = {"SFT": {"sst2": (52.8, 94.8), "agnews": (52.6, 89.2), "gsm8k": (68.4, 23.4), "alpaca": (67.8, 43.14)},
+          "Vaccine": {"sst2": (42.8, 93.0), "agnews": (41.6, 89.2), "gsm8k": (65.0, 22.4), "alpaca": (54.0, 44.23)}}
+#: Table 5: seconds per step and GPU memory (A100)
+TABLE5 = {"SFT": {"step_s": 0.37, "memory_gb": 38.45}, "Vaccine": {"step_s": 0.73, "memory_gb": 38.57}}
+#: Table 6: HS / FA by Vaccine's perturbation radius rho
+TABLE6 = {"rho": (0.01, 0.1, 1.0, 2.0, 5.0, 10.0), "hs": (54.4, 56.8, 54.4, 49.0, 46.2, 44.2),
+          "fa": (94.4, 95.0, 94.4, 93.6, 92.8, 89.0)}
+#: Table 10: step time relative to SFT
+TABLE10 = {"SFT": 1.0, "Vaccine": 1.93, "Accelerated Vaccine (tau=100)": 1.02}
+
+
+def table1() -> pd.DataFrame:
+    """Table 1 in long form: defense, p, hs, fa."""
+    return pd.DataFrame([{"defense": d, "p": p, "hs": TABLE1["hs"][d][i], "fa": TABLE1["fa"][d][i]}
+                         for d in TABLE1["hs"] for i, p in enumerate(TABLE1_P)])
+
+
+def table5() -> pd.DataFrame:
+    """Table 5: method, step_s, memory_gb."""
+    return pd.DataFrame([{"method": m, **v} for m, v in TABLE5.items()])
+
+
+def table1_at(metric: str, defense: str, p: float) -> float:
+    """One cell of Table 1 (``metric`` "hs" or "fa")."""
+    return TABLE1[metric][defense][TABLE1_P.index(p)]
+
+
+def slope(x, y, per: float = 1.0, log: bool = False) -> float:
+    """OLS slope of the paper's y on x (log10 x with ``log``), per ``per`` units: the paper's side of a slope claim."""
+    xs = np.log10(np.asarray(x, float)) if log else np.asarray(x, float)
+    return float(np.polyfit(xs, np.asarray(y, float), 1)[0] * per)
