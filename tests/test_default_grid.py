@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from vaccine_lib import grids
+from vaccine_lib import registry
 from vaccine_lib import pipeline as pl
 from vaccine_lib.config import EvalConfig, Sweeps
 from vaccine_lib.errors import ConfigError
@@ -17,7 +17,7 @@ from vaccine_lib.regime import criteria, run_rows
 def test_default_grid_is_the_headline_comparison(tmp_path):
     P = load_profile("default")
     assert len(P.seeds) >= 3 and P.shared_alignment
-    fts = grids.table1(P)
+    fts = registry.table1(P)
     by = {}
     for f in fts:
         by.setdefault(pl.method_label(f), set()).add((f.p, f.seed))
@@ -32,20 +32,20 @@ def test_default_grid_is_the_headline_comparison(tmp_path):
     assert P.eval.n_harmful >= 200 and P.eval.n_task >= 200 and P.eval.n_benign >= 100
     assert P.eval.rejudge and P.eval.judge not in P.eval.rejudge
     assert P.align.helpful == "selfdistill"
-    plan = grids.plan(P, None, tmp_path)
+    plan = registry.plan(P, None, tmp_path)
     assert sum(s.kind == "finetune" for s in plan) == 18 and sum(s.kind == "align" for s in plan) == 2
 
 
 def test_alignment_per_seed_when_not_shared():
     P = load_profile("default", {"shared_alignment": False})
-    seeds = {f.align.seed for f in grids.table1(P) if f.align.method != "none"}
+    seeds = {f.align.seed for f in registry.table1(P) if f.align.method != "none"}
     assert seeds == set(P.seeds)
-    assert {a.seed for a in grids.aligned(P)} == set(P.seeds)
+    assert {a.seed for a in registry.aligned(P)} == set(P.seeds)
 
 
 def test_method_ps_replaces_the_sweep_for_that_method():
     P = load_profile("smoke", {"sweeps": {"method_ps": {"Vaccine": [0.5]}, "defenses": ["SFT", "Vaccine"]}})
-    ps = {(pl.method_label(f), f.p) for f in grids.table1(P)}
+    ps = {(pl.method_label(f), f.p) for f in registry.table1(P)}
     assert ps == {("SFT", 0.0), ("SFT", 0.5), ("Vaccine", 0.5)}
 
 

@@ -357,7 +357,7 @@ def from_notebook(namespace: dict) -> NotebookContext:
     if params.get("seed") is not None:
         overrides = _merge(overrides, {"seeds": [params["seed"]]})
     P = load_profile(params.get("profile") or COMMITTED_PROFILE, overrides)
-    from .grids import check_pools
+    from .registry import check_pools
 
     check_pools(P)  # sample counts fit the data: fail here, before any stage of the notebook runs
     run_dir = Path(params.get("run_dir") or P.run_dir())

@@ -24,6 +24,9 @@ from . import readme as RM
 from .atomic import atomic_write_text
 from .errors import ConfigError
 from .paths import REPO_ROOT
+from .profiles import load_profile
+from .provenance import provenance
+from .registry import plan
 
 README = RM.README
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"
@@ -36,12 +39,10 @@ COLUMNS = ["part", "count", "timed", "total_s", "median_s", "min_s", "max_s"]
 
 def stage_seconds(stages, run_dir) -> pd.DataFrame:
     """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed)."""
-    from .scheduler import stage_path
-
     rows = []
     for s in stages:
         seconds = math.nan
-        metrics = stage_path(s, run_dir) / "metrics.json"
+        metrics = s.path(run_dir) / "metrics.json"
         if metrics.is_file():
             value = json.loads(metrics.read_text(encoding="utf-8")).get(SECONDS_FIELD[s.kind])
             seconds = float(value) if value is not None else math.nan
@@ -94,10 +95,6 @@ def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int
 def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ...] = ("full",)) -> pd.DataFrame:
     """Build the runtime table of profile ``P`` from its stage cache and ``timings.json`` (plus an estimate
     for each profile in ``estimate`` that runs the same model); write CSV + JSON."""
-    from .grids import plan
-    from .profiles import load_profile
-    from .provenance import provenance
-
     per_stage = stage_seconds(plan(P), P.run_dir())
     timings = P.results_dir() / "timings.json"
     notebooks = json.loads(timings.read_text(encoding="utf-8")).get("notebooks", []) if timings.is_file() else []
@@ -159,10 +156,16 @@ def readme_matches(readme=README, table=DEFAULT_TABLE) -> bool:
     return RM.block(readme, "runtime") == render_block(*read_table(table))
 
 
+def _jobs(text) -> int:
+    if not (text.strip().isdigit() and 1 <= int(text) <= 64):
+        raise argparse.ArgumentTypeError(f"--jobs={text!r}: allowed range 1..64 (an integer); fix: e.g. --jobs 2")
+    return int(text)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vaccine_lib.runtime", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", help="build the table from this profile's stage cache and timings.json")
-    ap.add_argument("--jobs", type=int, default=2, help="worker processes the least wall time assumes (default 2)")
+    ap.add_argument("--jobs", type=_jobs, default=2, help="worker processes the least wall time assumes (1..64, default 2)")
     ap.add_argument("--table", default=str(DEFAULT_TABLE))
     ap.add_argument("--readme", default=str(README))
     ap.add_argument("--check-readme", action="store_true", help="exit 1 if the README block and the table disagree")
@@ -172,8 +175,6 @@ def main(argv=None) -> int:
         print("README runtime block matches the table" if ok else "README runtime block differs from the table")
         return 0 if ok else 1
     if args.profile:
-        from .profiles import load_profile
-
         print(write_runtime(load_profile(args.profile), args.jobs, args.table).to_string(index=False))
     print("README runtime block " + ("updated" if render_readme(args.readme, args.table) else "unchanged"))
     return 0

@@ -1,7 +1,7 @@
-"""Run the registry's experiments and turn their stages into tidy result tables.
+"""Result tables of the registry's experiments, read from (or computed into) the stage cache.
 
-The notebooks stay thin: ``rows = run(P, RUN, "table1")`` trains / evaluates (cached) every point of
-one registry entry (``vaccine_lib.grids``) and returns one row per fine-tuned model with the point
+The notebooks stay thin: ``rows = tables.run(P, RUN, "table1")`` trains / evaluates (cached) every point
+of one registry entry (``vaccine_lib.registry``) and returns one row per fine-tuned model with the point
 (``defense``, ``task``, ``p``, ``n``, ``seed``, ``rho``, ``perturbation``, ``lora``, ``tau``), the metrics
 (``hs``, ``refusal``, ``label_only``, ``fa``, ``fa_choice``; with drift: ``drift``, ``drift_sum_sq``,
 ``align_loss``, ``align_loss_before``) and the stage keys (``stage_key``, ``eval_key``) that the
@@ -10,27 +10,21 @@ provenance of every saved table lists. Points shared between notebooks are the s
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from typing import Sequence
 
 import pandas as pd
 
-from . import grids
+from . import pipeline, registry
 from .config import AlignConfig, FinetuneConfig
-from .profiles import Profile
-
-from pathlib import Path
-
-from .paths import REPO_ROOT  # noqa: E402
-METRIC_COLUMNS = ("hs", "refusal", "label_only", "fa", "fa_choice", "drift", "drift_sum_sq", "align_loss",
-                  "align_loss_before")
-
-
-def _pipeline():
-    from . import pipeline
-
-    return pipeline
+from .drift import pooled_embeddings
+from .evaluation import show_generations
+from .judge.agreement import run_agreement
+from .plotting import DEFENSE_ORDER
+from .profiles import Profile, describe, from_notebook
 
 
 def _rate(m: dict, *names):
@@ -51,11 +45,10 @@ def _quality(m: dict) -> dict:
 
 
 def _row(P: Profile, cfg: FinetuneConfig, metrics: dict, drift: dict | None, seconds: float, cached: bool) -> dict:
-    pl = _pipeline()
     a = cfg.align
     vaccine = a.method == "vaccine"
     row = {
-        "defense": pl.method_label(cfg), "task": cfg.task, "p": cfg.p, "n": cfg.n, "seed": cfg.seed,
+        "defense": pipeline.method_label(cfg), "task": cfg.task, "p": cfg.p, "n": cfg.n, "seed": cfg.seed,
         "rho": a.rho if vaccine else 0.0, "perturbation": a.perturbation if vaccine else "-",
         "lora": cfg.lora_mode(), "tau": a.tau if vaccine else 1,
         "hs": _rate(metrics, "hs"), "refusal": _rate(metrics, "refusal_rate"),
@@ -65,7 +58,7 @@ def _row(P: Profile, cfg: FinetuneConfig, metrics: dict, drift: dict | None, sec
     if drift:
         row.update(drift=_rate(drift, "drift_per_token"), drift_sum_sq=_rate(drift, "drift_sum_sq"),
                    align_loss=_rate(drift, "align_loss"), align_loss_before=_rate(drift, "align_loss_before"))
-    row.update(stage_key=pl.finetune_key(cfg), eval_key=metrics.get("eval_key"), cached=cached,
+    row.update(stage_key=pipeline.finetune_key(cfg), eval_key=metrics.get("eval_key"), cached=cached,
                seconds=round(seconds, 1))
     return row
 
@@ -73,24 +66,23 @@ def _row(P: Profile, cfg: FinetuneConfig, metrics: dict, drift: dict | None, sec
 def run_grid(P: Profile, run_dir, configs: Sequence[FinetuneConfig], *, with_drift: bool = False,
              progress: bool = True) -> pd.DataFrame:
     """Fine-tune, evaluate (and with ``with_drift`` measure drift of) every config (cached); one row each."""
-    pl = _pipeline()
     seen, todo = set(), []
     for c in configs:
-        k = pl.finetune_key(c)
+        k = pipeline.finetune_key(c)
         if k not in seen:
             seen.add(k)
             todo.append(c)
     rows, t_all = [], time.perf_counter()
     for i, cfg in enumerate(todo, 1):
         t0 = time.perf_counter()
-        cached = pl.finetune(cfg, run_dir).cached
-        metrics = pl.evaluate(cfg, P.eval, run_dir)
-        d = pl.drift(cfg, run_dir, n_samples=P.drift.n_samples) if with_drift else None
+        cached = pipeline.finetune(cfg, run_dir).cached
+        metrics = pipeline.evaluate(cfg, P.eval, run_dir)
+        d = pipeline.drift(cfg, run_dir, n_samples=P.drift.n_samples) if with_drift else None
         cached = cached and metrics["cached"] and (d is None or d["cached"])
         rows.append(_row(P, cfg, metrics, d, time.perf_counter() - t0, cached))
         if progress:
             r = rows[-1]
-            print(f"[{i}/{len(todo)}] {grids.label_of(cfg)}: HS {r['hs']:.1f}  FA {r['fa']:.1f}"
+            print(f"[{i}/{len(todo)}] {registry.label_of(cfg)}: HS {r['hs']:.1f}  FA {r['fa']:.1f}"
                   f"{'  (cached)' if cached else ''}  {r['seconds']:.0f} s", flush=True)
     if progress:
         print(f"{len(todo)} models in {time.perf_counter() - t_all:.0f} s", flush=True)
@@ -98,8 +90,8 @@ def run_grid(P: Profile, run_dir, configs: Sequence[FinetuneConfig], *, with_dri
 
 
 def run(P: Profile, run_dir, name: str, progress: bool = True) -> pd.DataFrame:
-    """Run the registry entry ``name`` (``vaccine_lib.grids.EXPERIMENTS``) and return its rows."""
-    exp = grids.get(name)
+    """Run the registry entry ``name`` (``vaccine_lib.registry.EXPERIMENTS``) and return its rows."""
+    exp = registry.get(name)
     return run_grid(P, run_dir, exp.finetunes(P), with_drift=exp.with_drift, progress=progress)
 
 
@@ -108,9 +100,8 @@ def check(df: pd.DataFrame, P: Profile, name: str, metrics: Sequence[str] = ("hs
     """A profile-independent check of a result table (for ``# NBVAL_CHECK_OUTPUT`` cells): one row per
     model the registry plans for entry ``name``, a seed on every row, ``metrics`` finite and within
     [0, 100], ``finite`` columns finite."""
-    pl = _pipeline()
-    exp = grids.get(name)
-    planned = {pl.finetune_key(c) for c in exp.finetunes(P)} or {pl.align_key(a) for a in exp.aligns(P)}
+    exp = registry.get(name)
+    planned = {pipeline.finetune_key(c) for c in exp.finetunes(P)} or {pipeline.align_key(a) for a in exp.aligns(P)}
     ok_rows = len(df) == len(planned) and set(df["stage_key"] if "stage_key" in df else []) == planned
     vals = df[list(metrics)].astype(float)
     in_range = bool(len(df)) and bool(vals.notna().all().all()) and bool(((vals >= 0) & (vals <= 100)).all().all())
@@ -123,13 +114,12 @@ def check(df: pd.DataFrame, P: Profile, name: str, metrics: Sequence[str] = ("hs
 
 def run_aligned(P: Profile, run_dir) -> pd.DataFrame:
     """Evaluate the base and aligned models before any user fine-tuning (one row per method x seed)."""
-    pl = _pipeline()
     names = {"none": "Base (no alignment)", "sft": "SFT-aligned", "vaccine": "Vaccine-aligned"}
     rows = []
-    for a in grids.aligned(P):
+    for a in registry.aligned(P):
         t0 = time.perf_counter()
-        res = pl.align(a, run_dir)
-        m = pl.evaluate(a, P.eval, run_dir, tasks=[P.finetune.task])
+        res = pipeline.align(a, run_dir)
+        m = pipeline.evaluate(a, P.eval, run_dir, tasks=[P.finetune.task])
         rows.append({"model": names[a.method], "method": a.method, "seed": a.seed, "hs": _rate(m, "hs"),
                      "refusal": _rate(m, "refusal_rate"), "label_only": _rate(m, "label_only_rate"),
                      "fa": _rate(m, "fa", f"fa_{P.finetune.task}"),
@@ -142,9 +132,8 @@ def run_aligned(P: Profile, run_dir) -> pd.DataFrame:
 
 def align_histories(P: Profile, run_dir, methods: Sequence[str] = ("sft", "vaccine")) -> dict:
     """``{label: log_history}`` of the alignment runs (first seed): training curves, perturbation norms."""
-    pl = _pipeline()
     names = {"sft": "SFT", "vaccine": "Vaccine"}
-    return {names.get(m, m): pl.align(grids.align_config(P, m), run_dir).log_history for m in methods}
+    return {names.get(m, m): pipeline.align(registry.align_config(P, m), run_dir).log_history for m in methods}
 
 
 def history_frame(histories: dict, keys: Sequence[str]) -> pd.DataFrame:
@@ -156,13 +145,12 @@ def history_frame(histories: dict, keys: Sequence[str]) -> pd.DataFrame:
 
 def drift_history(P: Profile, run_dir) -> pd.DataFrame:
     """Drift and alignment loss logged during fine-tuning (``DriftCallback``) for Fig. 3, every seed."""
-    pl = _pipeline()
     rows = []
-    for cfg in grids.fig3(P):
-        res = pl.finetune(cfg, run_dir)
+    for cfg in registry.fig3(P):
+        res = pipeline.finetune(cfg, run_dir)
         for rec in res.log_history:
             if "drift_per_token" in rec or "drift_sum_sq" in rec:
-                rows.append({"defense": pl.method_label(cfg), "seed": cfg.seed, "step": rec.get("step"),
+                rows.append({"defense": pipeline.method_label(cfg), "seed": cfg.seed, "step": rec.get("step"),
                              "drift": rec.get("drift_per_token", math.nan),
                              "drift_sum_sq": rec.get("drift_sum_sq", math.nan),
                              "align_loss": rec.get("align_loss", math.nan), "stage_key": res.key})
@@ -174,8 +162,6 @@ def drift_history(P: Profile, run_dir) -> pd.DataFrame:
 
 def pivot(df: pd.DataFrame, metric: str, index: str = "defense", columns: str = "p", digits: int = 1) -> pd.DataFrame:
     """Mean over seeds of ``metric`` as an (index x columns) table, defenses in the paper's order."""
-    from .plotting import DEFENSE_ORDER
-
     t = df.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean")
     if index == "defense":
         t = t.reindex([d for d in DEFENSE_ORDER if d in t.index] + [d for d in t.index if d not in DEFENSE_ORDER])
@@ -229,27 +215,24 @@ def tsne_frame(P: Profile, run_dir, targets: dict | None = None, layer: int | st
     ``drift.tsne_samples`` alignment rows (from the profile's data source). ``targets``:
     ``{label: AlignConfig | FinetuneConfig}`` (default: SFT / Vaccine, aligned and fine-tuned).
     Columns: model, sample, x, y, stage_key."""
-    import numpy as np
+    import numpy as np  # sklearn and torch: heavy, only for Fig. 4
     import torch
     from sklearn.manifold import TSNE
 
-    from .drift import pooled_embeddings
-
-    pl = _pipeline()
     if targets is None:
-        sft, vac = grids.fig4(P)
+        sft, vac = registry.fig4(P)
         targets = {"SFT-aligned": sft.align, "SFT fine-tuned": sft, "Vaccine-aligned": vac.align,
                    "Vaccine fine-tuned": vac}
     probe = P.align.with_(method="sft", seed=P.seed)
     feats, labels, keys = [], [], []
     for name, target in targets.items():
-        model, tok = pl.load_stage_model(target, run_dir)
-        batches = pl._probe_batches(probe, tok, P.drift.tsne_samples)
+        model, tok = pipeline.load_stage_model(target, run_dir)
+        batches = pipeline._probe_batches(probe, tok, P.drift.tsne_samples)
         with torch.no_grad():
             emb = pooled_embeddings(model, tok, batches, layer=layer)
         feats.append(emb.float().cpu().numpy())
         labels += [name] * len(emb)
-        keys += [pl.finetune_key(target) if isinstance(target, FinetuneConfig) else pl.align_key(target)] * len(emb)
+        keys += [pipeline.finetune_key(target) if isinstance(target, FinetuneConfig) else pipeline.align_key(target)] * len(emb)
         del model
     X = np.concatenate(feats)
     perplexity = float(min(30.0, max(2.0, (len(X) - 1) / 3.0)))
@@ -262,18 +245,15 @@ def tsne_frame(P: Profile, run_dir, targets: dict | None = None, layer: int | st
 def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, part: str = "harmful", n: int = 3,
                 max_chars: int = 160, only: str | None = None) -> pd.DataFrame:
     """A safe preview of a model's stored evaluation answers: LABELLED and TRUNCATED (``show_generations``)."""
-    from .evaluation import show_generations
-
-    pl = _pipeline()
     tasks = (target.task,) if isinstance(target, FinetuneConfig) else (P.finetune.task,)
-    gens = [g for g in pl.generations(target, P.eval, run_dir, tasks=tasks) if g.get("part") == part]
+    gens = [g for g in pipeline.generations(target, P.eval, run_dir, tasks=tasks) if g.get("part") == part]
     return show_generations(gens, n=n, max_chars=max_chars, only=only)
 
 
 # --------------------------------------------------------------------------- claim checks and previews
 
 
-def trend(df: pd.DataFrame, x: str, ys: Sequence[str], by: str = "defense") -> pd.DataFrame:
+def spearman_by_group(df: pd.DataFrame, x: str, ys: Sequence[str], by: str = "defense") -> pd.DataFrame:
     """Spearman rank correlation of each metric with ``x`` per group (+1: grows with x; NaN: constant)."""
     rows = []
     for key, g in df.groupby(by, sort=False):
@@ -301,8 +281,6 @@ def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe
     """Both judges on every stored answer to a harmful prompt under ``run_dir`` (``judge.run_agreement``):
     ``{"pooled": {kappa, kappa_lo, kappa_hi, agreement, n}, "per_model": DataFrame}`` with one row per
     evaluated model (method, p, seed, HS and mean words under each judge, kappa)."""
-    from .judge.agreement import run_agreement
-
     res = run_agreement(run_dir, judges)
     names = res["judges"]
     rows = []
@@ -333,10 +311,6 @@ def notebook_setup(namespace: dict):
 
     Returns ``(profile, run_dir, figures_dir, tables_dir)``.
     """
-    import pandas as pd
-
-    from .profiles import describe, from_notebook
-
     quiet()
     pd.set_option("display.precision", 2)
     pd.set_option("display.width", 160)
@@ -347,18 +321,12 @@ def notebook_setup(namespace: dict):
 
 def quiet() -> None:
     """Silence library warnings that clutter notebook outputs (deprecations, CPU pin_memory, tqdm widgets)."""
-    import logging
-    import warnings
-
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     warnings.filterwarnings("ignore", message=".*IProgress not found.*")
     warnings.filterwarnings("ignore", message=".*TCP without encryption.*")
-    try:
-        import transformers
+    import transformers  # heavy: imported when a notebook starts, not with the registry
 
-        transformers.logging.set_verbosity_error()
-    except ImportError:
-        pass
+    transformers.logging.set_verbosity_error()
     logging.getLogger("datasets").setLevel(logging.ERROR)
