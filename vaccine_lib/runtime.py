@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import readme as RM
 from .atomic import atomic_write_text
+from .cli import arg_int, fs_error_line, is_fs_fault
 from .errors import ConfigError
 from .paths import REPO_ROOT
 from .profiles import load_profile
@@ -107,7 +108,6 @@ def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ..
     if extra:
         df = pd.concat([df, pd.DataFrame(extra, columns=COLUMNS)], ignore_index=True)
     table = Path(table)
-    table.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(table, df.to_csv(index=False))
     meta = {"profile": P.label, "jobs": jobs, "stages": per_stage.to_dict(orient="records"),
             "notebooks": notebooks, "provenance": provenance()}
@@ -156,27 +156,29 @@ def readme_matches(readme=README, table=DEFAULT_TABLE) -> bool:
     return RM.block(readme, "runtime") == render_block(*read_table(table))
 
 
-def _jobs(text) -> int:
-    if not (text.strip().isdigit() and 1 <= int(text) <= 64):
-        raise argparse.ArgumentTypeError(f"--jobs={text!r}: allowed range 1..64 (an integer); fix: e.g. --jobs 2")
-    return int(text)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vaccine_lib.runtime", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", help="build the table from this profile's stage cache and timings.json")
-    ap.add_argument("--jobs", type=_jobs, default=2, help="worker processes the least wall time assumes (1..64, default 2)")
+    ap.add_argument("--jobs", type=arg_int("--jobs", 1, 64, 2), default=2,
+                    help="worker processes the least wall time assumes (1..64, default 2)")
     ap.add_argument("--table", default=str(DEFAULT_TABLE))
     ap.add_argument("--readme", default=str(README))
     ap.add_argument("--check-readme", action="store_true", help="exit 1 if the README block and the table disagree")
     args = ap.parse_args(argv)
-    if args.check_readme:
-        ok = readme_matches(args.readme, args.table)
-        print("README runtime block matches the table" if ok else "README runtime block differs from the table")
-        return 0 if ok else 1
-    if args.profile:
-        print(write_runtime(load_profile(args.profile), args.jobs, args.table).to_string(index=False))
-    print("README runtime block " + ("updated" if render_readme(args.readme, args.table) else "unchanged"))
+    try:
+        if args.check_readme:
+            ok = readme_matches(args.readme, args.table)
+            print("README runtime block matches the table" if ok else "README runtime block differs from the table")
+            return 0 if ok else 1
+        if args.profile:
+            print(write_runtime(load_profile(args.profile), args.jobs, args.table).to_string(index=False))
+        print("README runtime block " + ("updated" if render_readme(args.readme, args.table) else "unchanged"))
+    except ConfigError as exc:
+        ap.error(str(exc))
+    except OSError as exc:
+        if not is_fs_fault(exc):
+            raise
+        ap.exit(2, fs_error_line(ap.prog, exc) + "\n")
     return 0
 
 
