@@ -109,10 +109,10 @@ def report(out: Path, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
     import nbformat  # notebook tooling: only for the report
     from nbconvert import HTMLExporter
 
+    writable_dir(Path(out).parent, "report folder", "pass a writable file path to --out")
     books = [nbformat.read(notebook_path(nb, notebook_dir), as_version=4) for nb in NOTEBOOKS]
     for book in books[1:]:
         books[0].cells += book.cells
     html, _ = HTMLExporter().from_notebook_node(books[0])
-    writable_dir(Path(out).parent, "report folder", "pass a writable file path to --out")
     atomic_write_text(Path(out), html)
     return Path(out)
