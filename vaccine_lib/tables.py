@@ -34,56 +34,43 @@ def _rate(m: dict, *names):
     return math.nan
 
 
-def _quality(m: dict) -> dict:
-    """What stands beside HS / FA in every row: answer length on harmful prompts (a "safer" model may only be
-    shorter), empty / degenerate answers (a broken model is not a safe one), over-refusal of benign
+def _metrics(m: dict, task: str) -> dict:
+    """HS / FA and what stands beside them in every row: answer length on harmful prompts (a "safer" model may
+    only be shorter), empty / degenerate answers (a broken model is not a safe one), over-refusal of benign
     instructions and the share of the most common task answer (one label for everything = task not learned)."""
-    return {"mean_words": _rate(m, "mean_words"), "empty_rate": _rate(m, "empty_rate"),
-            "degenerate_rate": _rate(m, "degenerate_rate"), "benign_refusal": _rate(m, "benign_refusal"),
-            "fa_top_answer_share": _rate(m, "fa_top_answer_share"),
-            "warning": m.get("degenerate") or ""}
-
-
-def _row(P: Profile, cfg: FinetuneConfig, metrics: dict, drift: dict | None, seconds: float, cached: bool) -> dict:
-    a = cfg.align
-    vaccine = a.method == "vaccine"
-    row = {
-        "defense": pipeline.method_label(cfg), "task": cfg.task, "p": cfg.p, "n": cfg.n, "seed": cfg.seed,
-        "rho": a.rho if vaccine else 0.0, "perturbation": a.perturbation if vaccine else "-",
-        "lora": cfg.lora_mode(), "tau": a.tau if vaccine else 1,
-        "hs": _rate(metrics, "hs"), "refusal": _rate(metrics, "refusal_rate"),
-        "label_only": _rate(metrics, "label_only_rate"), "fa": _rate(metrics, "fa", f"fa_{cfg.task}"),
-        "fa_choice": _rate(metrics, "fa_choice", f"fa_choice_{cfg.task}"), **_quality(metrics),
-    }
-    if drift:
-        row.update(drift=_rate(drift, "drift_per_token"), drift_sum_sq=_rate(drift, "drift_sum_sq"),
-                   align_loss=_rate(drift, "align_loss"), align_loss_before=_rate(drift, "align_loss_before"))
-    row.update(stage_key=pipeline.finetune_key(cfg), eval_key=metrics.get("eval_key"), cached=cached,
-               seconds=round(seconds, 1))
-    return row
+    return {"hs": _rate(m, "hs"), "refusal": _rate(m, "refusal_rate"), "label_only": _rate(m, "label_only_rate"),
+            "fa": _rate(m, "fa", f"fa_{task}"), "fa_choice": _rate(m, "fa_choice", f"fa_choice_{task}"),
+            **{k: _rate(m, k) for k in ("mean_words", "empty_rate", "degenerate_rate", "benign_refusal",
+                                        "fa_top_answer_share")}, "warning": m.get("degenerate") or ""}
 
 
 def run_grid(P: Profile, run_dir, configs: Sequence[FinetuneConfig], *, with_drift: bool = False,
              progress: bool = True) -> pd.DataFrame:
-    """Fine-tune, evaluate (and with ``with_drift`` measure drift of) every config (cached); one row each."""
-    seen, todo = set(), []
+    """Fine-tune, evaluate (and with ``with_drift`` measure drift of) every distinct config (cached); one row
+    each with the point, the metrics and the stage keys."""
+    todo: dict = {}
     for c in configs:
-        k = pipeline.finetune_key(c)
-        if k not in seen:
-            seen.add(k)
-            todo.append(c)
+        todo.setdefault(pipeline.finetune_key(c), c)
+    todo = list(todo.values())
     rows, t_all = [], time.perf_counter()
     for i, cfg in enumerate(todo, 1):
-        t0 = time.perf_counter()
+        t0, a = time.perf_counter(), cfg.align
         cached = pipeline.finetune(cfg, run_dir).cached
-        metrics = pipeline.evaluate(cfg, P.eval, run_dir)
+        m = pipeline.evaluate(cfg, P.eval, run_dir)
         d = pipeline.drift(cfg, run_dir, n_samples=P.drift.n_samples) if with_drift else None
-        cached = cached and metrics["cached"] and (d is None or d["cached"])
-        rows.append(_row(P, cfg, metrics, d, time.perf_counter() - t0, cached))
+        cached = cached and m["cached"] and (d is None or d["cached"])
+        vac = a.method == "vaccine"
+        row = {"defense": pipeline.method_label(cfg), "task": cfg.task, "p": cfg.p, "n": cfg.n, "seed": cfg.seed,
+               "rho": a.rho if vac else 0.0, "perturbation": a.perturbation if vac else "-", "lora": cfg.lora_mode(),
+               "tau": a.tau if vac else 1, **_metrics(m, cfg.task)}
+        if d:
+            row.update(drift=_rate(d, "drift_per_token"), drift_sum_sq=_rate(d, "drift_sum_sq"),
+                       align_loss=_rate(d, "align_loss"), align_loss_before=_rate(d, "align_loss_before"))
+        rows.append({**row, "stage_key": pipeline.finetune_key(cfg), "eval_key": m.get("eval_key"), "cached": cached,
+                     "seconds": round(time.perf_counter() - t0, 1)})
         if progress:
-            r = rows[-1]
-            print(f"[{i}/{len(todo)}] {registry.label_of(cfg)}: HS {r['hs']:.1f}  FA {r['fa']:.1f}"
-                  f"{'  (cached)' if cached else ''}  {r['seconds']:.0f} s", flush=True)
+            print(f"[{i}/{len(todo)}] {registry.label_of(cfg)}: HS {row['hs']:.1f}  FA {row['fa']:.1f}"
+                  f"{'  (cached)' if cached else ''}  {rows[-1]['seconds']:.0f} s", flush=True)
     if progress:
         print(f"{len(todo)} models in {time.perf_counter() - t_all:.0f} s", flush=True)
     return pd.DataFrame(rows)
@@ -120,10 +107,7 @@ def run_aligned(P: Profile, run_dir) -> pd.DataFrame:
         t0 = time.perf_counter()
         res = pipeline.align(a, run_dir)
         m = pipeline.evaluate(a, P.eval, run_dir, tasks=[P.finetune.task])
-        rows.append({"model": names[a.method], "method": a.method, "seed": a.seed, "hs": _rate(m, "hs"),
-                     "refusal": _rate(m, "refusal_rate"), "label_only": _rate(m, "label_only_rate"),
-                     "fa": _rate(m, "fa", f"fa_{P.finetune.task}"),
-                     "fa_choice": _rate(m, "fa_choice", f"fa_choice_{P.finetune.task}"), **_quality(m),
+        rows.append({"model": names[a.method], "method": a.method, "seed": a.seed, **_metrics(m, P.finetune.task),
                      "align_loss": _rate(res.metrics, "align_loss"), "train_seconds": _rate(res.metrics, "train_seconds"),
                      "stage_key": res.key, "eval_key": m.get("eval_key"), "cached": bool(res.cached and m["cached"]),
                      "seconds": round(time.perf_counter() - t0, 1)})
@@ -191,12 +175,8 @@ PAPER_TABLE10 = {"SFT": 1.0, "Vaccine": 1.93, "Accelerated Vaccine (tau=100)": 1
 
 def paper_table1() -> pd.DataFrame:
     """Paper Table 1 in long form: defense, p, hs, fa."""
-    rows = []
-    for d in PAPER_TABLE1["hs"]:
-        for i, p in enumerate(PAPER_TABLE1["p"]):
-            rows.append({"defense": d, "p": 0.0 if p == "clean" else p, "hs": PAPER_TABLE1["hs"][d][i],
-                         "fa": PAPER_TABLE1["fa"][d][i]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"defense": d, "p": 0.0 if p == "clean" else p, "hs": PAPER_TABLE1["hs"][d][i],
+                          "fa": PAPER_TABLE1["fa"][d][i]} for d in PAPER_TABLE1["hs"] for i, p in enumerate(PAPER_TABLE1["p"])])
 
 
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, metric: str, index: str = "defense",
@@ -255,16 +235,10 @@ def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, part:
 
 def spearman_by_group(df: pd.DataFrame, x: str, ys: Sequence[str], by: str = "defense") -> pd.DataFrame:
     """Spearman rank correlation of each metric with ``x`` per group (+1: grows with x; NaN: constant)."""
-    rows = []
-    for key, g in df.groupby(by, sort=False):
-        row = {by: key}
-        for y in ys:
-            if y not in g or g[x].nunique() < 2 or g[y].nunique() < 2:
-                row[y] = math.nan
-            else:
-                row[y] = float(g[x].rank().corr(g[y].rank()))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    def rho(g, y):
+        return math.nan if y not in g or g[x].nunique() < 2 or g[y].nunique() < 2 else float(g[x].rank().corr(g[y].rank()))
+
+    return pd.DataFrame([{by: key, **{y: rho(g, y) for y in ys}} for key, g in df.groupby(by, sort=False)])
 
 
 def compare(df: pd.DataFrame, a: str, b: str, metric: str = "hs", on: Sequence[str] = ("p",)) -> pd.DataFrame:
@@ -287,14 +261,10 @@ def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe
     for m in res["models"]:
         cfg = m["config"]
         stage = cfg.get("stage", "finetune" if cfg.get("finetune_key") else "align")
-        row = {"model": cfg.get("method") if stage == "finetune" else f"{cfg.get('align_method')}-aligned",
-               "p": cfg.get("p"), "seed": cfg.get("ft_seed", cfg.get("seed")), "n": m[names[0]]["n"],
-               "mean_words": m[names[0]]["mean_words"]}
-        for n in names:
-            row[f"hs_{n}"] = m[n]["hs"]
-        row["kappa"] = res["per_model_kappa"].get(m["hash"], math.nan)
-        row["eval_key"] = m["hash"]
-        rows.append(row)
+        rows.append({"model": cfg.get("method") if stage == "finetune" else f"{cfg.get('align_method')}-aligned",
+                     "p": cfg.get("p"), "seed": cfg.get("ft_seed", cfg.get("seed")), "n": m[names[0]]["n"],
+                     "mean_words": m[names[0]]["mean_words"], **{f"hs_{n}": m[n]["hs"] for n in names},
+                     "kappa": res["per_model_kappa"].get(m["hash"], math.nan), "eval_key": m["hash"]})
     a = res["agreement"] or {}
     lo, hi = a.get("kappa_ci95", [math.nan, math.nan])
     pooled = {"judges": names, "kappa": a.get("kappa", math.nan), "kappa_lo": lo, "kappa_hi": hi,
@@ -321,11 +291,10 @@ def notebook_setup(namespace: dict):
 
 def quiet() -> None:
     """Silence library warnings that clutter notebook outputs (deprecations, CPU pin_memory, tqdm widgets)."""
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
-    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
-    warnings.filterwarnings("ignore", message=".*TCP without encryption.*")
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for message in ("pin_memory", "IProgress not found", "TCP without encryption"):
+        warnings.filterwarnings("ignore", message=f".*{message}.*")
     import transformers  # heavy: imported when a notebook starts, not with the registry
 
     transformers.logging.set_verbosity_error()
