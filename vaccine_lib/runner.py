@@ -307,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="profile override, repeatable: section.field=value (YAML value), e.g. align.lr=1e-3")
     common.add_argument("--jobs", type=arg_int("--jobs", *JOBS_RANGE, 2), default=None,
-                        help="worker processes for the stages (1..64; default $VACCINE_JOBS or 1; one thread each)")
+                        help="worker processes for the stages (1..64, one thread each; default 1, reproduce: $VACCINE_JOBS or 1)")
     for name in ("plan", "train"):
         p = sub.add_parser(name, parents=[common], help="print the plan" if name == "plan" else "run the stages")
         p.add_argument("--notebooks", default=None, help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
@@ -340,7 +340,8 @@ def main(argv=None) -> int:
             return 0
         overrides = parse_overrides(args.override)
         P = load_profile(args.profile, overrides)
-        jobs = args.jobs or env_int("VACCINE_JOBS", 1, *JOBS_RANGE, "worker processes for the stages")
+        jobs = args.jobs or (env_int("VACCINE_JOBS", 1, *JOBS_RANGE, "worker processes for the stages")
+                             if args.command == "reproduce" else 1)  # never workers inside a DDP launch by surprise
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if P.data_source != "hub":
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
