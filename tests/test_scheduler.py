@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vaccine_lib import pipeline as pl
+from vaccine_lib import pipeline
 from vaccine_lib import runner as S
 from vaccine_lib.config import AlignConfig, FinetuneConfig
 from vaccine_lib.registry import plan
@@ -51,7 +51,7 @@ class FakeRun:
     def __call__(self, s) -> bool:
         with self._lock:
             self.order.append((s.kind, s.key))
-        missing = [u for u in S.upstream_paths(s, self.run_dir) if not pl.is_done(u)]
+        missing = [u for u in S.upstream_paths(s, self.run_dir) if not pipeline.is_done(u)]
         if missing:
             self.early.append((s.kind, s.key, missing))
         if self.delay:
@@ -79,7 +79,7 @@ def test_stage_path_is_the_pipeline_folder(stages, tmp_path):
     for s in stages:
         path = s.path(tmp_path)
         if s.kind in ("align", "finetune"):
-            assert path == pl.stage_dir(tmp_path, s.kind, s.cfg)
+            assert path == pipeline.stage_dir(tmp_path, s.kind, s.cfg)
         else:
             assert path == tmp_path / s.kind / s.key
         assert path.is_relative_to(tmp_path / s.kind)
@@ -110,7 +110,7 @@ def test_upstream_of_finetune_is_its_alignment(stages, tmp_path):
     align_paths = {a.path(tmp_path) for a in stages if a.kind == "align"}
     for s in aligned:
         ups = S.upstream_paths(s, tmp_path)
-        assert ups == [pl.stage_dir(tmp_path, "align", s.cfg.align)]
+        assert ups == [pipeline.stage_dir(tmp_path, "align", s.cfg.align)]
         assert ups[0] in align_paths
         assert ups[0].parent == tmp_path / "align"
 
@@ -123,7 +123,7 @@ def test_upstream_of_eval_of_an_aligned_model(stages, tmp_path):
         if s.cfg.method == "none":  # the base model
             assert ups == []
         else:
-            assert ups == [pl.stage_dir(tmp_path, "align", s.cfg)]
+            assert ups == [pipeline.stage_dir(tmp_path, "align", s.cfg)]
             assert ups[0] in {a.path(tmp_path) for a in stages if a.kind == "align"}
 
 
@@ -134,7 +134,7 @@ def test_upstream_of_eval_and_drift_of_a_finetuned_model(stages, tmp_path, kind)
     ft_paths = {f.path(tmp_path) for f in stages if f.kind == "finetune"}
     for s in mine:
         ups = S.upstream_paths(s, tmp_path)
-        assert ups == [pl.stage_dir(tmp_path, "finetune", s.cfg)]
+        assert ups == [pipeline.stage_dir(tmp_path, "finetune", s.cfg)]
         assert ups[0] in ft_paths
     # of a Non-Aligned model too: the fine-tuned model, not (no) alignment
     na = [s for s in mine if s.cfg.align.method == "none"]
@@ -240,7 +240,7 @@ def test_work_runs_every_stage_once_after_its_upstream(stages, tmp_path):
     assert ran == len(stages)
     assert Counter(run.order) == Counter({(s.kind, s.key): 1 for s in stages})
     assert run.early == []
-    assert all(pl.is_done(s.path(tmp_path)) for s in stages)
+    assert all(pipeline.is_done(s.path(tmp_path)) for s in stages)
     for s in stages:  # every claim released
         held = S.lock_stage(tmp_path, s)
         assert held is not None
@@ -342,7 +342,7 @@ def test_two_worker_threads_run_each_stage_once(stages, tmp_path):
     assert sum(results) == len(stages)
     assert Counter(run.order) == Counter({(s.kind, s.key): 1 for s in stages})
     assert run.early == []
-    assert all(pl.is_done(s.path(tmp_path)) for s in stages)
+    assert all(pipeline.is_done(s.path(tmp_path)) for s in stages)
 
 
 def _process_worker(stages, run_dir, log, i):
@@ -350,7 +350,7 @@ def _process_worker(stages, run_dir, log, i):
     run_dir = Path(run_dir)
 
     def run(s):
-        early = any(not pl.is_done(u) for u in S.upstream_paths(s, run_dir))
+        early = any(not pipeline.is_done(u) for u in S.upstream_paths(s, run_dir))
         time.sleep(0.003)
         path = s.path(run_dir)
         path.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from vaccine_lib import config, registry
-from vaccine_lib import pipeline as pl
+from vaccine_lib import pipeline
 from vaccine_lib import train as T
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.profiles import load_profile
@@ -18,10 +18,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _expected(P, notebooks):
     """Distinct stage keys, straight from the registry entries of the notebooks."""
     fts = [f for nb in notebooks for e in registry.for_notebook(nb) for f in e.finetunes(P)]
-    aligns = {pl.align_key(f.align) for f in fts if f.align.method != "none"}
-    aligns |= {pl.align_key(a) for nb in notebooks for e in registry.for_notebook(nb) for a in e.aligns(P)
+    aligns = {pipeline.align_key(f.align) for f in fts if f.align.method != "none"}
+    aligns |= {pipeline.align_key(a) for nb in notebooks for e in registry.for_notebook(nb) for a in e.aligns(P)
                if a.method != "none"}
-    return aligns, {pl.finetune_key(f) for f in fts}
+    return aligns, {pipeline.finetune_key(f) for f in fts}
 
 
 def test_plan_lists_distinct_stages_and_marks_cached(tmp_path, capsys):
@@ -36,13 +36,13 @@ def test_plan_lists_distinct_stages_and_marks_cached(tmp_path, capsys):
     assert {s.key for s in stages if s.kind == "finetune"} == fts
     assert len(stages) == len({(s.kind, s.key) for s in stages})
     sft = registry.align_config(P, "sft")
-    assert not pl.align(sft, tmp_path).cached
+    assert not pipeline.align(sft, tmp_path).cached
     assert T.main(["--profile", "smoke", "--notebooks", "01,02", "--dry-run", "--train-only",
                    "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "plan: 2 alignment + 4 fine-tuning + 0 evaluation + 0 drift stages; 1 cached, 5 to run" in out, out
     cached = [line for line in out.splitlines() if " cached " in line]
-    assert len(cached) == 1 and pl.align_key(sft) in cached[0]
+    assert len(cached) == 1 and pipeline.align_key(sft) in cached[0]
     assert not (tmp_path / "finetune").exists()
 
 
@@ -51,7 +51,7 @@ def test_notebooks_and_train_plan_the_same_stages(tmp_path):
     P = load_profile("smoke")
     for nb in registry.NOTEBOOKS:
         planned = {s.key for s in registry.plan(P, [nb], tmp_path) if s.kind == "finetune"}
-        used = {pl.finetune_key(f) for e in registry.for_notebook(nb) for f in e.finetunes(P)}
+        used = {pipeline.finetune_key(f) for e in registry.for_notebook(nb) for f in e.finetunes(P)}
         assert planned == used, nb
 
 
@@ -78,7 +78,7 @@ def test_method_table():
     P = load_profile("smoke")
     for label in config.METHODS:
         cfg = registry.finetune_config(P, label)
-        assert pl.method_label(cfg) == label
+        assert pipeline.method_label(cfg) == label
     assert registry.finetune_config(P, "EWC").lora_mode() == "single"
 
 
@@ -99,9 +99,9 @@ def test_two_process_launch_writes_each_stage_once(tmp_path):
 
     P = load_profile("smoke", {"align.n": 8, "align.max_steps": -1})
     entries = sorted(p.name for p in (run_dir / "align").iterdir())
-    expected = sorted(pl.stage_dir(run_dir, "align", registry.align_config(P, m)).name for m in ("sft", "vaccine"))
+    expected = sorted(pipeline.stage_dir(run_dir, "align", registry.align_config(P, m)).name for m in ("sft", "vaccine"))
     assert entries == expected  # each stage exactly once, no leftover .tmp-* folders
     for m in ("sft", "vaccine"):
-        res = pl.align(registry.align_config(P, m), run_dir)  # one process now: read from the cache
+        res = pipeline.align(registry.align_config(P, m), run_dir)  # one process now: read from the cache
         assert res.cached and (res.path / "done.json").is_file() and (res.path / "adapter").is_dir()
         assert res.metrics["steps"] == 1 and res.metrics["n_train"] > 4, res.metrics
