@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+import pandas as pd
+
 from .. import pipeline
 from ..cli import env_int
 from ..config import AlignConfig, dtype_of, resolve_device
@@ -53,7 +55,7 @@ def _alignment_rows(tok, n: int, seq: int) -> dict:
 def worker(spec: dict) -> dict:
     """One method in this (fresh) process: ``spec`` = ``{"align": AlignConfig fields, "warmup", "seq",
     "threads"}``; returns raw numbers."""
-    import torch  # heavy: only in the worker process
+    import torch  # torch, datasets, transformers: heavy, only in the worker process
     from datasets import Dataset
     from transformers import Trainer, TrainerCallback
 
@@ -105,8 +107,6 @@ def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int =
     """SFT, Vaccine (tau = 1) and Accelerated Vaccine (each tau in ``taus``) with the optimiser, adapter, model
     and batch size of ``align``: one row each with ``step_s``, ``step_s_sd``, ``peak_memory_gb``, ``slowdown``
     (step time / SFT's), ``memory_ratio``, ``steps``."""
-    import pandas as pd
-
     methods = [("SFT", None), ("Vaccine", 1)] + [(f"Accelerated Vaccine (tau={t})", int(t)) for t in taus]
     rows = []
     for name, tau in methods:
