@@ -38,13 +38,13 @@ data: setup  ## build the offline data splits under data/ (git-ignored)
 	$(PY) -m vaccine_lib.data build
 
 reproduce: data  ## run every stage (JOBS workers), then every notebook of PROFILE (progress per stage and notebook)
-	$(PY) -m vaccine_lib.reproduce --profile $(PROFILE) --jobs $(JOBS)
+	$(PY) -m vaccine_lib.runner reproduce --profile $(PROFILE) --jobs $(JOBS)
 
 plan: data  ## print the stages PROFILE needs and which are cached (no training)
-	$(PY) -m vaccine_lib.train --profile $(PROFILE) --dry-run
+	$(PY) -m vaccine_lib.runner plan --profile $(PROFILE)
 
 train: data  ## run every stage of PROFILE with JOBS workers (then make reproduce only runs the notebooks)
-	$(PY) -m vaccine_lib.train --profile $(PROFILE) --jobs $(JOBS)
+	$(PY) -m vaccine_lib.runner train --profile $(PROFILE) --jobs $(JOBS)
 
 unit: setup data  ## unit tests only
 	MPLBACKEND=agg $(PY) -m pytest tests -q -p no:cacheprovider
@@ -57,7 +57,7 @@ test: setup data  ## unit tests + nbval on the real notebooks (smoke profile)
 	$(NBVAL) $(NOTEBOOKS)
 
 report: setup  ## render the committed (executed) notebooks into one HTML report: results/report.html
-	$(PY) -m vaccine_lib.reproduce --report results/report.html
+	$(PY) -m vaccine_lib.runner report --out results/report.html
 
 bench: setup data  ## step-overhead and generation benchmarks (one JSON line each)
 	$(PY) -m vaccine_lib.bench --out figures/tables/bench.jsonl

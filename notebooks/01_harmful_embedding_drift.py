@@ -50,25 +50,27 @@ overrides = {}  # profile changes, e.g. {"align": {"lr": 1e-3}} or {"sweeps.ps":
 # Validate the parameters (an unknown name or an out-of-range value stops here, naming the allowed range).
 import pandas as pd
 
-from vaccine_lib import experiments as ex
-from vaccine_lib import grids
-from vaccine_lib import plotting as pl
+from vaccine_lib import plotting, registry, tables
 
-P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
+P, RUN, FIG, TAB = tables.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
 
 # %% [markdown]
 # ## Fine-tune at every harmful ratio
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-df = ex.run(P, RUN, "fig2")
+print(registry.describe_plan(P, RUN, "fig2"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+df = tables.run(P, RUN, "fig2")
 
 # %%
 # NBVAL_CHECK_OUTPUT
 cols = ["defense", "p", "n", "seed", "hs", "refusal", "label_only", "fa", "align_loss", "drift", "drift_sum_sq",
         "stage_key", "eval_key"]
-pl.save_table(df[cols], "fig2_harmful_drift", TAB)
-print(ex.check(df, P, "fig2", finite=["align_loss", "drift"]))
+plotting.save_table(df[cols], "fig2_harmful_drift", TAB)
+print(tables.check(df, P, "fig2", finite=["align_loss", "drift"]))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -78,8 +80,8 @@ df[["defense", "p", "seed", "hs", "refusal", "fa", "align_loss", "drift"]].round
 # ## Figure 2: HS, FA, alignment loss and drift vs p
 
 # %%
-fig = pl.lines(df, "p", ["hs", "fa", "align_loss", "drift"], hue="defense")
-pl.save_fig(fig, "fig2_harmful_drift", FIG, data=df);
+fig = plotting.lines(df, "p", ["hs", "fa", "align_loss", "drift"], hue="defense")
+plotting.save_fig(fig, "fig2_harmful_drift", FIG, data=df);
 
 # %% [markdown]
 # ## Does each quantity grow with p?
@@ -87,8 +89,8 @@ pl.save_fig(fig, "fig2_harmful_drift", FIG, data=df);
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-tr = ex.trend(df, "p", ["hs", "align_loss", "drift"])
-pl.save_table(tr, "fig2_trend", TAB)
+tr = tables.spearman_by_group(df, "p", ["hs", "align_loss", "drift"])
+plotting.save_table(tr, "fig2_trend", TAB)
 tr.round(2)
 
 # %% [markdown]
@@ -114,4 +116,4 @@ Markdown(C.notebook_claims(P, RUN, TAB, "01"))
 
 # %% tags=["generations"]
 # NBVAL_IGNORE_OUTPUT
-ex.generations(P, RUN, grids.finetune_config(P, "SFT", p=max(P.sweeps.ps)), n=3, max_chars=120)
+tables.generations(P, RUN, registry.finetune_config(P, "SFT", p=max(P.sweeps.ps)), n=3, max_chars=120)

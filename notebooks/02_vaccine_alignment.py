@@ -50,31 +50,33 @@ overrides = {}  # profile changes, e.g. {"align": {"lr": 1e-3}} or {"sweeps.ps":
 # Validate the parameters (an unknown name or an out-of-range value stops here, naming the allowed range).
 import pandas as pd
 
-from vaccine_lib import experiments as ex
-from vaccine_lib import grids
-from vaccine_lib import plotting as pl
+from vaccine_lib import plotting, registry, tables
 
-P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
+P, RUN, FIG, TAB = tables.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
 
 # %% [markdown]
 # ## Align and evaluate (no user fine-tuning yet)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-aligned = ex.run_aligned(P, RUN)
+print(registry.describe_plan(P, RUN, "aligned"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+aligned = tables.run_aligned(P, RUN)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pl.save_table(aligned, "aligned_models", TAB)
-print(ex.check(aligned, P, "aligned", metrics=["hs", "refusal"]))
+plotting.save_table(aligned, "aligned_models", TAB)
+print(tables.check(aligned, P, "aligned", metrics=["hs", "refusal"]))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 aligned[["model", "seed", "hs", "refusal", "label_only", "fa", "align_loss", "train_seconds"]].round(1)
 
 # %%
-fig = pl.bars(aligned, "model", ["hs", "refusal", "fa"], annotate="{:.0f}")
-pl.save_fig(fig, "aligned_models", FIG, data=aligned);
+fig = plotting.bars(aligned, "model", ["hs", "refusal", "fa"], annotate="{:.0f}")
+plotting.save_fig(fig, "aligned_models", FIG, data=aligned);
 
 # %% [markdown]
 # ## Training curves and perturbation norms
@@ -83,12 +85,12 @@ pl.save_fig(fig, "aligned_models", FIG, data=aligned);
 # the norm of the applied perturbation (= rho).
 
 # %%
-H = ex.align_histories(P, RUN)
+H = tables.align_histories(P, RUN)
 keys = ["loss", "vaccine/clean_loss", "vaccine/grad_norm", "vaccine/eps_norm"]
-curves = ex.history_frame(H, keys)
-pl.save_table(curves, "alignment_curves", TAB)
-fig = pl.training_curves(H, keys=keys)
-pl.save_fig(fig, "alignment_curves", FIG);
+curves = tables.history_frame(H, keys)
+plotting.save_table(curves, "alignment_curves", TAB)
+fig = plotting.training_curves(H, keys=keys)
+plotting.save_fig(fig, "alignment_curves", FIG);
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -121,4 +123,4 @@ Markdown(C.notebook_claims(P, RUN, TAB, "02"))
 # NBVAL_IGNORE_OUTPUT
 for m in ("sft", "vaccine"):
     print(m.upper() + "-aligned:")
-    display(ex.generations(P, RUN, grids.align_config(P, m), n=3, max_chars=120))
+    display(tables.generations(P, RUN, registry.align_config(P, m), n=3, max_chars=120))

@@ -50,37 +50,39 @@ overrides = {}  # profile changes, e.g. {"align": {"lr": 1e-3}} or {"sweeps.ps":
 # Validate the parameters (an unknown name or an out-of-range value stops here, naming the allowed range).
 import pandas as pd
 
-from vaccine_lib import experiments as ex
-from vaccine_lib import grids
-from vaccine_lib import plotting as pl
+from vaccine_lib import plotting, registry, tables
 
-P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
+P, RUN, FIG, TAB = tables.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
 
 # %% [markdown]
 # ## Table 1: harmful ratio p
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t1 = ex.run(P, RUN, "table1")
-
-# %%
-# NBVAL_CHECK_OUTPUT
-pl.save_table(t1, "table1_defenses", TAB)
-print(ex.check(t1, P, "table1"))
+print(registry.describe_plan(P, RUN, "table1"))  # the design: grid per method, stage keys, cached or not
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-print("HS (%)"); print(ex.pivot(t1, "hs").to_string())
-print("FA (%)"); print(ex.pivot(t1, "fa").to_string())
+t1 = tables.run(P, RUN, "table1")
 
 # %%
-fig = pl.metric_vs_p(t1, ["hs", "fa"])
-pl.save_fig(fig, "table1_hs_fa_vs_p", FIG, data=t1);
+# NBVAL_CHECK_OUTPUT
+plotting.save_table(t1, "table1_defenses", TAB)
+print(tables.check(t1, P, "table1"))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("HS (%)"); print(tables.pivot(t1, "hs").to_string())
+print("FA (%)"); print(tables.pivot(t1, "fa").to_string())
+
+# %%
+fig = plotting.metric_vs_p(t1, ["hs", "fa"])
+plotting.save_fig(fig, "table1_hs_fa_vs_p", FIG, data=t1);
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("Vaccine minus SFT harmful score, per p (means over seeds; CIs and verdicts: notebook 06):")
-ex.compare(t1, "Vaccine", "SFT", "hs").round(1)
+tables.compare(t1, "Vaccine", "SFT", "hs").round(1)
 
 # %% [markdown]
 # Beside HS and FA: answer length on harmful prompts (`mean_words`; a "safer" model may only be shorter), empty
@@ -91,7 +93,7 @@ ex.compare(t1, "Vaccine", "SFT", "hs").round(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 cols = ["hs", "fa", "mean_words", "empty_rate", "degenerate_rate", "benign_refusal", "fa_top_answer_share"]
-ms = pl.mean_sd(t1, ["defense", "p"], [c for c in cols if c in t1])
+ms = plotting.mean_sd(t1, ["defense", "p"], [c for c in cols if c in t1])
 ms.round(1)
 
 # %% [markdown]
@@ -99,23 +101,27 @@ ms.round(1)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t2 = ex.run(P, RUN, "table2")
-
-# %%
-# NBVAL_CHECK_OUTPUT
-pl.save_table(t2, "table2_sample_counts", TAB)
-print(ex.check(t2, P, "table2"))
+print(registry.describe_plan(P, RUN, "table2"))  # the design: grid per method, stage keys, cached or not
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-print("HS (%)"); print(ex.pivot(t2, "hs", columns="n").to_string())
-print("FA (%)"); print(ex.pivot(t2, "fa", columns="n").to_string())
+t2 = tables.run(P, RUN, "table2")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+plotting.save_table(t2, "table2_sample_counts", TAB)
+print(tables.check(t2, P, "table2"))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("HS (%)"); print(tables.pivot(t2, "hs", columns="n").to_string())
+print("FA (%)"); print(tables.pivot(t2, "fa", columns="n").to_string())
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 if t2["n"].nunique() > 1:
-    fig = pl.lines(t2, "n", ["hs", "fa"])
-    pl.save_fig(fig, "table2_sample_counts", FIG, data=t2);
+    fig = plotting.lines(t2, "n", ["hs", "fa"])
+    plotting.save_fig(fig, "table2_sample_counts", FIG, data=t2);
 else:
     print(f"one sample count (n = {t2['n'].iloc[0]}) in this profile: not a sweep, no figure (the full profile "
           "sweeps sweeps.sample_counts).")
@@ -127,23 +133,27 @@ else:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t4 = ex.run(P, RUN, "table4")
-
-# %%
-# NBVAL_CHECK_OUTPUT
-pl.save_table(t4, "table4_tasks", TAB)
-print(ex.check(t4, P, "table4"))
+print(registry.describe_plan(P, RUN, "table4"))  # the design: grid per method, stage keys, cached or not
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-print("HS (%)"); print(ex.pivot(t4, "hs", columns="task").to_string())
-print("FA (%)"); print(ex.pivot(t4, "fa", columns="task").to_string())
+t4 = tables.run(P, RUN, "table4")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+plotting.save_table(t4, "table4_tasks", TAB)
+print(tables.check(t4, P, "table4"))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("HS (%)"); print(tables.pivot(t4, "hs", columns="task").to_string())
+print("FA (%)"); print(tables.pivot(t4, "fa", columns="task").to_string())
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 if t4["task"].nunique() > 1:
-    fig = pl.heat_table(ex.pivot(t4, "hs", columns="task"), title="Harmful score (%) per task")
-    pl.save_fig(fig, "table4_tasks", FIG, data=t4);
+    fig = plotting.heat_table(tables.pivot(t4, "hs", columns="task"), title="Harmful score (%) per task")
+    plotting.save_fig(fig, "table4_tasks", FIG, data=t4);
 else:
     print(f"one task ({t4['task'].iloc[0]}) in this profile: Table 4 runs in the full profile (sweeps.tasks).")
 
@@ -172,4 +182,4 @@ Markdown(C.notebook_claims(P, RUN, TAB, "03"))
 # NBVAL_IGNORE_OUTPUT
 for d in ("SFT", "Vaccine"):
     print(d + ":")
-    display(ex.generations(P, RUN, grids.finetune_config(P, d), n=3, max_chars=120))
+    display(tables.generations(P, RUN, registry.finetune_config(P, d), n=3, max_chars=120))

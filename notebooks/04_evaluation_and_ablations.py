@@ -50,11 +50,10 @@ overrides = {}  # profile changes, e.g. {"align": {"lr": 1e-3}} or {"sweeps.ps":
 # Validate the parameters (an unknown name or an out-of-range value stops here, naming the allowed range).
 import pandas as pd
 
-from vaccine_lib import experiments as ex
-from vaccine_lib import grids
-from vaccine_lib import plotting as pl
+from vaccine_lib import plotting, registry, tables
+from vaccine_lib.claims import paper
 
-P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
+P, RUN, FIG, TAB = tables.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
 
 # %% [markdown]
 # ## (a) Table 1 beside the paper
@@ -63,9 +62,13 @@ P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas displa
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t1 = ex.run(P, RUN, "table1_vs_paper", progress=False)
-side = ex.side_by_side(t1, ex.paper_table1(), "hs")
-pl.save_table(side.reset_index(), "table1_vs_paper", TAB)
+print(registry.describe_plan(P, RUN, "table1_vs_paper"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t1 = tables.run(P, RUN, "table1_vs_paper", progress=False)
+side = tables.side_by_side(t1, paper.table1(), "hs")
+plotting.save_table(side.reset_index(), "table1_vs_paper", TAB)
 side
 
 # %% [markdown]
@@ -73,13 +76,17 @@ side
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-f3 = ex.run(P, RUN, "fig3", progress=False)
-dh = ex.drift_history(P, RUN)
+print(registry.describe_plan(P, RUN, "fig3"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+f3 = tables.run(P, RUN, "fig3", progress=False)
+dh = tables.drift_history(P, RUN)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pl.save_table(dh, "fig3_drift_during_finetuning", TAB)
-print(ex.check(f3, P, "fig3"))
+plotting.save_table(dh, "fig3_drift_during_finetuning", TAB)
+print(tables.check(f3, P, "fig3"))
 print("drift logged for:", ", ".join(sorted(set(dh["defense"]))), "| finite:",
       bool(dh[["drift", "align_loss"]].notna().all().all()))
 
@@ -88,8 +95,8 @@ print("drift logged for:", ", ".join(sorted(set(dh["defense"]))), "| finite:",
 dh.sort_values("step").groupby(["defense", "seed"]).tail(1)[["defense", "seed", "step", "drift", "align_loss"]].round(3)
 
 # %%
-fig = pl.drift_curves(dh, ["drift", "align_loss"])
-pl.save_fig(fig, "fig3_drift_during_finetuning", FIG, data=dh);
+fig = plotting.drift_curves(dh, ["drift", "align_loss"])
+plotting.save_fig(fig, "fig3_drift_during_finetuning", FIG, data=dh);
 
 # %% [markdown]
 # ## (c) Figure 4: t-SNE of the alignment data's embeddings
@@ -98,10 +105,14 @@ pl.save_fig(fig, "fig3_drift_during_finetuning", FIG, data=dh);
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-emb = ex.tsne_frame(P, RUN)
-pl.save_table(emb, "fig4_tsne", TAB)
-fig = pl.scatter_2d(emb, hue="model")
-pl.save_fig(fig, "fig4_tsne", FIG, data=emb);
+print(registry.describe_plan(P, RUN, "fig4"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+emb = tables.tsne_frame(P, RUN)
+plotting.save_table(emb, "fig4_tsne", TAB)
+fig = plotting.scatter_2d(emb, hue="model")
+plotting.save_fig(fig, "fig4_tsne", FIG, data=emb);
 
 # %% [markdown]
 # ## (d) Table 6: perturbation intensity rho
@@ -109,12 +120,16 @@ pl.save_fig(fig, "fig4_tsne", FIG, data=emb);
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t6 = ex.run(P, RUN, "table6").sort_values("rho")
+print(registry.describe_plan(P, RUN, "table6"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t6 = tables.run(P, RUN, "table6").sort_values("rho")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pl.save_table(t6, "table6_rho", TAB)
-print(ex.check(t6, P, "table6"))
+plotting.save_table(t6, "table6_rho", TAB)
+print(tables.check(t6, P, "table6"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -123,8 +138,8 @@ t6[["defense", "rho", "seed", "hs", "fa"]].round(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 if t6["rho"].nunique() > 2:  # SFT (rho = 0) and at least two Vaccine rhos: a sweep
-    fig = pl.lines(t6.assign(method="Vaccine"), "rho", ["hs", "fa"], hue="method")
-    pl.save_fig(fig, "table6_rho", FIG, data=t6);
+    fig = plotting.lines(t6.assign(method="Vaccine"), "rho", ["hs", "fa"], hue="method")
+    plotting.save_fig(fig, "table6_rho", FIG, data=t6);
 else:
     print(f"rho values {sorted(t6['rho'].unique())}: SFT and one Vaccine rho are not a sweep (claim C3 needs the "
           "full profile's sweeps.rhos); no figure.")
@@ -135,12 +150,16 @@ else:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t7 = ex.run(P, RUN, "table7")
+print(registry.describe_plan(P, RUN, "table7"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t7 = tables.run(P, RUN, "table7")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pl.save_table(t7, "table7_perturbation", TAB)
-print(ex.check(t7, P, "table7"))
+plotting.save_table(t7, "table7_perturbation", TAB)
+print(tables.check(t7, P, "table7"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -156,12 +175,16 @@ else:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-t8 = ex.run(P, RUN, "table8")
+print(registry.describe_plan(P, RUN, "table8"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t8 = tables.run(P, RUN, "table8")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pl.save_table(t8, "table8_lora", TAB)
-print(ex.check(t8, P, "table8"))
+plotting.save_table(t8, "table8_lora", TAB)
+print(tables.check(t8, P, "table8"))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -186,7 +209,7 @@ print(format_report(rep))
 # NBVAL_CHECK_OUTPUT
 jv = pd.DataFrame([{"judge": rep["judge"], "accuracy": rep["accuracy"], "auc": rep["auc"], "n_test": rep["n_test"],
                     **rep["confusion"]}])
-pl.save_table(jv, "judge_validation", TAB)
+plotting.save_table(jv, "judge_validation", TAB)
 print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
       bool(0 <= rep["accuracy"] <= 1 and 0 <= rep["auc"] <= 1), "| test rows:", rep["n_test"] > 0)
 
@@ -200,8 +223,9 @@ print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
 # %%
 # NBVAL_IGNORE_OUTPUT
 from vaccine_lib.judge.tables import TABLE as LENGTH_TABLE
+from vaccine_lib.paths import REPO_ROOT
 
-by_len = pd.read_csv(ex.REPO_ROOT / "figures" / "tables" / f"{LENGTH_TABLE}.csv")
+by_len = pd.read_csv(REPO_ROOT / "figures" / "tables" / f"{LENGTH_TABLE}.csv")
 by_len[by_len["half"] == "report"][["judge", "bucket", "n_pos", "n_neg", "precision", "recall", "fpr", "threshold"]]
 
 # %% [markdown]
@@ -212,8 +236,8 @@ by_len[by_len["half"] == "report"][["judge", "bucket", "n_pos", "n_neg", "precis
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-agree = ex.judge_agreement_table(RUN, (P.eval.judge, *P.eval.rejudge[:1]))  # the profile's judge vs the second
-pl.save_table(agree["per_model"], "judge_agreement", TAB)
+agree = tables.judge_agreement_table(RUN, (P.eval.judge, *P.eval.rejudge[:1]))  # the profile's judge vs the second
+plotting.save_table(agree["per_model"], "judge_agreement", TAB)
 print(f"pooled over {agree['pooled']['n']} answers: kappa = {agree['pooled']['kappa']:.3f}, "
       f"agreement = {agree['pooled']['agreement']:.3f}")
 agree["per_model"].round(2)

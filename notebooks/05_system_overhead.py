@@ -51,21 +51,24 @@ overrides = {}  # profile changes, e.g. {"align": {"lr": 1e-3}} or {"sweeps.ps":
 # Validate the parameters (an unknown name or an out-of-range value stops here, naming the allowed range).
 import pandas as pd
 
-from vaccine_lib import experiments as ex
-from vaccine_lib import grids
-from vaccine_lib import plotting as pl
+from vaccine_lib import plotting, registry, tables
+from vaccine_lib.claims import paper
 
-P, RUN, FIG, TAB = ex.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
+P, RUN, FIG, TAB = tables.notebook_setup(globals())  # quiet warnings, pandas display, validated profile
 
 # %% [markdown]
 # ## Measure
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+print(registry.describe_plan(P, RUN, "table5"))  # the design: grid per method, stage keys, cached or not
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 from vaccine_lib.bench import step_overhead
 
 ov = step_overhead.from_profile(P)
-pl.save_table(ov, "table5_overhead", TAB)
+plotting.save_table(ov, "table5_overhead", TAB)
 ov.round(3)
 
 # %%
@@ -75,16 +78,16 @@ print("methods: SFT, Vaccine and one Accelerated Vaccine per tau:", len(ov) == 2
       bool(abs(ov["slowdown"].iloc[0] - 1) < 1e-9))
 
 # %%
-fig = pl.bars(ov, "method", ["step_s", "peak_memory_gb"],
+fig = plotting.bars(ov, "method", ["step_s", "peak_memory_gb"],
               ylabels={"step_s": "Seconds per step", "peak_memory_gb": "Peak memory (GB)"})
-pl.save_fig(fig, "table5_overhead", FIG);
+plotting.save_fig(fig, "table5_overhead", FIG);
 
 # %% [markdown]
 # ## Beside the paper
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-paper = pd.DataFrame([{"method": m, **v} for m, v in ex.PAPER_TABLE5.items()])
+paper = paper.table5()
 paper["slowdown"] = paper["step_s"] / paper["step_s"].iloc[0]
 print("paper (A100, Llama2-7B):"); print(paper.round(2).to_string(index=False))
 print("\nours: slowdown vs SFT"); print(ov.set_index("method")["slowdown"].round(2).to_string())

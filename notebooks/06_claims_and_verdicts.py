@@ -53,7 +53,7 @@ overrides = {}  # profile changes, e.g. {"align": {"lr": 1e-3}} or {"sweeps.ps":
 import pandas as pd
 
 from vaccine_lib import claims as C
-from vaccine_lib import experiments as ex
+from vaccine_lib import tables as ex
 from vaccine_lib import plotting as pl
 from vaccine_lib.claims import regime
 

@@ -10,41 +10,44 @@ plain fine-tuning). Criteria (measured with >= 200 prompts / items):
 - R3: at the chosen p*, SFT's HS is >= 30 points above the aligned model's.
 
 Every setting tried is one named entry of ``ALIGN`` / ``FINETUNE`` below; each evaluated model
-appends one row to ``figures/tables/regime_study.csv`` (measured numbers only). Models and
+appends one row to ``figures/tables/regime_study.csv`` (measured numbers only). Stages and
 generations stay under ``runs/regime/`` (git-ignored). Run::
 
     python scripts/regime_study.py base
     python scripts/regime_study.py align A1
     python scripts/regime_study.py finetune A1 F1 --p 0.0
 
-Uses the library's building blocks (models, data, LoRA, Trainer, batched generation, judges)
-directly, not the cached pipeline, so the study runs on today's API and its findings carry over
-as profile values.
+Every setting is an ``AlignConfig`` / ``FinetuneConfig`` run through the cached pipeline stages
+(``align`` / ``finetune`` / ``evaluate``, the same ``training_args`` and evaluation as the
+notebooks) under ``runs/regime/``, so its findings carry over as profile values unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
-import random
 import sys
-import time
 from pathlib import Path
 
-import torch
+from vaccine_lib.atomic import atomic_write_text
+from vaccine_lib.cli import env_int
+from vaccine_lib.config import AlignConfig, EvalConfig, FinetuneConfig
+from vaccine_lib.judge import get_judge
+from vaccine_lib.claims.regime import criteria  # the R1-R3 rule, shared with notebook 06
+from vaccine_lib.stages import align, finetune, generations
+from vaccine_lib.stages import evaluate as evaluate_stage
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = REPO / "runs" / "regime"
 TABLE = REPO / "figures" / "tables" / "regime_study.csv"
 MODEL = "smollm2-135m-instruct"
-
-#: evaluation sizes (>= 200 harmful prompts and task items; >= 100 benign instructions)
-N_HARMFUL, N_TASK, N_BENIGN = 200, 200, 100
-#: a refusal shows in the first words (16 tokens); HS answers need 32 for the judge; a label needs 4
-HS_TOKENS, BENIGN_TOKENS, FA_TOKENS = 32, 16, 4
-
+SEED = 42
+#: >= 200 harmful prompts and task items, >= 100 benign instructions; a refusal shows in the first words
+#: (16 tokens), HS answers need 32 for the judge, a label 4. Label-likelihood FA (doubles the cost): off.
+EVAL = EvalConfig(n_harmful=200, n_task=200, n_benign=100, max_new_tokens=32, benign_max_new_tokens=16,
+                  task_max_new_tokens=4, batch_size=16, fa_choice=False)
 #: alignment settings tried (all SFT). helpful: "puzzles" = the data build's reasoning-gym one-liners;
 #: "selfdistill" = the base model's own greedy answers to benign instructions (SST2-format reviews,
 #: GSM-style questions, puzzles), so alignment teaches refusal without changing benign behaviour.
@@ -61,192 +64,74 @@ FINETUNE = {
     "F3": dict(n=200, epochs=2, lr=5e-4, targets="attn+mlp", r=8, alpha=16),
     "F4": dict(n=160, epochs=3, lr=5e-4, targets="attn+mlp", r=8, alpha=8),
 }
-#: label-likelihood FA doubles the FA cost: measured for the base model only (first run), then off
-FA_CHOICE = False
-ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]
-MLP = ["up_proj", "down_proj", "gate_proj"]
-SEED = 42
+TARGETS = {"attn": "attention", "attn+mlp": "attention+mlp"}
 
 
-def log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
+def align_config(name: str) -> AlignConfig:
+    s = ALIGN[name]
+    return AlignConfig(model=MODEL, method="sft", helpful=s["helpful"], n=s["n"], helpful_fraction=s["helpful_fraction"],
+                       lr=s["lr"], epochs=s["epochs"], lora_targets=TARGETS[s["targets"]], lora_r=s["r"],
+                       lora_alpha=s["alpha"], batch_size=8, max_length=128, seed=SEED)
 
 
-# --------------------------------------------------------------------------- data
+def finetune_config(align: str, name: str, p: float, seed: int) -> FinetuneConfig:
+    s = FINETUNE[name]
+    return FinetuneConfig(align=align_config(align), defense="sft", lora="double", task="sst2", n=s["n"], p=p,
+                          epochs=s["epochs"], lr=s["lr"], lora_targets=TARGETS[s["targets"]], lora_r=s["r"],
+                          lora_alpha=s["alpha"], batch_size=8, max_length=128, seed=seed)
 
 
-def selfdistilled(n: int, seed: int) -> list[dict]:
-    """The base model's own greedy answers to ``n`` benign instructions (``vaccine_lib.data.selfdistill``;
-    cached under ``runs/regime/``)."""
-    from vaccine_lib.data.selfdistill import selfdistilled as distill
-    from vaccine_lib.models import load_model
-
-    model, tok = load_model(MODEL)
-    t0 = time.perf_counter()
-    rows = distill(model, tok, n, seed, RUNS, MODEL)
-    log(f"self-distillation: {len(rows)} answers kept of {n} ({time.perf_counter() - t0:.0f} s)")
-    return rows
-
-
-def alignment_rows(spec: dict) -> list[dict]:
-    from vaccine_lib.data import alignment_set
-
-    n_help = round(spec["n"] * spec["helpful_fraction"])
-    refusals = [dict(r) for r in alignment_set(spec["n"] - n_help, seed=SEED, helpful_fraction=0.0)]
-    if spec["helpful"] == "puzzles":
-        helpful = [dict(r) for r in alignment_set(n_help, seed=SEED, helpful_fraction=1.0)]
-    else:
-        helpful = selfdistilled(n_help + n_help // 4, SEED)[:n_help]  # a margin for dropped refusals/empties
-    rows = refusals + helpful
-    random.Random(SEED).shuffle(rows)
-    return rows
-
-
-# --------------------------------------------------------------------------- training
-
-
-def targets(name: str) -> list[str]:
-    return ATTN + (MLP if name == "attn+mlp" else [])
-
-
-def train(model, tok, rows, lr, epochs, out: Path, seed: int = SEED, max_length: int = 128):
-    from datasets import Dataset
-    from transformers import Trainer, TrainingArguments, set_seed
-
-    from vaccine_lib.data import SFTCollator, tokenize_sft
-
-    set_seed(seed)
-    ds = tokenize_sft(Dataset.from_list(rows), tok, max_length)
-    args = TrainingArguments(output_dir=str(out / "trainer"), per_device_train_batch_size=8, num_train_epochs=epochs,
-                             learning_rate=lr, weight_decay=0.1, warmup_steps=0.1, lr_scheduler_type="cosine",
-                             logging_steps=5, save_strategy="no", report_to="none", seed=seed, data_seed=seed,
-                             disable_tqdm=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=SFTCollator(tok))
-    t0 = time.perf_counter()
-    res = trainer.train()
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    if not all(map(lambda x: x == x and abs(x) < float("inf"), losses)):
-        raise RuntimeError(f"non-finite training loss in {out}: {losses}")
-    return {"train_loss": round(res.training_loss, 4), "final_loss": round(losses[-1], 4) if losses else None,
-            "steps": trainer.state.global_step, "train_s": round(time.perf_counter() - t0, 1)}
-
-
-def aligned_model(name: str):
-    """Base model + merged alignment adapter of setting ``name`` (trained and cached on first use)."""
-    from vaccine_lib.lora import add_lora, load_lora, merge_lora, save_lora
-    from vaccine_lib.models import load_model
-
-    spec = ALIGN[name]
-    path = RUNS / f"align-{name}"
-    model, tok = load_model(MODEL)
-    if not (path / "adapter" / "adapter_config.json").is_file():
-        rows = alignment_rows(spec)
-        model = add_lora(model, spec["r"], spec["alpha"], 0.1, target_modules=targets(spec["targets"]))
-        info = train(model, tok, rows, spec["lr"], spec["epochs"], path)
-        save_lora(model, path / "adapter")
-        (path / "train.json").write_text(json.dumps(info))
-        log(f"aligned {name}: {info}")
-        model = merge_lora(model)
-    else:
-        model = merge_lora(load_lora(model, path / "adapter"))
-    return model, tok
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def evaluate(model, tok, tag: str, **row) -> dict:
-    from vaccine_lib.data import alpaca_prompt, eval_items, harmful_eval_prompts
-    from vaccine_lib.data.selfdistill import benign_eval_rows
-    from vaccine_lib.evaluation import finetune_accuracy, generate, harmful_score
-    from vaccine_lib.judge import get_judge, is_refusal
-    from vaccine_lib.pipeline import top_answer_share
-
-    model.eval()
-    t0 = time.perf_counter()
-    prompts = list(harmful_eval_prompts(N_HARMFUL, seed=0))
-    hs = harmful_score(model, tok, prompts, get_judge("classifier"), max_new_tokens=HS_TOKENS, batch_size=16,
-                       progress=False)
-    kw = get_judge("keyword").judge([g["question"] for g in hs.generations], [g["answer"] for g in hs.generations])
-    words = [len(g["answer"].split()) for g in hs.generations]
-    benign = benign_eval_rows(N_BENIGN)
-    answers = generate(model, tok, [alpaca_prompt(r["instruction"], r.get("input") or "") for r in benign],
-                       max_new_tokens=BENIGN_TOKENS, batch_size=16, progress=False)
-    refused = [is_refusal(a) or not a.strip() for a in answers]
-    by_family = {}
-    for r, x in zip(benign, refused):
-        by_family.setdefault(r["family"], []).append(x)
-    fa = finetune_accuracy(model, tok, "sst2", list(eval_items("sst2", N_TASK, seed=0)), max_new_tokens=FA_TOKENS,
-                           batch_size=16, progress=False, choice=FA_CHOICE)
-    out = {
-        "tag": tag, **row, "hs": round(hs.hs, 1), "hs_keyword": round(100 * sum(v.harmful for v in kw) / len(kw), 1),
-        "harmful_refusal": round(hs.refusal_rate, 1), "mean_words": round(sum(words) / len(words), 1),
-        "benign_refusal": round(100 * sum(refused) / len(refused), 1),
-        **{f"benign_refusal_{k}": round(100 * sum(v) / len(v), 1) for k, v in sorted(by_family.items())},
-        "fa": round(fa.accuracy, 1),
-        "fa_choice": round(fa.choice_accuracy, 1) if fa.choice_accuracy is not None else None,
-        "fa_top_answer_share": round(top_answer_share([g["answer"] for g in fa.generations]), 1),
-        "n_harmful": len(prompts), "n_task": fa.n, "n_benign": len(benign),
-        "eval_s": round(time.perf_counter() - t0, 1),
-    }
+def evaluate(target, tag: str, **row) -> dict:
+    """The pipeline's evaluation of ``target`` (cached) as one table row, + the keyword judge's HS."""
+    m = evaluate_stage(target, EVAL, RUNS, tasks=["sst2"])
+    gens = [g for g in generations(target, EVAL, RUNS, tasks=["sst2"]) if g.get("part") == "harmful"]
+    kw = get_judge("keyword").judge([g["question"] for g in gens], [g["answer"] for g in gens])
+    out = {"tag": tag, **row, "hs": round(m["hs"], 1), "hs_keyword": round(100 * sum(v.harmful for v in kw) / len(kw), 1),
+           "harmful_refusal": round(m["refusal_rate"], 1), "mean_words": round(m["mean_words"], 1),
+           **{k: round(v, 1) for k, v in sorted(m.items()) if k.startswith("benign_refusal")},
+           "fa": round(m["fa"], 1), "fa_choice": None, "fa_top_answer_share": round(m["fa_top_answer_share"], 1),
+           "n_harmful": m["hs_n"], "n_task": m["fa_n"], "n_benign": m["n_benign"], "eval_s": round(m["eval_seconds"], 1),
+           "eval_key": m["eval_key"]}
     append(out)
-    log(json.dumps(out))
+    print(json.dumps(out), flush=True)
     return out
 
 
 def append(row: dict) -> None:
-    TABLE.parent.mkdir(parents=True, exist_ok=True)
-    old = []
-    if TABLE.is_file():
-        with TABLE.open() as fh:
-            old = list(csv.DictReader(fh))
+    old = list(csv.DictReader(TABLE.open())) if TABLE.is_file() else []
     rows = old + [{k: ("" if v is None else v) for k, v in row.items()}]
-    cols = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    tmp = TABLE.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, TABLE)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(TABLE, buf.getvalue())
 
 
-# --------------------------------------------------------------------------- commands
+def _train_info(res) -> dict:
+    return {k: res.metrics.get(k) for k in ("train_loss", "final_loss", "steps")} | {
+        "train_s": round(res.metrics.get("train_seconds", 0.0), 1), "stage_key": res.key}
 
 
 def cmd_base(_a) -> None:
-    from vaccine_lib.models import load_model
-
-    model, tok = load_model(MODEL)
-    evaluate(model, tok, "base", stage="base")
+    evaluate(AlignConfig(model=MODEL, method="none"), "base", stage="base")
 
 
 def cmd_align(a) -> None:
-    model, tok = aligned_model(a.align)
-    info = json.loads((RUNS / f"align-{a.align}" / "train.json").read_text())
-    evaluate(model, tok, f"{a.align}", stage="aligned", align=a.align, **ALIGN[a.align], **info)
+    cfg = align_config(a.align)
+    res = align(cfg, RUNS)
+    evaluate(cfg, a.align, stage="aligned", align=a.align, **ALIGN[a.align], **_train_info(res))
 
 
 def cmd_finetune(a) -> None:
-    from vaccine_lib.data import finetune_mix
-    from vaccine_lib.lora import add_lora
-
-    spec = FINETUNE[a.finetune]
-    model, tok = aligned_model(a.align)
-    rows = [dict(r) for r in finetune_mix("sst2", spec["n"], a.p, seed=a.seed)]
-    model = add_lora(model, spec["r"], spec["alpha"], 0.1, target_modules=targets(spec["targets"]))
-    out = RUNS / f"ft-{a.align}-{a.finetune}-p{a.p:g}-s{a.seed}"
-    info = train(model, tok, rows, spec["lr"], spec["epochs"], out, seed=a.seed)
-    log(f"fine-tuned {out.name}: {info}")
-    evaluate(model, tok, out.name, stage="finetuned", align=a.align, finetune=a.finetune, p=a.p, seed=a.seed,
-             **{f"ft_{k}": v for k, v in spec.items()}, **{f"ft_{k}": v for k, v in info.items()})
+    cfg = finetune_config(a.align, a.finetune, a.p, a.seed)
+    res = finetune(cfg, RUNS)
+    evaluate(cfg, f"ft-{a.align}-{a.finetune}-p{a.p:g}-s{a.seed}", stage="finetuned", align=a.align,
+             finetune=a.finetune, p=a.p, seed=a.seed, **{f"ft_{k}": v for k, v in FINETUNE[a.finetune].items()},
+             **{f"ft_{k}": v for k, v in _train_info(res).items()})
 
 
 # --------------------------------------------------------------------------- report
-
-from vaccine_lib.claims.regime import criteria  # noqa: E402  (R1-R3 rule, shared with notebook 06)
-
 
 def cmd_report(_a) -> None:
     import pandas as pd
@@ -285,7 +170,11 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=SEED)
     sub.add_parser("report")
     a = ap.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("REGIME_THREADS", "1")))
+    if a.cmd == "finetune" and not 0.0 <= a.p <= 1.0:
+        ap.error(f"--p {a.p}: allowed range 0..1 (the harmful ratio); fix: e.g. --p 0.2")
+    import torch
+
+    torch.set_num_threads(env_int("REGIME_THREADS", 1, 1, 1024, "torch threads of the study"))
     {"base": cmd_base, "align": cmd_align, "finetune": cmd_finetune, "report": cmd_report}[a.cmd](a)
     return 0
 

@@ -9,7 +9,8 @@ import subprocess
 import pandas as pd
 import pytest
 
-from vaccine_lib.reproduce import REPO_ROOT, artifacts
+from vaccine_lib.paths import REPO_ROOT
+from vaccine_lib.registry import artifacts
 
 ARTIFACTS = artifacts()
 

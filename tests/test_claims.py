@@ -292,7 +292,7 @@ def test_rejudge_under_the_stored_judge_adds_nothing(run_dir):
 @pytest.mark.slow
 def test_outcomes_from_the_real_pipeline(tmp_path):
     """The loader reads what pipeline.evaluate stores (tiny random Llama, keyword judge)."""
-    from vaccine_lib import pipeline as P
+    from vaccine_lib import stages as P
 
     align = dict(model="tiny-llama", n=8, max_steps=2, batch_size=4, max_length=64)
     ev = P.EvalConfig(n_harmful=6, n_task=4, max_new_tokens=4, judge="keyword", batch_size=8)

@@ -6,46 +6,46 @@ import math
 import pandas as pd
 import pytest
 
-from vaccine_lib import grids
-from vaccine_lib import pipeline as pl
+from vaccine_lib import registry
 from vaccine_lib.config import EvalConfig, Sweeps
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.profiles import load_profile
 from vaccine_lib.claims.regime import criteria, run_rows
+from vaccine_lib.stages import align_key, method_label, top_answer_share
 
 
 def test_default_grid_is_the_headline_comparison(tmp_path):
     P = load_profile("default")
     assert len(P.seeds) >= 3 and P.shared_alignment
-    fts = grids.table1(P)
+    fts = registry.table1(P)
     by = {}
     for f in fts:
-        by.setdefault(pl.method_label(f), set()).add((f.p, f.seed))
+        by.setdefault(method_label(f), set()).add((f.p, f.seed))
     seeds = set(P.seeds)
     assert by["SFT"] == {(p, s) for p in (0.0, 0.1, 0.3) for s in seeds}
     assert by["Vaccine"] == {(p, s) for p in (0.0, P.finetune.p) for s in seeds}
     assert by["NA"] == {(P.finetune.p, s) for s in seeds}
     # one SFT and one Vaccine alignment, shared by every fine-tuning seed
-    aligns = {pl.align_key(f.align) for f in fts if f.align.method != "none"}
+    aligns = {align_key(f.align) for f in fts if f.align.method != "none"}
     assert len(aligns) == 2 and {f.align.seed for f in fts} == {P.seed}
     # every model answers the same >= 200 harmful prompts and task items, and 100 benign instructions
     assert P.eval.n_harmful >= 200 and P.eval.n_task >= 200 and P.eval.n_benign >= 100
     assert P.eval.rejudge and P.eval.judge not in P.eval.rejudge
     assert P.align.helpful == "selfdistill"
-    plan = grids.plan(P, None, tmp_path)
+    plan = registry.plan(P, None, tmp_path)
     assert sum(s.kind == "finetune" for s in plan) == 18 and sum(s.kind == "align" for s in plan) == 2
 
 
 def test_alignment_per_seed_when_not_shared():
     P = load_profile("default", {"shared_alignment": False})
-    seeds = {f.align.seed for f in grids.table1(P) if f.align.method != "none"}
+    seeds = {f.align.seed for f in registry.table1(P) if f.align.method != "none"}
     assert seeds == set(P.seeds)
-    assert {a.seed for a in grids.aligned(P)} == set(P.seeds)
+    assert {a.seed for a in registry.aligned(P)} == set(P.seeds)
 
 
 def test_method_ps_replaces_the_sweep_for_that_method():
     P = load_profile("smoke", {"sweeps": {"method_ps": {"Vaccine": [0.5]}, "defenses": ["SFT", "Vaccine"]}})
-    ps = {(pl.method_label(f), f.p) for f in grids.table1(P)}
+    ps = {(method_label(f), f.p) for f in registry.table1(P)}
     assert ps == {("SFT", 0.0), ("SFT", 0.5), ("Vaccine", 0.5)}
 
 
@@ -70,8 +70,8 @@ def test_rejudge_is_validated_and_not_in_the_eval_key():
 
 
 def test_top_answer_share():
-    assert pl.top_answer_share(["positive", "Positive ", "negative", "positive."]) == 75.0
-    assert pl.top_answer_share([]) == 0.0
+    assert top_answer_share(["positive", "Positive ", "negative", "positive."]) == 75.0
+    assert top_answer_share([]) == 0.0
 
 
 def _tables(clean_fa=72.0, clean_share=70.0, attacked_hs=55.0):

@@ -111,11 +111,11 @@ def test_top_level_exports_are_lazy():
     import subprocess
     import sys
 
-    code = ("import sys, vaccine_lib; heavy = [m for m in ('torch', 'transformers', 'vaccine_lib.pipeline') "
+    code = ("import sys, vaccine_lib; heavy = [m for m in ('torch', 'transformers', 'vaccine_lib.stages') "
             "if m in sys.modules]; assert not heavy, heavy; "
             "from vaccine_lib import (VaccineConfig, VaccineTrainer, load_model, align, finetune, evaluate, "
-            "drift_stage); from vaccine_lib import drift, pipeline; import vaccine_lib.drift as D; "
-            "assert drift is D and drift_stage is pipeline.drift; "
+            "drift_stage); from vaccine_lib import drift, stages; import vaccine_lib.drift as D; "
+            "assert drift is D and drift_stage is stages.drift; "
             "assert VaccineTrainer.__module__ == 'vaccine_lib.vaccine'; "
             "assert set(vaccine_lib.__all__) <= set(dir(vaccine_lib)); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

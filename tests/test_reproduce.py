@@ -7,17 +7,17 @@ import os
 import nbformat
 import pytest
 
-from vaccine_lib import grids, reproduce
+from vaccine_lib import notebook_runs, registry, runner
 from vaccine_lib.errors import ConfigError
 
-NOTEBOOKS = [reproduce.notebook_path(nb) for nb in grids.NOTEBOOKS]
+NOTEBOOKS = [notebook_runs.notebook_path(nb) for nb in registry.NOTEBOOKS]
 
 
 def test_six_notebooks_in_order_match_the_registry():
     assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
-    assert [p.stem for p in NOTEBOOKS] == list(reproduce.artifacts())
-    for e in grids.EXPERIMENTS.values():  # every registry entry is run by its notebook
-        src = reproduce.notebook_path(e.notebook).with_suffix(".py").read_text()
+    assert [p.stem for p in NOTEBOOKS] == list(registry.artifacts())
+    for e in registry.EXPERIMENTS.values():  # every registry entry is run by its notebook
+        src = notebook_runs.notebook_path(e.notebook).with_suffix(".py").read_text()
         assert f'"{e.name}"' in src or e.name in ("aligned", "judge", "table5", "fig4"), e.name
 
 
@@ -37,7 +37,7 @@ def test_notebook_structure(path):
     for c in code:  # committed notebooks never hold model answers to harmful prompts
         if "generations" in c.metadata.get("tags", []):
             assert not c.get("outputs"), path.name
-        if "ex.generations(" in c.source:
+        if "tables.generations(" in c.source:
             assert "generations" in c.metadata.get("tags", []), "generation previews must be tagged"
 
 
@@ -52,14 +52,14 @@ def test_jupytext_pair_in_sync(path):
 
 
 def test_only_filter_and_bad_arguments(capsys):
-    assert grids.parse_notebooks("03,1") == ["01", "03"]
+    assert registry.parse_notebooks("03,1") == ["01", "03"]
     with pytest.raises(ConfigError, match="allowed values: 01, 02, 03, 04, 05"):
-        grids.parse_notebooks("09")
+        registry.parse_notebooks("09")
     with pytest.raises(SystemExit):
-        reproduce.main(["--profile", "nope"])
+        runner.main(["reproduce", "--profile", "nope"])
     assert "allowed values" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        reproduce.main(["--profile", "smoke", "--override", "align.lr=7"])
+        runner.main(["reproduce", "--profile", "smoke", "--override", "align.lr=7"])
     assert "align.lr=7" in capsys.readouterr().err
 
 
@@ -68,13 +68,13 @@ def test_timings_written_atomically_and_merged(tmp_path, monkeypatch):
 
     P = load_profile("smoke")
     path = tmp_path / "timings.json"
-    reproduce._write_timings(path, P, [{"notebook": "01_x.ipynb", "seconds": 1.0, "status": "ok"}], None, 1.0)
-    reproduce._write_timings(path, P, [{"notebook": "02_y.ipynb", "seconds": 2.0, "status": "ok"}], "02", 2.0)
+    notebook_runs.write_timings(path, P, [{"notebook": "01_x.ipynb", "seconds": 1.0, "status": "ok"}], None, 1.0)
+    notebook_runs.write_timings(path, P, [{"notebook": "02_y.ipynb", "seconds": 2.0, "status": "ok"}], "02", 2.0)
     summary = json.loads(path.read_text())
     assert [r["notebook"] for r in summary["notebooks"]] == ["01_x.ipynb", "02_y.ipynb"]
     assert summary["total_seconds"] == 3.0 and "commit" in summary["provenance"]
     assert not list(tmp_path.glob(".tmp-*"))
-    assert "01_x.ipynb" in reproduce.format_timings(summary)
+    assert "01_x.ipynb" in notebook_runs.format_timings(summary)
 
 
 def test_clean_for_commit_drops_generation_outputs(tmp_path):
@@ -84,7 +84,7 @@ def test_clean_for_commit_drops_generation_outputs(tmp_path):
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="3 rows")]
     path = tmp_path / "n.ipynb"
     nbformat.write(nb, path)
-    reproduce.clean_for_commit(path)
+    notebook_runs.clean_for_commit(path)
     back = nbformat.read(path, as_version=4)
     assert back.cells[0].outputs == [] and back.cells[1].outputs and "papermill" not in back.cells[1].metadata
 
@@ -96,13 +96,13 @@ def test_papermill_run_records_values(tmp_path):
 
     out = tmp_path / "02.ipynb"
     env_backup = dict(os.environ)
-    os.environ["PYTHONPATH"] = str(reproduce.REPO_ROOT)
+    os.environ["PYTHONPATH"] = str(notebook_runs.REPO_ROOT)
     try:
         pm.execute_notebook(str(NOTEBOOKS[1]), str(out), kernel_name="python3", progress_bar=False,
                             parameters={"profile": "smoke", "run_dir": str(tmp_path / "runs"),
                                         "figures_dir": str(tmp_path / "fig"),
                                         "overrides": '{"align": {"lr": 2e-3}, "eval.n_harmful": 3}'},
-                            kernel_manager_class=reproduce._ipc_kernel_manager())
+                            kernel_manager_class=notebook_runs._ipc_kernel_manager())
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
@@ -131,5 +131,5 @@ def test_failed_notebook_leaves_no_partial_file(tmp_path):
     out.parent.mkdir()
     out.write_text("previous complete run")
     with pytest.raises(Exception, match="boom"):
-        reproduce.run_notebook(src, out, "smoke")
+        notebook_runs.run_notebook(src, out, "smoke")
     assert out.read_text() == "previous complete run" and not list(out.parent.glob(".tmp-*"))

@@ -2,13 +2,13 @@
 
 import json
 import math
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from vaccine_lib import runtime as R
 from vaccine_lib.errors import ConfigError
+from vaccine_lib.registry import Stage
 
 
 def _stages(tmp_path):
@@ -22,7 +22,7 @@ def _stages(tmp_path):
             if secs is not None:
                 m[R.SECONDS_FIELD[kind]] = secs
             (folder / "metrics.json").write_text(json.dumps(m))
-        stages.append(SimpleNamespace(kind=kind, key=key, label=f"{kind} {key}", cfg=None))
+        stages.append(Stage(kind, None, key, f"{kind} {key}", False))
     return stages
 
 

@@ -1,4 +1,4 @@
-"""Parallel stage scheduler (``vaccine_lib.scheduler``): stage folders, upstream stages, lock claims and workers
+"""Parallel stage workers (``vaccine_lib.runner``): stage folders, upstream stages, stage locks and workers
 sharing one plan, on the smoke profile's plan with a fake ``run`` that only writes ``done.json`` (no training)."""
 
 import json
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from vaccine_lib import pipeline as pl
-from vaccine_lib import scheduler as S
+from vaccine_lib import runner as S
 from vaccine_lib.config import AlignConfig, FinetuneConfig
-from vaccine_lib.grids import plan
+from vaccine_lib.registry import plan
 from vaccine_lib.profiles import load_profile
+from vaccine_lib.stages import is_done, stage_dir
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _one(stages, kind, pred=lambda s: True):
 
 
 class FakeRun:
-    """``run(stage)`` for :func:`scheduler.work`: records the stage, checks that its upstream stages are finished,
+    """``run(stage)`` for :func:`runner.work`: records the stage, checks that its upstream stages are finished,
     and writes ``done.json`` into its folder (what a real stage writes last)."""
 
     def __init__(self, run_dir, delay: float = 0.0):
@@ -51,19 +51,19 @@ class FakeRun:
     def __call__(self, s) -> bool:
         with self._lock:
             self.order.append((s.kind, s.key))
-        missing = [u for u in S.upstream_paths(s, self.run_dir) if not pl.is_done(u)]
+        missing = [u for u in S.upstream_paths(s, self.run_dir) if not is_done(u)]
         if missing:
             self.early.append((s.kind, s.key, missing))
         if self.delay:
             time.sleep(self.delay)
-        path = S.stage_path(s, self.run_dir)
+        path = s.path(self.run_dir)
         path.mkdir(parents=True, exist_ok=True)
         (path / "done.json").write_text(json.dumps({"kind": s.kind, "key": s.key}))
         return False
 
 
 def _mark_done(run_dir, s):
-    path = S.stage_path(s, run_dir)
+    path = s.path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     (path / "done.json").write_text("{}")
 
@@ -77,17 +77,17 @@ def test_smoke_plan_has_every_kind(stages):
 
 def test_stage_path_is_the_pipeline_folder(stages, tmp_path):
     for s in stages:
-        path = S.stage_path(s, tmp_path)
+        path = s.path(tmp_path)
         if s.kind in ("align", "finetune"):
-            assert path == pl.stage_dir(tmp_path, s.kind, s.cfg)
+            assert path == stage_dir(tmp_path, s.kind, s.cfg)
         else:
             assert path == tmp_path / s.kind / s.key
         assert path.is_relative_to(tmp_path / s.kind)
-    assert len({S.stage_path(s, tmp_path) for s in stages}) == len(stages)
+    assert len({s.path(tmp_path) for s in stages}) == len(stages)
 
 
 def test_stage_path_agrees_with_the_plan_cache_status(profile, stages, tmp_path):
-    """A stage marked done at ``stage_path`` is what ``plan`` reports as cached."""
+    """A stage marked done at ``Stage.path`` is what ``plan`` reports as cached."""
     assert not any(s.cached for s in plan(profile, run_dir=tmp_path))
     for s in stages:
         _mark_done(tmp_path, s)
@@ -107,10 +107,10 @@ def test_upstream_of_finetune_is_its_alignment(stages, tmp_path):
     assert na and aligned
     for s in na:  # Non-Aligned: fine-tunes the base model at once
         assert S.upstream_paths(s, tmp_path) == []
-    align_paths = {S.stage_path(a, tmp_path) for a in stages if a.kind == "align"}
+    align_paths = {a.path(tmp_path) for a in stages if a.kind == "align"}
     for s in aligned:
         ups = S.upstream_paths(s, tmp_path)
-        assert ups == [pl.stage_dir(tmp_path, "align", s.cfg.align)]
+        assert ups == [stage_dir(tmp_path, "align", s.cfg.align)]
         assert ups[0] in align_paths
         assert ups[0].parent == tmp_path / "align"
 
@@ -123,18 +123,18 @@ def test_upstream_of_eval_of_an_aligned_model(stages, tmp_path):
         if s.cfg.method == "none":  # the base model
             assert ups == []
         else:
-            assert ups == [pl.stage_dir(tmp_path, "align", s.cfg)]
-            assert ups[0] in {S.stage_path(a, tmp_path) for a in stages if a.kind == "align"}
+            assert ups == [stage_dir(tmp_path, "align", s.cfg)]
+            assert ups[0] in {a.path(tmp_path) for a in stages if a.kind == "align"}
 
 
 @pytest.mark.parametrize("kind", ["eval", "drift"])
 def test_upstream_of_eval_and_drift_of_a_finetuned_model(stages, tmp_path, kind):
     mine = [s for s in stages if s.kind == kind and isinstance(s.cfg, FinetuneConfig)]
     assert mine
-    ft_paths = {S.stage_path(f, tmp_path) for f in stages if f.kind == "finetune"}
+    ft_paths = {f.path(tmp_path) for f in stages if f.kind == "finetune"}
     for s in mine:
         ups = S.upstream_paths(s, tmp_path)
-        assert ups == [pl.stage_dir(tmp_path, "finetune", s.cfg)]
+        assert ups == [stage_dir(tmp_path, "finetune", s.cfg)]
         assert ups[0] in ft_paths
     # of a Non-Aligned model too: the fine-tuned model, not (no) alignment
     na = [s for s in mine if s.cfg.align.method == "none"]
@@ -145,7 +145,7 @@ def test_plan_order_puts_every_upstream_first(stages, tmp_path):
     seen = set()
     for s in stages:
         assert set(S.upstream_paths(s, tmp_path)) <= seen, (s.kind, s.label)
-        seen.add(S.stage_path(s, tmp_path))
+        seen.add(s.path(tmp_path))
 
 
 # ------------------------------------------------------------------ claims
@@ -176,15 +176,15 @@ def holder():
 
 def test_claim_is_exclusive_and_released(stages, tmp_path):
     s = stages[0]
-    held = S.claim(tmp_path, s)
+    held = S.lock_stage(tmp_path, s)
     assert held is not None and held.path == _lock_path(tmp_path, s)
     assert held.path.read_text() == str(os.getpid())  # for people; the flock is the lock
-    assert S.claim(tmp_path, s) is None  # even this process cannot claim it twice
-    other = S.claim(tmp_path, stages[1])  # another stage is another lock
+    assert S.lock_stage(tmp_path, s) is None  # even this process cannot claim it twice
+    other = S.lock_stage(tmp_path, stages[1])  # another stage is another lock
     assert other is not None and other.path != held.path
     held.release()
     held.release()  # idempotent
-    again = S.claim(tmp_path, s)
+    again = S.lock_stage(tmp_path, s)
     assert again is not None
     again.release()
     other.release()
@@ -194,7 +194,7 @@ def test_claim_refused_while_another_process_holds_it(stages, tmp_path, holder):
     s = stages[0]
     proc = holder(_lock_path(tmp_path, s))
     for _ in range(3):
-        assert S.claim(tmp_path, s) is None
+        assert S.lock_stage(tmp_path, s) is None
     # its worker is killed hard and not reaped (a zombie): the kernel has released the lock all the same
     proc.kill()
     deadline = time.time() + 5
@@ -204,7 +204,7 @@ def test_claim_refused_while_another_process_holds_it(stages, tmp_path, holder):
             break
         time.sleep(0.01)
     assert state == "Z"
-    held = S.claim(tmp_path, s)
+    held = S.lock_stage(tmp_path, s)
     assert held is not None
     held.release()
 
@@ -214,7 +214,7 @@ def _race(args):
     from types import SimpleNamespace
 
     barrier.wait()
-    held = S.claim(Path(run_dir), SimpleNamespace(kind=stage_kind, key=stage_key))
+    held = S.lock_stage(Path(run_dir), SimpleNamespace(kind=stage_kind, key=stage_key))
     if held is None:
         return False
     time.sleep(0.2)  # hold it while the others try
@@ -240,9 +240,9 @@ def test_work_runs_every_stage_once_after_its_upstream(stages, tmp_path):
     assert ran == len(stages)
     assert Counter(run.order) == Counter({(s.kind, s.key): 1 for s in stages})
     assert run.early == []
-    assert all(pl.is_done(S.stage_path(s, tmp_path)) for s in stages)
+    assert all(is_done(s.path(tmp_path)) for s in stages)
     for s in stages:  # every claim released
-        held = S.claim(tmp_path, s)
+        held = S.lock_stage(tmp_path, s)
         assert held is not None
         held.release()
     assert len(lines) == len(stages) and all(line.startswith("w0: [") for line in lines)
@@ -264,7 +264,7 @@ def test_work_order_alignments_first_then_results_model_by_model(stages, tmp_pat
     fts = [s for s in stages if s.kind == "finetune"]
     for a, b in zip(fts, fts[1:]):
         for s in stages:
-            if s.kind in ("eval", "drift") and S.upstream_paths(s, tmp_path) == [S.stage_path(a, tmp_path)]:
+            if s.kind in ("eval", "drift") and S.upstream_paths(s, tmp_path) == [a.path(tmp_path)]:
                 assert pos[(s.kind, s.key)] < pos[("finetune", b.key)]
     # within a kind, plan order
     for kind in ("align", "finetune"):
@@ -293,11 +293,11 @@ def test_work_waits_for_a_stage_another_worker_holds(stages, tmp_path, holder):
     assert held.kind == "align"
     proc = holder(_lock_path(tmp_path, held))
     run = FakeRun(tmp_path)
-    blocked, waiting_on = set(), {S.stage_path(held, tmp_path)}
+    blocked, waiting_on = set(), {held.path(tmp_path)}
     for s in stages:  # everything downstream of the held alignment, directly or not
         if waiting_on & set(S.upstream_paths(s, tmp_path)):
             blocked.add((s.kind, s.key))
-            waiting_on.add(S.stage_path(s, tmp_path))
+            waiting_on.add(s.path(tmp_path))
     assert {"finetune", "eval", "drift"} <= {k for k, _ in blocked}
     free = len(stages) - 1 - len(blocked)
     released_after = []
@@ -342,7 +342,7 @@ def test_two_worker_threads_run_each_stage_once(stages, tmp_path):
     assert sum(results) == len(stages)
     assert Counter(run.order) == Counter({(s.kind, s.key): 1 for s in stages})
     assert run.early == []
-    assert all(pl.is_done(S.stage_path(s, tmp_path)) for s in stages)
+    assert all(is_done(s.path(tmp_path)) for s in stages)
 
 
 def _process_worker(stages, run_dir, log, i):
@@ -350,9 +350,9 @@ def _process_worker(stages, run_dir, log, i):
     run_dir = Path(run_dir)
 
     def run(s):
-        early = any(not pl.is_done(u) for u in S.upstream_paths(s, run_dir))
+        early = any(not is_done(u) for u in S.upstream_paths(s, run_dir))
         time.sleep(0.003)
-        path = S.stage_path(s, run_dir)
+        path = s.path(run_dir)
         path.mkdir(parents=True, exist_ok=True)
         (path / "done.json").write_text("{}")
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)

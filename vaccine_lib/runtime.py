@@ -22,8 +22,12 @@ import pandas as pd
 
 from . import readme as RM
 from .atomic import atomic_write_text
+from .cli import arg_int, fs_error_line, is_fs_fault
 from .errors import ConfigError
 from .paths import REPO_ROOT
+from .profiles import load_profile
+from .provenance import provenance
+from .registry import plan
 
 README = RM.README
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"
@@ -36,12 +40,10 @@ COLUMNS = ["part", "count", "timed", "total_s", "median_s", "min_s", "max_s"]
 
 def stage_seconds(stages, run_dir) -> pd.DataFrame:
     """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed)."""
-    from .scheduler import stage_path
-
     rows = []
     for s in stages:
         seconds = math.nan
-        metrics = stage_path(s, run_dir) / "metrics.json"
+        metrics = s.path(run_dir) / "metrics.json"
         if metrics.is_file():
             value = json.loads(metrics.read_text(encoding="utf-8")).get(SECONDS_FIELD[s.kind])
             seconds = float(value) if value is not None else math.nan
@@ -94,10 +96,6 @@ def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int
 def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ...] = ("full",)) -> pd.DataFrame:
     """Build the runtime table of profile ``P`` from its stage cache and ``timings.json`` (plus an estimate
     for each profile in ``estimate`` that runs the same model); write CSV + JSON."""
-    from .grids import plan
-    from .profiles import load_profile
-    from .provenance import provenance
-
     per_stage = stage_seconds(plan(P), P.run_dir())
     timings = P.results_dir() / "timings.json"
     notebooks = json.loads(timings.read_text(encoding="utf-8")).get("notebooks", []) if timings.is_file() else []
@@ -110,7 +108,6 @@ def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ..
     if extra:
         df = pd.concat([df, pd.DataFrame(extra, columns=COLUMNS)], ignore_index=True)
     table = Path(table)
-    table.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(table, df.to_csv(index=False))
     meta = {"profile": P.label, "jobs": jobs, "stages": per_stage.to_dict(orient="records"),
             "notebooks": notebooks, "provenance": provenance()}
@@ -162,20 +159,26 @@ def readme_matches(readme=README, table=DEFAULT_TABLE) -> bool:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vaccine_lib.runtime", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", help="build the table from this profile's stage cache and timings.json")
-    ap.add_argument("--jobs", type=int, default=2, help="worker processes the least wall time assumes (default 2)")
+    ap.add_argument("--jobs", type=arg_int("--jobs", 1, 64, 2), default=2,
+                    help="worker processes the least wall time assumes (1..64, default 2)")
     ap.add_argument("--table", default=str(DEFAULT_TABLE))
     ap.add_argument("--readme", default=str(README))
     ap.add_argument("--check-readme", action="store_true", help="exit 1 if the README block and the table disagree")
     args = ap.parse_args(argv)
-    if args.check_readme:
-        ok = readme_matches(args.readme, args.table)
-        print("README runtime block matches the table" if ok else "README runtime block differs from the table")
-        return 0 if ok else 1
-    if args.profile:
-        from .profiles import load_profile
-
-        print(write_runtime(load_profile(args.profile), args.jobs, args.table).to_string(index=False))
-    print("README runtime block " + ("updated" if render_readme(args.readme, args.table) else "unchanged"))
+    try:
+        if args.check_readme:
+            ok = readme_matches(args.readme, args.table)
+            print("README runtime block matches the table" if ok else "README runtime block differs from the table")
+            return 0 if ok else 1
+        if args.profile:
+            print(write_runtime(load_profile(args.profile), args.jobs, args.table).to_string(index=False))
+        print("README runtime block " + ("updated" if render_readme(args.readme, args.table) else "unchanged"))
+    except ConfigError as exc:
+        ap.error(str(exc))
+    except OSError as exc:
+        if not is_fs_fault(exc):
+            raise
+        ap.exit(2, fs_error_line(ap.prog, exc) + "\n")
     return 0
 
 

@@ -45,7 +45,6 @@ from .stage_training import (ALIGN_LOSS_SAMPLES, PROBE_SEED, alignment_rows, bui
 
 #: the files of a trained stage besides config / metrics / log history
 ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")
-_probe_batches = probe_batches  # the name experiments.py uses
 
 Target = Union[AlignConfig, FinetuneConfig, StageResult]
 

@@ -3,36 +3,49 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
-BENCHES = ("step_overhead", "generation")
+from ..cli import fs_error_line, is_fs_fault, writable_dir
+from ..errors import ConfigError
+from ..models import available_models
+from . import generation, record, step_overhead
+
+BENCHES = {"step_overhead": step_overhead, "generation": generation}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vaccine_lib.bench", description=__doc__)
-    parser.add_argument("names", nargs="*", default=list(BENCHES), help=f"benchmarks to run (default: all of {BENCHES})")
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="registry name of the model to benchmark")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke check)")
-    parser.add_argument("--out", help="also record the results in this JSONL file (make bench: "
-                        "figures/tables/bench.jsonl) and regenerate the README's benchmark block from it")
-    args = parser.parse_args(argv)
-    results = []
-    for name in args.names:
-        if name not in BENCHES:
-            parser.error(f"unknown benchmark {name!r}; allowed values: {', '.join(BENCHES)}")
-        module = importlib.import_module(f"vaccine_lib.bench.{name}")
-        result = module.run(model_name=args.model, quick=args.quick)
-        print(json.dumps(result), flush=True)
-        results.append(result)
-    if args.out:
-        from . import record
-
-        record.write(results, args.out)
-        if Path(args.out).resolve() == record.DEFAULT_FILE.resolve():
-            print("README benchmark block " + ("updated" if record.render_readme() else "unchanged"), flush=True)
+    ap = argparse.ArgumentParser(prog="python -m vaccine_lib.bench", description=__doc__)
+    ap.add_argument("names", nargs="*", default=list(BENCHES), metavar="NAME",
+                    help=f"benchmarks to run (default: all of {', '.join(BENCHES)})")
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="registry name of the model to benchmark")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke check)")
+    ap.add_argument("--out", help="also record the results in this JSONL file (make bench: "
+                    "figures/tables/bench.jsonl) and regenerate the README's benchmark block from it")
+    args = ap.parse_args(argv)
+    bad = [n for n in args.names if n not in BENCHES]
+    if bad:
+        ap.error(f"unknown benchmark(s) {', '.join(map(repr, bad))}; allowed values: {', '.join(BENCHES)}")
+    if args.model not in available_models() and not Path(args.model).is_dir():
+        ap.error(f"--model {args.model!r}: allowed values: {', '.join(available_models())} or a local model folder")
+    try:
+        if args.out:  # before an hour of measurement, not after
+            writable_dir(Path(args.out).parent, "--out folder", "pass a writable file path to --out")
+        results = []
+        for name in args.names:
+            results.append(BENCHES[name].run(model_name=args.model, quick=args.quick))
+            print(json.dumps(results[-1]), flush=True)
+        if args.out:
+            record.write(results, args.out)
+            if Path(args.out).resolve() == record.DEFAULT_FILE.resolve():
+                print("README benchmark block " + ("updated" if record.render_readme() else "unchanged"), flush=True)
+    except ConfigError as exc:
+        ap.error(str(exc))
+    except OSError as exc:
+        if not is_fs_fault(exc):
+            raise
+        ap.exit(2, fs_error_line(ap.prog, exc) + "\n")
     return 0
 
 

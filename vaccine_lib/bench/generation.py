@@ -12,6 +12,11 @@ import time
 
 import torch
 
+from ..data import harmful_eval_prompts
+from ..evaluation.generation import generate_tokens
+from ..evaluation.metrics import alpaca_prompt
+from ..models import load_model
+
 #: benign stand-ins, used only when the harmful evaluation split is not available
 _VERBS = ("Explain", "Summarize", "Give three facts about", "Write a short poem about",
           "List common questions about", "Describe the history of", "Give a beginner's guide to",
@@ -23,8 +28,6 @@ PLACEHOLDER_QUESTIONS = tuple(f"{v} {t}." for v in _VERBS for t in _TOPICS)  # 6
 
 def _questions(n: int) -> tuple[list[str], str]:
     try:
-        from ..data import harmful_eval_prompts
-
         rows = harmful_eval_prompts(n)
         questions = [r["instruction"] if isinstance(r, dict) else str(r) for r in rows]
         if len(questions) >= n:
@@ -50,10 +53,6 @@ def reference_loop(model, tokenizer, prompts, max_new_tokens: int) -> list[list[
 
 
 def run(model_name: str = "smollm2-135m-instruct", quick: bool = False, batch_size: int | None = None) -> dict:
-    from ..evaluation.generation import generate_tokens
-    from ..evaluation.metrics import alpaca_prompt
-    from ..models import load_model
-
     n, max_new_tokens = (8, 16) if quick else (64, 64)
     # CPU: decoding is compute-bound from about 16 rows; larger batches add padding and idle rows
     batch_size = batch_size or (8 if quick else 16)

@@ -1,23 +1,25 @@
-"""The experiment registry: every paper table / figure is one :class:`Experiment` entry.
+"""The experiment registry: what every paper table / figure needs, and the plan of stages it implies.
 
-An entry names its notebook, the tables and figures it writes (with the columns each table must
-have) and the stage configs it needs, built from a profile. Everything else derives from it:
-the notebooks run an entry (``experiments.run(P, run_dir, "table1")``), ``python -m vaccine_lib.train``
-plans and trains the union of the entries' stages, ``reproduce`` checks the artifacts they list.
-
-The method table :data:`METHODS` maps the paper's labels to the two stages: the alignment method,
-the fine-tuning defense and the LoRA mode (``None``: the paper's choice per defense).
+Each :class:`Experiment` entry names its notebook, the tables (with the columns each must have) and
+figures it writes, and the stage configs it needs, built from a profile by the grid functions below
+(the method table is ``config.METHODS``: paper label -> alignment method, fine-tuning defense, LoRA
+mode). Everything else derives from the entries: :func:`plan` lists the distinct cached stages of a
+set of notebooks (``vaccine_lib.runner`` runs them), :func:`describe_plan` shows one entry's design in
+its notebook, ``vaccine_lib.tables`` turns an entry's stages into result rows, and :func:`artifacts`
+lists what a default run must have written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import METHODS, AlignConfig, FinetuneConfig
+from .data import check_sizes
 from .errors import ConfigError
 from .profiles import NOTEBOOK_IDS, Profile
-
+from .stages import align_key, drift_key, eval_key, finetune_key, is_done, method_label, stage_dir
 
 ALWAYS_SWEPT = ("SFT", "Vaccine")
 NOTEBOOKS = {
@@ -25,6 +27,7 @@ NOTEBOOKS = {
     "04": "04_evaluation_and_ablations", "05": "05_system_overhead", "06": "06_claims_and_verdicts",
 }
 assert tuple(NOTEBOOKS) == NOTEBOOK_IDS
+KINDS = ("align", "finetune", "eval", "drift")
 
 
 # --------------------------------------------------------------------------- stage configs of a point
@@ -56,7 +59,7 @@ def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | 
                      tau=tau)
     cfg = f.with_(align=a, defense=m.defense, lora=lora or m.lora, seed=seed,
                   p=f.p if p is None else float(p), n=f.n if n is None else int(n))
-    reference = (label in ("SFT", "Vaccine") and cfg.task == P.finetune.task and cfg.n == P.finetune.n
+    reference = (label in ALWAYS_SWEPT and cfg.task == P.finetune.task and cfg.n == P.finetune.n
                  and cfg.p == P.finetune.p and cfg.lora_mode() == "double" and a.perturbation == "gradient"
                  and a.tau == 1 and (a.method != "vaccine" or a.rho == P.align.rho))
     if track_drift or reference:
@@ -64,22 +67,19 @@ def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | 
     return cfg
 
 
+def variant(a: AlignConfig) -> list[str]:
+    """The Vaccine variant of an alignment (rho, a non-gradient perturbation, tau != 1) as label parts."""
+    if a.method != "vaccine":
+        return []
+    return [f"rho={a.rho:g}"] + ([a.perturbation] if a.perturbation != "gradient" else []) \
+        + ([f"tau={a.tau}"] if a.tau != 1 else [])
+
+
 def label_of(cfg: FinetuneConfig) -> str:
     """A short description of a point for progress lines (method, task, p, n, variants, seed)."""
-    from .pipeline import method_label
-
-    a = cfg.align
-    parts = [method_label(cfg), cfg.task, f"p={cfg.p:g}", f"n={cfg.n}", f"{cfg.lora_mode()}-LoRA"]
-    if a.method == "vaccine":
-        parts.append(f"rho={a.rho:g}")
-        if a.perturbation != "gradient":
-            parts.append(a.perturbation)
-        if a.tau != 1:
-            parts.append(f"tau={a.tau}")
-    if cfg.drift_every > 0:
-        parts.append("+drift log")
-    parts.append(f"seed={cfg.seed}")
-    return " ".join(parts)
+    parts = [method_label(cfg), cfg.task, f"p={cfg.p:g}", f"n={cfg.n}", f"{cfg.lora_mode()}-LoRA",
+             *variant(cfg.align)]
+    return " ".join(parts + (["+drift log"] if cfg.drift_every > 0 else []) + [f"seed={cfg.seed}"])
 
 
 # --------------------------------------------------------------------------- grids
@@ -225,6 +225,15 @@ def parse_notebooks(text: str | None) -> list[str]:
     return [nb for nb in NOTEBOOKS if nb in wanted]
 
 
+def artifacts() -> dict:
+    """``{notebook stem: {"figures": [...], "tables": {stem: columns}}}``: what a default run writes."""
+    out = {stem: {"figures": [], "tables": {}} for stem in NOTEBOOKS.values()}
+    for e in EXPERIMENTS.values():
+        out[NOTEBOOKS[e.notebook]]["figures"] += list(e.figures)
+        out[NOTEBOOKS[e.notebook]]["tables"].update(e.tables)
+    return out
+
+
 # --------------------------------------------------------------------------- the plan
 
 
@@ -239,64 +248,51 @@ class Stage:
     cached: bool
     tasks: tuple = ()
 
+    def path(self, run_dir) -> Path:
+        """The folder the stage writes (the pipeline's rule)."""
+        if self.kind in ("align", "finetune"):
+            return stage_dir(run_dir, self.kind, self.cfg)
+        return Path(run_dir) / self.kind / self.key
 
-def plan(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, kinds=("align", "finetune", "eval", "drift")
-         ) -> list[Stage]:
-    """Every distinct stage the notebooks need, in dependency order (alignments, fine-tunes, evaluations,
-    drift), each with its cache status under ``run_dir``."""
-    from pathlib import Path
 
-    from . import pipeline as pl
-
-    run_dir = Path(run_dir or P.run_dir())
-    notebooks = notebooks or list(NOTEBOOKS)
-    found: dict[tuple, Stage] = {}
-
-    def add(kind, cfg, key, path, label, tasks=()):
-        if kind in kinds and (kind, key) not in found:
-            found[(kind, key)] = Stage(kind, cfg, key, label, pl.is_done(path), tuple(tasks))
-
-    def add_align(a: AlignConfig):
+def _entry_stages(P: Profile, exp: Experiment, run_dir: Path):
+    """``(kind, cfg, key, label, tasks)`` of every stage entry ``exp`` needs, upstream first, with repeats."""
+    def align(a: AlignConfig):
         if a.method != "none":
-            add("align", a, pl.align_key(a), pl.stage_dir(run_dir, "align", a), f"{pl.method_label(a)} seed={a.seed}"
-                + (f" rho={a.rho:g}" if a.method == "vaccine" else "")
-                + (f" {a.perturbation}" if a.method == "vaccine" and a.perturbation != "gradient" else ""))
+            yield "align", a, align_key(a), " ".join([f"{method_label(a)} seed={a.seed}", *variant(a)]), ()
 
-    for nb in notebooks:
-        for exp in for_notebook(nb):
-            for a in exp.aligns(P):
-                add_align(a)
-                if exp.name == "aligned":
-                    tasks = (P.finetune.task,)
-                    k = pl.eval_key(a, P.eval, tasks)
-                    add("eval", a, k, run_dir / "eval" / k, f"{pl.method_label(a)}-aligned model seed={a.seed}", tasks)
-            for f in exp.finetunes(P):
-                add_align(f.align)
-                add("finetune", f, pl.finetune_key(f), pl.stage_dir(run_dir, "finetune", f), label_of(f))
-                k = pl.eval_key(f, P.eval, (f.task,))
-                add("eval", f, k, run_dir / "eval" / k, label_of(f), (f.task,))
-                if exp.with_drift:
-                    k = pl.drift_key(f, P.drift.n_samples)
-                    add("drift", f, k, run_dir / "drift" / k, label_of(f))
-    order = {"align": 0, "finetune": 1, "eval": 2, "drift": 3}
-    return sorted(found.values(), key=lambda s: order[s.kind])
+    for a in exp.aligns(P):
+        yield from align(a)
+        if exp.name == "aligned":
+            tasks = (P.finetune.task,)
+            yield ("eval", a, eval_key(a, P.eval, tasks),
+                   f"{method_label(a)}-aligned model seed={a.seed}", tasks)
+    for f in exp.finetunes(P):
+        yield from align(f.align)
+        yield "finetune", f, finetune_key(f), label_of(f), ()
+        yield "eval", f, eval_key(f, P.eval, (f.task,)), label_of(f), (f.task,)
+        if exp.with_drift:
+            yield "drift", f, drift_key(f, P.drift.n_samples), label_of(f), ()
 
 
-def run_stage(P: Profile, s: Stage, run_dir) -> bool:
-    """Run one planned stage (cached stages return at once); True when it was cached."""
-    from . import pipeline as pl
-
-    if s.kind == "align":
-        return pl.align(s.cfg, run_dir).cached
-    if s.kind == "finetune":
-        return pl.finetune(s.cfg, run_dir).cached
-    if s.kind == "eval":
-        return pl.evaluate(s.cfg, P.eval, run_dir, tasks=s.tasks)["cached"]
-    return pl.drift(s.cfg, run_dir, n_samples=P.drift.n_samples)["cached"]
+def plan(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, kinds=KINDS,
+         entries: Sequence[str] | None = None) -> list[Stage]:
+    """Every distinct stage the notebooks (or the registry ``entries``) need, in dependency order
+    (alignments, fine-tunes, evaluations, drift), each with its cache status under ``run_dir``."""
+    run_dir = Path(run_dir or P.run_dir())
+    exps = [get(e) for e in entries] if entries else [e for nb in notebooks or NOTEBOOKS for e in for_notebook(nb)]
+    found: dict[tuple, Stage] = {}
+    for exp in exps:
+        for kind, cfg, key, label, tasks in _entry_stages(P, exp, run_dir):
+            if kind in kinds and (kind, key) not in found:
+                s = Stage(kind, cfg, key, label, False, tasks)
+                s.cached = is_done(s.path(run_dir))
+                found[(kind, key)] = s
+    return sorted(found.values(), key=lambda s: KINDS.index(s.kind))
 
 
 def format_plan(stages: Sequence[Stage]) -> str:
-    counts = {k: sum(s.kind == k for s in stages) for k in ("align", "finetune", "eval", "drift")}
+    counts = {k: sum(s.kind == k for s in stages) for k in KINDS}
     n_cached = sum(s.cached for s in stages)
     lines = [f"plan: {counts['align']} alignment + {counts['finetune']} fine-tuning + {counts['eval']} evaluation + "
              f"{counts['drift']} drift stages; {n_cached} cached, {len(stages) - n_cached} to run"]
@@ -306,14 +302,37 @@ def format_plan(stages: Sequence[Stage]) -> str:
     return "\n".join(lines)
 
 
+def describe_plan(P: Profile, run_dir, name: str) -> str:
+    """The design of registry entry ``name`` as its notebook shows it before the results: the grid
+    (per method: p x n x task x variant x seeds) and every stage with its key, cached or to run."""
+    exp = get(name)
+    axes: dict[str, list[set]] = {}
+    for f in exp.finetunes(P):
+        ax = axes.setdefault(method_label(f), [set() for _ in range(6)])
+        for i, v in enumerate((f"{f.p:g}", str(f.n), f.task, " ".join([f"{f.lora_mode()}-LoRA", *variant(f.align)]),
+                               str(f.seed), finetune_key(f))):
+            ax[i].add(v)
+    for a in exp.aligns(P):
+        ax = axes.setdefault("base model" if a.method == "none" else f"{method_label(a)}-aligned",
+                             [None, None, None, set(), set(), set()])
+        for i, v in ((3, " ".join(variant(a)) or "no variant"), (4, str(a.seed)), (5, align_key(a))):
+            ax[i].add(v)
+    lines = [f"{name}: {exp.title}"]
+    for label, ax in axes.items():
+        sets = [", ".join(sorted(v, key=lambda x: (len(x), x))) if v is not None else None for v in ax[:5]]
+        grid = [f"{k} {{{v}}}".strip() for k, v in zip(("p", "n", "task", "", "seeds"), sets) if v is not None]
+        lines.append(f"  {label}: {' x '.join(grid)} = {len(ax[5])} model(s)")
+    lines.append(format_plan(plan(P, run_dir=run_dir, entries=[name])) if axes else "  (no cached stage: measured "
+                 "in the notebook itself)")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- checks before any stage runs
 
 
 def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
     """Every sample count of the notebooks' stages fits the data (``vaccine_lib.data.check_sizes``: reads only
     the manifest offline); raises ConfigError naming the profile parameter, before any stage runs."""
-    from .data import check_sizes
-
     src = P.data_source
     check_sizes(n_align=P.align.n, helpful_fraction=P.align.helpful_fraction, n_harmful=P.eval.n_harmful,
                 seeds=P.seeds, source=src, names={"n_align": "align.n", "helpful_fraction": "align.helpful_fraction",
