@@ -97,10 +97,12 @@ def test_papermill_run_records_values(tmp_path):
     out = tmp_path / "02.ipynb"
     env_backup = dict(os.environ)
     os.environ["PYTHONPATH"] = str(notebook_runs.REPO_ROOT)
+    os.environ["VACCINE_REPO_ROOT"] = str(tmp_path)  # output folders must lie inside <root>/runs, <root>/results
+    fig = tmp_path / "results" / "fig"
     try:
         pm.execute_notebook(str(NOTEBOOKS[1]), str(out), kernel_name="python3", progress_bar=False,
-                            parameters={"profile": "smoke", "run_dir": str(tmp_path / "runs"),
-                                        "figures_dir": str(tmp_path / "fig"),
+                            parameters={"profile": "smoke", "run_dir": str(tmp_path / "runs" / "smoke"),
+                                        "figures_dir": str(fig),
                                         "overrides": '{"align": {"lr": 2e-3}, "eval.n_harmful": 3}'},
                             kernel_manager_class=notebook_runs._ipc_kernel_manager())
     finally:
@@ -108,10 +110,10 @@ def test_papermill_run_records_values(tmp_path):
         os.environ.update(env_backup)
     import pandas as pd
 
-    table = pd.read_csv(tmp_path / "fig" / "tables" / "aligned_models.csv")
+    table = pd.read_csv(fig / "tables" / "aligned_models.csv")
     assert list(table["method"]) == ["none", "sft", "vaccine"] and set(table["seed"]) == {42}
     assert table["hs"].between(0, 100).all() and table["align_loss"].iloc[1:].gt(0).all()
-    prov = json.loads((tmp_path / "fig" / "tables" / "provenance.json").read_text())
+    prov = json.loads((fig / "tables" / "provenance.json").read_text())
     assert prov["aligned_models"]["overrides"] == {"align": {"lr": 2e-3}, "eval": {"n_harmful": 3}}
     assert len(prov["aligned_models"]["stage_keys"]) == 3
     nb = nbformat.read(out, as_version=4)

@@ -37,7 +37,7 @@ from .notebook_runs import write_timings, clean_for_commit, format_timings, note
 from .profiles import Profile, load_profile, parse_overrides, profile_names
 from .registry import KINDS, NOTEBOOKS, Stage, check_pools, format_plan, parse_notebooks, plan
 from .tables import quiet
-from .stages import clean_run_dir, drift, evaluate, is_done, stage_dir
+from .stages import align, clean_run_dir, drift, evaluate, finetune, is_done, stage_dir
 
 #: how long the ranks of a launch wait for each other in a collective (rank 0 builds the data first)
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
@@ -137,7 +137,7 @@ def work(stages: Sequence[Stage], run_dir, run: Callable, say=print, prefix: str
 def run_stage(P: Profile, s: Stage, run_dir) -> bool:
     """Run one planned stage (cached stages return at once); True when it was cached."""
     if s.kind in ("align", "finetune"):
-        return getattr(pipeline, s.kind)(s.cfg, run_dir).cached
+        return {"align": align, "finetune": finetune}[s.kind](s.cfg, run_dir).cached
     if s.kind == "eval":
         return evaluate(s.cfg, P.eval, run_dir, tasks=s.tasks)["cached"]
     return drift(s.cfg, run_dir, n_samples=P.drift.n_samples)["cached"]

@@ -261,7 +261,7 @@ def notebook_setup(namespace: dict):
     pd.set_option("display.precision", 2)
     pd.set_option("display.width", 160)
     ctx = from_notebook(namespace)
-    check_pools(ctx.profile)  # sample counts fit the data: fail here, before any stage of the notebook runs
+    registry.check_pools(ctx.profile)  # sample counts fit the data: fail here, before any stage of the notebook runs
     print(describe(ctx.profile))
     return ctx.profile, ctx.run_dir, ctx.figures_dir, ctx.tables_dir
 
