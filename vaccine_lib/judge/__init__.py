@@ -32,7 +32,7 @@ from .base import (LABEL_WORDS, MIN_CONTENT_WORDS, Judge, Verdict, answer_words,
                    is_label_only, mean_words)
 from .keyword import REFUSAL_PHRASES, KeywordJudge, is_refusal, refusal_rate
 
-JUDGES = ("keyword", "classifier", "probe", "ensemble", "beaverdam")
+JUDGES = ("keyword", "classifier", "probe", "ensemble", "threeway", "beaverdam")
 DEFAULT_JUDGE = "classifier"
 
 __all__ = [
@@ -66,6 +66,10 @@ def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
         from .ensemble import EnsembleJudge
 
         return EnsembleJudge(**kw)
+    if name == "threeway":
+        from .threeway import ThreeWayJudge
+
+        return ThreeWayJudge(**kw)
     from .beaverdam import BeaverDamJudge
 
     return BeaverDamJudge(**kw)
