@@ -177,7 +177,7 @@ else:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from vaccine_lib.judge import format_report, validation_report
+from vaccine_lib.evaluation.judge_quality import format_report, validation_report
 
 rep = validation_report(P.eval.judge)
 print(format_report(rep))
@@ -199,7 +199,7 @@ print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from vaccine_lib.judge.tables import TABLE as LENGTH_TABLE
+from vaccine_lib.evaluation.judge_quality import TABLE as LENGTH_TABLE
 
 by_len = pd.read_csv(ex.REPO_ROOT / "figures" / "tables" / f"{LENGTH_TABLE}.csv")
 by_len[by_len["half"] == "report"][["judge", "bucket", "n_pos", "n_neg", "precision", "recall", "fpr", "threshold"]]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from vaccine_lib.judge import Verdict, answer_words, get_judge, judge_agreement, mean_words, rejudge, summarise
+from vaccine_lib.evaluation.agreement import judge_agreement, rejudge, run_agreement, summarise
+from vaccine_lib.judge import Verdict, answer_words, get_judge, mean_words
 from vaccine_lib.judge.validation import metrics_by_length, select_threshold
 
 
@@ -119,7 +120,7 @@ def test_probe_embedding_is_the_mean_hidden_state_of_the_answer():
 
 def test_run_agreement_rejudges_a_results_store(tmp_path):
     from vaccine_lib.evaluation import ResultsStore
-    from vaccine_lib.judge import Judge, run_agreement
+    from vaccine_lib.judge import Judge
 
     class Everything(Judge):
         name = "everything"

