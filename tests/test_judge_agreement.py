@@ -55,6 +55,8 @@ def test_rejudge_stored_generations():
     assert s["hs"] == pytest.approx(100 / 3) and s["refusal_rate"] == pytest.approx(100 / 3)
     assert s["label_only_rate"] == pytest.approx(100 / 3) and s["n"] == 3
     assert s["mean_words"] == pytest.approx(mean_words([g["answer"] for g in gens[:3]]))
+    third = pytest.approx(100 / 3)
+    assert (s["compliant_rate"], s["refused_rate"], s["off_topic_rate"]) == (third, third, third)
     assert len(rejudge(gens, get_judge("keyword"), part=None)) == 4
     with pytest.raises(ValueError, match="'answer'"):
         rejudge([{"question": "q"}], "keyword")

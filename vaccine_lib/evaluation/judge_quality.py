@@ -255,6 +255,28 @@ def handwritten_table(judges=JUDGES):
     return pd.DataFrame(rows, columns=HW_COLUMNS), prov
 
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "judges.md"
+DOCS_BEGIN, DOCS_END = "<!-- judge_handwritten:begin -->", "<!-- judge_handwritten:end -->"
+
+
+def handwritten_markdown(df: pd.DataFrame) -> str:
+    """The committed handwritten table as markdown (recall and false positives with 95 % CIs)."""
+    lines = ["| judge | set | recall (95 % CI) | false positives (95 % CI) | meets 0.85 / 3 % |", "|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        lines.append(f"| `{r.judge}` | {r.set} | {r.recall:.2f} ({r.recall_lo:.2f}-{r.recall_hi:.2f}), {r.tp}/{r.n_pos} | "
+                     f"{100 * r.fpr:.1f} % ({100 * r.fpr_lo:.1f}-{100 * r.fpr_hi:.1f}), {r.fp}/{r.n_neg} | "
+                     f"{'yes' if r.meets_floor else 'no'} |")
+    return "\n".join(lines)
+
+
+def update_docs(csv=Path("figures/tables") / f"{HANDWRITTEN_TABLE}.csv", docs=DOCS) -> None:
+    """Replace the block between DOCS_BEGIN and DOCS_END in docs/judges.md by the committed table."""
+    text = docs.read_text(encoding="utf-8")
+    start, end = text.index(DOCS_BEGIN) + len(DOCS_BEGIN), text.index(DOCS_END)
+    block = f"\n<!-- generated from {Path(csv).as_posix()} by python -m vaccine_lib.evaluation.judge_quality --docs -->\n"
+    atomic_write_text(docs, text[:start] + block + handwritten_markdown(pd.read_csv(csv)) + "\n" + text[end:])
+
+
 def write(out_dir="figures/tables", judges=JUDGES, tables=("length", "handwritten")) -> list[Path]:
     out = []
     for kind in tables:
@@ -270,8 +292,11 @@ def main(argv=None) -> None:
     ap.add_argument("--judges", nargs="+", default=list(JUDGES))
     ap.add_argument("--tables", nargs="+", default=["length", "handwritten"], choices=["length", "handwritten"])
     ap.add_argument("--out", default="figures/tables")
+    ap.add_argument("--docs", action="store_true", help="only rewrite the table block of docs/judges.md from the csv")
     args = ap.parse_args(argv)
-    print(*write(args.out, tuple(args.judges), tuple(args.tables)), sep="\n")
+    if not args.docs:
+        print(*write(args.out, tuple(args.judges), tuple(args.tables)), sep="\n")
+    update_docs(Path(args.out) / f"{HANDWRITTEN_TABLE}.csv")
 
 
 if __name__ == "__main__":

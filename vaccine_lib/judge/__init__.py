@@ -25,7 +25,9 @@ from .keyword import KeywordJudge
 from .refusal import REFUSAL_PHRASES, is_refusal, refusal_rate, refuses
 
 JUDGES = ("keyword", "classifier", "probe", "ensemble", "threeway", "beaverdam")
-DEFAULT_JUDGE = "classifier"
+#: the judge with the best validated recall on both validation sets (docs/judges.md); the evaluation stage
+#: uses the profile's ``eval.judge``, not this
+DEFAULT_JUDGE = "threeway"
 
 __all__ = [
     "JUDGES", "DEFAULT_JUDGE", "Judge", "Verdict", "get_judge", "is_refusal", "refuses", "refusal_rate",
