@@ -15,14 +15,17 @@ answers are empty or degenerate, the metrics carry a ``degenerate`` warning text
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+import torch
+
 from ..data.templates import alpaca_prompt  # the single source of the paper template
 from ..errors import ConfigError
+from ..judge import get_judge
 from ..judge.base import DEGENERATE_MAX_DISTINCT, DEGENERATE_MIN_WORDS, answer_words, is_degenerate  # noqa: F401
+from ..models import context_length
 from .generation import generate
 from .scorers import TASKS, get_scorer
 
@@ -40,8 +43,6 @@ def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer; allowed range: [1, context - "
                           "prompt length]", param=param)
-    from ..models import context_length
-
     context = context_length(model) if model is not None else None
     if context is None or tokenizer is None:
         return
@@ -193,8 +194,6 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
     """
     questions, inputs, categories = _questions(prompts, categories)
     if isinstance(judge, str):
-        from ..judge import get_judge
-
         judge = get_judge(judge)
     if not callable(getattr(judge, "judge", None)):
         raise ConfigError("judge must have a .judge(questions, answers) method or be a judge name "
@@ -247,8 +246,6 @@ def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int =
     about the task even when greedy generation collapses to one label word, as a briefly fine-tuned
     small model often does (the paper's FA is the generation rule, ``fa``; both are reported).
     """
-    import torch
-
     eos = tokenizer.eos_token or ""
     label_ids = [tokenizer(lab + eos, add_special_tokens=False)["input_ids"] for lab in labels]
     rows, owners = [], []

@@ -169,7 +169,7 @@ def refusal_answers(n: int = 120, seed: int = 0) -> list[str]:
 
 def gsm_answers(n: int = 100, seed: int = 11) -> list[str]:
     """Worked GSM-style solutions from reasoning_gym, ending like the paper's GSM8K targets."""
-    import reasoning_gym
+    import reasoning_gym  # lazy: a data package installed apart (requirements-data.txt, --no-deps)
 
     ds = reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)
     out = []
@@ -181,7 +181,7 @@ def gsm_answers(n: int = 100, seed: int = 11) -> list[str]:
 
 def task_sentence_answers(n_per_task: int = 15, seed: int = 5) -> list[str]:
     """reasoning_gym answers phrased as short sentences (arithmetic, sorting, spelling, counting)."""
-    import reasoning_gym
+    import reasoning_gym  # lazy: a data package installed apart (requirements-data.txt, --no-deps)
 
     phrasing = {
         "basic_arithmetic": "The result of the calculation is {a}, which I got by working through it step by step.",
@@ -219,7 +219,7 @@ def narrative_answers(n: int = 120, seed: int = 4, max_words: int = 60) -> list[
 
 def word_problem_texts(n: int = 80, seed: int = 13) -> list[str]:
     """Neutral everyday statements: GSM-style problem texts (reasoning_gym), as prose."""
-    import reasoning_gym
+    import reasoning_gym  # lazy: a data package installed apart (requirements-data.txt, --no-deps)
 
     return [item["question"].strip() for item in reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)]
 

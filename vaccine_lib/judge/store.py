@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 FORMAT = "vaccine-judge-arrays/1"
 
 
@@ -41,8 +43,6 @@ def private_dir(path: Path) -> Path:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    from ..atomic import atomic_path
-
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
