@@ -1,30 +1,18 @@
-"""Second judge: a linear probe on a language model's hidden states (``get_judge("probe")``).
+"""A linear probe on a language model's hidden states (``get_judge("probe")``).
 
-A different view of the text from the TF-IDF classifier: the answer is read *in context* by the
-embedded SmolLM2-135M-Instruct -- the question in the paper's Alpaca template, then the answer --
-and the hidden states of an early decoder layer (a sixth of the depth), mean-pooled over the answer tokens, feed a
-standardised logistic regression. Words the n-gram judge never saw still land near their meaning,
-and the same sentence scores differently after a harmful and after a harmless question.
+The answer is read *in context* by SmolLM2-135M-Instruct (the question in the paper's Alpaca template,
+then the answer); the hidden states of an early layer (a sixth of the depth), mean-pooled over the answer
+tokens, feed a standardised logistic regression. Words the n-gram judge never saw land near their
+meaning, and one sentence scores differently after a harmful and after a harmless question.
 
-- **Data**: the classifier's labelled pool and question split (``training_data.labelled_data``,
-  ``split_indices``): training rows only (project-made negatives paired with a training-split
-  harmful question), each answer cut to its first ``MAX_ANSWER_TOKENS``
-  tokens, plus one short cut (``training_data.short_cuts`` ranges) per real-text row: 5,437 rows, all of
-  them (``MAX_TRAIN`` is a cap for tests; a fixed random subset when smaller). With a random
-  500-row subset the probe's recall on the report half was 0.535 (select half: 0.766); it grows with
-  the rows (``scripts/judge_probe_study.py`` -> ``figures/tables/judge_probe_study.csv``): more
-  questions, not a different model, closed most of the gap between the halves.
-- **Regularisation**: ``C`` chosen on the *select* half (highest recall on short compliant answers at
-  the selected threshold) among 0.002, 0.005, 0.01, 0.02, 0.05 with every training row: 0.005.
-- **Decision**: the same label-only / minimum-content gates as every judge (``base``), then
-  ``p >= threshold``; the threshold is chosen on the "select" half of the short-answer validation
-  set exactly as for the classifier.
-- **Cache**: embeddings and the fitted probe are stored as arrays (``store``: npz + json, private,
-  verified by hash, never a pickle) under ``cache_dir()/judge/``, keyed by the model, layer, data
-  and code version.
-
-Cost (1 CPU thread): ~0.1-0.3 s per answer for the embedding pass; the first fit embeds the 5,437
-training rows once (~10 min on one thread, cached as arrays).
+- **Data**: the training split of the labelled pool (``training_data``; project-made negatives get a
+  training-split harmful question), each answer cut to ``MAX_ANSWER_TOKENS`` tokens, plus one short cut
+  per real-text row: 5,437 rows (``MAX_TRAIN`` caps it for tests). Recall on the report half grows with
+  the rows (0.535 with 500; ``scripts/judge_probe_study.py`` -> ``figures/tables/judge_probe_study.csv``).
+- **C** = 0.005, chosen on the select half among 0.002-0.05 with every row; the threshold on the select
+  half like every judge's, after the shared gates (``base``).
+- **Cache**: embeddings and the probe as verified arrays (``store``), keyed by model, layer, data, code.
+  Cost (1 CPU thread): ~0.1-0.3 s per answer; the first fit embeds 5,437 rows once (~10 min).
 """
 
 from __future__ import annotations
