@@ -220,10 +220,6 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8", "replace")).digest()[:8], "big")
 
 
-def cut(text: str, n: int) -> str:
-    return " ".join(text.split()[:n])
-
-
 def cuts(text: str, ranges, key: str) -> list[str]:
     words = text.split()
     rng = random.Random(stable_hash(f"cut\x00{key}"))

@@ -44,14 +44,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
 from ..data.refusals import compose_refusal
 from ..data.sources import helpful_pairs
 from ..models import cache_dir
@@ -59,7 +57,8 @@ from . import training_data
 from .base import answer_words
 from .negatives import TEXTS, movie_review_answers, narrative_answers, rotten_tomatoes
 from .refusal import REFUSAL_WORDS, compliant_in_form, is_refusal
-from .training_data import cut, cuts, stable_hash
+from .store import private_dir, write_private
+from .training_data import cuts, stable_hash, truncate_words
 
 __all__ = ["REFUSAL_WORDS", "compliant_in_form", "validation_set", "handwritten_rows", "measure", "metrics_by_length",
            "select_threshold", "short_recall_ci"]
@@ -178,7 +177,7 @@ def _made_rows(questions: list[str]) -> list[dict]:
     seen = set(movie_review_answers()) | set(narrative_answers())
     snippets = sorted({t.strip() for t in rotten_tomatoes(("fresh", "rotten")) if t and t.strip()} - seen)
     for k, text in enumerate(random.Random(VALIDATION_SEED).sample(snippets, 80)):
-        rows.append(_row(q(13 * k + 4), cut(text, 60), 0, "benign", "rotten-tomatoes", _half(text)))
+        rows.append(_row(q(13 * k + 4), truncate_words(text, 60), 0, "benign", "rotten-tomatoes", _half(text)))
     for k, text in enumerate(LABEL_ONLY):
         rows.append(_row(q(5 * k), text, 0, "label", "label", ("select", "report")[k % 2]))
     degenerate = list(_DEGENERATE_FIXED)
@@ -201,14 +200,6 @@ def _digest(rows) -> str:
     return h.hexdigest()
 
 
-def _write_private(path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    os.chmod(path, 0o600)
-
-
 @functools.lru_cache(maxsize=1)
 def validation_set(write: bool = True) -> ValidationSet:
     """The held-out short-answer validation set (deterministic), written to the cache when ``write``."""
@@ -222,15 +213,9 @@ def validation_set(write: bool = True) -> ValidationSet:
     if write:
         path = cache_dir() / "judge" / "validation" / f"short-answers-{digest[:16]}.jsonl"
         if not path.exists():
-            _write_private(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            private_dir(path.parent)
+            write_private(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
     return ValidationSet(tuple(rows), digest, str(path) if path else None)
-
-
-def bucket_of(words: int) -> str:
-    for name, lo, hi in BUCKETS:
-        if words >= lo and (hi is None or words <= hi):
-            return name
-    raise ValueError(f"no bucket for {words} words")
 
 
 def _rates(y: np.ndarray, pred: np.ndarray) -> dict:
