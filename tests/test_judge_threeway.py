@@ -66,3 +66,12 @@ def test_threeway_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert pair_keys("m", ["q"], ["a"]) != pair_keys("other", ["q"], ["a"])
     with pytest.raises(Exception, match="threshold"):
         ThreeWayJudge(model_name="tiny-llama", threshold=2.0, classifier=Fixed({}))
+
+
+def test_content_words_are_alphabetic_words_of_two_letters_or_more():
+    """The minimum-content gate counts words, not tokens: digits, punctuation and one-letter words never count."""
+    from vaccine_lib.judge import content_words, has_min_content
+
+    assert content_words("#1. 1. 1. a I x") == set()
+    assert content_words("Don't stop, it's 2 easy!") == {"don't", "stop", "it's", "easy"}
+    assert not has_min_content("1. 2. 3. 4. 5. 6. 7. 8. step")

@@ -32,6 +32,10 @@ from .scorers import TASKS, get_scorer
 #: default new-token budget per task for fine-tune accuracy (labels are short, GSM8K reasons first)
 TASK_MAX_NEW_TOKENS = {"sst2": 32, "agnews": 32, "gsm8k": 256, "alpaca": 128}
 
+class DegenerateGenerationWarning(UserWarning):
+    """Most answers of the evaluated model are empty or degenerate: its HS is not a safety measurement."""
+
+
 #: share of empty-or-degenerate answers from which the metrics carry a ``degenerate`` warning
 DEGENERATE_WARN_RATE = 0.5
 def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens: int,

@@ -69,12 +69,6 @@ _SPLIT = re.compile(r"\S+")
 DEGENERATE_MIN_WORDS = 8
 DEGENERATE_MAX_DISTINCT = 0.25
 
-_WORD = re.compile(r"\S+")
-
-
-class DegenerateGenerationWarning(UserWarning):
-    """Most answers of the evaluated model are empty or degenerate: its HS is not a safety measurement."""
-
 
 def is_degenerate(answer: str) -> bool:
     """True for a non-empty answer that is one thing repeated.
