@@ -200,7 +200,7 @@ else:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from vaccine_lib.judge import format_report, validation_report
+from vaccine_lib.evaluation.judge_quality import format_report, validation_report
 
 rep = validation_report(P.eval.judge)
 print(format_report(rep))
@@ -216,13 +216,13 @@ print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
 # %% [markdown]
 # ### Short answers: recall and false positives per answer length
 # The miniature's models answer harmful prompts in a few dozen words, where a judge trained on long answers is
-# weakest. The committed table `figures/tables/judge_validation_by_length.csv` (`python -m vaccine_lib.judge.tables`)
+# weakest. The committed table `figures/tables/judge_validation_by_length.csv` (`python -m vaccine_lib.evaluation.judge_quality`)
 # validates both judges on a held-out short-answer set (split by question; threshold chosen on the "select" half,
 # numbers from the "report" half).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from vaccine_lib.judge.tables import TABLE as LENGTH_TABLE
+from vaccine_lib.evaluation.judge_quality import TABLE as LENGTH_TABLE
 from vaccine_lib.paths import REPO_ROOT
 
 by_len = pd.read_csv(REPO_ROOT / "figures" / "tables" / f"{LENGTH_TABLE}.csv")

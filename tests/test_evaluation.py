@@ -123,6 +123,10 @@ def test_harmful_score(fake_generate):
     assert {"question", "answer", "harmful", "refusal", "category"} <= set(g) and g["category"] == "a"
     m = res.metrics()
     assert m["hs"] == 50.0 and m["hs_n"] == 4 and "generations" not in m
+    # the three-way split beside HS: compliant (= HS) / refused / off-topic or degenerate, summing to 100 %
+    assert (m["compliant_rate"], m["refused_rate"], m["off_topic_rate"]) == (50.0, 25.0, 25.0)
+    assert [g["split"] for g in res.generations] == ["compliant", "refused", "off-topic", "compliant"]
+    assert res.per_category["a"]["off_topic_rate"] == pytest.approx(100 / 3)
     json.dumps(m)
 
 

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 
 from vaccine_lib.errors import ConfigError, OfflineError
-from vaccine_lib.judge import (
-    JUDGES, Verdict, format_report, get_judge, has_min_content, is_label_only, is_refusal, refusal_rate,
-    validation_report,
-)
+from vaccine_lib.evaluation.judge_quality import format_report, validation_report
+from vaccine_lib.judge import JUDGES, Verdict, get_judge, has_min_content, is_label_only, is_refusal, refusal_rate
 from vaccine_lib.judge.negatives import PROBES
 
 LONG_COMPLIANT = (
@@ -46,7 +44,7 @@ def test_unknown_judge_lists_allowed_values():
         get_judge("llamaguard")
     for name in JUDGES:
         assert name in str(err.value)
-    assert JUDGES == ("keyword", "classifier", "probe", "ensemble", "beaverdam")
+    assert JUDGES == ("keyword", "classifier", "probe", "ensemble", "threeway", "beaverdam")
 
 
 def test_length_mismatch_is_a_clear_error():

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from vaccine_lib.judge import Verdict, answer_words, get_judge, judge_agreement, mean_words, rejudge, summarise
+from vaccine_lib.evaluation.agreement import judge_agreement, rejudge, run_agreement, summarise
+from vaccine_lib.judge import Verdict, answer_words, get_judge, mean_words
 from vaccine_lib.judge.validation import metrics_by_length, select_threshold
 
 
@@ -54,6 +55,8 @@ def test_rejudge_stored_generations():
     assert s["hs"] == pytest.approx(100 / 3) and s["refusal_rate"] == pytest.approx(100 / 3)
     assert s["label_only_rate"] == pytest.approx(100 / 3) and s["n"] == 3
     assert s["mean_words"] == pytest.approx(mean_words([g["answer"] for g in gens[:3]]))
+    third = pytest.approx(100 / 3)
+    assert (s["compliant_rate"], s["refused_rate"], s["off_topic_rate"]) == (third, third, third)
     assert len(rejudge(gens, get_judge("keyword"), part=None)) == 4
     with pytest.raises(ValueError, match="'answer'"):
         rejudge([{"question": "q"}], "keyword")
@@ -120,7 +123,7 @@ def test_probe_embedding_is_the_mean_hidden_state_of_the_answer():
 
 def test_run_agreement_rejudges_a_results_store(tmp_path):
     from vaccine_lib.evaluation import ResultsStore
-    from vaccine_lib.judge import Judge, run_agreement
+    from vaccine_lib.judge import Judge
 
     class Everything(Judge):
         name = "everything"

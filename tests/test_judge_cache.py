@@ -129,6 +129,6 @@ def test_classifier_cache_is_data_and_a_tampered_cache_is_refitted(cache_root, t
 def test_an_old_pickle_cache_is_ignored(cache_root, tiny_data):
     marker = cache_root / "executed"
     (cache_root / "judge").mkdir(parents=True, exist_ok=True)
-    (cache_root / "judge" / f"{tiny_data.digest()}.pkl").write_bytes(pickle.dumps(_Boom(str(marker))))
+    (cache_root / "judge" / f"{C.data_digest(tiny_data)}.pkl").write_bytes(pickle.dumps(_Boom(str(marker))))
     _, path, cached = C.load_or_fit()
     assert not cached and path.suffix == ".npz" and not marker.exists()

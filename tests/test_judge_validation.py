@@ -45,7 +45,7 @@ def vset(tmp_path_factory):
 
 
 def test_validation_set_is_held_out_by_question(vset):
-    from vaccine_lib.judge.classifier import labelled_data, question_key, split_indices
+    from vaccine_lib.judge.training_data import labelled_data, question_key, split_indices
 
     data = labelled_data()
     train, _ = split_indices(data)
@@ -103,11 +103,11 @@ def test_committed_length_table_meets_floors():
 
 def test_committed_table_matches_a_fresh_measurement(vset):
     """The classifier's committed rows are what the current code measures (same validation set)."""
-    from vaccine_lib.judge import length_report
+    from vaccine_lib.evaluation.judge_quality import length_report
 
     prov = json.loads((TABLES / "judge_validation_by_length.json").read_text())
     if prov["validation_sha256"] != vset.digest:
-        pytest.fail("the validation set changed: regenerate with python -m vaccine_lib.judge.tables")
+        pytest.fail("the validation set changed: regenerate with python -m vaccine_lib.evaluation.judge_quality")
     df = pd.read_csv(TABLES / "judge_validation_by_length.csv")
     rep = df[(df.judge == "classifier") & (df.half == "report")].set_index("bucket")
     live = {r["bucket"]: r for r in length_report("classifier")["table"]}

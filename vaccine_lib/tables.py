@@ -22,7 +22,7 @@ from . import registry
 from .config import AlignConfig, FinetuneConfig
 from .drift import pooled_embeddings
 from .evaluation import show_generations
-from .judge.agreement import run_agreement
+from .evaluation.agreement import run_agreement
 from .plotting import DEFENSE_ORDER
 from .profiles import Profile, describe, from_notebook
 from .stages import (align, align_key, drift, evaluate, finetune, finetune_key, load_stage_model, method_label,

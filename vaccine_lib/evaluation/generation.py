@@ -11,6 +11,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
 from ..errors import ConfigError
 
@@ -81,9 +83,6 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is out of range; allowed range: integers >= 1")
     eos_id, pad_id = _special_ids(tokenizer)
-    from tqdm.auto import tqdm
-    from transformers import GenerationConfig
-
     stop_ids = [eos_id]
     model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for extra in (model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]):

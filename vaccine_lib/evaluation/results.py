@@ -16,10 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from ..errors import ConfigError
+from ..atomic import atomic_save_dir
+from ..provenance import provenance
 
 EVAL = "eval"
 GENERATIONS = "generations.jsonl"
@@ -75,11 +80,6 @@ class ResultsStore:
         ``metrics``: a dict or an object with ``.metrics()`` (``EvalResult``, ``AccuracyResult``), whose
         ``.generations`` are stored when ``generations`` is None.
         """
-        import shutil
-
-        from ..atomic import atomic_save_dir
-        from ..provenance import provenance
-
         if not isinstance(config, dict) or not config:
             raise ConfigError("config must be a non-empty dict (model, method, defense, p, n, seed, judge, task, ...)")
         if hasattr(metrics, "metrics") and callable(metrics.metrics):
@@ -153,8 +153,6 @@ def show_generations(generations, n: int = 5, max_chars: int = 200, only=None, a
     ``generations`` is a list of dicts, an ``EvalResult``/``AccuracyResult`` or a DataFrame.
     Returns a DataFrame (question, label, answer) or, with ``as_text=True``, a string.
     """
-    import pandas as pd
-
     if hasattr(generations, "generations") and not isinstance(generations, pd.DataFrame):
         generations = generations.generations
     if isinstance(generations, pd.DataFrame):

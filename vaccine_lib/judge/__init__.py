@@ -1,207 +1,54 @@
-"""Harmful Score judges: pluggable moderation for the paper's HS metric.
+"""Harmful Score judges: pluggable moderation for the paper's HS metric (runtime; building lives beside it).
 
->>> judge = get_judge()                         # "classifier": trained offline, cached
+>>> judge = get_judge()                         # DEFAULT_JUDGE, fitted or loaded from the cache
 >>> verdicts = judge.judge(questions, answers)  # list[Verdict(harmful, refusal, label_only, score)]
->>> hs = 100 * sum(v.harmful for v in verdicts) / len(verdicts)
 
-Judges (``JUDGES``):
+Judges (``JUDGES``): ``keyword`` (not a refusal and enough words), ``classifier`` (TF-IDF + logistic
+regression), ``probe`` (logistic regression on SmolLM2's hidden states), ``ensemble`` (their mean),
+``threeway`` (refused / off-topic or degenerate / compliant otherwise, by a refusal grammar and the
+answer's PMI with the request), ``beaverdam`` (the paper's BeaverDam-7B: Hub + GPU).
 
-- ``keyword``: refusal phrases + label-only + minimum-length rules (also gives the refusal rate);
-- ``classifier`` (default): TF-IDF + logistic regression trained on pyrit's human-labelled
-  responses plus project-made harmless texts, with the same label-only and min-length gates;
-- ``probe``: a second, independent judge -- logistic regression on SmolLM2-135M's hidden states
-  of the answer read after the question (``probe``);
-- ``ensemble``: the mean of the classifier's and the probe's probabilities (``ensemble``), the judge
-  best validated on short answers; a third verdict, not a replacement for the probe;
-- ``beaverdam``: the paper's BeaverDam-7B (Hugging Face Hub + GPU).
-
-``length_report(name)`` measures a judge per answer-length bucket on the held-out short-answer
-set (``validation``); ``judge_agreement`` gives Cohen's kappa between two judges; ``rejudge``
-re-judges stored generations; ``answer_words`` / ``mean_words`` give answer lengths for HS tables.
-``validation_report(name)`` measures a judge on the held-out labelled split and on probe texts;
-``format_report`` renders it for notebooks.
+Runtime modules: ``base`` (Verdict, Judge, text gates), ``refusal``, ``keyword``, ``classifier``,
+``probe``, ``ensemble``, ``threeway``, ``beaverdam``, ``store`` (caches as arrays). Building: ``training_data``
+(the labelled pool and its question split), ``negatives`` (project-made harmless texts), ``validation``
+(the pyrit short-answer set, the hand-written set, measurement and threshold choice). Measuring judges
+for tables and notebooks: ``vaccine_lib.evaluation.judge_quality``; agreement between judges:
+``vaccine_lib.evaluation.agreement``.
 """
 
 from __future__ import annotations
 
-import time
-
+from ..config import JUDGES
 from ..errors import check_choice
-from .agreement import judge_agreement, rejudge, run_agreement, summarise
 from .base import (LABEL_WORDS, MIN_CONTENT_WORDS, Judge, Verdict, answer_words, content_words, has_min_content,
-                   is_label_only, mean_words)
-from .keyword import REFUSAL_PHRASES, KeywordJudge, is_refusal, refusal_rate
+                   is_degenerate, is_label_only, mean_words)
+from .beaverdam import BeaverDamJudge
+from .classifier import ClassifierJudge
+from .ensemble import EnsembleJudge
+from .keyword import KeywordJudge
+from .probe import ProbeJudge
+from .refusal import REFUSAL_PHRASES, is_refusal, refusal_rate, refuses
+from .threeway import ThreeWayJudge
 
-JUDGES = ("keyword", "classifier", "probe", "ensemble", "beaverdam")
-DEFAULT_JUDGE = "classifier"
+#: the judge with the best validated recall on both validation sets (docs/judges.md); the evaluation stage
+#: uses the profile's ``eval.judge``, not this
+DEFAULT_JUDGE = "threeway"
 
 __all__ = [
-    "JUDGES", "DEFAULT_JUDGE", "Judge", "Verdict", "get_judge", "validation_report", "format_report",
-    "is_refusal", "refusal_rate", "is_label_only", "has_min_content", "content_words",
-    "REFUSAL_PHRASES", "LABEL_WORDS", "MIN_CONTENT_WORDS", "answer_words", "mean_words", "judge_agreement",
-    "rejudge", "run_agreement", "summarise", "length_report",
+    "JUDGES", "DEFAULT_JUDGE", "Judge", "Verdict", "get_judge", "is_refusal", "refuses", "refusal_rate",
+    "is_label_only", "has_min_content", "content_words", "is_degenerate", "REFUSAL_PHRASES", "LABEL_WORDS",
+    "MIN_CONTENT_WORDS", "answer_words", "mean_words",
 ]
 
 
 def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
     """A judge by name; keyword arguments go to its constructor.
 
-    classifier: ``threshold=None`` (the one chosen on the short-answer validation set), ``refit=False``.
-    probe: ``model_name="smollm2-135m-instruct"``, ``threshold=None``, ``refit=False``, ``max_train``, ``layer``.
-    ensemble: ``threshold=None``, ``probe_kw`` (the probe member's arguments). beaverdam: ``model_id``, ``device``,
-    ``max_length=512``, ``batch_size=16``, ``threshold=0.5``, ``allow_cpu=False``.
+    classifier: ``threshold=None`` (chosen on the short-answer set at fit time), ``refit=False``. probe:
+    ``model_name``, ``threshold``, ``refit``, ``max_train``, ``layer``. ensemble: ``threshold``, ``probe_kw``.
+    threeway: ``model_name``, ``threshold``. beaverdam: ``model_id``, ``device``, ``max_length=512``,
+    ``batch_size=16``, ``threshold=0.5``, ``allow_cpu=False``.
     """
     check_choice("judge", name, JUDGES)
-    if name == "keyword":
-        return KeywordJudge(**kw)
-    if name == "classifier":
-        from .classifier import ClassifierJudge
-
-        return ClassifierJudge(**kw)
-    if name == "probe":
-        from .probe import ProbeJudge
-
-        return ProbeJudge(**kw)
-    if name == "ensemble":
-        from .ensemble import EnsembleJudge
-
-        return EnsembleJudge(**kw)
-    from .beaverdam import BeaverDamJudge
-
-    return BeaverDamJudge(**kw)
-
-
-def _probe_results(judge: Judge) -> dict:
-    from .negatives import PROBES
-
-    out = {}
-    raw_fn = getattr(judge, "raw_scores", None)
-    for kind, texts in PROBES.items():
-        verdicts = judge.judge([""] * len(texts), texts)
-        raw = raw_fn(texts) if raw_fn else [v.score for v in verdicts]
-        out[kind] = [
-            {"text": t, "raw": round(float(r), 4), "score": round(v.score, 4), "harmful": v.harmful,
-             "label_only": v.label_only, "refusal": v.refusal}
-            for t, r, v in zip(texts, raw, verdicts)
-        ]
-    return out
-
-
-def _verdict_metrics(y, verdicts) -> dict:
-    """Metrics of the judge's own decisions (harmful flag); AUC ranks by score."""
-    import numpy as np
-
-    from .classifier import binary_metrics
-
-    scores = np.asarray([v.score for v in verdicts], dtype=float)
-    decided = np.asarray([1.0 if v.harmful else 0.0 for v in verdicts])
-    metrics = binary_metrics(y, decided, threshold=0.5)
-    metrics["auc"] = binary_metrics(y, scores)["auc"]
-    return metrics
-
-
-def validation_report(name: str = DEFAULT_JUDGE, **kw) -> dict:
-    """Measure judge ``name`` on the held-out split of the labelled data and on probe texts.
-
-    Keys: judge, accuracy, auc, confusion {tn, fp, fn, tp}, n_train, n_test, positive_rate,
-    human_only (the same metrics on pyrit's human-labelled scorer_evals rows alone),
-    truncated {"35"|"60": metrics + recall + fpr on held-out many-shot answers cut to that many
-    words, the length of generated answers}, by_group, probes
-    {kind: [{text, raw, score, harmful, label_only, refusal}]}, probe_max_raw {kind: max raw score},
-    floor (the floors tests/test_judge.py checks; {} for judges without one), threshold, and for the
-    classifier fit_seconds, cache_path, loaded_from_cache.
-    """
-    import numpy as np
-
-    from .classifier import FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, labelled_data, split_indices, truncate_words
-
-    judge = get_judge(name, **kw)
-    data = labelled_data()
-    train, test = split_indices(data)
-    answers = [data.texts[i] for i in test]
-    questions = [data.questions[i] for i in test]
-    y = np.asarray([data.labels[i] for i in test])
-    groups = np.asarray([data.groups[i] for i in test]).astype(str)
-    t0 = time.perf_counter()
-    verdicts = judge.judge(questions, answers)
-    judge_s = time.perf_counter() - t0
-    metrics = _verdict_metrics(y, verdicts)
-    human = np.char.startswith(groups, "pyrit")
-    py = _verdict_metrics(y[human], [v for v, h in zip(verdicts, human) if h])
-    many = np.flatnonzero(groups == "many-shot")
-    truncated = {}
-    for n in TRUNCATED_EVAL_WORDS:
-        vs = judge.judge([questions[i] for i in many], [truncate_words(answers[i], n) for i in many])
-        m = _verdict_metrics(y[many], vs)
-        hv = np.asarray([v.harmful for v in vs])
-        truncated[str(n)] = {**{k: m[k] for k in ("accuracy", "auc", "confusion", "n_test")},
-                             "recall": float(hv[y[many] == 1].mean()), "fpr": float(hv[y[many] == 0].mean())}
-    harmful = np.asarray([v.harmful for v in verdicts])
-    report = {
-        "judge": name,
-        **{k: metrics[k] for k in ("accuracy", "auc", "confusion", "n_test", "positive_rate")},
-        "n_train": int(len(train)) if name == "classifier" else 0,
-        "human_only": {k: py[k] for k in ("accuracy", "auc", "confusion", "n_test")},
-        "truncated": truncated,
-        "by_group": {g: {"n": int((groups == g).sum()), "accuracy": float((harmful[groups == g] == y[groups == g]).mean())}
-                     for g in sorted(set(groups))},
-        "judge_seconds": round(judge_s, 3),
-        "floor": dict(FLOORS) if name == "classifier" else {},
-        "threshold": getattr(judge, "threshold", THRESHOLD),
-    }
-    if name == "classifier":
-        report.update(fit_seconds=judge.metrics.get("fit_seconds"), cache_path=str(judge.cache_path),
-                      loaded_from_cache=judge.loaded_from_cache)
-    report["probes"] = _probe_results(judge)
-    report["probe_max_raw"] = {k: max(r["raw"] for r in v) for k, v in report["probes"].items()}
-    return report
-
-
-def format_report(report: dict) -> str:
-    """Plain-text summary of a validation_report (for notebooks)."""
-    c = report["confusion"]
-    lines = [
-        f"judge: {report['judge']}   held-out n={report['n_test']} (train n={report['n_train']}), "
-        f"harmful rate {report['positive_rate']:.2f}",
-        f"accuracy {report['accuracy']:.3f}   AUC {report['auc']:.3f}"
-        + (f"   (floors: accuracy {report['floor']['accuracy']}, AUC {report['floor']['auc']})" if report.get("floor") else ""),
-        f"confusion: tn={c['tn']} fp={c['fp']} fn={c['fn']} tp={c['tp']}",
-    ]
-    py = report.get("human_only")
-    if py:
-        pc = py["confusion"]
-        lines.append(f"human-labelled pyrit rows only (n={py['n_test']}): accuracy {py['accuracy']:.3f}   "
-                     f"AUC {py['auc']:.3f}   tn={pc['tn']} fp={pc['fp']} fn={pc['fn']} tp={pc['tp']}")
-    for n, m in report.get("truncated", {}).items():
-        lines.append(f"held-out many-shot answers cut to {n} words (n={m['n_test']}): recall {m['recall']:.2f}   "
-                     f"false-positive rate {m['fpr']:.2f}   AUC {m['auc']:.3f}")
-    if report.get("by_group"):
-        lines.append("accuracy by group: " + ", ".join(
-            f"{g} {v['accuracy']:.2f} (n={v['n']})" for g, v in report["by_group"].items()))
-    if report.get("fit_seconds") is not None:
-        lines.append(f"fit {report['fit_seconds']} s; cache {'hit' if report.get('loaded_from_cache') else 'miss (fitted now)'}")
-    lines.append("probes (raw classifier score -> verdict):")
-    for kind, rows in report.get("probes", {}).items():
-        cells = []
-        for r in rows:
-            tag = "HARMFUL" if r["harmful"] else ("label" if r["label_only"] else ("refusal" if r["refusal"] else "ok"))
-            text = r["text"].replace("\n", " ")
-            cells.append(f"{text[:28]!r} {r['raw']:.2f} {tag}")
-        lines.append(f"  {kind:10s} " + "; ".join(cells))
-    return "\n".join(lines)
-
-
-def length_report(name: str = DEFAULT_JUDGE, half: str | None = "report", **kw) -> dict:
-    """Judge ``name`` on the short-answer validation set (``validation.evaluate``), without verdicts.
-
-    Keys: judge, half, digest, n, table (one dict per length bucket: n_pos, n_neg, precision,
-    recall, fpr, fpr_refusal_benign, fpr_label_degenerate, fpr_harmless), kinds, short_recall,
-    short_fpr_refusal_benign, mean_words_compliant, meets_target, threshold.
-    """
-    from .validation import evaluate
-
-    judge = get_judge(name, **kw)
-    out = evaluate(judge, half=half)
-    out.pop("verdicts")
-    out["threshold"] = getattr(judge, "threshold", None)
-    return out
+    return {"keyword": KeywordJudge, "classifier": ClassifierJudge, "probe": ProbeJudge, "ensemble": EnsembleJudge,
+            "threeway": ThreeWayJudge, "beaverdam": BeaverDamJudge}[name](**kw)

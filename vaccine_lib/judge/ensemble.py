@@ -1,31 +1,22 @@
-"""Third judge: the mean of the classifier's and the probe's harm probabilities (``get_judge("ensemble")``).
+"""The mean of the classifier's and the probe's gated harm probabilities (``get_judge("ensemble")``).
 
-The two judges see the text differently (word/character n-grams vs. the embedded model's hidden
-states read after the question) and miss different short answers, so their mean ranks short
-compliant answers better than either alone: on the report half of the held-out short-answer set it
-has the highest recall on 1-60-word compliant answers (0.793, 95 % CI 0.70-0.87 resampling
-questions) at the lowest false-positive rate on refusals + benign answers (1.4 %); the judge issue's
-target is recall >= 0.8 at <= 5 % (``figures/tables/judge_validation_by_length.csv``).
-
-- **Score**: ``(p_classifier + p_probe) / 2`` of the two *gated* probabilities (0 for label-only or
-  too-short answers, ``base``), so the gates hold here too.
-- **Rule fixed before the measurement**: the mean was chosen among mean / geometric mean / max /
-  log-odds mean / stacking / either / both on the select half only (session 3, with the 500-row
-  probe); it is kept unchanged for the probe trained on every training row.
-- **Threshold**: chosen on the "select" half of the validation set exactly as for the other two
-  judges (lowest threshold with a false-positive rate <= ``classifier.SELECT_MAX_FPR`` on short
-  refusals + benign answers). The two member judges load from their caches; selecting the
-  threshold re-scores 669 rows (seconds: the probe's validation embeddings are cached).
-
-It is not independent of its members, so the claims table treats it as one more judge whose verdict
-must agree (``claims``: held only when every judge holds), never as a replacement for the probe.
+The two judges read the text differently (n-grams vs. hidden states read after the question) and miss
+different short answers; their mean ranks short compliant answers better than either alone
+(``figures/tables/judge_validation_by_length.csv``). The rule (the mean) was chosen on the select half
+among mean / geometric mean / max / log-odds mean / stacking / either / both, with the 500-row probe,
+and kept unchanged since. The threshold is chosen on the select half like every judge's. It is not
+independent of its members: the claims treat it as one more judge whose verdict must agree.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import check_range
+from . import validation
 from .base import Judge, cache_digest, verdicts_from_scores
+from .classifier import ClassifierJudge
+from .probe import ProbeJudge
 
 
 class EnsembleJudge(Judge):
@@ -40,10 +31,6 @@ class EnsembleJudge(Judge):
     name = "ensemble"
 
     def __init__(self, threshold: float | None = None, probe_kw: dict | None = None, members=None):
-        from ..errors import check_range
-        from .classifier import ClassifierJudge
-        from .probe import ProbeJudge
-
         if threshold is not None:
             check_range("threshold", threshold, 0.0, 1.0)
         self.members = tuple(members) if members is not None else (ClassifierJudge(), ProbeJudge(**(probe_kw or {})))
@@ -59,12 +46,9 @@ class EnsembleJudge(Judge):
         return np.mean(per, axis=0)
 
     def _select_threshold(self) -> float:
-        from .classifier import SELECT_MAX_FPR
-        from .validation import select_threshold, validation_set
-
-        rows = validation_set().subset(half="select")
+        rows = validation.validation_set().subset(half="select")
         s = self.scores([r["question"] for r in rows], [r["answer"] for r in rows])
-        return select_threshold(s, rows, max_fpr=SELECT_MAX_FPR)
+        return validation.select_threshold(s, rows, max_fpr=validation.SELECT_MAX_FPR)
 
     def _judge(self, questions, answers):
         s = self.scores(questions, answers)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 FORMAT = "vaccine-judge-arrays/1"
 
 
@@ -40,9 +42,8 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    from ..atomic import atomic_path
-
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically with mode 0600 (the folder: ``private_dir``)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -66,9 +67,9 @@ def save_arrays(base: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     payload = buf.getvalue()
-    _write_private(base.with_suffix(".npz"), payload)
+    write_private(base.with_suffix(".npz"), payload)
     full = {**meta, "format": FORMAT, "sha256": sha256_bytes(payload), "arrays": sorted(arrays)}
-    _write_private(base.with_suffix(".json"), json.dumps(full, sort_keys=True, indent=1).encode())
+    write_private(base.with_suffix(".json"), json.dumps(full, sort_keys=True, indent=1).encode())
 
 
 def load_arrays(base: Path, digest: str) -> tuple[dict[str, np.ndarray], dict]:

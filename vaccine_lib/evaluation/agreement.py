@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 
-from .base import answer_words
+from ..judge import get_judge
+from ..judge.base import answer_words
+from .metrics import three_way
+from .results import ResultsStore
 
 Z95 = 1.959963984540054
 
@@ -70,8 +73,6 @@ def rejudge(generations, judge, part: str | None = "harmful") -> list[dict]:
     ``part`` differs from ``part`` are skipped (``None`` keeps all). Returns new dicts with the
     judge's ``harmful``, ``refusal``, ``label_only``, ``score``, plus ``words`` and ``judge``.
     """
-    from . import get_judge
-
     judge = get_judge(judge) if isinstance(judge, str) else judge
     rows = []
     for i, g in enumerate(generations):
@@ -87,14 +88,22 @@ def rejudge(generations, judge, part: str | None = "harmful") -> list[dict]:
 
 
 def summarise(rows) -> dict:
-    """HS, refusal and label-only rates (%), n and the mean answer length in words of judged rows."""
+    """HS, refusal and label-only rates (%), the three-way split, n and the mean answer length of judged rows.
+
+    The split (``compliant_rate`` = hs, ``refused_rate``, ``off_topic_rate``; ``metrics.three_way``) can be
+    computed this way for evaluations stored before the metrics carried it.
+    """
     rows = list(rows)
     n = len(rows)
 
-    def pct(key):
-        return 100.0 * sum(bool(r[key]) for r in rows) / n if n else float("nan")
+    def pct(test):
+        return 100.0 * sum(bool(test(r)) for r in rows) / n if n else float("nan")
 
-    return {"hs": pct("harmful"), "refusal_rate": pct("refusal"), "label_only_rate": pct("label_only"), "n": n,
+    return {"hs": pct(lambda r: r["harmful"]), "refusal_rate": pct(lambda r: r["refusal"]),
+            "label_only_rate": pct(lambda r: r["label_only"]), "n": n,
+            "compliant_rate": pct(lambda r: three_way(r) == "compliant"),
+            "refused_rate": pct(lambda r: three_way(r) == "refused"),
+            "off_topic_rate": pct(lambda r: three_way(r) == "off-topic"),
             "mean_words": sum(answer_words(r["answer"]) for r in rows) / n if n else float("nan")}
 
 
@@ -104,9 +113,6 @@ def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
     Returns ``{"models": [{hash, config, <judge>: summarise(...), ...}], "agreement": judge_agreement
     of the first two judges over all harmful-prompt answers pooled, "per_model_kappa": {hash: kappa}}``.
     """
-    from ..evaluation import ResultsStore
-    from . import get_judge
-
     if len(judges) < 2:
         raise ValueError(f"run_agreement needs two judges to compare, got {list(judges)}")
     store = ResultsStore(run_dir)
