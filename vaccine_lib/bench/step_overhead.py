@@ -26,11 +26,17 @@ import tempfile
 import time
 
 import pandas as pd
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainerCallback
 
 from ..cli import env_int
 from ..config import AlignConfig, dtype_of, resolve_device
 from ..data import alignment_set, tokenize_sft
+from ..lora import add_lora
+from ..models import load_model
 from ..stages import training_args
+from ..vaccine import VaccineConfig, VaccineTrainer
 
 #: the paper's ratios this measurement is compared with (Tables 5 / 10 and the issue's targets)
 TARGETS = {"time_ratio_tau1": 1.95, "time_ratio_tau10": 1.15, "memory_ratio": 1.05}
@@ -55,14 +61,6 @@ def _alignment_rows(tok, n: int, seq: int) -> dict:
 def worker(spec: dict) -> dict:
     """One method in this (fresh) process: ``spec`` = ``{"align": AlignConfig fields, "warmup", "seq",
     "threads"}``; returns raw numbers."""
-    import torch  # torch, datasets, transformers: heavy, only in the worker process
-    from datasets import Dataset
-    from transformers import Trainer, TrainerCallback
-
-    from ..lora import add_lora
-    from ..models import load_model
-    from ..vaccine import VaccineConfig, VaccineTrainer
-
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     a = AlignConfig(**spec["align"])
