@@ -49,3 +49,27 @@ def test_bf16_autocast_loss_is_close_to_fp32(tiny_model, tokenizer):
             low = model(**batch).loss.item()
     assert next(model.parameters()).dtype == torch.float32
     assert abs(low - ref) / ref < 0.02
+
+
+def test_stage_speed_settings_reach_the_trainer_and_the_key(flags, tmp_path):
+    """autocast / answer_only_head: off by default and then absent from the key (old keys hold); set, they
+    change the key, pick bf16 TrainingArguments where the host has bf16 units and the answer-only Trainer."""
+    from transformers import Trainer
+
+    from vaccine_lib.config import AlignConfig
+    from vaccine_lib.losses import AnswerOnlyLoss
+    from vaccine_lib.stages import align_key, trainer_setup
+    from vaccine_lib.vaccine import VaccineTrainer
+
+    base = AlignConfig(model="tiny-llama", method="vaccine", device="cpu")
+    assert "autocast" not in base.effective() and "answer_only_head" not in base.effective()
+    fast = base.with_(autocast="auto", answer_only_head=True)
+    assert align_key(fast) != align_key(base)
+    flags("avx512_bf16")
+    args, cls, _ = trainer_setup(fast, tmp_path)
+    assert args.bf16 and issubclass(cls, AnswerOnlyLoss) and issubclass(cls, VaccineTrainer)
+    flags("avx2")
+    args, cls, _ = trainer_setup(fast.with_(method="sft"), tmp_path)
+    assert not args.bf16 and issubclass(cls, AnswerOnlyLoss) and issubclass(cls, Trainer)
+    args, cls, _ = trainer_setup(base, tmp_path)
+    assert not args.bf16 and cls is VaccineTrainer

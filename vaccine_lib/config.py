@@ -28,6 +28,8 @@ LORA_MODES = ("double", "single")
 PERTURBATIONS = ("gradient", "gaussian")
 #: how Vaccine shares rho over layers: "global" (Eq. 3) or "per_layer" (rho / sqrt(L) each; an ablation)
 BUDGETS = ("global", "per_layer")
+#: mixed-precision settings of a training stage (resolved by vaccine_lib.hardware.resolve_autocast)
+AUTOCAST = ("off", "bf16", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -187,7 +189,18 @@ class TrainConfig(StageConfig):
                                    "'attention+mlp' (q/k/v/o/up/down/gate) or a list of module names")
     seed: int = _field(42, "training seed (also the data draw)", point=True, rng="seed")
     device: Literal[DEVICES] = _field("auto", "where to train ('auto': CUDA when present)", point=True)
+    autocast: Literal[AUTOCAST] = _field("off", "mixed precision: 'bf16' autocast (fp32 weights), 'auto' = bf16 "
+                                         "where the hardware has bf16 units (vaccine_lib.hardware), 'off'")
+    answer_only_head: bool = _field(False, "run the output layer and the loss on answer tokens only (the same loss "
+                                           "and gradients, a cheaper step; vaccine_lib.losses)")
 
+    def speed_key(self, d: dict) -> dict:
+        """The speed settings enter the cache key only when set, so every key from before they existed holds."""
+        if d.get("autocast") == "off":
+            d.pop("autocast")
+        if d.get("answer_only_head") is False:
+            d.pop("answer_only_head")
+        return d
 
     def target_modules(self) -> list[str]:
         """``lora_targets`` as the module-name list ``vaccine_lib.lora.add_lora`` takes."""
@@ -228,7 +241,7 @@ class AlignConfig(TrainConfig):
         if not self.source == "offline":
             d.pop("helpful_fraction")  # the Hub alignment set has no helpful half
             d.pop("helpful")
-        return d
+        return self.speed_key(d)
 
 
 class FinetuneConfig(TrainConfig):
@@ -292,7 +305,7 @@ class FinetuneConfig(TrainConfig):
                 "kl_weight": self.defense == "kl", "vlguard_m": self.defense == "vlguard",
                 "drift_samples": self.drift_every > 0}
         keep.update(dict.fromkeys(("lora_r", "lora_alpha", "lora_dropout", "lora_targets"), d["lora"] != "single"))
-        return {k: v for k, v in d.items() if keep.get(k, True)}
+        return self.speed_key({k: v for k, v in d.items() if keep.get(k, True)})
 
 
 class EvalConfig(StageConfig):

@@ -27,8 +27,10 @@ from .drift import DriftCallback, alignment_loss
 from .errors import ConfigError
 from .evaluation import generate
 from .guards import FiniteGuard, check_finite_weights
+from .hardware import resolve_autocast
 from .judge import is_refusal
 from .lora import add_lora, load_lora, merge_lora, save_lora
+from .losses import AnswerOnlyLoss
 from .models import load_model
 from .vaccine import VaccineConfig, VaccineTrainer
 
@@ -51,20 +53,34 @@ def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=float(cfg.warmup_ratio),
         lr_scheduler_type=cfg.lr_scheduler, logging_steps=1, save_strategy="no", report_to="none",
         dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed, disable_tqdm=True,
-        use_cpu=cfg.device == "cpu", **extra)
+        use_cpu=cfg.device == "cpu", bf16=resolve_autocast(cfg.autocast, resolve_device(cfg.device)) == "bf16",
+        **extra)
 
 
 def trainer_setup(cfg: TrainConfig, output_dir, fisher=None):
     """``(arguments, Trainer class, extra Trainer kwargs)`` of a stage config: the one map from a stage config to
     the method's arguments (Vaccine: ``VaccineConfig``, EWC: ``EWCConfig`` + ``fisher``, KL: ``KLConfig``)."""
     if isinstance(cfg, AlignConfig) and cfg.method == "vaccine":
-        return training_args(cfg, output_dir, VaccineConfig, rho=cfg.rho, tau=cfg.tau,
-                             perturbation=cfg.perturbation), VaccineTrainer, {}
-    if isinstance(cfg, FinetuneConfig) and cfg.defense == "ewc":
+        args, cls, extra = training_args(cfg, output_dir, VaccineConfig, rho=cfg.rho, tau=cfg.tau,
+                                         perturbation=cfg.perturbation), VaccineTrainer, {}
+    elif isinstance(cfg, FinetuneConfig) and cfg.defense == "ewc":  # EWC and KL add terms in compute_loss
         return training_args(cfg, output_dir, EWCConfig, ewc_lambda=cfg.ewc_lambda), EWCTrainer, {"fisher": fisher}
-    if isinstance(cfg, FinetuneConfig) and cfg.defense == "kl":
+    elif isinstance(cfg, FinetuneConfig) and cfg.defense == "kl":
         return training_args(cfg, output_dir, KLConfig, kl_weight=cfg.kl_weight), KLTrainer, {}
-    return training_args(cfg, output_dir), Trainer, {}
+    else:
+        args, cls, extra = training_args(cfg, output_dir), Trainer, {}
+    return args, ANSWER_ONLY[cls] if cfg.answer_only_head else cls, extra
+
+
+class AnswerOnlyTrainer(AnswerOnlyLoss, Trainer):
+    """``Trainer`` with the output layer on answer tokens only (``answer_only_head``)."""
+
+
+class AnswerOnlyVaccineTrainer(AnswerOnlyLoss, VaccineTrainer):
+    """``VaccineTrainer`` whose pass 2 also runs the output layer on answer tokens only."""
+
+
+ANSWER_ONLY = {Trainer: AnswerOnlyTrainer, VaccineTrainer: AnswerOnlyVaccineTrainer}
 
 
 def device_of(device: str = "auto") -> str:
