@@ -73,3 +73,23 @@ def test_stage_speed_settings_reach_the_trainer_and_the_key(flags, tmp_path):
     assert not args.bf16 and issubclass(cls, AnswerOnlyLoss) and issubclass(cls, Trainer)
     args, cls, _ = trainer_setup(base, tmp_path)
     assert not args.bf16 and cls is VaccineTrainer
+
+
+def test_speed_bench_reports_the_ratio_and_the_efficiency(monkeypatch):
+    """make bench's speed line: each variant's step (spawned workers stubbed here), the project-vs-plain ratio and
+    the efficiency against the matmul peak measured in the same process."""
+    from vaccine_lib.bench import speed
+
+    seen = []
+
+    def fake_spawn(a, seq, warmup, threads):
+        seen.append((a.autocast, a.answer_only_head, a.lora_targets))
+        return {"step_s": 2.0 if (a.autocast, a.answer_only_head) == ("off", False) else 1.0}
+
+    monkeypatch.setattr(speed, "spawn", fake_spawn)
+    monkeypatch.setattr(speed, "matmul_gflops", lambda dtype, threads: 100.0)
+    out = speed.run("tiny-llama", quick=True)
+    assert seen == [("off", False, "attention+mlp"), ("auto", False, "attention+mlp"), ("off", True, "attention+mlp"),
+                    ("auto", True, "attention+mlp")]
+    assert out["speedup_project_vs_plain"] == 2.0 and out["plain_step_s"] == 2.0
+    assert 0 < out["efficiency_plain_fp32"] and out["target_speedup"] == 1.6

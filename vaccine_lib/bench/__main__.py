@@ -1,4 +1,4 @@
-"""``python -m vaccine_lib.bench [step_overhead|generation ...]``: run benchmarks, one JSON line each."""
+"""``python -m vaccine_lib.bench [step_overhead|generation|speed ...]``: run benchmarks, one JSON line each."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 from ..cli import fs_error_line, is_fs_fault, writable_dir
 from ..errors import ConfigError
 from ..models import available_models
-from . import generation, record, step_overhead
+from . import generation, record, speed, step_overhead
 
-BENCHES = {"step_overhead": step_overhead, "generation": generation}
+BENCHES = {"step_overhead": step_overhead, "generation": generation, "speed": speed}
 
 
 def main(argv=None) -> int:

@@ -28,15 +28,14 @@ import time
 import pandas as pd
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 
 from ..cli import env_int
 from ..config import AlignConfig, dtype_of, resolve_device
 from ..data import alignment_set, tokenize_sft
 from ..lora import add_lora
 from ..models import load_model
-from ..stages import training_args
-from ..vaccine import VaccineConfig, VaccineTrainer
+from ..stages import trainer_setup
 
 #: the paper's ratios this measurement is compared with (Tables 5 / 10 and the issue's targets)
 TARGETS = {"time_ratio_tau1": 1.95, "time_ratio_tau10": 1.15, "memory_ratio": 1.05}
@@ -82,12 +81,8 @@ def worker(spec: dict) -> dict:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t0)
 
-    out = tempfile.mkdtemp(prefix="vaccine-bench-")
-    if a.method == "vaccine":
-        args = training_args(a, out, VaccineConfig, rho=a.rho, tau=a.tau, perturbation=a.perturbation)
-        trainer = VaccineTrainer(model=model, args=args, train_dataset=ds, callbacks=[Timer()])
-    else:
-        trainer = Trainer(model=model, args=training_args(a, out), train_dataset=ds, callbacks=[Timer()])
+    args, trainer_cls, extra = trainer_setup(a, tempfile.mkdtemp(prefix="vaccine-bench-"))  # the stages' own map
+    trainer = trainer_cls(model=model, args=args, train_dataset=ds, callbacks=[Timer()], **extra)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -101,6 +96,17 @@ def worker(spec: dict) -> dict:
             "memory_method": "cuda max_memory_allocated" if cuda else "peak RSS of a fresh process"}
 
 
+def spawn(a: AlignConfig, seq: int, warmup: int, threads: int) -> dict:
+    """:func:`worker` for the stage config ``a`` in a fresh process (peak memory of its own); its raw numbers."""
+    spec = {"align": a.model_dump(), "warmup": warmup, "seq": seq, "threads": threads}
+    proc = subprocess.run([sys.executable, "-m", "vaccine_lib.bench.step_overhead", json.dumps(spec)],
+                          capture_output=True, text=True,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker ({a.method}) failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int = 10, taus=(10,), threads: int = 0):
     """SFT, Vaccine (tau = 1) and Accelerated Vaccine (each tau in ``taus``) with the optimiser, adapter, model
     and batch size of ``align``: one row each with ``step_s``, ``step_s_sd``, ``peak_memory_gb``, ``slowdown``
@@ -111,13 +117,7 @@ def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int =
         n_steps = steps if tau in (None, 1) else max(steps, tau) // tau * tau
         a = align.with_(method="sft" if tau is None else "vaccine", tau=tau or 1, max_steps=warmup + n_steps,
                         max_length=max(seq, 16), device=resolve_device(align.device))
-        spec = {"align": a.model_dump(), "warmup": warmup, "seq": seq, "threads": threads}
-        proc = subprocess.run([sys.executable, "-m", "vaccine_lib.bench.step_overhead", json.dumps(spec)],
-                              capture_output=True, text=True,
-                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
-        if proc.returncode != 0:
-            raise RuntimeError(f"overhead worker {name} failed:\n{proc.stderr[-4000:]}")
-        rows.append({"method": name, "tau": tau, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        rows.append({"method": name, "tau": tau, **spawn(a, seq, warmup, threads)})
     df = pd.DataFrame(rows)
     df["slowdown"] = df["step_s"] / df["step_s"].iloc[0]
     df["memory_ratio"] = df["peak_memory_gb"] / df["peak_memory_gb"].iloc[0]
