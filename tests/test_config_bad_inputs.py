@@ -304,3 +304,17 @@ def test_profiles_dir_variable_must_be_a_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("VACCINE_PROFILES_DIR", str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="VACCINE_PROFILES_DIR=.* is not a folder. Fix"):
         load_profile("smoke")
+
+
+def test_the_runner_validates_the_data_before_any_stage(data_copy, monkeypatch, tmp_path):
+    """A renamed field fails `train` before the first stage (registry.check_pools runs check_splits), not an hour
+    later when the split is first read."""
+    from vaccine_lib import registry
+    from vaccine_lib.profiles import load_profile
+
+    rows = _rows(data_copy, "sst2_test")
+    rows[0]["text"] = rows[0].pop("input")
+    _rewrite(data_copy, "sst2_test", rows)
+    monkeypatch.setenv("VACCINE_DATA_DIR", str(data_copy))
+    with pytest.raises(DataFormatError, match=r"sst2_test.jsonl:1: missing field 'input'"):
+        registry.check_pools(load_profile("smoke"))

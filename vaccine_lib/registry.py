@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import METHODS, AlignConfig, FinetuneConfig
-from .data import check_sizes
+from .data import check_sizes, check_splits
 from .errors import ConfigError
 from .profiles import NOTEBOOK_IDS, Profile
 from .stages import align_key, drift_key, eval_key, finetune_key, is_done, method_label, stage_dir
@@ -331,9 +331,14 @@ def describe_plan(P: Profile, run_dir, name: str) -> str:
 
 
 def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
-    """Every sample count of the notebooks' stages fits the data (``vaccine_lib.data.check_sizes``: reads only
-    the manifest offline); raises ConfigError naming the profile parameter, before any stage runs."""
+    """The data is valid and every sample count of the notebooks' stages fits it, before any stage runs.
+
+    Offline, every split is validated once (``vaccine_lib.data.check_splits``: schema with file:line, non-empty,
+    manifest counts equal to the files'); then the counts (``check_sizes``) raise ConfigError naming the profile
+    parameter. Hub splits are checked by ``check_sizes`` as each is needed (each load is a download)."""
     src = P.data_source
+    if src == "offline":
+        check_splits(source=src)
     check_sizes(n_align=P.align.n, helpful_fraction=P.align.helpful_fraction, n_harmful=P.eval.n_harmful,
                 seeds=P.seeds, source=src, names={"n_align": "align.n", "helpful_fraction": "align.helpful_fraction",
                                                    "n_harmful": "eval.n_harmful", "seed": "seeds"})
