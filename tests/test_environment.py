@@ -99,7 +99,7 @@ def test_console_scripts_point_to_main_functions():
     import importlib.util
 
     scripts = _pyproject()["scripts"]
-    assert set(scripts) == {"vaccine-reproduce", "vaccine-train", "vaccine-data"}
+    assert set(scripts) == {"vaccine", "vaccine-data"}
     for name, target in scripts.items():
         module, func = target.split(":")
         source = Path(importlib.util.find_spec(module).origin).read_text()

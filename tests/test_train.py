@@ -1,4 +1,4 @@
-"""``python -m vaccine_lib.train``: the registry's plan of distinct stages, and training under a 2-process launch."""
+"""``python -m vaccine_lib.runner train``: the registry's plan of distinct stages, and training under a 2-process launch."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from vaccine_lib import config, registry
-from vaccine_lib import train as T
+from vaccine_lib import runner
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.profiles import load_profile
 from vaccine_lib.stages import align, align_key, finetune_key, method_label, stage_dir
@@ -37,7 +37,7 @@ def test_plan_lists_distinct_stages_and_marks_cached(tmp_path, capsys):
     assert len(stages) == len({(s.kind, s.key) for s in stages})
     sft = registry.align_config(P, "sft")
     assert not align(sft, tmp_path).cached
-    assert T.main(["--profile", "smoke", "--notebooks", "01,02", "--dry-run", "--train-only",
+    assert runner.main(["train", "--profile", "smoke", "--notebooks", "01,02", "--dry-run", "--train-only",
                    "--run-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "plan: 2 alignment + 4 fine-tuning + 0 evaluation + 0 drift stages; 1 cached, 5 to run" in out, out
@@ -88,7 +88,7 @@ def test_two_process_launch_writes_each_stage_once(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "vaccine_lib.train", "--profile", "smoke", "--notebooks", "02", "--run-dir", str(run_dir),
+           "-m", "vaccine_lib.runner", "train", "--profile", "smoke", "--notebooks", "02", "--run-dir", str(run_dir),
            "--override", "align.n=8", "--override", "align.max_steps=-1"]  # one epoch
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     log = proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,27 +1,10 @@
 """vaccine_lib: reference reproduction of Vaccine (Huang, Hu, Liu, NeurIPS 2024).
 
-Perturbation-aware alignment for large language models against harmful fine-tuning.
-Modules (one job each):
-
-- ``packages``   locate files inside the offline data/model packages (never imported)
-- ``models``     model registry: embedded SmolLM2, Gemma-3, tiny random test models, Hub ids
-- ``data``       sources, Alpaca template, tokenisation, fine-tuning mixes, ``python -m vaccine_lib.data build``
-- ``judge``      Harmful Score moderation: keyword / trained classifier / BeaverDam
-- ``vaccine``    ``VaccineConfig`` and ``VaccineTrainer`` (the method)
-- ``baselines``  EWC, KL, Vlguard fine-tuning defenses
-- ``guards``     divergence guard: ``FiniteGuard`` (Trainer callback), ``check_finite_weights``
-- ``lora``       Double-/Single-LoRA helpers
-- ``drift``      harmful embedding drift, hidden embeddings, ``DriftCallback``
-- ``evaluation`` batched generation, Harmful Score, fine-tune accuracy, results store
-- ``pipeline``   cached ``align`` / ``finetune`` / ``evaluate`` stages
-- ``profiles``   smoke / default / full / paper experiment profiles
-- ``plotting``   one seaborn theme, ``save_fig``
-- ``hub``        Hub calls that fail fast offline with ``OfflineError``
-- ``hooks``      the forward hooks on attention outputs (Vaccine's perturbation, drift's embeddings)
-
-Top-level shortcuts (imported on first use, so ``import vaccine_lib`` stays light):
-``VaccineConfig``, ``VaccineTrainer``, ``load_model`` and the stages ``align``, ``finetune``,
-``evaluate``, ``drift_stage`` (``vaccine_lib.pipeline.drift``; ``vaccine_lib.drift`` is the module).
+Perturbation-aware alignment for large language models against harmful fine-tuning. The modules, their layers
+and the one-way flow of imports: ``docs/ARCHITECTURE.md``. Top-level shortcuts (imported on first use, so
+``import vaccine_lib`` stays light): ``VaccineConfig``, ``VaccineTrainer``, ``load_model`` and the stages
+``align``, ``finetune``, ``evaluate``, ``drift_stage`` (``vaccine_lib.stages.drift``; ``vaccine_lib.drift`` is
+the module).
 """
 
 from importlib import import_module

@@ -5,7 +5,7 @@
 workers); ``reproduce`` runs each notebook's stages, then the notebook, into ``results/<profile>/`` (the
 committed default profile also refreshes ``figures/`` and ``notebooks/``, cells tagged ``generations``
 cleared), then the runtime table (``vaccine_lib.runtime``); ``report`` renders the committed notebooks as one
-HTML file. ``python -m vaccine_lib.train`` / ``.reproduce`` are aliases of ``train`` / ``reproduce``.
+HTML file.
 
 Workers each run the first unfinished stage whose upstream stages are finished and that they can lock (an
 exclusive ``flock`` on ``run_dir/.locks/<kind>-<key>.lock``, :class:`StageLock`, dropped by the kernel when a

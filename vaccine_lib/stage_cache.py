@@ -251,7 +251,7 @@ def _single_process_env():
     if stale and int(stale.get("WORLD_SIZE", "1") or 1) > 1:
         warnings.warn(f"ignoring {', '.join(f'{k}={v}' for k, v in stale.items())}: no torch.distributed process group "
                       "is initialised, so this process trains alone. Start with torchrun / accelerate launch "
-                      "(python -m vaccine_lib.train) to train data parallel.", stacklevel=4)
+                      "(python -m vaccine_lib.runner train) to train data parallel.", stacklevel=4)
     for k in stale:
         del os.environ[k]
     try:

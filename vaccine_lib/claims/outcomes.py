@@ -39,7 +39,7 @@ def check_run_dir(run_dir) -> Path:
     """``run_dir`` if it is a run directory of this project with finished evaluations, else a ConfigError saying
     what it is (missing, a file, empty, a foreign folder, nothing evaluated yet) and the fix."""
     path = Path(run_dir)
-    fix = "pass the run directory the notebooks or python -m vaccine_lib.train wrote (runs/<profile>)"
+    fix = "pass the run directory the notebooks or python -m vaccine_lib.runner train wrote (runs/<profile>)"
     problem = ("does not exist" if not path.exists() else "is a file, not a folder" if not path.is_dir()
                else "is empty" if not any(path.iterdir()) else "")
     evals = ResultsStore(path).results_dir
