@@ -56,6 +56,13 @@ def _line(r: dict) -> str:
                   f"({r['seconds_batched']:.1f} vs {r['seconds_one_at_a_time']:.1f} s, {r['n_prompts']} prompts x "
                   f"{r['max_new_tokens']} new tokens); identical answers {100 * r['identical_fraction']:.0f} %")
         target = ">= 5x, >= 95 %"
+    elif r["bench"] == "speed":
+        result = (f"SFT step with autocast={r['autocast_resolved']} + answer-only head **{r['speedup_project_vs_plain']:.2f}x** "
+                  f"faster than plain fp32 ({r['project_step_s']:.2f} vs {r['plain_step_s']:.2f} s; bf16 alone "
+                  f"{r['bf16_step_s']:.2f} s, answer-only alone {r['answer_only_step_s']:.2f} s); plain step at "
+                  f"{100 * r['efficiency_plain_fp32']:.0f} % of the fp32 matmul peak ({r['matmul_gflops_fp32']:.0f} "
+                  f"GFLOP/s; bf16 {r['matmul_gflops_bf16']:.0f})")
+        target = f">= {r['target_speedup']}x on a host with bf16 units"
     else:
         result, target = json.dumps({k: v for k, v in r.items() if k != "provenance"}), ""
     return f"| `{r['bench']}` | {r.get('model', '')} | {result} | {target} | {_origin(r)} |"
