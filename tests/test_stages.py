@@ -154,6 +154,8 @@ def test_methods_run(run_dir, label):
     if label == "Vaccine":
         a = P.align(cfg.align, run_dir)
         assert any("vaccine/eps_norm" in e for e in a.log_history)
+        share = a.metrics["eps_layer_share"]  # where the budget went, one entry per layer (issue 18's table)
+        assert len(share) == 2 and abs(sum(share) - 1) < 1e-4
 
 
 def test_drift_stage_and_callback(run_dir):

@@ -511,3 +511,16 @@ def test_answer_only_trainer_takes_the_same_step_as_the_plain_trainer(tiny_model
     _, full = one_step_grads(tmp_path / "f", tiny_model("tiny-llama"), Trainer, TrainingArguments, rows, **kw)
     for key in full[0]:
         torch.testing.assert_close(cheap[0][key], full[0][key], rtol=1e-4, atol=1e-7)
+
+
+def test_alignment_stage_takes_the_budget_and_keeps_old_keys(tmp_path):
+    """AlignConfig.budget reaches VaccineConfig; 'global' (the paper's) enters no key, 'per_layer' does."""
+    from vaccine_lib.config import AlignConfig
+    from vaccine_lib.stages import align_key, trainer_setup
+
+    glob = AlignConfig(model="tiny-llama", method="vaccine", device="cpu")
+    even = glob.with_(budget="per_layer")
+    assert "budget" not in glob.effective() and even.effective()["budget"] == "per_layer"
+    assert align_key(even) != align_key(glob)
+    assert trainer_setup(even, tmp_path)[0].budget == "per_layer"
+    assert "budget" not in glob.with_(method="sft", budget="per_layer").effective()

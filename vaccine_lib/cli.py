@@ -4,6 +4,7 @@ a file-system fault ends in one line naming the parameter or path, the allowed r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import tempfile
@@ -66,3 +67,17 @@ def fs_error_line(prog: str, exc: OSError) -> str:
     return (f"{prog}: {_FS.get(exc.errno, exc.strerror or str(exc))} writing {exc.filename or 'the output'}; "
             "nothing half-written is kept (writes are atomic). Fix: free space or make the folder writable, or "
             "choose another folder (--run-dir / --out), then rerun")
+
+
+@contextlib.contextmanager
+def errors_as_exit(ap):
+    """A CLI body whose ConfigError ends in ``ap.error`` (exit 2 with the usage line) and whose file-system fault
+    ends in one line naming the path and the fix (exit 2); any other error is a bug and keeps its traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        ap.error(str(exc))
+    except OSError as exc:
+        if not is_fs_fault(exc):
+            raise
+        ap.exit(2, fs_error_line(ap.prog, exc) + "\n")

@@ -229,6 +229,8 @@ class AlignConfig(TrainConfig):
     tau: int = _field(1, "Accelerated Vaccine: perturbed step every tau steps (1 = Algorithm 1)", point=True,
                       rng="tau")
     perturbation: Literal[PERTURBATIONS] = _field("gradient", "Vaccine perturbation (Table 7)", point=True)
+    budget: Literal[BUDGETS] = _field("global", "how rho is shared over layers: 'global' (Eq. 3) or 'per_layer' "
+                                      "(rho / sqrt(L) each, the even-split ablation)", point=True)
 
     def effective(self) -> dict:
         """Fields that change the stage's result (what its cache key hashes)."""
@@ -236,8 +238,10 @@ class AlignConfig(TrainConfig):
             return {"model": self.model, "method": "none", "dtype": self.dtype}
         d = self.model_dump(exclude=set(self.not_in_key))
         if self.method == "sft":
-            for k in ("rho", "tau", "perturbation"):
+            for k in ("rho", "tau", "perturbation", "budget"):
                 d.pop(k)
+        if d.get("budget") == "global":
+            d.pop("budget")  # the default enters no key, so every key from before the field holds
         if not self.source == "offline":
             d.pop("helpful_fraction")  # the Hub alignment set has no helpful half
             d.pop("helpful")

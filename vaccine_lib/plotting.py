@@ -283,14 +283,6 @@ def mean_sd(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.Data
     return pd.concat([out, sd], axis=1).reset_index()
 
 
-def fmt_mean_sd(mean: float, sd: float | None = None, digits: int = 1) -> str:
-    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
-        return "-"
-    if sd is None or sd == 0 or np.isnan(sd):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
 def claims_forest(table: pd.DataFrame, title: str = "Effects with 95 % CI (HS points), per judge"):
     """One horizontal line per (claim, judge): the effect and its 95 % CI, the paper's effect as a cross,
     zero as a dashed line (rows of ``vaccine_lib.claims.evaluate_claims``)."""

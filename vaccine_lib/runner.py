@@ -7,11 +7,8 @@ committed default profile also refreshes ``figures/`` and ``notebooks/``, cells 
 cleared), then the runtime table (``vaccine_lib.runtime``); ``report`` renders the committed notebooks as one
 HTML file.
 
-Workers each run the first unfinished stage whose upstream stages are finished and that they can lock (an
-exclusive ``flock`` on ``run_dir/.locks/<kind>-<key>.lock``, :class:`StageLock`, dropped by the kernel when a
-worker dies): alignments first, then the evaluation and drift of models that exist, then new fine-tunings.
-Results equal a sequential run's. Under ``torchrun`` / ``accelerate launch`` (``--train-only`` implied) every
-rank trains each stage (DDP) and rank 0 writes it; the number of processes is not part of the stage key.
+Workers lock stages (:class:`StageLock`, an ``flock`` the kernel drops when a worker dies), alignments first;
+results equal a sequential run's. Under ``torchrun`` / ``accelerate launch`` every rank trains (DDP), rank 0 writes.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import readme as RM
 from .atomic import atomic_write_text
-from .cli import arg_int, fs_error_line, is_fs_fault
+from .cli import arg_int, errors_as_exit
 from .errors import ConfigError
 from .paths import REPO_ROOT
 from .profiles import load_profile
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", default=str(README))
     ap.add_argument("--check-readme", action="store_true", help="exit 1 if the README block and the table disagree")
     args = ap.parse_args(argv)
-    try:
+    with errors_as_exit(ap):
         if args.check_readme:
             ok = readme_matches(args.readme, args.table)
             print("README runtime block matches the table" if ok else "README runtime block differs from the table")
@@ -173,12 +173,6 @@ def main(argv=None) -> int:
         if args.profile:
             print(write_runtime(load_profile(args.profile), args.jobs, args.table).to_string(index=False))
         print("README runtime block " + ("updated" if render_readme(args.readme, args.table) else "unchanged"))
-    except ConfigError as exc:
-        ap.error(str(exc))
-    except OSError as exc:
-        if not is_fs_fault(exc):
-            raise
-        ap.exit(2, fs_error_line(ap.prog, exc) + "\n")
     return 0
 
 

@@ -1,18 +1,10 @@
 """The stage cache: stage keys and folders, atomic writes, the check before use, rank safety.
 
-- A stage's folder (:func:`stage_dir`, the one path rule) is named by its **stage key**: a hash of the config
-  fields that change its result (``cfg.effective()``), the data manifest's hash, ``STAGE_VERSION[stage]`` and
-  the upstream stage's key. Source files are *not* hashed: editing a docstring retrains nothing; a change
-  that alters a stage's results must bump its ``STAGE_VERSION``.
-- A stage is written into a ``.tmp-*`` folder (holding its owner's pid), renamed into place after
-  ``done.json``, which lists the size and sha256 of every file the stage wrote (``atomic.file_list``).
-  ``.tmp-*`` folders of dead processes are removed on the next run (:func:`clean_stale`).
-- A finished stage is verified before use (:func:`cached`, ``atomic.verify_folder``): sizes always, hashes of
-  the JSON files always and of every file before a model or table is loaded from it (``deep``). A damaged
-  stage is redone with an ``IntegrityWarning`` naming the stage and the file.
-- Under ``torchrun`` / ``accelerate launch`` (a torch.distributed process group is initialised) rank 0 alone
-  verifies and writes; with ``collective`` (training) every rank runs the stage (DDP) and the others throw
-  their copy away, then wait (with a timeout) and read it. Rank variables alone are ignored.
+A stage's folder (:func:`stage_dir`, the one path rule) is named by its key: the hash of ``cfg.effective()``,
+the data manifest's hash, ``STAGE_VERSION[stage]`` (bump it when a change alters results; source files are not
+hashed) and the upstream key. Written in a ``.tmp-*`` folder, renamed into place after ``done.json`` (its file
+list); verified before use (:func:`cached`); under torch.distributed rank 0 alone verifies and writes. The
+whole contract: docs/ARCHITECTURE.md, "Stage cache".
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def trainer_setup(cfg: TrainConfig, output_dir, fisher=None):
     the method's arguments (Vaccine: ``VaccineConfig``, EWC: ``EWCConfig`` + ``fisher``, KL: ``KLConfig``)."""
     if isinstance(cfg, AlignConfig) and cfg.method == "vaccine":
         args, cls, extra = training_args(cfg, output_dir, VaccineConfig, rho=cfg.rho, tau=cfg.tau,
-                                         perturbation=cfg.perturbation), VaccineTrainer, {}
+                                         perturbation=cfg.perturbation, budget=cfg.budget), VaccineTrainer, {}
     elif isinstance(cfg, FinetuneConfig) and cfg.defense == "ewc":  # EWC and KL add terms in compute_loss
         return training_args(cfg, output_dir, EWCConfig, ewc_lambda=cfg.ewc_lambda), EWCTrainer, {"fisher": fisher}
     elif isinstance(cfg, FinetuneConfig) and cfg.defense == "kl":
@@ -138,6 +138,8 @@ def _train(cfg: TrainConfig, a: AlignConfig, model, tok, train, tmp: Path, fishe
     metrics = {"train_loss": float(out.training_loss), "final_loss": losses[-1] if losses else None,
                "train_seconds": round(seconds, 3), "steps": steps, "n_train": len(train),
                "seconds_per_step": round(seconds / max(steps, 1), 4)}
+    if hasattr(trainer, "eps_layer_share"):  # Vaccine: where the perturbation budget went, layer by layer
+        metrics["eps_layer_share"] = [round(s, 6) for s in trainer.eps_layer_share()]
     check_finite_weights(model, stage="finetune" if isinstance(cfg, FinetuneConfig) else "align", args=args)
     save_lora(model, tmp / "adapter")  # only once the weights are known to be finite
     metrics["align_loss"] = alignment_loss(model, probe_batches(a, tok, ALIGN_LOSS_SAMPLES))

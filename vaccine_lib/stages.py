@@ -3,17 +3,8 @@
 Every stage is a function of its stage config (``vaccine_lib.config``), stored under ``run_dir`` in the
 folder of its stage key (``stage_dir``): a rerun with the same config returns the stored result
 (``StageResult.cached``); a changed fine-tuning parameter reruns fine-tuning and evaluation, not alignment.
-Keys, folders, the check before use (a damaged stage is redone) and ranks: ``stage_cache``; training and
-self-distillation: ``stage_training``. Layout under ``run_dir``::
-
-    align/<model>-<method>-<key>/        adapter/, config.json, metrics.json, log_history.json, done.json
-    finetune/<model>-<method>-<defense>-<task>-p<p>-<key>/   the same
-    eval/<key>/                          config.json, metrics.json, generations.jsonl (git-ignored), done.json
-    drift/<key>/                         config.json, metrics.json, done.json
-    selfdistill/<model>-n<n>-s<seed>-t<tokens>/   answers.jsonl (the base model's own answers), done.json
-
-An evaluation whose answers are mostly empty or degenerate (``evaluation.metrics``' ``degenerate``
-warning) or whose metrics are not finite fails its stage: a broken model is never a result.
+An evaluation whose answers are mostly empty or degenerate, or whose metrics are not finite, fails its stage.
+Keys, folders, verification and ranks (``stage_cache``), the folder layout: docs/ARCHITECTURE.md, "Stage cache".
 """
 
 from __future__ import annotations

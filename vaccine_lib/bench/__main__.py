@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import fs_error_line, is_fs_fault, writable_dir
-from ..errors import ConfigError
+from ..cli import errors_as_exit, writable_dir
 from ..models import available_models
 from . import generation, record, speed, step_overhead
 
@@ -29,7 +28,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown benchmark(s) {', '.join(map(repr, bad))}; allowed values: {', '.join(BENCHES)}")
     if args.model not in available_models() and not Path(args.model).is_dir():
         ap.error(f"--model {args.model!r}: allowed values: {', '.join(available_models())} or a local model folder")
-    try:
+    with errors_as_exit(ap):
         if args.out:  # before an hour of measurement, not after
             writable_dir(Path(args.out).parent, "--out folder", "pass a writable file path to --out")
         results = []
@@ -40,12 +39,6 @@ def main(argv=None) -> int:
             record.write(results, args.out)
             if Path(args.out).resolve() == record.DEFAULT_FILE.resolve():
                 print("README benchmark block " + ("updated" if record.render_readme() else "unchanged"), flush=True)
-    except ConfigError as exc:
-        ap.error(str(exc))
-    except OSError as exc:
-        if not is_fs_fault(exc):
-            raise
-        ap.exit(2, fs_error_line(ap.prog, exc) + "\n")
     return 0
 
 
