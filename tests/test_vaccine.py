@@ -510,7 +510,7 @@ def test_answer_only_trainer_takes_the_same_step_as_the_plain_trainer(tiny_model
     _, cheap = one_step_grads(tmp_path / "a", tiny_model("tiny-llama"), AnswerOnlyTrainer, TrainingArguments, rows, **kw)
     _, full = one_step_grads(tmp_path / "f", tiny_model("tiny-llama"), Trainer, TrainingArguments, rows, **kw)
     for key in full[0]:
-        torch.testing.assert_close(cheap[0][key], full[0][key], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(cheap[0][key], full[0][key], rtol=1e-4, atol=1e-6)  # float sums in another order
 
 
 def test_alignment_stage_takes_the_budget_and_keeps_old_keys(tmp_path):

@@ -25,6 +25,7 @@ from ..data.templates import alpaca_prompt  # the single source of the paper tem
 from ..errors import ConfigError
 from ..judge import get_judge
 from ..judge.base import DEGENERATE_MAX_DISTINCT, DEGENERATE_MIN_WORDS, answer_words, is_degenerate  # noqa: F401
+from ..losses import continuation_logprobs
 from ..models import context_length
 from .generation import generate
 from .scorers import TASKS, get_scorer
@@ -258,30 +259,11 @@ def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int =
         for j, lab in enumerate(label_ids):
             rows.append((p_ids, lab))
             owners.append((i, j))
-    scores = torch.full((len(prompts), len(labels)), float("-inf"))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
-                width = max(len(p) + len(lab) for p, lab in chunk)
-                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for r, (p, lab) in enumerate(chunk):
-                    seq = p + lab
-                    ids[r, :len(seq)] = torch.tensor(seq)
-                    mask[r, :len(seq)] = 1
-                logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
-                for r, (p, lab) in enumerate(chunk):
-                    pos = torch.arange(len(p) - 1, len(p) + len(lab) - 1)
-                    total = logp[r, pos, torch.tensor(lab)].sum().item()
-                    i, j = owners[start + r]
-                    scores[i, j] = total
-    finally:
-        model.train(was_training)
+    totals = continuation_logprobs(model, pad, rows, batch_size)
+    scores = torch.full((len(prompts), len(labels)), float("-inf"))
+    for (i, j), lp in zip(owners, totals):
+        scores[i, j] = lp.sum().item()
     return scores.argmax(dim=1).tolist()
 
 

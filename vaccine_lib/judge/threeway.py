@@ -38,10 +38,10 @@ import json
 import warnings
 
 import numpy as np
-import torch
 
 from ..data.templates import alpaca_prompt
 from ..errors import check_range
+from ..losses import continuation_logprobs
 from ..models import cache_dir, load_model
 from . import validation
 from .base import Judge, Verdict, cache_digest, has_min_content, is_degenerate, is_label_only
@@ -69,34 +69,8 @@ def answer_logprob(model, tokenizer, prompts, answers, batch_size: int = BATCH_S
         p_ids = tokenizer(p, add_special_tokens=False)["input_ids"][-MAX_QUESTION_TOKENS:]
         a_ids = tokenizer(a or "", add_special_tokens=False)["input_ids"][:MAX_ANSWER_TOKENS]
         seqs.append((p_ids, a_ids))
-    out = np.zeros(len(seqs))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    order = sorted(range(len(seqs)), key=lambda k: len(seqs[k][0]) + len(seqs[k][1]))
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = [k for k in order[start:start + batch_size] if seqs[k][1]]
-                if not batch:
-                    continue
-                width = max(len(seqs[k][0]) + len(seqs[k][1]) for k in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for r, k in enumerate(batch):
-                    x = seqs[k][0] + seqs[k][1]
-                    ids[r, :len(x)] = torch.tensor(x)
-                    mask[r, :len(x)] = 1
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-                logp = torch.log_softmax(logits.float(), -1).cpu()
-                for r, k in enumerate(batch):
-                    p_ids, a_ids = seqs[k]
-                    pos = torch.arange(len(p_ids) - 1, len(p_ids) + len(a_ids) - 1)
-                    out[k] = logp[r, pos, torch.tensor(a_ids)].mean().item()
-    finally:
-        model.train(was_training)
-    return out
+    return np.array([lp.mean().item() if len(lp) else 0.0 for lp in continuation_logprobs(model, pad, seqs, batch_size)])
 
 
 def answer_pmi(model, tokenizer, questions, answers) -> np.ndarray:
