@@ -91,7 +91,8 @@ def device_of(device: str = "auto") -> str:
 
 
 def base_model(a: AlignConfig):
-    return load_model(a.model, dtype=dtype_of(a.dtype))  # tiny random models: fixed seed 0 = the same base
+    # on the stage's device from the start, so the self-distillation's generation runs there too
+    return load_model(a.model, dtype=dtype_of(a.dtype), device=device_of(a.device))  # tiny models: seed 0
 
 
 def build_callbacks(cfg, tok, a: AlignConfig) -> list:

@@ -29,6 +29,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from ..config import resolve_device
 from ..data.templates import alpaca_prompt
 from ..errors import check_range
 from ..hooks import get_decoder_layers
@@ -197,7 +198,7 @@ class ProbeJudge(Judge):
             check_range("threshold", threshold, 0.0, 1.0)
         check_range("max_train", max_train, 20, 100000)
         self.model_name = model_name
-        self.model, self.tokenizer = load_model(model_name)
+        self.model, self.tokenizer = load_model(model_name, device=resolve_device("auto"))  # GPU when present
         n_layers = len(get_decoder_layers(self.model))
         self.layer = probe_layer(n_layers) if layer is None else int(layer)
         check_range("layer", self.layer, 1, n_layers)

@@ -39,6 +39,7 @@ import warnings
 
 import numpy as np
 
+from ..config import resolve_device
 from ..data.templates import alpaca_prompt
 from ..errors import check_range
 from ..losses import continuation_logprobs
@@ -105,7 +106,7 @@ class ThreeWayJudge(Judge):
         if threshold is not None:
             check_range("threshold", threshold, 0.0, 1.0)
         self.model_name = model_name
-        self.model, self.tokenizer = load_model(model_name)
+        self.model, self.tokenizer = load_model(model_name, device=resolve_device("auto"))  # GPU when present
         self.cache_min_rows = cache_min_rows
         self.classifier = ClassifierJudge() if classifier is None else classifier
         self.meta = {}
