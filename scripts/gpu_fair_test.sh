@@ -40,7 +40,7 @@ with pa.CompressedInputStream(pa.OSFile('/tmp/gguf.zst'), 'zstd') as src, open('
     fi
     echo "$(cat .gpu/gguf.sha256)  .gpu/dsite/$GGUF" | sha256sum -c -
     mkdir -p ~/.cache/vaccine_lib && cp -r .gpu/cache/judge ~/.cache/vaccine_lib/
-    export PYTHONPATH=/tmp/site:$PWD:$PWD/.gpu/dsite VACCINE_DATA_DIR=$PWD/data PYTHONUNBUFFERED=1 \
+    export PYTHONPATH=/tmp/site:$PWD/.gpu/shim:$PWD:$PWD/.gpu/dsite VACCINE_DATA_DIR=$PWD/data PYTHONUNBUFFERED=1 \
         OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 MPLBACKEND=agg
     echo "[setup] $(( $(date +%s) - t0 )) s"
     left=$(( budget - ($(date +%s) - t0) ))
