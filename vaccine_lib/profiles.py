@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (
     DEVICES, DTYPES, MAX_SEED, MODELS, SOURCES, AlignConfig, DriftConfig, EvalConfig, FinetuneConfig,
@@ -36,7 +36,6 @@ from .config import (
 )
 from .errors import ConfigError, explain
 from .paths import REPO_ROOT, inside, repo_root
-from .provenance import set_context
 
 SECTIONS: dict[str, type[StageConfig]] = {
     "align": AlignConfig, "finetune": FinetuneConfig, "eval": EvalConfig, "drift": DriftConfig,
@@ -79,14 +78,6 @@ def load_yaml(text: str, where: str):
                           "through 'extends:').") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({exc})") from None
-
-
-def _json_object(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) < len(keys):
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        raise ConfigError(f"overrides: key(s) {dup} given twice. Fix: keep one of them.")
-    return dict(pairs)
 
 
 # --------------------------------------------------------------------------- the profile
@@ -349,85 +340,6 @@ def load_profile(name="default", overrides: dict | None = None) -> Profile:
         return Profile(name=path.stem, path=str(path), overrides=over, **top, **sections)
     except ValidationError as exc:
         raise ConfigError(explain(exc, Profile)) from None
-
-
-# --------------------------------------------------------------------------- notebooks
-
-#: the plain parameters a notebook's ``parameters`` cell may set
-NOTEBOOK_PARAMETERS = ("profile", "seed", "run_dir", "figures_dir", "tables_dir", "overrides")
-_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-_VALIDATED_NAMES: set | None = None
-
-
-class NotebookContext(BaseModel):
-    """What a notebook needs after validating its parameters."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    profile: Profile
-    run_dir: Path
-    figures_dir: Path
-    tables_dir: Path
-
-
-def from_notebook(namespace: dict) -> NotebookContext:
-    """Validate a notebook's parameters (its globals) and return the profile and output folders.
-
-    Parameters: ``profile`` (name or YAML path), ``seed`` (None = the profile's seeds), ``run_dir`` /
-    ``figures_dir`` / ``tables_dir`` (None = derived from the profile; else inside ``runs/`` or ``results/``),
-    ``overrides`` (dict, see :func:`load_profile`). Any other name (e.g. a misspelt papermill ``-p``) stops
-    with a ConfigError. Also sets torch's thread count and the seed (``transformers.set_seed``). Only the
-    parameters are checked here; whether the sample counts fit the built data is the registry's check
-    (``grids.check_pools``), which the caller runs before any stage.
-    """
-    global _VALIDATED_NAMES
-    plain = (str, int, float, bool, list, tuple, dict, Path, type(None))
-    user = {k: v for k, v in namespace.items() if k[0] != "_" and k not in _KERNEL_NAMES and isinstance(v, plain)}
-    # first call in a kernel: every plain global is a parameter; a later re-run ignores names defined by later cells
-    candidates = user if _VALIDATED_NAMES is None else {k: v for k, v in user.items() if k in _VALIDATED_NAMES}
-    unknown = sorted(k for k in candidates if k not in NOTEBOOK_PARAMETERS)
-    if unknown:
-        raise ConfigError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; allowed parameters: "
-                          f"{', '.join(NOTEBOOK_PARAMETERS)}. Fix: change profile fields through `overrides`, "
-                          "e.g. -p overrides '{\"align\": {\"lr\": 0.001}}'.")
-    params = {k: v for k, v in user.items() if k in NOTEBOOK_PARAMETERS}
-    overrides = params.get("overrides") or {}
-    if isinstance(overrides, str):  # papermill -p overrides '{...}' passes a string: JSON (2e-3 is a number), else YAML
-        try:
-            overrides = json.loads(overrides, object_pairs_hook=_json_object)
-        except ValueError as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            overrides = load_yaml(overrides, "overrides") or {}
-    overrides = normalise_overrides(overrides)
-    if params.get("seed") is not None:
-        overrides = _merge(overrides, {"seeds": [params["seed"]]})
-    P = load_profile(params.get("profile") or COMMITTED_PROFILE, overrides)
-    dirs = {"run_dir": params.get("run_dir") or P.run_dir(),
-            "figures_dir": params.get("figures_dir") or P.figures_dir()}
-    dirs["tables_dir"] = params.get("tables_dir") or Path(dirs["figures_dir"]) / "tables"
-    for param, d in dirs.items():  # every folder is checked before any is created
-        if not isinstance(d, (str, Path)):
-            raise ConfigError(f"{param}={d!r} must be a folder path (str) or None. Fix: pass a path or leave it None.",
-                              param=param)
-        check_inside(param, d, P.committed and param != "run_dir")
-    for d in dirs.values():
-        Path(d).mkdir(parents=True, exist_ok=True)
-    apply_runtime(P)
-    set_context(profile=P.label, profile_path=P.path, overrides=P.overrides)
-    if _VALIDATED_NAMES is None:
-        _VALIDATED_NAMES = set(user)
-    return NotebookContext(profile=P, **{k: Path(v) for k, v in dirs.items()})
-
-
-def apply_runtime(P: Profile) -> None:
-    """Torch threads (``threads``) and the global seed (``transformers.set_seed(P.seed)``)."""
-    import torch  # heavy (~2.5 s); only a notebook's first cell needs it, not the CLIs that read profiles
-    from transformers import set_seed
-
-    if P.threads:
-        torch.set_num_threads(P.threads)
-    set_seed(P.seed)
 
 
 def describe(P: Profile) -> str:

@@ -63,7 +63,7 @@ def environment() -> dict:
     return {"python": platform.python_version(), "libraries": libs, "hardware": hw}
 
 
-#: what the running notebook set (``profiles.from_notebook``): the profile label and file
+#: what the running notebook set (``tables.from_notebook``): the profile label and file
 CONTEXT: dict = {}
 
 
