@@ -63,26 +63,17 @@ def get_decoder_layers(model: nn.Module, layers_path: str | None = None) -> list
     return list(max(lists, key=len))
 
 
-def get_attention_modules(model: nn.Module, layers_path: str | None = None, attn_name: str | None = None) -> list[nn.Module]:
-    """The attention sub-module of each decoder block; its ``output[0]`` is the hidden embedding e_l.
-
-    e_l is the attention block's output after the output projection and before the residual add,
-    as in the paper and its reference code.
-    """
+def get_attention_modules(model: nn.Module, layers_path: str | None = None,
+                          attn_name: str | None = None) -> list[nn.Module]:
+    """The attention sub-module of each decoder block; its ``output[0]`` is the hidden embedding e_l (after the
+    output projection, before the residual add, as in the paper and its reference code)."""
     out = []
     names = (attn_name,) if attn_name else _ATTN_NAMES
     for i, layer in enumerate(get_decoder_layers(model, layers_path)):
-        found = None
-        for name in names:
-            mod = getattr(layer, name, None)
-            if isinstance(mod, nn.Module):
-                found = mod
-                break
+        found = next((m for m in (getattr(layer, n, None) for n in names) if isinstance(m, nn.Module)), None)
         if found is None:
-            raise ConfigError(
-                f"decoder layer {i} ({type(layer).__name__}) has none of the attention attributes {names}; "
-                "pass attn_name='...'"
-            )
+            raise ConfigError(f"decoder layer {i} ({type(layer).__name__}) has none of the attention attributes "
+                              f"{names}; pass attn_name='...'")
         out.append(found)
     return out
 
@@ -105,11 +96,8 @@ def _replace_first(output, new: torch.Tensor):
 
 @contextlib.contextmanager
 def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = None, attn_name: str | None = None):
-    """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output.
-
-    Yields the list of attention modules (one per decoder layer, found by
-    :func:`get_attention_modules`).
-    """
+    """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output; yields the
+    attention modules (one per decoder layer)."""
     modules = get_attention_modules(model, layers_path, attn_name)
 
     def make(i):

@@ -26,17 +26,9 @@ def default_loss(model, inputs):
 
 
 def response_only_lm_loss(model, inputs, num_items_in_batch=None):
-    """The causal-LM loss computed on supervised positions only (a cheaper pass 1).
-
-    Pass 1 needs only dL/de_l. The LM head and the cross-entropy over the vocabulary are the most
-    expensive part of a small model's forward/backward, and with the loss on response tokens only,
-    most positions (the prompt, padding) carry label -100 and contribute nothing. A forward
-    pre-hook on the output embedding gathers the hidden states of the positions whose next-token
-    label is supervised, so the head and the loss run on those rows alone. The value equals the
-    Trainer's loss (token mean, or sum / ``num_items_in_batch`` when given) and so do the gradients
-    w.r.t. every e_l (tests check both). Falls back to the full forward when there are no labels or
-    no output embedding module.
-    """
+    """The causal-LM loss on supervised positions only: a forward pre-hook on the output embedding gathers the
+    hidden states whose next-token label is supervised. Equals the Trainer's loss (token mean, or sum /
+    ``num_items_in_batch``); the full forward without labels or an output embedding module."""
     labels = inputs.get("labels")
     head = _unwrap_for_head(model)
     if labels is None or head is None:
@@ -48,13 +40,9 @@ def response_only_lm_loss(model, inputs, num_items_in_batch=None):
     if n_valid == 0:
         return default_loss(model, inputs)
 
-    def gather(module, args):
-        return (args[0][keep],) + tuple(args[1:])
-
-    handle = head.register_forward_pre_hook(gather)
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][keep], *args[1:]))
     try:
-        fwd = {k: v for k, v in inputs.items() if k != "labels"}
-        out = model(**fwd, use_cache=False)
+        out = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
     finally:
         handle.remove()
     logits = out["logits"] if isinstance(out, dict) else out[0]
@@ -83,11 +71,8 @@ def token_average_scale(trainer, num_items_in_batch) -> int:
 
 
 class AnswerOnlyLoss:
-    """Trainer mixin (``class T(AnswerOnlyLoss, Trainer)``): the plain causal-LM loss, output layer on answers only.
-
-    Overrides only ``compute_loss``, and only for the plain case (labels given, no label smoother, no custom
-    loss function, outputs not requested); everything else is the Trainer's own path.
-    """
+    """Trainer mixin (``class T(AnswerOnlyLoss, Trainer)``): the plain causal-LM loss with the output layer on
+    answers only, in the plain case alone (labels, no label smoother or custom loss, no outputs requested)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs or self.label_smoother is not None or self.compute_loss_func is not None \
