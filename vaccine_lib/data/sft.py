@@ -50,10 +50,7 @@ def _encode_row(row, tokenizer, max_length, min_response_tokens):
 
 def tokenize_sft(ds, tokenizer, max_length: int = 200, min_response_tokens: int = 1, overflow: str = "drop",
                  keep_columns: bool = False):
-    """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels).
-
-    ``keep_columns=True`` keeps the original text columns next to the tensors.
-    """
+    """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels [, the text columns])."""
     if tokenizer.eos_token_id is None:
         raise ConfigError("the tokenizer has no eos token; the target is output + eos")
     if overflow not in ("drop", "error"):
@@ -79,12 +76,8 @@ def tokenize_sft(ds, tokenizer, max_length: int = 200, min_response_tokens: int 
 
 
 def SFTCollator(tokenizer, pad_to_multiple_of: int | None = None):  # noqa: N802 - kept name (was a class)
-    """Right-padding collator for ``tokenize_sft`` rows: transformers' ``DataCollatorForSeq2Seq``.
-
-    Pads ``input_ids`` with the pad token, ``attention_mask`` with 0 and ``labels`` with -100, on the
-    right whatever the tokenizer's current ``padding_side`` (the collator keeps a shallow copy set to
-    ``"right"``; evaluation switches the shared tokenizer to left padding while it generates).
-    """
+    """Right-padding collator for ``tokenize_sft`` rows (``DataCollatorForSeq2Seq``, labels padded with -100) on a
+    shallow tokenizer copy: evaluation switches the shared tokenizer to left padding while it generates."""
     if tokenizer.pad_token_id is None:
         raise ConfigError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token "
                           "(vaccine_lib.models.load_tokenizer does this)")
