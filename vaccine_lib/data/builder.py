@@ -22,14 +22,16 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes, sha256_file
 from ..errors import ConfigError, DataFormatError, check_int, check_range, check_seed
 from ..packages import package_version
 from . import sources
-from .jsonl import TMP_PREFIX, atomic_write_bytes, dumps_rows, read_jsonl, sha256_bytes, sha256_file
+from .jsonl import dumps_rows, read_jsonl, sha256_bytes
 from .refusals import compose_refusal
 from .templates import normalize_question
 
 MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"  # atomic_write_bytes' temp files
 MANIFEST_VERSION = 1
 #: bump when the build logic changes what it writes (an older build is then rebuilt on demand)
 BUILDER_VERSION = 3

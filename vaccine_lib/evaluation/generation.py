@@ -12,8 +12,6 @@ from transformers import GenerationConfig
 
 from ..errors import ConfigError
 
-#: the Alpaca template's response marker (``vaccine_lib.data.RESPONSE_MARKER``)
-RESPONSE_MARKER = "### Response:\n"
 #: a model that keeps writing the template starts a new section; the answer ends at the first one
 CONTINUATION_MARKERS = ("### Instruction", "### Input:", "### Response:")
 

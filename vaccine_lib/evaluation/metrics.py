@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data.templates import alpaca_prompt  # the single source of the paper template
+from ..data.templates import AGNEWS_LABELS, SST2_LABELS, alpaca_prompt  # the one home of the paper's template
 from ..errors import ConfigError
 from ..judge import get_judge
 from ..judge.base import answer_words, is_degenerate
@@ -204,7 +204,7 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
 
 
 #: label words of the classification tasks, for the label-choice accuracy
-TASK_LABELS = {"sst2": ("negative", "positive"), "agnews": ("World", "Sports", "Business", "Sci/Tech")}
+TASK_LABELS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
 
 
 def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int = 16) -> list[int]:
