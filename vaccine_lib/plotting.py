@@ -64,9 +64,6 @@ def _order(values: Iterable) -> list:
     return known + [v for v in values if v not in known]
 
 
-# --------------------------------------------------------------------------- saving
-
-
 def _atomic_write(target: Path, write) -> None:
     with atomic_path(target, prefix=".") as tmp:
         write(str(tmp))
@@ -113,9 +110,6 @@ def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: boo
     _atomic_write(target, lambda tmp: df.to_csv(tmp, index=index, float_format="%.6g"))
     record(out_dir, name, rows=len(df), **keys_and_seeds(df))
     return target
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def _errorbar(df: pd.DataFrame, x: str, hue: str | None):

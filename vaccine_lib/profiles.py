@@ -10,10 +10,6 @@ dtype, data source, threads, ``seeds``.
   and ``results/<label>/``; only ``configs/profiles/default.yaml`` without overrides writes ``figures/``.
 - **Overrides** use one syntax everywhere: ``--override align.lr=1e-3`` on a command line,
   ``overrides={"align": {"lr": 1e-3}}`` (or ``{"align.lr": 1e-3}``) in a notebook or papermill.
-
->>> P = load_profile("smoke", {"sweeps": {"ps": [0.0, 0.5]}})
->>> P.sweeps.ps
-[0.0, 0.5]
 """
 
 from __future__ import annotations
@@ -48,9 +44,6 @@ COMMITTED_PROFILE = "default"
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
-# --------------------------------------------------------------------------- YAML without duplicate keys
-
-
 class _DuplicateKey(Exception):  # noqa: N818 - internal signal, turned into ConfigError by load_yaml
     pass
 
@@ -78,9 +71,6 @@ def load_yaml(text: str, where: str):
                           "through 'extends:').") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({exc})") from None
-
-
-# --------------------------------------------------------------------------- the profile
 
 
 def profiles_dir() -> Path:
@@ -203,9 +193,6 @@ class Profile(Strict):
         return load_profile(self.path, _merge(self.overrides, normalise_overrides(overrides)))
 
 
-# --------------------------------------------------------------------------- loading
-
-
 def profile_path(name) -> Path:
     """The YAML file of a built-in profile name, or a path to a profile YAML file."""
     text = str(name)
@@ -309,11 +296,8 @@ def parse_overrides(items) -> dict:
 
 
 def load_profile(name="default", overrides: dict | None = None) -> Profile:
-    """Load, complete (``extends:``), override and validate a profile. Raises :class:`ConfigError`.
-
-    ``name``: a built-in name (``smoke``, ``default``, ``full``, ``paper``) or a YAML path.
-    ``overrides``: nested or dotted dict (``{"align.lr": 1e-3}``, ``{"sweeps": {"ps": [0, 0.2]}}``, ``{"seed": 1}``).
-    """
+    """Load, complete (``extends:``), override and validate a profile (a built-in name or a YAML path); raises
+    :class:`ConfigError`. ``overrides``: nested or dotted (``{"align.lr": 1e-3}``, ``{"seed": 1}``)."""
     if isinstance(name, Profile):
         return name.replace(overrides) if overrides else name
     path = profile_path(name)
