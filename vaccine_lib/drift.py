@@ -1,19 +1,10 @@
 """Harmful embedding drift (paper section 3), alignment loss, and t-SNE-ready embeddings.
 
-The *hidden embedding* e_l of layer l is its attention sub-block's output (``output[0]`` of
-``vaccine_lib.hooks.get_attention_modules(model)[l]``: after the output projection, before the
-residual add). Drift compares the e_l of two models (aligned vs fine-tuned; pre-trained vs
-fine-tuned for Non-Aligned) on the *same* fixed alignment samples. Padding positions are
-dropped; optionally only response tokens are kept.
-
-Two reductions (``embedding_drift``):
-
-- ``"sum_sq"``: the reference code's number - squared L2 norm of the difference summed over all
-  layers, tokens and samples: ``sum_l sum_t ||e_l,t - e'_l,t||^2``. It grows with the number of
-  samples, tokens, layers and the hidden size (values ~1e7 for Llama2-7B in Fig. 2b).
-- ``"per_token"``: ``mean_l mean_t ||e_l,t - e'_l,t||_2 / sqrt(d)`` - the root-mean-square
-  per-coordinate difference per token and layer, averaged. Independent of how many samples,
-  tokens and layers there are and of the hidden size d, so it is comparable across models.
+The hidden embedding e_l (``hooks``) of two models (aligned vs fine-tuned; pre-trained vs fine-tuned for
+Non-Aligned) on the *same* fixed alignment samples, padding dropped (optionally response tokens only). Two
+reductions: ``"sum_sq"``, the reference code's ``sum_l sum_t ||e_l,t - e'_l,t||^2`` (grows with samples, tokens,
+layers and hidden size: ~1e7 for Llama2-7B in Fig. 2b); ``"per_token"``, ``mean_l mean_t ||e_l,t - e'_l,t||_2 /
+sqrt(d)``, the RMS per-coordinate difference, comparable across models and sample sizes.
 """
 
 from __future__ import annotations

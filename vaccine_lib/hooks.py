@@ -1,13 +1,9 @@
-"""Where a causal LM's decoder layers and attention modules are, and the one hook set Vaccine and drift use.
+"""Where a causal LM's decoder layers and attention modules are (found generically through DDP and peft
+wrappers, or by ``layers_path``), and the one hook set Vaccine and drift use.
 
-Layers are found generically (``model.layers`` / ``transformer.h`` / ``decoder.layers`` ..., or an explicit
-``layers_path``), not by class name, through DDP and peft wrappers.
-
-The *hidden embedding* ``e_l`` of layer ``l`` is its attention module's output (``output[0]`` when the
-module returns a tuple: after the output projection, before the residual add). ``attention_hooks``
-calls ``fn(l, e_l)`` on it in every forward inside the block; a tensor returned replaces ``e_l``
-(``None`` leaves the output as it is). Vaccine adds ``delta_l`` (pass 1) or ``eps_l`` (pass 2),
-drift records ``e_l``. Hooks are removed on exit, also on error.
+The *hidden embedding* ``e_l`` of layer ``l`` is its attention module's output (``output[0]`` of a tuple: after
+the output projection, before the residual add). Inside ``attention_hooks`` every forward calls ``fn(l, e_l)``;
+a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records ``e_l``).
 """
 
 from __future__ import annotations

