@@ -1,23 +1,14 @@
-"""Fine-tuning-stage defenses from the paper's Appendix B.2: EWC, KL and Vlguard.
+"""Fine-tuning-stage defenses from the paper's Appendix B.2: EWC, KL and Vlguard. Each trainable defense is a
+``TrainingArguments`` subclass (its hyper-parameters) plus a ``Trainer`` overriding only ``compute_loss``.
 
-Each trainable defense is a ``TrainingArguments`` subclass (its hyper-parameters, documented)
-plus a ``Trainer`` subclass that overrides only ``compute_loss``:
+- **EWC** (Kirkpatrick et al.): ``loss + lambda/2 * sum_i F_i (w_i - w*_i)^2`` over the trainable parameters,
+  ``w*`` right after alignment, ``F`` the diagonal empirical Fisher on alignment data; with Single-LoRA (paper).
+- **KL**: ``loss + weight * KL(p_finetuned || p_aligned)`` over the *vocabulary* (the reference code took the
+  softmax over the sequence dimension, a defect), averaged over response tokens; the aligned model is the same
+  network with its LoRA adapter disabled (Double-LoRA), so no second copy is held in memory.
+- **Vlguard**: data only, ``m`` alignment samples mixed into the user data (paper: 500 into 1000), then SFT.
 
-- **EWC** (Kirkpatrick et al.): ``loss + lambda/2 * sum_i F_i (w_i - w*_i)^2`` over the trainable
-  parameters, with ``w*`` the parameters right after alignment and ``F`` the diagonal empirical
-  Fisher on alignment data (``compute_fisher``). The paper uses it with Single-LoRA (the
-  alignment adapter keeps training, so ``w*`` is the aligned adapter).
-- **KL**: ``loss + weight * KL(p_finetuned || p_aligned)``, the KL between next-token
-  distributions taken over the *vocabulary* (the reference code took the softmax over the
-  sequence dimension, a defect), averaged over response tokens (label != -100). The aligned
-  model is the same network with its LoRA adapter disabled (Double-LoRA: base + merged alignment
-  adapter), so no second copy is held in memory; or pass ``ref_model=`` explicitly.
-- **Vlguard**: data only - ``vlguard_mix`` mixes ``m`` alignment samples into the user data
-  (paper: 500 into 1000), then plain SFT.
-
-Loss normalisation: the SFT loss is the Trainer's token mean over all response tokens of the
-(accumulated) batch; the penalties are per optimizer step and scaled so that gradient
-accumulation does not count them twice.
+The penalties are per optimizer step, scaled so that gradient accumulation does not count them twice.
 """
 
 from __future__ import annotations
@@ -83,16 +74,12 @@ class _ExtraLogMixin:
 
 @dataclass
 class EWCConfig(TrainingArguments):
-    """TrainingArguments + EWC's penalty weight.
+    """TrainingArguments + EWC's penalty weight ``ewc_lambda`` (multiplies ``1/2 * sum F (w - w*)^2``).
 
-    ``ewc_lambda`` multiplies ``1/2 * sum F (w - w*)^2``. The paper uses 1e9 with its Fisher;
-    what matters is lambda times the Fisher's scale, which depends on the model, the adapter and
-    the Fisher estimate. Measured on SmolLM2-135M (r=8 q/k/v/o adapter, 921,600 weights,
-    per-sample empirical Fisher on 8 alignment samples): mean F = 2.3e-7, max 4.8e-4,
-    sum F = 0.21. Adam moves each weight by ~lr per step, so after ~25 steps at lr 5e-4
-    |w - w*| ~ 3e-3; the penalty's gradient lambda * F * |w - w*| then equals a typical
-    loss gradient (~sqrt(F) = 5e-4) at lambda ~ 1e6 - the default here. 1e9 freezes the adapter
-    in the miniature. Sweep it (1e4 .. 1e9) rather than trust one value.
+    The paper uses 1e9 with its Fisher; what matters is lambda times the Fisher's scale. On SmolLM2-135M (r=8
+    q/k/v/o adapter, per-sample Fisher on 8 alignment samples): mean F = 2.3e-7, max 4.8e-4. After ~25 Adam steps
+    at lr 5e-4, |w - w*| ~ 3e-3, and the penalty's gradient lambda * F * |w - w*| equals a typical loss gradient
+    (~sqrt(F) = 5e-4) at lambda ~ 1e6, the default here; 1e9 freezes the miniature's adapter. Sweep it (1e4 .. 1e9).
     """
 
     ewc_lambda: float = field(default=EWC_LAMBDA_DEFAULT, metadata={"help": "EWC penalty weight lambda"})

@@ -1,11 +1,9 @@
 """Language-model losses on the supervised (answer) positions only: the same value, a cheaper output layer.
 
-With the loss on response tokens only, most positions (the prompt, padding) carry label -100 and contribute
-nothing, yet a plain forward runs the output layer (576 x 49,152 on SmolLM2: the largest matmul of a small
-model) and the vocabulary softmax on every position. :func:`response_only_lm_loss` gathers the hidden states of
-the supervised positions before the output layer, so the head and the cross-entropy run on those rows alone.
-Vaccine's pass 1 uses it, and :class:`AnswerOnlyLoss` makes any ``Trainer`` use it for its training loss; the
-value and the gradients equal the Trainer's own loss (tests check both).
+Most positions (the prompt, padding) carry label -100, yet a plain forward runs the output layer (576 x 49,152 on
+SmolLM2: the largest matmul of a small model) and the softmax on all of them. :func:`response_only_lm_loss`
+gathers the supervised positions before the output layer; Vaccine's pass 1 uses it, :class:`AnswerOnlyLoss`
+makes any ``Trainer`` use it. Value and gradients equal the Trainer's own loss (tests check both).
 """
 
 from __future__ import annotations

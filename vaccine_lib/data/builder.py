@@ -1,14 +1,10 @@
 """Build the processed splits (``python -m vaccine_lib.data build``).
 
-Writes ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` with each source's
-package and version (and the sha256 of every source file read), row counts, the sha256 of every
-split file and the build parameters. No timestamps: building twice gives identical bytes.
-A split counts as built only if the manifest lists it with the sha256 of the file on disk, so an
-interrupted build (a ``.tmp-*`` file left behind, or no manifest yet) is never taken as complete.
-
-Disjointness (after ``normalize_question``): evaluation prompts are kept pure; harmful
-fine-tuning questions that appear in the evaluation set are dropped; alignment questions that
-appear in either are dropped.
+Writes ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` (sources with package versions and
+file sha256s, row counts, split sha256s, build parameters; no timestamps, so building twice gives identical
+bytes). A split counts as built only if the manifest lists the sha256 of the file on disk. Disjointness (after
+``normalize_question``): evaluation prompts are kept; harmful fine-tuning questions that appear in the evaluation
+set are dropped; alignment questions that appear in either are dropped.
 """
 
 from __future__ import annotations
