@@ -22,6 +22,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from .errors import ConfigError, check_range
+from .hooks import eval_mode
 
 #: Miniature default for EWC lambda (see ``EWCConfig.ewc_lambda``).
 EWC_LAMBDA_DEFAULT = 1e6
@@ -101,24 +102,21 @@ def compute_fisher(model: nn.Module, dataloader: Iterable[dict], max_batches: in
         raise ConfigError("compute_fisher: the model has no trainable parameters (add or load a LoRA adapter first)")
     device = device or next(iter(params.values())).device
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    was_training = model.training
-    model.eval()
     count = 0
-    try:
-        for i, batch in enumerate(dataloader):
-            if max_batches is not None and i >= max_batches:
-                break
-            batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+    with eval_mode(model):
+        try:
+            for i, batch in enumerate(dataloader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+                model.zero_grad(set_to_none=True)
+                model(**batch).loss.backward()
+                for n, p in params.items():
+                    if p.grad is not None:
+                        fisher[n] += p.grad.detach().float() ** 2
+                count += 1
+        finally:
             model.zero_grad(set_to_none=True)
-            loss = model(**batch).loss
-            loss.backward()
-            for n, p in params.items():
-                if p.grad is not None:
-                    fisher[n] += p.grad.detach().float() ** 2
-            count += 1
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
     if count == 0:
         raise ConfigError("compute_fisher: the dataloader yielded no batches")
     return {n: f / count for n, f in fisher.items()}

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .errors import ConfigError, check_choice
-from .hooks import attention_hooks
+from .hooks import attention_hooks, eval_mode
 
 REDUCTIONS = ("sum_sq", "per_token")
 _FWD_KEYS = ("input_ids", "attention_mask")
@@ -72,15 +72,9 @@ def _device(model: nn.Module) -> torch.device:
 def _capture(model: nn.Module, batch: dict, layers_path=None, attn_name=None) -> list[torch.Tensor]:
     """Per-layer attention outputs [B, T, d] for one batch (eval mode, no grad)."""
     store: dict[int, torch.Tensor] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with attention_hooks(model, lambda i, e: store.__setitem__(i, e.detach()), layers_path=layers_path,
-                             attn_name=attn_name) as mods:
-            dev = _device(model)
-            model(**{k: batch[k].to(dev) for k in _FWD_KEYS if k in batch})
-    finally:
-        model.train(was_training)
+    with eval_mode(model), attention_hooks(model, lambda i, e: store.__setitem__(i, e.detach()),
+                                           layers_path=layers_path, attn_name=attn_name) as mods:
+        model(**{k: batch[k].to(_device(model)) for k in _FWD_KEYS if k in batch})
     if len(store) < len(mods):
         raise ConfigError("an attention module did not run in the forward pass")
     return [store[i] for i in range(len(mods))]
@@ -170,11 +164,8 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
 @torch.no_grad()
 def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
     """Clean loss on alignment data: mean token cross-entropy over all response tokens (eval mode)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        dev = _device(model)
+    total, count, dev = 0.0, 0, _device(model)
+    with eval_mode(model):
         for batch in batches:
             batch = _as_batch(batch)
             if "labels" not in batch:
@@ -185,8 +176,6 @@ def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
                                                      ignore_index=-100, reduction="sum")
             total += float(loss)
             count += int((labels != -100).sum())
-    finally:
-        model.train(was_training)
     return total / max(count, 1)
 
 

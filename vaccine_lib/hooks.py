@@ -34,6 +34,17 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """The model in eval mode (no dropout) within the block; its training flag restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def _get_path(obj, path: str):
     for part in path.split("."):
         obj = getattr(obj, part, None)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .hooks import unwrap
+from .hooks import eval_mode, unwrap
 
 
 def default_loss(model, inputs):
@@ -87,23 +87,19 @@ def continuation_logprobs(model, pad_id: int, pairs, batch_size: int = 16) -> li
     model's training flag is restored. Used by the label-choice accuracy and the threeway judge's PMI."""
     out: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
     order = sorted((k for k in range(len(pairs)) if pairs[k][1]), key=lambda k: len(pairs[k][0]) + len(pairs[k][1]))
-    device, was_training = next(model.parameters()).device, model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                width = max(len(pairs[k][0]) + len(pairs[k][1]) for k in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for r, k in enumerate(batch):
-                    seq = list(pairs[k][0]) + list(pairs[k][1])
-                    ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-                logp = torch.log_softmax(logits.float(), -1).cpu()
-                for r, k in enumerate(batch):
-                    p, c = pairs[k]
-                    out[k] = logp[r, torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(list(c))]
-    finally:
-        model.train(was_training)
+    device = next(model.parameters()).device
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = max(len(pairs[k][0]) + len(pairs[k][1]) for k in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, k in enumerate(batch):
+                seq = list(pairs[k][0]) + list(pairs[k][1])
+                ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            logp = torch.log_softmax(logits.float(), -1).cpu()
+            for r, k in enumerate(batch):
+                p, c = pairs[k]
+                out[k] = logp[r, torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(list(c))]
     return out

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from ..errors import ConfigError
+from ..hooks import eval_mode
 
 #: a model that keeps writing the template starts a new section; the answer ends at the first one
 CONTINUATION_MARKERS = ("### Instruction", "### Input:", "### Response:")
@@ -44,18 +45,17 @@ def _special_ids(tokenizer) -> tuple[int, int]:
 @contextmanager
 def _generation_mode(model, tokenizer):
     """Left padding, a pad token and eval mode for the duration; restores all three afterwards."""
-    old_side, old_pad, was_training = tokenizer.padding_side, tokenizer.pad_token, model.training
+    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
     try:
-        yield
+        with eval_mode(model):
+            yield
     finally:
         tokenizer.padding_side = old_side
         if old_pad is None:
             tokenizer.pad_token = None
-        model.train(was_training)
 
 
 def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
