@@ -158,18 +158,17 @@ def metric_vs_p(df: pd.DataFrame, metrics: Sequence[str] = ("hs", "fa"), x: str 
     return lines(df, x, metrics, hue=hue, title=title)
 
 
+def history_frame(histories: Mapping[str, Sequence[dict]], keys: Sequence[str], x: str = "step") -> pd.DataFrame:
+    """Long table (model, x, key, value) of the given keys of Trainer log histories ``{label: log_history}``."""
+    rows = [{"model": name, x: rec[x], "key": k, "value": float(rec[k])} for name, hist in histories.items()
+            for rec in hist or [] if x in rec for k in keys if rec.get(k) is not None]
+    return pd.DataFrame(rows, columns=["model", x, "key", "value"])
+
+
 def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str] = ("loss",), x: str = "step",
                     title: str | None = None, logy: bool = False):
     """Per-step curves from Trainer log histories ``{label: log_history}``, one panel per key."""
-    rows = []
-    for name, hist in histories.items():
-        for rec in hist or []:
-            if x not in rec:
-                continue
-            for k in keys:
-                if k in rec and rec[k] is not None:
-                    rows.append({"model": name, x: rec[x], "key": k, "value": float(rec[k])})
-    df = pd.DataFrame(rows, columns=["model", x, "key", "value"])
+    df = history_frame(histories, keys, x)
     present = [k for k in keys if k in set(df["key"])] or list(keys[:1])
     fig, axes = plt.subplots(1, len(present), figsize=(_FIG_W * len(present), 2.4), squeeze=False)
     order = _order(histories.keys())

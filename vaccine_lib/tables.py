@@ -28,7 +28,7 @@ from .drift import pooled_embeddings
 from .errors import ConfigError
 from .evaluation import show_generations
 from .evaluation.agreement import run_agreement
-from .plotting import DEFENSE_ORDER
+from .plotting import DEFENSE_ORDER, history_frame  # noqa: F401 - notebook 02 calls tables.history_frame
 from .profiles import COMMITTED_PROFILE, Profile, check_inside, describe, load_profile, load_yaml, normalise_overrides
 from .provenance import set_context
 from .stages import (align, align_key, drift, evaluate, finetune, finetune_key, load_stage_model, method_label,
@@ -126,13 +126,6 @@ def align_histories(P: Profile, run_dir, methods: Sequence[str] = ("sft", "vacci
     """``{label: log_history}`` of the alignment runs (first seed): training curves, perturbation norms."""
     names = {"sft": "SFT", "vaccine": "Vaccine"}
     return {names.get(m, m): align(registry.align_config(P, m), run_dir).log_history for m in methods}
-
-
-def history_frame(histories: dict, keys: Sequence[str]) -> pd.DataFrame:
-    """Long table (model, step, key, value) of selected log-history keys."""
-    rows = [{"model": name, "step": rec["step"], "key": k, "value": float(rec[k])}
-            for name, hist in histories.items() for rec in hist or [] for k in keys if k in rec and "step" in rec]
-    return pd.DataFrame(rows, columns=["model", "step", "key", "value"])
 
 
 def drift_history(P: Profile, run_dir) -> pd.DataFrame:
