@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
 from ..hooks import eval_mode
 
 #: a model that keeps writing the template starts a new section; the answer ends at the first one
@@ -62,10 +62,8 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
                     progress: bool = True, desc: str = "generate") -> list[list[int]]:
     """Greedy continuation token ids for each prompt (eos and padding removed), in input order."""
     prompts = _check_prompts(prompts)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens={max_new_tokens!r} is out of range; allowed range: integers >= 1")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} is out of range; allowed range: integers >= 1")
+    check_int("max_new_tokens", max_new_tokens, 1)
+    check_int("batch_size", batch_size, 1)
     eos_id, pad_id = _special_ids(tokenizer)
     stop_ids = [eos_id]
     model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
