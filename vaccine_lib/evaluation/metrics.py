@@ -142,20 +142,14 @@ def _questions(prompts, categories):
     if not prompts:
         raise ValueError("prompts is empty; pass the harmful evaluation questions, "
                          "e.g. vaccine_lib.data.harmful_eval_prompts(n)")
-    questions, inputs, row_cats = [], [], []
     for i, p in enumerate(prompts):
-        if isinstance(p, dict):
-            if "instruction" not in p:
-                raise ValueError(f"prompt row {i} has no 'instruction' field (keys: {sorted(p)})")
-            questions.append(p["instruction"])
-            inputs.append(p.get("input") or "")
-            row_cats.append(p.get("category"))
-        elif isinstance(p, str):
-            questions.append(p)
-            inputs.append("")
-            row_cats.append(None)
-        else:
+        if isinstance(p, dict) and "instruction" not in p:
+            raise ValueError(f"prompt row {i} has no 'instruction' field (keys: {sorted(p)})")
+        if not isinstance(p, (dict, str)):
             raise ValueError(f"prompt {i} is a {type(p).__name__}; pass strings or dict rows")
+    rows = [p if isinstance(p, dict) else {"instruction": p} for p in prompts]
+    questions, inputs = [r["instruction"] for r in rows], [r.get("input") or "" for r in rows]
+    row_cats = [r.get("category") for r in rows]
     if categories is None and any(c is not None for c in row_cats):
         categories = row_cats
     if categories is not None:
