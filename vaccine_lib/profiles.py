@@ -1,15 +1,13 @@
-"""Experiment profiles: a YAML file in ``configs/profiles/`` validated into one :class:`Profile`.
-
-Sections: the stage configs of ``vaccine_lib.config`` and the registry's ``sweeps``; top level: model, device,
-dtype, data source, threads, ``seeds``.
+"""Experiment profiles: a YAML file in ``configs/profiles/`` (the stage configs of ``vaccine_lib.config``, the
+registry's ``sweeps``, and model, device, dtype, data source, threads, ``seeds``) validated into a :class:`Profile`.
 
 - **Complete or ``extends:``.** A file gives every field, or starts with ``extends: <name>`` and inherits
   what it leaves out (nothing falls back to values written in code). A key given twice is an error.
 - **Its name is its file name** (``[A-Za-z0-9_.-]+``, no leading dot); a ``profile:`` line must agree; a
   file elsewhere may not borrow a built-in profile's name. Outputs stay inside ``runs/<name>/`` (stage cache)
   and ``results/<label>/``; only ``configs/profiles/default.yaml`` without overrides writes ``figures/``.
-- **Overrides** use one syntax everywhere: ``--override align.lr=1e-3`` on a command line,
-  ``overrides={"align": {"lr": 1e-3}}`` (or ``{"align.lr": 1e-3}``) in a notebook or papermill.
+- **Overrides**, one syntax: ``--override align.lr=1e-3``; ``overrides={"align": {"lr": 1e-3}}`` or
+  ``{"align.lr": 1e-3}`` in a notebook or papermill.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """The notebooks' side of the library: their parameters (``notebook_setup``) and the result tables of the
-registry's experiments, read from (or computed into) the stage cache.
-
-``rows = tables.run(P, RUN, "table1")`` trains / evaluates (cached) every point of one registry entry and returns
-one row per fine-tuned model: the point (defense, task, p, n, seed, rho, perturbation, lora, tau), the metrics
-(hs, refusal, label_only, fa, fa_choice; with drift: drift, drift_sum_sq, align_loss, align_loss_before) and the
-stage keys (stage_key, eval_key) that every saved table's provenance lists.
+registry's experiments from the stage cache: ``tables.run(P, RUN, "table1")`` trains / evaluates (cached) one
+registry entry, one row per fine-tuned model with its point, metrics and stage keys (for the tables' provenance).
 """
 
 from __future__ import annotations
