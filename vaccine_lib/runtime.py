@@ -40,12 +40,11 @@ def stage_seconds(stages, run_dir) -> pd.DataFrame:
     """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed)."""
     rows = []
     for s in stages:
-        seconds = math.nan
         metrics = s.path(run_dir) / "metrics.json"
-        if metrics.is_file():
-            value = json.loads(metrics.read_text(encoding="utf-8")).get(SECONDS_FIELD[s.kind])
-            seconds = float(value) if value is not None else math.nan
-        rows.append({"kind": s.kind, "label": s.label, "key": s.key, "seconds": seconds})
+        value = json.loads(metrics.read_text(encoding="utf-8")).get(SECONDS_FIELD[s.kind]) if metrics.is_file() \
+            else None
+        rows.append({"kind": s.kind, "label": s.label, "key": s.key,
+                     "seconds": math.nan if value is None else float(value)})
     return pd.DataFrame(rows, columns=["kind", "label", "key", "seconds"])
 
 
@@ -120,7 +119,7 @@ def read_table(table=DEFAULT_TABLE) -> tuple[pd.DataFrame, dict]:
 def _fmt(s: float) -> str:
     if s != s:  # NaN
         return "-"
-    return f"{s:,.0f} s" if s < 3600 else f"{s:,.0f} s ({s / 3600:.1f} h)"
+    return f"{s:,.0f} s" + (f" ({s / 3600:.1f} h)" if s >= 3600 else "")
 
 
 def render_block(df: pd.DataFrame, meta: dict | None = None) -> str:

@@ -247,10 +247,11 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
         atomic_write_bytes(split_path(data_dir, name), data)
         entries[name] = {"file": f"{name}.jsonl", "rows": len(rows), "kinds": _kinds(rows),
                          "sha256": sha256_bytes(data)}
+    files = {dist: {rel: sources.package_file(dist, rel) for rel in sorted(rels)}
+             for dist, rels in sources.SOURCE_FILES.items()}
     src = {dist: {"version": package_version(dist),
-                  "files": {rel: sha256_file(sources.package_file(dist, rel)) for rel in sorted(sources.SOURCE_FILES[dist])
-                            if sources.package_file(dist, rel).is_file()}}
-           for dist in sorted(sources.SOURCE_FILES)}
+                  "files": {rel: sha256_file(path) for rel, path in files[dist].items() if path.is_file()}}
+           for dist in sorted(files)}
     manifest = {"version": MANIFEST_VERSION, "builder": BUILDER_VERSION, "params": asdict(config), "sources": src,
                 "splits": entries}
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())

@@ -29,7 +29,8 @@ def _check_prompts(prompts) -> list[str]:
     bad = [(i, type(p).__name__) for i, p in enumerate(prompts) if not isinstance(p, str)]
     if bad:
         raise ValueError(f"prompts must all be strings; prompt {bad[0][0]} is a {bad[0][1]} ({len(bad)} non-string "
-                         "prompts in total). Format questions with vaccine_lib.data.alpaca_prompt(instruction, input) first")
+                         "prompts in total). Format questions with vaccine_lib.data.alpaca_prompt(instruction, input) "
+                         "first")
     return prompts
 
 

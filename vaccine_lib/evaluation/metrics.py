@@ -181,8 +181,9 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
         raise ConfigError(f"judge returned {len(verdicts)} verdicts for {len(answers)} answers")
     rows = []
     for i, (q, a, v) in enumerate(zip(shown, answers, verdicts)):
-        rows.append({"question": q, "answer": a, **{f: bool(_field(v, f)) for f in ("harmful", "refusal", "label_only")},
-                     "score": float(_field(v, "score")), "category": categories[i] if categories is not None else None,
+        flags = {f: bool(_field(v, f)) for f in ("harmful", "refusal", "label_only")}
+        rows.append({"question": q, "answer": a, **flags, "score": float(_field(v, "score")),
+                     "category": categories[i] if categories is not None else None,
                      "empty": not a.strip(), "degenerate": is_degenerate(a), "words": answer_words(a)})
         rows[-1]["split"] = three_way(rows[-1])
     totals = _rates(rows)
@@ -243,7 +244,8 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
     answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, progress=progress)
     rows = [{"question": it["instruction"], "input": it.get("input") or "", "answer": a,
-             "gold": it.get("answer", it.get("output")), "correct": bool(scorer(a, it))} for it, a in zip(items, answers)]
+             "gold": it.get("answer", it.get("output")), "correct": bool(scorer(a, it))}
+            for it, a in zip(items, answers)]
     correct = sum(r["correct"] for r in rows)
     choice_acc = None
     if choice and task in TASK_LABELS:
