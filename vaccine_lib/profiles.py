@@ -331,8 +331,7 @@ def describe(P: Profile) -> str:
             f"  align: n={a.n}, epochs={a.epochs:g}, max_steps={a.max_steps}, lr={a.lr:g}, batch={a.batch_size}, "
             f"rho={a.rho:g}, LoRA r={a.lora_r} alpha={a.lora_alpha:g} on {a.lora_targets}\n"
             f"  finetune: task={f.task}, n={f.n}, p={f.p:g}, epochs={f.epochs:g}, max_steps={f.max_steps}, "
-            f"lr={f.lr:g}, "
-            f"LoRA alpha={f.lora_alpha:g} on {f.lora_targets}\n"
+            f"lr={f.lr:g}, LoRA alpha={f.lora_alpha:g} on {f.lora_targets}\n"
             f"  sweeps: methods {s.defenses}, p in {s.ps}, n in {s.sample_counts}, rho in {s.rhos}\n"
             f"  eval: {e.n_harmful} harmful + {e.n_task} task items, {e.max_new_tokens} new tokens, judge {e.judge}")
 
