@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import vaccine_lib.profiles as prof
+import vaccine_lib.tables as tables
 from vaccine_lib import config
 from vaccine_lib.config import RANGES, AlignConfig, FinetuneConfig, Sweeps, check_param
 from vaccine_lib.data import check_splits, default_data_dir, is_built
@@ -19,7 +19,8 @@ from vaccine_lib.data.__main__ import main as data_main
 from vaccine_lib.data.jsonl import dumps_rows, read_jsonl, sha256_bytes
 from vaccine_lib.errors import ConfigError, DataFormatError
 from vaccine_lib.paths import REPO_ROOT
-from vaccine_lib.profiles import from_notebook, load_profile, load_yaml, parse_overrides, profiles_dir
+from vaccine_lib.profiles import load_profile, load_yaml, parse_overrides, profiles_dir
+from vaccine_lib.tables import from_notebook
 
 
 def _files(path: Path) -> list[str]:
@@ -46,7 +47,7 @@ def test_good_profile_name_with_dots_loads(tmp_path):
 
 
 def _fresh(monkeypatch, root):
-    monkeypatch.setattr(prof, "_VALIDATED_NAMES", None)
+    monkeypatch.setattr(tables, "_VALIDATED_NAMES", None)
     monkeypatch.setenv("VACCINE_REPO_ROOT", str(root))
 
 

@@ -9,9 +9,8 @@ from vaccine_lib.config import AlignConfig, FinetuneConfig
 from vaccine_lib.stages import training_args
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.paths import REPO_ROOT
-from vaccine_lib.profiles import (
-    from_notebook, load_profile, parse_overrides, profile_names, profile_path,
-)
+from vaccine_lib.profiles import load_profile, parse_overrides, profile_names, profile_path
+from vaccine_lib.tables import from_notebook
 
 
 @pytest.mark.parametrize("name", ["smoke", "default", "full", "paper"])
@@ -173,9 +172,9 @@ def test_profile_names():
 
 
 def _fresh(monkeypatch):
-    import vaccine_lib.profiles as prof
+    import vaccine_lib.tables as tables
 
-    monkeypatch.setattr(prof, "_VALIDATED_NAMES", None)
+    monkeypatch.setattr(tables, "_VALIDATED_NAMES", None)
 
 
 def test_notebook_parameters(tmp_path, monkeypatch):

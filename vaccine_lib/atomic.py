@@ -1,12 +1,7 @@
-"""Atomic writes and verified folders.
-
-- Files: write a temp file in the target's folder, then ``os.replace`` it into place. A crash leaves at most
-  a ``.tmp-*`` file, never a half-written target that a later run would take for complete. Whole folders:
-  :func:`atomic_save_dir` (written in a temp folder, renamed into place in one step).
-- Folders: a finished folder (a stage) lists in its ``done.json`` the size and sha256 of every file it holds
-  (:func:`file_list`); :func:`verify_folder` checks them before the folder is used and raises
-  :class:`DamagedFolder` naming the first missing, truncated, altered or unreadable file.
-"""
+"""Atomic writes (a temp file or folder beside the target, renamed into place in one step: a crash leaves at
+most a ``.tmp-*`` entry, never a half-written target) and verified folders (``done.json`` lists every file's
+size and sha256, :func:`file_list`; :func:`verify_folder` raises :class:`DamagedFolder` naming the first
+missing, truncated, altered or unreadable file)."""
 
 from __future__ import annotations
 
@@ -80,11 +75,8 @@ def atomic_save_dir(target, write) -> Path:
 
 
 def sha256_file(path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def file_list(folder) -> dict:

@@ -1,23 +1,14 @@
-"""Fine-tuning-stage defenses from the paper's Appendix B.2: EWC, KL and Vlguard.
+"""Fine-tuning-stage defenses from the paper's Appendix B.2: EWC, KL and Vlguard. Each trainable defense is a
+``TrainingArguments`` subclass (its hyper-parameters) plus a ``Trainer`` overriding only ``compute_loss``.
 
-Each trainable defense is a ``TrainingArguments`` subclass (its hyper-parameters, documented)
-plus a ``Trainer`` subclass that overrides only ``compute_loss``:
+- **EWC** (Kirkpatrick et al.): ``loss + lambda/2 * sum_i F_i (w_i - w*_i)^2`` over the trainable parameters,
+  ``w*`` right after alignment, ``F`` the diagonal empirical Fisher on alignment data; with Single-LoRA (paper).
+- **KL**: ``loss + weight * KL(p_finetuned || p_aligned)`` over the *vocabulary* (the reference code took the
+  softmax over the sequence dimension, a defect), averaged over response tokens; the aligned model is the same
+  network with its LoRA adapter disabled (Double-LoRA), so no second copy is held in memory.
+- **Vlguard**: data only, ``m`` alignment samples mixed into the user data (paper: 500 into 1000), then SFT.
 
-- **EWC** (Kirkpatrick et al.): ``loss + lambda/2 * sum_i F_i (w_i - w*_i)^2`` over the trainable
-  parameters, with ``w*`` the parameters right after alignment and ``F`` the diagonal empirical
-  Fisher on alignment data (``compute_fisher``). The paper uses it with Single-LoRA (the
-  alignment adapter keeps training, so ``w*`` is the aligned adapter).
-- **KL**: ``loss + weight * KL(p_finetuned || p_aligned)``, the KL between next-token
-  distributions taken over the *vocabulary* (the reference code took the softmax over the
-  sequence dimension, a defect), averaged over response tokens (label != -100). The aligned
-  model is the same network with its LoRA adapter disabled (Double-LoRA: base + merged alignment
-  adapter), so no second copy is held in memory; or pass ``ref_model=`` explicitly.
-- **Vlguard**: data only - ``vlguard_mix`` mixes ``m`` alignment samples into the user data
-  (paper: 500 into 1000), then plain SFT.
-
-Loss normalisation: the SFT loss is the Trainer's token mean over all response tokens of the
-(accumulated) batch; the penalties are per optimizer step and scaled so that gradient
-accumulation does not count them twice.
+The penalties are per optimizer step, scaled so that gradient accumulation does not count them twice.
 """
 
 from __future__ import annotations
@@ -31,6 +22,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from .errors import ConfigError, check_range
+from .hooks import eval_mode
 
 #: Miniature default for EWC lambda (see ``EWCConfig.ewc_lambda``).
 EWC_LAMBDA_DEFAULT = 1e6
@@ -44,15 +36,10 @@ EWC_LAMBDA_MAX = 1e12
 KL_WEIGHT_MAX = 1e3
 
 
-# --------------------------------------------------------------------------- helpers
-
-
 def _ga_scale(trainer: Trainer, num_items_in_batch) -> float:
-    """Factor for a per-micro-batch regulariser so that it is counted once per optimizer step.
-
-    The Trainer divides the loss by the accumulation steps itself unless the loss was already
-    normalised over the whole accumulated batch (``num_items_in_batch``); mirror its rule.
-    """
+    """Factor for a per-micro-batch regulariser so that it is counted once per optimizer step: the Trainer
+    divides the loss by the accumulation steps unless it was already normalised over the whole accumulated
+    batch (``num_items_in_batch``); mirror its rule."""
     scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
     if scaled is None:
         scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
@@ -86,21 +73,14 @@ class _ExtraLogMixin:
         super().log(logs, *args, **kwargs)
 
 
-# --------------------------------------------------------------------------- EWC
-
-
 @dataclass
 class EWCConfig(TrainingArguments):
-    """TrainingArguments + EWC's penalty weight.
+    """TrainingArguments + EWC's penalty weight ``ewc_lambda`` (multiplies ``1/2 * sum F (w - w*)^2``).
 
-    ``ewc_lambda`` multiplies ``1/2 * sum F (w - w*)^2``. The paper uses 1e9 with its Fisher;
-    what matters is lambda times the Fisher's scale, which depends on the model, the adapter and
-    the Fisher estimate. Measured on SmolLM2-135M (r=8 q/k/v/o adapter, 921,600 weights,
-    per-sample empirical Fisher on 8 alignment samples): mean F = 2.3e-7, max 4.8e-4,
-    sum F = 0.21. Adam moves each weight by ~lr per step, so after ~25 steps at lr 5e-4
-    |w - w*| ~ 3e-3; the penalty's gradient lambda * F * |w - w*| then equals a typical
-    loss gradient (~sqrt(F) = 5e-4) at lambda ~ 1e6 - the default here. 1e9 freezes the adapter
-    in the miniature. Sweep it (1e4 .. 1e9) rather than trust one value.
+    The paper uses 1e9 with its Fisher; what matters is lambda times the Fisher's scale. On SmolLM2-135M (r=8
+    q/k/v/o adapter, per-sample Fisher on 8 alignment samples): mean F = 2.3e-7, max 4.8e-4. After ~25 Adam steps
+    at lr 5e-4, |w - w*| ~ 3e-3, and the penalty's gradient lambda * F * |w - w*| equals a typical loss gradient
+    (~sqrt(F) = 5e-4) at lambda ~ 1e6, the default here; 1e9 freezes the miniature's adapter. Sweep it (1e4 .. 1e9).
     """
 
     ewc_lambda: float = field(default=EWC_LAMBDA_DEFAULT, metadata={"help": "EWC penalty weight lambda"})
@@ -112,44 +92,31 @@ class EWCConfig(TrainingArguments):
 
 def compute_fisher(model: nn.Module, dataloader: Iterable[dict], max_batches: int | None = None,
                    device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
-    """Diagonal empirical Fisher of the trainable parameters: mean over batches of (dL/dw)^2.
+    """``{name: F}``, the diagonal empirical Fisher of the trainable parameters: mean over batches of (dL/dw)^2.
 
-    With a batch size of 1 this is the per-sample empirical Fisher (the textbook estimate);
-    larger batches give the cheaper squared-mean-gradient approximation. The model is put in
-    eval mode (no dropout) for the estimate and restored afterwards; its gradients are cleared.
-
-    Args:
-        model: the aligned model with its trainable adapter (Single-LoRA).
-        dataloader: batches with ``input_ids``, ``attention_mask``, ``labels`` (-100 = ignored).
-        max_batches: stop after this many batches.
-        device: where to run (default: the model's device).
-
-    Returns:
-        ``{parameter name: F}`` for every parameter with ``requires_grad``.
+    With a batch size of 1 this is the per-sample empirical Fisher (the textbook estimate); larger batches give
+    the cheaper squared-mean-gradient approximation. Eval mode (no dropout) during the estimate, restored after.
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ConfigError("compute_fisher: the model has no trainable parameters (add or load a LoRA adapter first)")
     device = device or next(iter(params.values())).device
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    was_training = model.training
-    model.eval()
     count = 0
-    try:
-        for i, batch in enumerate(dataloader):
-            if max_batches is not None and i >= max_batches:
-                break
-            batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+    with eval_mode(model):
+        try:
+            for i, batch in enumerate(dataloader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+                model.zero_grad(set_to_none=True)
+                model(**batch).loss.backward()
+                for n, p in params.items():
+                    if p.grad is not None:
+                        fisher[n] += p.grad.detach().float() ** 2
+                count += 1
+        finally:
             model.zero_grad(set_to_none=True)
-            loss = model(**batch).loss
-            loss.backward()
-            for n, p in params.items():
-                if p.grad is not None:
-                    fisher[n] += p.grad.detach().float() ** 2
-            count += 1
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
     if count == 0:
         raise ConfigError("compute_fisher: the dataloader yielded no batches")
     return {n: f / count for n, f in fisher.items()}
@@ -170,15 +137,8 @@ def ewc_penalty(model: nn.Module, fisher: dict[str, torch.Tensor], anchor: dict[
 
 
 class EWCTrainer(_ExtraLogMixin, Trainer):
-    """Trainer with the EWC penalty; ``args`` must be an ``EWCConfig``.
-
-    Args:
-        fisher: ``compute_fisher`` output (keys = trainable parameter names).
-        anchor: ``w*``; default = the trainable parameters' values when the trainer is built.
-        Other arguments as ``transformers.Trainer``.
-
-    Logs ``ewc_penalty`` (the unweighted sum) next to the loss.
-    """
+    """Trainer with the EWC penalty (``args``: an ``EWCConfig``; ``fisher``: ``compute_fisher``'s output;
+    ``anchor``: ``w*``, default the trainable values at construction). Logs ``ewc_penalty`` (unweighted)."""
 
     def __init__(self, *args, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -201,9 +161,6 @@ class EWCTrainer(_ExtraLogMixin, Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-# --------------------------------------------------------------------------- KL
-
-
 @dataclass
 class KLConfig(TrainingArguments):
     """TrainingArguments + the KL baseline's weight (paper 1e-3)."""
@@ -217,33 +174,20 @@ class KLConfig(TrainingArguments):
 
 def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean over response positions of KL(softmax(logits) || softmax(ref_logits)), softmax over the vocabulary.
-
-    Position t's logits predict token t+1, so the positions counted are those whose next label is
-    not -100 (the response tokens, as for the SFT loss). Returns 0 when there are none.
-    """
-    logits = logits[:, :-1].float()
-    ref_logits = ref_logits[:, :-1].float()
+    Position t predicts token t+1, so a position counts when its next label is not -100 (0 when none does)."""
     mask = labels[:, 1:] != -100
-    logp = F.log_softmax(logits, dim=-1)
-    logq = F.log_softmax(ref_logits, dim=-1)
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    logq = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)
     kl = (logp.exp() * (logp - logq)).sum(-1)  # [B, T-1]
-    n = mask.sum()
-    if n == 0:
-        return kl.sum() * 0.0
-    return (kl * mask).sum() / n
+    return (kl * mask).sum() / mask.sum() if mask.any() else kl.sum() * 0.0
 
 
 class KLTrainer(_ExtraLogMixin, Trainer):
-    """Trainer with the KL-to-aligned-model penalty; ``args`` must be a ``KLConfig``.
+    """Trainer with the KL-to-aligned-model penalty (``args``: a ``KLConfig``); logs ``kl`` (unweighted).
 
-    Args:
-        ref_model: frozen reference model. ``None`` (default) = the trained model itself with its
-            LoRA adapter disabled (``model.disable_adapter()``): with Double-LoRA that is exactly
-            the aligned model (base + merged alignment adapter). With Single-LoRA disabling the
-            adapter would give the *base* model, so pass ``ref_model`` there.
-        Other arguments as ``transformers.Trainer``.
-
-    Logs ``kl`` (the unweighted mean token KL) next to the loss.
+    ``ref_model=None``: the trained model with its LoRA adapter disabled, which under Double-LoRA is exactly the
+    aligned model (base + merged alignment adapter); under Single-LoRA that would be the *base* model, so pass
+    ``ref_model`` there.
     """
 
     def __init__(self, *args, ref_model: nn.Module | None = None, **kwargs):
@@ -277,16 +221,9 @@ class KLTrainer(_ExtraLogMixin, Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-# --------------------------------------------------------------------------- Vlguard
-
-
 def vlguard_mix(user_ds, alignment_ds, m: int, seed: int = 0):
-    """User fine-tuning data with ``m`` alignment samples mixed in (Vlguard; paper 500 into 1000).
-
-    The ``m`` samples are a seeded random subset of ``alignment_ds``; only the columns both
-    datasets share are kept, and the union is shuffled with ``seed``. ``m = 0`` returns
-    ``user_ds`` unchanged (plain SFT).
-    """
+    """User fine-tuning data with ``m`` seeded alignment samples mixed in (Vlguard; paper 500 into 1000), on
+    the columns both share, shuffled with ``seed``; ``m = 0``: ``user_ds`` unchanged (plain SFT)."""
     from datasets import concatenate_datasets
 
     check_range("m", m, 0, len(alignment_ds))
@@ -295,13 +232,7 @@ def vlguard_mix(user_ds, alignment_ds, m: int, seed: int = 0):
     common = [c for c in user_ds.column_names if c in alignment_ds.column_names]
     if not common:
         raise ConfigError("vlguard_mix: the user and alignment datasets share no columns")
-    extra = alignment_ds.shuffle(seed=seed).select(range(m)).select_columns(common)
     user = user_ds.select_columns(common)
-    extra = extra.cast(user.features)
+    extra = alignment_ds.shuffle(seed=seed).select(range(m)).select_columns(common).cast(user.features)
     return concatenate_datasets([user, extra]).shuffle(seed=seed).flatten_indices()
 
-
-__all__ = [
-    "EWCConfig", "EWCTrainer", "compute_fisher", "ewc_penalty", "EWC_LAMBDA_DEFAULT", "EWC_LAMBDA_MAX",
-    "KLConfig", "KL_WEIGHT_MAX", "KLTrainer", "token_kl", "vlguard_mix",
-]

@@ -1,19 +1,10 @@
 """Harmful embedding drift (paper section 3), alignment loss, and t-SNE-ready embeddings.
 
-The *hidden embedding* e_l of layer l is its attention sub-block's output (``output[0]`` of
-``vaccine_lib.hooks.get_attention_modules(model)[l]``: after the output projection, before the
-residual add). Drift compares the e_l of two models (aligned vs fine-tuned; pre-trained vs
-fine-tuned for Non-Aligned) on the *same* fixed alignment samples. Padding positions are
-dropped; optionally only response tokens are kept.
-
-Two reductions (``embedding_drift``):
-
-- ``"sum_sq"``: the reference code's number - squared L2 norm of the difference summed over all
-  layers, tokens and samples: ``sum_l sum_t ||e_l,t - e'_l,t||^2``. It grows with the number of
-  samples, tokens, layers and the hidden size (values ~1e7 for Llama2-7B in Fig. 2b).
-- ``"per_token"``: ``mean_l mean_t ||e_l,t - e'_l,t||_2 / sqrt(d)`` - the root-mean-square
-  per-coordinate difference per token and layer, averaged. Independent of how many samples,
-  tokens and layers there are and of the hidden size d, so it is comparable across models.
+The hidden embedding e_l (``hooks``) of two models (aligned vs fine-tuned; pre-trained vs fine-tuned for
+Non-Aligned) on the *same* fixed alignment samples, padding dropped (optionally response tokens only). Two
+reductions: ``"sum_sq"``, the reference code's ``sum_l sum_t ||e_l,t - e'_l,t||^2`` (grows with samples, tokens,
+layers and hidden size: ~1e7 for Llama2-7B in Fig. 2b); ``"per_token"``, ``mean_l mean_t ||e_l,t - e'_l,t||_2 /
+sqrt(d)``, the RMS per-coordinate difference, comparable across models and sample sizes.
 """
 
 from __future__ import annotations
@@ -26,22 +17,15 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .errors import ConfigError, check_choice
-from .hooks import attention_hooks
+from .hooks import attention_hooks, eval_mode
 
 REDUCTIONS = ("sum_sq", "per_token")
 _FWD_KEYS = ("input_ids", "attention_mask")
 
 
-# --------------------------------------------------------------------------- inputs
-
-
 def make_batches(tokenizer, texts_or_batches, batch_size: int = 8, max_length: int = 128) -> list[dict]:
-    """Normalise inputs to a list of padded batches (dicts of tensors).
-
-    Accepts a list of strings (tokenised here, right padding), one batch (a mapping with
-    ``input_ids`` and optionally ``attention_mask``/``labels``), or an iterable of batches
-    (e.g. a DataLoader over ``tokenize_sft`` rows with ``SFTCollator``).
-    """
+    """Padded batches (dicts of tensors) from strings (tokenised here, right padding), one batch (a mapping with
+    ``input_ids`` [+ ``attention_mask``, ``labels``]) or an iterable of batches (e.g. ``SFTCollator``'s)."""
     if isinstance(texts_or_batches, Mapping):
         return [_as_batch(texts_or_batches)]
     items = list(texts_or_batches)
@@ -53,12 +37,9 @@ def make_batches(tokenizer, texts_or_batches, batch_size: int = 8, max_length: i
         side = tokenizer.padding_side
         tokenizer.padding_side = "right"
         try:
-            out = []
-            for i in range(0, len(items), batch_size):
-                enc = tokenizer(items[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
-                                max_length=max_length)
-                out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-            return out
+            encs = [tokenizer(items[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
+                              max_length=max_length) for i in range(0, len(items), batch_size)]
+            return [{k: enc[k] for k in _FWD_KEYS} for enc in encs]
         finally:
             tokenizer.padding_side = side
     return [_as_batch(b) for b in items]
@@ -83,9 +64,6 @@ def _token_mask(batch: dict, response_only: bool) -> torch.Tensor:
     return mask
 
 
-# --------------------------------------------------------------------------- capture
-
-
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -94,18 +72,9 @@ def _device(model: nn.Module) -> torch.device:
 def _capture(model: nn.Module, batch: dict, layers_path=None, attn_name=None) -> list[torch.Tensor]:
     """Per-layer attention outputs [B, T, d] for one batch (eval mode, no grad)."""
     store: dict[int, torch.Tensor] = {}
-
-    def record(i, e):
-        store[i] = e.detach()
-
-    was_training = model.training
-    model.eval()
-    try:
-        with attention_hooks(model, record, layers_path=layers_path, attn_name=attn_name) as mods:
-            dev = _device(model)
-            model(**{k: batch[k].to(dev) for k in _FWD_KEYS if k in batch})
-    finally:
-        model.train(was_training)
+    with eval_mode(model), attention_hooks(model, lambda i, e: store.__setitem__(i, e.detach()),
+                                           layers_path=layers_path, attn_name=attn_name) as mods:
+        model(**{k: batch[k].to(_device(model)) for k in _FWD_KEYS if k in batch})
     if len(store) < len(mods):
         raise ConfigError("an attention module did not run in the forward pass")
     return [store[i] for i in range(len(mods))]
@@ -114,12 +83,9 @@ def _capture(model: nn.Module, batch: dict, layers_path=None, attn_name=None) ->
 def hidden_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, batch_size: int = 8, max_length: int = 128,
                       response_only: bool = False, layers_path: str | None = None,
                       attn_name: str | None = None) -> list[torch.Tensor]:
-    """Hidden embeddings e_l of every layer on fixed samples.
-
-    Returns one float32 CPU tensor per layer, shape ``[n_tokens, d]``: the attention output at
-    every non-padding token (``response_only``: only tokens whose label is not -100), samples
-    concatenated in order. Two models given the same inputs give aligned rows.
-    """
+    """Hidden embeddings e_l on fixed samples: per layer a float32 CPU tensor ``[n_tokens, d]``, the attention
+    output at every non-padding token (``response_only``: label not -100), samples in order (so two models given
+    the same inputs give aligned rows)."""
     batches = make_batches(tokenizer, texts_or_batches, batch_size, max_length)
     per_layer: list[list[torch.Tensor]] | None = None
     for batch in batches:
@@ -136,14 +102,11 @@ def drift_stats(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor]) ->
     """Additive sufficient statistics of the drift between two embedding sets (sum over batches)."""
     if len(emb_a) != len(emb_b):
         raise ConfigError(f"layer counts differ: {len(emb_a)} vs {len(emb_b)}")
-    sum_sq = 0.0
-    per_layer_norm_sum = []
-    n_tokens = None
+    sum_sq, per_layer_norm_sum, n_tokens = 0.0, [], None
     for a, b in zip(emb_a, emb_b):
         if a.shape != b.shape:
             raise ConfigError(f"embedding shapes differ: {tuple(a.shape)} vs {tuple(b.shape)} (same inputs needed)")
-        diff = (a.double() - b.double())
-        sq = (diff ** 2).sum(-1)  # [n_tokens]
+        sq = ((a.double() - b.double()) ** 2).sum(-1)  # [n_tokens]
         sum_sq += float(sq.sum())
         per_layer_norm_sum.append(float((sq.sqrt() / math.sqrt(a.shape[-1])).sum()))
         n_tokens = a.shape[0]
@@ -176,23 +139,23 @@ def embedding_drift(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor]
 def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_or_batches, *, batch_size: int = 8,
                 max_length: int = 128, response_only: bool = False, layers_path=None, attn_name=None,
                 disable_adapter_for_a: bool = False) -> dict:
-    """Both drift reductions between two models, batch by batch (never holds all embeddings).
-
-    ``model_b=None`` with ``disable_adapter_for_a=True`` compares a ``PeftModel`` with itself with
-    its adapter disabled (Double-LoRA: fine-tuned vs aligned, one copy in memory).
-    Returns ``{"drift_sum_sq", "drift_per_token", "n_tokens", "n_layers"}``.
-    """
+    """Both drift reductions between two models, batch by batch (never holds all embeddings):
+    ``{"drift_sum_sq", "drift_per_token", "n_tokens", "n_layers"}``. ``model_b=None`` with
+    ``disable_adapter_for_a=True`` compares a ``PeftModel`` with itself with its adapter disabled (Double-LoRA:
+    fine-tuned vs aligned, one copy in memory)."""
+    if model_b is None and not disable_adapter_for_a:
+        raise ConfigError("model_b=None needs disable_adapter_for_a=True")
     acc = None
     for batch in make_batches(tokenizer, texts_or_batches, batch_size, max_length):
         mask = _token_mask(batch, response_only)
-        ea = [e.float().cpu()[mask] for e in _capture(model_a, batch, layers_path, attn_name)]
+        def capture(m):
+            return [e.float().cpu()[mask] for e in _capture(m, batch, layers_path, attn_name)]
+        ea = capture(model_a)
         if model_b is None:
-            if not disable_adapter_for_a:
-                raise ConfigError("model_b=None needs disable_adapter_for_a=True")
             with model_a.disable_adapter():
-                eb = [e.float().cpu()[mask] for e in _capture(model_a, batch, layers_path, attn_name)]
+                eb = capture(model_a)
         else:
-            eb = [e.float().cpu()[mask] for e in _capture(model_b, batch, layers_path, attn_name)]
+            eb = capture(model_b)
         acc = _merge_stats(acc, drift_stats(ea, eb))
     return {"drift_sum_sq": _reduce(acc, "sum_sq"), "drift_per_token": _reduce(acc, "per_token"),
             "n_tokens": acc["n_tokens"], "n_layers": len(acc["norm_sum"])}
@@ -201,11 +164,8 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
 @torch.no_grad()
 def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
     """Clean loss on alignment data: mean token cross-entropy over all response tokens (eval mode)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        dev = _device(model)
+    total, count, dev = 0.0, 0, _device(model)
+    with eval_mode(model):
         for batch in batches:
             batch = _as_batch(batch)
             if "labels" not in batch:
@@ -216,21 +176,14 @@ def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
                                                      ignore_index=-100, reduction="sum")
             total += float(loss)
             count += int((labels != -100).sum())
-    finally:
-        model.train(was_training)
     return total / max(count, 1)
 
 
 def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: int | str = -1, response_only: bool = False,
                       batch_size: int = 8, max_length: int = 128, layers_path=None, attn_name=None) -> torch.Tensor:
-    """One vector per sample for t-SNE (Fig. 4): the mean over its tokens of the attention output.
-
-    Args:
-        layer: a layer index (default the last), ``"mean"`` (average of the per-layer means,
-            shape ``[N, d]``) or ``"concat"`` (``[N, L*d]``).
-        response_only: average over response tokens only (needs labels), else over all
-            non-padding tokens.
-    """
+    """One vector per sample for t-SNE (Fig. 4): the mean of the attention output over its tokens (response
+    tokens only with ``response_only``) at ``layer``: an index, ``"mean"`` over layers ``[N, d]`` or ``"concat"``
+    ``[N, L*d]``."""
     rows = []
     for batch in make_batches(tokenizer, texts_or_batches, batch_size, max_length):
         mask = _token_mask(batch, response_only).float().unsqueeze(-1)  # [B, T, 1]
@@ -247,35 +200,18 @@ def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: i
     return torch.cat(rows)
 
 
-# --------------------------------------------------------------------------- callback
-
-
 class DriftCallback(TrainerCallback):
-    """Every ``every`` optimizer steps, log embedding drift and alignment loss during fine-tuning.
-
-    Entries ``{"step", "drift_sum_sq", "drift_per_token", "align_loss"}`` are appended to the
-    trainer's ``state.log_history`` (step 0 = before the first update, so drift starts at 0).
-
-    Args:
-        batches: fixed alignment batches (dicts with input_ids, attention_mask, labels), e.g.
-            ``make_batches(tok, texts)`` or a collated ``tokenize_sft`` set.
-        every: logging interval in optimizer steps (>0).
-        reference: ``hidden_embeddings`` of the reference model on ``batches``; ``None`` = the
-            model being trained as it is when training starts (the aligned model, or the base
-            model for Non-Aligned).
-        response_only, layers_path, attn_name: as ``hidden_embeddings``.
-    """
+    """Every ``every`` optimizer steps, append ``{"step", "drift_sum_sq", "drift_per_token", "align_loss"}`` on
+    the fixed alignment ``batches`` to ``state.log_history`` (step 0 = before the first update: drift 0).
+    ``reference``: ``hidden_embeddings`` of the reference model; ``None``: the trained model as training starts
+    (the aligned model, or the base model for Non-Aligned)."""
 
     def __init__(self, batches, every: int = 10, reference: list[torch.Tensor] | None = None,
                  response_only: bool = False, layers_path: str | None = None, attn_name: str | None = None):
         if every <= 0:
             raise ConfigError(f"every={every} must be > 0")
-        self.batches = make_batches(None, batches)
-        self.every = every
-        self.reference = reference
-        self.response_only = response_only
-        self.layers_path = layers_path
-        self.attn_name = attn_name
+        self.batches, self.every, self.reference = make_batches(None, batches), every, reference
+        self.response_only, self.layers_path, self.attn_name = response_only, layers_path, attn_name
 
     def _embeddings(self, model):
         return hidden_embeddings(model, None, self.batches, response_only=self.response_only,

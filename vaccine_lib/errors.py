@@ -20,11 +20,8 @@ class DataFormatError(VaccineError, ValueError):
 
 
 class ConfigError(VaccineError, ValueError):
-    """A parameter is out of range or unknown; the message lists the allowed values.
-
-    ``param`` (optional) is the name of the offending parameter, for callers that map it to their
-    own spelling (a command-line flag, a profile key).
-    """
+    """A parameter is out of range or unknown; the message lists the allowed values. ``param``: the parameter's
+    name, for callers that map it to their own spelling (a command-line flag, a profile key)."""
 
     def __init__(self, message: str = "", param: str | None = None):
         super().__init__(message)
@@ -36,12 +33,8 @@ class OfflineError(VaccineError, OSError):
 
 
 class DivergenceError(VaccineError, FloatingPointError):
-    """Training produced a non-finite loss, gradient, perturbation or weight.
-
-    The message names the stage, the step, the value and the parameter(s) to lower. Raised from
-    inside training (``vaccine_lib.guards``), before the caller saves, so a stage written
-    atomically after training is never cached with a diverged model.
-    """
+    """Training produced a non-finite loss, gradient, perturbation or weight (raised by ``guards`` before the stage
+    saves, so a diverged model is never cached); the message names the stage, step, value and what to lower."""
 
 
 #: the seeds numpy / ``transformers.set_seed`` accept
@@ -56,13 +49,9 @@ def check_choice(name: str, value, allowed) -> None:
 
 
 def check_range(name: str, value, low, high, *, low_open: bool = False, high_open: bool = False) -> None:
-    """Raise ConfigError unless low <= value <= high (bounds optionally open).
-
-    A value that is not a real number (a string, None, a bool) or is NaN is rejected with the
-    same message shape instead of a ``TypeError`` from the comparison.
-    """
-    lb = "(" if low_open else "["
-    hb = ")" if high_open else "]"
+    """ConfigError unless low <= value <= high (bounds optionally open); a non-number (str, None, bool) or NaN
+    gets the same message shape, not a ``TypeError`` from the comparison."""
+    lb, hb = "(" if low_open else "[", ")" if high_open else "]"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name}={value!r} must be a number; allowed range: {lb}{low}, {high}{hb}", param=name)
     ok_low = value > low if low_open else value >= low

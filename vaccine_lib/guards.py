@@ -1,29 +1,13 @@
 """Divergence guard: a non-finite loss, gradient, perturbation or weight fails the stage.
 
-A diverged run must never be cached as a result (a NaN model generates empty answers, which a
-judge scores as "perfectly safe"). Two pieces, wired into every trainer of a stage::
-
-    trainer = Trainer(..., callbacks=[FiniteGuard(stage="align")])
-    trainer.train()
-    check_finite_weights(model, stage="align")   # before anything is saved
-
-:class:`FiniteGuard` (a ``transformers.TrainerCallback``) checks
-
-* before every optimizer step, the gradients of the trainable parameters (after clipping). The
-  Trainer's ``logging_nan_inf_filter`` (on by default) replaces a NaN/inf loss by the running
-  average in the logs, so the logged loss alone can hide a divergence; the gradients cannot;
-* after every optimizer step, the trainable parameters (an exploding step leaves them inf/NaN);
-* every logged number: ``loss``, ``grad_norm``, Vaccine's ``vaccine/eps_norm`` /
-  ``vaccine/grad_norm`` / ``vaccine/clean_loss``, the baselines' ``ewc_penalty`` / ``kl``, drift.
-
-and raises :class:`~vaccine_lib.errors.DivergenceError` naming the stage, the step, the value and
-the parameters to lower, with their current values read from the training arguments (``lr``;
-``rho`` for Vaccine; ``ewc_lambda`` / ``kl_weight`` for the baselines). Under float16 mixed
-precision a few non-finite gradients are expected (the loss scaler skips those steps and lowers
-its scale), so there the gradient check fails only after ``fp16_patience`` consecutive ones.
-
-Cost: one ``isfinite`` reduction over the trainable parameters and their gradients per step (one
-host sync), negligible next to a forward/backward.
+A diverged run must never be cached as a result (a NaN model generates empty answers, which a judge scores as
+"perfectly safe"). Every stage's trainer carries :class:`FiniteGuard` and calls :func:`check_finite_weights`
+before saving. The guard checks the gradients before each optimizer step (the Trainer's
+``logging_nan_inf_filter`` hides a NaN loss in the logs; the gradients cannot), the weights after it, and every
+logged number, then raises ``DivergenceError`` naming the stage, the step, the value and the parameters to lower
+with their current values. Under fp16 a few non-finite gradients are expected (the loss scaler skips those
+steps), so there the gradient check fails only after ``fp16_patience`` consecutive ones. Cost: one ``isfinite``
+reduction per step (one host sync).
 """
 
 from __future__ import annotations
@@ -38,17 +22,12 @@ from transformers import TrainerCallback
 from .errors import DivergenceError
 
 #: stage -> the parameters whose lowering usually cures a divergence (in the order to try them)
-STAGE_HINTS = {
-    "align": ("lr", "rho"),
-    "finetune": ("lr", "kl_weight", "ewc_lambda"),
-}
+STAGE_HINTS = {"align": ("lr", "rho"), "finetune": ("lr", "kl_weight", "ewc_lambda")}
 #: training-argument attribute behind each hint name
 _ARG_FOR_HINT = {"lr": "learning_rate", "rho": "rho", "kl_weight": "kl_weight", "ewc_lambda": "ewc_lambda",
                  "gaussian_std": "gaussian_std"}
 #: consecutive non-finite gradient steps tolerated under fp16 loss scaling (the scale halves each time)
 FP16_PATIENCE = 16
-
-__all__ = ["FP16_PATIENCE", "STAGE_HINTS", "FiniteGuard", "check_finite_weights", "divergence_message"]
 
 
 def _fmt(value) -> str:
@@ -102,10 +81,8 @@ def _first_nonfinite(tensors: Sequence[tuple[str, torch.Tensor]]) -> tuple[int, 
 
 
 def check_finite_weights(model: nn.Module, stage: str = "train", hints=None, args=None) -> None:
-    """Raise DivergenceError if a trainable parameter (all parameters if none is trainable) is not finite.
-
-    Call it after ``trainer.train()`` and before saving. ``hints`` / ``args`` as for :class:`FiniteGuard`.
-    """
+    """DivergenceError if a trainable parameter (all if none is trainable) is not finite; call it after
+    ``trainer.train()``, before saving (``hints`` / ``args`` as for :class:`FiniteGuard`)."""
     params = _trainable(model)
     count, name = _first_nonfinite([(n, p.detach()) for n, p in params])
     if count:
@@ -116,22 +93,14 @@ def check_finite_weights(model: nn.Module, stage: str = "train", hints=None, arg
 class FiniteGuard(TrainerCallback):
     """Trainer callback that raises DivergenceError on the first non-finite training value.
 
-    Args:
-        stage: name used in the message ("align", "finetune", ...); also picks the default hints
-            (``STAGE_HINTS``).
-        hints: the parameters to lower: a sequence of names (their current values are read from
-            the training arguments: ``lr`` -> ``learning_rate``; names the trainer lacks are
-            dropped) or a mapping ``{name: value}`` used as given (e.g. ``{"align.lr": 1e-3}``).
-        check_weights: also check the trainable parameters after every optimizer step.
-        fp16_patience: consecutive non-finite gradient steps tolerated when ``args.fp16`` is on.
+    ``stage`` names it in the message and picks the default hints (``STAGE_HINTS``); ``hints``: names whose
+    current values are read from the training arguments (names the trainer lacks are dropped) or a mapping
+    ``{name: value}`` used as given; ``check_weights``: also after each optimizer step.
     """
 
     def __init__(self, stage: str = "train", hints: Mapping | Sequence[str] | None = None,
                  check_weights: bool = True, fp16_patience: int = FP16_PATIENCE):
-        self.stage = stage
-        self.hints = hints
-        self.check_weights = check_weights
-        self.fp16_patience = fp16_patience
+        self.stage, self.hints, self.check_weights, self.fp16_patience = stage, hints, check_weights, fp16_patience
         self._bad_grad_steps = 0
 
     def _fail(self, what: str, args, state) -> None:

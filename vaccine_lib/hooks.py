@@ -1,13 +1,9 @@
-"""Where a causal LM's decoder layers and attention modules are, and the one hook set Vaccine and drift use.
+"""Where a causal LM's decoder layers and attention modules are (found generically through DDP and peft
+wrappers, or by ``layers_path``), and the one hook set Vaccine and drift use.
 
-Layers are found generically (``model.layers`` / ``transformer.h`` / ``decoder.layers`` ..., or an explicit
-``layers_path``), not by class name, through DDP and peft wrappers.
-
-The *hidden embedding* ``e_l`` of layer ``l`` is its attention module's output (``output[0]`` when the
-module returns a tuple: after the output projection, before the residual add). ``attention_hooks``
-calls ``fn(l, e_l)`` on it in every forward inside the block; a tensor returned replaces ``e_l``
-(``None`` leaves the output as it is). Vaccine adds ``delta_l`` (pass 1) or ``eps_l`` (pass 2),
-drift records ``e_l``. Hooks are removed on exit, also on error.
+The *hidden embedding* ``e_l`` of layer ``l`` is its attention module's output (``output[0]`` of a tuple: after
+the output projection, before the residual add). Inside ``attention_hooks`` every forward calls ``fn(l, e_l)``;
+a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records ``e_l``).
 """
 
 from __future__ import annotations
@@ -38,6 +34,17 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """The model in eval mode (no dropout) within the block; its training flag restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def _get_path(obj, path: str):
     for part in path.split("."):
         obj = getattr(obj, part, None)
@@ -63,26 +70,17 @@ def get_decoder_layers(model: nn.Module, layers_path: str | None = None) -> list
     return list(max(lists, key=len))
 
 
-def get_attention_modules(model: nn.Module, layers_path: str | None = None, attn_name: str | None = None) -> list[nn.Module]:
-    """The attention sub-module of each decoder block; its ``output[0]`` is the hidden embedding e_l.
-
-    e_l is the attention block's output after the output projection and before the residual add,
-    as in the paper and its reference code.
-    """
+def get_attention_modules(model: nn.Module, layers_path: str | None = None,
+                          attn_name: str | None = None) -> list[nn.Module]:
+    """The attention sub-module of each decoder block; its ``output[0]`` is the hidden embedding e_l (after the
+    output projection, before the residual add, as in the paper and its reference code)."""
     out = []
     names = (attn_name,) if attn_name else _ATTN_NAMES
     for i, layer in enumerate(get_decoder_layers(model, layers_path)):
-        found = None
-        for name in names:
-            mod = getattr(layer, name, None)
-            if isinstance(mod, nn.Module):
-                found = mod
-                break
+        found = next((m for m in (getattr(layer, n, None) for n in names) if isinstance(m, nn.Module)), None)
         if found is None:
-            raise ConfigError(
-                f"decoder layer {i} ({type(layer).__name__}) has none of the attention attributes {names}; "
-                "pass attn_name='...'"
-            )
+            raise ConfigError(f"decoder layer {i} ({type(layer).__name__}) has none of the attention attributes "
+                              f"{names}; pass attn_name='...'")
         out.append(found)
     return out
 
@@ -105,11 +103,8 @@ def _replace_first(output, new: torch.Tensor):
 
 @contextlib.contextmanager
 def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = None, attn_name: str | None = None):
-    """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output.
-
-    Yields the list of attention modules (one per decoder layer, found by
-    :func:`get_attention_modules`).
-    """
+    """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output; yields the
+    attention modules (one per decoder layer)."""
     modules = get_attention_modules(model, layers_path, attn_name)
 
     def make(i):

@@ -1,10 +1,7 @@
 """Hugging Face Hub calls: the one place that turns a failed Hub call into ``OfflineError``.
 
-There is no reachability probe: the Hub call itself is tried. An offline variable
-(``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``, ``HF_DATASETS_OFFLINE``) makes it fail at once, before
-the call; it is read at call time because ``huggingface_hub`` and ``datasets`` read it only when
-first imported. Without the variable and without a network the libraries retry for a while (about
-50 s on a machine without DNS) before the call fails; the error then says to set ``HF_HUB_OFFLINE=1``.
+An offline variable (``HF_HUB_OFFLINE`` ...) makes a call fail at once (read at call time: the libraries read it
+only when first imported); without it and without a network the libraries retry for about 50 s first.
 """
 
 from __future__ import annotations

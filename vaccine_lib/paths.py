@@ -1,9 +1,5 @@
-"""Where things live: the one home of the repository root and the output roots.
-
-Every module that needs the source checkout's root imports ``REPO_ROOT`` (or ``repo_root()``, which
-honours ``$VACCINE_REPO_ROOT``) from here; nothing else defines it. ``inside`` is the one check that a
-derived path stays inside an allowed root (profile names and papermill parameters may not escape).
-"""
+"""The one home of the repository root (``REPO_ROOT``; ``repo_root()`` honours ``$VACCINE_REPO_ROOT``) and of
+the check that a derived path stays inside an allowed root (``inside``)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""One figure style for every notebook, atomic ``save_fig`` / ``save_table``, and the plot helpers.
-
-All figures use one seaborn theme (paper context, colour-blind palette) and one colour per
-defense, so SFT is the same colour in every figure. ``save_fig`` writes ``<name>.pdf`` and
-``<name>.png`` (atomically: a crash never leaves a half-written file) and closes the figure;
-``save_table`` writes ``<tables>/<name>.csv``. PDF/PNG metadata carry no timestamps, so an
-unchanged figure gives unchanged files.
-"""
+"""One figure style for every notebook (one seaborn theme, one colour per defense), atomic ``save_fig`` (PDF and
+PNG without timestamps: an unchanged figure gives unchanged files) / ``save_table``, and the plot helpers."""
 
 from __future__ import annotations
 
@@ -20,27 +14,14 @@ import seaborn as sns
 from .atomic import atomic_path
 from .provenance import keys_and_seeds, record
 
-#: display order and labels of the paper's methods
+#: display order of the paper's methods
 DEFENSE_ORDER = ("NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine")
-DEFENSE_LABELS = {"NA": "Non-Aligned", "SFT": "SFT", "EWC": "EWC", "Vlguard": "Vlguard", "KL": "KL",
-                  "Vaccine": "Vaccine"}
 METRIC_LABELS = {
-    "hs": "Harmful score (%)",
-    "fa": "Fine-tune accuracy (%)",
-    "refusal": "Refusal rate (%)",
-    "label_only": "Label-only answers (%)",
-    "drift": "Harmful embedding drift",
-    "align_loss": "Alignment loss",
-    "p": "Harmful ratio p",
-    "n": "Fine-tuning samples n",
-    "rho": r"Perturbation intensity $\rho$",
-    "step": "Step",
-    "loss": "Training loss",
-    "vaccine/clean_loss": "Clean (pass-1) loss",
-    "vaccine/grad_norm": "Global norm of dL/de",
-    "vaccine/eps_norm": "Perturbation norm",
-    "step_s": "Seconds per step",
-    "peak_memory_gb": "Peak memory (GB)",
+    "hs": "Harmful score (%)", "fa": "Fine-tune accuracy (%)", "refusal": "Refusal rate (%)",
+    "label_only": "Label-only answers (%)", "drift": "Harmful embedding drift", "align_loss": "Alignment loss",
+    "p": "Harmful ratio p", "n": "Fine-tuning samples n", "rho": r"Perturbation intensity $\rho$", "step": "Step",
+    "loss": "Training loss", "vaccine/clean_loss": "Clean (pass-1) loss", "vaccine/grad_norm": "Global norm of dL/de",
+    "vaccine/eps_norm": "Perturbation norm", "step_s": "Seconds per step", "peak_memory_gb": "Peak memory (GB)",
 }
 _FIG_W = 3.3  # inches: one column of a two-column paper
 
@@ -75,9 +56,6 @@ def _order(values: Iterable) -> list:
     values = list(dict.fromkeys(values))
     known = [d for d in DEFENSE_ORDER if d in values]
     return known + [v for v in values if v not in known]
-
-
-# --------------------------------------------------------------------------- saving
 
 
 def _atomic_write(target: Path, write) -> None:
@@ -128,9 +106,6 @@ def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: boo
     return target
 
 
-# --------------------------------------------------------------------------- helpers
-
-
 def _errorbar(df: pd.DataFrame, x: str, hue: str | None):
     """SD error bars when several seeds share an (x, hue) point, none otherwise."""
     keys = [x] + ([hue] if hue else [])
@@ -157,25 +132,24 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defens
                 continue
             st = g.groupby(x)[y].agg(["mean", "std"]).reindex(xs)  # NaN where the group has no run: a gap
             dodge = (i - (len(groups) - 1) / 2) * 0.012 * span  # groups side by side, not on top of each other
-            ax.errorbar([v + dodge for v in xs], st["mean"], yerr=st["std"].fillna(0.0) if band else None, marker="o", markersize=4,
-                        capsize=2.5 if band else 0, color=pal.get(h), label=h)
-        ax.set_xlabel(label(x))
-        ax.set_ylabel(label(y))
+            ax.errorbar([v + dodge for v in xs], st["mean"], yerr=st["std"].fillna(0.0) if band else None, marker="o",
+                        markersize=4, capsize=2.5 if band else 0, color=pal.get(h), label=h)
+        ax.set(xlabel=label(x), ylabel=label(y))
         if logx:
             ax.set_xscale("log")
     if hue_order:
         axes[0][-1].legend()
-    _legend_outside(axes[0][-1])
+    return _finish(fig, title, axes[0][-1])
+
+
+def _finish(fig, title: str | None, legend_ax=None, suptitle: bool = True):
+    """Legend outside the last panel, the title, a tight layout."""
+    if legend_ax is not None and legend_ax.get_legend() is not None:
+        sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1.02, 1.0), title=None)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title) if suptitle else fig.axes[0].set_title(title)
     fig.tight_layout()
     return fig
-
-
-def _legend_outside(ax) -> None:
-    leg = ax.get_legend()
-    if leg is not None:
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), title=None)
 
 
 def metric_vs_p(df: pd.DataFrame, metrics: Sequence[str] = ("hs", "fa"), x: str = "p", hue: str = "defense",
@@ -184,18 +158,17 @@ def metric_vs_p(df: pd.DataFrame, metrics: Sequence[str] = ("hs", "fa"), x: str 
     return lines(df, x, metrics, hue=hue, title=title)
 
 
+def history_frame(histories: Mapping[str, Sequence[dict]], keys: Sequence[str], x: str = "step") -> pd.DataFrame:
+    """Long table (model, x, key, value) of the given keys of Trainer log histories ``{label: log_history}``."""
+    rows = [{"model": name, x: rec[x], "key": k, "value": float(rec[k])} for name, hist in histories.items()
+            for rec in hist or [] if x in rec for k in keys if rec.get(k) is not None]
+    return pd.DataFrame(rows, columns=["model", x, "key", "value"])
+
+
 def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str] = ("loss",), x: str = "step",
                     title: str | None = None, logy: bool = False):
     """Per-step curves from Trainer log histories ``{label: log_history}``, one panel per key."""
-    rows = []
-    for name, hist in histories.items():
-        for rec in hist or []:
-            if x not in rec:
-                continue
-            for k in keys:
-                if k in rec and rec[k] is not None:
-                    rows.append({"model": name, x: rec[x], "key": k, "value": float(rec[k])})
-    df = pd.DataFrame(rows, columns=["model", x, "key", "value"])
+    df = history_frame(histories, keys, x)
     present = [k for k in keys if k in set(df["key"])] or list(keys[:1])
     fig, axes = plt.subplots(1, len(present), figsize=(_FIG_W * len(present), 2.4), squeeze=False)
     order = _order(histories.keys())
@@ -205,15 +178,10 @@ def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str]
         if len(d):
             sns.lineplot(data=d, x=x, y="value", hue="model", hue_order=order, palette=pal, ax=ax,
                          legend=ax is axes[0][-1], errorbar=None)
-        ax.set_xlabel(label(x))
-        ax.set_ylabel(label(k))
+        ax.set(xlabel=label(x), ylabel=label(k))
         if logy:
             ax.set_yscale("log")
-    _legend_outside(axes[0][-1])
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title, axes[0][-1])
 
 
 def drift_curves(df: pd.DataFrame, ys: Sequence[str] = ("drift", "align_loss"), x: str = "step",
@@ -229,15 +197,10 @@ def scatter_2d(df: pd.DataFrame, hue: str = "model", x: str = "x", y: str = "y",
     order = _order(df[hue]) if len(df) else None
     sns.scatterplot(data=df, x=x, y=y, hue=hue, hue_order=order, palette=palette(order or []), style=style,
                     s=14, alpha=0.8, linewidth=0, ax=ax)
-    ax.set_xlabel("t-SNE 1")
-    ax.set_ylabel("t-SNE 2")
+    ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2")
     ax.set_xticks([])
     ax.set_yticks([])
-    _legend_outside(ax)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title, ax, suptitle=False)
 
 
 def bars(df: pd.DataFrame, x: str, ys: Sequence[str], title: str | None = None, annotate: str = "{:.2f}",
@@ -252,25 +215,17 @@ def bars(df: pd.DataFrame, x: str, ys: Sequence[str], title: str | None = None, 
         for i, v in enumerate(df[y]):
             if pd.notna(v):
                 ax.annotate(annotate.format(v), (i, v), ha="center", va="bottom", fontsize="small")
-        ax.set_xlabel("")
-        ax.set_ylabel((ylabels or {}).get(y, label(y)))
+        ax.set(xlabel="", ylabel=(ylabels or {}).get(y, label(y)))
         ax.tick_params(axis="x", rotation=20)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def heat_table(df: pd.DataFrame, title: str | None = None, fmt: str = ".1f", cmap: str = "rocket_r"):
     """A numeric table as an annotated heat map (rows x columns), e.g. HS per defense x p."""
     fig, ax = plt.subplots(figsize=(0.8 * df.shape[1] + 1.6, 0.35 * df.shape[0] + 1.0))
     sns.heatmap(df.astype(float), annot=True, fmt=fmt, cmap=cmap, cbar=False, ax=ax, linewidths=0.5)
-    ax.set_xlabel("")
-    ax.set_ylabel("")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    ax.set(xlabel="", ylabel="")
+    return _finish(fig, title, suptitle=False)
 
 
 def mean_sd(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
@@ -292,19 +247,16 @@ def claims_forest(table: pd.DataFrame, title: str = "Effects with 95 % CI (HS po
     colors = dict(zip(judges, sns.color_palette("colorblind", len(judges))))
     markers = dict(zip(judges, "osD^vP*X" * (1 + len(judges) // 8)))  # colour and shape tell judges apart
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    labels = []
-    for i, r in rows.iterrows():
-        y = len(rows) - 1 - i
-        ax.errorbar(r["effect"], y, xerr=[[r["effect"] - r["ci_lo"]], [r["ci_hi"] - r["effect"]]], fmt=markers[r["judge"]],
-                    color=colors[r["judge"]], capsize=3, label=r["judge"] if r["judge"] not in ax.get_legend_handles_labels()[1] else None)
+    ys = range(len(rows) - 1, -1, -1)
+    for y, (_, r) in zip(ys, rows.iterrows()):
+        seen = ax.get_legend_handles_labels()[1]
+        ax.errorbar(r["effect"], y, xerr=[[r["effect"] - r["ci_lo"]], [r["ci_hi"] - r["effect"]]],
+                    fmt=markers[r["judge"]], color=colors[r["judge"]], capsize=3,
+                    label=r["judge"] if r["judge"] not in seen else None)
         if np.isfinite(r.get("paper_effect", np.nan)):
-            ax.plot(r["paper_effect"], y, "x", color="black", label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
-        labels.append((y, f"{r['claim']} ({r['judge']})"))
+            ax.plot(r["paper_effect"], y, "x", color="black", label="paper" if "paper" not in seen else None)
     ax.axvline(0, ls="--", color="grey", lw=1)
-    ax.set_yticks([y for y, _ in labels], [t for _, t in labels])
+    ax.set_yticks(list(ys), [f"{r['claim']} ({r['judge']})" for _, r in rows.iterrows()])
     ax.set_xlabel("effect (HS points)")
-    ax.set_title(title)
     ax.legend()
-    _legend_outside(ax)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title, ax, suptitle=False)

@@ -1,19 +1,13 @@
-"""Experiment profiles: a YAML file in ``configs/profiles/`` validated into one :class:`Profile`.
-
-Sections: the stage configs of ``vaccine_lib.config`` and the registry's ``sweeps``; top level: model, device,
-dtype, data source, threads, ``seeds``.
+"""Experiment profiles: a YAML file in ``configs/profiles/`` (the stage configs of ``vaccine_lib.config``, the
+registry's ``sweeps``, and model, device, dtype, data source, threads, ``seeds``) validated into a :class:`Profile`.
 
 - **Complete or ``extends:``.** A file gives every field, or starts with ``extends: <name>`` and inherits
   what it leaves out (nothing falls back to values written in code). A key given twice is an error.
 - **Its name is its file name** (``[A-Za-z0-9_.-]+``, no leading dot); a ``profile:`` line must agree; a
   file elsewhere may not borrow a built-in profile's name. Outputs stay inside ``runs/<name>/`` (stage cache)
   and ``results/<label>/``; only ``configs/profiles/default.yaml`` without overrides writes ``figures/``.
-- **Overrides** use one syntax everywhere: ``--override align.lr=1e-3`` on a command line,
-  ``overrides={"align": {"lr": 1e-3}}`` (or ``{"align.lr": 1e-3}``) in a notebook or papermill.
-
->>> P = load_profile("smoke", {"sweeps": {"ps": [0.0, 0.5]}})
->>> P.sweeps.ps
-[0.0, 0.5]
+- **Overrides**, one syntax: ``--override align.lr=1e-3``; ``overrides={"align": {"lr": 1e-3}}`` or
+  ``{"align.lr": 1e-3}`` in a notebook or papermill.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (
     DEVICES, DTYPES, MAX_SEED, MODELS, SOURCES, AlignConfig, DriftConfig, EvalConfig, FinetuneConfig,
@@ -36,7 +30,6 @@ from .config import (
 )
 from .errors import ConfigError, explain
 from .paths import REPO_ROOT, inside, repo_root
-from .provenance import set_context
 
 SECTIONS: dict[str, type[StageConfig]] = {
     "align": AlignConfig, "finetune": FinetuneConfig, "eval": EvalConfig, "drift": DriftConfig,
@@ -47,9 +40,6 @@ NOTEBOOK_IDS = ("01", "02", "03", "04", "05", "06")
 COMMITTED_PROFILE = "default"
 #: a profile name (its file name without .yaml): no leading dot, so never ``.``, ``..`` or a hidden folder
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-
-
-# --------------------------------------------------------------------------- YAML without duplicate keys
 
 
 class _DuplicateKey(Exception):  # noqa: N818 - internal signal, turned into ConfigError by load_yaml
@@ -79,17 +69,6 @@ def load_yaml(text: str, where: str):
                           "through 'extends:').") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({exc})") from None
-
-
-def _json_object(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) < len(keys):
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        raise ConfigError(f"overrides: key(s) {dup} given twice. Fix: keep one of them.")
-    return dict(pairs)
-
-
-# --------------------------------------------------------------------------- the profile
 
 
 def profiles_dir() -> Path:
@@ -212,9 +191,6 @@ class Profile(Strict):
         return load_profile(self.path, _merge(self.overrides, normalise_overrides(overrides)))
 
 
-# --------------------------------------------------------------------------- loading
-
-
 def profile_path(name) -> Path:
     """The YAML file of a built-in profile name, or a path to a profile YAML file."""
     text = str(name)
@@ -318,11 +294,8 @@ def parse_overrides(items) -> dict:
 
 
 def load_profile(name="default", overrides: dict | None = None) -> Profile:
-    """Load, complete (``extends:``), override and validate a profile. Raises :class:`ConfigError`.
-
-    ``name``: a built-in name (``smoke``, ``default``, ``full``, ``paper``) or a YAML path.
-    ``overrides``: nested or dotted dict (``{"align.lr": 1e-3}``, ``{"sweeps": {"ps": [0, 0.2]}}``, ``{"seed": 1}``).
-    """
+    """Load, complete (``extends:``), override and validate a profile (a built-in name or a YAML path); raises
+    :class:`ConfigError`. ``overrides``: nested or dotted (``{"align.lr": 1e-3}``, ``{"seed": 1}``)."""
     if isinstance(name, Profile):
         return name.replace(overrides) if overrides else name
     path = profile_path(name)
@@ -351,85 +324,6 @@ def load_profile(name="default", overrides: dict | None = None) -> Profile:
         raise ConfigError(explain(exc, Profile)) from None
 
 
-# --------------------------------------------------------------------------- notebooks
-
-#: the plain parameters a notebook's ``parameters`` cell may set
-NOTEBOOK_PARAMETERS = ("profile", "seed", "run_dir", "figures_dir", "tables_dir", "overrides")
-_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-_VALIDATED_NAMES: set | None = None
-
-
-class NotebookContext(BaseModel):
-    """What a notebook needs after validating its parameters."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    profile: Profile
-    run_dir: Path
-    figures_dir: Path
-    tables_dir: Path
-
-
-def from_notebook(namespace: dict) -> NotebookContext:
-    """Validate a notebook's parameters (its globals) and return the profile and output folders.
-
-    Parameters: ``profile`` (name or YAML path), ``seed`` (None = the profile's seeds), ``run_dir`` /
-    ``figures_dir`` / ``tables_dir`` (None = derived from the profile; else inside ``runs/`` or ``results/``),
-    ``overrides`` (dict, see :func:`load_profile`). Any other name (e.g. a misspelt papermill ``-p``) stops
-    with a ConfigError. Also sets torch's thread count and the seed (``transformers.set_seed``). Only the
-    parameters are checked here; whether the sample counts fit the built data is the registry's check
-    (``grids.check_pools``), which the caller runs before any stage.
-    """
-    global _VALIDATED_NAMES
-    plain = (str, int, float, bool, list, tuple, dict, Path, type(None))
-    user = {k: v for k, v in namespace.items() if k[0] != "_" and k not in _KERNEL_NAMES and isinstance(v, plain)}
-    # first call in a kernel: every plain global is a parameter; a later re-run ignores names defined by later cells
-    candidates = user if _VALIDATED_NAMES is None else {k: v for k, v in user.items() if k in _VALIDATED_NAMES}
-    unknown = sorted(k for k in candidates if k not in NOTEBOOK_PARAMETERS)
-    if unknown:
-        raise ConfigError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; allowed parameters: "
-                          f"{', '.join(NOTEBOOK_PARAMETERS)}. Fix: change profile fields through `overrides`, "
-                          "e.g. -p overrides '{\"align\": {\"lr\": 0.001}}'.")
-    params = {k: v for k, v in user.items() if k in NOTEBOOK_PARAMETERS}
-    overrides = params.get("overrides") or {}
-    if isinstance(overrides, str):  # papermill -p overrides '{...}' passes a string: JSON (2e-3 is a number), else YAML
-        try:
-            overrides = json.loads(overrides, object_pairs_hook=_json_object)
-        except ValueError as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            overrides = load_yaml(overrides, "overrides") or {}
-    overrides = normalise_overrides(overrides)
-    if params.get("seed") is not None:
-        overrides = _merge(overrides, {"seeds": [params["seed"]]})
-    P = load_profile(params.get("profile") or COMMITTED_PROFILE, overrides)
-    dirs = {"run_dir": params.get("run_dir") or P.run_dir(),
-            "figures_dir": params.get("figures_dir") or P.figures_dir()}
-    dirs["tables_dir"] = params.get("tables_dir") or Path(dirs["figures_dir"]) / "tables"
-    for param, d in dirs.items():  # every folder is checked before any is created
-        if not isinstance(d, (str, Path)):
-            raise ConfigError(f"{param}={d!r} must be a folder path (str) or None. Fix: pass a path or leave it None.",
-                              param=param)
-        check_inside(param, d, P.committed and param != "run_dir")
-    for d in dirs.values():
-        Path(d).mkdir(parents=True, exist_ok=True)
-    apply_runtime(P)
-    set_context(profile=P.label, profile_path=P.path, overrides=P.overrides)
-    if _VALIDATED_NAMES is None:
-        _VALIDATED_NAMES = set(user)
-    return NotebookContext(profile=P, **{k: Path(v) for k, v in dirs.items()})
-
-
-def apply_runtime(P: Profile) -> None:
-    """Torch threads (``threads``) and the global seed (``transformers.set_seed(P.seed)``)."""
-    import torch  # heavy (~2.5 s); only a notebook's first cell needs it, not the CLIs that read profiles
-    from transformers import set_seed
-
-    if P.threads:
-        torch.set_num_threads(P.threads)
-    set_seed(P.seed)
-
-
 def describe(P: Profile) -> str:
     """A short human-readable summary of a profile."""
     a, f, e, s = P.align, P.finetune, P.eval, P.sweeps
@@ -437,8 +331,7 @@ def describe(P: Profile) -> str:
             f"  align: n={a.n}, epochs={a.epochs:g}, max_steps={a.max_steps}, lr={a.lr:g}, batch={a.batch_size}, "
             f"rho={a.rho:g}, LoRA r={a.lora_r} alpha={a.lora_alpha:g} on {a.lora_targets}\n"
             f"  finetune: task={f.task}, n={f.n}, p={f.p:g}, epochs={f.epochs:g}, max_steps={f.max_steps}, "
-            f"lr={f.lr:g}, "
-            f"LoRA alpha={f.lora_alpha:g} on {f.lora_targets}\n"
+            f"lr={f.lr:g}, LoRA alpha={f.lora_alpha:g} on {f.lora_targets}\n"
             f"  sweeps: methods {s.defenses}, p in {s.ps}, n in {s.sample_counts}, rho in {s.rhos}\n"
             f"  eval: {e.n_harmful} harmful + {e.n_task} task items, {e.max_new_tokens} new tokens, judge {e.judge}")
 

@@ -1,10 +1,6 @@
-"""Provenance: which code, libraries, hardware, seeds and cached stages produced a result.
-
-Every stage's ``done.json`` and every table / figure (``provenance.json`` next to them) carry
-:func:`provenance`: the git commit and whether the working tree had uncommitted changes, the
-versions of torch / transformers / peft / vaccine_lib, the hardware, plus what the caller adds
-(stage keys, seeds).
-"""
+"""Provenance of every stage (``done.json``) and table / figure (``provenance.json`` beside them): the git commit
+and whether the code had uncommitted changes, the library versions, the hardware, plus the caller's stage keys
+and seeds."""
 
 from __future__ import annotations
 
@@ -49,12 +45,13 @@ def environment() -> dict:
     """Library versions and hardware (no host names, no user names)."""
     import torch  # lazy: tables and figures record provenance without loading torch until here
 
-    libs = {}
-    for dist in ("torch", "transformers", "peft", "accelerate", "datasets", "vaccine_lib"):
+    def installed(dist):
         try:
-            libs[dist] = version(dist)
+            return version(dist)
         except PackageNotFoundError:
-            libs[dist] = None
+            return None
+
+    libs = {d: installed(d) for d in ("torch", "transformers", "peft", "accelerate", "datasets", "vaccine_lib")}
     hw = {"platform": platform.platform(terse=True), "machine": platform.machine(), "cpu_count": os.cpu_count(),
           "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
@@ -63,7 +60,7 @@ def environment() -> dict:
     return {"python": platform.python_version(), "libraries": libs, "hardware": hw}
 
 
-#: what the running notebook set (``profiles.from_notebook``): the profile label and file
+#: what the running notebook set (``tables.from_notebook``): the profile label and file
 CONTEXT: dict = {}
 
 

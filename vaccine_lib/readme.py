@@ -1,9 +1,6 @@
-"""Generated blocks of the README: ``<!-- name:begin -->`` ... ``<!-- name:end -->``.
-
-Result text in the README is never typed by hand: each block is rendered from a committed table (claims,
-runtime, benchmarks) by the module that owns the table, through :func:`render` here, and a test compares the
-two. No notebook writes the README: ``make readme`` regenerates every block from the committed tables.
-"""
+"""The README's generated blocks (``<!-- name:begin -->`` ... ``<!-- name:end -->``): each is rendered from a
+committed table by the module that owns the table through :func:`render`; ``make readme`` regenerates them and a
+test compares them. No notebook writes the README."""
 
 from __future__ import annotations
 

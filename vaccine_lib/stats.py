@@ -51,9 +51,6 @@ class Estimate:
         return math.isfinite(self.lo) and math.isfinite(self.hi)
 
 
-# --------------------------------------------------------------------------- verdict rules
-
-
 def verdict(est: Estimate | None, direction: int) -> str:
     """A direction claim (``direction`` +1 / -1: the paper's sign): held when the CI excludes 0 on the paper's
     side, refuted on the other, else inconclusive; an exact test (``p_value``) must agree. No effect: not run."""
@@ -87,9 +84,6 @@ def equivalence_verdict(est: Estimate | None, margin: float) -> str:
     if not margin > 0:
         raise ConfigError(f"margin={margin!r} must be > 0 (e.g. 2.0 FA points)")
     return interval_verdict(est, -margin, margin)
-
-
-# --------------------------------------------------------------------------- resampling
 
 
 def _check_params(level: float, n_boot: int) -> None:
@@ -154,13 +148,9 @@ def _bootstrap(frames, value, item, seed, statistic: Callable[[np.ndarray], np.n
     mats, items, seed_sets = _matrices(frames, value, item, seed)
     point = statistic(np.array([[m.mean() for m in mats]]))[0] * scale
     boots = statistic(_boot_means(mats, seed_sets, n_boot, np.random.default_rng(rng_seed))) * scale
-    lo, hi = _percentile(boots, level)
     n_seeds = min(len(s) for s in seed_sets)
     label = f"{method}, bootstrap over {len(items)} items" + (f" x {n_seeds} seeds" if n_seeds > 1 else ", 1 seed")
-    return Estimate(float(point), lo, hi, label, len(items), n_seeds, level=level), mats
-
-
-# --------------------------------------------------------------------------- estimators
+    return Estimate(float(point), *_percentile(boots, level), label, len(items), n_seeds, level=level), mats
 
 
 def _binary(mats) -> bool:
@@ -272,9 +262,9 @@ def seed_slope(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", tran
     if not slopes:
         raise ConfigError(f"seed_slope needs >= 2 levels of {x!r} within a seed")
     v = np.asarray(slopes)
-    mean, half = float(v.mean()), math.nan
-    if v.size > 1:
-        half = float(student_t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    mean = float(v.mean())
+    half = float(student_t.ppf(1 - (1 - level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 \
+        else math.nan
     return Estimate(mean, mean - half, mean + half,
                     f"slope over {n_levels} levels of {x}, t-interval over {len(slopes)} seeds",
                     0, len(slopes), level=level, note="" if len(slopes) > 1 else "one seed: no interval")
@@ -292,9 +282,8 @@ def ratio_of_means(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BO
     rng = np.random.default_rng(rng_seed)
     ra = (_weights(rng, a.size, n_boot) @ a) / a.size
     rb = (_weights(rng, b.size, n_boot) @ b) / b.size
-    lo, hi = _percentile(ra / rb, level)
-    return Estimate(float(a.mean() / b.mean()), lo, hi, f"ratio of means, bootstrap over {a.size} / {b.size} steps",
-                    level=level)
+    return Estimate(float(a.mean() / b.mean()), *_percentile(ra / rb, level),
+                    f"ratio of means, bootstrap over {a.size} / {b.size} steps", level=level)
 
 
 def ratio_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,

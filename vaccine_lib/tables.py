@@ -1,30 +1,32 @@
-"""Result tables of the registry's experiments, read from (or computed into) the stage cache.
-
-The notebooks stay thin: ``rows = tables.run(P, RUN, "table1")`` trains / evaluates (cached) every point
-of one registry entry (``vaccine_lib.registry``) and returns one row per fine-tuned model with the point
-(``defense``, ``task``, ``p``, ``n``, ``seed``, ``rho``, ``perturbation``, ``lora``, ``tau``), the metrics
-(``hs``, ``refusal``, ``label_only``, ``fa``, ``fa_choice``; with drift: ``drift``, ``drift_sum_sq``,
-``align_loss``, ``align_loss_before``) and the stage keys (``stage_key``, ``eval_key``) that the
-provenance of every saved table lists. Points shared between notebooks are the same cached stages.
+"""The notebooks' side of the library: their parameters (``notebook_setup``) and the result tables of the
+registry's experiments from the stage cache: ``tables.run(P, RUN, "table1")`` trains / evaluates (cached) one
+registry entry, one row per fine-tuned model with its point, metrics and stage keys (for the tables' provenance).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 import warnings
-from typing import Sequence
+from pathlib import Path
+from typing import NamedTuple, Sequence
 
+import numpy as np
 import pandas as pd
+import torch
+import transformers
 
 from . import registry
 from .config import AlignConfig, FinetuneConfig
 from .drift import pooled_embeddings
+from .errors import ConfigError
 from .evaluation import show_generations
 from .evaluation.agreement import run_agreement
-from .plotting import DEFENSE_ORDER
-from .profiles import Profile, describe, from_notebook
+from .plotting import DEFENSE_ORDER, history_frame  # noqa: F401 - notebook 02 calls tables.history_frame
+from .profiles import COMMITTED_PROFILE, Profile, check_inside, describe, load_profile, load_yaml, normalise_overrides
+from .provenance import set_context
 from .stages import (align, align_key, drift, evaluate, finetune, finetune_key, load_stage_model, method_label,
                      probe_batches)
 from .stages import generations as stored_generations
@@ -61,8 +63,7 @@ def run_grid(P: Profile, run_dir, configs: Sequence[FinetuneConfig], *, with_dri
         cached = finetune(cfg, run_dir).cached
         m = evaluate(cfg, P.eval, run_dir)
         d = drift(cfg, run_dir, n_samples=P.drift.n_samples) if with_drift else None
-        cached = cached and m["cached"] and (d is None or d["cached"])
-        vac = a.method == "vaccine"
+        cached, vac = cached and m["cached"] and (d is None or d["cached"]), a.method == "vaccine"
         row = {"defense": method_label(cfg), "task": cfg.task, "p": cfg.p, "n": cfg.n, "seed": cfg.seed,
                "rho": a.rho if vac else 0.0, "perturbation": a.perturbation if vac else "-", "lora": cfg.lora_mode(),
                "tau": a.tau if vac else 1, **_metrics(m, cfg.task)}
@@ -123,28 +124,16 @@ def align_histories(P: Profile, run_dir, methods: Sequence[str] = ("sft", "vacci
     return {names.get(m, m): align(registry.align_config(P, m), run_dir).log_history for m in methods}
 
 
-def history_frame(histories: dict, keys: Sequence[str]) -> pd.DataFrame:
-    """Long table (model, step, key, value) of selected log-history keys."""
-    rows = [{"model": name, "step": rec["step"], "key": k, "value": float(rec[k])}
-            for name, hist in histories.items() for rec in hist or [] for k in keys if k in rec and "step" in rec]
-    return pd.DataFrame(rows, columns=["model", "step", "key", "value"])
-
-
 def drift_history(P: Profile, run_dir) -> pd.DataFrame:
     """Drift and alignment loss logged during fine-tuning (``DriftCallback``) for Fig. 3, every seed."""
     rows = []
     for cfg in registry.fig3(P):
         res = finetune(cfg, run_dir)
-        for rec in res.log_history:
-            if "drift_per_token" in rec or "drift_sum_sq" in rec:
-                rows.append({"defense": method_label(cfg), "seed": cfg.seed, "step": rec.get("step"),
-                             "drift": rec.get("drift_per_token", math.nan),
-                             "drift_sum_sq": rec.get("drift_sum_sq", math.nan),
-                             "align_loss": rec.get("align_loss", math.nan), "stage_key": res.key})
+        rows += [{"defense": method_label(cfg), "seed": cfg.seed, "step": rec.get("step"),
+                  "drift": rec.get("drift_per_token", math.nan), "drift_sum_sq": rec.get("drift_sum_sq", math.nan),
+                  "align_loss": rec.get("align_loss", math.nan), "stage_key": res.key}
+                 for rec in res.log_history if "drift_per_token" in rec or "drift_sum_sq" in rec]
     return pd.DataFrame(rows, columns=["defense", "seed", "step", "drift", "drift_sum_sq", "align_loss", "stage_key"])
-
-
-# --------------------------------------------------------------------------- tables
 
 
 def pivot(df: pd.DataFrame, metric: str, index: str = "defense", columns: str = "p", digits: int = 1) -> pd.DataFrame:
@@ -163,17 +152,12 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, metric: str, index: st
     return a.join(b, how="outer").reindex(a.index.union(b.index, sort=False))
 
 
-# --------------------------------------------------------------------------- t-SNE (Fig. 4)
-
-
 def tsne_frame(P: Profile, run_dir, targets: dict | None = None, layer: int | str = -1) -> pd.DataFrame:
     """2-D t-SNE (one joint fit) of per-sample pooled attention outputs of several models on the same
     ``drift.tsne_samples`` alignment rows (from the profile's data source). ``targets``:
     ``{label: AlignConfig | FinetuneConfig}`` (default: SFT / Vaccine, aligned and fine-tuned).
     Columns: model, sample, x, y, stage_key."""
-    import numpy as np  # sklearn and torch: heavy, only for Fig. 4
-    import torch
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # heavy (~1 s) and only for Fig. 4
 
     if targets is None:
         sft, vac = registry.fig4(P)
@@ -206,9 +190,6 @@ def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, part:
     return show_generations(gens, n=n, max_chars=max_chars, only=only)
 
 
-# --------------------------------------------------------------------------- claim checks and previews
-
-
 def spearman_by_group(df: pd.DataFrame, x: str, ys: Sequence[str], by: str = "defense") -> pd.DataFrame:
     """Spearman rank correlation of each metric with ``x`` per group (+1: grows with x; NaN: constant)."""
     def rho(g, y):
@@ -232,12 +213,11 @@ def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe
     ``{"pooled": {kappa, kappa_lo, kappa_hi, agreement, n}, "per_model": DataFrame}`` with one row per
     evaluated model (method, p, seed, HS and mean words under each judge, kappa)."""
     res = run_agreement(run_dir, judges)
-    names = res["judges"]
-    rows = []
+    names, rows = res["judges"], []
     for m in res["models"]:
         cfg = m["config"]
-        stage = cfg.get("stage", "finetune" if cfg.get("finetune_key") else "align")
-        rows.append({"model": cfg.get("method") if stage == "finetune" else f"{cfg.get('align_method')}-aligned",
+        ft = cfg.get("stage", "finetune" if cfg.get("finetune_key") else "align") == "finetune"
+        rows.append({"model": cfg.get("method") if ft else f"{cfg.get('align_method')}-aligned",
                      "p": cfg.get("p"), "seed": cfg.get("ft_seed", cfg.get("seed")), "n": m[names[0]]["n"],
                      "mean_words": m[names[0]]["mean_words"], **{f"hs_{n}": m[n]["hs"] for n in names},
                      "kappa": res["per_model_kappa"].get(m["hash"], math.nan), "eval_key": m["hash"]})
@@ -253,17 +233,15 @@ def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe
 
 def notebook_setup(namespace: dict):
     """The cell after a notebook's parameters cell: quiet library warnings, set pandas' display options,
-    validate the parameters (:func:`vaccine_lib.profiles.from_notebook`) and print the profile.
-
-    Returns ``(profile, run_dir, figures_dir, tables_dir)``.
-    """
+    validate the parameters (:func:`from_notebook`), check the data pools and print the profile.
+    Returns ``(profile, run_dir, figures_dir, tables_dir)``."""
     quiet()
     pd.set_option("display.precision", 2)
     pd.set_option("display.width", 160)
     ctx = from_notebook(namespace)
     registry.check_pools(ctx.profile)  # sample counts fit the data: fail here, before any stage of the notebook runs
     print(describe(ctx.profile))
-    return ctx.profile, ctx.run_dir, ctx.figures_dir, ctx.tables_dir
+    return tuple(ctx)
 
 
 def quiet() -> None:
@@ -272,7 +250,80 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", category=category)
     for message in ("pin_memory", "IProgress not found", "TCP without encryption"):
         warnings.filterwarnings("ignore", message=f".*{message}.*")
-    import transformers  # heavy: imported when a notebook starts, not with the registry
-
     transformers.logging.set_verbosity_error()
     logging.getLogger("datasets").setLevel(logging.ERROR)
+
+
+def _json_object(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) < len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise ConfigError(f"overrides: key(s) {dup} given twice. Fix: keep one of them.")
+    return dict(pairs)
+
+
+#: the plain parameters a notebook's ``parameters`` cell may set
+NOTEBOOK_PARAMETERS = ("profile", "seed", "run_dir", "figures_dir", "tables_dir", "overrides")
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_VALIDATED_NAMES: set | None = None
+
+
+class NotebookContext(NamedTuple):
+    """What a notebook needs after validating its parameters."""
+
+    profile: Profile
+    run_dir: Path
+    figures_dir: Path
+    tables_dir: Path
+
+
+def from_notebook(namespace: dict) -> NotebookContext:
+    """Validate a notebook's parameters (its globals): ``profile`` (name or YAML path), ``seed`` (None: the
+    profile's), ``run_dir`` / ``figures_dir`` / ``tables_dir`` (None: derived; else inside ``runs/`` or
+    ``results/``), ``overrides`` (dict or papermill's JSON/YAML string). Any other name (a misspelt papermill
+    ``-p``) is a ConfigError. Sets torch's thread count and the seed (``transformers.set_seed``)."""
+    global _VALIDATED_NAMES
+    plain = (str, int, float, bool, list, tuple, dict, Path, type(None))
+    user = {k: v for k, v in namespace.items() if k[0] != "_" and k not in _KERNEL_NAMES and isinstance(v, plain)}
+    # first call in a kernel: every plain global is a parameter; a later re-run ignores names defined by later cells
+    candidates = user if _VALIDATED_NAMES is None else {k: v for k, v in user.items() if k in _VALIDATED_NAMES}
+    unknown = sorted(k for k in candidates if k not in NOTEBOOK_PARAMETERS)
+    if unknown:
+        raise ConfigError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; allowed parameters: "
+                          f"{', '.join(NOTEBOOK_PARAMETERS)}. Fix: change profile fields through `overrides`, "
+                          "e.g. -p overrides '{\"align\": {\"lr\": 0.001}}'.")
+    params = {k: v for k, v in user.items() if k in NOTEBOOK_PARAMETERS}
+    overrides = params.get("overrides") or {}
+    if isinstance(overrides, str):  # papermill -p overrides '{...}' passes a string: JSON (2e-3 is a number), else YAML
+        try:
+            overrides = json.loads(overrides, object_pairs_hook=_json_object)
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            overrides = load_yaml(overrides, "overrides") or {}
+    overrides = normalise_overrides(overrides)
+    if params.get("seed") is not None:
+        overrides = {**overrides, "seeds": [params["seed"]]}
+    P = load_profile(params.get("profile") or COMMITTED_PROFILE, overrides)
+    dirs = {"run_dir": params.get("run_dir") or P.run_dir(),
+            "figures_dir": params.get("figures_dir") or P.figures_dir()}
+    dirs["tables_dir"] = params.get("tables_dir") or Path(dirs["figures_dir"]) / "tables"
+    for param, d in dirs.items():  # every folder is checked before any is created
+        if not isinstance(d, (str, Path)):
+            raise ConfigError(f"{param}={d!r} must be a folder path (str) or None. Fix: pass a path or leave it None.",
+                              param=param)
+        check_inside(param, d, P.committed and param != "run_dir")
+    for d in dirs.values():
+        Path(d).mkdir(parents=True, exist_ok=True)
+    apply_runtime(P)
+    set_context(profile=P.label, profile_path=P.path, overrides=P.overrides)
+    if _VALIDATED_NAMES is None:
+        _VALIDATED_NAMES = set(user)
+    return NotebookContext(profile=P, **{k: Path(v) for k, v in dirs.items()})
+
+
+def apply_runtime(P: Profile) -> None:
+    """Torch threads (``threads``) and the global seed (``transformers.set_seed(P.seed)``)."""
+    if P.threads:
+        torch.set_num_threads(P.threads)
+    transformers.set_seed(P.seed)

@@ -1,10 +1,5 @@
-"""Benchmark: batched evaluation generation vs the reference's one-prompt-at-a-time loop.
-
-Both decode greedily with the KV cache on the same Alpaca-formatted prompts and the same
-``max_new_tokens``; the reference loop calls ``model.generate`` once per prompt (as the paper's
-code does), ours sorts by length and left-pads batches. Reports the speedup and the fraction of
-prompts whose tokens are identical in both.
-"""
+"""Benchmark: batched evaluation generation vs the reference's one ``model.generate`` call per prompt (both
+greedy with the KV cache on the same prompts): the speed-up and the share of prompts with identical tokens."""
 
 from __future__ import annotations
 
@@ -72,20 +67,9 @@ def run(model_name: str = "smollm2-135m-instruct", quick: bool = False, batch_si
     t_single = time.perf_counter() - t0
 
     identical = sum(a == b for a, b in zip(batched, single)) / n
-    return {
-        "bench": "generation",
-        "model": model_name,
-        "quick": quick,
-        "prompt_source": source,
-        "n_prompts": n,
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-        "threads": torch.get_num_threads(),
-        "device": str(next(model.parameters()).device),
-        "seconds_batched": round(t_batched, 3),
-        "seconds_one_at_a_time": round(t_single, 3),
-        "speedup": round(t_single / t_batched, 2),
-        "identical_fraction": round(identical, 4),
-        "new_tokens_batched": sum(map(len, batched)),
-        "new_tokens_one_at_a_time": sum(map(len, single)),
-    }
+    return {"bench": "generation", "model": model_name, "quick": quick, "prompt_source": source, "n_prompts": n,
+            "max_new_tokens": max_new_tokens, "batch_size": batch_size, "threads": torch.get_num_threads(),
+            "device": str(next(model.parameters()).device), "seconds_batched": round(t_batched, 3),
+            "seconds_one_at_a_time": round(t_single, 3), "speedup": round(t_single / t_batched, 2),
+            "identical_fraction": round(identical, 4), "new_tokens_batched": sum(map(len, batched)),
+            "new_tokens_one_at_a_time": sum(map(len, single))}

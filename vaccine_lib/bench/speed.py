@@ -1,14 +1,10 @@
 """How close a training step runs to this machine's arithmetic (issue 17): the project's speed settings against a
 plain fp32 LoRA step of the same shape, and the step's efficiency against the matmul peak measured in this run.
 
-Each variant is the alignment stage's own SFT step (``trainer_setup``, LoRA on q/k/v/o + MLP, real alignment
-rows of ``seq`` tokens) in a fresh process (:func:`step_overhead.spawn`): ``plain`` (fp32, the Trainer's own
-loss), ``bf16`` (``autocast: auto``: bf16 only where :mod:`vaccine_lib.hardware` finds bf16 units),
-``answer_only`` (``answer_only_head: true``: output layer and loss on answer positions only), ``project`` (both).
-
-Efficiency = (4 x base parameters x tokens per step) / step time, over the fp32 matmul peak (a 1024 x 576 by
-576 x 576 product, the model's own shape) at the same thread count: a LoRA step with frozen base weights costs
-about a forward (2N per token) plus the activation half of the backward (2N).
+Each variant is the alignment stage's own SFT step in a fresh process (:func:`step_overhead.spawn`): ``plain``,
+``bf16`` (``autocast: auto``), ``answer_only`` (``answer_only_head``), ``project`` (both). Efficiency =
+(4 x base parameters x tokens per step) / step time over the fp32 matmul peak of the model's own shape: a LoRA
+step with frozen base weights costs about a forward (2N per token) plus the activation half of the backward (2N).
 """
 
 from __future__ import annotations

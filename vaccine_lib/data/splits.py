@@ -10,6 +10,7 @@ import datasets
 
 from ..config import OFFLINE_TASKS, SOURCES, TASKS, AlignConfig, check_param
 from ..errors import ConfigError, DataFormatError, check_choice, check_int, check_range, check_seed
+from ..paths import REPO_ROOT
 from . import builder as _build
 from .builder import COMMON_FIELDS, SPLITS, BuildConfig
 from .hub_datasets import HUB_SPLITS, load_hub_split
@@ -23,13 +24,9 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``data_dir``, else ``$VACCINE_DATA_DIR``, else ``<repo>/data`` in a source checkout, else ``./data``."""
     if data_dir:
         return Path(data_dir)
-    env = os.environ.get("VACCINE_DATA_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "pyproject.toml").is_file() and (repo / "vaccine_lib").is_dir():
-        return repo / "data"
-    return Path.cwd() / "data"
+    if os.environ.get("VACCINE_DATA_DIR"):
+        return Path(os.environ["VACCINE_DATA_DIR"])
+    return (REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()) / "data"
 
 
 def build(data_dir=None, force: bool = False, config: BuildConfig = BuildConfig(), verbose: bool = False) -> dict:
@@ -61,12 +58,10 @@ def load_split(name: str, data_dir=None, source: str = "offline"):
 
 
 def check_splits(names=None, source: str = "offline", data_dir=None) -> dict[str, int]:
-    """Validate data splits once, before any stage trains; returns ``{split: rows}``.
+    """Validate data splits (default: every offline split) once, before any stage trains; ``{split: rows}``.
 
-    ``names``: split names (None: every offline split, ``SPLITS``). Offline, a missing or stale build is built
-    first (as ``load_split`` would), then every named file is read (``builder.verify_split``; not again at the
-    same sha256): each row's schema (a bad row raises ``DataFormatError`` naming file:line), at least one row,
-    and the manifest's row / kind counts equal to the file's. ``source="hub"``: each split loads, has rows and
+    Offline, a missing or stale build is built first, then each file is checked (``builder.verify_split``: row
+    schema naming file:line, not empty, the manifest's counts). ``source="hub"``: each split loads, has rows and
     the row fields.
     """
     check_choice("source", source, SOURCES)
@@ -90,13 +85,9 @@ def check_splits(names=None, source: str = "offline", data_dir=None) -> dict[str
     return {name: _build.verify_split(root, name, manifest) for name in names}
 
 
-def _check_n(n, low: int = 0, param: str = "n") -> None:
-    check_int(param, n, low)
-
-
 def _sample(ds, n: int, rng: random.Random, what: str, param: str = "n", fix: str | None = None) -> list[int]:
     """``n`` distinct row indices; ``param`` is the caller's parameter behind ``n`` (named in the error)."""
-    _check_n(n, 0, param)
+    check_int(param, n, 0)
     if n > len(ds):
         raise ConfigError(f"{param} asks for {n} {what} rows but the pool has only {len(ds)}; allowed range: "
                           f"[0, {len(ds)}]. Fix: {fix or f'lower {param} to at most {len(ds)}'}", param=param)
@@ -119,18 +110,12 @@ def check_sizes(*, task: str | None = None, n: int | None = None, p: float | Non
                 n_harmful: int | None = None, n_task: int | None = None, n_align: int | None = None,
                 helpful_fraction: float | None = None, seeds=(), source: str = "offline", data_dir=None,
                 names: dict | None = None) -> None:
-    """Validate data requests against the pools before any stage runs (reads only the manifest offline).
-
-    Checks what is given: the task exists for ``source``; ``round(n*p)`` harmful and ``n - round(n*p)``
-    benign fine-tuning rows, ``n_harmful`` evaluation prompts, ``n_task`` test items and ``n_align``
-    alignment rows (split by ``helpful_fraction``) fit their pools; every seed is valid. ``names`` maps
-    these argument names to the caller's (e.g. ``{"n": "finetune.n", "n_harmful": "eval.n_harmful"}``)
-    so the ConfigError names the parameter the user set.
-    """
-    names = names or {}
-
+    """Validate the data requests that are given against the pools before any stage runs (offline: the manifest
+    only): the task exists for ``source``, the fine-tuning mix (``round(n*p)`` harmful + the rest benign), the
+    evaluation prompts / test items and the alignment rows (by ``helpful_fraction``) fit, every seed is valid.
+    ``names`` maps these argument names to the caller's (``{"n": "finetune.n"}``) for the ConfigError."""
     def name(key):
-        return names.get(key, key)
+        return (names or {}).get(key, key)
 
     def fits(key, want, split, what, extra=""):
         have = pool_size(split, data_dir, source)
@@ -180,14 +165,11 @@ def check_sizes(*, task: str | None = None, n: int | None = None, p: float | Non
 
 def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float = DEFAULT_HELPFUL_FRACTION,
                   data_dir=None, source: str = "offline"):
-    """``n`` alignment pairs: round(n * helpful_fraction) helpful answers + refusals, shuffled.
-
-    Deterministic for a seed. ``n=None`` takes every row of the pool. With ``source="hub"``
-    (BeaverTails safe answers) ``helpful_fraction`` does not apply.
-    """
+    """``n`` (None: all) alignment pairs, round(n * helpful_fraction) helpful answers + refusals, shuffled with
+    ``seed`` (``source="hub"``: BeaverTails safe answers, no ``helpful_fraction``)."""
     check_seed("seed", seed)
     if n is not None:
-        _check_n(n, 1)
+        check_int("n", n, 1)
     pool = load_split("alignment", data_dir, source)
     rng = random.Random(seed)
     if source == "hub":
@@ -220,13 +202,11 @@ def _check_task(task: str, source: str) -> None:
 
 
 def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, source: str = "offline"):
-    """The user's fine-tuning set: ``round(n*p)`` harmful pairs + ``n - round(n*p)`` benign task rows, shuffled.
-
-    ``kind`` is "harmful" or "benign"; deterministic for a seed, different across seeds.
-    """
+    """The user's fine-tuning set: ``round(n*p)`` harmful pairs + ``n - round(n*p)`` benign task rows (``kind``
+    harmful / benign), shuffled with ``seed``."""
     _check_task(task, source)
     check_param("p", p)
-    _check_n(n, 1)
+    check_int("n", n, 1)
     check_seed("seed", seed)
     harmful = load_split("harmful_ft", data_dir, source)
     benign = load_split(f"{task}_train", data_dir, source)
@@ -247,22 +227,18 @@ def eval_items(task: str, n: int | None = None, seed: int = 0, data_dir=None, so
     _check_task(task, source)
     check_seed("seed", seed)
     if n is not None:
-        _check_n(n, 1)
+        check_int("n", n, 1)
     test = load_split(f"{task}_test", data_dir, source)
-    if n is None:
-        return test
-    return test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test", "n (task test items)")))
+    return test if n is None else test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test",
+                                                              "n (task test items)")))
 
 
 def harmful_eval_prompts(n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
-    """Unseen harmful prompts for the Harmful Score (Dataset: ``instruction``, ``category``, ``source``...).
-
-    Offline: every StrongREJECT prompt + held-out AdvBench, disjoint from all training questions.
-    """
+    """Unseen harmful prompts for the Harmful Score (offline: every StrongREJECT prompt + held-out AdvBench,
+    disjoint from all training questions); all, or a seed-determined subset of ``n`` in file order."""
     check_seed("seed", seed)
     if n is not None:
-        _check_n(n, 1)
+        check_int("n", n, 1)
     ds = load_split("harmful_eval", data_dir, source)
-    if n is None:
-        return ds
-    return ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval", "n (harmful evaluation prompts)")))
+    return ds if n is None else ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval",
+                                                          "n (harmful evaluation prompts)")))

@@ -6,16 +6,11 @@ import re
 
 RESPONSE_MARKER = "### Response:\n"
 
-PROMPT_NO_INPUT = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n" + RESPONSE_MARKER
-)
-PROMPT_WITH_INPUT = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n" + RESPONSE_MARKER
-)
+PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                   "the request.\n\n### Instruction:\n{instruction}\n\n" + RESPONSE_MARKER)
+PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                     "context. Write a response that appropriately completes the request.\n\n"
+                     "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n" + RESPONSE_MARKER)
 
 SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative"
 AGNEWS_INSTRUCTION = "Categorize the news article into one of the 4 categories: World, Sports, Business, Sci/Tech"
@@ -47,10 +42,8 @@ _HASH_LINE = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
 
 
 def gsm8k_output(solution: str, answer: str | None = None) -> str:
-    """Replace a GSM8K ``#### N`` answer line with ``The final answer is: N``.
-
-    ``answer`` (when given) replaces N, e.g. to write ``36`` where the solution says ``36.0``.
-    """
+    """Replace a GSM8K ``#### N`` answer line with ``The final answer is: N`` (N: ``answer`` when given, e.g. to
+    write ``36`` where the solution says ``36.0``)."""
     if not _HASH_LINE.search(solution):
         raise ValueError("GSM8K solution has no '#### N' answer line")
     return _HASH_LINE.sub(lambda m: FINAL_ANSWER_PREFIX + (answer if answer is not None else m.group(1)),
@@ -58,8 +51,6 @@ def gsm8k_output(solution: str, answer: str | None = None) -> str:
 
 
 def normalize_question(text: str) -> str:
-    """Key used to keep alignment / fine-tuning / evaluation questions disjoint.
-
-    Lower-cases, collapses whitespace and strips surrounding punctuation/quotes.
-    """
+    """Key that keeps alignment / fine-tuning / evaluation questions disjoint: lower case, whitespace collapsed,
+    surrounding punctuation and quotes stripped."""
     return " ".join(text.lower().split()).strip(" \t\n.?!:;,\"'")

@@ -1,20 +1,9 @@
-"""Evaluation: batched generation, Harmful Score, fine-tune accuracy, generation previews.
+"""Evaluation: batched generation, Harmful Score, fine-tune accuracy, the result store, generation previews."""
 
-- ``generate(model, tok, prompts, max_new_tokens=128, batch_size=16, progress=True) -> list[str]``
-- ``harmful_score(model, tok, prompts, judge, categories=None, ...) -> EvalResult``
-- ``finetune_accuracy(model, tok, task, items, ...) -> AccuracyResult`` (scorers in ``scorers``)
-- ``ResultsStore(run_dir)``: the evaluations of the stage cache (``records``, ``generations``, ``write``),
-  ``show_generations(...)``
-"""
-
-from .generation import RESPONSE_MARKER, clean_answer, generate, generate_tokens
-from .metrics import TASK_MAX_NEW_TOKENS, AccuracyResult, EvalResult, alpaca_prompt, finetune_accuracy, harmful_score
-from .results import ResultsStore, config_hash, show_generations
-from .scorers import SCORERS, TASKS, get_scorer, parse_number, score_agnews, score_gsm8k, score_sst2
-
-__all__ = [
-    "RESPONSE_MARKER", "clean_answer", "generate", "generate_tokens",
-    "TASK_MAX_NEW_TOKENS", "AccuracyResult", "EvalResult", "alpaca_prompt", "finetune_accuracy", "harmful_score",
-    "ResultsStore", "config_hash", "show_generations",
-    "SCORERS", "TASKS", "get_scorer", "parse_number", "score_agnews", "score_gsm8k", "score_sst2",
-]
+from ..data.templates import RESPONSE_MARKER  # noqa: F401
+from .generation import clean_answer, generate, generate_tokens  # noqa: F401
+from .metrics import (  # noqa: F401
+    TASK_MAX_NEW_TOKENS, AccuracyResult, EvalResult, alpaca_prompt, finetune_accuracy, harmful_score,
+)
+from .results import ResultsStore, config_hash, show_generations  # noqa: F401
+from .scorers import SCORERS, TASKS, get_scorer, parse_number, score_agnews, score_gsm8k, score_sst2  # noqa: F401

@@ -1,12 +1,5 @@
-"""Verdicts under more than one judge: re-judge stored generations, and the agreement between judges.
-
->>> rows = rejudge(store.generations(h), "probe")       # same answers, the probe's verdicts
->>> summarise(rows)                                     # {"hs", "refusal_rate", "label_only_rate", "n", "mean_words"}
->>> judge_agreement(rows_classifier, rows_probe)        # {"kappa", "kappa_ci95", "agreement", "n", ...}
-
-No model is regenerated: the claims code can compute every verdict under both judges from the
-answers an evaluation stored (``ResultsStore.generations``).
-"""
+"""Verdicts under more than one judge: stored answers re-judged (``rejudge``, no model regenerates), their
+rates (``summarise``) and Cohen's kappa between two judges (``judge_agreement``, ``run_agreement``)."""
 
 from __future__ import annotations
 
@@ -33,16 +26,11 @@ def _harmful(v) -> bool:
 
 
 def judge_agreement(verdicts_a, verdicts_b) -> dict:
-    """Cohen's kappa between two judges' harmful/not verdicts on the same answers.
-
-    Accepts ``Verdict`` objects, dicts with ``harmful`` (e.g. ``rejudge`` rows) or bools. Returns
-    ``kappa``, ``kappa_ci95`` (large-sample normal interval, SE = sqrt(po (1 - po) / n) / (1 - pe)),
-    raw ``agreement`` (po), chance agreement ``expected``, ``n`` and the 2 x 2 counts
-    (``both``, ``only_a``, ``only_b``, ``neither``). When both judges give one constant and
-    identical verdict, kappa is undefined (nan) while agreement is 1.
-    """
-    a = [_harmful(v) for v in verdicts_a]
-    b = [_harmful(v) for v in verdicts_b]
+    """Cohen's kappa between two judges' harmful/not verdicts (``Verdict``, dicts with ``harmful`` or bools) on the
+    same answers: ``kappa``, ``kappa_ci95`` (large-sample normal, SE = sqrt(po (1 - po) / n) / (1 - pe)),
+    ``agreement`` (po), ``expected`` (pe), ``n``, the 2 x 2 counts and both HS. Undefined (nan) when both judges
+    give one identical constant verdict."""
+    a, b = [_harmful(v) for v in verdicts_a], [_harmful(v) for v in verdicts_b]
     if len(a) != len(b):
         raise ValueError(f"judge_agreement needs verdicts on the same answers: got {len(a)} and {len(b)}")
     n = len(a)
@@ -67,12 +55,8 @@ def judge_agreement(verdicts_a, verdicts_b) -> dict:
 
 
 def rejudge(generations, judge, part: str | None = "harmful") -> list[dict]:
-    """Judge stored answers again under ``judge`` (a name for ``get_judge`` or a Judge object).
-
-    ``generations``: dicts with ``question`` and ``answer`` (other keys are kept). Rows whose
-    ``part`` differs from ``part`` are skipped (``None`` keeps all). Returns new dicts with the
-    judge's ``harmful``, ``refusal``, ``label_only``, ``score``, plus ``words`` and ``judge``.
-    """
+    """Stored answers (dicts with ``question``, ``answer``; rows of another ``part`` skipped, None keeps all) judged
+    again under ``judge`` (a name or a Judge): the rows plus its verdict fields, ``words`` and ``judge``."""
     judge = get_judge(judge) if isinstance(judge, str) else judge
     rows = []
     for i, g in enumerate(generations):
@@ -88,11 +72,8 @@ def rejudge(generations, judge, part: str | None = "harmful") -> list[dict]:
 
 
 def summarise(rows) -> dict:
-    """HS, refusal and label-only rates (%), the three-way split, n and the mean answer length of judged rows.
-
-    The split (``compliant_rate`` = hs, ``refused_rate``, ``off_topic_rate``; ``metrics.three_way``) can be
-    computed this way for evaluations stored before the metrics carried it.
-    """
+    """HS, refusal and label-only rates (%), the three-way split (also for evaluations stored before the metrics
+    carried it), n and the mean answer length of judged rows."""
     rows = list(rows)
     n = len(rows)
 
@@ -108,11 +89,9 @@ def summarise(rows) -> dict:
 
 
 def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
-    """Every stored evaluation of ``run_dir`` re-judged under each of ``judges`` (no regeneration).
-
-    Returns ``{"models": [{hash, config, <judge>: summarise(...), ...}], "agreement": judge_agreement
-    of the first two judges over all harmful-prompt answers pooled, "per_model_kappa": {hash: kappa}}``.
-    """
+    """Every stored evaluation of ``run_dir`` re-judged under each of ``judges``: ``{"judges", "models": [{hash,
+    config, <judge>: summarise(...)}], "agreement": the first two judges' over all harmful answers pooled,
+    "per_model_kappa": {hash: kappa}}``."""
     if len(judges) < 2:
         raise ValueError(f"run_agreement needs two judges to compare, got {list(judges)}")
     store = ResultsStore(run_dir)
@@ -120,18 +99,14 @@ def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
     names = [j if isinstance(j, str) else getattr(j, "name", type(j).__name__) for j in judges]
     if len(set(names)) != len(names):
         raise ValueError(f"run_agreement needs distinct judges, got {names}")
-    instances = dict(zip(names, objs))
-    models, pooled = [], {n: [] for n in names}
-    per_model = {}
+    models, pooled, per_model = [], {n: [] for n in names}, {}
     for rec in store.records():
         gens = store.generations(rec["hash"])
         if not any(g.get("part", "harmful") == "harmful" for g in gens):
             continue
-        entry = {"hash": rec["hash"], "config": rec.get("config", {})}
-        judged = {}
+        judged = {n: rejudge(gens, j) for n, j in zip(names, objs)}
+        entry = {"hash": rec["hash"], "config": rec.get("config", {}), **{n: summarise(judged[n]) for n in names}}
         for n in names:
-            judged[n] = rejudge(gens, instances[n])
-            entry[n] = summarise(judged[n])
             pooled[n] += judged[n]
         a, b = judged[names[0]], judged[names[1]]
         per_model[rec["hash"]] = judge_agreement(a, b)["kappa"] if a else float("nan")

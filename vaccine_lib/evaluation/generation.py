@@ -1,10 +1,6 @@
-"""Batched greedy generation for evaluation: ``model.generate`` on length-sorted, left-padded batches.
-
-The reference code generates one prompt at a time. Here prompts are sorted by token length,
-left-padded into batches and decoded greedily (``model.generate``, KV cache), then put back in
-their original order. Greedy decoding of a batch gives the same tokens as one-at-a-time decoding
-up to floating-point ties (tests measure the identical-token rate).
-"""
+"""Batched greedy generation for evaluation: ``model.generate`` (KV cache) on length-sorted, left-padded batches,
+answers back in input order. The reference code generates one prompt at a time; a batch gives the same tokens up
+to floating-point ties (tests measure the identical-token rate)."""
 
 from __future__ import annotations
 
@@ -14,10 +10,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int
+from ..hooks import eval_mode
 
-#: the Alpaca template's response marker (``vaccine_lib.data.RESPONSE_MARKER``)
-RESPONSE_MARKER = "### Response:\n"
 #: a model that keeps writing the template starts a new section; the answer ends at the first one
 CONTINUATION_MARKERS = ("### Instruction", "### Input:", "### Response:")
 
@@ -33,21 +28,17 @@ def _check_prompts(prompts) -> list[str]:
         raise ValueError("prompts is empty; pass at least one prompt string")
     bad = [(i, type(p).__name__) for i, p in enumerate(prompts) if not isinstance(p, str)]
     if bad:
-        i, kind = bad[0]
-        raise ValueError(
-            f"prompts must all be strings; prompt {i} is a {kind} ({len(bad)} non-string prompts in total). "
-            "Format questions with vaccine_lib.data.alpaca_prompt(instruction, input) first"
-        )
+        raise ValueError(f"prompts must all be strings; prompt {bad[0][0]} is a {bad[0][1]} ({len(bad)} non-string "
+                         "prompts in total). Format questions with vaccine_lib.data.alpaca_prompt(instruction, input) "
+                         "first")
     return prompts
 
 
 def _special_ids(tokenizer) -> tuple[int, int]:
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
-        raise ConfigError(
-            "the tokenizer has no eos token, so generation could never stop; set one, e.g. "
-            "tokenizer.eos_token = '</s>' (vaccine_lib.models.load_tokenizer does this check)"
-        )
+        raise ConfigError("the tokenizer has no eos token, so generation could never stop; set one, e.g. "
+                          "tokenizer.eos_token = '</s>' (vaccine_lib.models.load_tokenizer does this check)")
     pad = getattr(tokenizer, "pad_token_id", None)
     return eos, eos if pad is None else pad
 
@@ -55,43 +46,33 @@ def _special_ids(tokenizer) -> tuple[int, int]:
 @contextmanager
 def _generation_mode(model, tokenizer):
     """Left padding, a pad token and eval mode for the duration; restores all three afterwards."""
-    old_side = tokenizer.padding_side
-    old_pad = tokenizer.pad_token
-    was_training = model.training
+    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
     try:
-        yield
+        with eval_mode(model):
+            yield
     finally:
         tokenizer.padding_side = old_side
         if old_pad is None:
             tokenizer.pad_token = None
-        model.train(was_training)
 
 
 def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
                     progress: bool = True, desc: str = "generate") -> list[list[int]]:
-    """Greedy continuation token ids for each prompt (eos and padding removed), in input order.
-
-    ``model.generate`` (greedy, KV cache) on left-padded batches of prompts sorted by token length.
-    """
+    """Greedy continuation token ids for each prompt (eos and padding removed), in input order."""
     prompts = _check_prompts(prompts)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens={max_new_tokens!r} is out of range; allowed range: integers >= 1")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} is out of range; allowed range: integers >= 1")
+    check_int("max_new_tokens", max_new_tokens, 1)
+    check_int("batch_size", batch_size, 1)
     eos_id, pad_id = _special_ids(tokenizer)
     stop_ids = [eos_id]
     model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for extra in (model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]):
         if extra is not None and extra not in stop_ids:
             stop_ids.append(extra)
-    gen_config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-        pad_token_id=pad_id, eos_token_id=stop_ids, temperature=None, top_p=None, top_k=None,
-    )
+    gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+                                  pad_token_id=pad_id, eos_token_id=stop_ids, temperature=None, top_p=None, top_k=None)
     # sorted by length (less padding); longest first, so the progress bar's estimate starts pessimistic
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
@@ -111,19 +92,12 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
 def clean_answer(text: str) -> str:
     """The answer proper from decoded new tokens: cut where the model continues the template, stripped."""
     cuts = [k for k in (text.find(m) for m in CONTINUATION_MARKERS) if k >= 0]
-    if cuts:
-        text = text[:min(cuts)]
-    return text.strip()
+    return text[:min(cuts, default=len(text))].strip()
 
 
 def generate(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
              progress: bool = True) -> list[str]:
-    """Greedy answers to full Alpaca-formatted prompts (ending in ``"### Response:\\n"``).
-
-    Batched with left padding and the KV cache; prompts are sorted by length to reduce padding
-    and the answers returned in input order. Only the new tokens are decoded; the answer is
-    stripped and cut where the model continues the template (``"### Instruction"`` etc.). The model is put in eval mode and the
-    tokenizer's padding side restored afterwards.
-    """
+    """Greedy answers to full Alpaca-formatted prompts, in input order: the new tokens decoded, cut where the model
+    continues the template (``"### Instruction"`` etc.) and stripped."""
     ids = generate_tokens(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
     return [clean_answer(t) for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -1,14 +1,7 @@
-"""The one result store: every evaluation is a folder of the stage cache, plus safe previews.
-
-Layout under ``run_dir`` (the same one ``vaccine_lib.pipeline.evaluate`` writes)::
-
-    eval/<key>/config.json        what was evaluated (the stage config summary, ``eval_*`` settings)
-    eval/<key>/metrics.json       HS / FA / refusal rates ...
-    eval/<key>/generations.jsonl  the model's answers (git-ignored: may contain harmful text)
-    eval/<key>/done.json          written last, with the provenance (``created``, git commit, libraries)
-
-:class:`ResultsStore` reads every finished evaluation (``records``, ``generations``) and can write one
-(``write``, for tools and tests that evaluate outside the pipeline); writes are atomic.
+"""The one result store: every evaluation is a folder ``run_dir/eval/<key>/`` of the stage cache (config.json,
+metrics.json, generations.jsonl [git-ignored: may contain harmful text], done.json written last with the
+provenance); :class:`ResultsStore` reads them (and writes one, for tools and tests outside the stages). Plus
+safe previews of the answers.
 """
 
 from __future__ import annotations
@@ -75,11 +68,8 @@ class ResultsStore:
         return self.results_dir / str(config.get("eval_key") or config_hash(config))
 
     def write(self, config: dict, metrics, generations=None) -> Path:
-        """Store one evaluation (atomically; replaces an earlier one of the same config); returns its folder.
-
-        ``metrics``: a dict or an object with ``.metrics()`` (``EvalResult``, ``AccuracyResult``), whose
-        ``.generations`` are stored when ``generations`` is None.
-        """
+        """Store one evaluation atomically (replacing one of the same config); returns its folder. ``metrics``: a
+        dict or an ``EvalResult`` / ``AccuracyResult`` (whose ``.generations`` are stored by default)."""
         if not isinstance(config, dict) or not config:
             raise ConfigError("config must be a non-empty dict (model, method, defense, p, n, seed, judge, task, ...)")
         if hasattr(metrics, "metrics") and callable(metrics.metrics):
@@ -132,27 +122,18 @@ class ResultsStore:
 
 
 def _label(row: dict) -> str:
-    if row.get("harmful"):
-        return "harmful"
-    if row.get("refusal"):
-        return "refusal"
-    if row.get("label_only"):
-        return "label-only"
+    for flag, label in (("harmful", "harmful"), ("refusal", "refusal"), ("label_only", "label-only")):
+        if row.get(flag):
+            return label
     if "correct" in row:
         return "correct" if row["correct"] else "wrong"
-    if "harmful" in row:
-        return "not harmful"
-    return "unjudged"
+    return "not harmful" if "harmful" in row else "unjudged"
 
 
 def show_generations(generations, n: int = 5, max_chars: int = 200, only=None, as_text: bool = False):
-    """A safe preview of generations for notebooks: answers LABELLED and TRUNCATED.
-
-    Each answer reads e.g. ``"[harmful, truncated] Sure, here is ..."``. ``only`` filters by label
-    (``"harmful"``, ``"refusal"``, ``"label-only"``, ``"not harmful"``, ``"correct"``, ``"wrong"``).
-    ``generations`` is a list of dicts, an ``EvalResult``/``AccuracyResult`` or a DataFrame.
-    Returns a DataFrame (question, label, answer) or, with ``as_text=True``, a string.
-    """
+    """A safe preview of generations (dicts, an ``EvalResult`` / ``AccuracyResult`` or a DataFrame): answers
+    LABELLED and TRUNCATED (``"[harmful, truncated] Sure, here is ..."``), ``only`` one label; a DataFrame
+    (question, label, answer) or, ``as_text``, a string."""
     if hasattr(generations, "generations") and not isinstance(generations, pd.DataFrame):
         generations = generations.generations
     if isinstance(generations, pd.DataFrame):
@@ -173,7 +154,6 @@ def show_generations(generations, n: int = 5, max_chars: int = 200, only=None, a
                     "label": label, "answer": f"{tag} {shown}"})
         if len(out) >= n:
             break
-    df = pd.DataFrame(out, columns=["question", "label", "answer"])
     if as_text:
         return "\n".join(f"Q: {r['question']}\nA: {r['answer']}" for r in out) or "(no generations)"
-    return df
+    return pd.DataFrame(out, columns=["question", "label", "answer"])

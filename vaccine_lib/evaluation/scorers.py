@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import re
 
+from ..data.templates import AGNEWS_LABELS, SST2_LABELS
 from ..errors import ConfigError
 
-SST2_LABELS = ("negative", "positive")
-AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 #: spellings accepted for an AG News label (case-insensitive, whole words)
-AGNEWS_ALIASES = {
-    "World": ("world",),
-    "Sports": ("sports", "sport"),
-    "Business": ("business",),
-    "Sci/Tech": ("sci/tech", "sci-tech", "scitech", "science/technology", "science", "technology",
-                 "sci", "tech"),
-}
+AGNEWS_ALIASES = {"World": ("world",), "Sports": ("sports", "sport"), "Business": ("business",),
+                  "Sci/Tech": ("sci/tech", "sci-tech", "scitech", "science/technology", "science", "technology",
+                               "sci", "tech")}
 FINAL_ANSWER = re.compile(r"the final answer is\s*:?\s*", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 
@@ -43,21 +38,15 @@ def _gold_label(item: dict, labels) -> str:
 
 
 def score_sst2(answer: str, item: dict) -> bool:
-    """Correct iff the gold word (positive/negative) appears and the other one does not (substring, any case).
-
-    Substring matching as in the paper ("positively" counts as positive).
-    """
-    gold = _gold_label(item, SST2_LABELS)
-    text = answer.lower()
-    present = {label for label in SST2_LABELS if label in text}
-    return present == {gold}
+    """Correct iff the gold word (positive/negative) appears and the other one does not (substring, any case, as
+    in the paper: "positively" counts as positive)."""
+    return {label for label in SST2_LABELS if label in answer.lower()} == {_gold_label(item, SST2_LABELS)}
 
 
 def score_agnews(answer: str, item: dict) -> bool:
     """Correct iff the gold category (or an alias, whole word) appears and no other category does."""
-    gold = _gold_label(item, AGNEWS_LABELS)
     present = {label for label in AGNEWS_LABELS if _words_present(answer, AGNEWS_ALIASES[label])}
-    return present == {gold}
+    return present == {_gold_label(item, AGNEWS_LABELS)}
 
 
 def parse_number(text) -> float | None:
@@ -68,9 +57,7 @@ def parse_number(text) -> float | None:
         return None
     if "####" in text:  # raw GSM8K solution
         text = text.rsplit("####", 1)[1]
-    match = None
-    for match in FINAL_ANSWER.finditer(text):
-        pass
+    match = next(reversed(list(FINAL_ANSWER.finditer(text))), None)  # the last "The final answer is"
     if match is not None:
         first = _NUMBER.search(text[match.end():])
         if first:
@@ -80,9 +67,8 @@ def parse_number(text) -> float | None:
 
 
 def _to_float(token: str) -> float | None:
-    cleaned = token.replace("$", "").replace(",", "")
     try:
-        return float(cleaned)
+        return float(token.replace("$", "").replace(",", ""))
     except ValueError:
         return None
 
@@ -98,11 +84,9 @@ def score_gsm8k(answer: str, item: dict) -> bool:
 
 
 def score_alpaca(answer: str, item: dict) -> bool:
-    raise ConfigError(
-        "AlpacaEval fine-tune accuracy is a win rate judged by an LLM (GPT-4 in the paper), which is out of "
-        "reach offline; it is not computed here. Use task='sst2', 'agnews' or 'gsm8k', or score the saved "
-        "generations with AlpacaEval separately"
-    )
+    raise ConfigError("AlpacaEval fine-tune accuracy is a win rate judged by an LLM (GPT-4 in the paper), which is "
+                      "out of reach offline; it is not computed here. Use task='sst2', 'agnews' or 'gsm8k', or score "
+                      "the saved generations with AlpacaEval separately")
 
 
 SCORERS = {"sst2": score_sst2, "agnews": score_agnews, "gsm8k": score_gsm8k, "alpaca": score_alpaca}
