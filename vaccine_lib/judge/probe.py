@@ -35,7 +35,8 @@ from ..hooks import get_decoder_layers
 from ..models import cache_dir, load_model
 from . import validation
 from .base import Judge, verdicts_from_scores
-from .classifier import gated_scores
+from .classifier import SELF_ANSWERS, gated_scores
+from .self_answers import self_training_rows
 from .store import CacheInvalid, load_arrays, save_arrays
 from .training_data import labelled_data, short_cuts, split_indices
 from .validation import SELECT_MAX_FPR
@@ -215,7 +216,9 @@ class ProbeJudge(Judge):
 
     def _load_or_fit(self, refit: bool):
         q, a, y = training_pairs(self.max_train)
-        digest = self._digest(q, a, y)
+        # the base model's own answers after a harmful training request (``self_answers``), embedded apart
+        sq, sa, sy = self_training_rows() if SELF_ANSWERS else ([], [], [])
+        digest = self._digest(q + sq, a + sa, np.r_[y, np.asarray(sy, dtype=int)])
         base = cache_dir() / "judge" / f"probe-{self.model_name}-L{self.layer}-{digest}"
         if not refit and base.with_suffix(".json").exists():
             try:
@@ -227,6 +230,9 @@ class ProbeJudge(Judge):
                 warnings.warn(f"probe cache rejected, refitting: {exc}", RuntimeWarning, stacklevel=2)
         t0 = time.perf_counter()
         x = cached_embed(self.model, self.tokenizer, self.model_name, q, a, self.layer, "train")
+        if sa:
+            x = np.vstack([x, cached_embed(self.model, self.tokenizer, self.model_name, sq, sa, self.layer, "self")])
+            y = np.r_[y, np.asarray(sy, dtype=int)]
         arrays = fit_probe(x, y)
         fit_s = time.perf_counter() - t0
         threshold, info = self._select_threshold(arrays)
