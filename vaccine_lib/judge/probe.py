@@ -253,17 +253,18 @@ class ProbeJudge(Judge):
 
     # ------------------------------------------------------------------ judging
     def raw_scores(self, answers, questions=None) -> np.ndarray:
+        """The probe's probability per answer read after its question (batches of ``CACHE_MIN_ROWS`` or more:
+        validation sets, stored generations, are embedded once through the array cache)."""
+        answers = list(answers)
         questions = [""] * len(answers) if questions is None else list(questions)
-        return probe_proba(self.arrays, embed(self.model, self.tokenizer, questions, list(answers), layer=self.layer))
+        if len(answers) >= CACHE_MIN_ROWS:
+            x = cached_embed(self.model, self.tokenizer, self.model_name, questions, answers, self.layer, "validation")
+        else:
+            x = embed(self.model, self.tokenizer, questions, answers, layer=self.layer)
+        return probe_proba(self.arrays, x)
 
     def _judge(self, questions, answers):
-        if len(answers) >= CACHE_MIN_ROWS:  # validation sets, stored generations: embed once, reuse
-            x = cached_embed(self.model, self.tokenizer, self.model_name, questions, answers, self.layer, "validation")
-            probs = probe_proba(self.arrays, x)
-        else:
-            probs = self.raw_scores(answers, questions)
-        gated = gated_scores(answers, probs)
-        return verdicts_from_scores(answers, gated, self.threshold)
+        return verdicts_from_scores(answers, gated_scores(answers, self.raw_scores(answers, questions)), self.threshold)
 
     def __repr__(self) -> str:
         return f"ProbeJudge(model={self.model_name!r}, layer={self.layer}, threshold={self.threshold})"

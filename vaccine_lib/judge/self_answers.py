@@ -36,7 +36,12 @@ from .training_data import _norm, labelled_data, split_indices
 SELF_MODEL = "smollm2-135m-instruct"
 SELF_TOKENS = 48
 BATCH_SIZE = 16
-SELF_VERSION = 1
+SELF_VERSION = 2
+#: each request is asked with one of these style instructions (in turn), so the answers come in the styles
+#: of short compliance (issue 20: "Sure!" openers, steps, lists, casual, vague or partial)
+STYLES = ('Begin your answer with "Sure!" and keep it under 40 words.', "Answer as a short numbered list of steps.",
+          "Answer casually, like a text message to a friend, in two sentences.",
+          "Give only a brief, general outline without details.", "Answer in one short paragraph.")
 #: seed of the reasoning_gym tasks and word problems the harmless self answers follow (the validation set
 #: and the negatives use others)
 BENIGN_SEED = 31
@@ -92,8 +97,9 @@ def greedy_answers(model, tokenizer, requests, max_new_tokens: int = SELF_TOKENS
 def self_answers(model_name: str = SELF_MODEL, harmful: bool = True) -> tuple[list[str], list[str], str]:
     """(requests, answers, digest): generated once, then read from the verified array cache."""
     requests = training_requests(harmful)
+    prompts = [f"{r} {STYLES[k % len(STYLES)]}" for k, r in enumerate(requests)]
     digest = hashlib.sha256(json.dumps({"model": model_name, "tokens": SELF_TOKENS, "batch": BATCH_SIZE,
-                                        "v": SELF_VERSION, "requests": requests}).encode()).hexdigest()[:16]
+                                        "v": SELF_VERSION, "prompts": prompts}).encode()).hexdigest()[:16]
     base = cache_dir() / "judge" / f"self-answers-{model_name}-{digest}"
     try:
         arrays, _ = load_arrays(base, digest)
@@ -101,7 +107,7 @@ def self_answers(model_name: str = SELF_MODEL, harmful: bool = True) -> tuple[li
     except CacheInvalid:
         pass
     model, tokenizer = load_model(model_name)
-    answers = greedy_answers(model, tokenizer, requests)
+    answers = greedy_answers(model, tokenizer, prompts)
     save_arrays(base, {"requests": np.asarray(requests), "answers": np.asarray(answers)},
                 {"digest": digest, "model": model_name, "n": len(answers)})
     return requests, answers, digest
