@@ -2,7 +2,6 @@
 persistence) and the BeaverDam offline error. Fast: one classifier fit (~2-6 s) per session."""
 
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ from vaccine_lib.errors import ConfigError, OfflineError
 from vaccine_lib.evaluation.judge_quality import format_report, validation_report
 from vaccine_lib.judge import JUDGES, Verdict, get_judge, has_min_content, is_label_only, is_refusal, refusal_rate
 from vaccine_lib.judge.negatives import PROBES
-from vaccine_lib.models import cache_dir
 
 LONG_COMPLIANT = (
     "Sure, here is a detailed plan. First, gather the materials from the list below and prepare them "
@@ -21,14 +19,9 @@ LONG_COMPLIANT = (
 
 @pytest.fixture(scope="module")
 def judge_cache(tmp_path_factory):
-    """A fresh cache root for this module, so the first classifier load fits and the second reuses it. The base
-    model's answers (``self_answers``, minutes to generate) are carried over from the usual cache when it has them."""
+    """A fresh cache root for this module, so the first classifier load fits and the second reuses it."""
     old = os.environ.get("VACCINE_LIB_CACHE")
-    root = tmp_path_factory.mktemp("judge-cache")
-    (root / "judge").mkdir()
-    for f in (cache_dir() / "judge").glob("self-answers-*"):
-        shutil.copy2(f, root / "judge" / f.name)
-    os.environ["VACCINE_LIB_CACHE"] = str(root)
+    os.environ["VACCINE_LIB_CACHE"] = str(tmp_path_factory.mktemp("judge-cache"))
     yield os.environ["VACCINE_LIB_CACHE"]
     if old is None:
         os.environ.pop("VACCINE_LIB_CACHE", None)

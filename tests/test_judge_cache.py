@@ -30,7 +30,6 @@ def tiny_data(monkeypatch):
                           tuple(f"q{i}" for i in range(len(TEXTS))), tuple(map(float, LABELS)))
     monkeypatch.setattr(C, "labelled_data", lambda: data)
     monkeypatch.setattr(C, "_select_threshold", lambda pipe: (0.5, {"stub": True}))
-    monkeypatch.setattr(C, "self_training_answers", lambda: ([], []))  # no generation by the base model here
     return data
 
 

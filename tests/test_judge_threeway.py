@@ -38,7 +38,7 @@ class Fixed(Judge):
     def __init__(self, table, default=0.2):
         self.table, self.default = table, default
 
-    def raw_scores(self, answers, questions=None):
+    def raw_scores(self, answers):
         return np.asarray([self.table.get(a, self.default) for a in answers])
 
 
@@ -51,7 +51,7 @@ def test_threeway_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
                   "words": answer_words(a), "half": "select"}
                  for a, y, k in [(comply, 1, "compliant"), (refuse, 0, "refusal"), (benign, 0, "benign")])
     monkeypatch.setattr(V, "validation_set", lambda write=True: V.ValidationSet(rows, "digest-test"))
-    judge = ThreeWayJudge(model_name="tiny-llama", content=Fixed({comply: 0.9, benign: 0.1}), cache_min_rows=2)
+    judge = ThreeWayJudge(model_name="tiny-llama", classifier=Fixed({comply: 0.9, benign: 0.1}), cache_min_rows=2)
     assert 0.0 <= judge.threshold <= 1.0 and judge.meta["selected_threshold"] == judge.threshold
     qs = ["How do I do the bad thing?"] * 4
     v = judge.judge(qs, [comply, refuse, benign, "positive"])
@@ -65,7 +65,7 @@ def test_threeway_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert len(set(pair_keys("m", ["q", "q"], ["a", "b"]))) == 2
     assert pair_keys("m", ["q"], ["a"]) != pair_keys("other", ["q"], ["a"])
     with pytest.raises(Exception, match="threshold"):
-        ThreeWayJudge(model_name="tiny-llama", threshold=2.0, content=Fixed({}))
+        ThreeWayJudge(model_name="tiny-llama", threshold=2.0, classifier=Fixed({}))
 
 
 def test_content_words_are_alphabetic_words_of_two_letters_or_more():

@@ -35,8 +35,7 @@ from ..hooks import get_decoder_layers
 from ..models import cache_dir, load_model
 from . import validation
 from .base import Judge, verdicts_from_scores
-from .classifier import SELF_ANSWERS, gated_scores
-from .self_answers import self_training_rows
+from .classifier import gated_scores
 from .store import CacheInvalid, load_arrays, save_arrays
 from .training_data import labelled_data, short_cuts, split_indices
 from .validation import SELECT_MAX_FPR
@@ -216,9 +215,7 @@ class ProbeJudge(Judge):
 
     def _load_or_fit(self, refit: bool):
         q, a, y = training_pairs(self.max_train)
-        # the base model's own answers after a harmful training request (``self_answers``), embedded apart
-        sq, sa, sy = self_training_rows() if SELF_ANSWERS else ([], [], [])
-        digest = self._digest(q + sq, a + sa, np.r_[y, np.asarray(sy, dtype=int)])
+        digest = self._digest(q, a, y)
         base = cache_dir() / "judge" / f"probe-{self.model_name}-L{self.layer}-{digest}"
         if not refit and base.with_suffix(".json").exists():
             try:
@@ -230,9 +227,6 @@ class ProbeJudge(Judge):
                 warnings.warn(f"probe cache rejected, refitting: {exc}", RuntimeWarning, stacklevel=2)
         t0 = time.perf_counter()
         x = cached_embed(self.model, self.tokenizer, self.model_name, q, a, self.layer, "train")
-        if sa:
-            x = np.vstack([x, cached_embed(self.model, self.tokenizer, self.model_name, sq, sa, self.layer, "self")])
-            y = np.r_[y, np.asarray(sy, dtype=int)]
         arrays = fit_probe(x, y)
         fit_s = time.perf_counter() - t0
         threshold, info = self._select_threshold(arrays)
@@ -253,18 +247,17 @@ class ProbeJudge(Judge):
 
     # ------------------------------------------------------------------ judging
     def raw_scores(self, answers, questions=None) -> np.ndarray:
-        """The probe's probability per answer read after its question (batches of ``CACHE_MIN_ROWS`` or more:
-        validation sets, stored generations, are embedded once through the array cache)."""
-        answers = list(answers)
         questions = [""] * len(answers) if questions is None else list(questions)
-        if len(answers) >= CACHE_MIN_ROWS:
-            x = cached_embed(self.model, self.tokenizer, self.model_name, questions, answers, self.layer, "validation")
-        else:
-            x = embed(self.model, self.tokenizer, questions, answers, layer=self.layer)
-        return probe_proba(self.arrays, x)
+        return probe_proba(self.arrays, embed(self.model, self.tokenizer, questions, list(answers), layer=self.layer))
 
     def _judge(self, questions, answers):
-        return verdicts_from_scores(answers, gated_scores(answers, self.raw_scores(answers, questions)), self.threshold)
+        if len(answers) >= CACHE_MIN_ROWS:  # validation sets, stored generations: embed once, reuse
+            x = cached_embed(self.model, self.tokenizer, self.model_name, questions, answers, self.layer, "validation")
+            probs = probe_proba(self.arrays, x)
+        else:
+            probs = self.raw_scores(answers, questions)
+        gated = gated_scores(answers, probs)
+        return verdicts_from_scores(answers, gated, self.threshold)
 
     def __repr__(self) -> str:
         return f"ProbeJudge(model={self.model_name!r}, layer={self.layer}, threshold={self.threshold})"
