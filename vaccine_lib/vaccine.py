@@ -172,18 +172,9 @@ def _dist_world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def perturbation_with_stats(
-    model: nn.Module,
-    inputs: dict,
-    rho: float,
-    *,
-    loss_fn: Callable | None = None,
-    layers_path: str | None = None,
-    attn_name: str | None = None,
-    sync_norm: bool = False,
-    loss_scale: float | None = None,
-    budget: str = "global",
-) -> Perturbation:
+def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
+                            layers_path: str | None = None, attn_name: str | None = None, sync_norm: bool = False,
+                            loss_scale: float | None = None, budget: str = "global") -> Perturbation:
     """Pass 1 of Algorithm 1; see :func:`compute_perturbation`. Also returns the global norm and the clean loss."""
     check_param("rho", rho)
     deltas: dict[int, torch.Tensor] = {}
@@ -241,16 +232,9 @@ def perturbation_with_stats(
     return Perturbation(eps=eps, grad_norm=norm.detach(), loss=loss.detach())
 
 
-def compute_perturbation(
-    model: nn.Module,
-    inputs: dict,
-    rho: float,
-    *,
-    loss_fn: Callable | None = None,
-    layers_path: str | None = None,
-    attn_name: str | None = None,
-    sync_norm: bool = False,
-) -> list[torch.Tensor]:
+def compute_perturbation(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
+                         layers_path: str | None = None, attn_name: str | None = None,
+                         sync_norm: bool = False) -> list[torch.Tensor]:
     """Pass 1: ``eps_l = rho * g_l / ||(g_1..g_L)||`` with ``g_l = dL/de_l`` for every decoder layer.
 
     ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
