@@ -30,8 +30,6 @@ assert tuple(NOTEBOOKS) == NOTEBOOK_IDS
 KINDS = ("align", "finetune", "eval", "drift")
 
 
-# --------------------------------------------------------------------------- stage configs of a point
-
 
 def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rho: float | None = None,
                  perturbation: str = "gradient", tau: int = 1) -> AlignConfig:
@@ -81,8 +79,6 @@ def label_of(cfg: FinetuneConfig) -> str:
              *variant(cfg.align)]
     return " ".join(parts + (["+drift log"] if cfg.drift_every > 0 else []) + [f"seed={cfg.seed}"])
 
-
-# --------------------------------------------------------------------------- grids
 
 
 def _ratios(P: Profile, label: str) -> list[float]:
@@ -234,8 +230,6 @@ def artifacts() -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- the plan
-
 
 @dataclass
 class Stage:
@@ -326,8 +320,6 @@ def describe_plan(P: Profile, run_dir, name: str) -> str:
                  "in the notebook itself)")
     return "\n".join(lines)
 
-
-# --------------------------------------------------------------------------- checks before any stage runs
 
 
 def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:

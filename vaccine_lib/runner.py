@@ -46,8 +46,6 @@ JOBS_RANGE = (1, 64)
 RUN_DIR_FIX = "pass a writable folder with free space (--run-dir; reproduce: the profile's runs/ and results/)"
 
 
-# --------------------------------------------------------------------------- workers and locks
-
 
 class StageLock:
     """A worker's exclusive ``flock`` on one stage, held while the file stays open. The kernel drops it when
@@ -127,8 +125,6 @@ def work(stages: Sequence[Stage], run_dir, run: Callable, say=print, prefix: str
             time.sleep(poll_s)
     return ran
 
-
-# --------------------------------------------------------------------------- stages
 
 
 def run_stage(P: Profile, s: Stage, run_dir) -> bool:
@@ -230,8 +226,6 @@ def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_
     return stages
 
 
-# --------------------------------------------------------------------------- notebooks
-
 
 def reproduce(profile: str = "default", only: str | None = None, overrides: dict | None = None,
               timeout: int | None = None, keep_going: bool = True, say=print, jobs: int = 1) -> dict:
@@ -291,8 +285,6 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
             runtime.render_readme()
     return {**summary, "failed": failed} if failed else summary
 
-
-# --------------------------------------------------------------------------- command line
 
 
 def parser() -> argparse.ArgumentParser:

@@ -53,8 +53,6 @@ class StageResult:
     cfg: Any = field(default=None, repr=False)
 
 
-# --------------------------------------------------------------------------- keys and folders
-
 
 def data_version(source: str = "offline") -> str:
     """Hash of the processed splits' checksums (builds the offline data first if missing); ``"hub"`` for Hub data."""
@@ -125,8 +123,6 @@ def stage_dir(run_dir, stage: str, cfg) -> Path:
 def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[-40:]
 
-
-# --------------------------------------------------------------------------- finished stages
 
 
 def is_done(path) -> bool:
@@ -231,8 +227,6 @@ def _pid_alive(pid: int) -> bool:
         return True
     return True
 
-
-# --------------------------------------------------------------------------- several processes
 
 
 @contextlib.contextmanager

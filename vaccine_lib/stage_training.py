@@ -198,14 +198,9 @@ def selfdistilled(model, tok, n: int, seed: int, cache_dir, model_name: str, bat
     name = f"{str(model_name).strip('/').replace('/', '--')}-n{n}-s{seed}-t{SELFDISTILL_TOKENS}"
 
     def write(tmp: Path):
-        rows = selfdistill_prompts(n, seed)
-        was_training = model.training
-        model.eval()
-        try:
-            answers = generate(model, tok, [alpaca_prompt(r["instruction"], r["input"]) for r in rows],
-                               max_new_tokens=SELFDISTILL_TOKENS, batch_size=batch_size, progress=False)
-        finally:
-            model.train(was_training)
+        rows = selfdistill_prompts(n, seed)  # generate() runs in eval mode and restores the training flag
+        answers = generate(model, tok, [alpaca_prompt(r["instruction"], r["input"]) for r in rows],
+                           max_new_tokens=SELFDISTILL_TOKENS, batch_size=batch_size, progress=False)
         out = [dict(r, output=a.strip()) for r, a in zip(rows, answers) if a.strip() and not is_refusal(a)]
         (tmp / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in out))
         return {"model": model_name, "n": n, "seed": seed, "max_new_tokens": SELFDISTILL_TOKENS}, {"kept": len(out)}, []

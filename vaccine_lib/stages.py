@@ -49,8 +49,6 @@ def clean_run_dir(run_dir) -> list[Path]:
     return [p for stage in (*STAGE_VERSION, "selfdistill") for p in clean_stale(Path(run_dir) / stage)]
 
 
-# --------------------------------------------------------------------------- stages (public API)
-
 
 def align(cfg: AlignConfig, run_dir, deep: bool = False) -> StageResult:
     """Alignment stage (cached). ``method="none"`` trains nothing and returns ``path=None``.
@@ -199,8 +197,6 @@ def _resolve(target: Target) -> tuple[str, Any]:
         return "finetune", target
     raise ConfigError(f"expected an AlignConfig, FinetuneConfig or StageResult, got {type(target).__name__}")
 
-
-# --------------------------------------------------------------------------- evaluation and drift
 
 
 def _unusable(metrics: dict) -> str | None:

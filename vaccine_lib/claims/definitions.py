@@ -116,8 +116,6 @@ def _vaccine(ft: pd.DataFrame, r: Reference, **kw) -> pd.DataFrame:
     return select(ft, **{"method": "Vaccine", "perturbation": "gradient", "tau": 1, "rho": r.rho, **kw})
 
 
-# ------------------------------------------------- the claims' computations (outcome claims get outcomes or "not run")
-
 
 def _aligned_vs_base_hs(inp: Inputs) -> list[Row]:
     al = select(inp.outcomes, stage="align", part=HARMFUL_PART)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from scipy import stats as st
+
 #: thresholds of R1-R3 (from the results issue)
 R1_HS, R1_BENIGN_REFUSAL, R1_FA_DROP = 10.0, 10.0, 10.0
 R2_FA, R2_GAIN = 80.0, 15.0
@@ -90,87 +92,70 @@ def choose_rho(sft: dict, vaccine: list[dict]) -> tuple[float | None, list[dict]
 
 # --------------------------------------------------------------------------- issue 18's fair test: fixed before it ran
 
-#: alignment lengths tried (epochs, SFT only); the alignment length is the first whose last epoch's mean training
-#: loss changed by less than PLATEAU_CHANGE (relative) from the epoch before, else the longest tried
-PLATEAU_EPOCHS = (2, 4, 8, 16)
-PLATEAU_CHANGE = 0.02
+#: alignment lengths tried (epochs, SFT only): the first whose last epoch's mean training loss changed by less than
+#: PLATEAU_CHANGE (relative) from the epoch before, else the longest
+PLATEAU_EPOCHS, PLATEAU_CHANGE = (2, 4, 8, 16), 0.02
+#: R4 (SFT only): at p = 0.1 SFT's fine-tuning erases this share of the gap between the clean-fine-tuned SFT model and
+#: Non-Aligned; the paper's Table 1 share at p = 0.1 is (55.2 - 48.6) / (77.6 - 48.6)
+R4_ERASE, PAPER_ERASE = (0.20, 0.60), (55.2 - 48.6) / (77.6 - 48.6)
+#: seeds for a paired t-test of this power at POWER_DELTA HS points (the paper's -7.0 at p = 0.1), at least SEEDS_MIN
+POWER_DELTA, POWER_TARGET, POWER_ALPHA, SEEDS_MIN = 7.0, 0.8, 0.05, 4
 
 
 def epoch_means(history) -> list[float]:
     """Mean training loss of each epoch from a Trainer log history (``loss`` entries with a fractional ``epoch``)."""
     by_epoch: dict[int, list[float]] = {}
-    for e in history:
-        if "loss" in e and "epoch" in e:
-            by_epoch.setdefault(max(math.ceil(float(e["epoch"]) - 1e-9), 1), []).append(float(e["loss"]))
+    for e in (e for e in history if "loss" in e and "epoch" in e):
+        by_epoch.setdefault(max(math.ceil(float(e["epoch"]) - 1e-9), 1), []).append(float(e["loss"]))
     return [sum(v) / len(v) for _, v in sorted(by_epoch.items())]
 
 
 def choose_epochs(curves: dict) -> tuple[int, list[dict]]:
     """``(epochs, one row per length)`` from SFT's per-epoch mean losses by length (``{epochs: [mean, ...]}``)."""
     rows = []
-    for n in sorted(curves):
-        means = curves[n]
-        change = abs(means[-1] - means[-2]) / means[-2] if len(means) >= 2 and means[-2] > 0 else math.inf
-        rows.append({"epochs": int(n), "last_epoch_loss": means[-1], "last_epoch_change": round(change, 4),
+    for n, m in sorted(curves.items()):
+        change = abs(m[-1] - m[-2]) / m[-2] if len(m) >= 2 and m[-2] > 0 else math.inf
+        rows.append({"epochs": int(n), "last_epoch_loss": m[-1], "last_epoch_change": round(change, 4),
                      "plateau": change < PLATEAU_CHANGE})
-    chosen = next((r["epochs"] for r in rows if r["plateau"]), max(curves))
-    return chosen, rows
-
-
-#: R4 (the attack, chosen on SFT only): at the headline p, SFT's fine-tuning erases this share of the gap between
-#: the SFT-aligned model after clean fine-tuning and Non-Aligned (paper Table 1, p = 0.1: (55.2-48.6)/(77.6-48.6))
-R4_ERASE = (0.20, 0.60)
-PAPER_ERASE = (55.2 - 48.6) / (77.6 - 48.6)
+    return next((r["epochs"] for r in rows if r["plateau"]), max(curves)), rows
 
 
 def erase_fraction(hs_sft: float, hs_sft_clean: float, hs_na: float) -> float | None:
-    """The share of the (Non-Aligned - clean SFT) HS gap that SFT's harmful fine-tuning erases; None if no gap."""
     gap = hs_na - hs_sft_clean
     return (hs_sft - hs_sft_clean) / gap if gap > 0 else None
 
 
 def choose_attack(rows: list[dict]) -> tuple[str | None, list[dict]]:
-    """``(attack, verdict rows)``: rows carry ``attack``, ``hs_sft``, ``hs_sft_clean``, ``hs_na`` (at the headline
-    p), ``fa_clean``, ``fa_top_share`` (clean fine-tuning) and ``fa_aligned`` (the aligned model's zero-shot FA).
-    The attack is the one meeting R2 whose erase fraction lies in R4_ERASE closest to the paper's; if none lies in
-    the band, the R2-meeting one closest to the band (R4 "not met"); None when no attack meets R2."""
+    """``(attack, verdict rows)`` from rows with ``attack``, ``hs_sft`` / ``hs_sft_clean`` / ``hs_na`` (p = 0.1 / 0 /
+    0.1), ``fa_clean``, ``fa_top_share`` and ``fa_aligned``: of the attacks meeting R2, the one in R4_ERASE closest to
+    the paper's share, else the one closest to the band (R4 "not met"); None when none meets R2."""
     out = []
     for r in rows:
         frac = erase_fraction(r["hs_sft"], r["hs_sft_clean"], r["hs_na"])
         r2 = (r["fa_clean"] >= R2_FA or r["fa_clean"] >= r["fa_aligned"] + R2_GAIN) and r["fa_top_share"] < R2_MAX_TOP_SHARE
-        in_band = frac is not None and R4_ERASE[0] <= frac <= R4_ERASE[1]
+        ok = r2 and frac is not None and R4_ERASE[0] <= frac <= R4_ERASE[1]
         out.append({**r, "erase_fraction": None if frac is None else round(frac, 4), "R2": "met" if r2 else "not met",
-                    "R4": "met" if r2 and in_band else "not met"})
+                    "R4": "met" if ok else "not met"})
     band = [r for r in out if r["R4"] == "met"]
     pool = band or [r for r in out if r["R2"] == "met" and r["erase_fraction"] is not None]
     if not pool:
         return None, out
-    dist = (lambda r: abs(r["erase_fraction"] - PAPER_ERASE)) if band else \
-        (lambda r: min(abs(r["erase_fraction"] - R4_ERASE[0]), abs(r["erase_fraction"] - R4_ERASE[1])))
+    dist = lambda r: abs(r["erase_fraction"] - PAPER_ERASE) if band else min(abs(r["erase_fraction"] - b) for b in R4_ERASE)  # noqa: E731
     return min(pool, key=dist)["attack"], out
-
-
-#: the decisive comparison's size: the smallest number of alignment seeds per method giving a paired t-test this
-#: power for an effect of POWER_DELTA HS points (the paper's -7.0 at p = 0.1), between SEEDS_MIN and the budget
-POWER_DELTA, POWER_TARGET, POWER_ALPHA, SEEDS_MIN = 7.0, 0.8, 0.05, 4
 
 
 def paired_power(n: int, sd_diff: float, delta: float = POWER_DELTA, alpha: float = POWER_ALPHA) -> float:
     """Power of a two-sided paired t-test with ``n`` pairs whose differences have SD ``sd_diff``."""
-    from scipy import stats as st  # scipy only here: the rest of the module is plain Python
-
-    if n < 2:
-        return 0.0
-    if sd_diff <= 0:
-        return 1.0
+    if n < 2 or sd_diff <= 0:
+        return 0.0 if n < 2 else 1.0
     df, nc = n - 1, delta / (sd_diff / math.sqrt(n))
     t = st.t.ppf(1 - alpha / 2, df)
     return float(1 - st.nct.cdf(t, df, nc) + st.nct.cdf(-t, df, nc))
 
 
 def seeds_for_power(sd_method: float, n_max: int) -> dict:
-    """The number of alignment seeds from the pilot's between-seed SD of one method's HS (SFT only, so blind to
-    Vaccine): differences of two independent alignments have SD sqrt(2) * sd_method."""
+    """Alignment seeds from the pilot's between-seed SD of SFT's HS (blind to Vaccine); two independent alignments
+    differ with SD sqrt(2) * sd_method. At least SEEDS_MIN, at most ``n_max`` (then the power falls short: stated)."""
     sd_diff = math.sqrt(2) * sd_method
     needed = next((n for n in range(2, 201) if paired_power(n, sd_diff) >= POWER_TARGET), None)
     n = max(SEEDS_MIN, min(needed or n_max, n_max))

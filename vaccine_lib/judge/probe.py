@@ -206,7 +206,6 @@ class ProbeJudge(Judge):
         self.arrays, self.meta, self.cache_path, self.loaded_from_cache = self._load_or_fit(refit)
         self.threshold = float(self.meta["selected_threshold"] if threshold is None else threshold)
 
-    # ------------------------------------------------------------------ fitting and cache
     def _digest(self, q, a, y) -> str:
         h = hashlib.sha256(_pairs_digest(self.model_name, self.layer, q, a).encode())
         h.update(np.asarray(y, dtype=np.int64).tobytes())
@@ -246,7 +245,6 @@ class ProbeJudge(Judge):
         return validation.select_threshold(scores, rows, max_fpr=SELECT_MAX_FPR), {
             "validation_digest": vset.digest, "half": "select", "max_fpr": SELECT_MAX_FPR, "n_rows": len(rows)}
 
-    # ------------------------------------------------------------------ judging
     def raw_scores(self, answers, questions=None) -> np.ndarray:
         questions = [""] * len(answers) if questions is None else list(questions)
         return probe_proba(self.arrays, embed(self.model, self.tokenizer, questions, list(answers), layer=self.layer))
