@@ -249,6 +249,22 @@ class Protocol:
                 self.add(f"eval-{m}-s{s}", 9 + s / 1000, kind="align", method="sft" if m == "SFT" else "vaccine",
                          seed=s, epochs=E, **({"rho": rho} if m == "Vac" else {}))
 
+    def resume(self, rows_file: Path) -> int:
+        """Reuse an earlier run's results that nothing trains on (fine-tuned models and the plateau lengths not
+        chosen): their rows feed the same rules again, so a new machine spends no time on them. Trained stages
+        downstream tasks load (the chosen alignments) are not reused: their files stayed on the old machine."""
+        rows = [json.loads(x) for x in rows_file.read_text().splitlines() if x.strip()]
+        plateau = {f"align-SFT-E{e}-s{self.seeds[0]}" for e in PLATEAU_EPOCHS}
+        keep = [r for r in rows if r.get("kind") == "ft" or r["tag"] == "align-NA" or r["tag"] in plateau]
+        if plateau <= {r["tag"] for r in keep}:  # the chosen length's model is retrained: downstream stages load it
+            chosen, _ = choose_epochs({e: next(r["epoch_loss"] for r in keep if r["tag"] == f"align-SFT-E{e}-s{self.seeds[0]}")
+                                       for e in PLATEAU_EPOCHS})
+            keep = [r for r in keep if r["tag"] != f"align-SFT-E{chosen}-s{self.seeds[0]}"]
+        for r in keep:
+            self.done[r["tag"]] = r
+            self.seen.add(r["tag"])
+        return len(keep)
+
     def needs(self, spec: dict) -> list[str]:
         """Tasks that must finish before ``spec`` starts (the stage it trains on), so no two workers race for one."""
         S, E = self.seeds, self.decisions.get("epochs", {}).get("epochs")
@@ -280,6 +296,8 @@ def run(args) -> int:
     load_model(P.model)  # converts the embedded checkpoint once, before any worker needs it
     print(f"[setup] model ready after {time.time() - t_start:.1f} s", flush=True)
     proto = Protocol(args.profile, out, Path(args.run_dir), list(P.seeds))
+    if args.resume:
+        print(f"[resume] {proto.resume(Path(args.resume))} results of an earlier run reused", flush=True)
     stop_submit, hard_stop = t_start + args.budget_s - args.drain_s, t_start + args.budget_s
     pool = cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
     running: dict = {}
@@ -343,6 +361,7 @@ def main(argv=None) -> int:
     r.add_argument("--drain-s", type=float, default=60.0, help="stop starting work this long before the budget ends")
     r.add_argument("--out", default=str(RUN / "protocol"))
     r.add_argument("--run-dir", default=str(RUN))
+    r.add_argument("--resume", help="rows.jsonl of an earlier run: reuse the results nothing trains on")
     t = sub.add_parser("tables")
     t.add_argument("--rows", default=str(RUN / "protocol" / "rows.jsonl"))
     t.add_argument("--tables", default=str(REPO_ROOT / "figures" / "tables"), help="where the CSVs go")

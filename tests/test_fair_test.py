@@ -101,3 +101,15 @@ def test_the_protocol_makes_each_decision_by_its_rule_and_every_task_can_run(tmp
     first_vaccine_ft = min(i for i, t in enumerate(order) if t.startswith("ft-Vac"))
     assert all(t in order[:first_vaccine_ft] for t in ("align-Vac-r5.0-s42", "ft-NA-A5-p0.1"))  # decisions first
     assert "ft-Vac-p0.1-s47" in order and "ft-Vac-gauss-p0.1-s45" in order and "ft-Vac-r5.0-p0.1-s42" in order
+
+
+def test_a_resumed_run_reuses_leaf_results_and_retrains_the_chosen_alignment(tmp_path):
+    ft = _script()
+    rows = [{"tag": f"align-SFT-E{e}-s42", "kind": "align", "epoch_loss": [1.0 + 0.5 ** k if e >= 8 else 1.0 / (k + 1)
+                                                                         for k in range(e)]} for e in PLATEAU_EPOCHS]
+    rows += [{"tag": "ft-NA-A0-p0.1", "kind": "ft", "hs": 80.0}, {"tag": "align-SFT-E8-s43", "kind": "align"}]
+    (tmp_path / "rows.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    proto = ft.Protocol("fair_test_smoke", tmp_path, tmp_path, [42, 43])
+    assert proto.resume(tmp_path / "rows.jsonl") == 4
+    assert "ft-NA-A0-p0.1" in proto.done and "align-SFT-E2-s42" in proto.done
+    assert "align-SFT-E8-s42" not in proto.done and "align-SFT-E8-s43" not in proto.done  # trained-on: redone

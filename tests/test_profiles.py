@@ -21,7 +21,7 @@ def test_every_profile_loads(name):
 
 
 def test_unknown_profile_lists_allowed_names():
-    with pytest.raises(ConfigError, match="default, full, paper, smoke"):
+    with pytest.raises(ConfigError, match="default, fair_test, fair_test_smoke, full, paper, smoke"):
         load_profile("nope")
 
 

@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .evaluation import generate
 from .guards import FiniteGuard, check_finite_weights
 from .hardware import resolve_autocast
+from .hooks import eval_mode
 from .judge import is_refusal
 from .lora import add_lora, load_lora, merge_lora, save_lora
 from .losses import AnswerOnlyLoss
@@ -198,9 +199,10 @@ def selfdistilled(model, tok, n: int, seed: int, cache_dir, model_name: str, bat
     name = f"{str(model_name).strip('/').replace('/', '--')}-n{n}-s{seed}-t{SELFDISTILL_TOKENS}"
 
     def write(tmp: Path):
-        rows = selfdistill_prompts(n, seed)  # generate() runs in eval mode and restores the training flag
-        answers = generate(model, tok, [alpaca_prompt(r["instruction"], r["input"]) for r in rows],
-                           max_new_tokens=SELFDISTILL_TOKENS, batch_size=batch_size, progress=False)
+        rows = selfdistill_prompts(n, seed)
+        with eval_mode(model):  # greedy answers without dropout; the training flag restored
+            answers = generate(model, tok, [alpaca_prompt(r["instruction"], r["input"]) for r in rows],
+                               max_new_tokens=SELFDISTILL_TOKENS, batch_size=batch_size, progress=False)
         out = [dict(r, output=a.strip()) for r, a in zip(rows, answers) if a.strip() and not is_refusal(a)]
         (tmp / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in out))
         return {"model": model_name, "n": n, "seed": seed, "max_new_tokens": SELFDISTILL_TOKENS}, {"kept": len(out)}, []
