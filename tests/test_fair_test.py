@@ -73,14 +73,18 @@ def _fake_row(spec, sft_sd):
     elif spec["kind"] == "ft":
         base = {"NA": 80.0, "SFT": 40.0 + sft_sd * (s - 43), "Vaccine": -999.0}[spec["label"]]
         row.update(hs=2.0 if spec["p"] == 0 else base, fa=75.0, fa_top_answer_share=60.0)
+        # per-prompt verdicts (40 prompts): SFT 40 % harmful at p > 0, Vaccine 10 %, Gaussian noise 40 %
+        share = 0 if spec["p"] == 0 else 4 if spec["label"] != "Vaccine" or spec.get("perturbation") == "gaussian" else 1
+        for j in ("threeway", "classifier"):
+            row[f"bits_{j}"] = "".join("1" if (i + s) % 10 < share else "0" for i in range(40))
     elif spec["kind"] == "align":
         row.update(hs=85.0, fa=8.0)
     return row
 
 
-def test_the_protocol_makes_each_decision_by_its_rule_and_every_task_can_run(tmp_path):
-    ft = _script()
-    proto = ft.Protocol("fair_test_smoke", tmp_path, tmp_path, [42, 43, 44, 45, 46, 47])
+def _drive(ft, tmp_path, seeds):
+    """Run the protocol's scheduling to the end on made-up results; returns it and the order tasks ran in."""
+    proto = ft.Protocol("fair_test_smoke", tmp_path, tmp_path, seeds)
     order = []
     for _ in range(500):
         proto.advance()
@@ -92,6 +96,12 @@ def test_the_protocol_makes_each_decision_by_its_rule_and_every_task_can_run(tmp
         heapq.heapify(proto.ready)
         order.append(item[2])
         proto.done[item[2]] = _fake_row(item[3], sft_sd=3.0)
+    return proto, order
+
+
+def test_the_protocol_makes_each_decision_by_its_rule_and_every_task_can_run(tmp_path):
+    ft = _script()
+    proto, order = _drive(ft, tmp_path, [42, 43, 44, 45, 46, 47])
     assert not proto.ready, f"tasks never runnable: {[i[2] for i in proto.ready][:5]}"
     d = proto.decisions
     assert d["epochs"]["epochs"] == 8  # the first length whose last epoch changed < 2 %
@@ -113,3 +123,24 @@ def test_a_resumed_run_reuses_leaf_results_and_retrains_the_chosen_alignment(tmp
     assert proto.resume(tmp_path / "rows.jsonl") == 4
     assert "ft-NA-A0-p0.1" in proto.done and "align-SFT-E2-s42" in proto.done
     assert "align-SFT-E8-s42" not in proto.done and "align-SFT-E8-s43" not in proto.done  # trained-on: redone
+
+
+def test_the_tables_and_claims_come_from_the_rows_and_use_the_power_rules_seeds(tmp_path):
+    ft = _script()
+    proto, _ = _drive(ft, tmp_path, [42, 43, 44, 45, 46, 47])
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(__import__("json").dumps(r) + "\n" for r in proto.done.values()))
+    (tmp_path / "decisions.json").write_text(__import__("json").dumps(proto.decisions))
+    tables = importlib.util.spec_from_file_location("fair_test_tables", REPO_ROOT / "scripts" / "fair_test_tables.py")
+    mod = importlib.util.module_from_spec(tables)
+    tables.loader.exec_module(mod)
+    out = mod.write_tables(rows, tmp_path / "tables")
+    claims = out["fair_test_claims"].set_index(["claim", "judge"])
+    k = proto.decisions["power"]["seeds"]
+    for judge in ("threeway", "classifier"):
+        c2a = claims.loc[("C2a", judge)]
+        assert c2a["effect"] == pytest.approx(-30.0) and c2a["n_seeds"] == k and c2a["n_items"] == 40
+        assert c2a["verdict"] == "held"
+        assert claims.loc[("C6", judge)]["effect"] == pytest.approx(-30.0)  # gradient 10 % vs Gaussian 40 %
+    assert claims.loc[("C0c", "-")]["verdict"] == "held"  # made-up benign refusal 6 % at rho* = 1 on every seed
+    assert (tmp_path / "tables" / "fair_test_claims.csv").is_file()
