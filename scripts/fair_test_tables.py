@@ -79,6 +79,7 @@ def write_tables(rows_file: Path, tables: Path = TABLES) -> dict[str, pd.DataFra
                                           "failed": "; ".join(sorted(summary.get("failed", {}))),
                                           "not_run": "; ".join(summary.get("not_run", []))}])
     out["fair_test_claims"] = fair_claims(out)
+    out["fair_test_per_layer"] = per_layer_effect(out)
     for name, df in out.items():
         save_table(df, name, tables)
     if Path(tables).resolve() == TABLES.resolve():
@@ -226,3 +227,20 @@ def fair_claims(out: dict[str, pd.DataFrame]) -> pd.DataFrame:
                                 "verdict": verdict, "note": "" if est else why, "notebook": notebook,
                                 "profile": "fair_test"}]))
     return pd.concat(parts, ignore_index=True)[list(TABLE_COLUMNS)]
+
+
+def per_layer_effect(out: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The budget ablation (issue 18): HS(rho* split evenly over layers) - HS(the paper's global budget) at p = 0.1,
+    paired over the ablation seeds and prompts, per judge; does layer 0's share of the budget weaken the defense?"""
+    models, verdicts = out["fair_test_models"], out.get("fair_test_verdicts")
+    rows = []
+    if verdicts is not None and len(verdicts):
+        oc = outcomes(models, verdicts)
+        vac = oc[(oc["method"] == "Vaccine") & (oc["p"] == 0.1)]
+        per, glob = vac[vac["perturbation"] == "gradient/per_layer"], vac[vac["perturbation"] == "gradient"]
+        glob = glob[glob["seed"].isin(per["seed"].unique()) & glob["rho"].isin(per["rho"].unique())]
+        for judge in sorted(set(per["judge"]) & set(glob["judge"])):
+            e = S.paired_difference(per[per["judge"] == judge], glob[glob["judge"] == judge], "harmful", scale=100)
+            rows.append({"judge": judge, "effect": e.effect, "ci_lo": e.lo, "ci_hi": e.hi, "n_items": e.n_items,
+                         "n_seeds": e.n_seeds, "method": e.method, "verdict": S.verdict(e, -1)})
+    return pd.DataFrame(rows, columns=["judge", "effect", "ci_lo", "ci_hi", "n_items", "n_seeds", "method", "verdict"])

@@ -74,7 +74,8 @@ def _fake_row(spec, sft_sd):
         base = {"NA": 80.0, "SFT": 40.0 + sft_sd * (s - 43), "Vaccine": -999.0}[spec["label"]]
         row.update(hs=2.0 if spec["p"] == 0 else base, fa=75.0, fa_top_answer_share=60.0)
         # per-prompt verdicts (40 prompts): SFT 40 % harmful at p > 0, Vaccine 10 %, Gaussian noise 40 %
-        share = 0 if spec["p"] == 0 else 4 if spec["label"] != "Vaccine" or spec.get("perturbation") == "gaussian" else 1
+        share = (0 if spec["p"] == 0 else 4 if spec["label"] != "Vaccine" or spec.get("perturbation") == "gaussian"
+                 else 2 if spec.get("budget") == "per_layer" else 1)
         for j in ("threeway", "classifier"):
             row[f"bits_{j}"] = "".join("1" if (i + s) % 10 < share else "0" for i in range(40))
     elif spec["kind"] == "align":
@@ -144,3 +145,5 @@ def test_the_tables_and_claims_come_from_the_rows_and_use_the_power_rules_seeds(
         assert claims.loc[("C6", judge)]["effect"] == pytest.approx(-30.0)  # gradient 10 % vs Gaussian 40 %
     assert claims.loc[("C0c", "-")]["verdict"] == "held"  # made-up benign refusal 6 % at rho* = 1 on every seed
     assert (tmp_path / "tables" / "fair_test_claims.csv").is_file()
+    per = out["fair_test_per_layer"].set_index("judge")
+    assert per.loc["threeway", "effect"] == pytest.approx(10.0) and per.loc["threeway", "n_seeds"] == 4
