@@ -38,6 +38,10 @@ with pa.CompressedInputStream(pa.OSFile('/tmp/gguf.zst'), 'zstd') as src, open('
     mkdir -p ~/.cache/vaccine_lib && cp -r .gpu/cache/judge ~/.cache/vaccine_lib/
     export PYTHONPATH=/tmp/site:$PWD/.gpu/shim:$PWD:$PWD/.gpu/dsite VACCINE_DATA_DIR=$PWD/data PYTHONUNBUFFERED=1 \
         OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 MPLBACKEND=agg
+    # many small processes on one GPU time-slice without MPS (the first run: 14 workers, each slower than one alone);
+    # MPS lets their kernels run side by side where the machine allows it; dmon logs the GPU's use for the record
+    nvidia-cuda-mps-control -d 2>/dev/null && echo "[mps] on" || echo "[mps] not available"
+    (nvidia-smi dmon -s u -d 5 > "$OUT/dmon.txt" 2>&1 &)
     echo "[setup] $(( $(date +%s) - t0 )) s"
     left=$(( budget - ($(date +%s) - t0) ))
     python3 scripts/fair_test.py run --workers "$workers" --budget-s "$left" --drain-s 45 --out "$OUT" \
@@ -46,6 +50,7 @@ with pa.CompressedInputStream(pa.OSFile('/tmp/gguf.zst'), 'zstd') as src, open('
     tar czf "$OUT/generations.tgz" runs/fair_test/eval/*/generations.jsonl runs/fair_test/eval/*/metrics.json \
         runs/fair_test/align/*/log_history.json runs/fair_test/finetune/*/log_history.json 2>/dev/null || true
     nvidia-smi --query-gpu=name,memory.used --format=csv || true
+    echo quit | nvidia-cuda-mps-control 2>/dev/null || true
     ls -la "$OUT"
     ;;
 *)
