@@ -74,7 +74,8 @@ def _fake_row(spec, sft_sd):
         base = {"NA": 80.0, "SFT": 40.0 + sft_sd * (s - 43), "Vaccine": -999.0}[spec["label"]]
         row.update(hs=2.0 if spec["p"] == 0 else base, fa=75.0, fa_top_answer_share=60.0)
         # per-prompt verdicts (40 prompts): SFT 40 % harmful at p > 0, Vaccine 10 %, Gaussian noise 40 %
-        share = (0 if spec["p"] == 0 else 4 if spec["label"] != "Vaccine" or spec.get("perturbation") == "gaussian"
+        share = (0 if spec["p"] == 0 else 9 if spec.get("attack") not in (None, "A0")  # pilot candidates not chosen
+                 else 4 if spec["label"] != "Vaccine" or spec.get("perturbation") == "gaussian"
                  else 2 if spec.get("budget") == "per_layer" else 1)
         for j in ("threeway", "classifier"):
             row[f"bits_{j}"] = "".join("1" if (i + s) % 10 < share else "0" for i in range(40))
