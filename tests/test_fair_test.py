@@ -1,7 +1,6 @@
 """Issue 18's fair-test rules (claims.regime) and the protocol's scheduling (scripts/fair_test.py), without training:
 the protocol is driven by made-up results, so each decision can be checked against its rule."""
 
-import heapq
 import importlib.util
 import math
 
@@ -95,7 +94,6 @@ def _drive(ft, tmp_path, seeds):
             break
         item = runnable[0]
         proto.ready.remove(item)
-        heapq.heapify(proto.ready)
         order.append(item[2])
         proto.done[item[2]] = _fake_row(item[3], sft_sd=3.0)
     return proto, order
@@ -133,10 +131,7 @@ def test_the_tables_and_claims_come_from_the_rows_and_use_the_power_rules_seeds(
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(__import__("json").dumps(r) + "\n" for r in proto.done.values()))
     (tmp_path / "decisions.json").write_text(__import__("json").dumps(proto.decisions))
-    tables = importlib.util.spec_from_file_location("fair_test_tables", REPO_ROOT / "scripts" / "fair_test_tables.py")
-    mod = importlib.util.module_from_spec(tables)
-    tables.loader.exec_module(mod)
-    out = mod.write_tables(rows, tmp_path / "tables")
+    out = ft.write_tables(rows, tmp_path / "tables")
     claims = out["fair_test_claims"].set_index(["claim", "judge"])
     k = proto.decisions["power"]["seeds"]
     for judge in ("threeway", "classifier"):
