@@ -92,6 +92,30 @@ plotting.save_table(curves, "alignment_curves", TAB)
 fig = plotting.training_curves(H, keys=keys)
 plotting.save_fig(fig, "alignment_curves", FIG);
 
+# %% [markdown]
+# ## Where the perturbation budget goes, layer by layer
+# Each layer's share of the summed ||eps||^2 over Vaccine's alignment. Eq. 3 spends one global budget rho along
+# the gradient dL/de of every layer's output, so a layer receives rho^2 in proportion to its squared gradient norm;
+# the dashed line is the uniform split 1/L. A budget concentrated on a few layers leaves the others unprotected
+# (the fair test's ablation `align.budget: per_layer`, rho/sqrt(L) per layer, tests whether that matters).
+
+# %%
+share = tables.eps_layer_share(P, RUN)
+plotting.save_table(share, "eps_layer_share", TAB)
+fig = plotting.bars(share, "layer", ["share"], annotate="{:.2f}")
+fig.axes[0].axhline(share["uniform"].iloc[0] if len(share) else 0, ls="--", color="grey", lw=1)
+plotting.save_fig(fig, "eps_layer_share", FIG, data=share);
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("shares sum to 1:", len(share) > 0 and abs(share["share"].sum() - 1) < 1e-3)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+top = share.nlargest(3, "share")
+print("largest shares:", ", ".join(f"layer {int(r.layer)} {r.share:.1%}" for r in top.itertuples()),
+      f"(uniform {share['uniform'].iloc[0]:.1%})")
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 t = aligned[aligned["seed"] == P.seed].set_index("method")["train_seconds"]

@@ -116,6 +116,36 @@ if len(hs_rows):
     pl.save_fig(fig, "claims_hs_effects", FIG, data=hs_rows);
 
 # %% [markdown]
+# ## (d) Does Vaccine transfer to a 135M model?
+# Every Vaccine − SFT effect on HS measured so far, per judge: this run's C2a (at p*) and C2c (p = 0), and the fair
+# test's rows (`scripts/fair_test.py`: reference alignment adapter, calibrated rho, the attack chosen on SFT, p = 0.1,
+# alignment seeds as the unit; `figures/tables/fair_test_claims.csv`) once it has run. The paper's effect is the
+# cross (Llama2-7B). Under each line: the verdict, and when the CI covers 0, the largest effect the CI still allows;
+# then the power this run's design had at the paper's effect size.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from vaccine_lib.claims import transfer
+from vaccine_lib.paths import REPO_ROOT
+
+fair_path = REPO_ROOT / "figures" / "tables" / "fair_test_claims.csv"
+fair = pd.read_csv(fair_path) if fair_path.exists() else pd.DataFrame()
+eff = transfer.effects(table, fair)
+pw = transfer.power(transfer.seed_differences(t1, P.finetune.p))
+if len(eff):
+    fig = pl.claims_forest(eff, title="Vaccine − SFT (HS points): this run and the fair test, per judge")
+    pl.save_fig(fig, "transfer_forest", FIG, data=eff);
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("effects only from claims tables:", set(eff["claim"].str.split(" ").str[0]) <= set(transfer.TRANSFER_CLAIMS),
+      "| bounds cover the CIs:", bool((eff["bound"] >= eff[["ci_lo", "ci_hi"]].abs().max(axis=1) - 1e-9).all()))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+Markdown(transfer.statements(eff, pw, P.shared_alignment))
+
+# %% [markdown]
 # ## (c) The README block
 # This notebook writes only its tables; it never edits the README. `make readme` renders the README's claims block
 # from the committed `figures/tables/claims.csv` (a test fails when the two differ). For the committed default

@@ -124,6 +124,13 @@ def align_histories(P: Profile, run_dir, methods: Sequence[str] = ("sft", "vacci
     return {names.get(m, m): align(registry.align_config(P, m), run_dir).log_history for m in methods}
 
 
+def eps_layer_share(P: Profile, run_dir) -> pd.DataFrame:
+    """Each layer's share of Vaccine's summed ||eps||^2 over its alignment (first seed): where the budget rho goes.
+    Layer 0 is the embedding output; a uniform split would give every layer 1/L."""
+    share = align(registry.align_config(P, "vaccine"), run_dir).metrics.get("eps_layer_share") or []
+    return pd.DataFrame({"layer": range(len(share)), "share": share, "uniform": [1 / max(len(share), 1)] * len(share)})
+
+
 def drift_history(P: Profile, run_dir) -> pd.DataFrame:
     """Drift and alignment loss logged during fine-tuning (``DriftCallback``) for Fig. 3, every seed."""
     rows = []
