@@ -23,3 +23,16 @@ def test_committed_readme_bench_block_matches_committed_results():
     from vaccine_lib.bench import record
 
     assert record.readme_matches(), "README benchmark block differs from figures/tables/bench.jsonl: run make bench"
+
+
+def test_eval_cost_row_renders_the_cost_per_prompt_and_its_parts():
+    from vaccine_lib.bench import record
+
+    r = {"bench": "eval_cost", "model": "m", "max_new_tokens": 32, "threads": 2, "target_s_per_prompt": 0.25,
+         "generation": {"fp32_b16": {"s_per_prompt": 0.4, "identical_to_fp32": 1.0},
+                        "bf16_b64": {"s_per_prompt": 0.2, "identical_to_fp32": 0.9}},
+         "judges": {"classifier": {"s_per_prompt": 0.001}, "probe": {"s_per_prompt": 0.02}},
+         "profile_setting": "fp32_b16", "s_per_prompt_profile": 0.421, "best_setting": "bf16_b64",
+         "s_per_prompt_best": 0.221}
+    cells = record._cells(r)
+    assert "**0.421 s**" in cells[2] and "bf16 batch 64 0.200 s (identical 90 %)" in cells[2] and "0.25" in cells[3]

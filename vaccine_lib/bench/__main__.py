@@ -1,4 +1,4 @@
-"""``python -m vaccine_lib.bench [step_overhead|generation|speed ...]``: run benchmarks, one JSON line each."""
+"""``python -m vaccine_lib.bench [step_overhead|generation|speed|eval_cost ...]``: run benchmarks, one JSON line each."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ..cli import errors_as_exit, writable_dir
 from ..models import available_models
-from . import generation, record, speed, step_overhead
+from . import eval_cost, generation, record, speed, step_overhead
 
-BENCHES = {"step_overhead": step_overhead, "generation": generation, "speed": speed}
+BENCHES = {"step_overhead": step_overhead, "generation": generation, "speed": speed, "eval_cost": eval_cost}
 
 
 def main(argv=None) -> int:

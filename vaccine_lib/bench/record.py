@@ -63,6 +63,15 @@ def _cells(r: dict) -> tuple:
                   f"{100 * r['efficiency_plain_fp32']:.0f} % of the fp32 matmul peak ({r['matmul_gflops_fp32']:.0f} "
                   f"GFLOP/s; bf16 {r['matmul_gflops_bf16']:.0f})")
         target = f">= {r['target_speedup']}x on a host with bf16 units"
+    elif r["bench"] == "eval_cost":
+        g = r["generation"]
+        gens = ", ".join(f"{k.replace('_b', ' batch ')} {v['s_per_prompt']:.3f} s (identical {100 * v['identical_to_fp32']:.0f} %)"
+                         for k, v in g.items())
+        judges = ", ".join(f"{k} {v['s_per_prompt']:.3f} s" for k, v in r["judges"].items())
+        result = (f"**{r['s_per_prompt_profile']:.3f} s** per harmful prompt as the default profile evaluates "
+                  f"({r['profile_setting']}, {r['max_new_tokens']} new tokens, judges included); best "
+                  f"{r['best_setting']} {r['s_per_prompt_best']:.3f} s. Generation per prompt: {gens}; judges: {judges}")
+        target = f"<= {r['target_s_per_prompt']} s per prompt"
     else:
         result, target = json.dumps({k: v for k, v in r.items() if k != "provenance"}), ""
     return f"`{r['bench']}`", r.get("model", ""), result, target, _origin(r)

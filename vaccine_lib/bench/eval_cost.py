@@ -1,0 +1,62 @@
+"""What one harmful prompt costs to evaluate (issue 17's target: <= 0.25 s at 32 new tokens, judges included, on
+2 threads): greedy generation at each batch size, in fp32 and (where the host has bf16 units) under bf16 autocast,
+with the share of prompts whose tokens equal fp32's; then each judge of the default profile on the fp32 answers.
+All timed in one process, after a warm-up."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from ..evaluation.generation import clean_answer, generate_tokens
+from ..evaluation.metrics import alpaca_prompt
+from ..hardware import resolve_autocast
+from ..judge import get_judge
+from ..models import load_model
+from ..profiles import load_profile
+from .generation import _questions
+
+TARGET_S_PER_PROMPT = 0.25
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:
+    n, new_tokens, batches = (8, 8, (8,)) if quick else (64, 32, (16, 64))
+    ev = load_profile("default").eval
+    model, tok = load_model(model_name)
+    questions, source = _questions(n)
+    prompts = [alpaca_prompt(q) for q in questions]
+    generate_tokens(model, tok, prompts[:2], max_new_tokens=2, batch_size=2, progress=False)  # warm-up
+    dtypes = ["fp32"] + (["bf16"] if resolve_autocast("auto", "cpu") == "bf16" else [])
+    gen, ref = {}, None
+    for dtype in dtypes:
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+        for b in batches:
+            with ctx:
+                ids, sec = _timed(lambda: generate_tokens(model, tok, prompts, max_new_tokens=new_tokens, batch_size=b,
+                                                          progress=False))
+            ref = ref or ids  # the first run: fp32 at the smallest batch
+            gen[f"{dtype}_b{b}"] = {"s_per_prompt": round(sec / n, 4),
+                                    "identical_to_fp32": round(sum(a == r for a, r in zip(ids, ref)) / n, 4)}
+    answers = [clean_answer(t) for t in tok.batch_decode(ref, skip_special_tokens=True)]
+    judges = {}
+    for name in dict.fromkeys([ev.judge, *ev.rejudge]):
+        judge, load_s = _timed(lambda: get_judge(name))
+        judge.judge(questions[:2], answers[:2])  # warm-up
+        _, sec = _timed(lambda: judge.judge(questions, answers))
+        judges[name] = {"s_per_prompt": round(sec / n, 4), "load_s": round(load_s, 2)}
+    judge_s = sum(j["s_per_prompt"] for j in judges.values())
+    best = min(gen, key=lambda k: gen[k]["s_per_prompt"])
+    return {"bench": "eval_cost", "model": model_name, "quick": quick, "prompt_source": source, "n_prompts": n,
+            "max_new_tokens": new_tokens, "threads": torch.get_num_threads(), "generation": gen, "judges": judges,
+            "profile_setting": f"fp32_b{ev.batch_size}" if f"fp32_b{ev.batch_size}" in gen else None,
+            "s_per_prompt_profile": round(gen.get(f"fp32_b{ev.batch_size}", gen[best])["s_per_prompt"] + judge_s, 4),
+            "best_setting": best, "s_per_prompt_best": round(gen[best]["s_per_prompt"] + judge_s, 4),
+            "target_s_per_prompt": TARGET_S_PER_PROMPT}
