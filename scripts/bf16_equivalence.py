@@ -4,13 +4,17 @@ HS / FA differences within the seed-to-seed SD, loss curves within 1 %.
 
     python scripts/bf16_equivalence.py run sft 42 43 44          # stages cached under runs/bf16_equivalence/
     python scripts/bf16_equivalence.py table sft 42 43 44        # figures/tables/bf16_equivalence*.csv
+    python scripts/bf16_equivalence.py runs 601307d              # the committed fp32 default run (Table 1 at that
+                                                                  # commit) vs the committed bf16 one, every model
 
 Only where the host has bf16 units (``vaccine_lib.hardware``); elsewhere bf16 is refused with the reason.
 """
 
 from __future__ import annotations
 
+import io
 import statistics
+import subprocess
 import sys
 
 import pandas as pd
@@ -69,7 +73,35 @@ def table(methods=("sft",), seeds=(42, 43, 44)) -> pd.DataFrame:
     return df
 
 
+def runs(fp32_commit: str) -> pd.DataFrame:
+    """Every fine-tuned model of two complete default runs: Table 1 as committed at ``fp32_commit`` (fp32 fine-tuning)
+    against the working tree's (bf16 autocast + answer-only head), paired by (defense, p, seed); the alignments and
+    the fp32 evaluation are the same stages in both (equal keys). Per (defense, p): mean difference against the fp32
+    seed-to-seed SD, for HS and FA."""
+    name = "figures/tables/table1_defenses.csv"
+    old = pd.read_csv(io.StringIO(subprocess.run(["git", "show", f"{fp32_commit}:{name}"], cwd=REPO_ROOT, check=True,
+                                                 capture_output=True, text=True).stdout), keep_default_na=False, na_values=[""])
+    new = pd.read_csv(REPO_ROOT / name, keep_default_na=False, na_values=[""])  # "NA" is Non-Aligned, not missing
+    key = ["defense", "p", "seed"]
+    pairs = old.drop_duplicates(key).merge(new.drop_duplicates(key), on=key, suffixes=("_fp32", "_bf16"))
+    out = []
+    for (d, p), g in pairs.groupby(["defense", "p"]):
+        row = {"defense": d, "p": p, "seeds": len(g)}
+        for m in ("hs", "fa"):
+            diff, sd = (g[f"{m}_bf16"] - g[f"{m}_fp32"]).mean(), statistics.stdev(g[f"{m}_fp32"]) if len(g) > 1 else float("nan")
+            row |= {f"{m}_fp32": g[f"{m}_fp32"].mean(), f"{m}_bf16": g[f"{m}_bf16"].mean(), f"{m}_diff": round(diff, 3),
+                    f"{m}_sd_fp32_seeds": round(sd, 3), f"{m}_within_seed_sd": bool(abs(diff) <= sd)}
+        out.append(row)
+    df = pd.DataFrame(out)
+    df.attrs["fp32_commit"] = fp32_commit
+    save_table(df, "bf16_equivalence_runs", TABLES)
+    return df
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["runs"] and len(argv) == 2:
+        print(runs(argv[1]).to_string(index=False))
+        return 0
     if argv[:1] == ["run"] and len(argv) >= 3:
         for s in argv[2:]:
             for a in ("off", "bf16"):

@@ -81,17 +81,21 @@ def run_notebook(src: Path, out: Path, profile: str, overrides: dict | None = No
 
 def write_timings(path: Path, P: Profile, rows: list, only, total: float, jobs: int = 1,
                    parallel_stage_seconds: float | None = None) -> dict:
-    merged = rows
-    if only and path.is_file():  # a partial run updates the earlier full summary
+    merged, complete = rows, None if only else {"seconds": round(total, 1), "jobs": jobs}
+    if only and path.is_file():  # a partial run updates the earlier full summary (and keeps its wall time)
         try:
+            old = json.loads(path.read_text())
             ran = {r["notebook"] for r in rows}
-            merged = sorted([r for r in json.loads(path.read_text()).get("notebooks", []) if r["notebook"] not in ran]
+            merged = sorted([r for r in old.get("notebooks", []) if r["notebook"] not in ran]
                             + rows, key=lambda r: r["notebook"])
+            complete = old.get("complete_run") or (None if old.get("partial_run") else
+                                                   {"seconds": old["this_run_seconds"], "jobs": old.get("jobs", 1)})
         except (ValueError, KeyError):
             merged = rows
     summary = {"profile": P.label, "profile_path": P.path,
                "total_seconds": round(sum(r["seconds"] for r in merged) + (parallel_stage_seconds or 0), 1),
-               "this_run_seconds": round(total, 1), "jobs": jobs, "parallel_stage_seconds": parallel_stage_seconds,
+               "this_run_seconds": round(total, 1), "complete_run": complete, "jobs": jobs,
+               "parallel_stage_seconds": parallel_stage_seconds,
                "notebooks": merged, "partial_run": only, "provenance": provenance()}
     atomic_write_text(path, json.dumps(summary, indent=1, default=str) + "\n")
     return summary
