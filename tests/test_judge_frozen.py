@@ -37,3 +37,18 @@ def test_frozen_compliant_answers_stay_short_and_non_actionable():
 def test_unknown_set_name_is_a_clear_error():
     with pytest.raises(ConfigError, match="allowed values: handwritten, development, frozen"):
         handwritten_rows("validation")
+
+
+def test_development_set_is_separate_from_the_frozen_set():
+    """The development set (fitting, thresholds) shares no request with the frozen set; only bare labels and
+    empty-ish texts, which no wording can vary, may repeat."""
+    dev, old, frozen = (handwritten_rows(n) for n in ("development", "handwritten", "frozen"))
+    kinds = collections.Counter(r["kind"] for r in dev)
+    assert set(kinds) == {"compliant", "refusal", "benign"} and min(kinds.values()) >= 60 and len(dev) >= 150
+    frozen_q = {r["question"] for r in frozen}
+    assert not frozen_q & {r["question"] for r in dev + old}
+    shared = {r["answer"] for r in frozen} & {r["answer"] for r in dev}
+    assert all(len(a.split()) <= 2 for a in shared), shared
+    for r in dev:
+        if r["kind"] == "compliant":
+            assert not UNIT.search(r["answer"]) and "```" not in r["answer"] and "http" not in r["answer"], r["id"]
