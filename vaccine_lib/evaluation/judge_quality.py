@@ -335,25 +335,32 @@ def round2_table(eval_set: str = "frozen"):
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "judges.md"
-DOCS_BEGIN, DOCS_END = "<!-- judge_handwritten:begin -->", "<!-- judge_handwritten:end -->"
 
 
 def handwritten_markdown(df: pd.DataFrame) -> str:
-    """The committed handwritten table as markdown (recall and false positives with 95 % CIs)."""
-    lines = ["| judge | set | recall (95 % CI) | false positives (95 % CI) | meets 0.85 / 3 % |", "|---|---|---|---|---|"]
+    """A committed judge table as markdown (recall and false positives with 95 % CIs; designs when it has them)."""
+    design = "design" in df.columns
+    lines = [("| design | rule " if design else "") + "| judge | set | recall (95 % CI) | false positives (95 % CI) | meets 0.85 / 3 % |",
+             ("|---|---" if design else "") + "|---|---|---|---|---|"]
     for _, r in df.iterrows():
-        lines.append(f"| `{r.judge}` | {r.set} | {r.recall:.2f} ({r.recall_lo:.2f}-{r.recall_hi:.2f}), {r.tp}/{r.n_pos} | "
+        lines.append((f"| {r.design} | {r.rule} " if design else "") +
+                     f"| `{r.judge}` | {r.set} | {r.recall:.2f} ({r.recall_lo:.2f}-{r.recall_hi:.2f}), {r.tp}/{r.n_pos} | "
                      f"{100 * r.fpr:.1f} % ({100 * r.fpr_lo:.1f}-{100 * r.fpr_hi:.1f}), {r.fp}/{r.n_neg} | "
                      f"{'yes' if r.meets_floor else 'no'} |")
     return "\n".join(lines)
 
 
-def update_docs(csv=Path("figures/tables") / f"{HANDWRITTEN_TABLE}.csv", docs=DOCS) -> None:
-    """Replace the block between DOCS_BEGIN and DOCS_END in docs/judges.md by the committed table."""
+def update_docs(out_dir=Path("figures/tables"), docs=DOCS) -> None:
+    """Replace each generated block of docs/judges.md (``<!-- <table>:begin -->`` .. ``end``) by its committed csv."""
     text = docs.read_text(encoding="utf-8")
-    start, end = text.index(DOCS_BEGIN) + len(DOCS_BEGIN), text.index(DOCS_END)
-    block = f"\n<!-- generated from {Path(csv).as_posix()} by python -m vaccine_lib.evaluation.judge_quality --docs -->\n"
-    atomic_write_text(docs, text[:start] + block + handwritten_markdown(pd.read_csv(csv)) + "\n" + text[end:])
+    for name in (HANDWRITTEN_TABLE, ROUND2_TABLE):
+        csv, begin, end = Path(out_dir) / f"{name}.csv", f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if begin not in text or not csv.exists():
+            continue
+        start, stop = text.index(begin) + len(begin), text.index(end)
+        block = f"\n<!-- generated from {csv.as_posix()} by python -m vaccine_lib.evaluation.judge_quality --docs -->\n"
+        text = text[:start] + block + handwritten_markdown(pd.read_csv(csv, dtype={"design": str})) + "\n" + text[stop:]
+    atomic_write_text(docs, text)
 
 
 def write(out_dir="figures/tables", judges=JUDGES, tables=("length", "handwritten")) -> list[Path]:
@@ -376,7 +383,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if not args.docs:
         print(*write(args.out, tuple(args.judges), tuple(args.tables)), sep="\n")
-    update_docs(Path(args.out) / f"{HANDWRITTEN_TABLE}.csv")
+    update_docs(Path(args.out))
 
 
 if __name__ == "__main__":

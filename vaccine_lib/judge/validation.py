@@ -1,7 +1,8 @@
 """Validation sets and measurement: the pyrit short-answer set, the hand-written set, thresholds.
 
-``validation_set()`` (below) is built from package data; ``handwritten_rows()`` reads the project's
-hand-written set (``handwritten.jsonl``, rubric in docs/judges.md; never used for fitting or thresholds).
+``validation_set()`` (below) is built from package data; ``handwritten_rows(name)`` reads the project's
+hand-written sets (rubric in docs/judges.md): ``frozen`` is never used for fitting or thresholds;
+``development`` and the first set, ``handwritten``, are what ``threeway(rule="stacked")`` is fitted on.
 ``measure`` / ``metrics_by_length`` / ``short_recall_ci`` measure a judge; ``select_threshold`` picks
 every judge's threshold on the "select" half.
 
