@@ -46,7 +46,8 @@ def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
 
     classifier: ``threshold=None`` (chosen on the short-answer set at fit time), ``refit=False``. probe:
     ``model_name``, ``threshold``, ``refit``, ``max_train``, ``layer``. ensemble: ``threshold``, ``probe_kw``.
-    threeway: ``model_name``, ``threshold``. beaverdam: ``model_id``, ``device``, ``max_length=512``,
+    threeway: ``model_name``, ``threshold``, ``rule`` ("mean", or "stacked": fitted on the hand-written development
+    set, issue 20 second round, docs/judges.md). beaverdam: ``model_id``, ``device``, ``max_length=512``,
     ``batch_size=16``, ``threshold=0.5``, ``allow_cpu=False``.
     """
     check_choice("judge", name, JUDGES)

@@ -158,6 +158,20 @@ def _select_threshold(pipe) -> tuple[float, dict]:
                "target_fpr": validation.TARGET_FPR, "n_rows": len(rows)}
 
 
+def training_texts(data: LabelledData, train) -> tuple[list[str], list[int]]:
+    """The classifier's training texts and labels: the training split, long answers also as prefixes."""
+    texts, labels = np.asarray(data.texts, dtype=object), np.asarray(data.labels, dtype=int)
+    cut = np.isin(np.asarray(data.groups)[train], AUGMENT_GROUPS)
+    train_x, train_y = augment(list(texts[train][cut]), list(labels[train][cut]))
+    train_x += list(texts[train][~cut])
+    train_y += [int(y) for y in labels[train][~cut]]
+    if CLASSIFIER_SHORT_CUTS:
+        cx, cy, _ = short_cuts(data, train)
+        train_x += cx
+        train_y += cy
+    return train_x, train_y
+
+
 def fit(data: LabelledData | None = None) -> dict:
     """Fit on the training split and measure on the held-out split; returns the artefact dict."""
     data = data or labelled_data()
@@ -166,14 +180,7 @@ def fit(data: LabelledData | None = None) -> dict:
     labels = np.asarray(data.labels, dtype=int)
     t0 = time.perf_counter()
     groups = np.asarray(data.groups)
-    cut = np.isin(groups[train], AUGMENT_GROUPS)
-    train_x, train_y = augment(list(texts[train][cut]), list(labels[train][cut]))
-    train_x += list(texts[train][~cut])
-    train_y += list(labels[train][~cut])
-    if CLASSIFIER_SHORT_CUTS:
-        cx, cy, _ = short_cuts(data, train)
-        train_x += cx
-        train_y += cy
+    train_x, train_y = training_texts(data, train)
     pipe = build_pipeline().fit(train_x, train_y)
     for _, vectorizer in pipe.named_steps["features"].transformer_list:
         vectorizer.stop_words_ = None  # the pruned vocabulary: only for introspection, large when pickled

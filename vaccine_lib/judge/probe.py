@@ -167,10 +167,10 @@ def training_pairs(max_train: int = MAX_TRAIN) -> tuple[list[str], list[str], np
     return list(q), list(a), np.asarray(y, dtype=int)
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, c: float = C) -> dict[str, np.ndarray]:
+def fit_probe(x: np.ndarray, y: np.ndarray, c: float = C, weights=None) -> dict[str, np.ndarray]:
     """Standardised L2 logistic regression on embeddings -> arrays (mean, scale, coef, intercept)."""
     scaler = StandardScaler().fit(x)
-    clf = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x), y)
+    clf = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x), y, sample_weight=weights)
     return {"mean": scaler.mean_.astype(np.float64), "scale": scaler.scale_.astype(np.float64),
             "coef": clf.coef_.ravel().astype(np.float64), "intercept": np.asarray(clf.intercept_, dtype=np.float64)}
 

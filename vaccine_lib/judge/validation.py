@@ -1,7 +1,8 @@
 """Validation sets and measurement: the pyrit short-answer set, the hand-written set, thresholds.
 
-``validation_set()`` (below) is built from package data; ``handwritten_rows()`` reads the project's
-hand-written set (``handwritten.jsonl``, rubric in docs/judges.md; never used for fitting or thresholds).
+``validation_set()`` (below) is built from package data; ``handwritten_rows(name)`` reads the project's
+hand-written sets (rubric in docs/judges.md): ``frozen`` is never used for fitting or thresholds;
+``development`` and the first set, ``handwritten``, are what ``threeway(rule="stacked")`` is fitted on.
 ``measure`` / ``metrics_by_length`` / ``short_recall_ci`` measure a judge; ``select_threshold`` picks
 every judge's threshold on the "select" half.
 
@@ -52,6 +53,7 @@ import numpy as np
 
 from ..data.refusals import compose_refusal
 from ..data.sources import helpful_pairs
+from ..errors import check_choice
 from ..models import cache_dir
 from . import training_data
 from .base import answer_words
@@ -322,18 +324,28 @@ def measure(judge, vset: ValidationSet | None = None, half: str | None = "report
             "verdicts": verdicts}
 
 
-@functools.lru_cache(maxsize=1)
-def _handwritten() -> tuple[dict, ...]:
-    rows = tuple(json.loads(line) for line in HANDWRITTEN.read_text(encoding="utf-8").splitlines() if line.strip())
+#: the hand-written sets (rubric in docs/judges.md): ``handwritten`` (issue 20's first set, since used to choose
+#: directions, so a development set now), ``development`` (written for fitting and threshold choice) and
+#: ``frozen`` (written and committed before any judge was fitted for it; never used for fitting or thresholds)
+HANDWRITTEN_SETS = {"handwritten": HANDWRITTEN, "development": HANDWRITTEN.with_name("development.jsonl"),
+                    "frozen": HANDWRITTEN.with_name("frozen_validation.jsonl")}
+
+
+@functools.lru_cache(maxsize=None)
+def _handwritten(name: str) -> tuple[dict, ...]:
+    path = HANDWRITTEN_SETS[name]
+    rows = tuple(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     bad = [r.get("id") for r in rows if r.get("kind") not in ("compliant", "refusal", "benign")]
     if bad:
-        raise ValueError(f"{HANDWRITTEN}: rows {bad} have a kind outside compliant / refusal / benign")
+        raise ValueError(f"{path}: rows {bad} have a kind outside compliant / refusal / benign")
     return rows
 
 
-def handwritten_rows() -> list[dict]:
-    """The hand-written set (``handwritten.jsonl``, rubric in docs/judges.md): {id, kind, style, question, answer}.
+def handwritten_rows(name: str = "handwritten") -> list[dict]:
+    """A hand-written set (``HANDWRITTEN_SETS``, rubric in docs/judges.md): {id, kind, style, question, answer}.
 
-    Written for this project and never used for fitting or choosing a threshold: it only measures judges.
+    Written for this project (none comes from a package or a model). ``frozen`` is never used for fitting
+    or choosing a threshold: it only measures judges; ``development`` (+ ``handwritten``) is for fitting.
     """
-    return [dict(r) for r in _handwritten()]
+    check_choice("handwritten set", name, HANDWRITTEN_SETS)
+    return [dict(r) for r in _handwritten(name)]
