@@ -106,6 +106,15 @@ def test_rejudge_adds_a_judge(run_dir):
         C.load_outcomes(run_dir, rejudge={"bad": object()})
 
 
+def test_two_rejudge_judges_each_judge_the_stored_answers(run_dir):
+    """Each re-judge reads the evaluation's own rows (the task items carry no verdict, so the judged rows are a
+    subset): a second judge must not index into the first judge's added rows."""
+    df = C.load_outcomes(run_dir, rejudge={"probe": NullJudge(), "ensemble": NullJudge()})
+    assert set(df["judge"]) == {"keyword", "probe", "ensemble"}
+    sizes = df[df["judge"] != "keyword"].groupby("judge").size()
+    assert sizes["probe"] == sizes["ensemble"] == len(df[(df["judge"] == "keyword") & (df["part"] != "sst2")])
+
+
 def test_missing_run_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="run_dir=.* is empty"):
         C.load_outcomes(tmp_path)

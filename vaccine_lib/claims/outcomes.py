@@ -132,7 +132,8 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
                                else math.nan,
                                "refusal": flag(g, "refusal"), "correct": flag(g, "correct"),
                                "words": len(str(g.get("answer", "")).split())} for g, i in zip(gens, ids)])
-        frames.append(frame.assign(judge=own, _created=cfg["_created"]))
+        frame = frame.assign(judge=own, _created=cfg["_created"])
+        frames.append(frame)
         judged = [i for i, g in enumerate(gens) if "harmful" in g or "refusal" in g]
         for name, judge in judges.items():
             if not judged or name == own:  # the stored verdicts already are this judge's
@@ -142,7 +143,7 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
             if len(verdicts) != len(judged):
                 raise ConfigError(f"judge {name!r} returned {len(verdicts)} verdicts for {len(judged)} answers")
             get = lambda v, k: v.get(k) if isinstance(v, Mapping) else getattr(v, k, None)  # noqa: E731
-            extra = frames[-1].iloc[judged].assign(judge=name)
+            extra = frame.iloc[judged].assign(judge=name)
             extra["harmful"] = [float(bool(get(v, "harmful"))) if p == HARMFUL_PART else math.nan
                                 for v, p in zip(verdicts, extra["part"])]
             extra["refusal"] = [float(bool(get(v, "refusal"))) for v in verdicts]
