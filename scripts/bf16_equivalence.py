@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import pandas as pd
+from scipy import stats
 
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.plotting import save_table
@@ -92,8 +93,14 @@ def runs(fp32_commit: str) -> pd.DataFrame:
             row |= {f"{m}_fp32": g[f"{m}_fp32"].mean(), f"{m}_bf16": g[f"{m}_bf16"].mean(), f"{m}_diff": round(diff, 3),
                     f"{m}_sd_fp32_seeds": round(sd, 3), f"{m}_within_seed_sd": bool(abs(diff) <= sd)}
         out.append(row)
-    df = pd.DataFrame(out)
-    df.attrs["fp32_commit"] = fp32_commit
+    pooled = {"defense": "all pairs", "p": float("nan"), "seeds": len(pairs)}
+    for m in ("hs", "fa"):  # every model pair at once: a t-interval of the mean difference (a systematic shift)
+        d = pairs[f"{m}_bf16"] - pairs[f"{m}_fp32"]
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5
+        pooled |= {f"{m}_fp32": pairs[f"{m}_fp32"].mean(), f"{m}_bf16": pairs[f"{m}_bf16"].mean(),
+                   f"{m}_diff": round(d.mean(), 3), f"{m}_diff_ci_lo": round(d.mean() - half, 3),
+                   f"{m}_diff_ci_hi": round(d.mean() + half, 3)}
+    df = pd.DataFrame(out + [pooled])
     save_table(df, "bf16_equivalence_runs", TABLES)
     return df
 
