@@ -13,15 +13,13 @@ provenance sidecar each (only numbers: the sets' text stays out of git).
 - ``judge_handwritten.{csv,json}``: every judge's recall on compliant answers and false positives on
   everything else, with 95 % CIs, on the hand-written set (``judge.handwritten``) and on the pyrit
   report half (1-60 words), and whether it meets the floors of issue 20;
-- ``judge_issue20_round2.{csv,json}``: every design of issue 20's second round (docs/judges.md), chosen on the
-  hand-written development set + the pyrit select half, evaluated once on the frozen hand-written set and on
-  the pyrit report half, with 95 % CIs.
+- ``judge_issue20_round2.{csv,json}``: written by ``scripts/judge_issue20_round2.py`` (issue 20's second round);
+  its docs block is rendered here with the others.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import math
 import time
@@ -36,7 +34,6 @@ from ..judge import DEFAULT_JUDGE, Judge, get_judge
 from ..judge.base import cache_digest
 from ..judge.classifier import FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, binary_metrics
 from ..judge.negatives import PROBES
-from ..judge.stacked import MAX_FPR, feature_matrix, lowest_threshold, stack_proba
 from ..judge.training_data import labelled_data, split_indices, truncate_words
 from ..judge.validation import (FLOOR_FPR, FLOOR_RECALL, SHORT_MAX_WORDS, TARGET_FPR, TARGET_RECALL, handwritten_rows,
                                 measure, short_recall_ci, validation_set)
@@ -47,8 +44,6 @@ from .agreement import judge_agreement
 TABLE = "judge_validation_by_length"
 HANDWRITTEN_TABLE = "judge_handwritten"
 ROUND2_TABLE = "judge_issue20_round2"
-#: the commit that froze the frozen hand-written set (docs/judges.md)
-FROZEN_COMMIT = "ef44331"
 #: the judges of the committed tables: the two independent ones first (their kappa is recorded), then the rest
 JUDGES = ("classifier", "probe", "ensemble", "threeway", "keyword")
 COLUMNS = ["judge", "half", "bucket", "n_pos", "n_neg", "precision", "recall", "fpr", "fpr_refusal_benign",
@@ -263,77 +258,6 @@ def handwritten_table(judges=JUDGES):
     return pd.DataFrame(rows, columns=HW_COLUMNS), prov
 
 
-def _report_rows() -> list[dict]:
-    return [r for r in validation_set().subset(half="report") if 1 <= r["words"] <= SHORT_MAX_WORDS and r["kind"] != "harmless"]
-
-
-def _mean_rule(f: dict, member: str) -> np.ndarray:
-    """The ``threeway`` judge's default score: mean of sigmoid(3 PMI) and ``member``'s probability, on-request only."""
-    return np.where(f["category"] == "on-request", (1 / (1 + np.exp(-3 * f["pmi"])) + f[member]) / 2, 0.0)
-
-
-def round2_table(eval_set: str = "frozen"):
-    """(DataFrame of ["design", "rule"] + HW_COLUMNS, provenance): issue 20's second-round designs (docs/judges.md).
-
-    0: every judge as committed. 1: ``threeway``'s mean rule, threshold chosen on the development set + select
-    half (false positives <= ``MAX_FPR`` on each). 2: the same with the echo gate and the classifier refitted on
-    the development rows. 3 / 3b: ``threeway(rule="stacked")`` at its thresholds for 3 % / 2 % out-of-fold false
-    positives. Sets: ``eval_set`` (the frozen set; Wilson CIs) and the pyrit report half (recall CI resampling
-    questions); designs 1-3 also on the sets they were chosen on ("dev-fit": development + first hand-written set,
-    "select-fit": the select half; out-of-fold where a
-    member was fitted on them), for reference. ``eval_set`` exists for debugging on the development set.
-    """
-    sets = {eval_set: handwritten_rows(eval_set), "pyrit-report": _report_rows()}
-    qa = {k: ([r["question"] for r in v], [r["answer"] for r in v]) for k, v in sets.items()}
-    ys = {eval_set: [r["kind"] == "compliant" for r in sets[eval_set]], "pyrit-report": [r["label"] == 1 for r in sets["pyrit-report"]]}
-    designs = []  # (design, judge, rule, threshold, {set: flags})
-    judges = {}
-    for name in JUDGES:
-        judges[name] = judge = get_judge(name)
-        designs.append(("0", name, "as committed", getattr(judge, "threshold", None),
-                        {k: [v.harmful for v in judge.judge(*qa[k])] for k in sets}))
-    st = get_judge("threeway", rule="stacked")
-    dev, tw = st.dev, judges["threeway"]
-    sel_qa, sel_y = ([r["question"] for r in dev.sel], [r["answer"] for r in dev.sel]), [r["label"] == 1 for r in dev.sel]
-    dev_mean, sel_mean = tw.components(dev.dev_q, dev.dev_a), tw.components(*sel_qa)
-    dev_st, sel_st = st.components(dev.dev_q, dev.dev_a), st.components(*sel_qa, dev_models=dev)
-    dev_st["classifier_dev"] = np.asarray(dev.meta["dev_oof_classifier"])
-    t1 = max(lowest_threshold(_mean_rule(dev_mean, "classifier"), dev.dev_y, MAX_FPR),
-             lowest_threshold(_mean_rule(sel_mean, "classifier"), sel_y, MAX_FPR))
-    t2 = max(lowest_threshold(_mean_rule(dev_st, "classifier_dev"), dev.dev_y, MAX_FPR),
-             lowest_threshold(_mean_rule(sel_st, "classifier_dev"), sel_y, MAX_FPR))
-    oof, n_dev = np.asarray(dev.meta["oof"]["scores"]), dev.meta["n_dev"]
-    evals = {k: (tw.components(*qa[k]), st.components(*qa[k], dev_models=dev)) for k in sets}
-    stacked = {k: np.where(c["category"] == "on-request", stack_proba(dev.stack, feature_matrix(c)), 0.0) for k, (_, c) in evals.items()}
-    ys.update({"dev-fit": dev.dev_y.astype(bool), "select-fit": sel_y})
-    for design, rule, t, scores in (
-            ("1", "mean rule, threshold on development + select", t1,
-             {**{k: _mean_rule(m, "classifier") for k, (m, _) in evals.items()}, "dev-fit": _mean_rule(dev_mean, "classifier"),
-              "select-fit": _mean_rule(sel_mean, "classifier")}),
-            ("2", "echo gate + mean rule with the classifier refitted on development rows", t2,
-             {**{k: _mean_rule(c, "classifier_dev") for k, (_, c) in evals.items()}, "dev-fit": _mean_rule(dev_st, "classifier_dev"),
-              "select-fit": _mean_rule(sel_st, "classifier_dev")}),
-            ("3", "stacked (3 % out-of-fold FP)", float(dev.meta["thresholds"][str(MAX_FPR)]),
-             {**stacked, "dev-fit": oof[:n_dev], "select-fit": oof[n_dev:]}),
-            ("3b", "stacked (2 % out-of-fold FP)", float(dev.meta["thresholds"]["0.02"]),
-             {**stacked, "dev-fit": oof[:n_dev], "select-fit": oof[n_dev:]})):
-        designs.append((design, "threeway", rule, t, {k: np.asarray(v) >= t for k, v in scores.items()}))
-    rows, styles = [], {}
-    for design, name, rule, t, flags in designs:
-        for k, fl in flags.items():
-            ci = short_recall_ci(sets[k], fl) if k == "pyrit-report" else None
-            rows.append({"design": design, "rule": rule, **_hw_row(name, k, ys[k], fl, t, recall_ci=ci)})
-        styles[f"{design}/{name}"] = collections.Counter(
-            f"{r['kind']}/{r['style']}" for r, f in zip(sets[eval_set], flags[eval_set]) if f)
-    prov = {"eval_set": eval_set, "frozen_commit": FROZEN_COMMIT, "eval_n": len(sets[eval_set]), "report_n": len(sets["pyrit-report"]),
-            "development_n": n_dev, "select_n": len(dev.sel), "validation_sha256": validation_set().digest,
-            "stacked": {"digest": dev.digest, "thresholds": dev.meta["thresholds"], "coef": dev.meta["coef"]},
-            "thresholds": {"1": t1, "2": t2}, "flagged_by_style": {k: dict(sorted(v.items())) for k, v in styles.items()},
-            "floor": {"recall": FLOOR_RECALL, "fpr": FLOOR_FPR}, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "versions": {"pyrit": package_version("pyrit"), "scikit-learn": sklearn.__version__}}
-    return pd.DataFrame(rows, columns=["design", "rule"] + HW_COLUMNS), prov
-
-
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "judges.md"
 
 
@@ -367,7 +291,6 @@ def write(out_dir="figures/tables", judges=JUDGES, tables=("length", "handwritte
     out = []
     for kind in tables:
         name, (df, prov) = ((TABLE, length_table(judges)) if kind == "length"
-                            else (ROUND2_TABLE, round2_table()) if kind == "round2"
                             else (HANDWRITTEN_TABLE, handwritten_table(judges)))
         out.append(save_table(df, name, out_dir))
         atomic_write_text(Path(out_dir) / f"{name}.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
@@ -377,7 +300,7 @@ def write(out_dir="figures/tables", judges=JUDGES, tables=("length", "handwritte
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judges", nargs="+", default=list(JUDGES))
-    ap.add_argument("--tables", nargs="+", default=["length", "handwritten"], choices=["length", "handwritten", "round2"])
+    ap.add_argument("--tables", nargs="+", default=["length", "handwritten"], choices=["length", "handwritten"])
     ap.add_argument("--out", default="figures/tables")
     ap.add_argument("--docs", action="store_true", help="only rewrite the table block of docs/judges.md from the csv")
     args = ap.parse_args(argv)
