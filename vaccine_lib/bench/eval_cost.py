@@ -23,8 +23,7 @@ TARGET_S_PER_PROMPT = 0.25
 
 def _timed(fn):
     t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+    return fn(), time.perf_counter() - t0
 
 
 def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:

@@ -4,9 +4,7 @@ paper's, with the two statements an inconclusive verdict needs (issue 18):
 - the power the design had: a paired t-test over the seeds' Vaccine - SFT differences, at the paper's effect
   size (``regime.POWER_DELTA``), and the seeds that power 0.8 would need;
 - the equivalence bound: the largest |effect| the 95 % CI still allows ("within +-X HS points").
-
-Rows come from claims tables (this run's ``claims.csv``; the fair test's ``fair_test_claims.csv`` once it ran),
-so nothing here computes an effect of its own.
+Rows come from claims tables (``claims.csv``, ``fair_test_claims.csv``): nothing here computes an effect.
 """
 
 from __future__ import annotations
