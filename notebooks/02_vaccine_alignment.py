@@ -114,7 +114,8 @@ print("shares sum to 1:", len(share) > 0 and abs(share["share"].sum() - 1) < 1e-
 # NBVAL_IGNORE_OUTPUT
 top = share.nlargest(3, "share")
 print("largest shares:", ", ".join(f"layer {int(r.layer)} {r.share:.1%}" for r in top.itertuples()),
-      f"(uniform {share['uniform'].iloc[0]:.1%})")
+      f"(uniform {share['uniform'].iloc[0]:.1%})" if len(share) else "none recorded: the cached alignment predates "
+      "the record; delete its folder under runs/<profile>/align/ to recompute it")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
