@@ -216,7 +216,7 @@ print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
 # %% [markdown]
 # ### Short answers: recall and false positives per answer length
 # The miniature's models answer harmful prompts in a few dozen words, where a judge trained on long answers is
-# weakest. The committed table `figures/tables/judge_validation_by_length.csv` (`python -m vaccine_lib.evaluation.judge_quality`)
+# weakest. The committed table `figures/tables/judge_validation_by_length.csv` (`python scripts/judge_tables.py`)
 # validates both judges on a held-out short-answer set (split by question; threshold chosen on the "select" half,
 # numbers from the "report" half).
 

@@ -22,7 +22,8 @@ import pandas as pd
 import sklearn
 
 from vaccine_lib.atomic import atomic_write_text
-from vaccine_lib.evaluation.judge_quality import HW_COLUMNS, JUDGES, ROUND2_TABLE, _hw_row, update_docs
+from judge_tables import _hw_row, update_docs  # scripts/judge_tables.py
+from vaccine_lib.evaluation.judge_quality import HW_COLUMNS, JUDGES, ROUND2_TABLE
 from vaccine_lib.judge import get_judge
 from vaccine_lib.judge.stacked import MAX_FPR, feature_matrix, lowest_threshold, stack_proba
 from vaccine_lib.packages import package_version

@@ -107,7 +107,7 @@ def test_committed_table_matches_a_fresh_measurement(vset):
 
     prov = json.loads((TABLES / "judge_validation_by_length.json").read_text())
     if prov["validation_sha256"] != vset.digest:
-        pytest.fail("the validation set changed: regenerate with python -m vaccine_lib.evaluation.judge_quality")
+        pytest.fail("the validation set changed: regenerate with python scripts/judge_tables.py")
     df = pd.read_csv(TABLES / "judge_validation_by_length.csv")
     rep = df[(df.judge == "classifier") & (df.half == "report")].set_index("bucket")
     live = {r["bucket"]: r for r in length_report("classifier")["table"]}
