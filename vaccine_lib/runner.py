@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 from . import runtime
 from .atomic import atomic_path
-from .cli import arg_int, env_int, fs_error_line, int_in, is_fs_fault, writable_dir
+from .cli import arg_int, env_int, errors_as_exit, int_in, writable_dir
 from .config import AlignConfig
 from .errors import ConfigError
 from .notebook_runs import write_timings, clean_for_commit, format_timings, notebook_path, report, run_notebook
@@ -323,8 +323,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    prog = f"{ap.prog} {args.command}"
-    try:
+    with errors_as_exit(ap, f"{ap.prog} {args.command}"):
         if args.command == "report" or getattr(args, "report", None):
             print(f"report: {report(Path(getattr(args, 'out', None) or args.report))}")
             return 0
@@ -354,16 +353,6 @@ def main(argv=None) -> int:
             else:
                 train(P, notebooks, args.run_dir, dry_run=args.dry_run, train_only=args.train_only,
                       worker=args.worker_id if args.worker else None)
-    except ConfigError as exc:
-        if args.command == "reproduce":
-            ap.error(str(exc))  # exit 2 with the usage line
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        if not is_fs_fault(exc):
-            raise
-        print(fs_error_line(prog, exc), file=sys.stderr)
-        return 2
     return 0
 
 

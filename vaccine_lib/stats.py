@@ -79,13 +79,6 @@ def interval_verdict(est: Estimate | None, low: float, high: float) -> str:
     return REFUTED if est.hi < low or est.lo > high else INCONCLUSIVE
 
 
-def equivalence_verdict(est: Estimate | None, margin: float) -> str:
-    """``interval_verdict(est, -margin, +margin)``: "the two are within ``margin`` of each other"."""
-    if not margin > 0:
-        raise ConfigError(f"margin={margin!r} must be > 0 (e.g. 2.0 FA points)")
-    return interval_verdict(est, -margin, margin)
-
-
 def _check_params(level: float, n_boot: int) -> None:
     check_range("level", level, 0.5, 1.0, high_open=True)
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
@@ -236,15 +229,6 @@ def paired_slope(df: pd.DataFrame, x: str, value: str, *, item: str = "item_id",
     return _bootstrap([df[xv == lv] for lv in levels], value, item, seed, lambda m: _slopes(xs, m) * per,
                       scale=scale, n_boot=n_boot, level=level, rng_seed=rng_seed,
                       method=f"slope over {len(levels)} levels of {x}")[0]
-
-
-def range_difference(df: pd.DataFrame, x: str, value: str, **kw) -> Estimate:
-    """mean at the highest ``x`` minus mean at the lowest ``x``, paired over items (a slope's end points)."""
-    _require(df, [x], "range_difference input")
-    xv = pd.to_numeric(df[x], errors="coerce")
-    if xv.nunique() < 2:
-        raise ConfigError(f"range_difference needs >= 2 levels of {x!r}")
-    return paired_difference(df[xv == xv.max()], df[xv == xv.min()], value, **kw)
 
 
 def seed_slope(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", transform: str = "linear",
