@@ -16,7 +16,8 @@ from vaccine_lib.baselines import EWCConfig, EWCTrainer, KLConfig, KLTrainer
 from vaccine_lib.errors import ConfigError, DivergenceError, VaccineError
 from vaccine_lib.evaluation.metrics import DegenerateGenerationWarning, harmful_score, is_degenerate
 from vaccine_lib.guards import FiniteGuard, check_finite_weights, divergence_message
-from vaccine_lib.lora import add_lora, trainable_parameters
+from conftest import trainable_parameters
+from vaccine_lib.lora import add_lora
 from vaccine_lib.config import RANGES
 from vaccine_lib.vaccine import VaccineConfig, VaccineTrainer
 
