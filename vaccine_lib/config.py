@@ -275,7 +275,6 @@ class FinetuneConfig(TrainConfig):
     per_task: Annotated[dict[str, dict[str, Any]], AfterValidator(_per_task)] = _field(
         {}, "per-task changes, e.g. {gsm8k: {n: 4000}}")
 
-
     @model_validator(mode="after")
     def _combinations(self):
         a = self.align
@@ -333,7 +332,6 @@ class EvalConfig(StageConfig):
                                         ge=1, le=4096)
     seed: int = _field(0, "which task test items are drawn", point=True, rng="seed")
     device: Literal[DEVICES] = _field("auto", "where to evaluate", point=True)
-
 
     @model_validator(mode="after")
     def _distinct(self):

@@ -30,7 +30,6 @@ assert tuple(NOTEBOOKS) == NOTEBOOK_IDS
 KINDS = ("align", "finetune", "eval", "drift")
 
 
-
 def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rho: float | None = None,
                  perturbation: str = "gradient", tau: int = 1) -> AlignConfig:
     """The profile's alignment stage for ``method`` (none / sft / vaccine)."""
@@ -78,7 +77,6 @@ def label_of(cfg: FinetuneConfig) -> str:
     parts = [method_label(cfg), cfg.task, f"p={cfg.p:g}", f"n={cfg.n}", f"{cfg.lora_mode()}-LoRA",
              *variant(cfg.align)]
     return " ".join(parts + (["+drift log"] if cfg.drift_every > 0 else []) + [f"seed={cfg.seed}"])
-
 
 
 def _ratios(P: Profile, label: str) -> list[float]:
@@ -230,7 +228,6 @@ def artifacts() -> dict:
     return out
 
 
-
 @dataclass
 class Stage:
     """One stage of a plan: what it is, its key and folder, whether it is cached."""
@@ -319,7 +316,6 @@ def describe_plan(P: Profile, run_dir, name: str) -> str:
     lines.append(format_plan(plan(P, run_dir=run_dir, entries=[name])) if axes else "  (no cached stage: measured "
                  "in the notebook itself)")
     return "\n".join(lines)
-
 
 
 def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:

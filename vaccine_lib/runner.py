@@ -46,7 +46,6 @@ JOBS_RANGE = (1, 64)
 RUN_DIR_FIX = "pass a writable folder with free space (--run-dir; reproduce: the profile's runs/ and results/)"
 
 
-
 class StageLock:
     """A worker's exclusive ``flock`` on one stage, held while the file stays open. The kernel drops it when
     the process dies, so a dead worker's stage is free again at once; the lock files stay (one inode per
@@ -124,7 +123,6 @@ def work(stages: Sequence[Stage], run_dir, run: Callable, say=print, prefix: str
         if not started and pending:
             time.sleep(poll_s)
     return ran
-
 
 
 def run_stage(P: Profile, s: Stage, run_dir) -> bool:
@@ -226,7 +224,6 @@ def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_
     return stages
 
 
-
 def reproduce(profile: str = "default", only: str | None = None, overrides: dict | None = None,
               timeout: int | None = None, keep_going: bool = True, say=print, jobs: int = 1) -> dict:
     """Run the notebooks (each one's stages first, with progress); return the timing summary (also in
@@ -284,7 +281,6 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
         if P.committed:
             runtime.render_readme()
     return {**summary, "failed": failed} if failed else summary
-
 
 
 def parser() -> argparse.ArgumentParser:
