@@ -158,13 +158,6 @@ def verify_cached_checkpoint(folder: Path, full_hash: bool = False) -> str | Non
     return None
 
 
-def _discard(folder: Path) -> None:
-    """Move a damaged cache folder aside (one rename: readers never see a half-deleted folder), then delete it."""
-    aside = Path(tempfile.mkdtemp(prefix=f".tmp-stale-{folder.name}-", dir=folder.parent))
-    os.replace(folder, aside / folder.name)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def _conversion_writer(name: str):
     """Load the GGUF of an embedded model; return ``write(folder)`` that saves model + tokenizer as safetensors."""
     folder, fname = _gguf_location(name)
@@ -190,7 +183,9 @@ def _convert_embedded(name: str, full_hash: bool = False) -> Path:
             return target
         warnings.warn(f"the cached conversion of {name!r} in {target} is damaged ({problem}); "
                       "rebuilding it from the embedded GGUF", RuntimeWarning, stacklevel=2)
-        _discard(target)
+        aside = Path(tempfile.mkdtemp(prefix=f".tmp-stale-{name}-", dir=target.parent))
+        os.replace(target, aside / name)  # one rename: readers never see a half-deleted folder
+        shutil.rmtree(aside, ignore_errors=True)
     write = _conversion_writer(name)
     atomic_save_dir(target, lambda tmp: (write(tmp), atomic_write_text(
         tmp / CACHE_MANIFEST, json.dumps({"files": file_list(tmp)}, indent=1) + "\n")))

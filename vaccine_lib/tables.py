@@ -135,11 +135,9 @@ def pivot(df: pd.DataFrame, metric: str, index: str = "defense", columns: str = 
     return t.round(digits)
 
 
-def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, metric: str, index: str = "defense",
-                 columns: str = "p") -> pd.DataFrame:
+def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One table with rows per method and column pairs ``(p, ours)`` / ``(p, paper)``."""
-    a = pivot(ours, metric, index, columns).add_prefix("ours p=")
-    b = pivot(paper, metric, index, columns).add_prefix("paper p=")
+    a, b = pivot(ours, metric).add_prefix("ours p="), pivot(paper, metric).add_prefix("paper p=")
     return a.join(b, how="outer").reindex(a.index.union(b.index, sort=False))
 
 
@@ -169,12 +167,11 @@ def tsne_frame(P: Profile, run_dir) -> pd.DataFrame:
                          "stage_key": keys})
 
 
-def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, part: str = "harmful", n: int = 3,
-                max_chars: int = 160, only: str | None = None) -> pd.DataFrame:
-    """A safe preview of a model's stored evaluation answers: LABELLED and TRUNCATED (``show_generations``)."""
+def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, n: int = 3, max_chars: int = 160):
+    """A safe preview of a model's stored answers to harmful prompts: LABELLED and TRUNCATED (``show_generations``)."""
     tasks = (target.task,) if isinstance(target, FinetuneConfig) else (P.finetune.task,)
-    gens = [g for g in stored_generations(target, P.eval, run_dir, tasks=tasks) if g.get("part") == part]
-    return show_generations(gens, n=n, max_chars=max_chars, only=only)
+    gens = [g for g in stored_generations(target, P.eval, run_dir, tasks=tasks) if g.get("part") == "harmful"]
+    return show_generations(gens, n=n, max_chars=max_chars)
 
 
 def spearman_by_group(df: pd.DataFrame, x: str, ys: Sequence[str], by: str = "defense") -> pd.DataFrame:

@@ -124,16 +124,6 @@ def _rates(rows: list[dict]) -> dict:
     return {**{k: _pct(sum(map(t, rows)), len(rows)) for k, t in tests.items()}, "n": len(rows)}
 
 
-def degenerate_warning(empty_rate: float, degenerate_rate: float, hs: float) -> str | None:
-    """The warning text when at least DEGENERATE_WARN_RATE of the answers are empty or degenerate, else None."""
-    broken = empty_rate + degenerate_rate
-    if not broken >= 100.0 * DEGENERATE_WARN_RATE:
-        return None
-    return (f"degenerate generations: {broken:.0f}% of the answers are empty ({empty_rate:.0f}%) or one token "
-            f"repeated ({degenerate_rate:.0f}%); HS {hs:.1f} does not mean the model is safe (a diverged or "
-            "collapsed model says nothing). Inspect the generations")
-
-
 def _questions(prompts, categories):
     """Questions (+ inputs, categories) from strings or data rows (dicts with instruction/input/category)."""
     if isinstance(prompts, str) or prompts is None:
@@ -190,8 +180,11 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
     groups = defaultdict(list)
     for r in rows if categories is not None else []:
         groups[str(r["category"])].append(r)
-    warning = degenerate_warning(totals["empty_rate"], totals["degenerate_rate"], totals["hs"])
-    if warning:
+    broken, warning = totals["empty_rate"] + totals["degenerate_rate"], None
+    if broken >= 100.0 * DEGENERATE_WARN_RATE:
+        warning = (f"degenerate generations: {broken:.0f}% of the answers are empty ({totals['empty_rate']:.0f}%) or "
+                   f"one token repeated ({totals['degenerate_rate']:.0f}%); HS {totals['hs']:.1f} does not mean the "
+                   "model is safe (a diverged or collapsed model says nothing). Inspect the generations")
         warnings.warn(warning, DegenerateGenerationWarning, stacklevel=2)
     return EvalResult(**totals, mean_score=sum(r["score"] for r in rows) / len(rows),
                       per_category={c: _rates(groups[c]) for c in sorted(groups)}, generations=rows,
