@@ -26,12 +26,10 @@ from .evaluation import finetune_accuracy, generate, harmful_score
 from .evaluation.results import write_generations
 from .judge import get_judge, is_refusal
 from .lora import load_lora, merge_lora
-# the public stage API also names what lives in the two modules below it
-from .stage_cache import (STAGE_VERSION, STAGE_WAIT_S, StageResult,  # noqa: F401
-                          align_key, clean_stale, data_version, drift_key, eval_key, finetune_key, is_done,
-                          stage_dir, stage_key, wait_for)
-from .stage_training import (ALIGN_LOSS_SAMPLES, PROBE_SEED, alignment_rows, build_callbacks,  # noqa: F401
-                             probe_batches, selfdistill_alignment_rows, selfdistilled, trainer_setup, training_args)
+# the public stage API also names the keys, folders and Trainer map of the two modules below it
+from .stage_cache import (STAGE_VERSION, StageResult, align_key, clean_stale, drift_key, eval_key,  # noqa: F401
+                          finetune_key, is_done, stage_dir, wait_for)
+from .stage_training import probe_batches, trainer_setup, training_args  # noqa: F401
 
 #: the files of a trained stage besides config / metrics / log history
 ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")
