@@ -326,7 +326,7 @@ def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
     parameter. Hub splits are checked by ``check_sizes`` as each is needed (each load is a download)."""
     src = P.data_source
     if src == "offline":
-        check_splits(source=src)
+        check_splits()
     check_sizes(n_align=P.align.n, helpful_fraction=P.align.helpful_fraction, n_harmful=P.eval.n_harmful,
                 seeds=P.seeds, source=src, names={"n_align": "align.n", "helpful_fraction": "align.helpful_fraction",
                                                    "n_harmful": "eval.n_harmful", "seed": "seeds"})

@@ -9,10 +9,10 @@ from pathlib import Path
 import datasets
 
 from ..config import OFFLINE_TASKS, SOURCES, TASKS, AlignConfig, check_param
-from ..errors import ConfigError, DataFormatError, check_choice, check_int, check_range, check_seed
+from ..errors import ConfigError, check_choice, check_int, check_range, check_seed
 from ..paths import REPO_ROOT
 from . import builder as _build
-from .builder import COMMON_FIELDS, SPLITS, BuildConfig
+from .builder import SPLITS, BuildConfig
 from .hub_datasets import HUB_SPLITS, load_hub_split
 
 DEFAULT_HELPFUL_FRACTION = AlignConfig.model_fields["helpful_fraction"].default
@@ -57,27 +57,13 @@ def load_split(name: str, data_dir=None, source: str = "offline"):
     return _cache[key]
 
 
-def check_splits(names=None, source: str = "offline", data_dir=None) -> dict[str, int]:
-    """Validate data splits (default: every offline split) once, before any stage trains; ``{split: rows}``.
-
-    Offline, a missing or stale build is built first, then each file is checked (``builder.verify_split``: row
-    schema naming file:line, not empty, the manifest's counts). ``source="hub"``: each split loads, has rows and
-    the row fields.
-    """
-    check_choice("source", source, SOURCES)
+def check_splits(names=None, data_dir=None) -> dict[str, int]:
+    """Validate offline data splits (default: every one) once, before any stage trains; ``{split: rows}``. A missing
+    or stale build is built first, then each file is checked (``builder.verify_split``: row schema naming file:line,
+    not empty, the manifest's counts). Hub splits are checked by ``check_sizes`` as each is loaded."""
     names = list(SPLITS if names is None else [names] if isinstance(names, str) else names)
     for name in names:
-        check_choice("split", name, SPLITS if source == "offline" else HUB_SPLITS)
-    if source == "hub":
-        out = {}
-        for name in names:
-            ds = load_split(name, source="hub")
-            missing = sorted(set(COMMON_FIELDS) - set(ds.column_names))
-            if missing or not len(ds):
-                raise DataFormatError(f"Hub split {name!r}: " + (f"missing field(s) {missing}" if missing else
-                                      "no rows") + ". Fix: check the dataset version or use source='offline'.")
-            out[name] = len(ds)
-        return out
+        check_choice("split", name, SPLITS)
     root = default_data_dir(data_dir)
     manifest = _build.read_manifest(root)
     if not all(_build.is_built(root, name, manifest) for name in names):
