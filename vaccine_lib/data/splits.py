@@ -208,23 +208,22 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
     return datasets.Dataset.from_list(rows, features=benign.features)
 
 
-def eval_items(task: str, n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
-    """Test items of a benign task: all when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
-    _check_task(task, source)
+def _subset(split: str, n: int | None, seed: int, data_dir, source: str, what: str):
+    """All rows of ``split`` when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
     check_seed("seed", seed)
     if n is not None:
         check_int("n", n, 1)
-    test = load_split(f"{task}_test", data_dir, source)
-    return test if n is None else test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test",
-                                                              "n (task test items)")))
+    ds = load_split(split, data_dir, source)
+    return ds if n is None else ds.select(sorted(_sample(ds, n, random.Random(seed), split, f"n ({what})")))
+
+
+def eval_items(task: str, n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
+    """Test items of a benign task: all when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
+    _check_task(task, source)
+    return _subset(f"{task}_test", n, seed, data_dir, source, "task test items")
 
 
 def harmful_eval_prompts(n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
     """Unseen harmful prompts for the Harmful Score (offline: every StrongREJECT prompt + held-out AdvBench,
     disjoint from all training questions); all, or a seed-determined subset of ``n`` in file order."""
-    check_seed("seed", seed)
-    if n is not None:
-        check_int("n", n, 1)
-    ds = load_split("harmful_eval", data_dir, source)
-    return ds if n is None else ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval",
-                                                          "n (harmful evaluation prompts)")))
+    return _subset("harmful_eval", n, seed, data_dir, source, "harmful evaluation prompts")
