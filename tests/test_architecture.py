@@ -32,7 +32,7 @@ LAYERS = {
 #: at its size at the end of session 7 (11,790 lines: 12,491 at its start, minus the trims, plus the fair test's
 #: rules): a ratchet. A new feature pays for itself by trimming; lower the number as the library shrinks, never
 #: raise it.
-MAX_LINES, TARGET_LINES, MAX_MODULE_LINES = 11_480, 8_000, 450
+MAX_LINES, TARGET_LINES, MAX_MODULE_LINES = 11_471, 8_000, 450
 
 
 @cache

@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .atomic import DamagedFolder, atomic_path, atomic_save_dir, atomic_write_text, file_list, verify_folder
 from .config import MODELS
-from .errors import ConfigError, MissingPackageError, check_seed
+from .errors import ConfigError, MissingPackageError, check_choice, check_seed
 from .hooks import unwrap
 from .hub import offline_error, require_hub
 from .packages import OPTIONAL_PACKAGES, package_file, package_version
@@ -248,8 +248,7 @@ def load_tokenizer(name: str):
 
 def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> nn.Module:
     """A small random causal LM of the given family (2 layers, hidden 32) built from a config."""
-    if name not in TINY_MODELS:
-        raise ConfigError(f"unknown tiny model {name!r}; allowed values: {', '.join(TINY_MODELS)}")
+    check_choice("tiny model", name, TINY_MODELS)
     check_seed("seed", seed)
     tokenizer = tokenizer or load_tokenizer(name)
     config = _tiny_config(name, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)

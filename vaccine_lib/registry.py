@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from .config import METHODS, AlignConfig, FinetuneConfig
 from .data import check_sizes, check_splits
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 from .profiles import NOTEBOOK_IDS, Profile
 from .stages import align_key, drift_key, eval_key, finetune_key, is_done, method_label, stage_dir
 
@@ -47,8 +47,7 @@ def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | 
     The SFT and Vaccine models at the profile's own (task, n, p) with the default variant also log drift
     during fine-tuning (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share those models.
     """
-    if label not in METHODS:
-        raise ConfigError(f"unknown method {label!r}; allowed values: {', '.join(METHODS)}")
+    check_choice("method", label, METHODS)
     m = METHODS[label]
     f = P.finetune.for_task(task or P.finetune.task)
     seed = P.seed if seed is None else seed
@@ -199,8 +198,7 @@ EXPERIMENTS = {e.name: e for e in (
 
 
 def get(name: str) -> Experiment:
-    if name not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {name!r}; allowed values: {', '.join(EXPERIMENTS)}")
+    check_choice("experiment", name, EXPERIMENTS)
     return EXPERIMENTS[name]
 
 

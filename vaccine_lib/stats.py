@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import binomtest, norm
 from scipy.stats import t as student_t
 
-from .errors import ConfigError, check_range
+from .errors import ConfigError, check_choice, check_range
 
 #: confidence level of every interval in the claims table
 LEVEL = 0.95
@@ -202,8 +202,7 @@ def mean_rate(df: pd.DataFrame, value: str, *, item: str = "item_id", seed: str 
 
 def _x_values(levels, transform: str) -> np.ndarray:
     x = np.asarray(levels, dtype=float)
-    if transform not in ("linear", "log10"):
-        raise ConfigError(f"unknown transform {transform!r}; allowed values: linear, log10")
+    check_choice("transform", transform, ("linear", "log10"))
     if transform == "log10" and (x <= 0).any():
         raise ConfigError(f"transform='log10' needs x > 0, got levels {list(levels)}")
     return np.log10(x) if transform == "log10" else x

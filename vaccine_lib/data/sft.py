@@ -18,7 +18,7 @@ import warnings
 import datasets
 from transformers import DataCollatorForSeq2Seq
 
-from ..errors import ConfigError, DataFormatError
+from ..errors import ConfigError, DataFormatError, check_choice
 from .templates import format_prompt
 
 IGNORE_INDEX = -100
@@ -44,8 +44,7 @@ def tokenize_sft(ds, tokenizer, max_length: int = 200, overflow: str = "drop"):
     """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels)."""
     if tokenizer.eos_token_id is None:
         raise ConfigError("the tokenizer has no eos token; the target is output + eos")
-    if overflow not in ("drop", "error"):
-        raise ConfigError(f"unknown overflow {overflow!r}; allowed values: drop, error")
+    check_choice("overflow", overflow, ("drop", "error"))
     if max_length < 2:
         raise ConfigError(f"max_length={max_length} is out of range; allowed range: [2, inf)")
     rows, dropped = [], []
