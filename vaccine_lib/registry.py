@@ -238,10 +238,8 @@ class Stage:
     tasks: tuple = ()
 
     def path(self, run_dir) -> Path:
-        """The folder the stage writes (the pipeline's rule)."""
-        if self.kind in ("align", "finetune"):
-            return stage_dir(run_dir, self.kind, self.cfg)
-        return Path(run_dir) / self.kind / self.key
+        """The folder the stage writes (``stage_dir``, the one stage-path rule)."""
+        return stage_dir(run_dir, self.kind, self.cfg if self.kind in ("align", "finetune") else self.key)
 
 
 def _entry_stages(P: Profile, exp: Experiment, run_dir: Path):
