@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data.jsonl import read_jsonl
 from ..errors import ConfigError
 
 EVAL = "eval"
@@ -69,11 +70,9 @@ class ResultsStore:
         return [r for r in (self._record(d) for d in sorted(self.results_dir.iterdir()) if d.is_dir()) if r]
 
     def generations(self, key: str) -> list[dict]:
-        """The stored generations of one evaluation (by its key)."""
+        """The stored generations of one evaluation (by its key; ``[]`` without any)."""
         path = self.results_dir / key / GENERATIONS
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_jsonl(path) if path.is_file() else []
 
 
 def _label(row: dict) -> str:
