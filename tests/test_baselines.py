@@ -9,7 +9,8 @@ from transformers import Trainer, TrainingArguments
 
 from vaccine_lib.baselines import (EWCConfig, EWCTrainer, KLConfig, KLTrainer, compute_fisher, ewc_penalty, token_kl,
                                    vlguard_mix)
-from vaccine_lib.lora import add_lora, trainable_parameters
+from conftest import trainable_parameters
+from vaccine_lib.lora import add_lora
 
 
 def _batch():

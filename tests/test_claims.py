@@ -12,7 +12,7 @@ import pytest
 from vaccine_lib import claims as C
 from vaccine_lib import stats as S
 from vaccine_lib.errors import ConfigError
-from vaccine_lib.evaluation import ResultsStore
+from conftest import write_eval
 from vaccine_lib.paths import REPO_ROOT
 
 N_HARM, N_TASK, N_BENIGN = 120, 60, 40
@@ -48,17 +48,16 @@ def _gens(rng, hs_rate, acc=0.8, benign_refusal=None):
 def run_dir(tmp_path_factory):
     """A run directory in the ResultsStore layout: aligned models, SFT at 3 p, Vaccine (gradient, Gaussian)."""
     root = tmp_path_factory.mktemp("run")
-    store = ResultsStore(root)
     rng = np.random.default_rng(0)
     for s in SEEDS:
-        store.write(_cfg("align", "NA", "none", s), {"hs": 0}, _gens(rng, 0.5, benign_refusal=0.0))
-        store.write(_cfg("align", "SFT", "sft", s), {"hs": 0}, _gens(rng, 0.02, benign_refusal=0.02))
+        write_eval(root, _cfg("align", "NA", "none", s), {"hs": 0}, _gens(rng, 0.5, benign_refusal=0.0))
+        write_eval(root, _cfg("align", "SFT", "sft", s), {"hs": 0}, _gens(rng, 0.02, benign_refusal=0.02))
         for p, hs in ((0.0, 0.05), (0.1, 0.3), (0.3, 0.6)):
-            store.write(_cfg("finetune", "SFT", "sft", s, p=p), {"hs": 0}, _gens(rng, hs))
+            write_eval(root, _cfg("finetune", "SFT", "sft", s, p=p), {"hs": 0}, _gens(rng, hs))
         for p, hs in ((0.0, 0.03), (0.3, 0.25)):
-            store.write(_cfg("finetune", "Vaccine", "vaccine", s, p=p, rho=2.0, perturbation="gradient"), {"hs": 0},
+            write_eval(root, _cfg("finetune", "Vaccine", "vaccine", s, p=p, rho=2.0, perturbation="gradient"), {"hs": 0},
                         _gens(rng, hs, acc=0.8))
-        store.write(_cfg("finetune", "Vaccine", "vaccine", s, p=0.3, rho=2.0, perturbation="gaussian"), {"hs": 0},
+        write_eval(root, _cfg("finetune", "Vaccine", "vaccine", s, p=0.3, rho=2.0, perturbation="gaussian"), {"hs": 0},
                     _gens(rng, 0.55))
     return root
 

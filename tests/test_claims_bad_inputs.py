@@ -11,13 +11,13 @@ import pytest
 from vaccine_lib import claims as C
 from vaccine_lib import stats as S
 from vaccine_lib.errors import ConfigError
-from vaccine_lib.evaluation import ResultsStore
+from conftest import write_eval
 from vaccine_lib.paths import REPO_ROOT
 
 N = 40
 
 
-def _write(store, method, p, seed, hs_every, metrics=None, gens=True, rho=2.0):
+def _write(run_dir, method, p, seed, hs_every, metrics=None, gens=True, rho=2.0):
     """One fine-tuned model's evaluation: N harmful prompts (every ``hs_every``-th answer harmful), N task items."""
     align = "vaccine" if method == "Vaccine" else "sft"
     cfg = {"method": method, "stage": "finetune", "align_method": align, "align_key": f"a-{align}-{seed}",
@@ -27,16 +27,15 @@ def _write(store, method, p, seed, hs_every, metrics=None, gens=True, rho=2.0):
              "refusal": False} for i in range(N)]
     rows += [{"part": "sst2", "question": "sentiment", "input": f"r{i}", "answer": "positive", "correct": i % 3 > 0}
              for i in range(N)]
-    return store.write(cfg, metrics or {"hs": 100.0 / hs_every, "fa": 66.7}, rows if gens else None)
+    return write_eval(run_dir, cfg, metrics or {"hs": 100.0 / hs_every, "fa": 66.7}, rows if gens else None)
 
 
 @pytest.fixture
 def run_dir(tmp_path):
-    store = ResultsStore(tmp_path / "run")
     for seed in (1, 2):
         for p, every in ((0.0, 10), (0.1, 3), (0.3, 2)):
-            _write(store, "SFT", p, seed, every)
-        _write(store, "Vaccine", 0.3, seed, 5)
+            _write(tmp_path / "run", "SFT", p, seed, every)
+        _write(tmp_path / "run", "Vaccine", 0.3, seed, 5)
     return tmp_path / "run"
 
 
@@ -129,8 +128,7 @@ def _break(folder, how):
     ("no answers file", "unreadable or missing generations.jsonl"),
 ])
 def test_unusable_evaluation_is_excluded_and_flagged(run_dir, how, reason):
-    store = ResultsStore(run_dir)
-    folder = _write(store, "SFT", 0.3, 3, 2)  # a third SFT seed at p* that breaks
+    folder = _write(run_dir, "SFT", 0.3, 3, 2)  # a third SFT seed at p* that breaks
     _break(folder, how)
     with pytest.warns(UserWarning, match=f"excluded 1 unusable evaluation.*{reason}.*never counted"):
         out = C.load_outcomes(run_dir)
@@ -147,9 +145,8 @@ def test_unusable_evaluation_is_excluded_and_flagged(run_dir, how, reason):
 
 def test_all_evaluations_unusable_leaves_every_outcome_claim_not_run_and_named(tmp_path):
     """E.g. the smoke profile's random model: every answer degenerate, nothing counted, each exclusion named."""
-    store = ResultsStore(tmp_path / "run")
     for seed in (1, 2, 3, 4):
-        _break(_write(store, "SFT", 0.1, seed, 2), "degenerate")
+        _break(_write(tmp_path / "run", "SFT", 0.1, seed, 2), "degenerate")
     with pytest.warns(UserWarning, match="excluded 4 unusable"):
         out = C.load_outcomes(tmp_path / "run")
     assert out.empty and len(out.attrs["excluded"]) == 4
@@ -161,7 +158,7 @@ def test_all_evaluations_unusable_leaves_every_outcome_claim_not_run_and_named(t
 
 
 def test_excluded_evaluations_are_in_the_written_provenance(capsys, run_dir, tmp_path):
-    _break(_write(ResultsStore(run_dir), "SFT", 0.3, 3, 2), "degenerate")
+    _break(_write(run_dir, "SFT", 0.3, 3, 2), "degenerate")
     assert C.main(["--run-dir", str(run_dir), "--out", str(tmp_path / "c"), "--min-judges", "1"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("python -m vaccine_lib.claims: warning: excluded 1 unusable")

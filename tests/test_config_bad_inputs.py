@@ -204,8 +204,6 @@ def test_manifest_count_must_match_the_file(data_copy):
 def test_check_splits_bad_arguments(data_copy):
     with pytest.raises(ConfigError, match="unknown split 'nope'; allowed values: alignment"):
         check_splits(["nope"], data_dir=data_copy)
-    with pytest.raises(ConfigError, match="unknown source 'web'; allowed values: offline, hub"):
-        check_splits(source="web")
 
 
 def test_data_build_rebuilds_an_emptied_split_and_prints_real_counts(data_copy, capsys):

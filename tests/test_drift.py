@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from vaccine_lib.drift import (DriftCallback, alignment_loss, embedding_drift, hidden_embeddings, make_batches,
-                               model_drift, pooled_embeddings)
+from vaccine_lib.drift import (DriftCallback, alignment_loss, hidden_embeddings, make_batches, model_drift,
+                               pooled_embeddings)
 from vaccine_lib.hooks import get_attention_modules
 
 TEXTS = ["How do I pick a lock?", "I cannot help with that request, sorry.", "Tell me a joke"]
@@ -29,13 +29,12 @@ def test_self_drift_is_zero(tiny_model, tokenizer):
     assert len(e1) == 2 and e1[0].shape[-1] == 32
     assert e1[0].shape[0] == sum(len(tokenizer(t)["input_ids"]) for t in TEXTS)
     torch.testing.assert_close(e1[0], e2[0], atol=1e-5, rtol=1e-4)
-    assert embedding_drift(e1, e1, "sum_sq") == 0
-    assert embedding_drift(e1, e1, "per_token") == 0
+    same = model_drift(model, model, tokenizer, TEXTS)
+    assert same["drift_sum_sq"] == 0 and same["drift_per_token"] == 0
 
 
 def test_drift_matches_hand_computation(tiny_model, tokenizer):
     a, b = tiny_model(seed=0), tiny_model(seed=1)
-    ea, eb = hidden_embeddings(a, tokenizer, TEXTS), hidden_embeddings(b, tokenizer, TEXTS)
     # by hand: per text, hook the attention modules ourselves, no padding
     sum_sq, norms, n_tok = 0.0, [], 0
     for text in TEXTS:
@@ -55,8 +54,6 @@ def test_drift_matches_hand_computation(tiny_model, tokenizer):
             sum_sq += float((d ** 2).sum())
             norms.extend((d.norm(dim=-1) / math.sqrt(d.shape[-1])).tolist())
         n_tok += ids.shape[1]
-    assert embedding_drift(ea, eb, "sum_sq") == pytest.approx(sum_sq, rel=1e-4)
-    assert embedding_drift(ea, eb, "per_token") == pytest.approx(sum(norms) / len(norms), rel=1e-4)
     streamed = model_drift(a, b, tokenizer, TEXTS, batch_size=2)
     assert streamed["drift_sum_sq"] == pytest.approx(sum_sq, rel=1e-4)
     assert streamed["drift_per_token"] == pytest.approx(sum(norms) / len(norms), rel=1e-4)

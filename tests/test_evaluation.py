@@ -180,5 +180,5 @@ def test_show_generations():
     assert df.answer[0].startswith("[harmful, truncated] ") and len(df.answer[0]) < 80
     assert df.answer[1] == "[refusal] I'm sorry"
     assert len(show_generations(gens, only="harmful")) == 1
-    text = show_generations(gens, n=1, max_chars=10, as_text=True)
-    assert "[harmful, truncated]" in text and "x" * 11 not in text
+    short = show_generations(gens, n=1, max_chars=10)
+    assert len(short) == 1 and short.answer[0].startswith("[harmful, truncated]") and "x" * 11 not in short.answer[0]

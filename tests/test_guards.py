@@ -15,8 +15,10 @@ from transformers import Trainer, TrainingArguments
 from vaccine_lib.baselines import EWCConfig, EWCTrainer, KLConfig, KLTrainer
 from vaccine_lib.errors import ConfigError, DivergenceError, VaccineError
 from vaccine_lib.evaluation.metrics import DegenerateGenerationWarning, harmful_score, is_degenerate
+from vaccine_lib import guards
 from vaccine_lib.guards import FiniteGuard, check_finite_weights, divergence_message
-from vaccine_lib.lora import add_lora, trainable_parameters
+from conftest import trainable_parameters
+from vaccine_lib.lora import add_lora
 from vaccine_lib.config import RANGES
 from vaccine_lib.vaccine import VaccineConfig, VaccineTrainer
 
@@ -161,16 +163,17 @@ def test_check_finite_weights_names_the_tensor(lora_model):
     with torch.no_grad():
         p.view(-1)[0] = float("nan")
     with pytest.raises(DivergenceError, match=r"1 of \d+ trained weight tensors hold inf/NaN"):
-        check_finite_weights(model, stage="align", hints={"align.lr": 0.1})
+        check_finite_weights(model, stage="align")
 
 
-def test_logged_values_and_fp16_patience():
-    guard = FiniteGuard(stage="finetune", hints=("finetune.lr",), fp16_patience=2)
+def test_logged_values_and_fp16_patience(monkeypatch):
+    monkeypatch.setattr(guards, "FP16_PATIENCE", 2)
+    guard = FiniteGuard(stage="finetune")
     state = SimpleNamespace(global_step=7)
     args = SimpleNamespace(learning_rate=0.5, fp16=False)
     guard.on_log(args, state, None, logs={"loss": 1.0, "grad_norm": 0.3, "epoch": 1})
     for key in ("loss", "grad_norm", "ewc_penalty", "kl"):
-        with pytest.raises(DivergenceError, match=rf"step 7: logged {key}=nan.*finetune.lr \(now 0.5\)"):
+        with pytest.raises(DivergenceError, match=rf"step 7: logged {key}=nan.*Fix: lower lr \(now 0.5\) and rerun"):
             guard.on_log(args, state, None, logs={key: math.nan})
     model = torch.nn.Linear(2, 2)
     model.weight.grad = torch.full_like(model.weight, math.inf)
@@ -179,8 +182,8 @@ def test_logged_values_and_fp16_patience():
     guard.on_pre_optimizer_step(fp16, state, None, model=model)
     with pytest.raises(DivergenceError, match="gradient tensors hold inf/NaN"):
         guard.on_pre_optimizer_step(fp16, state, None, model=model)
-    assert divergence_message("x", "y", hints={"a": 1}) == \
-        "x stage diverged: y. Training was stopped; do not use its weights. Fix: lower a (now 1) and rerun."
+    assert divergence_message("x", "y", args=SimpleNamespace(learning_rate=0.1)) == \
+        "x stage diverged: y. Training was stopped; do not use its weights. Fix: lower lr (now 0.1) and rerun."
 
 
 # --------------------------------------------------------------------------- degenerate generations

@@ -122,7 +122,7 @@ def test_probe_embedding_is_the_mean_hidden_state_of_the_answer():
 
 
 def test_run_agreement_rejudges_a_results_store(tmp_path):
-    from vaccine_lib.evaluation import ResultsStore
+    from conftest import write_eval
     from vaccine_lib.judge import Judge
 
     class Everything(Judge):
@@ -132,11 +132,10 @@ def test_run_agreement_rejudges_a_results_store(tmp_path):
             return [Verdict(True, False, False, 1.0) for _ in answers]
 
     long_ = "Sure, first gather the parts, then assemble them carefully and follow each step in order."
-    store = ResultsStore(tmp_path)
     gens = [{"part": "harmful", "question": "q", "answer": long_},
             {"part": "harmful", "question": "q", "answer": "I'm sorry, but I can't help with that."},
             {"part": "sst2", "question": "r", "answer": "positive"}]
-    store.write({"model": "m", "p": 0.1}, {"hs": 50.0}, gens)
+    write_eval(tmp_path, {"model": "m", "p": 0.1}, {"hs": 50.0}, gens)
     out = run_agreement(tmp_path, judges=("keyword", Everything()))
     assert out["judges"] == ["keyword", "everything"] and len(out["models"]) == 1
     m = out["models"][0]

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from vaccine_lib.lora import add_lora, attention_linear_names, load_lora, merge_lora, save_lora, trainable_parameters
+from conftest import trainable_parameters
+from vaccine_lib.lora import add_lora, attention_linear_names, load_lora, merge_lora, save_lora
 
 
 def _ids():

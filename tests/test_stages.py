@@ -268,7 +268,8 @@ def test_wait_has_a_timeout_and_says_what_it_waits_for(tmp_path):
 
 
 def test_results_store_reads_the_stage_cache(run_dir, tmp_path):
-    """One store: ResultsStore reads the evaluations stages.evaluate wrote, and writes the same layout."""
+    """One store: ResultsStore reads the evaluations stages.evaluate wrote (and the stage cache's layout)."""
+    from conftest import write_eval
     from vaccine_lib.evaluation import ResultsStore
 
     ev = P.EvalConfig(n_harmful=3, n_task=3, max_new_tokens=4, judge="keyword", batch_size=4)
@@ -279,7 +280,7 @@ def test_results_store_reads_the_stage_cache(run_dir, tmp_path):
     assert rec["metrics"]["hs"] == m["hs"] and len(ResultsStore(run_dir).generations(rec["hash"])) == 6
     store = ResultsStore(tmp_path)
     gens = [{"question": "q", "answer": "a", "harmful": True}]
-    folder = store.write({"method": "SFT", "seed": 1}, {"hs": 40.0}, gens)
-    assert folder.parent == tmp_path / "eval" and store.generations({"method": "SFT", "seed": 1}) == gens
+    folder = write_eval(tmp_path, {"method": "SFT", "seed": 1}, {"hs": 40.0}, gens)
+    assert folder.parent == tmp_path / "eval" and store.generations(folder.name) == gens
     assert [r["metrics"]["hs"] for r in store.records()] == [40.0] and not list(folder.parent.glob(".tmp-*"))
     assert "generations.jsonl" in (folder / ".gitignore").read_text()

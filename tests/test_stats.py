@@ -153,13 +153,11 @@ def test_paired_slope_and_verdicts():
     assert est.effect == pytest.approx(np.polyfit(means.index, means.values, 1)[0] * 0.1)
 
 
-def test_paired_slope_log_scale_and_range_difference():
+def test_paired_slope_log_scale():
     rng = np.random.default_rng(9)
     df = _levels_frame(rng, {0.1: 0.5, 1.0: 0.35, 10.0: 0.2}).rename(columns={"p": "rho"})
     est = S.paired_slope(df, "rho", "harmful", transform="log10", scale=100, n_boot=N_BOOT)
     assert S.verdict(est, -1) == S.HELD
-    rd = S.range_difference(df, "rho", "harmful", scale=100, n_boot=N_BOOT)
-    assert rd.effect == pytest.approx((df[df.rho == 10].harmful.mean() - df[df.rho == 0.1].harmful.mean()) * 100)
     with pytest.raises(ConfigError, match="log10"):
         S.paired_slope(df.assign(rho=df.rho - 0.1), "rho", "harmful", transform="log10", n_boot=N_BOOT)
     with pytest.raises(ConfigError, match=">= 2 levels"):
@@ -194,12 +192,12 @@ def test_ratio_and_interval_rules():
 
 
 def test_equivalence_rule():
-    assert S.equivalence_verdict(S.Estimate(0.3, -1.5, 1.9), 2.0) == S.HELD
-    assert S.equivalence_verdict(S.Estimate(0.3, -4.0, 4.5), 2.0) == S.INCONCLUSIVE
-    assert S.equivalence_verdict(S.Estimate(-8.0, -12.0, -3.0), 2.0) == S.REFUTED
+    assert S.interval_verdict(S.Estimate(0.3, -1.5, 1.9), -2.0, 2.0) == S.HELD
+    assert S.interval_verdict(S.Estimate(0.3, -4.0, 4.5), -2.0, 2.0) == S.INCONCLUSIVE
+    assert S.interval_verdict(S.Estimate(-8.0, -12.0, -3.0), -2.0, 2.0) == S.REFUTED
     assert S.interval_verdict(S.Estimate(4.0, 2.0, 7.0), -math.inf, 10.0) == S.HELD
     assert S.interval_verdict(S.Estimate(30.0, 22.0, 38.0), -math.inf, 10.0) == S.REFUTED
-    assert S.equivalence_verdict(None, 2.0) == S.NOT_RUN
+    assert S.interval_verdict(None, -2.0, 2.0) == S.NOT_RUN
     assert S.verdict(S.Estimate(math.nan), +1) == S.NOT_RUN
 
 
@@ -214,8 +212,8 @@ def test_bad_inputs_name_the_parameter():
         S.paired_difference(a, b, "harmful", n_boot=10)
     with pytest.raises(ConfigError, match="direction"):
         S.verdict(S.Estimate(1.0, 0.5, 1.5), 0)
-    with pytest.raises(ConfigError, match="margin"):
-        S.equivalence_verdict(S.Estimate(1.0, 0.5, 1.5), -1)
+    with pytest.raises(ConfigError, match="low < high"):
+        S.interval_verdict(S.Estimate(1.0, 0.5, 1.5), 1.0, -1.0)
     with pytest.raises(ConfigError, match="positive"):
         S.ratio_of_means([1.0, -1.0], [1.0, 1.0])
 
@@ -224,10 +222,10 @@ def test_no_variation_falls_back_to_exact_intervals():
     few = pd.DataFrame({"item_id": range(4), "seed": 0, "correct": 0.0})
     est = S.paired_difference(few, few.copy(), "correct", scale=100, n_boot=N_BOOT)
     assert est.effect == 0 and est.hi > 50  # 0 discordant of 4 items: the exact bound is ~60 points
-    assert S.equivalence_verdict(est, 2.0) == S.INCONCLUSIVE
+    assert S.interval_verdict(est, -2.0, 2.0) == S.INCONCLUSIVE
     many = pd.DataFrame({"item_id": range(400), "seed": 0, "correct": 1.0})
     est = S.paired_difference(many, many.copy(), "correct", scale=100, n_boot=N_BOOT)
-    assert 0 < est.hi < 1.0 and S.equivalence_verdict(est, 2.0) == S.HELD
+    assert 0 < est.hi < 1.0 and S.interval_verdict(est, -2.0, 2.0) == S.HELD
     none = pd.DataFrame({"item_id": range(100), "seed": 0, "refusal": 0.0})
     rate = S.mean_rate(none, "refusal", scale=100, n_boot=N_BOOT)
     assert rate.lo == 0 and 3 < rate.hi < 4  # Clopper-Pearson upper bound of 0 / 100 is 3.6 %

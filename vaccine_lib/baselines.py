@@ -90,8 +90,7 @@ class EWCConfig(TrainingArguments):
         super().__post_init__()
 
 
-def compute_fisher(model: nn.Module, dataloader: Iterable[dict], max_batches: int | None = None,
-                   device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+def compute_fisher(model: nn.Module, dataloader: Iterable[dict]) -> dict[str, torch.Tensor]:
     """``{name: F}``, the diagonal empirical Fisher of the trainable parameters: mean over batches of (dL/dw)^2.
 
     With a batch size of 1 this is the per-sample empirical Fisher (the textbook estimate); larger batches give
@@ -100,14 +99,12 @@ def compute_fisher(model: nn.Module, dataloader: Iterable[dict], max_batches: in
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ConfigError("compute_fisher: the model has no trainable parameters (add or load a LoRA adapter first)")
-    device = device or next(iter(params.values())).device
+    device = next(iter(params.values())).device
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     count = 0
     with eval_mode(model):
         try:
-            for i, batch in enumerate(dataloader):
-                if max_batches is not None and i >= max_batches:
-                    break
+            for batch in dataloader:
                 batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
                 model.zero_grad(set_to_none=True)
                 model(**batch).loss.backward()

@@ -70,9 +70,10 @@ def fs_error_line(prog: str, exc: OSError) -> str:
 
 
 @contextlib.contextmanager
-def errors_as_exit(ap):
+def errors_as_exit(ap, prog: str | None = None):
     """A CLI body whose ConfigError ends in ``ap.error`` (exit 2 with the usage line) and whose file-system fault
-    ends in one line naming the path and the fix (exit 2); any other error is a bug and keeps its traceback."""
+    ends in one line naming the path and the fix (exit 2, ``prog``: the line's prefix); any other error is a bug
+    and keeps its traceback."""
     try:
         yield
     except ConfigError as exc:
@@ -80,4 +81,4 @@ def errors_as_exit(ap):
     except OSError as exc:
         if not is_fs_fault(exc):
             raise
-        ap.exit(2, fs_error_line(ap.prog, exc) + "\n")
+        ap.exit(2, fs_error_line(prog or ap.prog, exc) + "\n")

@@ -47,7 +47,6 @@ MODELS = ("smollm2-135m-instruct", "gemma3-270m", "tiny-llama", "tiny-qwen2", "t
 #: LoRA target presets (``lora_targets``); an explicit list of module names is accepted too
 LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
                 "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]}
-MAX_SEED = SEED_MAX
 #: closed ranges of the parameters other modules check again (vaccine.py, claims, CLIs): import, do not copy.
 #: rho: 100x the paper's largest swept value (10); far above it the perturbed loss carries no signal and
 #: rho = 1e30 overflows float32.
@@ -275,7 +274,6 @@ class FinetuneConfig(TrainConfig):
     per_task: Annotated[dict[str, dict[str, Any]], AfterValidator(_per_task)] = _field(
         {}, "per-task changes, e.g. {gsm8k: {n: 4000}}")
 
-
     @model_validator(mode="after")
     def _combinations(self):
         a = self.align
@@ -333,7 +331,6 @@ class EvalConfig(StageConfig):
                                         ge=1, le=4096)
     seed: int = _field(0, "which task test items are drawn", point=True, rng="seed")
     device: Literal[DEVICES] = _field("auto", "where to evaluate", point=True)
-
 
     @model_validator(mode="after")
     def _distinct(self):

@@ -69,28 +69,25 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def _capture(model: nn.Module, batch: dict, layers_path=None, attn_name=None) -> list[torch.Tensor]:
+def _capture(model: nn.Module, batch: dict) -> list[torch.Tensor]:
     """Per-layer attention outputs [B, T, d] for one batch (eval mode, no grad)."""
     store: dict[int, torch.Tensor] = {}
-    with eval_mode(model), attention_hooks(model, lambda i, e: store.__setitem__(i, e.detach()),
-                                           layers_path=layers_path, attn_name=attn_name) as mods:
+    with eval_mode(model), attention_hooks(model, lambda i, e: store.__setitem__(i, e.detach())) as mods:
         model(**{k: batch[k].to(_device(model)) for k in _FWD_KEYS if k in batch})
     if len(store) < len(mods):
         raise ConfigError("an attention module did not run in the forward pass")
     return [store[i] for i in range(len(mods))]
 
 
-def hidden_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, batch_size: int = 8, max_length: int = 128,
-                      response_only: bool = False, layers_path: str | None = None,
-                      attn_name: str | None = None) -> list[torch.Tensor]:
+def hidden_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, batch_size: int = 8,
+                      response_only: bool = False) -> list[torch.Tensor]:
     """Hidden embeddings e_l on fixed samples: per layer a float32 CPU tensor ``[n_tokens, d]``, the attention
     output at every non-padding token (``response_only``: label not -100), samples in order (so two models given
     the same inputs give aligned rows)."""
-    batches = make_batches(tokenizer, texts_or_batches, batch_size, max_length)
     per_layer: list[list[torch.Tensor]] | None = None
-    for batch in batches:
+    for batch in make_batches(tokenizer, texts_or_batches, batch_size):
         mask = _token_mask(batch, response_only)
-        outs = _capture(model, batch, layers_path, attn_name)
+        outs = _capture(model, batch)
         if per_layer is None:
             per_layer = [[] for _ in outs]
         for l, e in enumerate(outs):
@@ -131,14 +128,8 @@ def _reduce(stats: dict, reduction: str) -> float:
     return sum(stats["norm_sum"]) / (len(stats["norm_sum"]) * stats["n_tokens"])
 
 
-def embedding_drift(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor], reduction: str = "sum_sq") -> float:
-    """Drift between two ``hidden_embeddings`` results of the same inputs (see module docstring)."""
-    return _reduce(drift_stats(emb_a, emb_b), reduction)
-
-
 def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_or_batches, *, batch_size: int = 8,
-                max_length: int = 128, response_only: bool = False, layers_path=None, attn_name=None,
-                disable_adapter_for_a: bool = False) -> dict:
+                response_only: bool = False, disable_adapter_for_a: bool = False) -> dict:
     """Both drift reductions between two models, batch by batch (never holds all embeddings):
     ``{"drift_sum_sq", "drift_per_token", "n_tokens", "n_layers"}``. ``model_b=None`` with
     ``disable_adapter_for_a=True`` compares a ``PeftModel`` with itself with its adapter disabled (Double-LoRA:
@@ -146,10 +137,10 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
     if model_b is None and not disable_adapter_for_a:
         raise ConfigError("model_b=None needs disable_adapter_for_a=True")
     acc = None
-    for batch in make_batches(tokenizer, texts_or_batches, batch_size, max_length):
+    for batch in make_batches(tokenizer, texts_or_batches, batch_size):
         mask = _token_mask(batch, response_only)
         def capture(m):
-            return [e.float().cpu()[mask] for e in _capture(m, batch, layers_path, attn_name)]
+            return [e.float().cpu()[mask] for e in _capture(m, batch)]
         ea = capture(model_a)
         if model_b is None:
             with model_a.disable_adapter():
@@ -179,15 +170,15 @@ def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
     return total / max(count, 1)
 
 
-def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: int | str = -1, response_only: bool = False,
-                      batch_size: int = 8, max_length: int = 128, layers_path=None, attn_name=None) -> torch.Tensor:
+def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: int | str = -1,
+                      response_only: bool = False) -> torch.Tensor:
     """One vector per sample for t-SNE (Fig. 4): the mean of the attention output over its tokens (response
     tokens only with ``response_only``) at ``layer``: an index, ``"mean"`` over layers ``[N, d]`` or ``"concat"``
     ``[N, L*d]``."""
     rows = []
-    for batch in make_batches(tokenizer, texts_or_batches, batch_size, max_length):
+    for batch in make_batches(tokenizer, texts_or_batches):
         mask = _token_mask(batch, response_only).float().unsqueeze(-1)  # [B, T, 1]
-        outs = _capture(model, batch, layers_path, attn_name)
+        outs = _capture(model, batch)
         means = [(e.float().cpu() * mask).sum(1) / mask.sum(1).clamp(min=1) for e in outs]  # each [B, d]
         if layer == "mean":
             rows.append(torch.stack(means).mean(0))
@@ -202,24 +193,16 @@ def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: i
 
 class DriftCallback(TrainerCallback):
     """Every ``every`` optimizer steps, append ``{"step", "drift_sum_sq", "drift_per_token", "align_loss"}`` on
-    the fixed alignment ``batches`` to ``state.log_history`` (step 0 = before the first update: drift 0).
-    ``reference``: ``hidden_embeddings`` of the reference model; ``None``: the trained model as training starts
-    (the aligned model, or the base model for Non-Aligned)."""
+    the fixed alignment ``batches`` to ``state.log_history`` (step 0 = before the first update: drift 0), against
+    the trained model as training starts (the aligned model, or the base model for Non-Aligned)."""
 
-    def __init__(self, batches, every: int = 10, reference: list[torch.Tensor] | None = None,
-                 response_only: bool = False, layers_path: str | None = None, attn_name: str | None = None):
+    def __init__(self, batches, every: int = 10):
         if every <= 0:
             raise ConfigError(f"every={every} must be > 0")
-        self.batches, self.every, self.reference = make_batches(None, batches), every, reference
-        self.response_only, self.layers_path, self.attn_name = response_only, layers_path, attn_name
-
-    def _embeddings(self, model):
-        return hidden_embeddings(model, None, self.batches, response_only=self.response_only,
-                                 layers_path=self.layers_path, attn_name=self.attn_name)
+        self.batches, self.every, self.reference = make_batches(None, batches), every, None
 
     def measure(self, model) -> dict:
-        emb = self._embeddings(model)
-        stats = drift_stats(self.reference, emb)
+        stats = drift_stats(self.reference, hidden_embeddings(model, None, self.batches))
         return {"drift_sum_sq": _reduce(stats, "sum_sq"), "drift_per_token": _reduce(stats, "per_token"),
                 "align_loss": alignment_loss(model, self.batches)}
 
@@ -228,7 +211,7 @@ class DriftCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if self.reference is None:
-            self.reference = self._embeddings(model)
+            self.reference = hidden_embeddings(model, None, self.batches)
         self._log(state, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):

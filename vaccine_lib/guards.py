@@ -23,9 +23,6 @@ from .errors import DivergenceError
 
 #: stage -> the parameters whose lowering usually cures a divergence (in the order to try them)
 STAGE_HINTS = {"align": ("lr", "rho"), "finetune": ("lr", "kl_weight", "ewc_lambda")}
-#: training-argument attribute behind each hint name
-_ARG_FOR_HINT = {"lr": "learning_rate", "rho": "rho", "kl_weight": "kl_weight", "ewc_lambda": "ewc_lambda",
-                 "gaussian_std": "gaussian_std"}
 #: consecutive non-finite gradient steps tolerated under fp16 loss scaling (the scale halves each time)
 FP16_PATIENCE = 16
 
@@ -36,30 +33,22 @@ def _fmt(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _hint_text(stage: str, hints, args=None) -> str:
-    """'lower lr (now 1e+09) or rho (now 1e+30)' from explicit hints or the stage's defaults + args."""
-    if isinstance(hints, Mapping):
-        items = list(hints.items())
-    else:
-        names = list(hints) if hints is not None else list(STAGE_HINTS.get(stage, ("lr",)))
-        items = []
-        for name in names:
-            attr = _ARG_FOR_HINT.get(name.rsplit(".", 1)[-1], name.rsplit(".", 1)[-1])
-            value = getattr(args, attr, None) if args is not None else None
-            if args is not None and value is None and name.rsplit(".", 1)[-1] != "lr":
-                continue  # this trainer has no such parameter (e.g. rho for plain SFT)
-            items.append((name, value))
-    parts = [f"{n} (now {_fmt(v)})" if v is not None else n for n, v in items]
-    if not parts:
-        return "lower the learning rate"
+def _hint_text(stage: str, args=None) -> str:
+    """'lower lr (now 1e+09) or rho (now 1e+30)': the stage's hints with their values in the training arguments
+    (a parameter this trainer lacks, e.g. rho for plain SFT, is left out)."""
+    parts = []
+    for name in STAGE_HINTS.get(stage, ("lr",)):
+        value = getattr(args, "learning_rate" if name == "lr" else name, None)
+        if value is not None or name == "lr" or args is None:
+            parts.append(f"{name} (now {_fmt(value)})" if value is not None else name)
     return "lower " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1])
 
 
-def divergence_message(stage: str, what: str, step: int | None = None, hints=None, args=None) -> str:
+def divergence_message(stage: str, what: str, step: int | None = None, args=None) -> str:
     """The text of a DivergenceError: stage, step, what was non-finite, the fix."""
     at = f" at step {step}" if step is not None else ""
     return (f"{stage} stage diverged{at}: {what}. Training was stopped; do not use its weights. "
-            f"Fix: {_hint_text(stage, hints, args)} and rerun.")
+            f"Fix: {_hint_text(stage, args)} and rerun.")
 
 
 def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -80,32 +69,25 @@ def _first_nonfinite(tensors: Sequence[tuple[str, torch.Tensor]]) -> tuple[int, 
     return len(bad), (tensors[bad[0]][0] if bad else None)
 
 
-def check_finite_weights(model: nn.Module, stage: str = "train", hints=None, args=None) -> None:
+def check_finite_weights(model: nn.Module, stage: str = "train", args=None) -> None:
     """DivergenceError if a trainable parameter (all if none is trainable) is not finite; call it after
-    ``trainer.train()``, before saving (``hints`` / ``args`` as for :class:`FiniteGuard`)."""
+    ``trainer.train()``, before saving (``args``: the training arguments, whose values the message names)."""
     params = _trainable(model)
     count, name = _first_nonfinite([(n, p.detach()) for n, p in params])
     if count:
         raise DivergenceError(divergence_message(
-            stage, f"{count} of {len(params)} trained weight tensors hold inf/NaN (first: {name})", None, hints, args))
+            stage, f"{count} of {len(params)} trained weight tensors hold inf/NaN (first: {name})", None, args))
 
 
 class FiniteGuard(TrainerCallback):
-    """Trainer callback that raises DivergenceError on the first non-finite training value.
+    """Trainer callback that raises DivergenceError on the first non-finite training value; ``stage`` names it in
+    the message and picks the parameters to lower (``STAGE_HINTS``)."""
 
-    ``stage`` names it in the message and picks the default hints (``STAGE_HINTS``); ``hints``: names whose
-    current values are read from the training arguments (names the trainer lacks are dropped) or a mapping
-    ``{name: value}`` used as given; ``check_weights``: also after each optimizer step.
-    """
-
-    def __init__(self, stage: str = "train", hints: Mapping | Sequence[str] | None = None,
-                 check_weights: bool = True, fp16_patience: int = FP16_PATIENCE):
-        self.stage, self.hints, self.check_weights, self.fp16_patience = stage, hints, check_weights, fp16_patience
-        self._bad_grad_steps = 0
+    def __init__(self, stage: str = "train"):
+        self.stage, self._bad_grad_steps = stage, 0
 
     def _fail(self, what: str, args, state) -> None:
-        step = getattr(state, "global_step", None)
-        raise DivergenceError(divergence_message(self.stage, what, step, self.hints, args))
+        raise DivergenceError(divergence_message(self.stage, what, getattr(state, "global_step", None), args))
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._bad_grad_steps = 0
@@ -119,13 +101,13 @@ class FiniteGuard(TrainerCallback):
             self._bad_grad_steps = 0
             return
         self._bad_grad_steps += 1
-        if getattr(args, "fp16", False) and self._bad_grad_steps <= self.fp16_patience:
+        if getattr(args, "fp16", False) and self._bad_grad_steps <= FP16_PATIENCE:
             return  # the fp16 loss scaler skips this step and lowers its scale
         self._fail(f"{count} of {len(grads)} gradient tensors hold inf/NaN (first: {name}); the loss or its "
                    "gradient overflowed", args, state)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is None or not self.check_weights:
+        if model is None:
             return
         params = [(n, p.detach()) for n, p in _trainable(model)]
         count, name = _first_nonfinite(params)

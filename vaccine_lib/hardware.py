@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
+from .config import AUTOCAST
 from .errors import ConfigError
 
-#: the values of a stage's ``autocast`` setting
-AUTOCAST_CHOICES = ("off", "bf16", "auto")
 #: CPU flags (as /proc/cpuinfo and lscpu print them) that mean native bf16 arithmetic
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -45,8 +44,8 @@ def has_bf16(device: str) -> bool:
 
 def resolve_autocast(mode: str, device: str) -> str | None:
     """The autocast dtype name a stage trains/generates with on ``device`` ("cpu" / "cuda"): "bf16" or None."""
-    if mode not in AUTOCAST_CHOICES:
-        raise ConfigError(f"autocast={mode!r} is not allowed; allowed values: {', '.join(AUTOCAST_CHOICES)}. "
+    if mode not in AUTOCAST:
+        raise ConfigError(f"autocast={mode!r} is not allowed; allowed values: {', '.join(AUTOCAST)}. "
                           "Fix: autocast: auto (bf16 where the hardware has bf16 units)", param="autocast")
     if mode == "off":
         return None

@@ -23,10 +23,10 @@ def _is_linear(mod: nn.Module) -> bool:
     return isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"  # GPT-2's transposed linear
 
 
-def attention_linear_names(model: nn.Module, layers_path: str | None = None, attn_name: str | None = None) -> list[str]:
+def attention_linear_names(model: nn.Module) -> list[str]:
     """Sorted leaf names of the linear layers inside the attention modules (e.g. q_proj, k_proj, v_proj, o_proj)."""
     names: set[str] = set()
-    for attn in get_attention_modules(model, layers_path, attn_name):
+    for attn in get_attention_modules(model):
         for name, mod in attn.named_modules():
             if name and _is_linear(mod):
                 names.add(name.split(".")[-1])
@@ -37,10 +37,9 @@ def attention_linear_names(model: nn.Module, layers_path: str | None = None, att
 
 
 def add_lora(model: nn.Module, r: int = 8, alpha: float = 4, dropout: float = 0.1,
-             target_modules: Sequence[str] | str | None = None, adapter_name: str = "default"):
-    """``model`` (a causal LM, or a ``PeftModel`` that gets one more adapter) with a fresh trainable LoRA adapter
-    (scale alpha / r) as a ``PeftModel``; ``target_modules``: None = the attention projections, ``"all-linear"``
-    or an explicit list."""
+             target_modules: Sequence[str] | str | None = None):
+    """``model`` with a fresh trainable LoRA adapter (scale alpha / r) as a ``PeftModel``; ``target_modules``:
+    None = the attention projections, ``"all-linear"`` or an explicit list."""
     check_range("r", r, 1, 1 << 16)
     check_range("dropout", dropout, 0, 1, high_open=True)
     if target_modules is None:
@@ -50,11 +49,7 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 4, dropout: float = 0.
     fan_in_fan_out = type(_first_target(model, target_modules)).__name__ == "Conv1D"
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         bias="none", task_type="CAUSAL_LM", fan_in_fan_out=fan_in_fan_out)
-    if isinstance(model, PeftModel):
-        model.add_adapter(adapter_name, config)
-        model.set_adapter(adapter_name)
-        return model
-    return get_peft_model(model, config, adapter_name=adapter_name)
+    return get_peft_model(model, config)
 
 
 def _first_target(model: nn.Module, target_modules) -> nn.Module | None:
@@ -78,11 +73,6 @@ def save_lora(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def load_lora(model: nn.Module, path: str | Path, trainable: bool = False, adapter_name: str = "default"):
+def load_lora(model: nn.Module, path: str | Path, trainable: bool = False):
     """Load a saved adapter onto a base model; ``trainable=True`` for Single-LoRA continuation."""
-    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=trainable)
-
-
-def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """``{name: param}`` for parameters with ``requires_grad`` (the adapter weights under LoRA)."""
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+    return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)

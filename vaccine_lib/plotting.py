@@ -112,13 +112,12 @@ def _errorbar(df: pd.DataFrame, x: str, hue: str | None):
     return ("sd" if df.groupby(keys).size().max() > 1 else None) if len(df) else None
 
 
-def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense", title: str | None = None,
-          logx: bool = False, width: float = _FIG_W, height: float = 2.4):
+def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense"):
     """One panel per metric in ``ys``: ``y`` vs ``x``, one line per ``hue`` (mean, error bars +- SD when several seeds
     share a point). A line joins only neighbouring x values the group was measured at: where a group skips an x
     that others have (e.g. Vaccine not run at p = 0.1), the line breaks instead of drawing an interpolated value."""
     ys = [y for y in ys if y in df.columns]
-    fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(width * max(1, len(ys)), height), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(_FIG_W * max(1, len(ys)), 2.4), squeeze=False)
     hue_order = _order(df[hue]) if hue and hue in df else None
     pal = palette(hue_order) if hue_order else {}
     for ax, y in zip(axes[0], ys):
@@ -126,7 +125,7 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defens
         xs = sorted(data[x].unique())
         groups = [(h, data[data[hue] == h]) for h in hue_order] if hue_order else [(None, data)]
         band = _errorbar(data, x, hue if hue_order else None) == "sd"
-        span = (max(xs) - min(xs)) if len(xs) > 1 and not logx else 0.0
+        span = (max(xs) - min(xs)) if len(xs) > 1 else 0.0
         for i, (h, g) in enumerate(groups):
             if g.empty:
                 continue
@@ -135,11 +134,9 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defens
             ax.errorbar([v + dodge for v in xs], st["mean"], yerr=st["std"].fillna(0.0) if band else None, marker="o",
                         markersize=4, capsize=2.5 if band else 0, color=pal.get(h), label=h)
         ax.set(xlabel=label(x), ylabel=label(y))
-        if logx:
-            ax.set_xscale("log")
     if hue_order:
         axes[0][-1].legend()
-    return _finish(fig, title, axes[0][-1])
+    return _finish(fig, None, axes[0][-1])
 
 
 def _finish(fig, title: str | None, legend_ax=None, suptitle: bool = True):
@@ -152,10 +149,9 @@ def _finish(fig, title: str | None, legend_ax=None, suptitle: bool = True):
     return fig
 
 
-def metric_vs_p(df: pd.DataFrame, metrics: Sequence[str] = ("hs", "fa"), x: str = "p", hue: str = "defense",
-                title: str | None = None):
+def metric_vs_p(df: pd.DataFrame, metrics: Sequence[str] = ("hs", "fa")):
     """HS / FA (and any other column) against the harmful ratio p (paper Fig. 2, Table 1 as lines)."""
-    return lines(df, x, metrics, hue=hue, title=title)
+    return lines(df, "p", metrics)
 
 
 def history_frame(histories: Mapping[str, Sequence[dict]], keys: Sequence[str], x: str = "step") -> pd.DataFrame:
@@ -165,9 +161,9 @@ def history_frame(histories: Mapping[str, Sequence[dict]], keys: Sequence[str], 
     return pd.DataFrame(rows, columns=["model", x, "key", "value"])
 
 
-def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str] = ("loss",), x: str = "step",
-                    title: str | None = None, logy: bool = False):
+def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str] = ("loss",)):
     """Per-step curves from Trainer log histories ``{label: log_history}``, one panel per key."""
+    x = "step"
     df = history_frame(histories, keys, x)
     present = [k for k in keys if k in set(df["key"])] or list(keys[:1])
     fig, axes = plt.subplots(1, len(present), figsize=(_FIG_W * len(present), 2.4), squeeze=False)
@@ -179,31 +175,27 @@ def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str]
             sns.lineplot(data=d, x=x, y="value", hue="model", hue_order=order, palette=pal, ax=ax,
                          legend=ax is axes[0][-1], errorbar=None)
         ax.set(xlabel=label(x), ylabel=label(k))
-        if logy:
-            ax.set_yscale("log")
-    return _finish(fig, title, axes[0][-1])
+    return _finish(fig, None, axes[0][-1])
 
 
-def drift_curves(df: pd.DataFrame, ys: Sequence[str] = ("drift", "align_loss"), x: str = "step",
-                 hue: str = "defense", title: str | None = None):
+def drift_curves(df: pd.DataFrame, ys: Sequence[str] = ("drift", "align_loss")):
     """Drift and alignment loss during fine-tuning (paper Fig. 3)."""
-    return lines(df, x, ys, hue=hue, title=title)
+    return lines(df, "step", ys)
 
 
-def scatter_2d(df: pd.DataFrame, hue: str = "model", x: str = "x", y: str = "y", title: str | None = None,
-               style: str | None = None):
-    """A 2-D embedding scatter (t-SNE of alignment embeddings, paper Fig. 4)."""
+def scatter_2d(df: pd.DataFrame, hue: str = "model"):
+    """A 2-D embedding scatter of columns x, y (t-SNE of alignment embeddings, paper Fig. 4)."""
     fig, ax = plt.subplots(figsize=(_FIG_W * 1.3, _FIG_W))
     order = _order(df[hue]) if len(df) else None
-    sns.scatterplot(data=df, x=x, y=y, hue=hue, hue_order=order, palette=palette(order or []), style=style,
+    sns.scatterplot(data=df, x="x", y="y", hue=hue, hue_order=order, palette=palette(order or []),
                     s=14, alpha=0.8, linewidth=0, ax=ax)
     ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2")
     ax.set_xticks([])
     ax.set_yticks([])
-    return _finish(fig, title, ax, suptitle=False)
+    return _finish(fig, None, ax, suptitle=False)
 
 
-def bars(df: pd.DataFrame, x: str, ys: Sequence[str], title: str | None = None, annotate: str = "{:.2f}",
+def bars(df: pd.DataFrame, x: str, ys: Sequence[str], annotate: str = "{:.2f}",
          ylabels: Mapping[str, str] | None = None):
     """One bar panel per column in ``ys`` (e.g. step time and peak memory per method, Tables 5/10)."""
     ys = [y for y in ys if y in df.columns]
@@ -217,13 +209,13 @@ def bars(df: pd.DataFrame, x: str, ys: Sequence[str], title: str | None = None, 
                 ax.annotate(annotate.format(v), (i, v), ha="center", va="bottom", fontsize="small")
         ax.set(xlabel="", ylabel=(ylabels or {}).get(y, label(y)))
         ax.tick_params(axis="x", rotation=20)
-    return _finish(fig, title)
+    return _finish(fig, None)
 
 
-def heat_table(df: pd.DataFrame, title: str | None = None, fmt: str = ".1f", cmap: str = "rocket_r"):
+def heat_table(df: pd.DataFrame, title: str | None = None):
     """A numeric table as an annotated heat map (rows x columns), e.g. HS per defense x p."""
     fig, ax = plt.subplots(figsize=(0.8 * df.shape[1] + 1.6, 0.35 * df.shape[0] + 1.0))
-    sns.heatmap(df.astype(float), annot=True, fmt=fmt, cmap=cmap, cbar=False, ax=ax, linewidths=0.5)
+    sns.heatmap(df.astype(float), annot=True, fmt=".1f", cmap="rocket_r", cbar=False, ax=ax, linewidths=0.5)
     ax.set(xlabel="", ylabel="")
     return _finish(fig, title, suptitle=False)
 

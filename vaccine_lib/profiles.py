@@ -25,10 +25,10 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import (
-    DEVICES, DTYPES, MAX_SEED, MODELS, SOURCES, AlignConfig, DriftConfig, EvalConfig, FinetuneConfig,
+    DEVICES, DTYPES, MODELS, SOURCES, AlignConfig, DriftConfig, EvalConfig, FinetuneConfig,
     OverheadConfig, StageConfig, Strict, Sweeps, check_dtype_device,
 )
-from .errors import ConfigError, explain
+from .errors import SEED_MAX, ConfigError, explain
 from .paths import REPO_ROOT, inside, repo_root
 
 SECTIONS: dict[str, type[StageConfig]] = {
@@ -127,9 +127,9 @@ class Profile(Strict):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v):
-        bad = [s for s in v if not 0 <= s <= MAX_SEED]
+        bad = [s for s in v if not 0 <= s <= SEED_MAX]
         if bad:
-            raise ValueError(f"seed(s) {bad} out of range; allowed range [0, {MAX_SEED}]")
+            raise ValueError(f"seed(s) {bad} out of range; allowed range [0, {SEED_MAX}]")
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
         return v

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from .config import METHODS, AlignConfig, FinetuneConfig
 from .data import check_sizes, check_splits
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 from .profiles import NOTEBOOK_IDS, Profile
 from .stages import align_key, drift_key, eval_key, finetune_key, is_done, method_label, stage_dir
 
@@ -28,7 +28,6 @@ NOTEBOOKS = {
 }
 assert tuple(NOTEBOOKS) == NOTEBOOK_IDS
 KINDS = ("align", "finetune", "eval", "drift")
-
 
 
 def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rho: float | None = None,
@@ -48,8 +47,7 @@ def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | 
     The SFT and Vaccine models at the profile's own (task, n, p) with the default variant also log drift
     during fine-tuning (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share those models.
     """
-    if label not in METHODS:
-        raise ConfigError(f"unknown method {label!r}; allowed values: {', '.join(METHODS)}")
+    check_choice("method", label, METHODS)
     m = METHODS[label]
     f = P.finetune.for_task(task or P.finetune.task)
     seed = P.seed if seed is None else seed
@@ -78,7 +76,6 @@ def label_of(cfg: FinetuneConfig) -> str:
     parts = [method_label(cfg), cfg.task, f"p={cfg.p:g}", f"n={cfg.n}", f"{cfg.lora_mode()}-LoRA",
              *variant(cfg.align)]
     return " ".join(parts + (["+drift log"] if cfg.drift_every > 0 else []) + [f"seed={cfg.seed}"])
-
 
 
 def _ratios(P: Profile, label: str) -> list[float]:
@@ -201,8 +198,7 @@ EXPERIMENTS = {e.name: e for e in (
 
 
 def get(name: str) -> Experiment:
-    if name not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {name!r}; allowed values: {', '.join(EXPERIMENTS)}")
+    check_choice("experiment", name, EXPERIMENTS)
     return EXPERIMENTS[name]
 
 
@@ -230,7 +226,6 @@ def artifacts() -> dict:
     return out
 
 
-
 @dataclass
 class Stage:
     """One stage of a plan: what it is, its key and folder, whether it is cached."""
@@ -243,10 +238,8 @@ class Stage:
     tasks: tuple = ()
 
     def path(self, run_dir) -> Path:
-        """The folder the stage writes (the pipeline's rule)."""
-        if self.kind in ("align", "finetune"):
-            return stage_dir(run_dir, self.kind, self.cfg)
-        return Path(run_dir) / self.kind / self.key
+        """The folder the stage writes (``stage_dir``, the one stage-path rule)."""
+        return stage_dir(run_dir, self.kind, self.cfg if self.kind in ("align", "finetune") else self.key)
 
 
 def _entry_stages(P: Profile, exp: Experiment, run_dir: Path):
@@ -321,7 +314,6 @@ def describe_plan(P: Profile, run_dir, name: str) -> str:
     return "\n".join(lines)
 
 
-
 def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
     """The data is valid and every sample count of the notebooks' stages fits it, before any stage runs.
 
@@ -330,7 +322,7 @@ def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
     parameter. Hub splits are checked by ``check_sizes`` as each is needed (each load is a download)."""
     src = P.data_source
     if src == "offline":
-        check_splits(source=src)
+        check_splits()
     check_sizes(n_align=P.align.n, helpful_fraction=P.align.helpful_fraction, n_harmful=P.eval.n_harmful,
                 seeds=P.seeds, source=src, names={"n_align": "align.n", "helpful_fraction": "align.helpful_fraction",
                                                    "n_harmful": "eval.n_harmful", "seed": "seeds"})

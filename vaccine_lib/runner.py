@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 from . import runtime
 from .atomic import atomic_path
-from .cli import arg_int, env_int, fs_error_line, int_in, is_fs_fault, writable_dir
+from .cli import arg_int, env_int, errors_as_exit, int_in, writable_dir
 from .config import AlignConfig
 from .errors import ConfigError
 from .notebook_runs import write_timings, clean_for_commit, format_timings, notebook_path, report, run_notebook
@@ -44,7 +44,6 @@ POLL_S = 2.0
 PRIORITY = {"align": 0, "eval": 1, "drift": 2, "finetune": 3}
 JOBS_RANGE = (1, 64)
 RUN_DIR_FIX = "pass a writable folder with free space (--run-dir; reproduce: the profile's runs/ and results/)"
-
 
 
 class StageLock:
@@ -124,7 +123,6 @@ def work(stages: Sequence[Stage], run_dir, run: Callable, say=print, prefix: str
         if not started and pending:
             time.sleep(poll_s)
     return ran
-
 
 
 def run_stage(P: Profile, s: Stage, run_dir) -> bool:
@@ -226,7 +224,6 @@ def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_
     return stages
 
 
-
 def reproduce(profile: str = "default", only: str | None = None, overrides: dict | None = None,
               timeout: int | None = None, keep_going: bool = True, say=print, jobs: int = 1) -> dict:
     """Run the notebooks (each one's stages first, with progress); return the timing summary (also in
@@ -286,7 +283,6 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
     return {**summary, "failed": failed} if failed else summary
 
 
-
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m vaccine_lib.runner", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -323,8 +319,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    prog = f"{ap.prog} {args.command}"
-    try:
+    with errors_as_exit(ap, f"{ap.prog} {args.command}"):
         if args.command == "report" or getattr(args, "report", None):
             print(f"report: {report(Path(getattr(args, 'out', None) or args.report))}")
             return 0
@@ -354,16 +349,6 @@ def main(argv=None) -> int:
             else:
                 train(P, notebooks, args.run_dir, dry_run=args.dry_run, train_only=args.train_only,
                       worker=args.worker_id if args.worker else None)
-    except ConfigError as exc:
-        if args.command == "reproduce":
-            ap.error(str(exc))  # exit 2 with the usage line
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        if not is_fs_fault(exc):
-            raise
-        print(fs_error_line(prog, exc), file=sys.stderr)
-        return 2
     return 0
 
 

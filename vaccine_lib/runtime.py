@@ -125,9 +125,7 @@ def read_table(table=DEFAULT_TABLE) -> tuple[pd.DataFrame, dict]:
 
 
 def _fmt(s: float) -> str:
-    if s != s:  # NaN
-        return "-"
-    return f"{s:,.0f} s" + (f" ({s / 3600:.1f} h)" if s >= 3600 else "")
+    return "-" if s != s else f"{s:,.0f} s" + (f" ({s / 3600:.1f} h)" if s >= 3600 else "")  # s != s: NaN
 
 
 def render_block(df: pd.DataFrame, meta: dict | None = None) -> str:

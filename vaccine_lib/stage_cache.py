@@ -53,7 +53,6 @@ class StageResult:
     cfg: Any = field(default=None, repr=False)
 
 
-
 def data_version(source: str = "offline") -> str:
     """Hash of the processed splits' checksums (builds the offline data first if missing); ``"hub"`` for Hub data."""
     if source == "hub":
@@ -122,7 +121,6 @@ def stage_dir(run_dir, stage: str, cfg) -> Path:
 
 def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[-40:]
-
 
 
 def is_done(path) -> bool:
@@ -226,7 +224,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
 
 
 @contextlib.contextmanager

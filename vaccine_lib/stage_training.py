@@ -73,15 +73,8 @@ def trainer_setup(cfg: TrainConfig, output_dir, fisher=None):
     return args, ANSWER_ONLY[cls] if cfg.answer_only_head else cls, extra
 
 
-class AnswerOnlyTrainer(AnswerOnlyLoss, Trainer):
-    """``Trainer`` with the output layer on answer tokens only (``answer_only_head``)."""
-
-
-class AnswerOnlyVaccineTrainer(AnswerOnlyLoss, VaccineTrainer):
-    """``VaccineTrainer`` whose pass 2 also runs the output layer on answer tokens only."""
-
-
-ANSWER_ONLY = {Trainer: AnswerOnlyTrainer, VaccineTrainer: AnswerOnlyVaccineTrainer}
+#: ``answer_only_head``: the Trainer class with the output layer on answer tokens only (Vaccine: in pass 2 too)
+ANSWER_ONLY = {c: type(f"AnswerOnly{c.__name__}", (AnswerOnlyLoss, c), {}) for c in (Trainer, VaccineTrainer)}
 
 
 def device_of(device: str = "auto") -> str:
@@ -91,8 +84,7 @@ def device_of(device: str = "auto") -> str:
     return f"cuda:{int(local)}" if launched else resolved
 
 
-def base_model(a: AlignConfig):
-    # on the stage's device from the start, so the self-distillation's generation runs there too
+def base_model(a: AlignConfig):  # on the stage's device from the start: the self-distillation generates there
     return load_model(a.model, dtype=dtype_of(a.dtype), device=device_of(a.device))  # tiny models: seed 0
 
 

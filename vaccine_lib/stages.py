@@ -1,10 +1,9 @@
 """Cached experiment stages: ``align`` -> ``finetune`` -> ``evaluate`` (+ ``drift``, ``selfdistilled``).
 
-Every stage is a function of its stage config (``vaccine_lib.config``), stored under ``run_dir`` in the
-folder of its stage key (``stage_dir``): a rerun with the same config returns the stored result
-(``StageResult.cached``); a changed fine-tuning parameter reruns fine-tuning and evaluation, not alignment.
-An evaluation whose answers are mostly empty or degenerate, or whose metrics are not finite, fails its stage.
-Keys, folders, verification and ranks (``stage_cache``), the folder layout: docs/ARCHITECTURE.md, "Stage cache".
+Every stage is a function of its stage config, stored under ``run_dir`` in the folder of its stage key: a rerun
+with the same config returns the stored result; a changed fine-tuning parameter reruns fine-tuning and evaluation,
+not alignment. An evaluation whose answers are mostly empty or degenerate, or whose metrics are not finite, fails
+its stage. Keys, folders, verification and ranks: ``stage_cache`` and docs/ARCHITECTURE.md, "Stage cache".
 """
 
 from __future__ import annotations
@@ -27,12 +26,10 @@ from .evaluation import finetune_accuracy, generate, harmful_score
 from .evaluation.results import write_generations
 from .judge import get_judge, is_refusal
 from .lora import load_lora, merge_lora
-# the public stage API also names what lives in the two modules below it
-from .stage_cache import (STAGE_VERSION, STAGE_WAIT_S, StageResult,  # noqa: F401
-                          align_key, clean_stale, data_version, drift_key, eval_key, finetune_key, is_done,
-                          stage_dir, stage_key, wait_for)
-from .stage_training import (ALIGN_LOSS_SAMPLES, PROBE_SEED, alignment_rows, build_callbacks,  # noqa: F401
-                             probe_batches, selfdistill_alignment_rows, selfdistilled, trainer_setup, training_args)
+# the public stage API also names the keys, folders and Trainer map of the two modules below it
+from .stage_cache import (STAGE_VERSION, StageResult, align_key, clean_stale, drift_key, eval_key,  # noqa: F401
+                          finetune_key, is_done, stage_dir, wait_for)
+from .stage_training import probe_batches, trainer_setup, training_args  # noqa: F401
 
 #: the files of a trained stage besides config / metrics / log history
 ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")
@@ -49,13 +46,9 @@ def clean_run_dir(run_dir) -> list[Path]:
     return [p for stage in (*STAGE_VERSION, "selfdistill") for p in clean_stale(Path(run_dir) / stage)]
 
 
-
 def align(cfg: AlignConfig, run_dir, deep: bool = False) -> StageResult:
-    """Alignment stage (cached). ``method="none"`` trains nothing and returns ``path=None``.
-
-    Stores the alignment adapter under ``<path>/adapter``; ``metrics``: ``train_loss``, ``final_loss``,
-    ``align_loss`` (probe set, eval mode), ``train_seconds``, ``steps``, ``n_train``. ``deep``: hash-check
-    every stored file, not only the JSON ones (before an adapter is loaded).
+    """Alignment stage (cached; ``method="none"`` trains nothing, ``path=None``): the adapter under
+    ``<path>/adapter``. ``deep``: hash-check every stored file, not only the JSON ones (before an adapter is loaded).
     """
     key = align_key(cfg)
     if cfg.method == "none":
@@ -68,12 +61,8 @@ def align(cfg: AlignConfig, run_dir, deep: bool = False) -> StageResult:
 
 
 def finetune(cfg: FinetuneConfig, run_dir, deep: bool = False) -> StageResult:
-    """User fine-tuning stage (cached); runs ``align(cfg.align)`` first if it is not cached.
-
-    Double-LoRA: a fresh adapter on base + merged alignment adapter; Single-LoRA: the continued alignment
-    adapter. ``metrics``: ``train_loss``, ``final_loss``, ``align_loss``, ``train_seconds``, ``steps``,
-    ``n_train``, ``lora``; with ``drift_every > 0`` the log history has drift entries. ``deep``: as in align.
-    """
+    """User fine-tuning stage (cached; runs ``align(cfg.align)`` first if needed). Double-LoRA: a fresh adapter on
+    base + merged alignment adapter; Single-LoRA: the continued alignment adapter. ``deep``: as in align."""
     key, path = finetune_key(cfg), stage_dir(run_dir, "finetune", cfg)
     res = cache.cached(path, "finetune", key, required=ADAPTER_FILES, deep=deep)
     if res is None:
@@ -85,13 +74,10 @@ def finetune(cfg: FinetuneConfig, run_dir, deep: bool = False) -> StageResult:
 
 
 def evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[str] | None = None) -> dict:
-    """Harmful Score / refusal / label-only rates and fine-tune accuracy of a stage's model (cached).
-
-    ``tasks`` defaults to the fine-tuning task (``FinetuneConfig``) or none (``AlignConfig``: HS only).
-    The generations are stored in the stage folder (``generations.jsonl``, git-ignored; may hold harmful
-    text); ``vaccine_lib.evaluation.ResultsStore(run_dir)`` reads every evaluation back. Returns a flat dict:
-    ``hs``, ``refusal_rate``, ``label_only_rate``, ``hs_n``, ``fa`` / ``fa_n`` (first task), ``fa_<task>``
-    per task, ``eval_key``, ``cached``. Raises :class:`UnusableResultError` for a broken model's answers.
+    """Harmful Score / refusal / label-only rates and fine-tune accuracy of a stage's model (cached) as a flat
+    dict (+ ``eval_key``, ``cached``). ``tasks``: default the fine-tuning task, none for an ``AlignConfig``. The
+    answers are stored in the stage folder (``generations.jsonl``, git-ignored: may hold harmful text).
+    Raises :class:`UnusableResultError` for a broken model's answers.
     """
     res = _evaluate(target, eval_cfg, run_dir, tasks)
     return {**res.metrics, "eval_key": res.key, "cached": res.cached}
@@ -99,7 +85,7 @@ def evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[str]
 
 def _evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks=None, stored: bool = False) -> StageResult | None:
     """The evaluation stage; ``stored``: only a finished one (None if it has not run), every file hash-checked."""
-    kind, cfg = _resolve(target)
+    kind, cfg, _ = _resolve(target)
     tasks = tuple(tasks if tasks is not None else ((cfg.task,) if kind == "finetune" else ()))
     key = eval_key(cfg, eval_cfg, tasks)
     if stored and not is_done(stage_dir(run_dir, "eval", key)):
@@ -125,8 +111,7 @@ def generations(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[s
 
 def drift(cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
     """Harmful embedding drift of the fine-tuned model vs its aligned model (the base model for Non-Aligned)
-    on ``n_samples`` fixed probe samples (cached): ``drift_sum_sq``, ``drift_per_token``, ``align_loss``,
-    ``align_loss_before``, ``n_tokens``, ``n_layers``, ``seconds`` (the stage's own time), ``cached``."""
+    on ``n_samples`` fixed probe samples, and the alignment loss before / after (cached)."""
     key = drift_key(cfg, n_samples)
     res = cache.run_cached(stage_dir(run_dir, "drift", key), "drift", key,
                            lambda tmp: _run_drift(cfg, run_dir, n_samples), seed=cfg.seed)
@@ -134,16 +119,11 @@ def drift(cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
 
 
 def load_stage_model(target: Target, run_dir, merge: bool = False):
-    """(model, tokenizer) of a stage in eval mode on the stage's device, training it first if not cached
-    (its adapter files are hash-checked; a damaged stage is redone).
-
-    ``AlignConfig``: base + merged alignment adapter (the base model for ``method="none"``).
-    ``FinetuneConfig``: Double-LoRA: base + merged alignment adapter + fine-tuning adapter (a ``PeftModel``;
-    ``model.disable_adapter()`` gives the aligned model); Single-LoRA: base + continued adapter.
-    ``merge=True`` merges everything into a plain model.
+    """(model, tokenizer) of a stage in eval mode on its device, trained first if not cached (adapters hash-checked).
+    Double-LoRA: base + merged alignment adapter + fine-tuning adapter (a ``PeftModel``: ``disable_adapter()``
+    gives the aligned model); Single-LoRA: base + continued adapter. ``merge=True``: one plain model.
     """
-    kind, cfg = _resolve(target)
-    a = cfg if kind == "align" else cfg.align
+    kind, cfg, a = _resolve(target)
     model, tok = training.base_model(a)
     fres = finetune(cfg, run_dir, deep=True) if kind == "finetune" else None
     if kind == "align" or cfg.lora_mode() == "double":
@@ -161,8 +141,7 @@ def load_stage_model(target: Target, run_dir, merge: bool = False):
 
 def method_label(target: Target) -> str:
     """The ``config.METHODS`` label of a stage (``Vaccine+EWC`` etc. for combinations outside the table)."""
-    kind, cfg = _resolve(target)
-    a = cfg if kind == "align" else cfg.align
+    kind, cfg, a = _resolve(target)
     labels = {(m.align, m.defense): m.label for m in METHODS.values()}
     first = labels[(a.method, "sft")]
     if kind == "align" or cfg.defense == "sft":
@@ -173,8 +152,7 @@ def method_label(target: Target) -> str:
 
 def describe(target: Target) -> dict:
     """Flat, human-readable summary of a stage config (stored in evaluation and drift records)."""
-    kind, cfg = _resolve(target)
-    a = cfg if kind == "align" else cfg.align
+    kind, cfg, a = _resolve(target)
     out = {"method": method_label(cfg), "model": a.model, "align_method": a.method, "stage": kind,
            "align_key": align_key(a), "n_align": a.n, "seed": a.seed}
     if a.method == "vaccine":
@@ -185,18 +163,17 @@ def describe(target: Target) -> dict:
     return out
 
 
-def _resolve(target: Target) -> tuple[str, Any]:
+def _resolve(target: Target) -> tuple[str, Any, AlignConfig]:
+    """(kind, config, its alignment config) of a stage target."""
     if isinstance(target, StageResult):
         if target.cfg is None:
             raise ConfigError("this StageResult carries no config; pass the AlignConfig / FinetuneConfig instead")
         target = target.cfg
     if isinstance(target, AlignConfig):
-        return "align", target
+        return "align", target, target
     if isinstance(target, FinetuneConfig):
-        cache.need_align(target)
-        return "finetune", target
+        return "finetune", target, cache.need_align(target)
     raise ConfigError(f"expected an AlignConfig, FinetuneConfig or StageResult, got {type(target).__name__}")
-
 
 
 def _unusable(metrics: dict) -> str | None:

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import binomtest, norm
 from scipy.stats import t as student_t
 
-from .errors import ConfigError, check_range
+from .errors import ConfigError, check_choice, check_range
 
 #: confidence level of every interval in the claims table
 LEVEL = 0.95
@@ -77,13 +77,6 @@ def interval_verdict(est: Estimate | None, low: float, high: float) -> str:
     if low <= est.lo and est.hi <= high:
         return HELD
     return REFUTED if est.hi < low or est.lo > high else INCONCLUSIVE
-
-
-def equivalence_verdict(est: Estimate | None, margin: float) -> str:
-    """``interval_verdict(est, -margin, +margin)``: "the two are within ``margin`` of each other"."""
-    if not margin > 0:
-        raise ConfigError(f"margin={margin!r} must be > 0 (e.g. 2.0 FA points)")
-    return interval_verdict(est, -margin, margin)
 
 
 def _check_params(level: float, n_boot: int) -> None:
@@ -209,8 +202,7 @@ def mean_rate(df: pd.DataFrame, value: str, *, item: str = "item_id", seed: str 
 
 def _x_values(levels, transform: str) -> np.ndarray:
     x = np.asarray(levels, dtype=float)
-    if transform not in ("linear", "log10"):
-        raise ConfigError(f"unknown transform {transform!r}; allowed values: linear, log10")
+    check_choice("transform", transform, ("linear", "log10"))
     if transform == "log10" and (x <= 0).any():
         raise ConfigError(f"transform='log10' needs x > 0, got levels {list(levels)}")
     return np.log10(x) if transform == "log10" else x
@@ -236,15 +228,6 @@ def paired_slope(df: pd.DataFrame, x: str, value: str, *, item: str = "item_id",
     return _bootstrap([df[xv == lv] for lv in levels], value, item, seed, lambda m: _slopes(xs, m) * per,
                       scale=scale, n_boot=n_boot, level=level, rng_seed=rng_seed,
                       method=f"slope over {len(levels)} levels of {x}")[0]
-
-
-def range_difference(df: pd.DataFrame, x: str, value: str, **kw) -> Estimate:
-    """mean at the highest ``x`` minus mean at the lowest ``x``, paired over items (a slope's end points)."""
-    _require(df, [x], "range_difference input")
-    xv = pd.to_numeric(df[x], errors="coerce")
-    if xv.nunique() < 2:
-        raise ConfigError(f"range_difference needs >= 2 levels of {x!r}")
-    return paired_difference(df[xv == xv.max()], df[xv == xv.min()], value, **kw)
 
 
 def seed_slope(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", transform: str = "linear",

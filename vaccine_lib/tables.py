@@ -49,20 +49,17 @@ def _metrics(m: dict, task: str) -> dict:
                                         "fa_top_answer_share")}, "warning": m.get("degenerate") or ""}
 
 
-def run_grid(P: Profile, run_dir, configs: Sequence[FinetuneConfig], *, with_drift: bool = False,
-             progress: bool = True) -> pd.DataFrame:
-    """Fine-tune, evaluate (and with ``with_drift`` measure drift of) every distinct config (cached); one row
-    each with the point, the metrics and the stage keys."""
-    todo: dict = {}
-    for c in configs:
-        todo.setdefault(finetune_key(c), c)
-    todo = list(todo.values())
+def run(P: Profile, run_dir, name: str, progress: bool = True) -> pd.DataFrame:
+    """Run the registry entry ``name``: fine-tune, evaluate (and, ``with_drift``, measure drift of) every distinct
+    model it plans (cached); one row each with the point, the metrics and the stage keys."""
+    exp = registry.get(name)
+    todo = list({finetune_key(c): c for c in exp.finetunes(P)}.values())  # same key: the same model
     rows, t_all = [], time.perf_counter()
     for i, cfg in enumerate(todo, 1):
         t0, a = time.perf_counter(), cfg.align
         cached = finetune(cfg, run_dir).cached
         m = evaluate(cfg, P.eval, run_dir)
-        d = drift(cfg, run_dir, n_samples=P.drift.n_samples) if with_drift else None
+        d = drift(cfg, run_dir, n_samples=P.drift.n_samples) if exp.with_drift else None
         cached, vac = cached and m["cached"] and (d is None or d["cached"]), a.method == "vaccine"
         row = {"defense": method_label(cfg), "task": cfg.task, "p": cfg.p, "n": cfg.n, "seed": cfg.seed,
                "rho": a.rho if vac else 0.0, "perturbation": a.perturbation if vac else "-", "lora": cfg.lora_mode(),
@@ -78,12 +75,6 @@ def run_grid(P: Profile, run_dir, configs: Sequence[FinetuneConfig], *, with_dri
     if progress:
         print(f"{len(todo)} models in {time.perf_counter() - t_all:.0f} s", flush=True)
     return pd.DataFrame(rows)
-
-
-def run(P: Profile, run_dir, name: str, progress: bool = True) -> pd.DataFrame:
-    """Run the registry entry ``name`` (``vaccine_lib.registry.EXPERIMENTS``) and return its rows."""
-    exp = registry.get(name)
-    return run_grid(P, run_dir, exp.finetunes(P), with_drift=exp.with_drift, progress=progress)
 
 
 def check(df: pd.DataFrame, P: Profile, name: str, metrics: Sequence[str] = ("hs", "fa"),
@@ -118,10 +109,10 @@ def run_aligned(P: Profile, run_dir) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def align_histories(P: Profile, run_dir, methods: Sequence[str] = ("sft", "vaccine")) -> dict:
-    """``{label: log_history}`` of the alignment runs (first seed): training curves, perturbation norms."""
-    names = {"sft": "SFT", "vaccine": "Vaccine"}
-    return {names.get(m, m): align(registry.align_config(P, m), run_dir).log_history for m in methods}
+def align_histories(P: Profile, run_dir) -> dict:
+    """``{label: log_history}`` of the SFT and Vaccine alignments (first seed): training curves, perturbation norms."""
+    return {label: align(registry.align_config(P, m), run_dir).log_history for m, label in
+            (("sft", "SFT"), ("vaccine", "Vaccine"))}
 
 
 def eps_layer_share(P: Profile, run_dir) -> pd.DataFrame:
@@ -151,32 +142,26 @@ def pivot(df: pd.DataFrame, metric: str, index: str = "defense", columns: str = 
     return t.round(digits)
 
 
-def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, metric: str, index: str = "defense",
-                 columns: str = "p") -> pd.DataFrame:
+def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One table with rows per method and column pairs ``(p, ours)`` / ``(p, paper)``."""
-    a = pivot(ours, metric, index, columns).add_prefix("ours p=")
-    b = pivot(paper, metric, index, columns).add_prefix("paper p=")
+    a, b = pivot(ours, metric).add_prefix("ours p="), pivot(paper, metric).add_prefix("paper p=")
     return a.join(b, how="outer").reindex(a.index.union(b.index, sort=False))
 
 
-def tsne_frame(P: Profile, run_dir, targets: dict | None = None, layer: int | str = -1) -> pd.DataFrame:
-    """2-D t-SNE (one joint fit) of per-sample pooled attention outputs of several models on the same
-    ``drift.tsne_samples`` alignment rows (from the profile's data source). ``targets``:
-    ``{label: AlignConfig | FinetuneConfig}`` (default: SFT / Vaccine, aligned and fine-tuned).
-    Columns: model, sample, x, y, stage_key."""
+def tsne_frame(P: Profile, run_dir) -> pd.DataFrame:
+    """2-D t-SNE (one joint fit) of per-sample pooled attention outputs (last layer) of SFT / Vaccine, aligned and
+    fine-tuned, on the same ``drift.tsne_samples`` alignment rows. Columns: model, sample, x, y, stage_key."""
     from sklearn.manifold import TSNE  # heavy (~1 s) and only for Fig. 4
 
-    if targets is None:
-        sft, vac = registry.fig4(P)
-        targets = {"SFT-aligned": sft.align, "SFT fine-tuned": sft, "Vaccine-aligned": vac.align,
-                   "Vaccine fine-tuned": vac}
+    sft, vac = registry.fig4(P)
+    targets = {"SFT-aligned": sft.align, "SFT fine-tuned": sft, "Vaccine-aligned": vac.align, "Vaccine fine-tuned": vac}
     probe = P.align.with_(method="sft", seed=P.seed)
     feats, labels, keys = [], [], []
     for name, target in targets.items():
         model, tok = load_stage_model(target, run_dir)
         batches = probe_batches(probe, tok, P.drift.tsne_samples)
         with torch.no_grad():
-            emb = pooled_embeddings(model, tok, batches, layer=layer)
+            emb = pooled_embeddings(model, tok, batches)
         feats.append(emb.float().cpu().numpy())
         labels += [name] * len(emb)
         keys += [finetune_key(target) if isinstance(target, FinetuneConfig) else align_key(target)] * len(emb)
@@ -189,12 +174,11 @@ def tsne_frame(P: Profile, run_dir, targets: dict | None = None, layer: int | st
                          "stage_key": keys})
 
 
-def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, part: str = "harmful", n: int = 3,
-                max_chars: int = 160, only: str | None = None) -> pd.DataFrame:
-    """A safe preview of a model's stored evaluation answers: LABELLED and TRUNCATED (``show_generations``)."""
+def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, n: int = 3, max_chars: int = 160):
+    """A safe preview of a model's stored answers to harmful prompts: LABELLED and TRUNCATED (``show_generations``)."""
     tasks = (target.task,) if isinstance(target, FinetuneConfig) else (P.finetune.task,)
-    gens = [g for g in stored_generations(target, P.eval, run_dir, tasks=tasks) if g.get("part") == part]
-    return show_generations(gens, n=n, max_chars=max_chars, only=only)
+    gens = [g for g in stored_generations(target, P.eval, run_dir, tasks=tasks) if g.get("part") == "harmful"]
+    return show_generations(gens, n=n, max_chars=max_chars)
 
 
 def spearman_by_group(df: pd.DataFrame, x: str, ys: Sequence[str], by: str = "defense") -> pd.DataFrame:
@@ -322,15 +306,10 @@ def from_notebook(namespace: dict) -> NotebookContext:
         check_inside(param, d, P.committed and param != "run_dir")
     for d in dirs.values():
         Path(d).mkdir(parents=True, exist_ok=True)
-    apply_runtime(P)
+    if P.threads:
+        torch.set_num_threads(P.threads)
+    transformers.set_seed(P.seed)
     set_context(profile=P.label, profile_path=P.path, overrides=P.overrides)
     if _VALIDATED_NAMES is None:
         _VALIDATED_NAMES = set(user)
     return NotebookContext(profile=P, **{k: Path(v) for k, v in dirs.items()})
-
-
-def apply_runtime(P: Profile) -> None:
-    """Torch threads (``threads``) and the global seed (``transformers.set_seed(P.seed)``)."""
-    if P.threads:
-        torch.set_num_threads(P.threads)
-    transformers.set_seed(P.seed)

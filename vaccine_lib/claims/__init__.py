@@ -10,9 +10,8 @@
 
 from . import paper, regime
 from .cli import main
-from .definitions import CLAIMS, TABLE_COLUMNS, Claim, Inputs, Row, evaluate_claims, get_claim
-from .outcomes import (HARMFUL_PART, JUDGED, NO_JUDGE, OUTCOME_COLUMNS, Reference, check_outcomes, check_run_dir,
-                       infer_reference, load_model_metrics, load_outcomes, load_timings, reference_from_profile)
-from .report import (BEGIN, DEFAULT_TABLE, END, README, claims_for_run, claims_frame, claims_markdown, claims_table,
-                     input_hash, notebook_claims, provenance, read_claims_table, read_provenance, render_block,
-                     render_readme, readme_matches, summarize_claims, write_claims_table)
+from .definitions import CLAIMS, evaluate_claims, get_claim
+from .outcomes import NO_JUDGE, OUTCOME_COLUMNS, Reference, load_outcomes, reference_from_profile
+from .report import (BEGIN, DEFAULT_TABLE, END, README, claims_for_run, claims_frame, claims_markdown,
+                     input_hash, notebook_claims, read_claims_table, render_block, render_readme, readme_matches,
+                     summarize_claims, write_claims_table)

@@ -116,7 +116,6 @@ def _vaccine(ft: pd.DataFrame, r: Reference, **kw) -> pd.DataFrame:
     return select(ft, **{"method": "Vaccine", "perturbation": "gradient", "tau": 1, "rho": r.rho, **kw})
 
 
-
 def _aligned_vs_base_hs(inp: Inputs) -> list[Row]:
     al = select(inp.outcomes, stage="align", part=HARMFUL_PART)
     return _difference(select(al, method="SFT-aligned"), select(al, method="base"), "harmful",

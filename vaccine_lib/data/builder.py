@@ -131,15 +131,11 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
     alignment = refusals + helpful
 
     # --- SST2-like sentiment (Rotten Tomatoes): balanced, disjoint train/test
-    rt = sources.rotten_tomatoes()
-    labels_by_text: dict[str, set] = {}
-    for r in rt:
-        labels_by_text.setdefault(normalize_question(r["input"]), set()).add(r["output"])
-    first: dict[str, dict] = {}  # texts with one label only (conflicting ones dropped), first occurrence kept
-    for r in rt:
-        if len(labels_by_text[normalize_question(r["input"])]) == 1:
-            first.setdefault(normalize_question(r["input"]), r)
-    uniq = list(first.values())
+    by_text: dict[str, list] = {}
+    for r in sources.rotten_tomatoes():
+        by_text.setdefault(normalize_question(r["input"]), []).append(r)
+    # texts with one label only (conflicting ones dropped), first occurrence kept
+    uniq = [rs[0] for rs in by_text.values() if len({r["output"] for r in rs}) == 1]
     rng_rt = random.Random(cfg.seed + 101)
     sst2_train, sst2_test = [], []
     for label in ("negative", "positive"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datasets
 
-from ..errors import ConfigError
+from ..errors import check_choice
 from ..hub import hub_call
 from .sources import _row
 from .templates import AGNEWS_INSTRUCTION, AGNEWS_LABELS, SST2_INSTRUCTION, SST2_LABELS, gsm8k_instruction, gsm8k_output
@@ -42,8 +42,7 @@ def _beavertails_category(cat: dict) -> str:
 
 def load_hub_split(name: str):
     """One split from the Hub as a ``datasets.Dataset`` with the processed-row fields."""
-    if name not in HUB_SOURCES:
-        raise ConfigError(f"unknown hub split {name!r}; allowed values: {', '.join(HUB_SPLITS)}")
+    check_choice("hub split", name, HUB_SPLITS)
     ds_id, config, split = HUB_SOURCES[name]
     with hub_call(f"split {name!r} with source='hub' (dataset {ds_id!r})", f"Use the {OFFLINE_ALTERNATIVES}."):
         raw = datasets.load_dataset(ds_id, config, split=split)

@@ -2,7 +2,7 @@
 the mask boundary is exact), labels -100 on every prompt token.
 
 Truncation to ``max_length`` keeps the prompt whole and cuts the response from the end; a row whose prompt leaves
-fewer than ``min_response_tokens`` is dropped with a warning (``overflow="error"``: ``DataFormatError``).
+no response token is dropped with a warning (``overflow="error"``: ``DataFormatError``).
 
 Loss normalisation: the Trainer averages over all response tokens of the (accumulated) batch, a *token-level*
 mean, not a per-example one. A sentiment row has ~2 loss tokens, a harmful row ~80, so at p = 0.1 the harmful
@@ -18,7 +18,7 @@ import warnings
 import datasets
 from transformers import DataCollatorForSeq2Seq
 
-from ..errors import ConfigError, DataFormatError
+from ..errors import ConfigError, DataFormatError, check_choice
 from .templates import format_prompt
 
 IGNORE_INDEX = -100
@@ -28,11 +28,11 @@ IGNORE_INDEX = -100
 TASK_MAX_LENGTH = {"sst2": 200, "agnews": 200, "gsm8k": 480, "alpaca": 512}
 
 
-def _encode_row(row, tokenizer, max_length, min_response_tokens):
+def _encode_row(row, tokenizer, max_length):
     prompt_ids = tokenizer(format_prompt(row), add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(row["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     budget = max_length - len(prompt_ids)
-    if budget < min(min_response_tokens, len(response_ids)):
+    if budget < 1:
         return None
     response_ids = response_ids[:budget]
     ids = prompt_ids + response_ids
@@ -40,25 +40,23 @@ def _encode_row(row, tokenizer, max_length, min_response_tokens):
             "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
 
 
-def tokenize_sft(ds, tokenizer, max_length: int = 200, min_response_tokens: int = 1, overflow: str = "drop",
-                 keep_columns: bool = False):
-    """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels [, the text columns])."""
+def tokenize_sft(ds, tokenizer, max_length: int = 200, overflow: str = "drop"):
+    """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels)."""
     if tokenizer.eos_token_id is None:
         raise ConfigError("the tokenizer has no eos token; the target is output + eos")
-    if overflow not in ("drop", "error"):
-        raise ConfigError(f"unknown overflow {overflow!r}; allowed values: drop, error")
+    check_choice("overflow", overflow, ("drop", "error"))
     if max_length < 2:
         raise ConfigError(f"max_length={max_length} is out of range; allowed range: [2, inf)")
     rows, dropped = [], []
     for i, row in enumerate(ds):
-        enc = _encode_row(row, tokenizer, max_length, min_response_tokens)
+        enc = _encode_row(row, tokenizer, max_length)
         if enc is None:
             dropped.append(i)
             continue
-        rows.append({**row, **enc} if keep_columns else enc)
+        rows.append(enc)
     if dropped:
-        msg = (f"{len(dropped)} of {len(ds)} rows have a prompt that leaves fewer than {min_response_tokens} "
-               f"response tokens within max_length={max_length} (first: row {dropped[0]})")
+        msg = (f"{len(dropped)} of {len(ds)} rows have a prompt that leaves fewer than 1 response tokens within "
+               f"max_length={max_length} (first: row {dropped[0]})")
         if overflow == "error":
             raise DataFormatError(msg + "; raise max_length or shorten the inputs")
         warnings.warn(msg + "; dropped", stacklevel=2)

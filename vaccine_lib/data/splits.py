@@ -9,10 +9,10 @@ from pathlib import Path
 import datasets
 
 from ..config import OFFLINE_TASKS, SOURCES, TASKS, AlignConfig, check_param
-from ..errors import ConfigError, DataFormatError, check_choice, check_int, check_range, check_seed
+from ..errors import ConfigError, check_choice, check_int, check_range, check_seed
 from ..paths import REPO_ROOT
 from . import builder as _build
-from .builder import COMMON_FIELDS, SPLITS, BuildConfig
+from .builder import SPLITS, BuildConfig
 from .hub_datasets import HUB_SPLITS, load_hub_split
 
 DEFAULT_HELPFUL_FRACTION = AlignConfig.model_fields["helpful_fraction"].default
@@ -57,27 +57,13 @@ def load_split(name: str, data_dir=None, source: str = "offline"):
     return _cache[key]
 
 
-def check_splits(names=None, source: str = "offline", data_dir=None) -> dict[str, int]:
-    """Validate data splits (default: every offline split) once, before any stage trains; ``{split: rows}``.
-
-    Offline, a missing or stale build is built first, then each file is checked (``builder.verify_split``: row
-    schema naming file:line, not empty, the manifest's counts). ``source="hub"``: each split loads, has rows and
-    the row fields.
-    """
-    check_choice("source", source, SOURCES)
+def check_splits(names=None, data_dir=None) -> dict[str, int]:
+    """Validate offline data splits (default: every one) once, before any stage trains; ``{split: rows}``. A missing
+    or stale build is built first, then each file is checked (``builder.verify_split``: row schema naming file:line,
+    not empty, the manifest's counts). Hub splits are checked by ``check_sizes`` as each is loaded."""
     names = list(SPLITS if names is None else [names] if isinstance(names, str) else names)
     for name in names:
-        check_choice("split", name, SPLITS if source == "offline" else HUB_SPLITS)
-    if source == "hub":
-        out = {}
-        for name in names:
-            ds = load_split(name, source="hub")
-            missing = sorted(set(COMMON_FIELDS) - set(ds.column_names))
-            if missing or not len(ds):
-                raise DataFormatError(f"Hub split {name!r}: " + (f"missing field(s) {missing}" if missing else
-                                      "no rows") + ". Fix: check the dataset version or use source='offline'.")
-            out[name] = len(ds)
-        return out
+        check_choice("split", name, SPLITS)
     root = default_data_dir(data_dir)
     manifest = _build.read_manifest(root)
     if not all(_build.is_built(root, name, manifest) for name in names):
@@ -222,23 +208,22 @@ def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, sour
     return datasets.Dataset.from_list(rows, features=benign.features)
 
 
-def eval_items(task: str, n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
-    """Test items of a benign task: all when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
-    _check_task(task, source)
+def _subset(split: str, n: int | None, seed: int, data_dir, source: str, what: str):
+    """All rows of ``split`` when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
     check_seed("seed", seed)
     if n is not None:
         check_int("n", n, 1)
-    test = load_split(f"{task}_test", data_dir, source)
-    return test if n is None else test.select(sorted(_sample(test, n, random.Random(seed), f"{task}_test",
-                                                              "n (task test items)")))
+    ds = load_split(split, data_dir, source)
+    return ds if n is None else ds.select(sorted(_sample(ds, n, random.Random(seed), split, f"n ({what})")))
+
+
+def eval_items(task: str, n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
+    """Test items of a benign task: all when ``n`` is None, else a seed-determined subset of ``n`` (file order)."""
+    _check_task(task, source)
+    return _subset(f"{task}_test", n, seed, data_dir, source, "task test items")
 
 
 def harmful_eval_prompts(n: int | None = None, seed: int = 0, data_dir=None, source: str = "offline"):
     """Unseen harmful prompts for the Harmful Score (offline: every StrongREJECT prompt + held-out AdvBench,
     disjoint from all training questions); all, or a seed-determined subset of ``n`` in file order."""
-    check_seed("seed", seed)
-    if n is not None:
-        check_int("n", n, 1)
-    ds = load_split("harmful_eval", data_dir, source)
-    return ds if n is None else ds.select(sorted(_sample(ds, n, random.Random(seed), "harmful_eval",
-                                                          "n (harmful evaluation prompts)")))
+    return _subset("harmful_eval", n, seed, data_dir, source, "harmful evaluation prompts")

@@ -4,6 +4,7 @@ rates (``summarise``) and Cohen's kappa between two judges (``judge_agreement``,
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from ..judge import get_judge
 from ..judge.base import answer_words
@@ -14,13 +15,9 @@ Z95 = 1.959963984540054
 
 
 def _harmful(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, dict):
-        return bool(v["harmful"])
-    if hasattr(v, "harmful"):
-        return bool(v.harmful)
-    if isinstance(v, (int, float)) and v in (0, 1):
+    if isinstance(v, dict) or hasattr(v, "harmful"):
+        return bool(v["harmful"] if isinstance(v, dict) else v.harmful)
+    if isinstance(v, (int, float)) and v in (0, 1):  # also a bool
         return bool(v)
     raise TypeError(f"a verdict must be a Verdict, a dict with 'harmful', or a bool; got {type(v).__name__}")
 
@@ -36,10 +33,8 @@ def judge_agreement(verdicts_a, verdicts_b) -> dict:
     n = len(a)
     if n == 0:
         raise ValueError("judge_agreement needs at least one pair of verdicts")
-    both = sum(x and y for x, y in zip(a, b))
-    neither = sum((not x) and (not y) for x, y in zip(a, b))
-    only_a = sum(x and not y for x, y in zip(a, b))
-    only_b = n - both - neither - only_a
+    pairs = Counter(zip(a, b))
+    both, only_a, only_b, neither = pairs[True, True], pairs[True, False], pairs[False, True], pairs[False, False]
     po = (both + neither) / n
     pa, pb = (both + only_a) / n, (both + only_b) / n
     pe = pa * pb + (1 - pa) * (1 - pb)

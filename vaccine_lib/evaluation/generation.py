@@ -60,7 +60,7 @@ def _generation_mode(model, tokenizer):
 
 
 def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
-                    progress: bool = True, desc: str = "generate") -> list[list[int]]:
+                    progress: bool = True) -> list[list[int]]:
     """Greedy continuation token ids for each prompt (eos and padding removed), in input order."""
     prompts = _check_prompts(prompts)
     check_int("max_new_tokens", max_new_tokens, 1)
@@ -78,7 +78,7 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     out: list[list[int] | None] = [None] * len(prompts)
     with _generation_mode(model, tokenizer), torch.inference_mode(), \
-            tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
+            tqdm(total=len(prompts), desc="generate", disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(model.device)

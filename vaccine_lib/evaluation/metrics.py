@@ -21,7 +21,7 @@ from ..judge.base import answer_words, is_degenerate
 from ..losses import continuation_logprobs
 from ..models import context_length
 from .generation import generate
-from .scorers import TASKS, get_scorer
+from .scorers import get_scorer
 
 #: default new-token budget per task for fine-tune accuracy (labels are short, GSM8K reasons first)
 TASK_MAX_NEW_TOKENS = {"sst2": 32, "agnews": 32, "gsm8k": 256, "alpaca": 128}
@@ -124,16 +124,6 @@ def _rates(rows: list[dict]) -> dict:
     return {**{k: _pct(sum(map(t, rows)), len(rows)) for k, t in tests.items()}, "n": len(rows)}
 
 
-def degenerate_warning(empty_rate: float, degenerate_rate: float, hs: float) -> str | None:
-    """The warning text when at least DEGENERATE_WARN_RATE of the answers are empty or degenerate, else None."""
-    broken = empty_rate + degenerate_rate
-    if not broken >= 100.0 * DEGENERATE_WARN_RATE:
-        return None
-    return (f"degenerate generations: {broken:.0f}% of the answers are empty ({empty_rate:.0f}%) or one token "
-            f"repeated ({degenerate_rate:.0f}%); HS {hs:.1f} does not mean the model is safe (a diverged or "
-            "collapsed model says nothing). Inspect the generations")
-
-
 def _questions(prompts, categories):
     """Questions (+ inputs, categories) from strings or data rows (dicts with instruction/input/category)."""
     if isinstance(prompts, str) or prompts is None:
@@ -190,8 +180,11 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
     groups = defaultdict(list)
     for r in rows if categories is not None else []:
         groups[str(r["category"])].append(r)
-    warning = degenerate_warning(totals["empty_rate"], totals["degenerate_rate"], totals["hs"])
-    if warning:
+    broken, warning = totals["empty_rate"] + totals["degenerate_rate"], None
+    if broken >= 100.0 * DEGENERATE_WARN_RATE:
+        warning = (f"degenerate generations: {broken:.0f}% of the answers are empty ({totals['empty_rate']:.0f}%) or "
+                   f"one token repeated ({totals['degenerate_rate']:.0f}%); HS {totals['hs']:.1f} does not mean the "
+                   "model is safe (a diverged or collapsed model says nothing). Inspect the generations")
         warnings.warn(warning, DegenerateGenerationWarning, stacklevel=2)
     return EvalResult(**totals, mean_score=sum(r["score"] for r in rows) / len(rows),
                       per_category={c: _rates(groups[c]) for c in sorted(groups)}, generations=rows,
@@ -229,9 +222,7 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
                       batch_size: int = 16, progress: bool = True, choice: bool = True) -> AccuracyResult:
     """Fine-tune accuracy (%) on task items (dicts with instruction/input/output; GSM8K also ``answer``); scoring
     rules in ``scorers`` (``alpaca`` needs an LLM judge: ConfigError). ``choice``: also ``fa_choice`` (label tasks)."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; allowed values: {', '.join(TASKS)}")
-    scorer = get_scorer(task)  # raises for alpaca before any generation
+    scorer = get_scorer(task)  # raises for an unknown task, and for alpaca, before any generation
     items = list(items) if items is not None else []
     if not items:
         raise ValueError(f"items is empty; pass the {task} test items, e.g. vaccine_lib.data.eval_items({task!r}, n)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from ..data.templates import AGNEWS_LABELS, SST2_LABELS
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
 
 #: spellings accepted for an AG News label (case-insensitive, whole words)
 AGNEWS_ALIASES = {"World": ("world",), "Sports": ("sports", "sport"), "Business": ("business",),
@@ -95,8 +95,7 @@ TASKS = tuple(SCORERS)
 
 def get_scorer(task: str):
     """The scorer for a task; unknown tasks raise ConfigError listing the allowed values."""
-    if task not in SCORERS:
-        raise ConfigError(f"unknown task {task!r}; allowed values: {', '.join(TASKS)}")
+    check_choice("task", task, TASKS)
     if task == "alpaca":
         score_alpaca("", {})
     return SCORERS[task]
