@@ -1,7 +1,5 @@
-"""What one harmful prompt costs to evaluate (issue 17's target: <= 0.25 s at 32 new tokens, judges included, on
-2 threads): greedy generation at each batch size, in fp32 and (where the host has bf16 units) under bf16 autocast,
-with the share of prompts whose tokens equal fp32's; then each judge of the default profile on the fp32 answers.
-All timed in one process, after a warm-up."""
+"""One harmful prompt's evaluation cost (issue 17: <= 0.25 s at 32 new tokens, judges included, 2 threads): greedy
+generation per batch size in fp32 and bf16 autocast (share of answers equal to fp32's), then each default judge."""
 
 from __future__ import annotations
 

@@ -153,11 +153,15 @@ def paired_power(n: int, sd_diff: float, delta: float = POWER_DELTA, alpha: floa
     return float(1 - st.nct.cdf(t, df, nc) + st.nct.cdf(-t, df, nc))
 
 
+def seeds_needed(sd_diff: float, delta: float = POWER_DELTA) -> int | None:  # fewest pairs for POWER_TARGET
+    return next((n for n in range(2, 201) if paired_power(n, sd_diff, delta) >= POWER_TARGET), None)
+
+
 def seeds_for_power(sd_method: float, n_max: int) -> dict:
     """Alignment seeds from the pilot's between-seed SD of SFT's HS (blind to Vaccine); two independent alignments
     differ with SD sqrt(2) * sd_method. At least SEEDS_MIN, at most ``n_max`` (then the power falls short: stated)."""
     sd_diff = math.sqrt(2) * sd_method
-    needed = next((n for n in range(2, 201) if paired_power(n, sd_diff) >= POWER_TARGET), None)
+    needed = seeds_needed(sd_diff)
     n = max(SEEDS_MIN, min(needed or n_max, n_max))
     return {"sd_pilot": round(sd_method, 3), "sd_diff": round(sd_diff, 3), "delta": POWER_DELTA,
             "target_power": POWER_TARGET, "seeds_needed": needed, "seeds": n, "power": round(paired_power(n, sd_diff), 3)}

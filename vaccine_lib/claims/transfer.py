@@ -1,8 +1,7 @@
 """Does Vaccine transfer to a 135M model? The Vaccine - SFT effects on HS wherever they were measured, beside the
 paper's, with the two statements an inconclusive verdict needs (issue 18):
 
-- the power the design had: a paired t-test over the seeds' Vaccine - SFT differences, at the paper's effect
-  size (``regime.POWER_DELTA``), and the seeds that power 0.8 would need;
+- the design's power: a paired t-test over the seeds' differences at ``regime.POWER_DELTA``, and the seeds needed;
 - the equivalence bound: the largest |effect| the 95 % CI still allows ("within +-X HS points").
 Rows come from claims tables (``claims.csv``, ``fair_test_claims.csv``): nothing here computes an effect.
 """
@@ -14,7 +13,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .regime import POWER_DELTA, POWER_TARGET, paired_power
+from .regime import POWER_DELTA, POWER_TARGET, paired_power, seeds_needed
 
 #: the claims that compare Vaccine with SFT (or with its Gaussian control) on HS
 TRANSFER_CLAIMS = ("C2a", "C2c", "C6")
@@ -41,12 +40,11 @@ def seed_differences(finetuned: pd.DataFrame, p: float, value: str = "hs") -> li
 def power(diffs: Sequence[float], delta: float = POWER_DELTA) -> dict:
     """Power of the paired t-test these per-seed differences allow at ``delta``, and the seeds power 0.8 needs."""
     n = len(diffs)
-    sd = statistics.stdev(diffs) if n >= 2 else float("nan")
     if n < 2:
-        return {"n": n, "sd_diff": sd, "delta": delta, "power": float("nan"), "seeds_needed": None}
-    needed = next((k for k in range(2, 201) if paired_power(k, sd, delta) >= POWER_TARGET), None)
+        return {"n": n, "sd_diff": float("nan"), "delta": delta, "power": float("nan"), "seeds_needed": None}
+    sd = statistics.stdev(diffs)
     return {"n": n, "sd_diff": round(sd, 3), "delta": delta, "power": round(paired_power(n, sd, delta), 3),
-            "seeds_needed": needed}
+            "seeds_needed": seeds_needed(sd, delta)}
 
 
 def statements(eff: pd.DataFrame, pw: dict, shared_alignment: bool) -> str:
