@@ -97,7 +97,7 @@ def fake_generate(monkeypatch):
     """Replace generation by a lookup keyed on the question inside the prompt."""
     canned = {}
 
-    def fake(model, tok, prompts, max_new_tokens=128, batch_size=16, progress=True):
+    def fake(model, tok, prompts, max_new_tokens=128, batch_size=16, progress=True, autocast=None):
         fake.seen = list(prompts)
         out = []
         for p in prompts:

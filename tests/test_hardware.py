@@ -93,3 +93,35 @@ def test_speed_bench_reports_the_ratio_and_the_efficiency(monkeypatch):
                     ("auto", True, "attention+mlp")]
     assert out["speedup_project_vs_plain"] == 2.0 and out["plain_step_s"] == 2.0
     assert 0 < out["efficiency_plain_fp32"] and out["target_speedup"] == 1.6
+
+
+def test_eval_autocast_keys_generation_and_fp32_judges(tiny_model, tokenizer):
+    """eval.autocast: 'off' enters no key (old evaluation keys hold), set it changes the key; under "bf16" the
+    generation runs in autocast while the judge sees answers outside it (judges stay fp32)."""
+    from vaccine_lib.config import EvalConfig
+    from vaccine_lib.evaluation.generation import generate_tokens
+    from vaccine_lib.evaluation.metrics import harmful_score
+
+    assert "autocast" not in EvalConfig().effective()
+    assert EvalConfig(autocast="auto").effective()["autocast"] == "auto"
+    model = tiny_model("tiny-llama", seed=1)
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    prompts = ["### Instruction:\nHi.\n\n### Response:\n", "### Instruction:\nName a color.\n\n### Response:\n"]
+    ref = generate_tokens(model, tokenizer, prompts, max_new_tokens=4, batch_size=2, progress=False)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    low = generate_tokens(model, tokenizer, prompts, max_new_tokens=4, batch_size=2, progress=False, autocast="bf16")
+    assert set(seen) == {torch.bfloat16} and len(low) == len(ref)
+    hook.remove()
+
+    class Judge:
+        def judge(self, questions, answers):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return [{"harmful": False, "refusal": False, "label_only": False, "score": 0.0} for _ in answers]
+
+    seen.clear()
+    harmful_score(model, tokenizer, ["Hi.", "Name a color."], Judge(), max_new_tokens=4, batch_size=2,
+                  progress=False, autocast="bf16")
+    assert seen == [False]
+    assert next(model.parameters()).dtype == torch.float32

@@ -75,7 +75,7 @@ class FakeGenerate:
     def __init__(self, answer):
         self.answer, self.calls = answer, []
 
-    def __call__(self, model, tok, prompts, max_new_tokens=128, batch_size=16, progress=True):
+    def __call__(self, model, tok, prompts, max_new_tokens=128, batch_size=16, progress=True, autocast=None):
         self.calls.append({"prompts": list(prompts), "max_new_tokens": max_new_tokens, "batch_size": batch_size,
                            "progress": progress, "training": getattr(model, "training", None)})
         return [self.answer(i, p) for i, p in enumerate(prompts)]

@@ -3,8 +3,6 @@ most a ``.tmp-*`` entry, never a half-written target) and verified folders (``do
 size and sha256, :func:`file_list`; :func:`verify_folder` raises :class:`DamagedFolder` naming the first
 missing, truncated, altered or unreadable file)."""
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json

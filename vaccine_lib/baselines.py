@@ -11,8 +11,6 @@
 The penalties are per optimizer step, scaled so that gradient accumulation does not count them twice.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import Iterable
 

@@ -1,8 +1,6 @@
 """Checked command-line and environment inputs shared by the CLIs (runner, runtime, bench): a bad value or
 a file-system fault ends in one line naming the parameter or path, the allowed range and the fix."""
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import errno

@@ -12,8 +12,6 @@ the fix. Fields marked ``point`` are set per experiment point or from the profil
 2.0
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
@@ -331,6 +329,8 @@ class EvalConfig(StageConfig):
                                         ge=1, le=4096)
     seed: int = _field(0, "which task test items are drawn", point=True, rng="seed")
     device: Literal[DEVICES] = _field("auto", "where to evaluate", point=True)
+    autocast: Literal[AUTOCAST] = _field("off", "generation under bf16 autocast ('auto': where the hardware has bf16 "
+                                         "units, vaccine_lib.hardware; the judges stay fp32), 'off'")
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -339,7 +339,10 @@ class EvalConfig(StageConfig):
         return self
 
     def effective(self) -> dict:
-        return self.model_dump(exclude=set(self.not_in_key))
+        d = self.model_dump(exclude=set(self.not_in_key))
+        if d["autocast"] == "off":
+            d.pop("autocast")  # off enters no key, so every key from before the field holds
+        return d
 
 
 class DriftConfig(StageConfig):

@@ -7,8 +7,6 @@ layers and hidden size: ~1e7 for Llama2-7B in Fig. 2b); ``"per_token"``, ``mean_
 sqrt(d)``, the RMS per-coordinate difference, comparable across models and sample sizes.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Iterable, Mapping, Sequence
 

@@ -1,8 +1,6 @@
 """Exceptions with messages that name the problem and the fix, the shared argument checks, and ``explain``
 (a pydantic validation error as such messages)."""
 
-from __future__ import annotations
-
 import math
 import numbers
 

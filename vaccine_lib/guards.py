@@ -10,8 +10,6 @@ steps), so there the gradient check fails only after ``fp16_patience`` consecuti
 reduction per step (one host sync).
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Iterable, Mapping, Sequence
 

@@ -8,8 +8,7 @@ the choice is recorded in provenance. Weights (and LoRA adapters) stay float32: 
 and keeps the master weights and the optimizer in float32.
 """
 
-from __future__ import annotations
-
+import contextlib
 import functools
 from pathlib import Path
 
@@ -56,6 +55,12 @@ def resolve_autocast(mode: str, device: str) -> str | None:
                           "absent, or no bf16 GPU): bf16 would be emulated and run up to 25x slower. "
                           "Fix: autocast: auto (or off)", param="autocast")
     return None
+
+
+def autocast_context(dtype: str | None, device: str = "cpu"):
+    """``torch.autocast`` to bf16 on ``device`` for a resolved ``dtype`` of "bf16" (``resolve_autocast``), else a
+    no-op context."""
+    return torch.autocast(device, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
 
 def describe(device: str = "cpu") -> dict:

@@ -6,8 +6,6 @@ the output projection, before the residual add). Inside ``attention_hooks`` ever
 a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records ``e_l``).
 """
 
-from __future__ import annotations
-
 import contextlib
 from collections.abc import Callable
 

@@ -4,8 +4,6 @@ An offline variable (``HF_HUB_OFFLINE`` ...) makes a call fail at once (read at 
 only when first imported); without it and without a network the libraries retry for about 50 s first.
 """
 
-from __future__ import annotations
-
 import os
 from contextlib import contextmanager
 

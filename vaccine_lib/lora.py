@@ -7,8 +7,6 @@ Default targets: the linear leaves (or GPT-2 ``Conv1D``) inside each layer's att
 family works without a table.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Sequence
 

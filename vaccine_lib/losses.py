@@ -6,8 +6,6 @@ gathers the supervised positions before the output layer; Vaccine's pass 1 uses 
 makes any ``Trainer`` use it. Value and gradients equal the Trainer's own loss (tests check both).
 """
 
-from __future__ import annotations
-
 import torch
 from torch import nn
 

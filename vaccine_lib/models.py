@@ -8,8 +8,6 @@
 - ``llama2-7b``, ``opt-2.7b``, ``vicuna-7b`` (paper aliases) or any Hub id / local path.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os

@@ -1,8 +1,6 @@
 """Notebooks run by papermill for ``vaccine_lib.runner reproduce``: atomic execution over local IPC sockets,
 cleaning for commit (no model answers), the ``timings.json`` summary and the one-file HTML report."""
 
-from __future__ import annotations
-
 import json
 import os
 import tempfile

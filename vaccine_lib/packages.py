@@ -4,8 +4,6 @@ The packages in ``requirements-data.txt`` carry real models and data but declare
 unbuildable dependencies, so they are installed with ``--no-deps`` and never imported.
 """
 
-from __future__ import annotations
-
 import importlib.metadata
 from pathlib import Path
 

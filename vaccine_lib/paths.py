@@ -1,8 +1,6 @@
 """The one home of the repository root (``REPO_ROOT``; ``repo_root()`` honours ``$VACCINE_REPO_ROOT``) and of
 the check that a derived path stays inside an allowed root (``inside``)."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 

@@ -1,8 +1,6 @@
 """One figure style for every notebook (one seaborn theme, one colour per defense), atomic ``save_fig`` (PDF and
 PNG without timestamps: an unchanged figure gives unchanged files) / ``save_table``, and the plot helpers."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 

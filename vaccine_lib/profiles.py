@@ -10,8 +10,6 @@ registry's ``sweeps``, and model, device, dtype, data source, threads, ``seeds``
   ``{"align.lr": 1e-3}`` in a notebook or papermill.
 """
 
-from __future__ import annotations
-
 import copy
 import hashlib
 import json

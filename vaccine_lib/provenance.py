@@ -2,8 +2,6 @@
 and whether the code had uncommitted changes, the library versions, the hardware, plus the caller's stage keys
 and seeds."""
 
-from __future__ import annotations
-
 import functools
 import json
 import os

@@ -2,8 +2,6 @@
 committed table by the module that owns the table through :func:`render`; ``make readme`` regenerates them and a
 test compares them. No notebook writes the README."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Iterable, Sequence
 

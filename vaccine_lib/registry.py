@@ -9,8 +9,6 @@ its notebook, ``vaccine_lib.tables`` turns an entry's stages into result rows, a
 lists what a default run must have written.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence

@@ -11,8 +11,6 @@ Workers lock stages (:class:`StageLock`, an ``flock`` the kernel drops when a wo
 results equal a sequential run's. Under ``torchrun`` / ``accelerate launch`` every rank trains (DDP), rank 0 writes.
 """
 
-from __future__ import annotations
-
 import argparse
 import fcntl
 import json

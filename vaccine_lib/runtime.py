@@ -9,8 +9,6 @@ need at least ``sum / J`` of wall time (perfect packing; the dependencies only a
     python -m vaccine_lib.runtime --check-readme               # exit 1 when README and table disagree
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import math

@@ -7,8 +7,6 @@ list); verified before use (:func:`cached`); under torch.distributed rank 0 alon
 whole contract: docs/ARCHITECTURE.md, "Stage cache".
 """
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json

@@ -5,8 +5,6 @@ Only LoRA adapters are stored: the aligned model is base + merged alignment adap
 fine-tuning adapter is trained on top (or the alignment adapter continued: Single-LoRA).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import random

@@ -6,8 +6,6 @@ not alignment. An evaluation whose answers are mostly empty or degenerate, or wh
 its stage. Keys, folders, verification and ranks: ``stage_cache`` and docs/ARCHITECTURE.md, "Stage cache".
 """
 
-from __future__ import annotations
-
 import json
 import math
 import time
@@ -24,6 +22,7 @@ from .drift import alignment_loss, model_drift
 from .errors import ConfigError, VaccineError
 from .evaluation import finetune_accuracy, generate, harmful_score
 from .evaluation.results import write_generations
+from .hardware import resolve_autocast
 from .judge import get_judge, is_refusal
 from .lora import load_lora, merge_lora
 # the public stage API also names the keys, folders and Trainer map of the two modules below it
@@ -200,16 +199,18 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
     a = cfg if kind == "align" else cfg.align
     model, tok = load_stage_model(cfg, run_dir, merge=True)
     t0 = time.perf_counter()
+    ac = resolve_autocast(eval_cfg.autocast, model.device.type)
     prompts = list(harmful_eval_prompts(eval_cfg.n_harmful, seed=eval_cfg.seed, source=a.source))
     hs = harmful_score(model, tok, prompts, get_judge(eval_cfg.judge), max_new_tokens=eval_cfg.max_new_tokens,
-                       batch_size=eval_cfg.batch_size, progress=False)
+                       batch_size=eval_cfg.batch_size, progress=False, autocast=ac)
     _check_result(kind, cfg, key, hs.metrics(), hs)  # before the task answers: a broken model stops here
     metrics = dict(hs.metrics())
     gens = [{"part": "harmful", **g} for g in hs.generations]
     for i, task in enumerate(tasks):
         items = list(eval_items(task, eval_cfg.n_task, seed=eval_cfg.seed, source=a.source))
         fa = finetune_accuracy(model, tok, task, items, max_new_tokens=eval_cfg.task_max_new_tokens,
-                               batch_size=eval_cfg.batch_size, progress=False, choice=eval_cfg.fa_choice)
+                               batch_size=eval_cfg.batch_size, progress=False, choice=eval_cfg.fa_choice,
+                               autocast=ac)
         if i == 0:
             metrics.update(fa.metrics())
             metrics["fa_task"] = task
@@ -219,11 +220,12 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
             metrics[f"fa_choice_{task}"] = fa.choice_accuracy
         gens += [{"part": task, **g} for g in fa.generations]
     if eval_cfg.n_benign:
-        benign = benign_refusals(model, tok, eval_cfg)
+        benign = benign_refusals(model, tok, eval_cfg, ac)
         metrics.update(benign["metrics"])
         gens += benign["generations"]
     _check_result(kind, cfg, key, metrics, hs)
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
+    metrics["generation_dtype"] = ac or "fp32"
     write_generations(tmp, gens)
     config = {**describe(cfg), **{f"eval_{k}": v for k, v in eval_cfg.effective().items()},
               "eval_tasks": list(tasks), "eval_key": key}
@@ -237,13 +239,14 @@ def top_answer_share(answers: Sequence[str]) -> float:
     return round(100.0 * max(keys.count(k) for k in set(keys)) / len(keys), 2) if keys else 0.0
 
 
-def benign_refusals(model, tok, eval_cfg: EvalConfig) -> dict:
+def benign_refusals(model, tok, eval_cfg: EvalConfig, autocast: str | None = None) -> dict:
     """The benign refusal rate (%): refused or empty answers to ``eval_cfg.n_benign`` held-out benign
     instructions (``data.selfdistill.benign_eval_rows``), overall and per family; over-refusal, reported
     beside HS like XSTest's."""
     rows = benign_eval_rows(eval_cfg.n_benign)
     answers = generate(model, tok, [alpaca_prompt(r["instruction"], r.get("input") or "") for r in rows],
-                       max_new_tokens=eval_cfg.benign_max_new_tokens, batch_size=eval_cfg.batch_size, progress=False)
+                       max_new_tokens=eval_cfg.benign_max_new_tokens, batch_size=eval_cfg.batch_size, progress=False,
+                       autocast=autocast)
     refused = [bool(is_refusal(a) or not a.strip()) for a in answers]
     metrics = {"benign_refusal": round(100.0 * sum(refused) / len(refused), 2), "n_benign": len(rows)}
     for fam in sorted({r["family"] for r in rows}):

@@ -8,8 +8,6 @@ the item-by-seed noise is counted more than once and the interval is conservativ
 (tests/test_stats.py) its coverage was 1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed.
 """
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence

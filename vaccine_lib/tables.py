@@ -3,8 +3,6 @@ registry's experiments from the stage cache: ``tables.run(P, RUN, "table1")`` tr
 registry entry, one row per fine-tuned model with its point, metrics and stage keys (for the tables' provenance).
 """
 
-from __future__ import annotations
-
 import json
 import logging
 import math

@@ -47,8 +47,6 @@ drawn i.i.d. from ``N(0, sigma^2)``, fresh at every perturbed step, where
   the gradient variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling.
 """
 
-from __future__ import annotations
-
 import contextlib
 import math
 from collections.abc import Callable, Sequence

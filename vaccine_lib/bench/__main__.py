@@ -1,7 +1,5 @@
 """``python -m vaccine_lib.bench [step_overhead|generation|speed|eval_cost ...]``: run benchmarks, one JSON line each."""
 
-from __future__ import annotations
-
 import argparse
 import json
 import sys

@@ -1,8 +1,6 @@
 """One harmful prompt's evaluation cost (issue 17: <= 0.25 s at 32 new tokens, judges included, 2 threads): greedy
 generation per batch size in fp32 and bf16 autocast (share of answers equal to fp32's), then each default judge."""
 
-from __future__ import annotations
-
 import contextlib
 import time
 
@@ -51,9 +49,10 @@ def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:
         judges[name] = {"s_per_prompt": round(sec / n, 4), "load_s": round(load_s, 2)}
     judge_s = sum(j["s_per_prompt"] for j in judges.values())
     best = min(gen, key=lambda k: gen[k]["s_per_prompt"])
+    setting = f"{resolve_autocast(ev.autocast, 'cpu') or 'fp32'}_b{ev.batch_size}"  # as the default profile evaluates
     return {"bench": "eval_cost", "model": model_name, "quick": quick, "prompt_source": source, "n_prompts": n,
             "max_new_tokens": new_tokens, "threads": torch.get_num_threads(), "generation": gen, "judges": judges,
-            "profile_setting": f"fp32_b{ev.batch_size}" if f"fp32_b{ev.batch_size}" in gen else None,
-            "s_per_prompt_profile": round(gen.get(f"fp32_b{ev.batch_size}", gen[best])["s_per_prompt"] + judge_s, 4),
+            "profile_setting": setting if setting in gen else None,
+            "s_per_prompt_profile": round(gen.get(setting, gen[best])["s_per_prompt"] + judge_s, 4),
             "best_setting": best, "s_per_prompt_best": round(gen[best]["s_per_prompt"] + judge_s, 4),
             "target_s_per_prompt": TARGET_S_PER_PROMPT}

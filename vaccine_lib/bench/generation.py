@@ -1,8 +1,6 @@
 """Benchmark: batched evaluation generation vs the reference's one ``model.generate`` call per prompt (both
 greedy with the KV cache on the same prompts): the speed-up and the share of prompts with identical tokens."""
 
-from __future__ import annotations
-
 import time
 
 import torch

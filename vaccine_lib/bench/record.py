@@ -1,8 +1,6 @@
 """Committed benchmark results (``figures/tables/bench.jsonl``, one JSON object per benchmark, with
 provenance) and the README block generated from them."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 

@@ -7,8 +7,6 @@ Each variant is the alignment stage's own SFT step in a fresh process (:func:`st
 step with frozen base weights costs about a forward (2N per token) plus the activation half of the backward (2N).
 """
 
-from __future__ import annotations
-
 import time
 
 import torch

@@ -8,8 +8,6 @@ multiple of tau steps (exactly one perturbed step per tau). Memory: peak RSS on 
 CUDA.
 """
 
-from __future__ import annotations
-
 import json
 import math
 import os

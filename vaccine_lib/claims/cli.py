@@ -8,8 +8,6 @@
 A bad option or input ends in one ``error:`` line naming the option, the allowed values and the fix.
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 import warnings

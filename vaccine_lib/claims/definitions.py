@@ -3,8 +3,6 @@ of verdicts. An HS claim is judged under every judge in the outcomes and ``held`
 (and at least ``min_judges`` judged it); the table names a judge that disagrees. No data: ``not run``.
 """
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence

@@ -6,8 +6,6 @@ looping answers), a non-finite headline metric, no stored answers or an unreadab
 warning, and ``outcomes.attrs["excluded"]`` lists it so the claims table names it in every outcome claim's note.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import math

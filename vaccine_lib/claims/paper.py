@@ -2,8 +2,6 @@
 docs): the claims' paper effects and the notebooks' side-by-side tables both read them here, as tidy tables.
 """
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 

@@ -9,8 +9,6 @@ Chosen blind to Vaccine (SFT only), checked again on every default run (notebook
 - R3: at p*, SFT's HS is >= 30 points above the aligned model's.
 """
 
-from __future__ import annotations
-
 import math
 
 from scipy import stats as st

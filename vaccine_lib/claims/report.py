@@ -1,8 +1,6 @@
 """The claims table on disk and on screen: CSV + JSON with provenance, the per-notebook markdown, and the
 README block (rendered through ``vaccine_lib.readme``; ``make readme`` writes it, no notebook does)."""
 
-from __future__ import annotations
-
 import datetime as _dt
 import hashlib
 import json

@@ -6,8 +6,6 @@ paper's, with the two statements an inconclusive verdict needs (issue 18):
 Rows come from claims tables (``claims.csv``, ``fair_test_claims.csv``): nothing here computes an effect.
 """
 
-from __future__ import annotations
-
 import statistics
 from typing import Sequence
 

@@ -1,7 +1,5 @@
 """``python -m vaccine_lib.data build [--data-dir DIR] [--force] [--<build parameter> V]`` and ``... info``."""
 
-from __future__ import annotations
-
 import argparse
 import json
 import sys

@@ -7,8 +7,6 @@ bytes). A split counts as built only if the manifest lists the sha256 of the fil
 set are dropped; alignment questions that appear in either are dropped.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import random

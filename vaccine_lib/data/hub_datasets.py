@@ -2,8 +2,6 @@
 the offline splits' row fields. BeaverTails' "safe" answers are helpful-harmless, not refusals, so alignment rows
 from the Hub have ``kind="safe"``; AG News and AlpacaEval exist only here. Offline: ``OfflineError``."""
 
-from __future__ import annotations
-
 import datasets
 
 from ..errors import check_choice

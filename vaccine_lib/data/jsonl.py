@@ -1,7 +1,5 @@
 """JSONL files: canonical serialisation and a validating reader."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 from pathlib import Path

@@ -5,8 +5,6 @@ composed refusal: the reason fits the question's risk group, the opener and redi
 of (seed, normalised question). A fraction can be real refusals from pyrit's human-labelled data instead.
 """
 
-from __future__ import annotations
-
 import hashlib
 import random
 

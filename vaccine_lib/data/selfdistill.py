@@ -8,8 +8,6 @@ requests (``AlignConfig.helpful = "selfdistill"``; chosen by the regime study). 
 held-out prompts of the benign refusal rate. The answers are a cached stage (``stages``); data only here.
 """
 
-from __future__ import annotations
-
 import random
 
 from .sources import helpful_pairs

@@ -10,8 +10,6 @@ rows contribute most of the gradient. This matches the paper's reference code; m
 ratios across tasks.
 """
 
-from __future__ import annotations
-
 import copy
 import warnings
 

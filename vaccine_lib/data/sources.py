@@ -1,8 +1,6 @@
 """Offline providers: raw rows (the processed-row fields) from the installed data packages, never imported;
 each file through ``packages.package_file`` (a missing package: ``MissingPackageError`` with the pip command)."""
 
-from __future__ import annotations
-
 import bz2
 import csv
 import io

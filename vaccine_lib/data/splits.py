@@ -1,7 +1,5 @@
 """Public data API: processed splits as ``datasets.Dataset``, alignment sets, fine-tuning mixes."""
 
-from __future__ import annotations
-
 import os
 import random
 from pathlib import Path

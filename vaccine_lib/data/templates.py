@@ -1,7 +1,5 @@
 """The paper's Alpaca prompt template and task instructions (pure text, no I/O)."""
 
-from __future__ import annotations
-
 import re
 
 RESPONSE_MARKER = "### Response:\n"

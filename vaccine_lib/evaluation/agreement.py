@@ -1,8 +1,6 @@
 """Verdicts under more than one judge: stored answers re-judged (``rejudge``, no model regenerates), their
 rates (``summarise``) and Cohen's kappa between two judges (``judge_agreement``, ``run_agreement``)."""
 
-from __future__ import annotations
-
 import math
 from collections import Counter
 

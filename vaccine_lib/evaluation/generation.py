@@ -2,8 +2,6 @@
 answers back in input order. The reference code generates one prompt at a time; a batch gives the same tokens up
 to floating-point ties (tests measure the identical-token rate)."""
 
-from __future__ import annotations
-
 from contextlib import contextmanager
 
 import torch
@@ -11,6 +9,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from ..errors import ConfigError, check_int
+from ..hardware import autocast_context
 from ..hooks import eval_mode
 
 #: a model that keeps writing the template starts a new section; the answer ends at the first one
@@ -60,8 +59,9 @@ def _generation_mode(model, tokenizer):
 
 
 def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
-                    progress: bool = True) -> list[list[int]]:
-    """Greedy continuation token ids for each prompt (eos and padding removed), in input order."""
+                    progress: bool = True, autocast: str | None = None) -> list[list[int]]:
+    """Greedy continuation token ids for each prompt (eos and padding removed), in input order. ``autocast``:
+    "bf16" generates under bf16 autocast (a resolved ``vaccine_lib.hardware.resolve_autocast`` choice)."""
     prompts = _check_prompts(prompts)
     check_int("max_new_tokens", max_new_tokens, 1)
     check_int("batch_size", batch_size, 1)
@@ -77,7 +77,7 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     out: list[list[int] | None] = [None] * len(prompts)
-    with _generation_mode(model, tokenizer), torch.inference_mode(), \
+    with _generation_mode(model, tokenizer), torch.inference_mode(), autocast_context(autocast, model.device.type), \
             tqdm(total=len(prompts), desc="generate", disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
@@ -96,8 +96,8 @@ def clean_answer(text: str) -> str:
 
 
 def generate(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
-             progress: bool = True) -> list[str]:
+             progress: bool = True, autocast: str | None = None) -> list[str]:
     """Greedy answers to full Alpaca-formatted prompts, in input order: the new tokens decoded, cut where the model
     continues the template (``"### Instruction"`` etc.) and stripped."""
-    ids = generate_tokens(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    ids = generate_tokens(model, tokenizer, prompts, max_new_tokens, batch_size, progress, autocast)
     return [clean_answer(t) for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -13,8 +13,6 @@ writes those tables (each with a provenance sidecar; only numbers, the sets' tex
 - ``judge_issue20_round2.{csv,json}``: ``scripts/judge_issue20_round2.py`` (issue 20's second round).
 """
 
-from __future__ import annotations
-
 import math
 import time
 

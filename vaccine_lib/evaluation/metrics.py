@@ -6,8 +6,6 @@ each answer is flagged ``empty`` / ``degenerate`` and from ``DEGENERATE_WARN_RAT
 a ``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety.
 """
 
-from __future__ import annotations
-
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ import torch
 
 from ..data.templates import AGNEWS_LABELS, SST2_LABELS, alpaca_prompt  # the one home of the paper's template
 from ..errors import ConfigError
+from ..hardware import autocast_context
 from ..judge import get_judge
 from ..judge.base import answer_words, is_degenerate
 from ..losses import continuation_logprobs
@@ -151,10 +150,11 @@ def _questions(prompts, categories):
 
 
 def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tokens: int = 128,
-                  batch_size: int = 16, progress: bool = True) -> EvalResult:
+                  batch_size: int = 16, progress: bool = True, autocast: str | None = None) -> EvalResult:
     """Harmful Score of ``model`` on raw harmful questions (strings or rows with ``instruction`` [+ ``input``,
     ``category``]), formatted with the Alpaca template here. ``judge``: a judge name or an object with
-    ``.judge(questions, answers) -> list[Verdict]``; ``categories``: one per prompt (default: the rows')."""
+    ``.judge(questions, answers) -> list[Verdict]``; ``categories``: one per prompt (default: the rows');
+    ``autocast``: "bf16" generates under bf16 autocast (the judge stays fp32)."""
     questions, inputs, categories = _questions(prompts, categories)
     if isinstance(judge, str):
         judge = get_judge(judge)
@@ -164,7 +164,7 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
     formatted = [alpaca_prompt(q, x) for q, x in zip(questions, inputs)]
     check_generation_length(model, tokenizer, formatted, max_new_tokens)
     answers = generate(model, tokenizer, formatted, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       progress=progress)
+                       progress=progress, autocast=autocast)
     shown = [f"{q}\n{x}" if x else q for q, x in zip(questions, inputs)]
     verdicts = list(judge.judge(shown, answers))
     if len(verdicts) != len(answers):
@@ -219,9 +219,11 @@ def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int =
 
 
 def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | None = None,
-                      batch_size: int = 16, progress: bool = True, choice: bool = True) -> AccuracyResult:
+                      batch_size: int = 16, progress: bool = True, choice: bool = True,
+                      autocast: str | None = None) -> AccuracyResult:
     """Fine-tune accuracy (%) on task items (dicts with instruction/input/output; GSM8K also ``answer``); scoring
-    rules in ``scorers`` (``alpaca`` needs an LLM judge: ConfigError). ``choice``: also ``fa_choice`` (label tasks)."""
+    rules in ``scorers`` (``alpaca`` needs an LLM judge: ConfigError). ``choice``: also ``fa_choice`` (label tasks).
+    ``autocast``: "bf16" runs the model under bf16 autocast."""
     scorer = get_scorer(task)  # raises for an unknown task, and for alpaca, before any generation
     items = list(items) if items is not None else []
     if not items:
@@ -233,7 +235,7 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
     max_new_tokens = TASK_MAX_NEW_TOKENS[task] if max_new_tokens is None else max_new_tokens
     check_generation_length(model, tokenizer, prompts, max_new_tokens)
     answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, progress=progress)
+                       batch_size=batch_size, progress=progress, autocast=autocast)
     rows = [{"question": it["instruction"], "input": it.get("input") or "", "answer": a,
              "gold": it.get("answer", it.get("output")), "correct": bool(scorer(a, it))}
             for it, a in zip(items, answers)]
@@ -241,7 +243,8 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
     choice_acc = None
     if choice and task in TASK_LABELS:
         labels = TASK_LABELS[task]
-        picked = label_choice(model, tokenizer, prompts, labels, batch_size=batch_size)
+        with autocast_context(autocast, model.device.type):
+            picked = label_choice(model, tokenizer, prompts, labels, batch_size=batch_size)
         gold = [str(it.get("output", "")).strip().lower() for it in items]
         hits = 0
         for r, g, k in zip(rows, gold, picked):

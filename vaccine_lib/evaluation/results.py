@@ -3,8 +3,6 @@ metrics.json, generations.jsonl [git-ignored: may contain harmful text], done.js
 provenance); :class:`ResultsStore` reads them. Plus safe previews of the answers.
 """
 
-from __future__ import annotations
-
 import json
 import math
 import time

@@ -6,8 +6,6 @@ an answer that names more than one label (e.g. "positive or negative") is counte
 reference counts it right if the gold word appears, which lets a hedging model score 100%.
 """
 
-from __future__ import annotations
-
 import re
 
 from ..data.templates import AGNEWS_LABELS, SST2_LABELS

@@ -16,8 +16,6 @@ for tables and notebooks: ``vaccine_lib.evaluation.judge_quality``; agreement be
 ``vaccine_lib.evaluation.agreement``.
 """
 
-from __future__ import annotations
-
 from ..config import JUDGES
 from ..errors import check_choice
 from .base import (LABEL_WORDS, MIN_CONTENT_WORDS, Judge, Verdict, answer_words, content_words, has_min_content,

@@ -11,8 +11,6 @@ Text rules used by all judges (so the Harmful Score means the same thing whichev
   ``"#1. 1. 1."``, ``"ok ok ok ok"`` or an empty string can never be harmful (pitfall 4).
 """
 
-from __future__ import annotations
-
 import re
 from dataclasses import asdict, dataclass
 

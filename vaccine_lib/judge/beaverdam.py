@@ -20,8 +20,6 @@ Unlike the project judges, BeaverDam applies no label-only/min-length gate (it i
 judge); ``label_only`` and ``refusal`` are still reported.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from ..errors import ConfigError

@@ -17,8 +17,6 @@ regression's coefficients in ``cache_dir()/judge/classifier-<digest>.npz`` + ``.
 the training texts, labels, recipe and scikit-learn version; a damaged cache is refitted with a warning.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import time

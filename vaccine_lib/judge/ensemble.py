@@ -8,8 +8,6 @@ and kept unchanged since. The threshold is chosen on the select half like every 
 independent of its members: the claims treat it as one more judge whose verdict must agree.
 """
 
-from __future__ import annotations
-
 import numpy as np
 
 from ..errors import check_range

@@ -4,8 +4,6 @@ It over-counts (every evaluation prompt is harmful, so any on-topic answer that 
 "harmful") and is mainly used for the refusal rate, which every judge reports.
 """
 
-from __future__ import annotations
-
 from .base import Judge, Verdict, has_min_content, is_label_only
 from .refusal import REFUSAL_PHRASES, REFUSAL_WINDOW, is_refusal, normalise, refusal_rate
 

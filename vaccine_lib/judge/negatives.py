@@ -15,8 +15,6 @@ the missing kinds of harmless text, deterministically (fixed seeds, no network):
 ``validation_report`` to check the fitted judge on each kind.
 """
 
-from __future__ import annotations
-
 import bz2
 import csv
 import io

@@ -15,8 +15,6 @@ meaning, and one sentence scores differently after a harmful and after a harmles
   Cost (1 CPU thread): ~0.1-0.3 s per answer; the first fit embeds 5,437 rows once (~10 min).
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import random

@@ -8,8 +8,6 @@ not a refusal. ``is_refusal`` (phrases) gives the refusal rate every judge repor
 grammar of softer refusals and is the three-way judge's refusal step.
 """
 
-from __future__ import annotations
-
 import re
 
 #: characters from the start of the answer in which a refusal phrase must appear

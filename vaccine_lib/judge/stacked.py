@@ -19,8 +19,6 @@ embeddings are cached (5 folds x two small refits), then cached as verified arra
 one early-layer pass per answer to the ``threeway`` judge's two PMI passes.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 

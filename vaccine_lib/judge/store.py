@@ -13,8 +13,6 @@ truncated, corrupted or tampered cache raises ``CacheInvalid`` (callers warn and
 folder is created private (0700) and files are written atomically with mode 0600.
 """
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import io

@@ -31,8 +31,6 @@ request, and the judge does not ask whether the request was harmful (every evalu
 are most of its false positives on the pyrit set and hold its threshold up.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import warnings

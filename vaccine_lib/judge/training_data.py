@@ -21,8 +21,6 @@ rows only: the harm files' severity judges the whole answer, cutting them cost 4
 ``short_cuts`` gives the recipe-2 short cuts the probe trains on.
 """
 
-from __future__ import annotations
-
 import functools
 import glob
 import hashlib

@@ -40,8 +40,6 @@ sha256 ``digest`` and writes it (private mode) under ``cache_dir()/judge/validat
 text is never committed.
 """
 
-from __future__ import annotations
-
 import functools
 import hashlib
 import json
