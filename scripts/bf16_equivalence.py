@@ -6,6 +6,9 @@ HS / FA differences within the seed-to-seed SD, loss curves within 1 %.
     python scripts/bf16_equivalence.py table sft 42 43 44        # figures/tables/bf16_equivalence*.csv
     python scripts/bf16_equivalence.py runs 601307d              # the committed fp32 default run (Table 1 at that
                                                                   # commit) vs the committed bf16 one, every model
+    python scripts/bf16_equivalence.py evals runs/default_fp32eval  # evaluation: the same models generated in fp32
+                                                                  # (batch 16, OLD run folder) and under bf16
+                                                                  # autocast (batch 64, runs/default)
 
 Only where the host has bf16 units (``vaccine_lib.hardware``); elsewhere bf16 is refused with the reason.
 """
@@ -13,6 +16,7 @@ Only where the host has bf16 units (``vaccine_lib.hardware``); elsewhere bf16 is
 from __future__ import annotations
 
 import io
+import json
 import statistics
 import subprocess
 import sys
@@ -20,11 +24,14 @@ import sys
 import pandas as pd
 from scipy import stats
 
+from vaccine_lib.evaluation.agreement import rejudge, summarise
+from vaccine_lib.judge import get_judge
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.plotting import save_table
 from vaccine_lib.profiles import load_profile
-from vaccine_lib.registry import finetune_config
-from vaccine_lib.stages import evaluate, finetune
+from vaccine_lib.registry import finetune_config, label_of, plan
+from vaccine_lib.stage_cache import eval_key, stage_dir
+from vaccine_lib.stages import evaluate, finetune, method_label
 
 RUN = REPO_ROOT / "runs" / "bf16_equivalence"
 TABLES = REPO_ROOT / "figures" / "tables"
@@ -105,7 +112,81 @@ def runs(fp32_commit: str) -> pd.DataFrame:
     return df
 
 
+def _adapter_digest(folder) -> str:
+    """One hash over a stage's adapter files: equal digests = the same trained model in both runs."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted((folder / "adapter").glob("*")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _read_eval(folder) -> tuple[dict, list[dict]]:
+    gens = [json.loads(x) for x in (folder / "generations.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    return json.loads((folder / "metrics.json").read_text()), gens
+
+
+def evals(old_run: str, new_run: str = "runs/default") -> pd.DataFrame:
+    """Issue 17's check of evaluation under bf16 autocast: every model of the default plan evaluated twice, as
+    ``old_run`` stored it (fp32 generation, batch 16: the key without ``autocast``) and as ``new_run`` does (the
+    profile's ``autocast`` / ``batch_size``); the models themselves are the same stages (adapter digests compared).
+    Per model: HS under each judge, FA, benign refusal and the share of identical harmful answers; per (model
+    kind, p): the mean difference against the fp32 seed-to-seed SD; pooled: a t-interval of each difference."""
+    P = load_profile("default")
+    old_eval = P.eval.with_(autocast="off", batch_size=16)
+    old_dir, new_dir = REPO_ROOT / old_run, REPO_ROOT / new_run
+    judges = {j: get_judge(j) for j in P.eval.rejudge}
+    rows, missing = [], 0
+    for s in (x for x in plan(P, run_dir=new_dir) if x.kind == "eval"):
+        kind = "finetune" if hasattr(s.cfg, "defense") else "align"
+        stages = [stage_dir(d, kind, s.cfg) for d in (old_dir, new_dir)]
+        folders = [stage_dir(old_dir, "eval", eval_key(s.cfg, old_eval, s.tasks)), stage_dir(new_dir, "eval", s.key)]
+        if not all((f / "done.json").is_file() for f in folders):
+            missing += 1
+            continue
+        (m0, g0), (m1, g1) = (_read_eval(f) for f in folders)
+        h0, h1 = ([g for g in g if g.get("part") == "harmful"] for g in (g0, g1))
+        row = {"model": label_of(s.cfg) if kind == "finetune" else f"{method_label(s.cfg)}-aligned seed={s.cfg.seed}",
+               "defense": method_label(s.cfg) + ("" if kind == "finetune" else "-aligned"),
+               "p": s.cfg.p if kind == "finetune" else float("nan"), "seed": s.cfg.seed,
+               "same_model": _adapter_digest(stages[0]) == _adapter_digest(stages[1]),
+               "generation_dtype": m1.get("generation_dtype", "fp32"),
+               "identical_answers": round(sum(a["answer"] == b["answer"] for a, b in zip(h0, h1)) / len(h0), 4),
+               "hs_fp32": m0["hs"], "hs_bf16": m1["hs"], "fa_fp32": m0.get("fa"), "fa_bf16": m1.get("fa"),
+               "benign_refusal_fp32": m0.get("benign_refusal"), "benign_refusal_bf16": m1.get("benign_refusal"),
+               "eval_seconds_fp32": m0["eval_seconds"], "eval_seconds_bf16": m1["eval_seconds"]}
+        for name, judge in judges.items():
+            row[f"hs_{name}_fp32"], row[f"hs_{name}_bf16"] = (summarise(rejudge(h, judge))["hs"] for h in (h0, h1))
+        rows.append(row)
+    if missing:
+        print(f"{missing} evaluation(s) not finished in both runs: left out", file=sys.stderr)
+    df = pd.DataFrame(rows)
+    metrics = ["hs", *(f"hs_{j}" for j in judges), "fa", "benign_refusal"]
+    out = []
+    for (d, p), g in df.groupby(["defense", "p"], dropna=False):
+        r = {"defense": d, "p": p, "models": len(g)}
+        for m in metrics:
+            diff, sd = (g[f"{m}_bf16"] - g[f"{m}_fp32"]).mean(), g[f"{m}_fp32"].std(ddof=1) if len(g) > 1 else float("nan")
+            r |= {f"{m}_diff": round(diff, 3), f"{m}_sd_fp32_seeds": round(sd, 3),
+                  f"{m}_within_seed_sd": bool(abs(diff) <= sd) if sd == sd else None}
+        out.append(r)
+    pooled = {"defense": "all models", "p": float("nan"), "models": len(df)}
+    for m in metrics:
+        d = df[f"{m}_bf16"] - df[f"{m}_fp32"]
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5
+        pooled |= {f"{m}_diff": round(d.mean(), 3), f"{m}_diff_ci_lo": round(d.mean() - half, 3),
+                   f"{m}_diff_ci_hi": round(d.mean() + half, 3)}
+    pooled["identical_answers"] = round(df["identical_answers"].mean(), 4)
+    pooled["eval_seconds_ratio"] = round(df["eval_seconds_bf16"].sum() / df["eval_seconds_fp32"].sum(), 3)
+    save_table(df, "bf16_eval_equivalence", TABLES)
+    save_table(pd.DataFrame(out + [pooled]), "bf16_eval_equivalence_summary", TABLES)
+    return df
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["evals"] and len(argv) in (2, 3):
+        print(evals(*argv[1:]).to_string(index=False))
+        return 0
     if argv[:1] == ["runs"] and len(argv) == 2:
         print(runs(argv[1]).to_string(index=False))
         return 0

@@ -1,4 +1,4 @@
-"""``python -m vaccine_lib.bench [step_overhead|generation|speed|eval_cost ...]``: run benchmarks, one JSON line each."""
+"""``python -m vaccine_lib.bench [step_overhead|generation|speed|eval_cost|cost_model ...]``: run benchmarks, one JSON line each."""
 
 import argparse
 import json
@@ -7,9 +7,10 @@ from pathlib import Path
 
 from ..cli import errors_as_exit, writable_dir
 from ..models import available_models
-from . import eval_cost, generation, record, speed, step_overhead
+from . import cost_model, eval_cost, generation, record, speed, step_overhead
 
-BENCHES = {"step_overhead": step_overhead, "generation": generation, "speed": speed, "eval_cost": eval_cost}
+BENCHES = {"step_overhead": step_overhead, "generation": generation, "speed": speed, "eval_cost": eval_cost,
+           "cost_model": cost_model}
 
 
 def main(argv=None) -> int:
