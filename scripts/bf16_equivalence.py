@@ -113,10 +113,11 @@ def runs(fp32_commit: str) -> pd.DataFrame:
 
 
 def _adapter_digest(folder) -> str:
-    """One hash over a stage's adapter files: equal digests = the same trained model in both runs."""
+    """One hash over a stage's adapter weights: equal digests = the same trained model in both runs (the adapter
+    config is left out: peft writes its target-module set in an order that changes from process to process)."""
     import hashlib
     h = hashlib.sha256()
-    for f in sorted((folder / "adapter").glob("*")):
+    for f in sorted((folder / "adapter").glob("*.safetensors")):
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 

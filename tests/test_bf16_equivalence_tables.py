@@ -34,11 +34,15 @@ def test_run_level_table_pairs_every_defense_and_follows_its_rule():
         assert ((r[f"{m}_bf16"] - r[f"{m}_fp32"]).round(3) == r[f"{m}_diff"].round(3)).all()
 
 
-def test_eval_under_bf16_autocast_is_equivalent_on_the_same_models():
+def test_eval_under_bf16_autocast_is_default_only_where_its_check_passed():
     """Evaluation under bf16 autocast (issue 17, scripts/bf16_equivalence.py evals): the same trained models (adapter
-    digests equal) generate under bf16 and in fp32; the rule fixed before the run: for every (model kind, p) with
-    >= 2 seeds the mean HS (default judge) and FA differences are within the fp32 seed-to-seed SD. The re-judges'
-    HS and the benign refusal rate are reported beside it with the same rule."""
+    digests equal) generate under bf16 and in fp32; the rule fixed before the comparison: for every (model kind, p)
+    with >= 2 seeds the mean HS (default judge) and FA differences are within the fp32 seed-to-seed SD. The
+    re-judges' HS and the benign refusal rate are reported beside it with the same rule. The default profile may
+    evaluate under bf16 only while the committed table passes that rule (the first comparison did not: FA of SFT
+    at p = 0.3), so the default evaluates in fp32."""
+    from vaccine_lib.profiles import load_profile
+
     per, s = _read("bf16_eval_equivalence"), _read("bf16_eval_equivalence_summary")
     assert per["same_model"].all() and (per["generation_dtype"] == "bf16").all()
     pooled, groups = s[s["defense"] == "all models"], s[s["defense"] != "all models"]
@@ -48,4 +52,5 @@ def test_eval_under_bf16_autocast_is_equivalent_on_the_same_models():
         assert (g[f"{m}_within_seed_sd"].astype(bool) == (g[f"{m}_diff"].abs() <= g[f"{m}_sd_fp32_seeds"])).all()
         assert (pooled[f"{m}_diff_ci_lo"] <= pooled[f"{m}_diff"]).all()
     g = groups[groups["models"] >= 2]
-    assert g["hs_within_seed_sd"].astype(bool).all() and g["fa_within_seed_sd"].astype(bool).all()
+    passed = bool(g["hs_within_seed_sd"].astype(bool).all() and g["fa_within_seed_sd"].astype(bool).all())
+    assert passed or load_profile("default").eval.autocast == "off"
