@@ -103,7 +103,7 @@ def test_committed_length_table_meets_floors():
 
 def test_committed_table_matches_a_fresh_measurement(vset):
     """The classifier's committed rows are what the current code measures (same validation set)."""
-    from vaccine_lib.evaluation.judge_quality import length_report
+    from judge_study.measure import length_report
 
     prov = json.loads((TABLES / "judge_validation_by_length.json").read_text())
     if prov["validation_sha256"] != vset.digest:
@@ -118,7 +118,7 @@ def test_committed_table_matches_a_fresh_measurement(vset):
 
 def test_short_recall_ci_resamples_questions():
     """The CI is a cluster bootstrap: one question's cuts move together, so it is wider than a row bootstrap."""
-    from vaccine_lib.judge.validation import short_recall_ci
+    from judge_study.measure import short_recall_ci
 
     rows = [{"question": f"q{i // 5}", "answer": f"a{i}", "kind": "compliant", "words": 20} for i in range(100)]
     harmful = [(i // 5) % 2 == 0 for i in range(100)]  # whole questions hit or miss: recall 0.5
