@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vaccine_lib.judge.validation import REFUSAL_WORDS, SHORT_MAX_WORDS, validation_set
+from vaccine_lib.judge.refusal import REFUSAL_WORDS
+from vaccine_lib.judge.validation import SHORT_MAX_WORDS, validation_set
 
 TABLES = Path(__file__).resolve().parents[1] / "figures" / "tables"
 FLOORS = {"classifier": {"recall_1_60": 0.64, "fpr_refusal_benign_1_60": 0.04},

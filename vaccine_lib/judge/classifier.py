@@ -36,10 +36,8 @@ from .base import Judge, has_min_content, is_label_only, verdicts_from_scores
 from .store import CacheInvalid, load_arrays, save_arrays
 from .training_data import (AUGMENT_GROUPS, CLASSIFIER_SHORT_CUTS, CUT_GROUPS, CUT_MIN_SEVERITY, CUT_RANGES, MAX_CHARS,
                             PREFIX_WORDS, SEED, TEST_SIZE, LabelledData, augment, labelled_data, short_cuts,
-                            split_indices, truncate_words)
+                            split_indices)
 from .validation import SELECT_MAX_FPR
-
-__all__ = ["ClassifierJudge", "labelled_data", "split_indices", "truncate_words", "gated_scores", "binary_metrics"]
 
 #: bump when the training recipe changes in a way the data hash would not notice
 RECIPE_VERSION = 2

@@ -60,8 +60,6 @@ from .refusal import REFUSAL_WORDS, compliant_in_form, is_refusal
 from .store import private_dir, write_private
 from .training_data import cuts, stable_hash, truncate_words
 
-__all__ = ["REFUSAL_WORDS", "compliant_in_form", "validation_set", "handwritten_rows", "select_threshold"]
-
 HANDWRITTEN = Path(__file__).with_name("handwritten.jsonl")
 
 SHORT_MAX_WORDS = 60
