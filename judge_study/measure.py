@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from vaccine_lib.evaluation.agreement import Z95
 from vaccine_lib.judge import DEFAULT_JUDGE, get_judge
 from vaccine_lib.judge.validation import SHORT_MAX_WORDS, TARGET_FPR, ValidationSet, validation_set
 
@@ -140,7 +141,7 @@ def length_report(name: str = DEFAULT_JUDGE, half: str | None = "report", **kw) 
     return out
 
 
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score 95 % interval of a proportion k / n (nan, nan for n = 0)."""
     if n == 0:
         return float("nan"), float("nan")
