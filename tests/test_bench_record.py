@@ -1,8 +1,8 @@
-"""make bench's committed results (vaccine_lib.bench.record) and the README block generated from them."""
+"""make bench's committed results (benchmarks.record) and the README block generated from them."""
 
 
 def test_bench_record_round_trip_and_readme_block(tmp_path):
-    from vaccine_lib.bench import record
+    from benchmarks import record
 
     path = tmp_path / "bench.jsonl"
     gen = {"bench": "generation", "model": "m", "speedup": 6.0, "seconds_batched": 1.0, "seconds_one_at_a_time": 6.0,
@@ -20,13 +20,13 @@ def test_bench_record_round_trip_and_readme_block(tmp_path):
 
 
 def test_committed_readme_bench_block_matches_committed_results():
-    from vaccine_lib.bench import record
+    from benchmarks import record
 
     assert record.readme_matches(), "README benchmark block differs from figures/tables/bench.jsonl: run make bench"
 
 
 def test_eval_cost_row_renders_the_cost_per_prompt_and_its_parts():
-    from vaccine_lib.bench import record
+    from benchmarks import record
 
     r = {"bench": "eval_cost", "model": "m", "max_new_tokens": 32, "threads": 2, "target_s_per_prompt": 0.25,
          "generation": {"fp32_b16": {"s_per_prompt": 0.4, "identical_to_fp32": 1.0},

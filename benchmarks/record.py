@@ -4,10 +4,10 @@ provenance) and the README block generated from them."""
 import json
 from pathlib import Path
 
-from .. import readme as RM
-from ..atomic import atomic_write_text
-from ..paths import REPO_ROOT
-from ..provenance import provenance
+from vaccine_lib import readme as RM
+from vaccine_lib.atomic import atomic_write_text
+from vaccine_lib.paths import REPO_ROOT
+from vaccine_lib.provenance import provenance
 
 DEFAULT_FILE = REPO_ROOT / "figures" / "tables" / "bench.jsonl"
 

@@ -11,13 +11,14 @@ import time
 
 import torch
 
-from ..evaluation.generation import generate_tokens
-from ..evaluation.metrics import alpaca_prompt
-from ..hardware import autocast_context, resolve_autocast
-from ..judge import get_judge
-from ..lora import add_lora, merge_lora, save_lora
-from ..models import load_model
-from ..profiles import load_profile
+from vaccine_lib.evaluation.generation import generate_tokens
+from vaccine_lib.evaluation.metrics import alpaca_prompt
+from vaccine_lib.hardware import autocast_context, resolve_autocast
+from vaccine_lib.judge import get_judge
+from vaccine_lib.lora import add_lora, merge_lora, save_lora
+from vaccine_lib.models import load_model
+from vaccine_lib.profiles import load_profile
+
 from .generation import _questions
 
 
