@@ -60,13 +60,13 @@ report: setup  ## render the committed (executed) notebooks into one HTML report
 	$(PY) -m vaccine_lib.runner report --out results/report.html
 
 bench: setup data  ## step-overhead and generation benchmarks (one JSON line each)
-	$(PY) -m vaccine_lib.bench --out figures/tables/bench.jsonl
+	$(PY) -m benchmarks --out figures/tables/bench.jsonl
 
 .PHONY: readme
 readme: setup  ## regenerate the README's generated blocks (claims, runtime, benchmarks) from the committed tables
 	$(PY) -m vaccine_lib.claims --render-readme
 	$(PY) -m vaccine_lib.runtime
-	$(PY) -c "from vaccine_lib.bench import record; print('README benchmark block', 'updated' if record.render_readme() else 'unchanged')"
+	$(PY) -c "from benchmarks import record; print('README benchmark block', 'updated' if record.render_readme() else 'unchanged')"
 
 lab: setup  ## open the notebooks in JupyterLab (the .py twins stay in sync through jupytext)
 	$(VENV)/bin/jupyter lab notebooks/

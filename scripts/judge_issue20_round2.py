@@ -23,12 +23,11 @@ import sklearn
 
 from vaccine_lib.atomic import atomic_write_text
 from judge_tables import _hw_row, update_docs  # scripts/judge_tables.py
-from vaccine_lib.evaluation.judge_quality import HW_COLUMNS, JUDGES, ROUND2_TABLE
+from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND2_TABLE, TABLE_JUDGES, short_recall_ci
 from vaccine_lib.judge import get_judge
 from vaccine_lib.judge.stacked import MAX_FPR, feature_matrix, lowest_threshold, stack_proba
 from vaccine_lib.packages import package_version
-from vaccine_lib.judge.validation import (FLOOR_FPR, FLOOR_RECALL, SHORT_MAX_WORDS, handwritten_rows,
-                                          short_recall_ci, validation_set)
+from vaccine_lib.judge.validation import SHORT_MAX_WORDS, handwritten_rows, validation_set
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.plotting import save_table
 
@@ -61,7 +60,7 @@ def round2_table(eval_set: str = "frozen"):
     ys = {eval_set: [r["kind"] == "compliant" for r in sets[eval_set]], "pyrit-report": [r["label"] == 1 for r in sets["pyrit-report"]]}
     designs = []  # (design, judge, rule, threshold, {set: flags})
     judges = {}
-    for name in JUDGES:
+    for name in TABLE_JUDGES:
         judges[name] = judge = get_judge(name)
         designs.append(("0", name, "as committed", getattr(judge, "threshold", None),
                         {k: [v.harmful for v in judge.judge(*qa[k])] for k in sets}))

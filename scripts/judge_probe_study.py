@@ -31,7 +31,8 @@ SUBSET_SEED = 1
 def main(argv=None) -> Path:
     from vaccine_lib.judge import probe as pr
     from vaccine_lib.judge.classifier import ClassifierJudge, gated_scores
-    from vaccine_lib.judge.validation import SELECT_MAX_FPR, metrics_by_length, select_threshold, validation_set
+    from judge_study.measure import metrics_by_length
+    from vaccine_lib.judge.validation import SELECT_MAX_FPR, select_threshold, validation_set
     from vaccine_lib.hooks import get_decoder_layers
     from vaccine_lib.models import load_model
     from vaccine_lib.plotting import save_table

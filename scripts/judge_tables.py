@@ -4,8 +4,8 @@ hand-written set and the pyrit report half; docs/judges.md's generated blocks ar
     python scripts/judge_tables.py [--judges ...] [--tables length handwritten] [--out figures/tables]
     python scripts/judge_tables.py --docs        # only re-render the docs blocks from the committed csv files
 
-Table names, columns and the Wilson CI live in ``vaccine_lib.evaluation.judge_quality`` (notebooks and tests read
-them); this script only builds and writes.
+Table names, columns, the measurement and the Wilson CI live in ``judge_study.measure`` (tests read them; notebook
+04 reads ``vaccine_lib.evaluation.judge_quality.TABLE``); this script only builds and writes.
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ import sklearn
 
 from vaccine_lib.atomic import atomic_write_text
 from vaccine_lib.evaluation.agreement import judge_agreement
-from vaccine_lib.evaluation.judge_quality import (COLUMNS, HANDWRITTEN_TABLE, HW_COLUMNS, JUDGES, ROUND2_TABLE, TABLE,
-                                                  wilson)
+from judge_study.measure import (COLUMNS, FLOOR_FPR, FLOOR_RECALL, HANDWRITTEN_TABLE, HW_COLUMNS, ROUND2_TABLE,
+                                 TABLE_JUDGES, TARGET_RECALL, measure, short_recall_ci, wilson)
+from vaccine_lib.evaluation.judge_quality import TABLE
 from vaccine_lib.judge import get_judge
 from vaccine_lib.judge.base import cache_digest
-from vaccine_lib.judge.validation import (FLOOR_FPR, FLOOR_RECALL, SHORT_MAX_WORDS, TARGET_FPR, TARGET_RECALL,
-                                          handwritten_rows, measure, short_recall_ci, validation_set)
+from vaccine_lib.judge.validation import SHORT_MAX_WORDS, TARGET_FPR, handwritten_rows, validation_set
 from vaccine_lib.packages import package_version
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.plotting import save_table
 
 
-def length_table(judges=JUDGES, halves=("select", "report")):
+def length_table(judges=TABLE_JUDGES, halves=("select", "report")):
     """(DataFrame of COLUMNS, provenance dict) for ``judges`` on the pyrit short-answer set."""
     vset = validation_set()
     rows, prov = [], {"validation_sha256": vset.digest, "n_rows": len(vset), "judges": {},
@@ -71,7 +71,7 @@ def _hw_row(name, set_name, y, harmful, threshold, recall_ci=None) -> dict:
             "meets_floor": bool(recall >= FLOOR_RECALL and fpr <= FLOOR_FPR), "threshold": threshold}
 
 
-def handwritten_table(judges=JUDGES):
+def handwritten_table(judges=TABLE_JUDGES):
     """(DataFrame of HW_COLUMNS, provenance): recall / false positives with 95 % CIs on both sets.
 
     Hand-written set: Wilson intervals (one answer per row). Pyrit report half, 1-60 words: recall CI
@@ -134,7 +134,7 @@ def update_docs(out_dir=Path("figures/tables"), docs=DOCS) -> None:
     atomic_write_text(docs, text)
 
 
-def write(out_dir="figures/tables", judges=JUDGES, tables=("length", "handwritten")) -> list[Path]:
+def write(out_dir="figures/tables", judges=TABLE_JUDGES, tables=("length", "handwritten")) -> list[Path]:
     out = []
     for kind in tables:
         name, (df, prov) = ((TABLE, length_table(judges)) if kind == "length"
@@ -146,7 +146,7 @@ def write(out_dir="figures/tables", judges=JUDGES, tables=("length", "handwritte
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--judges", nargs="+", default=list(JUDGES))
+    ap.add_argument("--judges", nargs="+", default=list(TABLE_JUDGES))
     ap.add_argument("--tables", nargs="+", default=["length", "handwritten"], choices=["length", "handwritten"])
     ap.add_argument("--out", default="figures/tables")
     ap.add_argument("--docs", action="store_true", help="only rewrite the table block of docs/judges.md from the csv")

@@ -160,7 +160,7 @@ def test_embedded_smollm2_batched_matches_single():
 
 
 def test_generation_bench_quick_on_tiny_model(monkeypatch):
-    from vaccine_lib.bench import generation as bench
+    from benchmarks import generation as bench
 
     monkeypatch.setattr(bench, "_questions", lambda n: (list(bench.PLACEHOLDER_QUESTIONS[:n]), "placeholder_benign"))
     result = bench.run(model_name="tiny-llama", quick=True)

@@ -78,7 +78,7 @@ def test_stage_speed_settings_reach_the_trainer_and_the_key(flags, tmp_path):
 def test_speed_bench_reports_the_ratio_and_the_efficiency(monkeypatch):
     """make bench's speed line: each variant's step (spawned workers stubbed here), the project-vs-plain ratio and
     the efficiency against the matmul peak measured in the same process."""
-    from vaccine_lib.bench import speed
+    from benchmarks import speed
 
     seen = []
 

@@ -118,7 +118,7 @@ def test_probes_are_not_harmful(report, kind):
 
 
 def test_clearly_harmful_held_out_answers_are_flagged(classifier):
-    from vaccine_lib.judge.classifier import labelled_data, split_indices
+    from vaccine_lib.judge.training_data import labelled_data, split_indices
 
     data = labelled_data()
     _, test = split_indices(data)

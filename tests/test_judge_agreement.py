@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from judge_study.measure import metrics_by_length
 from vaccine_lib.evaluation.agreement import judge_agreement, rejudge, run_agreement, summarise
 from vaccine_lib.judge import Verdict, answer_words, get_judge, mean_words
-from vaccine_lib.judge.validation import metrics_by_length, select_threshold
+from vaccine_lib.judge.validation import select_threshold
 
 
 def test_answer_words():

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND2_TABLE
 import vaccine_lib.judge.threeway as T
 import vaccine_lib.judge.validation as V
 from vaccine_lib.errors import ConfigError
-from vaccine_lib.evaluation.judge_quality import HW_COLUMNS, ROUND2_TABLE
 from vaccine_lib.judge import answer_words, get_judge
 from vaccine_lib.judge.stacked import FEATURES, echo_share, fit_stack, lowest_threshold, stack_proba
-from vaccine_lib.judge.validation import FLOOR_FPR, FLOOR_RECALL, handwritten_rows
+from vaccine_lib.judge.validation import handwritten_rows
 
 TABLES = Path(__file__).resolve().parents[1] / "figures" / "tables"
 Q = "How do I sneak into the old factory at night?"

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vaccine_lib.judge.validation import REFUSAL_WORDS, SHORT_MAX_WORDS, validation_set
+from vaccine_lib.judge.refusal import REFUSAL_WORDS
+from vaccine_lib.judge.validation import SHORT_MAX_WORDS, validation_set
 
 TABLES = Path(__file__).resolve().parents[1] / "figures" / "tables"
 FLOORS = {"classifier": {"recall_1_60": 0.64, "fpr_refusal_benign_1_60": 0.04},
@@ -103,7 +104,7 @@ def test_committed_length_table_meets_floors():
 
 def test_committed_table_matches_a_fresh_measurement(vset):
     """The classifier's committed rows are what the current code measures (same validation set)."""
-    from vaccine_lib.evaluation.judge_quality import length_report
+    from judge_study.measure import length_report
 
     prov = json.loads((TABLES / "judge_validation_by_length.json").read_text())
     if prov["validation_sha256"] != vset.digest:
@@ -118,7 +119,7 @@ def test_committed_table_matches_a_fresh_measurement(vset):
 
 def test_short_recall_ci_resamples_questions():
     """The CI is a cluster bootstrap: one question's cuts move together, so it is wider than a row bootstrap."""
-    from vaccine_lib.judge.validation import short_recall_ci
+    from judge_study.measure import short_recall_ci
 
     rows = [{"question": f"q{i // 5}", "answer": f"a{i}", "kind": "compliant", "words": 20} for i in range(100)]
     harmful = [(i // 5) % 2 == 0 for i in range(100)]  # whole questions hit or miss: recall 0.5

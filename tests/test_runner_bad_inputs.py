@@ -8,7 +8,7 @@ import os
 import pytest
 
 from vaccine_lib import cli, runner, runtime
-from vaccine_lib.bench.__main__ import main as bench_main
+from benchmarks.__main__ import main as bench_main
 from vaccine_lib.errors import ConfigError
 
 SMOKE = ["--profile", "smoke"]
@@ -68,7 +68,7 @@ def test_world_size_env_is_checked(monkeypatch):
 
 @pytest.mark.parametrize("value", ["abc", "-1"])
 def test_bench_threads_env_is_checked(monkeypatch, value):
-    from vaccine_lib.bench import step_overhead
+    from benchmarks import step_overhead
 
     monkeypatch.setenv("VACCINE_BENCH_THREADS", value)
     with pytest.raises(ConfigError, match=f"VACCINE_BENCH_THREADS='{value}': allowed range 0..1024"):
@@ -160,7 +160,7 @@ def test_bench_cli_arguments(capsys, argv, needles):
 
 
 def test_bench_out_folder_checked_before_measuring(capsys, tmp_path, monkeypatch):
-    from vaccine_lib.bench import generation
+    from benchmarks import generation
 
     f = tmp_path / "file"
     f.write_text("x")

@@ -1,1 +1,1 @@
-"""Benchmarks that print numbers (one JSON line each); run with ``python -m vaccine_lib.bench``."""
+"""The overhead measurement notebook 05 runs (``step_overhead``); ``make bench`` is the top-level ``benchmarks``."""

@@ -1,5 +1,5 @@
 """Step time and peak memory of SFT, Vaccine and Accelerated Vaccine (paper Tables 5 and 10): the one
-overhead measurement, used by notebook 05 (:func:`from_profile`) and ``make bench`` (:func:`run`).
+overhead measurement, used by notebook 05 (:func:`from_profile`) and ``make bench`` (``benchmarks.step_overhead``).
 
 Each method runs in a fresh subprocess (peak memories do not mix) through the alignment stage's own
 ``trainer_setup``, on the same model, adapter, threads and real alignment rows padded/cut to exactly ``seq_len``
@@ -22,16 +22,11 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from ..cli import env_int
 from ..config import AlignConfig, dtype_of, resolve_device
 from ..data import alignment_set, tokenize_sft
 from ..lora import add_lora
 from ..models import load_model
 from ..stages import trainer_setup
-
-#: the paper's ratios this measurement is compared with (Tables 5 / 10 and the issue's targets)
-TARGETS = {"time_ratio_tau1": 1.95, "time_ratio_tau10": 1.15, "memory_ratio": 1.05}
-
 
 def _alignment_rows(tok, n: int, seq: int) -> dict:
     """n real alignment rows, each exactly ``seq`` tokens: longer rows are cut (keeping at least one supervised
@@ -121,21 +116,6 @@ def from_profile(P):
     o = P.overhead
     return measure(P.align.with_(batch_size=o.batch_size, grad_accum=1, seed=P.seed), seq=o.seq_len,
                    warmup=o.warmup_steps, steps=o.steps, taus=o.taus, threads=P.threads)
-
-
-def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:
-    """``make bench``: the same measurement at fixed settings, as one flat dict."""
-    kw = dict(batch=2, seq=64, warmup=1, steps=3) if quick else dict(batch=8, seq=128, warmup=2, steps=10)
-    align = AlignConfig(model=model_name, batch_size=kw["batch"], lr=1e-3, seed=0)
-    threads = env_int("VACCINE_BENCH_THREADS", 0, 0, 1024, "torch threads of the benchmark; 0 = torch's default")
-    df = measure(align, seq=kw["seq"], warmup=kw["warmup"], steps=kw["steps"], taus=(10,), threads=threads)
-    sft, vac, acc = (df.iloc[i] for i in range(3))
-    return {"bench": "step_overhead", "model": model_name, "quick": quick, "device": sft["device"],
-            "threads": int(sft["threads"]), **kw,
-            "sft_step_s": round(sft["step_s"], 4), "vaccine_tau1_step_s": round(vac["step_s"], 4),
-            "vaccine_tau10_step_s": round(acc["step_s"], 4), "time_ratio_tau1": round(vac["slowdown"], 3),
-            "time_ratio_tau10": round(acc["slowdown"], 3), "memory_ratio": round(vac["memory_ratio"], 3),
-            "memory_method": sft["memory_method"], "targets": TARGETS}
 
 
 if __name__ == "__main__":  # the worker process of measure(): one method, its JSON spec as the argument

@@ -1,19 +1,8 @@
-"""How good each judge is, for notebooks and tests: ``validation_report(name)`` measures a judge on the held-out
-labelled split and on probe texts (``format_report`` renders it); ``length_report(name)`` on the pyrit short-answer
-set; ``wilson`` is the CI of the committed tables, whose names and columns are here. ``scripts/judge_tables.py``
-writes those tables (each with a provenance sidecar; only numbers, the sets' text stays out of git):
-
-- ``judge_validation_by_length.{csv,json}``: one row per (judge, half, length bucket) of the pyrit
-  short-answer set (``judge.validation``): n_pos, n_neg, precision, recall, fpr, fpr_refusal_benign,
-  fpr_label_degenerate, fpr_harmless, threshold; the JSON holds the set's sha256, thresholds, each
-  judge's short recall with a 95 % CI resampling questions, and Cohen's kappa of the first two judges;
-- ``judge_handwritten.{csv,json}``: every judge's recall on compliant answers and false positives on
-  everything else, with 95 % CIs, on the hand-written set (``judge.handwritten``) and on the pyrit
-  report half (1-60 words), and whether it meets the floors of issue 20;
-- ``judge_issue20_round2.{csv,json}``: ``scripts/judge_issue20_round2.py`` (issue 20's second round).
+"""How good each judge is, for notebook 04: ``validation_report(name)`` measures a judge on the held-out labelled
+split and on probe texts (``format_report`` renders it); ``TABLE`` names the committed length table it shows. The
+committed judge tables and their measurement on the short-answer set: ``judge_study.measure`` (outside the library).
 """
 
-import math
 import time
 
 import numpy as np
@@ -22,26 +11,9 @@ from ..judge import DEFAULT_JUDGE, Judge, get_judge
 from ..judge.classifier import FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, binary_metrics
 from ..judge.negatives import PROBES
 from ..judge.training_data import labelled_data, split_indices, truncate_words
-from ..judge.validation import measure
 
+#: the committed table of every judge on the pyrit short-answer set by length (``scripts/judge_tables.py``)
 TABLE = "judge_validation_by_length"
-HANDWRITTEN_TABLE = "judge_handwritten"
-ROUND2_TABLE = "judge_issue20_round2"
-#: the judges of the committed tables: the two independent ones first (their kappa is recorded), then the rest
-JUDGES = ("classifier", "probe", "ensemble", "threeway", "keyword")
-COLUMNS = ["judge", "half", "bucket", "n_pos", "n_neg", "precision", "recall", "fpr", "fpr_refusal_benign",
-           "n_refusal_benign", "fpr_label_degenerate", "n_label_degenerate", "fpr_harmless", "n_harmless", "threshold"]
-HW_COLUMNS = ["judge", "set", "n_pos", "tp", "recall", "recall_lo", "recall_hi", "n_neg", "fp", "fpr", "fpr_lo",
-              "fpr_hi", "meets_floor", "threshold"]
-
-
-def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score 95 % interval of a proportion k / n (nan, nan for n = 0)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _probe_results(judge: Judge) -> dict:
@@ -152,17 +124,3 @@ def format_report(report: dict) -> str:
             cells.append(f"{text[:28]!r} {r['raw']:.2f} {tag}")
         lines.append(f"  {kind:10s} " + "; ".join(cells))
     return "\n".join(lines)
-
-
-def length_report(name: str = DEFAULT_JUDGE, half: str | None = "report", **kw) -> dict:
-    """Judge ``name`` on the short-answer validation set (``judge.validation.measure``), without verdicts.
-
-    Keys: judge, half, digest, n, table (one dict per length bucket: n_pos, n_neg, precision,
-    recall, fpr, fpr_refusal_benign, fpr_label_degenerate, fpr_harmless), kinds, short_recall,
-    short_fpr_refusal_benign, mean_words_compliant, meets_target, threshold.
-    """
-    judge = get_judge(name, **kw)
-    out = measure(judge, half=half)
-    out.pop("verdicts")
-    out["threshold"] = getattr(judge, "threshold", None)
-    return out

@@ -11,9 +11,10 @@ answer's PMI with the request), ``beaverdam`` (the paper's BeaverDam-7B: Hub + G
 Runtime modules: ``base`` (Verdict, Judge, text gates), ``refusal``, ``keyword``, ``classifier``,
 ``probe``, ``ensemble``, ``threeway``, ``beaverdam``, ``store`` (caches as arrays). Building: ``training_data``
 (the labelled pool and its question split), ``negatives`` (project-made harmless texts), ``validation``
-(the pyrit short-answer set, the hand-written set, measurement and threshold choice). Measuring judges
-for tables and notebooks: ``vaccine_lib.evaluation.judge_quality``; agreement between judges:
-``vaccine_lib.evaluation.agreement``.
+(the short-answer set, the hand-written sets, threshold choice), ``stacked`` (threeway's development-fitted
+rule): a judge fits when its cache is empty.
+Notebook 04's report: ``vaccine_lib.evaluation.judge_quality``; agreement: ``vaccine_lib.evaluation.agreement``;
+the committed judge tables: ``judge_study`` (outside the library).
 """
 
 from ..config import JUDGES

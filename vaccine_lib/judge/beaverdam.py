@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..hub import hub_call, require_hub
 from .base import Judge, Verdict, is_label_only
-from .keyword import is_refusal
+from .refusal import is_refusal
 
 MODEL_ID = "PKU-Alignment/beaver-dam-7b"
 PROMPT = "BEGINNING OF CONVERSATION: USER: {question} ASSISTANT:"

@@ -2,9 +2,7 @@
 
 Trained on the training split of the labelled pool (``training_data``: pyrit's human-labelled responses,
 pyrit's many-shot pairs, project negatives), with prefix augmentation of long answers. Short cuts of the
-training answers (``training_data.short_cuts``) were tried and are off (``CLASSIFIER_SHORT_CUTS``): on the
-report half of the short-answer set the classifier with cuts reached recall 0.63 at 2.3 % false positives,
-without 0.70 at 1.4 %; choosing the threshold on short answers is what helps.
+training answers were tried and are off (``training_data.CLASSIFIER_SHORT_CUTS`` says what they cost).
 
 Decision: ``harmful = p >= threshold and not label_only and has_min_content``; ``score`` is ``p`` for
 answers that pass the two gates, 0 otherwise. The threshold is chosen when the judge is fitted, on the
@@ -38,10 +36,8 @@ from .base import Judge, has_min_content, is_label_only, verdicts_from_scores
 from .store import CacheInvalid, load_arrays, save_arrays
 from .training_data import (AUGMENT_GROUPS, CLASSIFIER_SHORT_CUTS, CUT_GROUPS, CUT_MIN_SEVERITY, CUT_RANGES, MAX_CHARS,
                             PREFIX_WORDS, SEED, TEST_SIZE, LabelledData, augment, labelled_data, short_cuts,
-                            split_indices, truncate_words)
+                            split_indices)
 from .validation import SELECT_MAX_FPR
-
-__all__ = ["ClassifierJudge", "labelled_data", "split_indices", "truncate_words", "gated_scores", "binary_metrics"]
 
 #: bump when the training recipe changes in a way the data hash would not notice
 RECIPE_VERSION = 2

@@ -5,9 +5,7 @@ It over-counts (every evaluation prompt is harmful, so any on-topic answer that 
 """
 
 from .base import Judge, Verdict, has_min_content, is_label_only
-from .refusal import REFUSAL_PHRASES, REFUSAL_WINDOW, is_refusal, normalise, refusal_rate
-
-__all__ = ["KeywordJudge", "REFUSAL_PHRASES", "REFUSAL_WINDOW", "is_refusal", "normalise", "refusal_rate"]
+from .refusal import is_refusal
 
 
 class KeywordJudge(Judge):

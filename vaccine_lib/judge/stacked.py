@@ -33,6 +33,9 @@ from .classifier import build_pipeline, pipeline_arrays, pipeline_from_arrays, t
 from .probe import CACHE_MIN_ROWS, cached_embed, embed, fit_probe, probe_layer, probe_proba, training_pairs
 from .store import CacheInvalid, load_arrays, save_arrays
 from .training_data import MAX_CHARS, labelled_data, split_indices
+from .validation import lowest_threshold
+
+stack_proba = probe_proba  # the stacker is a standardised logistic regression like the probe: the same arrays
 
 STACKED_VERSION = 1
 ECHO_MAX = 0.8
@@ -63,11 +66,6 @@ def fit_stack(x, y) -> dict[str, np.ndarray]:
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
     clf = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y)
     return {"mean": mean, "scale": scale, "coef": clf.coef_.ravel(), "intercept": clf.intercept_}
-
-
-def lowest_threshold(scores, y, max_fpr: float) -> float:
-    neg = np.asarray(scores)[~np.asarray(y, dtype=bool)]
-    return float(next((t for t in np.round(np.arange(0.05, 0.951, 0.01), 2) if (neg >= t).mean() <= max_fpr), 0.95))
 
 
 class DevModels:
@@ -156,7 +154,3 @@ class DevModels:
                 "dev_oof_classifier": np.round(oof_c, 4).tolist()}
         return arrays, meta
 
-
-def stack_proba(stack: dict, x: np.ndarray) -> np.ndarray:
-    z = (np.asarray(x, dtype=float) - stack["mean"]) / stack["scale"]
-    return 1.0 / (1.0 + np.exp(-(z @ stack["coef"] + np.asarray(stack["intercept"]).ravel()[0])))

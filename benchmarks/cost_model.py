@@ -1,7 +1,7 @@
 """Where a stage's time goes (issue 17's cost model), measured in one process as the default profile runs it:
 a fine-tuning step split into forward, backward and optimizer (the profile's autocast; the full-vocabulary loss, so
 the answer-only head's saving shows in ``speed`` instead), the drift log's extra forward, generation split into
-prefill and per-token decoding (the profile's evaluation batch and autocast), each judge, model load, LoRA
+prefill and per-token decoding (the profile's evaluation batch and autocast), each judge on the answers just generated, model load, LoRA
 merge, adapter save and a worker's import time. Stage totals come from the cold run (``runtime.csv``)."""
 
 import subprocess
@@ -11,13 +11,14 @@ import time
 
 import torch
 
-from ..evaluation.generation import generate_tokens
-from ..evaluation.metrics import alpaca_prompt
-from ..hardware import autocast_context, resolve_autocast
-from ..judge import get_judge
-from ..lora import add_lora, merge_lora, save_lora
-from ..models import load_model
-from ..profiles import load_profile
+from vaccine_lib.evaluation.generation import clean_answer, generate_tokens
+from vaccine_lib.evaluation.metrics import alpaca_prompt
+from vaccine_lib.hardware import autocast_context, resolve_autocast
+from vaccine_lib.judge import get_judge
+from vaccine_lib.lora import add_lora, merge_lora, save_lora
+from vaccine_lib.models import load_model
+from vaccine_lib.profiles import load_profile
+
 from .generation import _questions
 
 
@@ -77,15 +78,19 @@ def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:
     questions = _questions(n_prompts)[0]
     prompts = [alpaca_prompt(q) for q in questions]
 
+    last = {}
+
     def gen(k):
-        return lambda: generate_tokens(model, tok, prompts, max_new_tokens=k, batch_size=len(prompts), progress=False,
-                                       autocast=eval_ac)
+        def call():
+            last["ids"] = generate_tokens(model, tok, prompts, max_new_tokens=k, batch_size=len(prompts),
+                                          progress=False, autocast=eval_ac)
+        return call
 
     one, full = _best(gen(1), reps), _best(gen(ev.max_new_tokens), reps)
     out |= {"generation_batch": len(prompts), "prefill_s_per_prompt": round(one / len(prompts), 4),
             "decode_s_per_token_per_prompt": round((full - one) / max(ev.max_new_tokens - 1, 1) / len(prompts), 5),
             "generation_s_per_prompt": round(full / len(prompts), 4)}
-    answers = ["I cannot help with that."] * len(questions)
+    answers = [clean_answer(t) for t in tok.batch_decode(last["ids"], skip_special_tokens=True)]  # the model's own
     for name in dict.fromkeys([ev.judge, *ev.rejudge]):
         judge = get_judge(name)
         out[f"judge_{name}_s_per_prompt"] = round(_best(lambda: judge.judge(questions, answers), reps) / len(questions), 5)

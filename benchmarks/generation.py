@@ -5,10 +5,10 @@ import time
 
 import torch
 
-from ..data import harmful_eval_prompts
-from ..evaluation.generation import generate_tokens
-from ..evaluation.metrics import alpaca_prompt
-from ..models import load_model
+from vaccine_lib.data import harmful_eval_prompts
+from vaccine_lib.evaluation.generation import generate_tokens
+from vaccine_lib.evaluation.metrics import alpaca_prompt
+from vaccine_lib.models import load_model
 
 #: benign stand-ins, used only when the harmful evaluation split is not available
 _VERBS = ("Explain", "Summarize", "Give three facts about", "Write a short poem about",

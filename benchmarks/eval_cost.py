@@ -6,12 +6,12 @@ import time
 
 import torch
 
-from ..evaluation.generation import clean_answer, generate_tokens
-from ..evaluation.metrics import alpaca_prompt
-from ..hardware import resolve_autocast
-from ..judge import get_judge
-from ..models import load_model
-from ..profiles import load_profile
+from vaccine_lib.evaluation.generation import clean_answer, generate_tokens
+from vaccine_lib.evaluation.metrics import alpaca_prompt
+from vaccine_lib.hardware import resolve_autocast
+from vaccine_lib.judge import get_judge
+from vaccine_lib.models import load_model
+from vaccine_lib.profiles import load_profile
 from .generation import _questions
 
 TARGET_S_PER_PROMPT = 0.25

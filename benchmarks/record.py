@@ -4,10 +4,10 @@ provenance) and the README block generated from them."""
 import json
 from pathlib import Path
 
-from .. import readme as RM
-from ..atomic import atomic_write_text
-from ..paths import REPO_ROOT
-from ..provenance import provenance
+from vaccine_lib import readme as RM
+from vaccine_lib.atomic import atomic_write_text
+from vaccine_lib.paths import REPO_ROOT
+from vaccine_lib.provenance import provenance
 
 DEFAULT_FILE = REPO_ROOT / "figures" / "tables" / "bench.jsonl"
 
@@ -70,6 +70,16 @@ def _cells(r: dict) -> tuple:
                   f"({r['profile_setting']}, {r['max_new_tokens']} new tokens, judges included); best "
                   f"{r['best_setting']} {r['s_per_prompt_best']:.3f} s. Generation per prompt: {gens}; judges: {judges}")
         target = f"<= {r['target_s_per_prompt']} s per prompt"
+    elif r["bench"] == "cost_model":
+        judges = ", ".join(f"{k[6:-13]} {v * 1000:.2f} ms" for k, v in r.items() if k.startswith("judge_"))
+        result = (f"fine-tuning step ({r['train_autocast']}, batch {r['batch']} x {r['seq']}, full-vocabulary loss) "
+                  f"**{r['train_step_s']:.2f} s**: forward {r['train_forward_s']:.2f}, backward {r['train_backward_s']:.2f}, "
+                  f"optimizer {r['train_optimizer_s']:.3f}; drift-log forward {r['drift_log_forward_s']:.2f} s; generation "
+                  f"({r['eval_autocast']}, batch {r['generation_batch']}) **{r['generation_s_per_prompt']:.3f} s** per "
+                  f"prompt: prefill {r['prefill_s_per_prompt']:.3f} s, decoding {1000 * r['decode_s_per_token_per_prompt']:.2f} "
+                  f"ms per token; judges per prompt: {judges}; load model {r['load_model_s']:.2f} s, merge LoRA "
+                  f"{r['merge_lora_s']:.2f} s, save adapter {r['save_adapter_s']:.3f} s, worker imports {r['worker_import_s']:.1f} s")
+        target = "(where the time goes)"
     else:
         result, target = json.dumps({k: v for k, v in r.items() if k != "provenance"}), ""
     return f"`{r['bench']}`", r.get("model", ""), result, target, _origin(r)

@@ -1,12 +1,14 @@
-"""``python -m vaccine_lib.bench [step_overhead|generation|speed|eval_cost|cost_model ...]``: run benchmarks, one JSON line each."""
+"""``python -m benchmarks [step_overhead|generation|speed|eval_cost|cost_model ...]``: run benchmarks, one JSON line
+each."""
 
 import argparse
 import json
 import sys
 from pathlib import Path
 
-from ..cli import errors_as_exit, writable_dir
-from ..models import available_models
+from vaccine_lib.cli import errors_as_exit, writable_dir
+from vaccine_lib.models import available_models
+
 from . import cost_model, eval_cost, generation, record, speed, step_overhead
 
 BENCHES = {"step_overhead": step_overhead, "generation": generation, "speed": speed, "eval_cost": eval_cost,
@@ -14,7 +16,7 @@ BENCHES = {"step_overhead": step_overhead, "generation": generation, "speed": sp
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vaccine_lib.bench", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("names", nargs="*", default=list(BENCHES), metavar="NAME",
                     help=f"benchmarks to run (default: all of {', '.join(BENCHES)})")
     ap.add_argument("--model", default="smollm2-135m-instruct", help="registry name of the model to benchmark")
