@@ -1,7 +1,6 @@
 """One harmful prompt's evaluation cost (issue 17: <= 0.25 s at 32 new tokens, judges included, 2 threads): greedy
 generation per batch size in fp32 and bf16 autocast (share of answers equal to fp32's), then each default judge."""
 
-import contextlib
 import os
 import tempfile
 import time
@@ -11,7 +10,7 @@ import torch
 
 from vaccine_lib.evaluation.generation import clean_answer, generate_tokens
 from vaccine_lib.evaluation.metrics import alpaca_prompt
-from vaccine_lib.hardware import resolve_autocast
+from vaccine_lib.hardware import autocast_context, resolve_autocast
 from vaccine_lib.judge import get_judge
 from vaccine_lib.models import load_model
 from vaccine_lib.profiles import load_profile
@@ -35,9 +34,8 @@ def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:
     dtypes = ["fp32"] + (["bf16"] if resolve_autocast("auto", "cpu") == "bf16" else [])
     gen, ref = {}, None
     for dtype in dtypes:
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
         for b in batches:
-            with ctx:
+            with autocast_context(dtype if dtype == "bf16" else None):
                 ids, sec = _timed(lambda: generate_tokens(model, tok, prompts, max_new_tokens=new_tokens, batch_size=b,
                                                           progress=False))
             ref = ref or ids  # the first run: fp32 at the smallest batch

@@ -113,13 +113,10 @@ def runs(fp32_commit: str) -> pd.DataFrame:
 
 
 def _adapter_digest(folder) -> str:
-    """One hash over a stage's adapter weights: equal digests = the same trained model in both runs (the adapter
-    config is left out: peft writes its target-module set in an order that changes from process to process)."""
-    import hashlib
-    h = hashlib.sha256()
-    for f in sorted((folder / "adapter").glob("*.safetensors")):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:16]
+    """The adapter weights' sha256 as the stage cache recorded it (``done.json``): equal digests = the same trained
+    model in both runs (the adapter config is left out: peft writes its target-module set in an order that changes
+    from process to process)."""
+    return json.loads((folder / "done.json").read_text())["files"]["adapter/adapter_model.safetensors"]["sha256"]
 
 
 def _read_eval(folder) -> tuple[dict, list[dict]]:

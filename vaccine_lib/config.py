@@ -104,6 +104,15 @@ class StageConfig(Strict):
         """A validated copy with ``changes`` (``model_copy`` does not validate)."""
         return type(self)(**{**self.model_dump(), **changes})
 
+    def speed_key(self, d: dict) -> dict:
+        """The speed settings (``autocast``, ``answer_only_head``) enter a cache key only when set, so every key
+        from before they existed holds."""
+        if d.get("autocast") == "off":
+            d.pop("autocast")
+        if d.get("answer_only_head") is False:
+            d.pop("answer_only_head")
+        return d
+
     @classmethod
     def point_fields(cls) -> set[str]:
         """Fields set per experiment point or from the profile's top level (not allowed in the YAML section)."""
@@ -190,14 +199,6 @@ class TrainConfig(StageConfig):
                                          "where the hardware has bf16 units (vaccine_lib.hardware), 'off'")
     answer_only_head: bool = _field(False, "run the output layer and the loss on answer tokens only (the same loss "
                                            "and gradients, a cheaper step; vaccine_lib.losses)")
-
-    def speed_key(self, d: dict) -> dict:
-        """The speed settings enter the cache key only when set, so every key from before they existed holds."""
-        if d.get("autocast") == "off":
-            d.pop("autocast")
-        if d.get("answer_only_head") is False:
-            d.pop("answer_only_head")
-        return d
 
     def target_modules(self) -> list[str]:
         """``lora_targets`` as the module-name list ``vaccine_lib.lora.add_lora`` takes."""
@@ -339,10 +340,7 @@ class EvalConfig(StageConfig):
         return self
 
     def effective(self) -> dict:
-        d = self.model_dump(exclude=set(self.not_in_key))
-        if d["autocast"] == "off":
-            d.pop("autocast")  # off enters no key, so every key from before the field holds
-        return d
+        return self.speed_key(self.model_dump(exclude=set(self.not_in_key)))
 
 
 class DriftConfig(StageConfig):
