@@ -10,18 +10,26 @@ from vaccine_lib.stages import training_args
 from vaccine_lib.errors import ConfigError
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.profiles import load_profile, parse_overrides, profile_names, profile_path
+from vaccine_lib.registry import plan
 from vaccine_lib.tables import from_notebook
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "full", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "default", "full", "full_gpu", "paper"])
 def test_every_profile_loads(name):
     P = load_profile(name)
     assert P.name == name and P.seeds and P.sweeps.ps
     assert P.align.model == P.model and P.align.dtype == P.dtype and P.align.source == P.data_source
 
 
+def test_full_gpu_runs_the_full_grid_on_cuda():
+    full, gpu = load_profile("full"), load_profile("full_gpu")
+    assert gpu.device == "cuda" and gpu.eval.batch_size == 64 and gpu.finetune.autocast == "auto"
+    assert gpu.eval.autocast == "off" and gpu.sweeps == full.sweeps and gpu.seeds == full.seeds
+    assert [s.label for s in plan(gpu)] == [s.label for s in plan(full)]
+
+
 def test_unknown_profile_lists_allowed_names():
-    with pytest.raises(ConfigError, match="default, fair_test, fair_test_smoke, full, paper, smoke"):
+    with pytest.raises(ConfigError, match="default, fair_test, fair_test_smoke, full, full_gpu, paper, smoke"):
         load_profile("nope")
 
 

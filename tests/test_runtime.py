@@ -78,3 +78,31 @@ def test_estimate_row_counts_times_medians_over_jobs(tmp_path):
     assert "10 evaluation" in row["part"] and "4 drift" in row["part"] and "full" in row["part"]
     assert math.isnan(R.estimate_row("x", ["align"], per_stage)["total_s"])  # never timed here: no guess
 
+
+
+def test_gpu_estimate_scales_cpu_medians_by_measured_unit_cost_ratios(tmp_path):
+    gpu = tmp_path / "gpu"
+    gpu.mkdir()
+    ev = {"eval_seconds": 80.0, "hs_n": 500, "fa_n": 200, "n_benign": 100}  # 0.1 s per item
+    rows = [{"kind": "align", "method": "none", **ev},  # no training: only its evaluation counts
+            {"kind": "align", "method": "sft", "seconds_per_step": 1.0, **ev},
+            {"kind": "ft", "method": "sft", "seconds_per_step": 0.5, **ev, "device": "Test GPU"},
+            {"kind": "selfdistill", "seconds": 3.0}]
+    (gpu / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (gpu / "summary.json").write_text(json.dumps({"workers": 4}))
+    cpu = pd.DataFrame([("align", "SFT seed=1", 100.0, 10.0), ("align", "Vaccine seed=1", 300.0, 20.0),
+                        ("finetune", "SFT sst2", 50.0, 5.0), ("eval", "SFT sst2", 40.0, 0.5),
+                        ("drift", "SFT sst2", 8.0, math.nan)], columns=["kind", "label", "seconds", "rate"])
+    scale, workers, device = R.gpu_scale(cpu, gpu)
+    assert scale == pytest.approx({"align": 0.1, "finetune": 0.1, "eval": 0.2, "drift": 0.1})  # align: SFT only
+    assert (workers, device) == (4, "Test GPU")
+    row = R.estimate_row("g", ["align", "align", "finetune", "eval", "drift"], cpu, workers, scale, " on one GPU")
+    # medians 200 (align), 50, 40, 8 seconds x ratios, over 4 workers
+    assert row["total_s"] == pytest.approx((2 * 200 * 0.1 + 50 * 0.1 + 40 * 0.2 + 8 * 0.1) / 4, abs=0.05)
+    assert "on one GPU / 4 workers" in row["part"] and "evaluation 0.200" in row["part"]
+
+
+def test_stage_rate_is_seconds_per_step_or_per_evaluated_item():
+    assert R._rate("finetune", {"seconds_per_step": 2.5}) == 2.5
+    assert R._rate("eval", {"eval_seconds": 30.0, "hs_n": 100, "fa_n": 50, "n_benign": 0}) == 0.2
+    assert R._rate("eval", {"hs": 1.0}) is None and R._rate("drift", {"seconds": 3.0}) is None

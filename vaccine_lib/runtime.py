@@ -28,22 +28,33 @@ from .registry import plan
 README = RM.README
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"
 BEGIN, END = RM.markers("runtime")
+#: the GPU run whose measured unit costs scale the CPU medians into a GPU profile's estimate (issue 18's first run)
+GPU_RUN = REPO_ROOT / "figures" / "tables" / "fair_test_gpu1"
 #: the metrics.json field holding a stage's own measured seconds
 SECONDS_FIELD = {"align": "train_seconds", "finetune": "train_seconds", "eval": "eval_seconds", "drift": "seconds"}
 KIND_NAMES = {"align": "alignment", "finetune": "fine-tuning", "eval": "evaluation", "drift": "drift"}
 COLUMNS = ["part", "count", "timed", "total_s", "median_s", "min_s", "max_s"]
 
 
+def _rate(kind: str, m: dict) -> float | None:
+    """A stage's unit cost from its metrics: seconds per training step, or seconds per evaluated item."""
+    if kind in ("align", "finetune"):
+        return m.get("seconds_per_step")
+    items = sum(m.get(k) or 0 for k in ("hs_n", "fa_n", "n_benign"))
+    return m["eval_seconds"] / items if kind == "eval" and m.get("eval_seconds") and items else None
+
+
 def stage_seconds(stages, run_dir) -> pd.DataFrame:
-    """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed)."""
+    """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed) and
+    ``rate`` (:func:`_rate`, NaN where none)."""
     rows = []
     for s in stages:
         metrics = s.path(run_dir) / "metrics.json"
-        value = json.loads(metrics.read_text(encoding="utf-8")).get(SECONDS_FIELD[s.kind]) if metrics.is_file() \
-            else None
-        rows.append({"kind": s.kind, "label": s.label, "key": s.key,
-                     "seconds": math.nan if value is None else float(value)})
-    return pd.DataFrame(rows, columns=["kind", "label", "key", "seconds"])
+        m = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
+        value, rate = m.get(SECONDS_FIELD[s.kind]), _rate(s.kind, m)
+        rows.append({"kind": s.kind, "label": s.label, "key": s.key, "seconds": math.nan if value is None else
+                     float(value), "rate": math.nan if rate is None else float(rate)})
+    return pd.DataFrame(rows, columns=["kind", "label", "key", "seconds", "rate"])
 
 
 def _summary(part: str, seconds: pd.Series, count: int | None = None) -> dict:
@@ -73,20 +84,41 @@ def runtime_table(per_stage: pd.DataFrame, notebooks: list[dict] | None = None, 
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int = 2) -> dict:
-    """An *estimate* for another profile's stages on the same model and machine: its stage count per kind
-    times this run's median per kind, over ``jobs`` workers (notebooks excluded; NaN when a kind was never
-    timed here)."""
+def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int = 2, scale: dict | None = None,
+                 where: str = "") -> dict:
+    """An *estimate* for another profile's stages on the same model: its stage count per kind times this run's
+    median per kind (times ``scale[kind]`` for another machine), over ``jobs`` workers (notebooks excluded; NaN
+    when a kind was never timed here)."""
     medians = per_stage.dropna(subset=["seconds"]).groupby("kind")["seconds"].median()
     counts = pd.Series(kinds, dtype=object).value_counts()
-    total = sum(float(medians.get(k, math.nan)) * int(n) for k, n in counts.items())
-    return {"part": f"estimate: {name} profile stages / {jobs} workers (medians above x its "
+    total = sum(float(medians.get(k, math.nan)) * (scale or {}).get(k, 1.0) * int(n) for k, n in counts.items())
+    return {"part": f"estimate: {name} profile stages{where} / {jobs} workers (medians above x "
+                    + ("measured GPU/CPU rate ratios " + ", ".join(f"{KIND_NAMES[k]} {v:.3f}" for k, v in scale.items())
+                       + " x " if scale else "") + "its "
                     + ", ".join(f"{int(counts.get(k, 0))} {KIND_NAMES[k]}" for k in SECONDS_FIELD) + ")",
             "count": int(counts.sum()), "timed": 0, "total_s": round(total / jobs, 1), "median_s": math.nan,
             "min_s": math.nan, "max_s": math.nan}
 
 
-def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ...] = ("full",),
+def gpu_scale(per_stage: pd.DataFrame, gpu_dir=GPU_RUN) -> tuple[dict, int, str]:
+    """GPU/CPU ratios of the median unit costs (:func:`_rate`) between a GPU run's rows (``rows.jsonl`` of
+    scripts/fair_test.py, ``workers`` from its ``summary.json``) and this CPU run: alignment on SFT stages only
+    (Vaccine's two passes cost the same factor on both), fine-tuning and evaluation on all; drift takes
+    fine-tuning's (forward passes; no GPU drift stage was timed). Returns (ratios, workers, device name)."""
+    gpu_dir = Path(gpu_dir)
+    rows = [json.loads(x) for x in (gpu_dir / "rows.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    gpu = pd.DataFrame([{"kind": k, "sft": r.get("method") == "sft", "rate": _rate(k, r)} for r in rows
+                        for k in ({"align": "align", "ft": "finetune"}.get(r["kind"]), "eval") if k]).dropna()
+    cpu = per_stage.assign(sft=per_stage["label"].str.startswith("SFT")).dropna(subset=["rate"])
+    def median(df, kind):  # alignment: SFT stages only
+        d = df[df["kind"] == kind]
+        return d.loc[d["sft"] | (kind != "align"), "rate"].median()
+    ratio = {k: float(median(gpu, k) / median(cpu, k)) for k in ("align", "finetune", "eval")}
+    device = next((r["device"] for r in rows if r.get("device")), "GPU")
+    return {**ratio, "drift": ratio["finetune"]}, int(json.loads((gpu_dir / "summary.json").read_text())["workers"]), device
+
+
+def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ...] = ("full", "full_gpu"),
                   conditions: str | None = None) -> pd.DataFrame:
     """Build the runtime table of profile ``P`` from its stage cache and ``timings.json`` (plus an estimate
     for each profile in ``estimate`` that runs the same model, and the wall time of the last complete
@@ -102,8 +134,13 @@ def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ..
                            "count": df.iloc[-1]["count"], "timed": 1, "total_s": run["seconds"],
                            "median_s": math.nan, "min_s": math.nan, "max_s": math.nan}
     others = [load_profile(name) for name in estimate]
-    extra = [estimate_row(o.name, [s.kind for s in plan(o)], per_stage, jobs) for o in others
-             if o.model == P.model and o.name != P.name]
+    extra = []
+    for o in (o for o in others if o.model == P.model and o.name != P.name):
+        if o.device != "cuda":
+            extra.append(estimate_row(o.name, [s.kind for s in plan(o)], per_stage, jobs))
+        elif (GPU_RUN / "rows.jsonl").is_file():
+            scale, workers, device = gpu_scale(per_stage)
+            extra.append(estimate_row(o.name, [s.kind for s in plan(o)], per_stage, workers, scale, f" on one {device}"))
     if extra:
         df = pd.concat([df, pd.DataFrame(extra, columns=COLUMNS)], ignore_index=True)
     table = Path(table)
