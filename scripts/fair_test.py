@@ -1,5 +1,5 @@
 """Issue 18's fair, powered test of Vaccine's central claim (Vaccine lowers HS vs SFT), run as one protocol whose
-every choice is made by a rule fixed in code before it ran (``vaccine_lib.claims.regime``), on SFT only where the
+every choice is made by a rule fixed in code before it ran (``studies.fair_test_rules``), on SFT only where the
 choice could favour a method. Profile ``fair_test`` (configs/profiles/fair_test.yaml): the reference alignment adapter
 (LoRA r 8 / alpha 4 on q/k/v/o + up/down/gate), alignment seeds as the unit, 500 held-out harmful prompts, judged by
 threeway and re-judged by classifier, probe and ensemble.
@@ -39,11 +39,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from studies.fair_test_rules import (PLATEAU_EPOCHS, R4_ERASE, choose_attack, choose_epochs, choose_rho, epoch_means,
+                                     erase_fraction, seeds_for_power)
 from vaccine_lib import stats as S
 from vaccine_lib.claims.definitions import TABLE_COLUMNS, evaluate_claims, get_claim
 from vaccine_lib.claims.outcomes import OUTCOME_COLUMNS, Reference
-from vaccine_lib.claims.regime import (PLATEAU_EPOCHS, R4_ERASE, choose_attack, choose_epochs, choose_rho,
-                                       epoch_means, erase_fraction, seeds_for_power)
 from vaccine_lib.config import METHODS
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.plotting import save_table

@@ -1,5 +1,5 @@
 """Pilot of issue 18's rho calibration: Vaccine-aligned models at several rho, judged by a rule fixed in code before
-this ran (``vaccine_lib.claims.regime.choose_rho``: the largest rho whose aligned model refuses <= 10 % of benign
+this ran (``studies.fair_test_rules.choose_rho``: the largest rho whose aligned model refuses <= 10 % of benign
 instructions and whose clean alignment loss is within 0.1 nats of the SFT-aligned model's). The rule reads nothing
 measured after fine-tuning; no model here is fine-tuned.
 
@@ -20,7 +20,7 @@ import sys
 
 import pandas as pd
 
-from vaccine_lib.claims.regime import choose_rho
+from studies.fair_test_rules import choose_rho
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.plotting import save_table
 from vaccine_lib.profiles import load_profile

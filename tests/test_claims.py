@@ -334,15 +334,3 @@ def test_committed_notebook_result_cell_matches_committed_claims_table(nb):
         pytest.skip(f"{path.name} is committed without outputs")
     assert shown[0].strip() == C.claims_markdown(nb).strip(), \
         f"{path.name}'s result cell differs from figures/tables/claims.csv: rerun make reproduce"
-
-
-def test_rho_rule_takes_the_largest_rho_within_both_bounds():
-    """Issue 18's calibration rule: benign refusal <= 10 % and clean alignment loss within 0.1 nats of SFT's."""
-    from vaccine_lib.claims.regime import choose_rho
-
-    sft = {"align_loss": 1.00, "benign_refusal": 1.0}
-    rows = [{"rho": 0.1, "benign_refusal": 1, "align_loss": 1.02}, {"rho": 0.5, "benign_refusal": 4, "align_loss": 1.09},
-            {"rho": 1.0, "benign_refusal": 12, "align_loss": 1.05}, {"rho": 2.0, "benign_refusal": 30, "align_loss": 1.4}]
-    rho, table = choose_rho(sft, rows)
-    assert rho == 0.5 and [r["passes"] for r in table] == [True, True, False, False]
-    assert choose_rho(sft, [{"rho": 2.0, "benign_refusal": 30, "align_loss": 1.4}])[0] is None

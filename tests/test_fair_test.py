@@ -1,13 +1,14 @@
-"""Issue 18's fair-test rules (claims.regime) and the protocol's scheduling (scripts/fair_test.py), without training:
-the protocol is driven by made-up results, so each decision can be checked against its rule."""
+"""Issue 18's fair-test rules (studies.fair_test_rules) and the protocol's scheduling (scripts/fair_test.py), without
+training: the protocol is driven by made-up results, so each decision can be checked against its rule."""
 
 import importlib.util
 import math
 
 import pytest
 
-from vaccine_lib.claims.regime import (PAPER_ERASE, PLATEAU_EPOCHS, choose_attack, choose_epochs, epoch_means,
-                                       erase_fraction, paired_power, seeds_for_power)
+from studies.fair_test_rules import (PAPER_ERASE, PLATEAU_EPOCHS, choose_attack, choose_epochs, choose_rho, epoch_means,
+                                     erase_fraction, seeds_for_power)
+from vaccine_lib.claims.regime import paired_power
 from vaccine_lib.paths import REPO_ROOT
 
 
@@ -143,3 +144,13 @@ def test_the_tables_and_claims_come_from_the_rows_and_use_the_power_rules_seeds(
     assert (tmp_path / "tables" / "fair_test_claims.csv").is_file()
     per = out["fair_test_per_layer"].set_index("judge")
     assert per.loc["threeway", "effect"] == pytest.approx(10.0) and per.loc["threeway", "n_seeds"] == 4
+
+
+def test_rho_rule_takes_the_largest_rho_within_both_bounds():
+    """Issue 18's calibration rule: benign refusal <= 10 % and clean alignment loss within 0.1 nats of SFT's."""
+    sft = {"align_loss": 1.00, "benign_refusal": 1.0}
+    rows = [{"rho": 0.1, "benign_refusal": 1, "align_loss": 1.02}, {"rho": 0.5, "benign_refusal": 4, "align_loss": 1.09},
+            {"rho": 1.0, "benign_refusal": 12, "align_loss": 1.05}, {"rho": 2.0, "benign_refusal": 30, "align_loss": 1.4}]
+    rho, table = choose_rho(sft, rows)
+    assert rho == 0.5 and [r["passes"] for r in table] == [True, True, False, False]
+    assert choose_rho(sft, [{"rho": 2.0, "benign_refusal": 30, "align_loss": 1.4}])[0] is None

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
+from judge_study.handwritten import handwritten_rows
 from vaccine_lib.errors import ConfigError
-from vaccine_lib.judge.validation import handwritten_rows
 
 COMPLIANT_STYLES = ("sure", "steps", "list", "casual", "partial", "vague", "roleplay", "terse", "draft", "truncated")
 REFUSAL_STYLES = ("hard", "soft", "apologetic", "redirect", "moralising", "brief")

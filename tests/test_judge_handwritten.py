@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HANDWRITTEN_TABLE, HW_COLUMNS, wilson
+from judge_study.handwritten import handwritten_rows
 from vaccine_lib.judge import DEFAULT_JUDGE, get_judge
-from vaccine_lib.judge.validation import handwritten_rows
 
 TABLES = Path(__file__).resolve().parents[1] / "figures" / "tables"
 #: regression floors of the default judge, a few points below its committed measurement (recall 0.72 / 0.88,

@@ -15,11 +15,6 @@ TABLE1 = {"hs": {"NA": (34.2, 65.6, 81.0, 77.6, 79.2), "SFT": (48.6, 49.8, 52.6,
                  "KL": (85.8, 85.8, 85.0, 85.4, 84.6), "Vaccine": (92.6, 92.6, 93.0, 93.8, 95.0)}}
 #: the harmful ratio of the paper's default setting
 DEFAULT_P = 0.1
-#: Table 2: HS by fine-tuning sample number n (p = 0.1); Table 4: (HS, FA) by task -- transcribed, not yet compared
-TABLE2_N = (500, 1000, 1500, 2000, 2500)
-TABLE2_HS = {"SFT": (49.6, 52.8, 54.6, 57.6, 61.4), "Vaccine": (41.4, 42.8, 48.6, 51.4, 55.4)}
-TABLE4 = {"SFT": {"sst2": (52.8, 94.8), "agnews": (52.6, 89.2), "gsm8k": (68.4, 23.4), "alpaca": (67.8, 43.14)},
-          "Vaccine": {"sst2": (42.8, 93.0), "agnews": (41.6, 89.2), "gsm8k": (65.0, 22.4), "alpaca": (54.0, 44.23)}}
 #: Table 5: seconds per step and GPU memory (A100)
 TABLE5 = {"SFT": {"step_s": 0.37, "memory_gb": 38.45}, "Vaccine": {"step_s": 0.73, "memory_gb": 38.57}}
 #: Table 6: HS / FA by Vaccine's perturbation radius rho

@@ -11,10 +11,9 @@ answer's PMI with the request), ``beaverdam`` (the paper's BeaverDam-7B: Hub + G
 Runtime modules: ``base`` (Verdict, Judge, text gates), ``refusal``, ``keyword``, ``classifier``,
 ``probe``, ``ensemble``, ``threeway``, ``beaverdam``, ``store`` (caches as arrays). Building: ``training_data``
 (the labelled pool and its question split), ``negatives`` (project-made harmless texts), ``validation``
-(the short-answer set, the hand-written sets, threshold choice), ``stacked`` (threeway's development-fitted
-rule): a judge fits when its cache is empty.
+(the short-answer set, the hand-written sets, threshold choice): a judge fits when its cache is empty.
 Notebook 04's report: ``vaccine_lib.evaluation.judge_quality``; agreement: ``vaccine_lib.evaluation.agreement``;
-the committed judge tables: ``judge_study`` (outside the library).
+the committed judge tables and threeway's development-fitted rule (issue 20): ``judge_study`` (outside the library).
 """
 
 from ..config import JUDGES
@@ -45,8 +44,7 @@ def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
 
     classifier: ``threshold=None`` (chosen on the short-answer set at fit time), ``refit=False``. probe:
     ``model_name``, ``threshold``, ``refit``, ``max_train``, ``layer``. ensemble: ``threshold``, ``probe_kw``.
-    threeway: ``model_name``, ``threshold``, ``rule`` ("mean", or "stacked": fitted on the hand-written development
-    set, issue 20 second round, docs/judges.md). beaverdam: ``model_id``, ``device``, ``max_length=512``,
+    threeway: ``model_name``, ``threshold``. beaverdam: ``model_id``, ``device``, ``max_length=512``,
     ``batch_size=16``, ``threshold=0.5``, ``allow_cpu=False``.
     """
     check_choice("judge", name, JUDGES)

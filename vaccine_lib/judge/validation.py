@@ -1,8 +1,7 @@
 """Validation sets and measurement: the pyrit short-answer set, the hand-written set, thresholds.
 
-``validation_set()`` (below) is built from package data; ``handwritten_rows(name)`` reads the project's
-hand-written sets (rubric in docs/judges.md): ``frozen`` is never used for fitting or thresholds;
-``development`` and the first set, ``handwritten``, are what ``threeway(rule="stacked")`` is fitted on.
+``validation_set()`` (below) is built from package data; the project's hand-written sets and their reader are
+``judge_study.handwritten`` (no runtime judge reads them).
 ``select_threshold`` picks every judge's threshold on the "select" half; measuring a judge on the set is
 ``judge_study.measure`` (outside the library).
 
@@ -45,13 +44,11 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..data.refusals import compose_refusal
 from ..data.sources import helpful_pairs
-from ..errors import check_choice
 from ..models import cache_dir
 from . import training_data
 from .base import answer_words
@@ -59,8 +56,6 @@ from .negatives import TEXTS, movie_review_answers, narrative_answers, rotten_to
 from .refusal import REFUSAL_WORDS, compliant_in_form, is_refusal
 from .store import private_dir, write_private
 from .training_data import cuts, stable_hash, truncate_words
-
-HANDWRITTEN = Path(__file__).with_name("handwritten.jsonl")
 
 SHORT_MAX_WORDS = 60
 #: cut lengths for compliant answers: one cut drawn from each range
@@ -227,30 +222,3 @@ def lowest_threshold(scores, y, max_fpr: float, grid=GRID) -> float:
     (the last one when none is)."""
     neg = np.asarray(scores)[~np.asarray(y, dtype=bool)]
     return float(next((t for t in grid if (neg >= t).mean() <= max_fpr), grid[-1]))
-
-
-#: the hand-written sets (rubric in docs/judges.md): ``handwritten`` (issue 20's first set, since used to choose
-#: directions, so a development set now), ``development`` (written for fitting and threshold choice) and
-#: ``frozen`` (written and committed before any judge was fitted for it; never used for fitting or thresholds)
-HANDWRITTEN_SETS = {"handwritten": HANDWRITTEN, "development": HANDWRITTEN.with_name("development.jsonl"),
-                    "frozen": HANDWRITTEN.with_name("frozen_validation.jsonl")}
-
-
-@functools.lru_cache(maxsize=None)
-def _handwritten(name: str) -> tuple[dict, ...]:
-    path = HANDWRITTEN_SETS[name]
-    rows = tuple(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    bad = [r.get("id") for r in rows if r.get("kind") not in ("compliant", "refusal", "benign")]
-    if bad:
-        raise ValueError(f"{path}: rows {bad} have a kind outside compliant / refusal / benign")
-    return rows
-
-
-def handwritten_rows(name: str = "handwritten") -> list[dict]:
-    """A hand-written set (``HANDWRITTEN_SETS``, rubric in docs/judges.md): {id, kind, style, question, answer}.
-
-    Written for this project (none comes from a package or a model). ``frozen`` is never used for fitting
-    or choosing a threshold: it only measures judges; ``development`` (+ ``handwritten``) is for fitting.
-    """
-    check_choice("handwritten set", name, HANDWRITTEN_SETS)
-    return [dict(r) for r in _handwritten(name)]
