@@ -1,7 +1,7 @@
 """How close a training step runs to this machine's arithmetic (issue 17): the project's speed settings against a
 plain fp32 LoRA step of the same shape, and the step's efficiency against the matmul peak measured in this run.
 
-Each variant is the alignment stage's own SFT step in a fresh process (``vaccine_lib.bench.step_overhead.spawn``):
+Each variant is the alignment stage's own SFT step in a fresh process (``benchmarks.overhead.spawn``):
 ``plain``, ``bf16`` (``autocast: auto``), ``answer_only`` (``answer_only_head``), ``project`` (both). Efficiency =
 (4 x base parameters x tokens per step) / step time over the fp32 matmul peak of the model's own shape: a LoRA
 step with frozen base weights costs about a forward (2N per token) plus the activation half of the backward (2N).
@@ -15,7 +15,8 @@ from vaccine_lib.cli import env_int
 from vaccine_lib.config import AlignConfig
 from vaccine_lib.hardware import describe, resolve_autocast
 from vaccine_lib.models import load_model
-from vaccine_lib.bench.step_overhead import spawn
+
+from .overhead import spawn
 
 VARIANTS = {"plain": {}, "bf16": {"autocast": "auto"}, "answer_only": {"answer_only_head": True},
             "project": {"autocast": "auto", "answer_only_head": True}}

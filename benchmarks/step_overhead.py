@@ -1,7 +1,7 @@
-"""``make bench``'s step overhead: :func:`vaccine_lib.bench.step_overhead.measure` (the measurement notebook 05
+"""``make bench``'s step overhead: :func:`benchmarks.overhead.measure` (the measurement notebook 05
 runs with its profile) at fixed settings, as one flat dict, beside the paper's ratios."""
 
-from vaccine_lib.bench.step_overhead import measure
+from .overhead import measure
 from vaccine_lib.cli import env_int
 from vaccine_lib.config import AlignConfig
 

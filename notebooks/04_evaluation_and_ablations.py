@@ -200,7 +200,7 @@ else:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from vaccine_lib.evaluation.judge_quality import format_report, validation_report
+from judge_study.quality import format_report, validation_report
 
 rep = validation_report(P.eval.judge)
 print(format_report(rep))
@@ -222,7 +222,7 @@ print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from vaccine_lib.evaluation.judge_quality import TABLE as LENGTH_TABLE
+from judge_study.quality import TABLE as LENGTH_TABLE
 from vaccine_lib.paths import REPO_ROOT
 
 by_len = pd.read_csv(REPO_ROOT / "figures" / "tables" / f"{LENGTH_TABLE}.csv")

@@ -23,7 +23,7 @@
 # **Paper reference.** Table 5 (A100: SFT 0.37 s vs Vaccine 0.73 s per step, 38.45 vs 38.57 GB), Table 10 /
 # Appendix A (tau = 100: 1.02x).
 #
-# **How.** `vaccine_lib.bench.step_overhead` (the same measurement as `make bench`): each method trains the profile's
+# **How.** `benchmarks.overhead` (the same measurement as `make bench`): each method trains the profile's
 # LoRA model on the same real alignment batches (`overhead.batch_size` x `overhead.seq_len` tokens) for
 # `overhead.warmup_steps` + `overhead.steps` optimizer steps in a fresh process, with SFT, Vaccine and Accelerated
 # Vaccine (`overhead.taus`); we report the mean step time (± SD over steps) and the peak memory (CUDA peak
@@ -65,9 +65,9 @@ print(registry.describe_plan(P, RUN, "table5"))  # the design: grid per method, 
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from vaccine_lib.bench import step_overhead
+from benchmarks import overhead
 
-ov = step_overhead.from_profile(P)
+ov = overhead.from_profile(P)
 plotting.save_table(ov, "table5_overhead", TAB)
 ov.round(3)
 

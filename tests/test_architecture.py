@@ -25,13 +25,13 @@ LAYERS = {
     "evaluation": 5,
     "stages": 6, "stage_cache": 6, "stage_training": 6,
     "registry": 7, "tables": 7, "claims": 7, "regime": 7,
-    "runner": 8, "notebook_runs": 8, "runtime": 8, "train": 8, "reproduce": 8, "cli": 8, "bench": 8,
+    "runner": 8, "notebook_runs": 8, "runtime": 8, "train": 8, "reproduce": 8, "cli": 8,
     "__main__": 8,
 }
 #: issue 21's target is 8,000 lines; the library is above it (docs/ARCHITECTURE.md, "Size"), so the total is held
 #: at its size after the last trim (11,790 lines at the end of session 7; lowered since by the trims that followed):
 #: a ratchet. A new feature pays for itself by trimming; lower the number as the library shrinks, never raise it.
-MAX_LINES, TARGET_LINES, MAX_MODULE_LINES = 10_802, 8_000, 450
+MAX_LINES, TARGET_LINES, MAX_MODULE_LINES = 10_590, 8_000, 450
 
 
 @cache

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vaccine_lib.errors import ConfigError, OfflineError
-from vaccine_lib.evaluation.judge_quality import format_report, validation_report
+from judge_study.quality import format_report, validation_report
 from vaccine_lib.judge import JUDGES, Verdict, get_judge, has_min_content, is_label_only, is_refusal, refusal_rate
 from vaccine_lib.judge.negatives import PROBES
 

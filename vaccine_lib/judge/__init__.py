@@ -12,7 +12,7 @@ Runtime modules: ``base`` (Verdict, Judge, text gates), ``refusal``, ``keyword``
 ``probe``, ``ensemble``, ``threeway``, ``beaverdam``, ``store`` (caches as arrays). Building: ``training_data``
 (the labelled pool and its question split), ``negatives`` (project-made harmless texts), ``validation``
 (the short-answer set, the hand-written sets, threshold choice): a judge fits when its cache is empty.
-Notebook 04's report: ``vaccine_lib.evaluation.judge_quality``; agreement: ``vaccine_lib.evaluation.agreement``;
+Notebook 04's report: ``judge_study.quality``; agreement: ``vaccine_lib.evaluation.agreement``;
 the committed judge tables and threeway's development-fitted rule (issue 20): ``judge_study`` (outside the library).
 """
 

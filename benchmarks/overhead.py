@@ -1,5 +1,6 @@
 """Step time and peak memory of SFT, Vaccine and Accelerated Vaccine (paper Tables 5 and 10): the one
-overhead measurement, used by notebook 05 (:func:`from_profile`) and ``make bench`` (``benchmarks.step_overhead``).
+overhead measurement, used by notebook 05 (:func:`from_profile`) and ``make bench`` (``benchmarks.step_overhead``, which
+reports it beside the paper's ratios).
 
 Each method runs in a fresh subprocess (peak memories do not mix) through the alignment stage's own
 ``trainer_setup``, on the same model, adapter, threads and real alignment rows padded/cut to exactly ``seq_len``
@@ -22,11 +23,11 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from ..config import AlignConfig, dtype_of, resolve_device
-from ..data import alignment_set, tokenize_sft
-from ..lora import add_lora
-from ..models import load_model
-from ..stages import trainer_setup
+from vaccine_lib.config import AlignConfig, dtype_of, resolve_device
+from vaccine_lib.data import alignment_set, tokenize_sft
+from vaccine_lib.lora import add_lora
+from vaccine_lib.models import load_model
+from vaccine_lib.stages import trainer_setup
 
 def _alignment_rows(tok, n: int, seq: int) -> dict:
     """n real alignment rows, each exactly ``seq`` tokens: longer rows are cut (keeping at least one supervised
@@ -86,7 +87,7 @@ def worker(spec: dict) -> dict:
 def spawn(a: AlignConfig, seq: int, warmup: int, threads: int) -> dict:
     """:func:`worker` for the stage config ``a`` in a fresh process (peak memory of its own); its raw numbers."""
     spec = {"align": a.model_dump(), "warmup": warmup, "seq": seq, "threads": threads}
-    proc = subprocess.run([sys.executable, "-m", "vaccine_lib.bench.step_overhead", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.overhead", json.dumps(spec)],
                           capture_output=True, text=True,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:

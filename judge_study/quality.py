@@ -1,16 +1,16 @@
 """How good each judge is, for notebook 04: ``validation_report(name)`` measures a judge on the held-out labelled
 split and on probe texts (``format_report`` renders it); ``TABLE`` names the committed length table it shows. The
-committed judge tables and their measurement on the short-answer set: ``judge_study.measure`` (outside the library).
+committed judge tables and their measurement on the short-answer set: ``judge_study.measure``.
 """
 
 import time
 
 import numpy as np
 
-from ..judge import DEFAULT_JUDGE, Judge, get_judge
-from ..judge.classifier import FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, binary_metrics
-from ..judge.negatives import PROBES
-from ..judge.training_data import labelled_data, split_indices, truncate_words
+from vaccine_lib.judge import DEFAULT_JUDGE, Judge, get_judge
+from vaccine_lib.judge.classifier import FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, binary_metrics
+from vaccine_lib.judge.negatives import PROBES
+from vaccine_lib.judge.training_data import labelled_data, split_indices, truncate_words
 
 #: the committed table of every judge on the pyrit short-answer set by length (``scripts/judge_tables.py``)
 TABLE = "judge_validation_by_length"
