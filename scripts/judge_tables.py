@@ -5,7 +5,7 @@ hand-written set and the pyrit report half; docs/judges.md's generated blocks ar
     python scripts/judge_tables.py --docs        # only re-render the docs blocks from the committed csv files
 
 Table names, columns, the measurement and the Wilson CI live in ``judge_study.measure`` (tests read them; notebook
-04 reads ``vaccine_lib.evaluation.judge_quality.TABLE``); this script only builds and writes.
+04 reads ``judge_study.quality.TABLE``); this script only builds and writes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from vaccine_lib.evaluation.agreement import judge_agreement
 from judge_study.handwritten import handwritten_rows
 from judge_study.measure import (COLUMNS, FLOOR_FPR, FLOOR_RECALL, HANDWRITTEN_TABLE, HW_COLUMNS, ROUND2_TABLE,
                                  TABLE_JUDGES, TARGET_RECALL, measure, short_recall_ci, wilson)
-from vaccine_lib.evaluation.judge_quality import TABLE
+from judge_study.quality import TABLE
 from vaccine_lib.judge import get_judge
 from vaccine_lib.judge.base import cache_digest
 from vaccine_lib.judge.validation import SHORT_MAX_WORDS, TARGET_FPR, validation_set

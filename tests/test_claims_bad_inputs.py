@@ -55,7 +55,7 @@ def _cli_error(capsys, *argv) -> str:
     (["--compute", "--min-judges", "0"], ["--min-judges=0", "allowed range", "Fix"]),
     (["--compute", "--rejudge", "nosuchjudge"], ["--rejudge nosuchjudge", "keyword, classifier, probe", "Fix"]),
     (["--timings", "/no/such/table.csv"], ["timings file", "does not exist", "notebook 05"]),
-    (["--compute", "--profile", "nosuch"], ["--profile 'nosuch'", "allowed values: default,", "full, paper, smoke", "Fix"]),
+    (["--compute", "--profile", "nosuch"], ["--profile 'nosuch'", "allowed values: default,", "full, full_gpu, paper, smoke", "Fix"]),
 ])
 def test_bad_option_values_are_refused(capsys, tmp_path, argv, words):
     err = _cli_error(capsys, *argv, "--out", str(tmp_path / "claims"))
