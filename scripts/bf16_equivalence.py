@@ -3,12 +3,17 @@ autocast (fp32 master and LoRA weights), same alignment, same seeds; evaluation 
 HS / FA differences within the seed-to-seed SD, loss curves within 1 %.
 
     python scripts/bf16_equivalence.py run sft 42 43 44          # stages cached under runs/bf16_equivalence/
-    python scripts/bf16_equivalence.py table sft 42 43 44        # figures/tables/bf16_equivalence*.csv
+    python scripts/bf16_equivalence.py run vaccine 42 43 44      # the Vaccine-aligned stage (session 10)
+    python scripts/bf16_equivalence.py table sft,vaccine 42 43 44  # figures/tables/bf16_equivalence*.csv
     python scripts/bf16_equivalence.py runs 601307d              # the committed fp32 default run (Table 1 at that
                                                                   # commit) vs the committed bf16 one, every model
     python scripts/bf16_equivalence.py evals runs/default_fp32eval  # evaluation: the same models generated in fp32
                                                                   # (batch 16, OLD run folder) and under bf16
                                                                   # autocast (batch 64, runs/default)
+
+The committed SFT rows were measured in session 8, before ``answer_only_head`` entered the fine-tuning config
+(same loss, fewer output-layer rows; tests/test_vaccine.py): today their stage keys differ, so ``table`` would
+train them again. The Vaccine rows (session 10) have the default's answer-only head.
 
 Only where the host has bf16 units (``vaccine_lib.hardware``); elsewhere bf16 is refused with the reason.
 """
@@ -195,9 +200,9 @@ def main(argv: list[str]) -> int:
                 print(f"{r['method']} seed {s} {a}: HS {r['hs']} FA {r['fa']} final loss {r['final_loss']:.4f} "
                       f"({r['seconds_per_step']} s/step)", flush=True)
         return 0
-    if argv[:1] == ["table"]:  # table [METHOD [SEED ...]]: every (seed, precision) of the method must be cached
+    if argv[:1] == ["table"]:  # table [METHOD[,METHOD] [SEED ...]]: every (seed, precision) of the method must be cached
         seeds = tuple(int(s) for s in argv[2:]) or (42, 43, 44)
-        print(table(tuple(argv[1:2]) or ("sft",), seeds).to_string(index=False))
+        print(table(tuple(argv[1].split(",")) if argv[1:] else ("sft",), seeds).to_string(index=False))
         return 0
     print(__doc__)
     return 2

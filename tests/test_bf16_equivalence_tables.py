@@ -54,3 +54,15 @@ def test_eval_under_bf16_autocast_is_default_only_where_its_check_passed():
     g = groups[groups["models"] >= 2]
     passed = bool(g["hs_within_seed_sd"].astype(bool).all() and g["fa_within_seed_sd"].astype(bool).all())
     assert passed or load_profile("default").eval.autocast == "off"
+
+
+def test_finetuning_under_bf16_autocast_is_default_only_where_its_check_passed():
+    """Issue 17's bar for bf16 training, stage by stage: one SFT and one Vaccine fine-tuning stage, 3 seeds each,
+    fp32 vs bf16 (scripts/bf16_equivalence.py table): mean HS and FA differences within the fp32 seed-to-seed SD
+    and the mean train loss within 1 %. The default profile may fine-tune under bf16 only while both pass."""
+    from vaccine_lib.profiles import load_profile
+
+    s = _read("bf16_equivalence_summary").set_index("method")
+    passed = {"SFT", "Vaccine"} <= set(s.index) and (s["seeds"] >= 3).all() and bool(
+        s[["hs_within_seed_sd", "fa_within_seed_sd", "loss_within_1pct"]].astype(bool).all().all())
+    assert passed or load_profile("default").finetune.autocast == "off"
