@@ -11,9 +11,8 @@ HS / FA differences within the seed-to-seed SD, loss curves within 1 %.
                                                                   # (batch 16, OLD run folder) and under bf16
                                                                   # autocast (batch 64, runs/default)
 
-The committed SFT rows were measured in session 8, before ``answer_only_head`` entered the fine-tuning config
-(same loss, fewer output-layer rows; tests/test_vaccine.py): today their stage keys differ, so ``table`` would
-train them again. The Vaccine rows (session 10) have the default's answer-only head.
+Both methods' rows (session 10) use the default's fine-tuning config, answer-only head included; session 8's SFT
+rows, trained before that head entered the config, gave the same HS and FA.
 
 Only where the host has bf16 units (``vaccine_lib.hardware``); elsewhere bf16 is refused with the reason.
 """
