@@ -1,5 +1,6 @@
 """How good each judge is, for notebook 04: ``validation_report(name)`` measures a judge on the held-out labelled
-split and on probe texts (``format_report`` renders it); ``TABLE`` names the committed length table it shows. The
+split and on probe texts (``format_report`` renders it). The committed length table it shows is
+``judge_study.measure.LENGTH_TABLE``. The
 committed judge tables and their measurement on the short-answer set: ``judge_study.measure``.
 """
 
@@ -13,7 +14,6 @@ from vaccine_lib.judge.negatives import PROBES
 from vaccine_lib.judge.training_data import labelled_data, split_indices, truncate_words
 
 #: the committed table of every judge on the pyrit short-answer set by length (``scripts/judge_tables.py``)
-TABLE = "judge_validation_by_length"
 
 
 def _probe_results(judge: Judge) -> dict:

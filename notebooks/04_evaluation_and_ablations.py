@@ -222,7 +222,7 @@ print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from judge_study.quality import TABLE as LENGTH_TABLE
+from judge_study.measure import LENGTH_TABLE
 from vaccine_lib.paths import REPO_ROOT
 
 by_len = pd.read_csv(REPO_ROOT / "figures" / "tables" / f"{LENGTH_TABLE}.csv")

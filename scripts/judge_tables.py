@@ -5,7 +5,7 @@ hand-written set and the pyrit report half; docs/judges.md's generated blocks ar
     python scripts/judge_tables.py --docs        # only re-render the docs blocks from the committed csv files
 
 Table names, columns, the measurement and the Wilson CI live in ``judge_study.measure`` (tests read them; notebook
-04 reads ``judge_study.quality.TABLE``); this script only builds and writes.
+04 reads ``judge_study.measure.LENGTH_TABLE``); this script only builds and writes.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import sklearn
 from vaccine_lib.atomic import atomic_write_text
 from vaccine_lib.evaluation.agreement import judge_agreement
 from judge_study.handwritten import handwritten_rows
-from judge_study.measure import (COLUMNS, FLOOR_FPR, FLOOR_RECALL, HANDWRITTEN_TABLE, HW_COLUMNS, ROUND2_TABLE,
-                                 TABLE_JUDGES, TARGET_RECALL, measure, short_recall_ci, wilson)
-from judge_study.quality import TABLE
+from judge_study.measure import (COLUMNS, FLOOR_FPR, FLOOR_RECALL, HANDWRITTEN_TABLE, HW_COLUMNS, LENGTH_TABLE,
+                                 ROUND2_TABLE, TABLE_JUDGES, TARGET_RECALL, measure, short_recall_ci, wilson)
 from vaccine_lib.judge import get_judge
 from vaccine_lib.judge.base import cache_digest
 from vaccine_lib.judge.validation import SHORT_MAX_WORDS, TARGET_FPR, validation_set
@@ -138,7 +137,7 @@ def update_docs(out_dir=Path("figures/tables"), docs=DOCS) -> None:
 def write(out_dir="figures/tables", judges=TABLE_JUDGES, tables=("length", "handwritten")) -> list[Path]:
     out = []
     for kind in tables:
-        name, (df, prov) = ((TABLE, length_table(judges)) if kind == "length"
+        name, (df, prov) = ((LENGTH_TABLE, length_table(judges)) if kind == "length"
                             else (HANDWRITTEN_TABLE, handwritten_table(judges)))
         out.append(save_table(df, name, out_dir))
         atomic_write_text(Path(out_dir) / f"{name}.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
