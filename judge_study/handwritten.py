@@ -2,7 +2,8 @@
 
 ``handwritten`` (issue 20's first set, since used to choose directions, so a development set now), ``development``
 (written for fitting and threshold choice: ``stacked`` is fitted on it + ``handwritten``) and ``frozen`` (written and
-committed before any judge was fitted for it; never used for fitting or thresholds: it only measures judges). No
+committed before any judge was fitted for it; never used for fitting or thresholds: it only measures judges) and
+``round3`` (written blind by a fresh writer for issue 20's third round; only measures judges). No
 runtime judge reads them; the committed judge tables (``scripts/judge_tables.py``, ``scripts/judge_issue20_round2.py``)
 and the tests do.
 """
@@ -15,7 +16,7 @@ from vaccine_lib.errors import check_choice
 
 HERE = Path(__file__).parent
 HANDWRITTEN_SETS = {"handwritten": HERE / "handwritten.jsonl", "development": HERE / "development.jsonl",
-                    "frozen": HERE / "frozen_validation.jsonl"}
+                    "frozen": HERE / "frozen_validation.jsonl", "round3": HERE / "round3_validation.jsonl"}
 
 
 @functools.lru_cache(maxsize=None)
