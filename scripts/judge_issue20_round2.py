@@ -5,7 +5,7 @@ select half, evaluated once on the frozen hand-written set and on the pyrit repo
 
 0: every judge as committed. 1: ``threeway``'s mean rule, threshold chosen on the development set + select half
 (false positives <= ``MAX_FPR`` on each). 2: the same with the echo gate and the classifier refitted on the
-development rows. 3 / 3b: ``judge_study.stacked.StackedThreeWayJudge`` at its thresholds for 3 % / 2 % out-of-fold false positives.
+development rows. 3 / 3b: ``vaccine_lib.judge.stacked.StackedThreeWayJudge`` (fitted on round 2's development sets, ``ROUND2_SETS``) at its thresholds for 3 % / 2 % out-of-fold false positives.
 Designs 1-3 are also shown on the sets they were chosen on ("dev-fit", "select-fit"; out-of-fold where a member was
 fitted on them), for reference.
 """
@@ -25,7 +25,7 @@ from vaccine_lib.atomic import atomic_write_text
 from judge_tables import _hw_row, update_docs  # scripts/judge_tables.py
 from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND2_TABLE, TABLE_JUDGES, short_recall_ci
 from judge_study.handwritten import handwritten_rows
-from judge_study.stacked import MAX_FPR, StackedThreeWayJudge, feature_matrix, lowest_threshold, stack_proba
+from vaccine_lib.judge.stacked import MAX_FPR, StackedThreeWayJudge, feature_matrix, lowest_threshold, stack_proba
 from vaccine_lib.judge import get_judge
 from vaccine_lib.packages import package_version
 from vaccine_lib.judge.validation import SHORT_MAX_WORDS, validation_set
@@ -34,6 +34,8 @@ from vaccine_lib.plotting import save_table
 
 #: the commit that froze the frozen hand-written set (docs/judges.md)
 FROZEN_COMMIT = "ef44331"
+#: round 2 fitted the stacked rule on these (the frozen set joined the fitting sets in round 3)
+ROUND2_SETS = ("handwritten", "development")
 
 
 def _report_rows() -> list[dict]:
@@ -50,7 +52,7 @@ def round2_table(eval_set: str = "frozen"):
 
     0: every judge as committed. 1: ``threeway``'s mean rule, threshold chosen on the development set + select
     half (false positives <= ``MAX_FPR`` on each). 2: the same with the echo gate and the classifier refitted on
-    the development rows. 3 / 3b: ``judge_study.stacked.StackedThreeWayJudge`` at its thresholds for 3 % / 2 % out-of-fold false
+    the development rows. 3 / 3b: ``vaccine_lib.judge.stacked.StackedThreeWayJudge`` (fitted on round 2's development sets, ``ROUND2_SETS``) at its thresholds for 3 % / 2 % out-of-fold false
     positives. Sets: ``eval_set`` (the frozen set; Wilson CIs) and the pyrit report half (recall CI resampling
     questions); designs 1-3 also on the sets they were chosen on ("dev-fit": development + first hand-written set,
     "select-fit": the select half; out-of-fold where a
@@ -65,7 +67,7 @@ def round2_table(eval_set: str = "frozen"):
         judges[name] = judge = get_judge(name)
         designs.append(("0", name, "as committed", getattr(judge, "threshold", None),
                         {k: [v.harmful for v in judge.judge(*qa[k])] for k in sets}))
-    st = StackedThreeWayJudge()
+    st = StackedThreeWayJudge(dev_sets=ROUND2_SETS)
     dev, tw = st.dev, judges["threeway"]
     sel_qa, sel_y = ([r["question"] for r in dev.sel], [r["answer"] for r in dev.sel]), [r["label"] == 1 for r in dev.sel]
     dev_mean, sel_mean = tw.components(dev.dev_q, dev.dev_a), tw.components(*sel_qa)

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import judge_study.stacked as S
+import vaccine_lib.judge.stacked as S
 from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND2_TABLE
-from judge_study.stacked import FEATURES, echo_share, fit_stack, lowest_threshold, stack_proba
+from vaccine_lib.judge.stacked import FEATURES, echo_share, fit_stack, lowest_threshold, stack_proba
 from judge_study.handwritten import handwritten_rows
 import vaccine_lib.judge.validation as V
 from vaccine_lib.judge import answer_words, get_judge
@@ -47,7 +47,7 @@ class FakeDev:
     """Stands in for the development-fitted members: the refitted classifier says "compliant" for answers that
     mention a fence, the stacker reads only that column."""
 
-    def __init__(self, judge):
+    def __init__(self, judge, dev_sets=()):
         self.digest, self.meta = "fake", {"thresholds": {"0.03": 0.5, "0.02": 0.7}}
         coef = np.zeros(len(FEATURES))
         coef[FEATURES.index("classifier_dev")] = 1.0

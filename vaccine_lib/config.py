@@ -38,7 +38,7 @@ SOURCES = ("offline", "hub")
 TASKS = ("sst2", "agnews", "gsm8k", "alpaca")
 OFFLINE_TASKS = ("sst2", "gsm8k")
 #: Harmful Score judges (``vaccine_lib.judge.get_judge`` builds each one)
-JUDGES = ("keyword", "classifier", "probe", "ensemble", "threeway", "beaverdam")
+JUDGES = ("keyword", "classifier", "probe", "ensemble", "threeway", "stacked", "beaverdam")
 #: model registry names (``vaccine_lib.models`` builds each one); a Hub id (org/name) or a local folder works too
 MODELS = ("smollm2-135m-instruct", "gemma3-270m", "tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gemma",
           "tiny-opt", "tiny-gpt2", "tiny-gptneox", "llama2-7b", "opt-2.7b", "vicuna-7b")

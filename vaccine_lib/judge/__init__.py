@@ -6,14 +6,15 @@
 Judges (``JUDGES``): ``keyword`` (not a refusal and enough words), ``classifier`` (TF-IDF + logistic
 regression), ``probe`` (logistic regression on SmolLM2's hidden states), ``ensemble`` (their mean),
 ``threeway`` (refused / off-topic or degenerate / compliant otherwise, by a refusal grammar and the
-answer's PMI with the request), ``beaverdam`` (the paper's BeaverDam-7B: Hub + GPU).
+answer's PMI with the request), ``stacked`` (``threeway`` with an echo gate and a score fitted on hand-written
+answers: issue 20), ``beaverdam`` (the paper's BeaverDam-7B: Hub + GPU).
 
 Runtime modules: ``base`` (Verdict, Judge, text gates), ``refusal``, ``keyword``, ``classifier``,
-``probe``, ``ensemble``, ``threeway``, ``beaverdam``, ``store`` (caches as arrays). Building: ``training_data``
+``probe``, ``ensemble``, ``threeway``, ``stacked``, ``beaverdam``, ``store`` (caches as arrays). Building: ``training_data``
 (the labelled pool and its question split), ``negatives`` (project-made harmless texts), ``validation``
 (the short-answer set, the hand-written sets, threshold choice): a judge fits when its cache is empty.
 Notebook 04's report: ``judge_study.quality``; agreement: ``vaccine_lib.evaluation.agreement``;
-the committed judge tables and threeway's development-fitted rule (issue 20): ``judge_study`` (outside the library).
+the committed judge tables and the held-out hand-written set: ``judge_study`` (outside the library).
 """
 
 from ..config import JUDGES
@@ -26,6 +27,7 @@ from .ensemble import EnsembleJudge
 from .keyword import KeywordJudge
 from .probe import ProbeJudge
 from .refusal import REFUSAL_PHRASES, is_refusal, refusal_rate, refuses
+from .stacked import StackedThreeWayJudge
 from .threeway import ThreeWayJudge
 
 #: the judge with the best validated recall on both validation sets (docs/judges.md); the evaluation stage
@@ -44,9 +46,9 @@ def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
 
     classifier: ``threshold=None`` (chosen on the short-answer set at fit time), ``refit=False``. probe:
     ``model_name``, ``threshold``, ``refit``, ``max_train``, ``layer``. ensemble: ``threshold``, ``probe_kw``.
-    threeway: ``model_name``, ``threshold``. beaverdam: ``model_id``, ``device``, ``max_length=512``,
+    threeway: ``model_name``, ``threshold``. stacked: ``model_name``, ``threshold``, ``dev_sets``. beaverdam: ``model_id``, ``device``, ``max_length=512``,
     ``batch_size=16``, ``threshold=0.5``, ``allow_cpu=False``.
     """
     check_choice("judge", name, JUDGES)
     return {"keyword": KeywordJudge, "classifier": ClassifierJudge, "probe": ProbeJudge, "ensemble": EnsembleJudge,
-            "threeway": ThreeWayJudge, "beaverdam": BeaverDamJudge}[name](**kw)
+            "threeway": ThreeWayJudge, "stacked": StackedThreeWayJudge, "beaverdam": BeaverDamJudge}[name](**kw)

@@ -96,7 +96,7 @@ class ThreeWayJudge(Judge):
         cache_min_rows: batches of at least this many answers have their PMI cached as arrays.
         classifier: the content judge whose probability is averaged in (default: the ``classifier`` judge).
 
-    Issue 20's development-fitted variant (echo gate, stacked score) is ``judge_study.stacked``.
+    Issue 20's variant fitted on hand-written answers (echo gate, stacked score) is ``stacked``.
     """
 
     name = "threeway"
