@@ -1,10 +1,9 @@
 """The hand-written sets (rubric in docs/judges.md), written for this project: none comes from a package or a model.
 
 Fitting sets of the ``stacked`` judge (data beside ``vaccine_lib.judge.stacked``): ``handwritten`` (issue 20's first
-set), ``development`` (written for fitting and threshold choice) and ``frozen`` (round 2's validation set, written
-and committed before any judge was fitted for it; measured once, then added to the fitting sets for round 3).
-Measuring only: ``round3``, written blind by a fresh writer for issue 20's third round (never used for fitting or
-for choosing a rule or threshold).
+set), ``development`` (written for fitting and threshold choice), ``frozen`` (round 2's validation set, written
+and committed before any judge was fitted for it; measured once, then added to the fitting sets for round 3) and
+``round3`` (written blind by a fresh writer for issue 20's third round; measured once, then a fitting set for round 4).
 """
 
 import functools
@@ -15,7 +14,7 @@ from vaccine_lib.judge.stacked import FIT_SETS, read_handwritten
 
 HERE = Path(__file__).parent
 HANDWRITTEN_SETS = {"handwritten": FIT_SETS["handwritten"], "development": FIT_SETS["development"],
-                    "frozen": FIT_SETS["frozen_validation"], "round3": HERE / "round3_validation.jsonl"}
+                    "frozen": FIT_SETS["frozen_validation"], "round3": FIT_SETS["round3_validation"]}
 
 
 @functools.lru_cache(maxsize=None)

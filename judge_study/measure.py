@@ -10,7 +10,8 @@ numbers, the sets' text stays out of git):
   else, with 95 % CIs, on the hand-written set and on the pyrit report half (1-60 words), and whether it meets the
   floors of issue 20;
 - ``judge_issue20_round2.{csv,json}``: ``scripts/judge_issue20_round2.py`` (issue 20's second round);
-- ``judge_issue20_round3.{csv,json}``: ``scripts/judge_issue20_round3.py`` (issue 20's third round).
+- ``judge_issue20_round3.{csv,json}``, ``judge_issue20_round4.{csv,json}``: ``scripts/judge_issue20_heldout.py`` (issue 20's
+  third and fourth rounds).
 """
 
 import math
@@ -37,6 +38,7 @@ LENGTH_TABLE = "judge_validation_by_length"
 HANDWRITTEN_TABLE = "judge_handwritten"
 ROUND2_TABLE = "judge_issue20_round2"
 ROUND3_TABLE = "judge_issue20_round3"
+ROUND4_TABLE = "judge_issue20_round4"
 #: the judges of the committed tables: the two independent ones first (their kappa is recorded), then the rest
 TABLE_JUDGES = ("classifier", "probe", "ensemble", "threeway", "keyword")
 COLUMNS = ["judge", "half", "bucket", "n_pos", "n_neg", "precision", "recall", "fpr", "fpr_refusal_benign",

@@ -25,7 +25,7 @@ from vaccine_lib.atomic import atomic_write_text
 from judge_tables import _hw_row, update_docs  # scripts/judge_tables.py
 from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND2_TABLE, TABLE_JUDGES, short_recall_ci
 from judge_study.handwritten import handwritten_rows
-from vaccine_lib.judge.stacked import MAX_FPR, StackedThreeWayJudge, feature_matrix, lowest_threshold, stack_proba
+from vaccine_lib.judge.stacked import StackedThreeWayJudge, feature_matrix, lowest_threshold, stack_proba
 from vaccine_lib.judge import get_judge
 from vaccine_lib.packages import package_version
 from vaccine_lib.judge.validation import SHORT_MAX_WORDS, validation_set
@@ -36,6 +36,8 @@ from vaccine_lib.plotting import save_table
 FROZEN_COMMIT = "ef44331"
 #: round 2 fitted the stacked rule on these (the frozen set joined the fitting sets in round 3)
 ROUND2_SETS = ("handwritten", "development")
+#: round 2's false-positive bound for every threshold it chose (the stacked judge's default is lower since round 4)
+MAX_FPR = 0.03
 
 
 def _report_rows() -> list[dict]:

@@ -43,11 +43,16 @@ STACKED_VERSION = 1
 ECHO_MAX = 0.8
 HAND_WEIGHT = 5.0
 FOLDS = 5
-MAX_FPR = 0.03
+#: out-of-fold false-positive rates a threshold is fitted for; the judge uses ``MAX_FPR``'s. Held-out sets by new
+#: writers showed ~1.3 points more false positives than out-of-fold (rounds 2 and 3: 3 % -> 4.4 %, 4.2 %;
+#: 2 % -> 2.2 %, 2.1 %), so the judge keeps a margin below issue 20's 3 % floor (fixed before round 4)
+THRESHOLD_FPRS = (0.03, 0.02)
+MAX_FPR = 0.02
 #: the hand-written sets the score is fitted on (written for this project; none comes from a package or a model):
-#: issue 20's first set, its development set and its second-round validation set (consumed by round 2's measurement)
-FIT_SETS = {name: Path(__file__).parent / "fit_sets" / f"{name}.jsonl" for name in ("handwritten", "development", "frozen_validation")}
-DEV_SETS = ("handwritten", "development", "frozen_validation")
+#: issue 20's first set, its development set, and its round-2 and round-3 validation sets, each added once measured
+FIT_SETS = {name: Path(__file__).parent / "fit_sets" / f"{name}.jsonl"
+            for name in ("handwritten", "development", "frozen_validation", "round3_validation")}
+DEV_SETS = tuple(FIT_SETS)
 
 
 def read_handwritten(path: Path) -> list[dict]:
@@ -96,7 +101,7 @@ class DevModels:
         self.sel = [r for r in vset.subset(half="select") if 1 <= r["words"] <= validation.SHORT_MAX_WORDS
                     and r["kind"] != "harmless"]
         h = hashlib.sha256(json.dumps({"v": STACKED_VERSION, "echo": ECHO_MAX, "w": HAND_WEIGHT, "folds": FOLDS,
-                                       "fpr": MAX_FPR, "f": FEATURES, "model": judge.model_name,
+                                       "fpr": THRESHOLD_FPRS, "f": FEATURES, "model": judge.model_name,
                                        "clf": cache_digest(judge.classifier), "vset": vset.digest}).encode())
         h.update("\x00".join(f"{q}\x01{a}\x01{y}" for q, a, y in zip(self.dev_q, self.dev_a, self.dev_y)).encode())
         self.digest = h.hexdigest()[:16]
@@ -159,7 +164,7 @@ class DevModels:
             oof[idx[te]] = stack_proba(fit_stack(x[idx[tr]], y[idx[tr]]), x[idx[te]])
         n_dev = len(self.dev_y)
         thresholds = {str(m): max(lowest_threshold(oof[:n_dev], y[:n_dev], m), lowest_threshold(oof[n_dev:], y[n_dev:], m))
-                      for m in (MAX_FPR, 0.02)}
+                      for m in THRESHOLD_FPRS}
         stack = fit_stack(x[idx], y[idx])
         arrays = {**{f"clf_{k}": v for k, v in pipeline_arrays(pipe).items()},
                   **{f"probe_{k}": v for k, v in probe.items()}, **{f"stack_{k}": np.asarray(v) for k, v in stack.items()}}
