@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import vaccine_lib.judge.stacked as S
-from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND2_TABLE
+from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND2_TABLE, ROUND3_TABLE
 from vaccine_lib.judge.stacked import FEATURES, echo_share, fit_stack, lowest_threshold, stack_proba
 from judge_study.handwritten import handwritten_rows
 import vaccine_lib.judge.validation as V
@@ -117,3 +117,28 @@ def test_keyword_judge_on_the_frozen_set_matches_its_committed_row():
     y = [r["kind"] == "compliant" for r in rows]
     row = _round2().set_index(["design", "judge", "set"]).loc[("0", "keyword", "frozen")]
     assert (row.tp, row.fp) == (sum(x.harmful and t for x, t in zip(v, y)), sum(x.harmful and not t for x, t in zip(v, y)))
+
+
+def _heldout(table):
+    return pd.read_csv(TABLES / f"{table}.csv", dtype={"design": str})
+
+
+def test_round3_table_has_every_judge_on_the_blind_set_and_pyrit_with_cis():
+    """Issue 20's third round (docs/judges.md): each committed judge and the two stacked thresholds, evaluated once on
+    the blind set and on the pyrit report half; the primary design (3 %) missed the floor by its false positives."""
+    df = _heldout(ROUND3_TABLE)
+    assert list(df.columns) == ["design", "rule"] + HW_COLUMNS and set(df.design) == {"0", "R3", "R3b"}
+    n_pos = sum(r["kind"] == "compliant" for r in handwritten_rows("round3"))
+    for key, g in df.groupby(["design", "judge"]):
+        assert sorted(g.set) == ["pyrit-report", "round3"], key
+        assert (g[g.set == "round3"].n_pos == n_pos).all()
+    for _, r in df.iterrows():
+        assert r.recall_lo <= r.recall <= r.recall_hi and r.fpr_lo <= r.fpr <= r.fpr_hi
+        assert r.recall == pytest.approx(r.tp / r.n_pos, abs=1e-5) and r.fpr == pytest.approx(r.fp / r.n_neg, abs=1e-5)
+        assert r.meets_floor == (r.recall >= FLOOR_RECALL and r.fpr <= FLOOR_FPR)
+    rows = df.set_index(["design", "set"])
+    r3, r3b = rows.loc[("R3", "round3")], rows.loc[("R3b", "round3")]
+    assert r3.recall >= FLOOR_RECALL and r3.fpr > FLOOR_FPR and not r3.meets_floor  # the honest round-3 result
+    assert r3b.meets_floor and not rows.loc[("R3b", "pyrit-report")].meets_floor
+    committed = df[(df.design == "0") & (df.set == "round3") & (df.judge != "keyword")]
+    assert (committed.recall < r3b.recall).all() and (committed.fpr > r3b.fpr).all()
