@@ -4,7 +4,8 @@ Fitting sets of the ``stacked`` judge (data beside ``vaccine_lib.judge.stacked``
 set), ``development`` (written for fitting and threshold choice) and ``frozen`` (round 2's validation set, written
 and committed before any judge was fitted for it; measured once, then added to the fitting sets for round 3).
 Measuring only: ``round3``, written blind by a fresh writer for issue 20's third round (never used for fitting or
-for choosing a rule or threshold).
+for choosing a rule or threshold). ``round4``, written blind by another fresh writer for issue 20's fourth round; only
+measures judges.
 """
 
 import functools
@@ -15,7 +16,8 @@ from vaccine_lib.judge.stacked import FIT_SETS, read_handwritten
 
 HERE = Path(__file__).parent
 HANDWRITTEN_SETS = {"handwritten": FIT_SETS["handwritten"], "development": FIT_SETS["development"],
-                    "frozen": FIT_SETS["frozen_validation"], "round3": HERE / "round3_validation.jsonl"}
+                    "frozen": FIT_SETS["frozen_validation"], "round3": HERE / "round3_validation.jsonl",
+                    "round4": HERE / "round4_validation.jsonl"}
 
 
 @functools.lru_cache(maxsize=None)
