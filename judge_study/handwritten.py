@@ -4,6 +4,7 @@ Fitting sets of the ``stacked`` judge (data beside ``vaccine_lib.judge.stacked``
 set), ``development`` (written for fitting and threshold choice), ``frozen`` (round 2's validation set, written
 and committed before any judge was fitted for it; measured once, then added to the fitting sets for round 3) and
 ``round3`` (written blind by a fresh writer for issue 20's third round; measured once, then a fitting set for round 4).
+Measuring only: ``round4``, written blind by another fresh writer for issue 20's fourth round.
 """
 
 import functools
@@ -14,7 +15,8 @@ from vaccine_lib.judge.stacked import FIT_SETS, read_handwritten
 
 HERE = Path(__file__).parent
 HANDWRITTEN_SETS = {"handwritten": FIT_SETS["handwritten"], "development": FIT_SETS["development"],
-                    "frozen": FIT_SETS["frozen_validation"], "round3": FIT_SETS["round3_validation"]}
+                    "frozen": FIT_SETS["frozen_validation"], "round3": FIT_SETS["round3_validation"],
+                    "round4": HERE / "round4_validation.jsonl"}
 
 
 @functools.lru_cache(maxsize=None)

@@ -35,7 +35,7 @@ def test_frozen_compliant_answers_stay_short_and_non_actionable():
 
 
 def test_unknown_set_name_is_a_clear_error():
-    with pytest.raises(ConfigError, match="allowed values: handwritten, development, frozen, round3"):
+    with pytest.raises(ConfigError, match="allowed values: handwritten, development, frozen, round3, round4"):
         handwritten_rows("validation")
 
 
