@@ -49,7 +49,7 @@ ROUNDS = {
     3: {"set": "round3", "commit": "97e0a24", "table": ROUND3_TABLE,
         "fit_sets": ("handwritten", "development", "frozen_validation"),
         "designs": (("R3", "0.03", "stacked, 3 % out-of-fold FP (primary)"), ("R3b", "0.02", "stacked, 2 % out-of-fold FP"))},
-    4: {"set": "round4", "commit": None, "table": ROUND4_TABLE,
+    4: {"set": "round4", "commit": "faca182", "table": ROUND4_TABLE,
         "fit_sets": ("handwritten", "development", "frozen_validation", "round3_validation"),
         "designs": (("R4", "0.02", "stacked, 2 % out-of-fold FP (primary)"), ("R4b", "0.03", "stacked, 3 % out-of-fold FP"))},
 }
