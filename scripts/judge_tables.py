@@ -129,7 +129,8 @@ def update_docs(out_dir=Path("figures/tables"), docs=DOCS) -> None:
         if begin not in text or not csv.exists():
             continue
         start, stop = text.index(begin) + len(begin), text.index(end)
-        block = f"\n<!-- generated from {csv.as_posix()} by python scripts/judge_tables.py --docs -->\n"
+        shown = csv.resolve().relative_to(REPO_ROOT) if csv.resolve().is_relative_to(REPO_ROOT) else csv
+        block = f"\n<!-- generated from {shown.as_posix()} by python scripts/judge_tables.py --docs -->\n"
         text = text[:start] + block + handwritten_markdown(pd.read_csv(csv, dtype={"design": str})) + "\n" + text[stop:]
     atomic_write_text(docs, text)
 

@@ -44,7 +44,7 @@ def test_unknown_judge_lists_allowed_values():
         get_judge("llamaguard")
     for name in JUDGES:
         assert name in str(err.value)
-    assert JUDGES == ("keyword", "classifier", "probe", "ensemble", "threeway", "beaverdam")
+    assert JUDGES == ("keyword", "classifier", "probe", "ensemble", "threeway", "stacked", "beaverdam")
 
 
 def test_length_mismatch_is_a_clear_error():

@@ -30,9 +30,10 @@ from .refusal import REFUSAL_PHRASES, is_refusal, refusal_rate, refuses
 from .stacked import StackedThreeWayJudge
 from .threeway import ThreeWayJudge
 
-#: the judge with the best validated recall on both validation sets (docs/judges.md); the evaluation stage
-#: uses the profile's ``eval.judge``, not this
-DEFAULT_JUDGE = "threeway"
+#: the judge that met issue 20's floor (recall >= 0.85 at <= 3 % false positives) on a hand-written set written blind
+#: and judged once (round 4, docs/judges.md); the evaluation stage uses the profile's ``eval.judge`` and
+#: ``eval.rejudge``, not this
+DEFAULT_JUDGE = "stacked"
 
 __all__ = [
     "JUDGES", "DEFAULT_JUDGE", "Judge", "Verdict", "get_judge", "is_refusal", "refuses", "refusal_rate",
