@@ -373,7 +373,7 @@ def run(args) -> int:
 
 TABLES = REPO_ROOT / "figures" / "tables"
 DOC = REPO_ROOT / "docs" / "fair_test.md"
-JUDGES = ("threeway", "classifier", "probe", "ensemble")  # the fair_test profile's judge + re-judges
+JUDGES = ("threeway", "classifier", "probe", "ensemble", "stacked")  # the fair_test profile's judge + re-judges
 
 
 def model_columns(judges) -> tuple:
