@@ -19,16 +19,17 @@
 # **Paper claim tested.** Every claim, together: each one's effect, 95 % CI and verdict.
 #
 # **What this notebook does.** It turns the runs of notebooks 01–05 into one verdict per claim of the paper, with
-# a 95 % confidence interval, under **two independent Harmful Score judges** — the profile's judge (`eval.judge`,
-# here `classifier`) and each judge in `eval.rejudge` (default: `probe`, a probe on the embedded model's hidden
-# states; the smoke profile uses `keyword`). Nothing here is typed by hand: the effects come
+# a 95 % confidence interval, under **every Harmful Score judge of the profile** — its judge (`eval.judge`, here
+# `classifier`) and each judge in `eval.rejudge` (default: `probe`, a probe on the embedded model's hidden states;
+# `ensemble`, the mean of the two; `stacked`, the primary judge, the only one that met recall >= 0.85 at <= 3 % false
+# positives on a blind hand-written set: `docs/judges.md`; the smoke profile uses `keyword`). Nothing here is typed by hand: the effects come
 # from the stored per-prompt outcomes (`runs/<profile>/eval/`), drift and alignment loss from notebook 01's table,
 # step times from notebook 05's; the verdict rule is fixed in code (`vaccine_lib.stats`, `vaccine_lib.claims`).
 #
 # **Verdict rule.** *held*: the 95 % CI (paired bootstrap over prompts and seeds, or an exact test where there is
 # one seed) excludes 0 in the paper's direction, or lies inside the stated bounds; *refuted*: it excludes 0 the
-# other way, or lies outside the bounds; otherwise *inconclusive*. An HS claim is held only when **both judges**
-# hold it; where they disagree, the table says which. The README's claims block is rendered from the same table
+# other way, or lies outside the bounds; otherwise *inconclusive*. An HS claim is held only when **every judge**
+# holds it; where they disagree, the table says which. The README's claims block is rendered from the same table
 # (a test fails when they differ).
 #
 # **The regime first.** The claims are only testable where the miniature meets R1–R3 (`docs/regime.md`, chosen on
