@@ -15,6 +15,7 @@ from .. import readme as RM
 from .. import stats as S
 from ..atomic import atomic_path
 from ..errors import ConfigError
+from ..judge import DEFAULT_JUDGE
 from ..paths import REPO_ROOT
 from ..provenance import git_state, record
 from .definitions import CLAIMS, TABLE_COLUMNS, evaluate_claims
@@ -108,7 +109,8 @@ SUMMARY_COLUMNS = ("claim", "paper", "paper effect", "ours: effect [95 % CI]", "
 
 
 def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim (display strings): claim, paper, paper effect, ours per judge, verdict, notebook, profile."""
+    """One row per claim (display strings): claim, paper, paper effect, ours per judge (the primary judge,
+    ``judge.DEFAULT_JUDGE``, first and marked), verdict, notebook, profile."""
     out = []
     for cid, g in table.groupby("claim", sort=False):
         first, digits = g.iloc[0], next((c.digits for c in CLAIMS if c.id == cid), 1)
@@ -117,8 +119,10 @@ def summarize_claims(table: pd.DataFrame) -> pd.DataFrame:
         if not_run:
             ours = f"not run: {first['note']}" if first["note"] else "not run"
         else:
-            ours = "; ".join(("" if r["judge"] == NO_JUDGE else f"{r['judge']}: ") + _fmt_effect(r, digits)
-                             for _, r in g.iterrows() if r["judge_verdict"] != S.NOT_RUN)
+            rows = sorted((r for _, r in g.iterrows() if r["judge_verdict"] != S.NOT_RUN),
+                          key=lambda r: r["judge"] != DEFAULT_JUDGE)  # the primary judge first (docs/judges.md)
+            ours = "; ".join(("" if r["judge"] == NO_JUDGE else f"{r['judge']}{' (primary)' * (r['judge'] == DEFAULT_JUDGE)}: ")
+                             + _fmt_effect(r, digits) for r in rows)
             ours += f" ({first['setting']})" if first["setting"] else ""
         verdict = first["verdict"] + (f" ({first['note']})" if not not_run and first["note"] else "")
         out.append(dict(zip(SUMMARY_COLUMNS, (
