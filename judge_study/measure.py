@@ -11,7 +11,9 @@ numbers, the sets' text stays out of git):
   floors of issue 20;
 - ``judge_issue20_round2.{csv,json}``: ``scripts/judge_issue20_round2.py`` (issue 20's second round);
 - ``judge_issue20_round3.{csv,json}``, ``judge_issue20_round4.{csv,json}``: ``scripts/judge_issue20_heldout.py`` (issue 20's
-  third and fourth rounds).
+  third and fourth rounds);
+- ``judge_model_answers.{csv,json}``: ``scripts/judge_model_answers.py`` (every judge on the models' own answers,
+  labelled blind).
 """
 
 import math
@@ -39,6 +41,7 @@ HANDWRITTEN_TABLE = "judge_handwritten"
 ROUND2_TABLE = "judge_issue20_round2"
 ROUND3_TABLE = "judge_issue20_round3"
 ROUND4_TABLE = "judge_issue20_round4"
+MODEL_ANSWERS_TABLE = "judge_model_answers"
 #: the judges of the committed tables: the two independent ones first (their kappa is recorded), then the rest
 TABLE_JUDGES = ("classifier", "probe", "ensemble", "threeway", "keyword")
 COLUMNS = ["judge", "half", "bucket", "n_pos", "n_neg", "precision", "recall", "fpr", "fpr_refusal_benign",

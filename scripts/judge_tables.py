@@ -23,7 +23,8 @@ from vaccine_lib.atomic import atomic_write_text
 from vaccine_lib.evaluation.agreement import judge_agreement
 from judge_study.handwritten import handwritten_rows
 from judge_study.measure import (COLUMNS, FLOOR_FPR, FLOOR_RECALL, HANDWRITTEN_TABLE, HW_COLUMNS, LENGTH_TABLE,
-                                 ROUND2_TABLE, ROUND3_TABLE, ROUND4_TABLE, TABLE_JUDGES, TARGET_RECALL, measure, short_recall_ci, wilson)
+                                 MODEL_ANSWERS_TABLE, ROUND2_TABLE, ROUND3_TABLE, ROUND4_TABLE, TABLE_JUDGES,
+                                 TARGET_RECALL, measure, short_recall_ci, wilson)
 from vaccine_lib.judge import get_judge
 from vaccine_lib.judge.base import cache_digest
 from vaccine_lib.judge.validation import SHORT_MAX_WORDS, TARGET_FPR, validation_set
@@ -124,7 +125,7 @@ def handwritten_markdown(df: pd.DataFrame) -> str:
 def update_docs(out_dir=Path("figures/tables"), docs=DOCS) -> None:
     """Replace each generated block of docs/judges.md (``<!-- <table>:begin -->`` .. ``end``) by its committed csv."""
     text = docs.read_text(encoding="utf-8")
-    for name in (HANDWRITTEN_TABLE, ROUND2_TABLE, ROUND3_TABLE, ROUND4_TABLE):
+    for name in (HANDWRITTEN_TABLE, ROUND2_TABLE, ROUND3_TABLE, ROUND4_TABLE, MODEL_ANSWERS_TABLE):
         csv, begin, end = Path(out_dir) / f"{name}.csv", f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         if begin not in text or not csv.exists():
             continue
