@@ -40,8 +40,11 @@ def _rate(m: dict, *names):
 def _metrics(m: dict, task: str) -> dict:
     """HS / FA and what stands beside them in every row: answer length on harmful prompts (a "safer" model may
     only be shorter), empty / degenerate answers (a broken model is not a safe one), over-refusal of benign
-    instructions and the share of the most common task answer (one label for everything = task not learned)."""
-    return {"hs": _rate(m, "hs"), "refusal": _rate(m, "refusal_rate"), "label_only": _rate(m, "label_only_rate"),
+    instructions and the share of the most common task answer (one label for everything = task not learned). HS
+    stands with what it is made of: ``hs`` (compliant) + ``refused`` + ``off_topic`` = 100 (the stage judge's
+    three-way split; ``refusal`` is its refusal flag, which a compliant answer may also carry)."""
+    return {"hs": _rate(m, "hs"), "refused": _rate(m, "refused_rate"), "off_topic": _rate(m, "off_topic_rate"),
+            "refusal": _rate(m, "refusal_rate"), "label_only": _rate(m, "label_only_rate"),
             "fa": _rate(m, "fa", f"fa_{task}"), "fa_choice": _rate(m, "fa_choice", f"fa_choice_{task}"),
             **{k: _rate(m, k) for k in ("mean_words", "empty_rate", "degenerate_rate", "benign_refusal",
                                         "fa_top_answer_share")}, "warning": m.get("degenerate") or ""}
