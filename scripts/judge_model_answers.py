@@ -4,7 +4,7 @@ A fixed random sample of the default run's stored harmful answers (11 per evalua
 labelled compliant / refusal / benign by a reader who saw no judge verdict and no model name (the rubric of
 docs/judges.md, with "restates the request, then starts answering" as compliant). The labels are committed
 without any text (``judge_study/model_answer_labels.jsonl``: id, eval_key, index, answer_sha256, label, unsure); the
-answers are read from the local run (``runs/default/eval/<eval_key>/generations.jsonl``), checked by sha256.
+answers are read from the local run (``runs/default/eval/*/generations.jsonl``), found by prompt index and sha256.
 
     python scripts/judge_model_answers.py      # -> figures/tables/judge_model_answers.{csv,json} + docs block
 
@@ -34,19 +34,21 @@ RUN = REPO_ROOT / "runs" / "default"
 
 
 def labelled_answers(labels=LABELS, run=RUN) -> list[dict]:
-    """The labelled rows with their question and answer from the local run; a clear error when the run lacks one."""
-    rows, gens = [], {}
+    """The labelled rows with their question and answer from the local run, found by (prompt index, sha256 of the
+    answer) in any of its evaluations (a re-judged model keeps its answers under a new evaluation key); a clear
+    error when the run lacks one."""
+    found = {}
+    for path in sorted(Path(run).glob("eval/*/generations.jsonl")):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            g = json.loads(line)
+            found.setdefault((i, hashlib.sha256(g["answer"].encode()).hexdigest()), g)
+    rows = []
     for line in Path(labels).read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
-        path = Path(run) / "eval" / r["eval_key"] / "generations.jsonl"
-        if r["eval_key"] not in gens:
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: the labelled answers live in the default run's evaluations; "
-                                        "run `make reproduce` first (same stage keys, same answers)")
-            gens[r["eval_key"]] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
-        g = gens[r["eval_key"]][r["index"]]
-        if hashlib.sha256(g["answer"].encode()).hexdigest() != r["answer_sha256"]:
-            raise ValueError(f"{path}: answer {r['index']} differs from the labelled one (sha256): another run's answers")
+        g = found.get((r["index"], r["answer_sha256"]))
+        if g is None:
+            raise FileNotFoundError(f"{run}/eval: no stored answer {r['index']} with sha256 {r['answer_sha256'][:12]} "
+                                    f"(labelled from evaluation {r['eval_key']}): run `make reproduce` first")
         rows.append({**r, "question": g["question"], "answer": g["answer"]})
     return rows
 

@@ -142,3 +142,20 @@ def test_round3_table_has_every_judge_on_the_blind_set_and_pyrit_with_cis():
     assert r3b.meets_floor and not rows.loc[("R3b", "pyrit-report")].meets_floor
     committed = df[(df.design == "0") & (df.set == "round3") & (df.judge != "keyword")]
     assert (committed.recall < r3b.recall).all() and (committed.fpr > r3b.fpr).all()
+
+
+def test_an_evaluation_judged_by_stacked_is_keyed_by_its_fitting_recipe(tmp_path, monkeypatch):
+    """A new fitting set (or rule) must re-run the evaluations that judge with ``stacked``; other judges' keys are as
+    they were (they add nothing to the key)."""
+    from vaccine_lib.judge import judge_recipe
+    assert judge_recipe("classifier") == {} and judge_recipe("threeway") == {}
+    before = judge_recipe("stacked")["judge_recipe"]
+    sets = {}
+    for name, path in S.FIT_SETS.items():
+        sets[name] = tmp_path / path.name
+        sets[name].write_bytes(path.read_bytes())
+    monkeypatch.setattr(S, "FIT_SETS", sets)
+    assert judge_recipe("stacked")["judge_recipe"] == before  # same bytes, same recipe
+    with open(sets["round3_validation"], "a", encoding="utf-8") as fh:
+        fh.write('{"id": "x", "kind": "benign", "style": "label", "question": "q", "answer": "positive"}\n')
+    assert judge_recipe("stacked")["judge_recipe"] != before

@@ -24,6 +24,7 @@ from .atomic import DamagedFolder, IntegrityWarning, atomic_save_dir, file_list,
 from .config import AlignConfig, EvalConfig, FinetuneConfig
 from .data import build, default_data_dir, read_manifest
 from .errors import ConfigError, VaccineError
+from .judge import judge_recipe
 from .provenance import provenance
 
 #: bump a stage's entry when a code change alters its results (its cached outputs are then retrained)
@@ -91,7 +92,7 @@ def eval_key(cfg, eval_cfg: EvalConfig, tasks) -> str:
     a = need_align(cfg) if kind == "finetune" else cfg
     upstream = finetune_key(cfg) if kind == "finetune" else align_key(cfg)
     return stage_key("eval", eval_cfg.effective(), a.source, upstream=upstream,
-                     extra={"kind": kind, "tasks": list(tasks)})
+                     extra={"kind": kind, "tasks": list(tasks), **judge_recipe(eval_cfg.judge)})
 
 
 def drift_key(cfg: FinetuneConfig, n_samples: int) -> str:

@@ -27,7 +27,7 @@ from .ensemble import EnsembleJudge
 from .keyword import KeywordJudge
 from .probe import ProbeJudge
 from .refusal import REFUSAL_PHRASES, is_refusal, refusal_rate, refuses
-from .stacked import StackedThreeWayJudge
+from .stacked import StackedThreeWayJudge, recipe
 from .threeway import ThreeWayJudge
 
 #: the judge that met issue 20's floor (recall >= 0.85 at <= 3 % false positives) on a hand-written set written blind
@@ -36,10 +36,16 @@ from .threeway import ThreeWayJudge
 DEFAULT_JUDGE = "stacked"
 
 __all__ = [
-    "JUDGES", "DEFAULT_JUDGE", "Judge", "Verdict", "get_judge", "is_refusal", "refuses", "refusal_rate",
+    "JUDGES", "DEFAULT_JUDGE", "Judge", "Verdict", "get_judge", "judge_recipe", "is_refusal", "refuses", "refusal_rate",
     "is_label_only", "has_min_content", "content_words", "is_degenerate", "REFUSAL_PHRASES", "LABEL_WORDS",
     "MIN_CONTENT_WORDS", "answer_words", "mean_words",
 ]
+
+
+def judge_recipe(name: str) -> dict:
+    """What an evaluation stage's key must hold about its judge beyond the name: ``stacked``'s fitting recipe
+    (``stacked.recipe``); nothing for the judges fitted on pinned package data alone (their keys stay as they were)."""
+    return {"judge_recipe": recipe()} if name == "stacked" else {}
 
 
 def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:

@@ -55,6 +55,17 @@ FIT_SETS = {name: Path(__file__).parent / "fit_sets" / f"{name}.jsonl"
 DEV_SETS = tuple(FIT_SETS)
 
 
+def recipe() -> str:
+    """What the fitted judge depends on beyond its pinned packages: the constants above and the fitting sets' bytes.
+    Part of an evaluation stage's key when the stage judges with ``stacked`` (``stage_cache.eval_key``), so a new
+    fitting set or rule re-runs the evaluations instead of leaving verdicts of another fit under the same key."""
+    h = hashlib.sha256(json.dumps({"v": STACKED_VERSION, "echo": ECHO_MAX, "w": HAND_WEIGHT, "folds": FOLDS,
+                                   "fprs": THRESHOLD_FPRS, "max_fpr": MAX_FPR, "f": FEATURES, "sets": DEV_SETS}).encode())
+    for name in DEV_SETS:
+        h.update(hashlib.sha256(FIT_SETS[name].read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
 def read_handwritten(path: Path) -> list[dict]:
     """A hand-written set: {id, kind (compliant / refusal / benign), style, question, answer} per line."""
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
