@@ -21,6 +21,7 @@ from transformers import Trainer, TrainingArguments
 
 from .errors import ConfigError, check_range
 from .hooks import eval_mode
+from .losses import loss_is_scaled_for_ga
 
 #: Miniature default for EWC lambda (see ``EWCConfig.ewc_lambda``).
 EWC_LAMBDA_DEFAULT = 1e6
@@ -37,12 +38,8 @@ KL_WEIGHT_MAX = 1e3
 def _ga_scale(trainer: Trainer, num_items_in_batch) -> float:
     """Factor for a per-micro-batch regulariser so that it is counted once per optimizer step: the Trainer
     divides the loss by the accumulation steps unless it was already normalised over the whole accumulated
-    batch (``num_items_in_batch``); mirror its rule."""
-    scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
-    if scaled is None:
-        scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
-            trainer.compute_loss_func is not None
-    if not scaled:
+    batch (``num_items_in_batch``)."""
+    if not loss_is_scaled_for_ga(trainer, num_items_in_batch):
         return 1.0
     steps = getattr(trainer, "current_gradient_accumulation_steps", None) or trainer.args.gradient_accumulation_steps
     return 1.0 / steps

@@ -93,12 +93,6 @@ def first_output(output) -> torch.Tensor:
     return e
 
 
-def _replace_first(output, new: torch.Tensor):
-    if isinstance(output, torch.Tensor):
-        return new
-    return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
-
-
 @contextlib.contextmanager
 def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = None, attn_name: str | None = None):
     """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output; yields the
@@ -108,7 +102,9 @@ def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = N
     def make(i):
         def hook(module, args, output):
             new = fn(i, first_output(output))
-            return None if new is None else _replace_first(output, new)
+            if new is None or isinstance(output, torch.Tensor):
+                return new
+            return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
 
         return hook
 
