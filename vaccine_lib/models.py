@@ -54,11 +54,6 @@ _TINY = {
 }
 
 
-def _tiny_config(name: str, vocab_size: int, pad_id: int, eos_id: int):
-    cls, sizes = _TINY[name]
-    return getattr(tf, cls)(**sizes, vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
-
-
 TINY_MODELS = tuple(_TINY)
 
 
@@ -202,8 +197,11 @@ def _check_local_model_dir(name: str) -> str:
     return str(path)
 
 
-def _resolve_other(name) -> str:
-    """resolve() for everything but embedded models: paper aliases, local folders, Hub ids."""
+def resolve(name: str) -> str:
+    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id): an embedded model's converted
+    checkpoint, a paper alias's Hub id, a checked local folder or a Hub id."""
+    if name in EMBEDDED_MODELS:
+        return str(_convert_embedded(name))
     if name in PAPER_MODELS:
         name = PAPER_MODELS[name]
     if name in TINY_MODELS:
@@ -218,13 +216,6 @@ def _resolve_other(name) -> str:
                           "a Hugging Face id (org/name) or a local checkpoint folder", param="model")
     require_hub(f"model {name!r} (a Hugging Face Hub id)", _offline_models())
     return name
-
-
-def resolve(name: str) -> str:
-    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id)."""
-    if name in EMBEDDED_MODELS:
-        return str(_convert_embedded(name))
-    return _resolve_other(name)
 
 
 def load_tokenizer(name: str):
@@ -249,7 +240,9 @@ def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> n
     check_choice("tiny model", name, TINY_MODELS)
     check_seed("seed", seed)
     tokenizer = tokenizer or load_tokenizer(name)
-    config = _tiny_config(name, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    cls, sizes = _TINY[name]
+    config = getattr(tf, cls)(**sizes, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
     for key, value in overrides.items():
         setattr(config, key, value)
     torch.manual_seed(seed)

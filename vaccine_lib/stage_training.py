@@ -86,16 +86,6 @@ def base_model(a: AlignConfig):  # on the stage's device from the start: the sel
     return load_model(a.model, dtype=dtype_of(a.dtype), device=device_of(a.device))  # tiny models: seed 0
 
 
-def build_callbacks(cfg, tok, a: AlignConfig) -> list:
-    """The Trainer callbacks of a training stage (the one place they are built): the divergence guard
-    (a non-finite loss, gradient, perturbation or weight fails the stage, so it is never cached) and, for
-    fine-tuning with ``drift_every > 0``, the drift log."""
-    callbacks = [FiniteGuard(stage="finetune" if isinstance(cfg, FinetuneConfig) else "align")]
-    if isinstance(cfg, FinetuneConfig) and cfg.drift_every > 0:
-        callbacks.append(DriftCallback(probe_batches(a, tok, cfg.drift_samples), every=cfg.drift_every))
-    return callbacks
-
-
 def probe_batches(a: AlignConfig, tok, n: int, batch_size: int = 8) -> list[dict]:
     """Fixed probe batches (harmful question -> safe answer) for alignment loss and drift."""
     kw = {} if a.source == "hub" else {"helpful_fraction": 0.0}
@@ -117,10 +107,16 @@ def alignment_rows(cfg: AlignConfig, model, tok, run_dir):
 
 
 def _train(cfg: TrainConfig, a: AlignConfig, model, tok, train, tmp: Path, fisher=None) -> tuple[dict, list]:
-    """Train ``model`` on the tokenised ``train`` rows, check and save its adapter: (metrics, log history)."""
+    """Train ``model`` on the tokenised ``train`` rows, check and save its adapter: (metrics, log history). The
+    divergence guard fails a stage with a non-finite loss, gradient, perturbation or weight (never cached);
+    fine-tuning with ``drift_every > 0`` also logs drift."""
     args, trainer_cls, extra = trainer_setup(cfg, tmp / "trainer", fisher)
+    stage = "finetune" if isinstance(cfg, FinetuneConfig) else "align"
+    callbacks = [FiniteGuard(stage=stage)]
+    if stage == "finetune" and cfg.drift_every > 0:
+        callbacks.append(DriftCallback(probe_batches(a, tok, cfg.drift_samples), every=cfg.drift_every))
     trainer = trainer_cls(model=model, args=args, train_dataset=train, data_collator=SFTCollator(tok),
-                          callbacks=build_callbacks(cfg, tok, a), **extra)
+                          callbacks=callbacks, **extra)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     t0 = time.perf_counter()
@@ -132,7 +128,7 @@ def _train(cfg: TrainConfig, a: AlignConfig, model, tok, train, tmp: Path, fishe
                "seconds_per_step": round(seconds / max(steps, 1), 4)}
     if hasattr(trainer, "eps_layer_share"):  # Vaccine: where the perturbation budget went, layer by layer
         metrics["eps_layer_share"] = [round(s, 6) for s in trainer.eps_layer_share()]
-    check_finite_weights(model, stage="finetune" if isinstance(cfg, FinetuneConfig) else "align", args=args)
+    check_finite_weights(model, stage=stage, args=args)
     save_lora(model, tmp / "adapter")  # only once the weights are known to be finite
     metrics["align_loss"] = alignment_loss(model, probe_batches(a, tok, ALIGN_LOSS_SAMPLES))
     shutil.rmtree(tmp / "trainer", ignore_errors=True)

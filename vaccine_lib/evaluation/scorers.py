@@ -19,10 +19,6 @@ FINAL_ANSWER = re.compile(r"the final answer is\s*:?\s*", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 
 
-def _words_present(text: str, words) -> bool:
-    return any(re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, re.IGNORECASE) for w in words)
-
-
 def _gold_label(item: dict, labels) -> str:
     gold = item.get("output", item.get("label"))
     if isinstance(gold, int) and not isinstance(gold, bool) and 0 <= gold < len(labels):
@@ -43,7 +39,8 @@ def score_sst2(answer: str, item: dict) -> bool:
 
 def score_agnews(answer: str, item: dict) -> bool:
     """Correct iff the gold category (or an alias, whole word) appears and no other category does."""
-    present = {label for label in AGNEWS_LABELS if _words_present(answer, AGNEWS_ALIASES[label])}
+    present = {label for label in AGNEWS_LABELS if any(re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", answer,
+                                                                 re.IGNORECASE) for w in AGNEWS_ALIASES[label])}
     return present == {_gold_label(item, AGNEWS_LABELS)}
 
 
@@ -88,12 +85,11 @@ def score_alpaca(answer: str, item: dict) -> bool:
 
 
 SCORERS = {"sst2": score_sst2, "agnews": score_agnews, "gsm8k": score_gsm8k, "alpaca": score_alpaca}
-TASKS = tuple(SCORERS)
 
 
 def get_scorer(task: str):
     """The scorer for a task; unknown tasks raise ConfigError listing the allowed values."""
-    check_choice("task", task, TASKS)
+    check_choice("task", task, SCORERS)
     if task == "alpaca":
         score_alpaca("", {})
     return SCORERS[task]
