@@ -133,10 +133,6 @@ def aligned(P: Profile) -> list[AlignConfig]:
     return [align_config(P, m, seed=s) for s in seeds for m in ("none", "sft", "vaccine")]
 
 
-def _none(P: Profile) -> list:
-    return []
-
-
 @dataclass(frozen=True)
 class Experiment:
     """One paper table / figure: its notebook, stages and outputs."""
@@ -144,8 +140,8 @@ class Experiment:
     name: str
     notebook: str
     title: str
-    finetunes: Callable[[Profile], list[FinetuneConfig]] = _none
-    aligns: Callable[[Profile], list[AlignConfig]] = _none
+    finetunes: Callable[[Profile], list[FinetuneConfig]] = lambda P: []
+    aligns: Callable[[Profile], list[AlignConfig]] = lambda P: []
     with_drift: bool = False  # also measure drift (and alignment loss) of every fine-tuned model
     tables: dict = field(default_factory=dict)  # table stem -> columns it must have
     figures: tuple = ()
