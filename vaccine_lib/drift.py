@@ -108,15 +108,6 @@ def drift_stats(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor]) ->
     return {"sum_sq": sum_sq, "norm_sum": per_layer_norm_sum, "n_tokens": n_tokens or 0}
 
 
-def _merge_stats(acc: dict | None, new: dict) -> dict:
-    if acc is None:
-        return {**new, "norm_sum": list(new["norm_sum"])}
-    acc["sum_sq"] += new["sum_sq"]
-    acc["norm_sum"] = [x + y for x, y in zip(acc["norm_sum"], new["norm_sum"])]
-    acc["n_tokens"] += new["n_tokens"]
-    return acc
-
-
 def _reduce(stats: dict, reduction: str) -> float:
     check_choice("reduction", reduction, REDUCTIONS)
     if reduction == "sum_sq":
@@ -134,7 +125,7 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
     fine-tuned vs aligned, one copy in memory)."""
     if model_b is None and not disable_adapter_for_a:
         raise ConfigError("model_b=None needs disable_adapter_for_a=True")
-    acc = None
+    acc: dict | None = None
     for batch in make_batches(tokenizer, texts_or_batches, batch_size):
         mask = _token_mask(batch, response_only)
         def capture(m):
@@ -145,7 +136,11 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
                 eb = capture(model_a)
         else:
             eb = capture(model_b)
-        acc = _merge_stats(acc, drift_stats(ea, eb))
+        new = drift_stats(ea, eb)  # additive statistics: summed over the batches
+        if acc is not None:
+            new.update(sum_sq=acc["sum_sq"] + new["sum_sq"], n_tokens=acc["n_tokens"] + new["n_tokens"],
+                       norm_sum=[x + y for x, y in zip(acc["norm_sum"], new["norm_sum"])])
+        acc = new
     return {"drift_sum_sq": _reduce(acc, "sum_sq"), "drift_per_token": _reduce(acc, "per_token"),
             "n_tokens": acc["n_tokens"], "n_layers": len(acc["norm_sum"])}
 

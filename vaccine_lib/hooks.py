@@ -7,6 +7,7 @@ a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records
 """
 
 import contextlib
+import functools
 from collections.abc import Callable
 
 import torch
@@ -43,20 +44,12 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-def _get_path(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
 def get_decoder_layers(model: nn.Module, layers_path: str | None = None) -> list[nn.Module]:
     """The decoder blocks of a causal LM, found generically (or by an explicit dotted path)."""
     base = unwrap(model)
     paths = (layers_path,) if layers_path else _LAYER_PATHS
     for path in paths:
-        layers = _get_path(base, path)
+        layers = functools.reduce(lambda obj, name: getattr(obj, name, None), path.split("."), base)
         if isinstance(layers, nn.ModuleList) and len(layers) > 0:
             return list(layers)
     if layers_path:

@@ -61,24 +61,20 @@ def _atomic_write(target: Path, write) -> None:
         write(str(tmp))
 
 
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
 def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png"),
              show: bool | None = None, data: pd.DataFrame | None = None) -> list[Path]:
     """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths, and record the
     figure's provenance (git commit, libraries, hardware; stage keys and seeds of ``data``) in
     ``out_dir/provenance.json``. In a notebook the figure is displayed first (``show=None``: in a kernel).
     """
-    out_dir = Path(out_dir)
-    paths = []
-    if show if show is not None else _in_kernel():
+    out_dir, paths = Path(out_dir), []
+    if show is None:  # in a Jupyter kernel; IPython is imported lazily: an optional dependency of the library
+        try:
+            from IPython import get_ipython
+            show = getattr(get_ipython(), "kernel", None) is not None
+        except ImportError:
+            show = False
+    if show:
         from IPython.display import display
 
         display(fig)
@@ -104,12 +100,6 @@ def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: boo
     return target
 
 
-def _errorbar(df: pd.DataFrame, x: str, hue: str | None):
-    """SD error bars when several seeds share an (x, hue) point, none otherwise."""
-    keys = [x] + ([hue] if hue else [])
-    return ("sd" if df.groupby(keys).size().max() > 1 else None) if len(df) else None
-
-
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense"):
     """One panel per metric in ``ys``: ``y`` vs ``x``, one line per ``hue`` (mean, error bars +- SD when several seeds
     share a point). A line joins only neighbouring x values the group was measured at: where a group skips an x
@@ -122,7 +112,7 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defens
         data = df.dropna(subset=[y])
         xs = sorted(data[x].unique())
         groups = [(h, data[data[hue] == h]) for h in hue_order] if hue_order else [(None, data)]
-        band = _errorbar(data, x, hue if hue_order else None) == "sd"
+        band = bool(len(data)) and data.groupby([x] + ([hue] if hue_order else [])).size().max() > 1  # SD bars
         span = (max(xs) - min(xs)) if len(xs) > 1 else 0.0
         for i, (h, g) in enumerate(groups):
             if g.empty:

@@ -1,12 +1,9 @@
 """The experiment registry: what every paper table / figure needs, and the plan of stages it implies.
 
-Each :class:`Experiment` entry names its notebook, the tables (with the columns each must have) and
-figures it writes, and the stage configs it needs, built from a profile by the grid functions below
-(the method table is ``config.METHODS``: paper label -> alignment method, fine-tuning defense, LoRA
-mode). Everything else derives from the entries: :func:`plan` lists the distinct cached stages of a
-set of notebooks (``vaccine_lib.runner`` runs them), :func:`describe_plan` shows one entry's design in
-its notebook, ``vaccine_lib.tables`` turns an entry's stages into result rows, and :func:`artifacts`
-lists what a default run must have written.
+Each :class:`Experiment` names its notebook, its tables (with the columns each must have) and figures, and the
+stage configs it needs, built from a profile by the grid functions below (methods: ``config.METHODS``). The rest
+derives from the entries: :func:`plan` (the distinct cached stages of some notebooks, run by ``runner``),
+:func:`describe_plan` (an entry's design, shown in its notebook), ``tables`` (result rows) and :func:`artifacts`.
 """
 
 from dataclasses import dataclass, field
@@ -76,17 +73,12 @@ def label_of(cfg: FinetuneConfig) -> str:
     return " ".join(parts + (["+drift log"] if cfg.drift_every > 0 else []) + [f"seed={cfg.seed}"])
 
 
-def _ratios(P: Profile, label: str) -> list[float]:
-    s = P.sweeps
-    if label in s.method_ps:
-        return s.method_ps[label]
-    return s.ps if label in ALWAYS_SWEPT or not s.baseline_ps else s.baseline_ps
-
-
 def table1(P: Profile, labels: Sequence[str] | None = None) -> list[FinetuneConfig]:
-    """Every method at every harmful ratio (Table 1 / Fig. 2), every seed."""
-    return [finetune_config(P, d, p=p, seed=s) for s in P.seeds for d in (labels or P.sweeps.defenses)
-            for p in _ratios(P, d)]
+    """Every method at every harmful ratio (Table 1 / Fig. 2), every seed: ``sweeps.method_ps`` where it names the
+    method, else ``sweeps.ps`` (SFT, Vaccine, or every method when ``baseline_ps`` is empty) or ``baseline_ps``."""
+    s = P.sweeps
+    return [finetune_config(P, d, p=p, seed=sd) for sd in P.seeds for d in (labels or s.defenses)
+            for p in s.method_ps.get(d) or (s.ps if d in ALWAYS_SWEPT or not s.baseline_ps else s.baseline_ps)]
 
 
 def fig2(P: Profile) -> list[FinetuneConfig]:

@@ -31,10 +31,7 @@ from .stages import generations as stored_generations
 
 
 def _rate(m: dict, *names):
-    for n in names:
-        if n in m and m[n] is not None:
-            return float(m[n])
-    return math.nan
+    return next((float(m[n]) for n in names if m.get(n) is not None), math.nan)
 
 
 def _metrics(m: dict, task: str) -> dict:
@@ -258,8 +255,6 @@ _VALIDATED_NAMES: set | None = None
 
 
 class NotebookContext(NamedTuple):
-    """What a notebook needs after validating its parameters."""
-
     profile: Profile
     run_dir: Path
     figures_dir: Path

@@ -148,7 +148,15 @@ class Perturbation:
 def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
                             layers_path: str | None = None, attn_name: str | None = None, sync_norm: bool = False,
                             loss_scale: float | None = None, budget: str = "global") -> Perturbation:
-    """Pass 1 of Algorithm 1; see :func:`compute_perturbation`. Also returns the global norm and the clean loss."""
+    """Pass 1 of Algorithm 1: ``eps_l = rho * g_l / ||(g_1..g_L)||`` with ``g_l = dL/de_l`` for every decoder layer,
+    plus the global gradient norm and the clean loss.
+
+    ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
+    differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
+    initialised process group (data parallel), so every process gets its slice of the perturbation of the
+    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients).
+    ``eps``: detached tensors shaped like the attention outputs; all zeros when the norm is zero or not finite.
+    """
     check_param("rho", rho)
     deltas: dict[int, torch.Tensor] = {}
 
@@ -203,21 +211,6 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
     # reported norm: gradient of the global loss, which DDP defines as the mean of the per-process losses
     norm = raw / (loss_scale or 1.0) / world
     return Perturbation(eps=eps, grad_norm=norm.detach(), loss=loss.detach())
-
-
-def compute_perturbation(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
-                         layers_path: str | None = None, attn_name: str | None = None,
-                         sync_norm: bool = False) -> list[torch.Tensor]:
-    """Pass 1: ``eps_l = rho * g_l / ||(g_1..g_L)||`` with ``g_l = dL/de_l`` for every decoder layer.
-
-    ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
-    differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
-    initialised process group (data parallel), so every process gets its slice of the perturbation of the
-    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients).
-    Returns detached tensors shaped like the attention outputs; all zeros when the gradient norm is zero or not
-    finite."""
-    return perturbation_with_stats(model, inputs, rho, loss_fn=loss_fn, layers_path=layers_path,
-                                   attn_name=attn_name, sync_norm=sync_norm).eps
 
 
 def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_size: int = 1,
