@@ -11,7 +11,7 @@ reduction per step (one host sync).
 """
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -114,16 +114,8 @@ class FiniteGuard(TrainerCallback):
                        f"(first: {name})", args, state)
 
     def on_log(self, args, state, control, logs: dict | None = None, **kwargs):
-        for key, value in _numbers(logs or {}):
-            if not math.isfinite(value):
-                self._fail(f"logged {key}={value}", args, state)
-
-
-def _numbers(logs: Mapping) -> Iterable[tuple[str, float]]:
-    for key, value in logs.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, (int, float)):
-            yield key, float(value)
+        for key, value in (logs or {}).items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+                self._fail(f"logged {key}={float(value)}", args, state)

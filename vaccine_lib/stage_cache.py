@@ -126,15 +126,15 @@ def is_done(path) -> bool:
     return (Path(path) / "done.json").is_file()
 
 
-def read_result(path: Path, stage: str, key: str) -> StageResult:
-    """The stored :class:`StageResult` (``cached=True``); :class:`DamagedFolder` for a file that does not parse."""
+def read_result(path: Path, stage: str, key: str, cached: bool = True) -> StageResult:
+    """The stored :class:`StageResult`; :class:`DamagedFolder` for a file that does not parse."""
     loaded = []
     for name in RESULT_FILES:
         try:
             loaded.append(json.loads((path / name).read_text()))
         except (OSError, ValueError) as exc:
             raise DamagedFolder(f"{name} is unreadable ({type(exc).__name__}: {exc})") from None
-    return StageResult(path, *loaded, cached=True, key=key, stage=stage)
+    return StageResult(path, *loaded, cached=cached, key=key, stage=stage)
 
 
 def cached(path, stage: str, key: str, required=(), deep: bool = False, check=None) -> StageResult | None:
@@ -191,9 +191,7 @@ def _write(path: Path, stage: str, key: str, write, seed: int | None) -> StageRe
                                                   indent=1, sort_keys=True, default=str))
 
     atomic_save_dir(path, writer)
-    res = read_result(path, stage, key)
-    res.cached = False
-    return res
+    return read_result(path, stage, key, cached=False)
 
 
 def clean_stale(parent: Path, max_age_s: float = 24 * 3600) -> list[Path]:
@@ -288,6 +286,4 @@ def _run_ranked(dist, path: Path, stage: str, key: str, write, seed, collective:
             write(Path(tmp))
         dist.barrier()
     wait_for(path, f"rank 0 to write the {stage} stage {key}")
-    res = read_result(path, stage, key)
-    res.cached = False
-    return res
+    return read_result(path, stage, key, cached=False)

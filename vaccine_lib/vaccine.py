@@ -58,7 +58,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from .config import BUDGETS, PERTURBATIONS, RANGES, check_param
-from .errors import ConfigError, DivergenceError, check_choice, check_range
+from .errors import ConfigError, DivergenceError, check_choice, check_int, check_range
 from .hooks import attention_hooks, get_attention_modules
 from .losses import AnswerOnlyLoss, default_loss, loss_is_scaled_for_ga, response_only_lm_loss, token_average_scale
 
@@ -87,9 +87,7 @@ class VaccineConfig(TrainingArguments):
 
     def __post_init__(self):
         check_param("rho", self.rho)  # the one range of rho (config.RANGES): finite, bounded
-        if isinstance(self.tau, bool) or not isinstance(self.tau, int):
-            raise ConfigError(f"tau={self.tau!r} must be an integer; allowed range: [1, inf)")
-        check_param("tau", self.tau)
+        check_int("tau", self.tau, *RANGES["tau"])
         check_choice("perturbation", self.perturbation, PERTURBATIONS)
         check_choice("budget", self.budget, BUDGETS)
         if self.gaussian_std is not None:
