@@ -11,7 +11,6 @@ import json
 import os
 import random
 import tempfile
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -207,7 +206,7 @@ def verify_split(data_dir: Path, name: str, manifest: dict) -> int:
     return len(rows)
 
 
-def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig(), verbose: bool = False) -> dict:
+def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig()) -> dict:
     """Build every split into ``<data_dir>/processed`` (no-op when already built and intact, unless ``force``)."""
     data_dir = Path(data_dir)
     out = processed_dir(data_dir)
@@ -223,7 +222,6 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
             except DataFormatError as exc:  # intact hashes but unusable content (e.g. an emptied split): rebuild
                 print(f"rebuilding the data: {exc}", flush=True)
     check_writable_dir(out)  # before any work: an unwritable folder fails in milliseconds, not after the build
-    t0 = time.perf_counter()
     sources.SOURCE_FILES.clear()
     splits = make_splits(config)  # pure; a bad parameter fails here, before anything on disk is touched
     empty = [name for name, rows in splits.items() if not rows]
@@ -249,10 +247,6 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
     manifest = {"version": MANIFEST_VERSION, "builder": BUILDER_VERSION, "params": asdict(config), "sources": src,
                 "splits": entries}
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    if verbose:
-        print(f"built {len(entries)} splits in {out} ({time.perf_counter() - t0:.1f} s)")
-        for name, e in entries.items():
-            print(f"  {name:14s} {e['rows']:6d} rows  {e['kinds']}")
     return manifest
 
 
