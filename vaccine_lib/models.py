@@ -55,10 +55,7 @@ _TINY = {
 
 
 TINY_MODELS = tuple(_TINY)
-
-
-def available_models() -> list[str]:
-    return list(MODELS)  # the one list of names (config.MODELS); test_config_* checks it matches this registry
+OFFLINE_MODELS = f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
 
 
 def cache_dir() -> Path:
@@ -66,10 +63,6 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("VACCINE_LIB_CACHE") or Path.home() / ".cache" / "vaccine_lib")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _offline_models() -> str:
-    return f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
 
 
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -186,7 +179,7 @@ def _check_local_model_dir(name: str) -> str:
     if not path.exists():
         raise ConfigError(f"local model folder {name!r} does not exist ({path.resolve()}); pass an existing "
                           "folder saved with model.save_pretrained(...), or a registry name: "
-                          f"{', '.join(available_models())}", param="model")
+                          f"{', '.join(MODELS)}", param="model")
     if not path.is_dir():
         raise ConfigError(f"model {name!r} is a file, not a model folder; pass the folder that holds config.json",
                           param="model")
@@ -212,9 +205,9 @@ def resolve(name: str) -> str:
     if os.path.isdir(name) or _looks_like_path(name):
         return _check_local_model_dir(name)
     if "/" not in name:
-        raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(available_models())}, "
+        raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(MODELS)}, "
                           "a Hugging Face id (org/name) or a local checkpoint folder", param="model")
-    require_hub(f"model {name!r} (a Hugging Face Hub id)", _offline_models())
+    require_hub(f"model {name!r} (a Hugging Face Hub id)", OFFLINE_MODELS)
     return name
 
 
@@ -227,7 +220,7 @@ def load_tokenizer(name: str):
         if os.path.isdir(path) and name not in EMBEDDED_MODELS and name not in TINY_MODELS:
             raise ConfigError(f"local model folder {name!r} has no usable tokenizer files ({exc}); save the "
                               "tokenizer there with tokenizer.save_pretrained(folder)", param="model") from exc
-        raise offline_error(f"tokenizer {name!r}", f"loading it failed ({exc})", _offline_models()) from exc
+        raise offline_error(f"tokenizer {name!r}", f"loading it failed ({exc})", OFFLINE_MODELS) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.eos_token is None:
@@ -264,7 +257,7 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
             if os.path.isdir(path) and name not in EMBEDDED_MODELS:
                 raise ConfigError(f"could not load the model in local folder {name!r} ({exc}); it must hold a "
                                   "model saved with model.save_pretrained(folder)", param="model") from exc
-            raise offline_error(f"model {name!r}", f"loading it failed ({exc})", _offline_models()) from exc
+            raise offline_error(f"model {name!r}", f"loading it failed ({exc})", OFFLINE_MODELS) from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     if device:
