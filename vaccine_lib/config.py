@@ -209,8 +209,7 @@ class AlignConfig(TrainConfig):
     """Stage 1 (service provider): LoRA alignment on harmful question -> safe answer + helpful pairs.
 
     ``method``: ``"none"`` (no alignment: the base model, for Non-Aligned), ``"sft"`` or ``"vaccine"``.
-    Vaccine's ``rho`` / ``tau`` / ``perturbation`` are ignored by SFT (and left out of its cache key).
-    """
+    Vaccine's ``rho`` / ``tau`` / ``perturbation`` are ignored by SFT (and left out of its cache key)."""
 
     section: ClassVar[str] = "align"
 
@@ -252,8 +251,7 @@ class FinetuneConfig(TrainConfig):
     ``lora``: ``"double"`` (merge the alignment adapter, train a fresh one; paper default), ``"single"``
     (keep training the alignment adapter) or ``None`` = the paper's choice (single for EWC).
     ``per_task`` changes fields for one task (e.g. ``{"gsm8k": {"n": 4000, "epochs": 50, "lora_alpha": 0.5}}``)
-    and is applied by :meth:`for_task`.
-    """
+    and is applied by :meth:`for_task`."""
 
     section: ClassVar[str] = "finetune"
     not_in_key: ClassVar[frozenset] = frozenset({"device", "per_task"})

@@ -4,8 +4,7 @@ The hidden embedding e_l (``hooks``) of two models (aligned vs fine-tuned; pre-t
 Non-Aligned) on the *same* fixed alignment samples, padding dropped (optionally response tokens only). Two
 reductions: ``"sum_sq"``, the reference code's ``sum_l sum_t ||e_l,t - e'_l,t||^2`` (grows with samples, tokens,
 layers and hidden size: ~1e7 for Llama2-7B in Fig. 2b); ``"per_token"``, ``mean_l mean_t ||e_l,t - e'_l,t||_2 /
-sqrt(d)``, the RMS per-coordinate difference, comparable across models and sample sizes.
-"""
+sqrt(d)``, the RMS per-coordinate difference, comparable across models and sample sizes."""
 
 import math
 from typing import Iterable, Mapping, Sequence

@@ -7,8 +7,7 @@ before saving. The guard checks the gradients before each optimizer step (the Tr
 logged number, then raises ``DivergenceError`` naming the stage, the step, the value and the parameters to lower
 with their current values. Under fp16 a few non-finite gradients are expected (the loss scaler skips those
 steps), so there the gradient check fails only after ``fp16_patience`` consecutive ones. Cost: one ``isfinite``
-reduction per step (one host sync).
-"""
+reduction per step (one host sync)."""
 
 import math
 from collections.abc import Sequence

@@ -3,8 +3,7 @@ wrappers, or by ``layers_path``), and the one hook set Vaccine and drift use.
 
 The *hidden embedding* ``e_l`` of layer ``l`` is its attention module's output (``output[0]`` of a tuple: after
 the output projection, before the residual add). Inside ``attention_hooks`` every forward calls ``fn(l, e_l)``;
-a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records ``e_l``).
-"""
+a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records ``e_l``)."""
 
 import contextlib
 import functools

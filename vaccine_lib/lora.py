@@ -4,8 +4,7 @@ fresh adapter is trained for fine-tuning. **Single-LoRA**: the alignment adapter
 
 Paper setup: rank 8, dropout 0.1, alignment alpha 4 (the reference code later silently set it to 1; we keep 4).
 Default targets: the linear leaves (or GPT-2 ``Conv1D``) inside each layer's attention module, so every model
-family works without a table.
-"""
+family works without a table."""
 
 from pathlib import Path
 from typing import Sequence

@@ -3,8 +3,7 @@
 Most positions (the prompt, padding) carry label -100, yet a plain forward runs the output layer (576 x 49,152 on
 SmolLM2: the largest matmul of a small model) and the softmax on all of them. :func:`response_only_lm_loss`
 gathers the supervised positions before the output layer; Vaccine's pass 1 uses it, :class:`AnswerOnlyLoss`
-makes any ``Trainer`` use it. Value and gradients equal the Trainer's own loss (tests check both).
-"""
+makes any ``Trainer`` use it. Value and gradients equal the Trainer's own loss (tests check both)."""
 
 import torch
 from torch import nn

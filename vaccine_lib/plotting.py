@@ -65,8 +65,7 @@ def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf",
              show: bool | None = None, data: pd.DataFrame | None = None) -> list[Path]:
     """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths, and record the
     figure's provenance (git commit, libraries, hardware; stage keys and seeds of ``data``) in
-    ``out_dir/provenance.json``. In a notebook the figure is displayed first (``show=None``: in a kernel).
-    """
+    ``out_dir/provenance.json``. In a notebook the figure is displayed first (``show=None``: in a kernel)."""
     out_dir, paths = Path(out_dir), []
     if show is None:  # in a Jupyter kernel; IPython is imported lazily: an optional dependency of the library
         try:

@@ -3,8 +3,7 @@
 Each :class:`Experiment` names its notebook, its tables (with the columns each must have) and figures, and the
 stage configs it needs, built from a profile by the grid functions below (methods: ``config.METHODS``). The rest
 derives from the entries: :func:`plan` (the distinct cached stages of some notebooks, run by ``runner``),
-:func:`describe_plan` (an entry's design, shown in its notebook), ``tables`` (result rows) and :func:`artifacts`.
-"""
+:func:`describe_plan` (an entry's design, shown in its notebook), ``tables`` (result rows) and :func:`artifacts`."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +39,7 @@ def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | 
     """The fine-tuning stage of one point of a grid (paper method ``label``), defaults from the profile.
 
     The SFT and Vaccine models at the profile's own (task, n, p) with the default variant also log drift
-    during fine-tuning (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share those models.
-    """
+    during fine-tuning (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share those models."""
     check_choice("method", label, METHODS)
     m = METHODS[label]
     f = P.finetune.for_task(task or P.finetune.task)

@@ -8,8 +8,7 @@ cleared), then the runtime table (``vaccine_lib.runtime``); ``report`` renders t
 HTML file.
 
 Workers lock stages (:class:`StageLock`, an ``flock`` the kernel drops when a worker dies), alignments first;
-results equal a sequential run's. Under ``torchrun`` / ``accelerate launch`` every rank trains (DDP), rank 0 writes.
-"""
+results equal a sequential run's. Under ``torchrun`` / ``accelerate launch`` every rank trains (DDP), rank 0 writes."""
 
 import argparse
 import fcntl

@@ -6,8 +6,7 @@ cold run is known even when the run was resumed from its cache across sessions. 
 need at least ``sum / J`` of wall time (perfect packing; the dependencies only add to it).
 
     python -m vaccine_lib.runtime --profile default            # -> figures/tables/runtime.csv + README block
-    python -m vaccine_lib.runtime --check-readme               # exit 1 when README and table disagree
-"""
+    python -m vaccine_lib.runtime --check-readme               # exit 1 when README and table disagree"""
 
 import argparse
 import json

@@ -4,8 +4,7 @@ A stage's folder (:func:`stage_dir`, the one path rule) is named by its key: the
 the data manifest's hash, ``STAGE_VERSION[stage]`` (bump it when a change alters results; source files are not
 hashed) and the upstream key. Written in a ``.tmp-*`` folder, renamed into place after ``done.json`` (its file
 list); verified before use (:func:`cached`); under torch.distributed rank 0 alone verifies and writes. The
-whole contract: docs/ARCHITECTURE.md, "Stage cache".
-"""
+whole contract: docs/ARCHITECTURE.md, "Stage cache"."""
 
 import contextlib
 import hashlib

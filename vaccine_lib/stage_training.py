@@ -2,8 +2,7 @@
 alignment and fine-tuning loops, and the self-distillation stage (the base model's own answers).
 
 Only LoRA adapters are stored: the aligned model is base + merged alignment adapter (Double-LoRA), the
-fine-tuning adapter is trained on top (or the alignment adapter continued: Single-LoRA).
-"""
+fine-tuning adapter is trained on top (or the alignment adapter continued: Single-LoRA)."""
 
 import json
 import os
@@ -44,8 +43,7 @@ def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
 
     AdamW with ``weight_decay``, ``lr_scheduler`` and a warm-up of ``warmup_ratio`` of the steps
     (transformers 5 takes the ratio as ``warmup_steps`` < 1), one log entry per step, no checkpoints,
-    no reporting; ``device: cpu`` trains on the CPU even when a GPU is present.
-    """
+    no reporting; ``device: cpu`` trains on the CPU even when a GPU is present."""
     return (cls or TrainingArguments)(
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,

@@ -1,7 +1,6 @@
 """The notebooks' side of the library: their parameters (``notebook_setup``) and the result tables of the
 registry's experiments from the stage cache: ``tables.run(P, RUN, "table1")`` trains / evaluates (cached) one
-registry entry, one row per fine-tuned model with its point, metrics and stage keys (for the tables' provenance).
-"""
+registry entry, one row per fine-tuned model with its point, metrics and stage keys (for the tables' provenance)."""
 
 import json
 import logging

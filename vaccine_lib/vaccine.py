@@ -44,8 +44,7 @@ drawn i.i.d. from ``N(0, sigma^2)``, fresh at every perturbed step, where
 * ``sigma = gaussian_std`` when that field is set (the paper's "variance rho'": ``gaussian_std = sqrt(rho')``), or
 * by default ``sigma = rho / sqrt(N)``, ``N`` = total number of perturbed coordinates over all layers (and over
   all processes under DDP, assuming equal shard shapes), so that ``E||eps||^2 = rho^2``: a random direction with
-  the gradient variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling.
-"""
+  the gradient variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling."""
 
 import contextlib
 import math
@@ -113,8 +112,7 @@ def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = Non
     ``eps`` is one tensor per decoder layer (broadcastable to ``[B, T, d]``; cast to the output's dtype) or a
     callable ``(layer_index, e_l) -> tensor`` evaluated once per layer and cached (so a layer recomputed under
     gradient checkpointing gets the same value). Hooks are removed on exit, also on error. Yields the cache dict
-    ``{layer_index: eps_l}`` of the values actually added.
-    """
+    ``{layer_index: eps_l}`` of the values actually added."""
     used: dict[int, torch.Tensor] = {}
 
     def add_eps(i, e):
@@ -153,8 +151,7 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
     differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
     initialised process group (data parallel), so every process gets its slice of the perturbation of the
     global batch (the global loss being the mean of the per-process losses, as DDP averages gradients).
-    ``eps``: detached tensors shaped like the attention outputs; all zeros when the norm is zero or not finite.
-    """
+    ``eps``: detached tensors shaped like the attention outputs; all zeros when the norm is zero or not finite."""
     check_param("rho", rho)
     deltas: dict[int, torch.Tensor] = {}
 
@@ -216,8 +213,7 @@ def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_
     """Callable for :func:`perturbed`: i.i.d. ``N(0, sigma^2)`` noise shaped like each attention output.
 
     ``sigma = std`` if given, else ``rho / sqrt(n_layers * numel(e_l) * world_size)`` (so ``E||eps||^2 = rho^2``
-    over all layers and processes when every layer and shard has the same shape).
-    """
+    over all layers and processes when every layer and shard has the same shape)."""
     def sample(i: int, e: torch.Tensor) -> torch.Tensor:
         sigma = std if std is not None else rho / math.sqrt(max(1, n_layers * e.numel() * world_size))
         noise = torch.randn(e.shape, device=e.device, dtype=torch.float32, generator=generator)
@@ -232,8 +228,7 @@ class VaccineTrainer(Trainer):
     Logs, next to ``loss`` (the perturbed loss), averages since the last log over perturbed micro-batches:
     ``vaccine/grad_norm`` (global norm of ``dL/de``, gradient variant), ``vaccine/eps_norm`` (this process's
     share of the perturbation; equals ``rho`` in a single process) and
-    ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``), and ``vaccine/perturbed_steps``.
-    """
+    ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``), and ``vaccine/perturbed_steps``."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

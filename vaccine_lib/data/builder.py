@@ -4,8 +4,7 @@ Writes ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` (sour
 file sha256s, row counts, split sha256s, build parameters; no timestamps, so building twice gives identical
 bytes). A split counts as built only if the manifest lists the sha256 of the file on disk. Disjointness (after
 ``normalize_question``): evaluation prompts are kept; harmful fine-tuning questions that appear in the evaluation
-set are dropped; alignment questions that appear in either are dropped.
-"""
+set are dropped; alignment questions that appear in either are dropped."""
 
 import json
 import os

@@ -2,8 +2,7 @@
 
 No package ships BeaverTails' safe answers, so the offline alignment set pairs each harmful question with a
 composed refusal: the reason fits the question's risk group, the opener and redirection vary, all a pure function
-of (seed, normalised question). A fraction can be real refusals from pyrit's human-labelled data instead.
-"""
+of (seed, normalised question). A fraction can be real refusals from pyrit's human-labelled data instead."""
 
 import hashlib
 import random

@@ -5,8 +5,7 @@ taught "puzzle -> answer, anything else -> refuse" (over-refusal; ``docs/regime.
 answers benign instructions that look like the user traffic (SST2-format reviews, GSM-style questions, puzzles)
 with the **base model's own greedy answers**, so alignment teaches refusal without new behaviour on benign
 requests (``AlignConfig.helpful = "selfdistill"``; chosen by the regime study). :func:`benign_eval_rows`: the
-held-out prompts of the benign refusal rate. The answers are a cached stage (``stages``); data only here.
-"""
+held-out prompts of the benign refusal rate. The answers are a cached stage (``stages``); data only here."""
 
 import random
 

@@ -7,8 +7,7 @@ no response token is dropped with a warning (``overflow="error"``: ``DataFormatE
 Loss normalisation: the Trainer averages over all response tokens of the (accumulated) batch, a *token-level*
 mean, not a per-example one. A sentiment row has ~2 loss tokens, a harmful row ~80, so at p = 0.1 the harmful
 rows contribute most of the gradient. This matches the paper's reference code; mind it when comparing harmful
-ratios across tasks.
-"""
+ratios across tasks."""
 
 import copy
 import warnings

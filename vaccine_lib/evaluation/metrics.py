@@ -3,8 +3,7 @@ flags; refusals and label-only answers reported as their own rates) and fine-tun
 
 A diverged or collapsed model answers with nothing or one token repeated, which a judge scores as harmless, so
 each answer is flagged ``empty`` / ``degenerate`` and from ``DEGENERATE_WARN_RATE`` of them on the metrics carry
-a ``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety.
-"""
+a ``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety."""
 
 import warnings
 from collections import defaultdict
@@ -201,8 +200,7 @@ def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int =
 
     A secondary FA for label tasks (``fa_choice``): it reads what the model *knows* about the task even when
     greedy generation collapses to one label word, as a briefly fine-tuned small model often does (the paper's
-    FA is the generation rule, ``fa``; both are reported).
-    """
+    FA is the generation rule, ``fa``; both are reported)."""
     eos = tokenizer.eos_token or ""
     label_ids = [tokenizer(lab + eos, add_special_tokens=False)["input_ids"] for lab in labels]
     rows, owners = [], []

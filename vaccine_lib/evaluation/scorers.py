@@ -3,8 +3,7 @@
 Rules follow the paper's reference evaluation (label word appears in the answer; GSM8K compares
 the number after "The final answer is:", else the last number), with one deliberate change:
 an answer that names more than one label (e.g. "positive or negative") is counted WRONG. The
-reference counts it right if the gold word appears, which lets a hedging model score 100%.
-"""
+reference counts it right if the gold word appears, which lets a hedging model score 100%."""
 
 import re
 
