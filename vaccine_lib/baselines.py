@@ -213,7 +213,6 @@ def vlguard_mix(user_ds, alignment_ds, m: int, seed: int = 0):
     """User fine-tuning data with ``m`` seeded alignment samples mixed in (Vlguard; paper 500 into 1000), on
     the columns both share, shuffled with ``seed``; ``m = 0``: ``user_ds`` unchanged (plain SFT)."""
     from datasets import concatenate_datasets
-
     check_range("m", m, 0, len(alignment_ds))
     if m == 0:
         return user_ds

@@ -407,14 +407,12 @@ class Sweeps(StageConfig):
 # (dry runs, `data info`, --help) that never touches a tensor.
 def dtype_of(name: str):
     import torch
-
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; ``cuda`` without a GPU is an error."""
     import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -426,7 +424,6 @@ def resolve_device(device: str) -> str:
 def check_dtype_device(dtype: str, device: str) -> None:
     """Half precision on the CPU is refused (slow and imprecise: ~25x slower than float32 on this CPU)."""
     import torch
-
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if dtype != "float32" and on_cpu:
         raise ConfigError(f"dtype={dtype!r} on the CPU (device={device!r}) is not supported; allowed on CPU: float32. "

@@ -165,21 +165,18 @@ def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
 def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: int | str = -1,
                       response_only: bool = False) -> torch.Tensor:
     """One vector per sample for t-SNE (Fig. 4): the mean of the attention output over its tokens (response
-    tokens only with ``response_only``) at ``layer``: an index, ``"mean"`` over layers ``[N, d]`` or ``"concat"``
-    ``[N, L*d]``."""
+    tokens only with ``response_only``) at ``layer``: an index ``[N, d]`` or ``"concat"`` ``[N, L*d]``."""
     rows = []
     for batch in make_batches(tokenizer, texts_or_batches):
         mask = _token_mask(batch, response_only).float().unsqueeze(-1)  # [B, T, 1]
         outs = _capture(model, batch)
         means = [(e.float().cpu() * mask).sum(1) / mask.sum(1).clamp(min=1) for e in outs]  # each [B, d]
-        if layer == "mean":
-            rows.append(torch.stack(means).mean(0))
-        elif layer == "concat":
+        if layer == "concat":
             rows.append(torch.cat(means, dim=-1))
         elif isinstance(layer, int):
             rows.append(means[layer])
         else:
-            raise ConfigError(f"unknown layer {layer!r}; allowed values: an int, 'mean', 'concat'")
+            raise ConfigError(f"unknown layer {layer!r}; allowed values: an int, 'concat'")
     return torch.cat(rows)
 
 

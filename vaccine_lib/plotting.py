@@ -75,7 +75,6 @@ def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf",
             show = False
     if show:
         from IPython.display import display
-
         display(fig)
     meta = {"pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
             "png": {"Software": None}}

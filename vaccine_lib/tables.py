@@ -146,7 +146,6 @@ def tsne_frame(P: Profile, run_dir) -> pd.DataFrame:
     """2-D t-SNE (one joint fit) of per-sample pooled attention outputs (last layer) of SFT / Vaccine, aligned and
     fine-tuned, on the same ``drift.tsne_samples`` alignment rows. Columns: model, sample, x, y, stage_key."""
     from sklearn.manifold import TSNE  # heavy (~1 s) and only for Fig. 4
-
     sft, vac = registry.fig4(P)
     targets = {"SFT-aligned": sft.align, "SFT fine-tuned": sft, "Vaccine-aligned": vac.align, "Vaccine fine-tuned": vac}
     probe = P.align.with_(method="sft", seed=P.seed)

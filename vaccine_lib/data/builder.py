@@ -74,12 +74,8 @@ BUILD_LIMITS = {
 }
 
 
-def processed_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "processed"
-
-
 def split_path(data_dir: Path, name: str) -> Path:
-    return processed_dir(data_dir) / f"{name}.jsonl"
+    return Path(data_dir) / "processed" / f"{name}.jsonl"
 
 
 def _dedupe(rows: list[dict], exclude: set[str] = frozenset()) -> list[dict]:
@@ -157,7 +153,7 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
 
 
 def read_manifest(data_dir: Path) -> dict | None:
-    path = processed_dir(data_dir) / MANIFEST
+    path = Path(data_dir) / "processed" / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # missing, unreadable or not a folder: not built
@@ -208,7 +204,7 @@ def verify_split(data_dir: Path, name: str, manifest: dict) -> int:
 def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig()) -> dict:
     """Build every split into ``<data_dir>/processed`` (no-op when already built and intact, unless ``force``)."""
     data_dir = Path(data_dir)
-    out = processed_dir(data_dir)
+    out = data_dir / "processed"
     if not isinstance(config, BuildConfig):
         raise ConfigError(f"config must be a BuildConfig, got {type(config).__name__}", param="config")
     if not force and is_built(data_dir):
