@@ -52,12 +52,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
-def save_lora(model: nn.Module, path: str | Path) -> Path:
-    """Save only the adapter weights + config (a few hundred KB) to ``path``."""
-    model.save_pretrained(str(path))
-    return Path(path)
-
-
 def load_lora(model: nn.Module, path: str | Path, trainable: bool = False):
     """Load a saved adapter onto a base model; ``trainable=True`` for Single-LoRA continuation."""
     return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)

@@ -35,7 +35,7 @@ def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rh
 
 def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | None = None, task: str | None = None,
                     seed: int | None = None, rho: float | None = None, perturbation: str = "gradient",
-                    lora: str | None = None, tau: int = 1, track_drift: bool = False) -> FinetuneConfig:
+                    lora: str | None = None, track_drift: bool = False) -> FinetuneConfig:
     """The fine-tuning stage of one point of a grid (paper method ``label``), defaults from the profile.
 
     The SFT and Vaccine models at the profile's own (task, n, p) with the default variant also log drift
@@ -44,8 +44,7 @@ def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | 
     m = METHODS[label]
     f = P.finetune.for_task(task or P.finetune.task)
     seed = P.seed if seed is None else seed
-    a = align_config(P, m.align, seed=P.seed if P.shared_alignment else seed, rho=rho, perturbation=perturbation,
-                     tau=tau)
+    a = align_config(P, m.align, seed=P.seed if P.shared_alignment else seed, rho=rho, perturbation=perturbation)
     cfg = f.with_(align=a, defense=m.defense, lora=lora or m.lora, seed=seed,
                   p=f.p if p is None else float(p), n=f.n if n is None else int(n))
     reference = (label in ALWAYS_SWEPT and cfg.task == P.finetune.task and cfg.n == P.finetune.n

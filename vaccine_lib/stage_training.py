@@ -27,7 +27,7 @@ from .guards import FiniteGuard, check_finite_weights
 from .hardware import resolve_autocast
 from .hooks import eval_mode
 from .judge import is_refusal
-from .lora import add_lora, load_lora, merge_lora, save_lora
+from .lora import add_lora, load_lora, merge_lora
 from .losses import AnswerOnlyLoss
 from .models import load_model
 from .vaccine import VaccineConfig, VaccineTrainer
@@ -127,7 +127,7 @@ def _train(cfg: TrainConfig, a: AlignConfig, model, tok, train, tmp: Path, fishe
     if hasattr(trainer, "eps_layer_share"):  # Vaccine: where the perturbation budget went, layer by layer
         metrics["eps_layer_share"] = [round(s, 6) for s in trainer.eps_layer_share()]
     check_finite_weights(model, stage=stage, args=args)
-    save_lora(model, tmp / "adapter")  # only once the weights are known to be finite
+    model.save_pretrained(str(tmp / "adapter"))  # the adapter only (a few hundred KB), once its weights are finite
     metrics["align_loss"] = alignment_loss(model, probe_batches(a, tok, ALIGN_LOSS_SAMPLES))
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     return metrics, history

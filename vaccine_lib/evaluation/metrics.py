@@ -31,10 +31,10 @@ class DegenerateGenerationWarning(UserWarning):
     """Most answers of the evaluated model are empty or degenerate: its HS is not a safety measurement."""
 
 
-def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens: int,
-                            param: str = "max_new_tokens") -> None:
+def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens: int) -> None:
     """ConfigError before generating if the longest prompt + ``max_new_tokens`` exceeds the model's context
     (models with learned position embeddings otherwise fail mid-generation with an IndexError)."""
+    param = "max_new_tokens"
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer; allowed range: [1, context - "
                           "prompt length]", param=param)
