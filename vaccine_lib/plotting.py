@@ -99,9 +99,10 @@ def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: boo
 
 
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense"):
-    """One panel per metric in ``ys``: ``y`` vs ``x``, one line per ``hue`` (mean, error bars +- SD when several seeds
-    share a point). A line joins only neighbouring x values the group was measured at: where a group skips an x
-    that others have (e.g. Vaccine not run at p = 0.1), the line breaks instead of drawing an interpolated value."""
+    """One panel per metric in ``ys``: ``y`` vs ``x`` (HS / FA vs p: Fig. 2, Table 1; drift vs step: Fig. 3), one
+    line per ``hue`` (mean, error bars +- SD when several seeds share a point). A line joins only neighbouring x
+    values the group was measured at: where a group skips an x that others have (e.g. Vaccine not run at p = 0.1),
+    the line breaks instead of drawing an interpolated value."""
     ys = [y for y in ys if y in df.columns]
     fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(_FIG_W * max(1, len(ys)), 2.4), squeeze=False)
     hue_order = _order(df[hue]) if hue and hue in df else None
@@ -135,11 +136,6 @@ def _finish(fig, title: str | None, legend_ax=None, suptitle: bool = True):
     return fig
 
 
-def metric_vs_p(df: pd.DataFrame, metrics: Sequence[str] = ("hs", "fa")):
-    """HS / FA (and any other column) against the harmful ratio p (paper Fig. 2, Table 1 as lines)."""
-    return lines(df, "p", metrics)
-
-
 def history_frame(histories: Mapping[str, Sequence[dict]], keys: Sequence[str], x: str = "step") -> pd.DataFrame:
     """Long table (model, x, key, value) of the given keys of Trainer log histories ``{label: log_history}``."""
     rows = [{"model": name, x: rec[x], "key": k, "value": float(rec[k])} for name, hist in histories.items()
@@ -162,11 +158,6 @@ def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str]
                          legend=ax is axes[0][-1], errorbar=None)
         ax.set(xlabel=label(x), ylabel=label(k))
     return _finish(fig, None, axes[0][-1])
-
-
-def drift_curves(df: pd.DataFrame, ys: Sequence[str] = ("drift", "align_loss")):
-    """Drift and alignment loss during fine-tuning (paper Fig. 3)."""
-    return lines(df, "step", ys)
 
 
 def scatter_2d(df: pd.DataFrame, hue: str = "model"):
