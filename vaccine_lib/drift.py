@@ -61,16 +61,12 @@ def _token_mask(batch: dict, response_only: bool) -> torch.Tensor:
     return mask
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def _capture(model: nn.Module, batch: dict) -> list[torch.Tensor]:
     """Per-layer attention outputs [B, T, d] for one batch (eval mode, no grad)."""
     store: dict[int, torch.Tensor] = {}
     with eval_mode(model), attention_hooks(model, lambda i, e: store.__setitem__(i, e.detach())) as mods:
-        model(**{k: batch[k].to(_device(model)) for k in _FWD_KEYS if k in batch})
+        model(**{k: batch[k].to(next(model.parameters()).device) for k in _FWD_KEYS if k in batch})
     if len(store) < len(mods):
         raise ConfigError("an attention module did not run in the forward pass")
     return [store[i] for i in range(len(mods))]
@@ -147,7 +143,7 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
 @torch.no_grad()
 def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
     """Clean loss on alignment data: mean token cross-entropy over all response tokens (eval mode)."""
-    total, count, dev = 0.0, 0, _device(model)
+    total, count, dev = 0.0, 0, next(model.parameters()).device
     with eval_mode(model):
         for batch in batches:
             batch = _as_batch(batch)

@@ -75,35 +75,28 @@ def get_attention_modules(model: nn.Module, layers_path: str | None = None,
     return out
 
 
-def first_output(output) -> torch.Tensor:
-    """``e_l`` from an attention module's output: the tensor itself or the first element of a tuple/list."""
-    e = output if isinstance(output, torch.Tensor) else (
-        output[0] if isinstance(output, (tuple, list)) and len(output) > 0 else None)
-    if not isinstance(e, torch.Tensor):
-        raise ConfigError(f"attention module returned {type(output).__name__}; expected a tensor or a tuple whose "
-                          "first element is the [batch, tokens, hidden] output (pass layers_path/attn_name)")
-    return e
-
-
 @contextlib.contextmanager
 def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = None, attn_name: str | None = None):
     """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output; yields the
-    attention modules (one per decoder layer)."""
+    attention modules (one per decoder layer). ``e_l``: the module's output tensor, or the first element of a
+    tuple / list output."""
     modules = get_attention_modules(model, layers_path, attn_name)
 
-    def make(i):
-        def hook(module, args, output):
-            new = fn(i, first_output(output))
-            if new is None or isinstance(output, torch.Tensor):
-                return new
-            return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
-
-        return hook
+    def hook(i, module, args, output):
+        e = output if isinstance(output, torch.Tensor) else (
+            output[0] if isinstance(output, (tuple, list)) and len(output) > 0 else None)
+        if not isinstance(e, torch.Tensor):
+            raise ConfigError(f"attention module returned {type(output).__name__}; expected a tensor or a tuple whose "
+                              "first element is the [batch, tokens, hidden] output (pass layers_path/attn_name)")
+        new = fn(i, e)
+        if new is None or isinstance(output, torch.Tensor):
+            return new
+        return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
 
     handles = []
     try:
         for i, module in enumerate(modules):
-            handles.append(module.register_forward_hook(make(i)))
+            handles.append(module.register_forward_hook(functools.partial(hook, i)))
         yield modules
     finally:
         for h in handles:
