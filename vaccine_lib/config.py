@@ -159,13 +159,6 @@ def _per_task(v):
     return v
 
 
-def _method_ps(v):
-    for label, ps in v.items():
-        if not ps or not all(0 <= x <= 1 for x in ps):
-            raise ValueError(f"method_ps.{label}: give a non-empty list of harmful ratios in [0, 1]")
-    return v
-
-
 #: fields ``finetune.per_task`` may change for one task
 PER_TASK_FIELDS = ("batch_size", "epochs", "lora_alpha", "lora_r", "lr", "max_length", "max_steps", "n")
 Steps = Annotated[int, _rule(lambda v: v != 0, "allowed: -1 (train for `epochs`) or an integer >= 1")]
@@ -389,7 +382,8 @@ class Sweeps(StageConfig):
     defenses: list[Label] = _field(list(METHOD_LABELS), "methods of Table 1", min_length=1)
     ps: Ratios = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
     baseline_ps: Ratios = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
-    method_ps: Annotated[dict[Label, list[float]], AfterValidator(_method_ps)] = _field(
+    method_ps: dict[Label, Annotated[list[float], _rule(lambda ps: ps and all(0 <= x <= 1 for x in ps),
+                                                        "give a non-empty list of harmful ratios in [0, 1]")]] = _field(
         {}, "harmful ratios of single methods, replacing ps / baseline_ps for them (e.g. {Vaccine: [0.0, 0.3]})")
     tasks: Annotated[list[str], _one_of(TASKS, "task(s) ")] = _field(["sst2"], "tasks of Table 4", min_length=1)
     sample_counts: Annotated[list[int], _rule(lambda v: all(x >= 1 for x in v), "every sample count must be >= 1")] \
