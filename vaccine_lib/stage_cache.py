@@ -154,7 +154,10 @@ def cached(path, stage: str, key: str, required=(), deep: bool = False, check=No
             with contextlib.suppress(FileNotFoundError):  # another worker may have moved it first
                 os.replace(path, trash)  # one rename: no rank or worker sees a half-deleted stage
             shutil.rmtree(trash, ignore_errors=True)
-    if not _main_decides(res is not None):
+    found, dist = [res is not None], _process_group()
+    if dist is not None:  # rank 0's answer on every rank, so that all ranks take the same branch
+        dist.broadcast_object_list(found, src=0)
+    if not found[0]:
         return None
     return res if res is not None else read_result(path, stage, key)
 
@@ -247,16 +250,6 @@ def _process_group():
 def _rank() -> int:
     dist = _process_group()
     return dist.get_rank() if dist is not None else 0
-
-
-def _main_decides(flag: bool) -> bool:
-    """Rank 0's ``flag`` on every rank, so all ranks take the same branch."""
-    dist = _process_group()
-    if dist is None:
-        return flag
-    box = [bool(flag)]
-    dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
 
 
 def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: float = 0.5, say=print) -> None:
