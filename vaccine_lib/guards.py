@@ -24,12 +24,6 @@ STAGE_HINTS = {"align": ("lr", "rho"), "finetune": ("lr", "kl_weight", "ewc_lamb
 FP16_PATIENCE = 16
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def _hint_text(stage: str, args=None) -> str:
     """'lower lr (now 1e+09) or rho (now 1e+30)': the stage's hints with their values in the training arguments
     (a parameter this trainer lacks, e.g. rho for plain SFT, is left out)."""
@@ -37,7 +31,8 @@ def _hint_text(stage: str, args=None) -> str:
     for name in STAGE_HINTS.get(stage, ("lr",)):
         value = getattr(args, "learning_rate" if name == "lr" else name, None)
         if value is not None or name == "lr" or args is None:
-            parts.append(f"{name} (now {_fmt(value)})" if value is not None else name)
+            parts.append(name if value is None else f"{name} (now {value:g})" if isinstance(value, float)
+                         else f"{name} (now {value!r})")
     return "lower " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1])
 
 
