@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from vaccine_lib.cli import errors_as_exit, writable_dir
-from vaccine_lib.models import available_models
+from vaccine_lib.config import MODELS
 
 from . import cost_model, eval_cost, generation, record, speed, step_overhead
 
@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     bad = [n for n in args.names if n not in BENCHES]
     if bad:
         ap.error(f"unknown benchmark(s) {', '.join(map(repr, bad))}; allowed values: {', '.join(BENCHES)}")
-    if args.model not in available_models() and not Path(args.model).is_dir():
-        ap.error(f"--model {args.model!r}: allowed values: {', '.join(available_models())} or a local model folder")
+    if args.model not in MODELS and not Path(args.model).is_dir():
+        ap.error(f"--model {args.model!r}: allowed values: {', '.join(MODELS)} or a local model folder")
     with errors_as_exit(ap):
         if args.out:  # before an hour of measurement, not after
             writable_dir(Path(args.out).parent, "--out folder", "pass a writable file path to --out")

@@ -15,7 +15,7 @@ from vaccine_lib.evaluation.generation import clean_answer, generate_tokens
 from vaccine_lib.evaluation.metrics import alpaca_prompt
 from vaccine_lib.hardware import autocast_context, resolve_autocast
 from vaccine_lib.judge import get_judge
-from vaccine_lib.lora import add_lora, merge_lora, save_lora
+from vaccine_lib.lora import add_lora, merge_lora
 from vaccine_lib.models import load_model
 from vaccine_lib.profiles import load_profile
 
@@ -71,7 +71,7 @@ def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:
     with torch.inference_mode():
         out["drift_log_forward_s"] = round(_best(lambda: peft(input_ids=probe, output_hidden_states=True), reps), 4)
     with tempfile.TemporaryDirectory() as tmp:
-        out["save_adapter_s"] = round(_best(lambda: save_lora(peft, tmp), reps), 4)
+        out["save_adapter_s"] = round(_best(lambda: peft.save_pretrained(tmp), reps), 4)
     t0 = time.perf_counter()
     model = merge_lora(peft)
     out["merge_lora_s"] = round(time.perf_counter() - t0, 4)

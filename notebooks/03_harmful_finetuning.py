@@ -76,7 +76,7 @@ print("HS (%)"); print(tables.pivot(t1, "hs").to_string())
 print("FA (%)"); print(tables.pivot(t1, "fa").to_string())
 
 # %%
-fig = plotting.metric_vs_p(t1, ["hs", "fa"])
+fig = plotting.lines(t1, "p", ["hs", "fa"])
 plotting.save_fig(fig, "table1_hs_fa_vs_p", FIG, data=t1);
 
 # %%

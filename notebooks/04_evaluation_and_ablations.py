@@ -95,7 +95,7 @@ print("drift logged for:", ", ".join(sorted(set(dh["defense"]))), "| finite:",
 dh.sort_values("step").groupby(["defense", "seed"]).tail(1)[["defense", "seed", "step", "drift", "align_loss"]].round(3)
 
 # %%
-fig = plotting.drift_curves(dh, ["drift", "align_loss"])
+fig = plotting.lines(dh, "step", ["drift", "align_loss"])
 plotting.save_fig(fig, "fig3_drift_during_finetuning", FIG, data=dh);
 
 # %% [markdown]

@@ -68,7 +68,6 @@ def test_huge_lr_fails_the_align_stage_before_anything_is_written(lora_model, tm
 
 def test_diverged_stage_is_never_cached(lora_model, tmp_path):
     """A stage trained inside atomic_save_dir (as the pipeline does): divergence leaves no folder, no temp."""
-    from vaccine_lib.lora import save_lora
     from vaccine_lib.atomic import atomic_save_dir
 
     def stage(tmp):
@@ -77,7 +76,7 @@ def test_diverged_stage_is_never_cached(lora_model, tmp_path):
                           callbacks=[FiniteGuard(stage="align")])
         trainer.train()
         check_finite_weights(model, stage="align", args=trainer.args)
-        save_lora(model, tmp / "adapter")
+        model.save_pretrained(str(tmp / "adapter"))
 
     with pytest.raises(DivergenceError, match="align stage diverged"):
         atomic_save_dir(tmp_path / "stages" / "align-abc", stage)

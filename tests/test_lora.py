@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import trainable_parameters
-from vaccine_lib.lora import add_lora, attention_linear_names, load_lora, merge_lora, save_lora
+from vaccine_lib.lora import add_lora, attention_linear_names, load_lora, merge_lora
 
 
 def _ids():
@@ -52,7 +52,7 @@ def test_double_and_single_lora(tiny_model, tmp_path):
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.1)
-    save_lora(model, tmp_path / "a")
+    model.save_pretrained(str(tmp_path / "a"))
     model.eval()
     with torch.no_grad():
         ref = model(_ids()).logits

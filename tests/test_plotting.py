@@ -18,7 +18,7 @@ def _grid():
 
 
 def test_save_fig_writes_pdf_and_png_and_closes(tmp_path):
-    fig = pl.metric_vs_p(_grid())
+    fig = pl.lines(_grid(), "p", ["hs", "fa"])
     paths = pl.save_fig(fig, "hs_vs_p", tmp_path, show=False)
     assert [p.name for p in paths] == ["hs_vs_p.pdf", "hs_vs_p.png"]
     assert (tmp_path / "hs_vs_p.pdf").read_bytes()[:5] == b"%PDF-"
@@ -28,8 +28,8 @@ def test_save_fig_writes_pdf_and_png_and_closes(tmp_path):
 
 
 def test_save_fig_is_deterministic(tmp_path):
-    a = pl.save_fig(pl.metric_vs_p(_grid()), "a", tmp_path, show=False)
-    b = pl.save_fig(pl.metric_vs_p(_grid()), "b", tmp_path, show=False)
+    a = pl.save_fig(pl.lines(_grid(), "p", ["hs", "fa"]), "a", tmp_path, show=False)
+    b = pl.save_fig(pl.lines(_grid(), "p", ["hs", "fa"]), "b", tmp_path, show=False)
     assert a[0].read_bytes() == b[0].read_bytes()  # no timestamps in the PDF
 
 
@@ -45,8 +45,8 @@ def test_helpers_build_figures(tmp_path):
             "Vaccine": [{"step": i, "loss": 2 / (i + 1), "vaccine/eps_norm": 2.0} for i in range(5)]}
     figs = [
         pl.training_curves(hist, keys=["loss", "vaccine/eps_norm"]),
-        pl.drift_curves(pd.DataFrame({"defense": ["SFT"] * 3, "step": [0, 1, 2], "drift": [0, 1, 2],
-                                      "align_loss": [1, 2, 3]})),
+        pl.lines(pd.DataFrame({"defense": ["SFT"] * 3, "step": [0, 1, 2], "drift": [0, 1, 2],
+                               "align_loss": [1, 2, 3]}), "step", ["drift", "align_loss"]),
         pl.scatter_2d(pd.DataFrame({"x": [0, 1, 2, 3], "y": [1, 0, 1, 0], "model": ["a", "a", "b", "b"]})),
         pl.bars(pd.DataFrame({"method": ["SFT", "Vaccine"], "step_s": [1.0, 2.0]}), "method", ["step_s"]),
         pl.heat_table(pd.DataFrame({"0.1": [1.0, 2.0]}, index=["SFT", "Vaccine"])),

@@ -14,7 +14,6 @@ from vaccine_lib.models import TINY_MODELS
 from vaccine_lib.vaccine import (
     VaccineConfig,
     VaccineTrainer,
-    compute_perturbation,
     gaussian_sampler,
     perturbation_with_stats,
     perturbed,
@@ -116,7 +115,7 @@ def test_perturbation_matches_brute_force(tiny_model, name):
     model = tiny_model(name).eval()
     inputs = batch()
     rho = 2.0
-    eps = compute_perturbation(model, inputs, rho)
+    eps = perturbation_with_stats(model, inputs, rho).eps
     grads = brute_force_grads(model, inputs)
     assert len(eps) == len(grads) == model.config.num_hidden_layers
     # direction: eps is parallel to the concatenated gradient (cosine 1), one global norm over all layers
@@ -161,13 +160,13 @@ def test_perturbation_finite_differences(tiny_model):
 
 
 def test_rho_zero_gives_zero_perturbation(tiny_model):
-    eps = compute_perturbation(tiny_model("tiny-llama"), batch(), 0.0)
+    eps = perturbation_with_stats(tiny_model("tiny-llama"), batch(), 0.0).eps
     assert all(torch.count_nonzero(e) == 0 for e in eps)
 
 
 def test_zero_gradient_gives_zero_perturbation(tiny_model):
     model = tiny_model("tiny-llama")
-    eps = compute_perturbation(model, batch(), 2.0, loss_fn=lambda m, b: 0.0 * m(**b).loss)
+    eps = perturbation_with_stats(model, batch(), 2.0, loss_fn=lambda m, b: 0.0 * m(**b).loss).eps
     assert all(torch.count_nonzero(e) == 0 for e in eps) and all(torch.isfinite(e).all() for e in eps)
 
 
@@ -208,7 +207,7 @@ def test_hooks_removed_after_exception(tiny_model):
             model(**batch())
     assert attn_hooks_empty(model)
     with pytest.raises(RuntimeError, match="boom2"):
-        compute_perturbation(model, batch(), 1.0, loss_fn=lambda m, b: (_ for _ in ()).throw(RuntimeError("boom2")))
+        perturbation_with_stats(model, batch(), 1.0, loss_fn=lambda m, b: (_ for _ in ()).throw(RuntimeError("boom2")))
     assert attn_hooks_empty(model)
 
 
@@ -457,8 +456,9 @@ def test_response_only_loss_equals_full_loss_and_hidden_grads(tiny_model, name, 
     full = default_loss(model, full_kw)
     cheap = response_only_lm_loss(model, inputs, num_items)
     torch.testing.assert_close(cheap, full, rtol=1e-5, atol=1e-6)
-    e_full = compute_perturbation(model, full_kw, 1.0)
-    e_cheap = compute_perturbation(model, inputs, 1.0, loss_fn=lambda m, b: response_only_lm_loss(m, b, num_items))
+    e_full = perturbation_with_stats(model, full_kw, 1.0).eps
+    e_cheap = perturbation_with_stats(model, inputs, 1.0,
+                                      loss_fn=lambda m, b: response_only_lm_loss(m, b, num_items)).eps
     for a, b in zip(e_cheap, e_full):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 

@@ -4,8 +4,7 @@ Perturbation-aware alignment for large language models against harmful fine-tuni
 and the one-way flow of imports: ``docs/ARCHITECTURE.md``. Top-level shortcuts (imported on first use, so
 ``import vaccine_lib`` stays light): ``VaccineConfig``, ``VaccineTrainer``, ``load_model`` and the stages
 ``align``, ``finetune``, ``evaluate``, ``drift_stage`` (``vaccine_lib.stages.drift``; ``vaccine_lib.drift`` is
-the module).
-"""
+the module)."""
 
 from importlib import import_module
 

@@ -8,8 +8,7 @@
   network with its LoRA adapter disabled (Double-LoRA), so no second copy is held in memory.
 - **Vlguard**: data only, ``m`` alignment samples mixed into the user data (paper: 500 into 1000), then SFT.
 
-The penalties are per optimizer step, scaled so that gradient accumulation does not count them twice.
-"""
+The penalties are per optimizer step, scaled so that gradient accumulation does not count them twice."""
 
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -21,6 +20,7 @@ from transformers import Trainer, TrainingArguments
 
 from .errors import ConfigError, check_range
 from .hooks import eval_mode
+from .losses import loss_is_scaled_for_ga
 
 #: Miniature default for EWC lambda (see ``EWCConfig.ewc_lambda``).
 EWC_LAMBDA_DEFAULT = 1e6
@@ -37,12 +37,8 @@ KL_WEIGHT_MAX = 1e3
 def _ga_scale(trainer: Trainer, num_items_in_batch) -> float:
     """Factor for a per-micro-batch regulariser so that it is counted once per optimizer step: the Trainer
     divides the loss by the accumulation steps unless it was already normalised over the whole accumulated
-    batch (``num_items_in_batch``); mirror its rule."""
-    scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
-    if scaled is None:
-        scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
-            trainer.compute_loss_func is not None
-    if not scaled:
+    batch (``num_items_in_batch``)."""
+    if not loss_is_scaled_for_ga(trainer, num_items_in_batch):
         return 1.0
     steps = getattr(trainer, "current_gradient_accumulation_steps", None) or trainer.args.gradient_accumulation_steps
     return 1.0 / steps
@@ -78,8 +74,7 @@ class EWCConfig(TrainingArguments):
     The paper uses 1e9 with its Fisher; what matters is lambda times the Fisher's scale. On SmolLM2-135M (r=8
     q/k/v/o adapter, per-sample Fisher on 8 alignment samples): mean F = 2.3e-7, max 4.8e-4. After ~25 Adam steps
     at lr 5e-4, |w - w*| ~ 3e-3, and the penalty's gradient lambda * F * |w - w*| equals a typical loss gradient
-    (~sqrt(F) = 5e-4) at lambda ~ 1e6, the default here; 1e9 freezes the miniature's adapter. Sweep it (1e4 .. 1e9).
-    """
+    (~sqrt(F) = 5e-4) at lambda ~ 1e6, the default here; 1e9 freezes the miniature's adapter. Sweep it (1e4 .. 1e9)."""
 
     ewc_lambda: float = field(default=EWC_LAMBDA_DEFAULT, metadata={"help": "EWC penalty weight lambda"})
 
@@ -92,8 +87,7 @@ def compute_fisher(model: nn.Module, dataloader: Iterable[dict]) -> dict[str, to
     """``{name: F}``, the diagonal empirical Fisher of the trainable parameters: mean over batches of (dL/dw)^2.
 
     With a batch size of 1 this is the per-sample empirical Fisher (the textbook estimate); larger batches give
-    the cheaper squared-mean-gradient approximation. Eval mode (no dropout) during the estimate, restored after.
-    """
+    the cheaper squared-mean-gradient approximation. Eval mode (no dropout) during the estimate, restored after."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ConfigError("compute_fisher: the model has no trainable parameters (add or load a LoRA adapter first)")
@@ -182,8 +176,7 @@ class KLTrainer(_ExtraLogMixin, Trainer):
 
     ``ref_model=None``: the trained model with its LoRA adapter disabled, which under Double-LoRA is exactly the
     aligned model (base + merged alignment adapter); under Single-LoRA that would be the *base* model, so pass
-    ``ref_model`` there.
-    """
+    ``ref_model`` there."""
 
     def __init__(self, *args, ref_model: nn.Module | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -220,7 +213,6 @@ def vlguard_mix(user_ds, alignment_ds, m: int, seed: int = 0):
     """User fine-tuning data with ``m`` seeded alignment samples mixed in (Vlguard; paper 500 into 1000), on
     the columns both share, shuffled with ``seed``; ``m = 0``: ``user_ds`` unchanged (plain SFT)."""
     from datasets import concatenate_datasets
-
     check_range("m", m, 0, len(alignment_ds))
     if m == 0:
         return user_ds

@@ -55,18 +55,6 @@ def writable_dir(path, what: str, fix: str) -> Path:
     return path
 
 
-def is_fs_fault(exc: OSError) -> bool:
-    """A fault of the folder written to (full, read-only, a file in the way), not of the program."""
-    return exc.errno in _FS
-
-
-def fs_error_line(prog: str, exc: OSError) -> str:
-    """One line for a file-system fault met while writing: the path, the problem, the fix."""
-    return (f"{prog}: {_FS.get(exc.errno, exc.strerror or str(exc))} writing {exc.filename or 'the output'}; "
-            "nothing half-written is kept (writes are atomic). Fix: free space or make the folder writable, or "
-            "choose another folder (--run-dir / --out), then rerun")
-
-
 @contextlib.contextmanager
 def errors_as_exit(ap, prog: str | None = None):
     """A CLI body whose ConfigError ends in ``ap.error`` (exit 2 with the usage line) and whose file-system fault
@@ -77,6 +65,8 @@ def errors_as_exit(ap, prog: str | None = None):
     except ConfigError as exc:
         ap.error(str(exc))
     except OSError as exc:
-        if not is_fs_fault(exc):
+        if exc.errno not in _FS:  # not a fault of the folder written to (full, read-only, a file in the way)
             raise
-        ap.exit(2, fs_error_line(prog or ap.prog, exc) + "\n")
+        ap.exit(2, f"{prog or ap.prog}: {_FS[exc.errno]} writing {exc.filename or 'the output'}; nothing "
+                "half-written is kept (writes are atomic). Fix: free space or make the folder writable, or choose "
+                "another folder (--run-dir / --out), then rerun\n")

@@ -159,13 +159,6 @@ def _per_task(v):
     return v
 
 
-def _method_ps(v):
-    for label, ps in v.items():
-        if not ps or not all(0 <= x <= 1 for x in ps):
-            raise ValueError(f"method_ps.{label}: give a non-empty list of harmful ratios in [0, 1]")
-    return v
-
-
 #: fields ``finetune.per_task`` may change for one task
 PER_TASK_FIELDS = ("batch_size", "epochs", "lora_alpha", "lora_r", "lr", "max_length", "max_steps", "n")
 Steps = Annotated[int, _rule(lambda v: v != 0, "allowed: -1 (train for `epochs`) or an integer >= 1")]
@@ -209,8 +202,7 @@ class AlignConfig(TrainConfig):
     """Stage 1 (service provider): LoRA alignment on harmful question -> safe answer + helpful pairs.
 
     ``method``: ``"none"`` (no alignment: the base model, for Non-Aligned), ``"sft"`` or ``"vaccine"``.
-    Vaccine's ``rho`` / ``tau`` / ``perturbation`` are ignored by SFT (and left out of its cache key).
-    """
+    Vaccine's ``rho`` / ``tau`` / ``perturbation`` are ignored by SFT (and left out of its cache key)."""
 
     section: ClassVar[str] = "align"
 
@@ -252,8 +244,7 @@ class FinetuneConfig(TrainConfig):
     ``lora``: ``"double"`` (merge the alignment adapter, train a fresh one; paper default), ``"single"``
     (keep training the alignment adapter) or ``None`` = the paper's choice (single for EWC).
     ``per_task`` changes fields for one task (e.g. ``{"gsm8k": {"n": 4000, "epochs": 50, "lora_alpha": 0.5}}``)
-    and is applied by :meth:`for_task`.
-    """
+    and is applied by :meth:`for_task`."""
 
     section: ClassVar[str] = "finetune"
     not_in_key: ClassVar[frozenset] = frozenset({"device", "per_task"})
@@ -391,7 +382,8 @@ class Sweeps(StageConfig):
     defenses: list[Label] = _field(list(METHOD_LABELS), "methods of Table 1", min_length=1)
     ps: Ratios = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
     baseline_ps: Ratios = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
-    method_ps: Annotated[dict[Label, list[float]], AfterValidator(_method_ps)] = _field(
+    method_ps: dict[Label, Annotated[list[float], _rule(lambda ps: ps and all(0 <= x <= 1 for x in ps),
+                                                        "give a non-empty list of harmful ratios in [0, 1]")]] = _field(
         {}, "harmful ratios of single methods, replacing ps / baseline_ps for them (e.g. {Vaccine: [0.0, 0.3]})")
     tasks: Annotated[list[str], _one_of(TASKS, "task(s) ")] = _field(["sst2"], "tasks of Table 4", min_length=1)
     sample_counts: Annotated[list[int], _rule(lambda v: all(x >= 1 for x in v), "every sample count must be >= 1")] \
@@ -409,14 +401,12 @@ class Sweeps(StageConfig):
 # (dry runs, `data info`, --help) that never touches a tensor.
 def dtype_of(name: str):
     import torch
-
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; ``cuda`` without a GPU is an error."""
     import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -428,7 +418,6 @@ def resolve_device(device: str) -> str:
 def check_dtype_device(dtype: str, device: str) -> None:
     """Half precision on the CPU is refused (slow and imprecise: ~25x slower than float32 on this CPU)."""
     import torch
-
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if dtype != "float32" and on_cpu:
         raise ConfigError(f"dtype={dtype!r} on the CPU (device={device!r}) is not supported; allowed on CPU: float32. "

@@ -4,8 +4,7 @@ The hidden embedding e_l (``hooks``) of two models (aligned vs fine-tuned; pre-t
 Non-Aligned) on the *same* fixed alignment samples, padding dropped (optionally response tokens only). Two
 reductions: ``"sum_sq"``, the reference code's ``sum_l sum_t ||e_l,t - e'_l,t||^2`` (grows with samples, tokens,
 layers and hidden size: ~1e7 for Llama2-7B in Fig. 2b); ``"per_token"``, ``mean_l mean_t ||e_l,t - e'_l,t||_2 /
-sqrt(d)``, the RMS per-coordinate difference, comparable across models and sample sizes.
-"""
+sqrt(d)``, the RMS per-coordinate difference, comparable across models and sample sizes."""
 
 import math
 from typing import Iterable, Mapping, Sequence
@@ -62,16 +61,12 @@ def _token_mask(batch: dict, response_only: bool) -> torch.Tensor:
     return mask
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def _capture(model: nn.Module, batch: dict) -> list[torch.Tensor]:
     """Per-layer attention outputs [B, T, d] for one batch (eval mode, no grad)."""
     store: dict[int, torch.Tensor] = {}
     with eval_mode(model), attention_hooks(model, lambda i, e: store.__setitem__(i, e.detach())) as mods:
-        model(**{k: batch[k].to(_device(model)) for k in _FWD_KEYS if k in batch})
+        model(**{k: batch[k].to(next(model.parameters()).device) for k in _FWD_KEYS if k in batch})
     if len(store) < len(mods):
         raise ConfigError("an attention module did not run in the forward pass")
     return [store[i] for i in range(len(mods))]
@@ -108,15 +103,6 @@ def drift_stats(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor]) ->
     return {"sum_sq": sum_sq, "norm_sum": per_layer_norm_sum, "n_tokens": n_tokens or 0}
 
 
-def _merge_stats(acc: dict | None, new: dict) -> dict:
-    if acc is None:
-        return {**new, "norm_sum": list(new["norm_sum"])}
-    acc["sum_sq"] += new["sum_sq"]
-    acc["norm_sum"] = [x + y for x, y in zip(acc["norm_sum"], new["norm_sum"])]
-    acc["n_tokens"] += new["n_tokens"]
-    return acc
-
-
 def _reduce(stats: dict, reduction: str) -> float:
     check_choice("reduction", reduction, REDUCTIONS)
     if reduction == "sum_sq":
@@ -134,7 +120,7 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
     fine-tuned vs aligned, one copy in memory)."""
     if model_b is None and not disable_adapter_for_a:
         raise ConfigError("model_b=None needs disable_adapter_for_a=True")
-    acc = None
+    acc: dict | None = None
     for batch in make_batches(tokenizer, texts_or_batches, batch_size):
         mask = _token_mask(batch, response_only)
         def capture(m):
@@ -145,7 +131,11 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
                 eb = capture(model_a)
         else:
             eb = capture(model_b)
-        acc = _merge_stats(acc, drift_stats(ea, eb))
+        new = drift_stats(ea, eb)  # additive statistics: summed over the batches
+        if acc is not None:
+            new.update(sum_sq=acc["sum_sq"] + new["sum_sq"], n_tokens=acc["n_tokens"] + new["n_tokens"],
+                       norm_sum=[x + y for x, y in zip(acc["norm_sum"], new["norm_sum"])])
+        acc = new
     return {"drift_sum_sq": _reduce(acc, "sum_sq"), "drift_per_token": _reduce(acc, "per_token"),
             "n_tokens": acc["n_tokens"], "n_layers": len(acc["norm_sum"])}
 
@@ -153,7 +143,7 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
 @torch.no_grad()
 def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
     """Clean loss on alignment data: mean token cross-entropy over all response tokens (eval mode)."""
-    total, count, dev = 0.0, 0, _device(model)
+    total, count, dev = 0.0, 0, next(model.parameters()).device
     with eval_mode(model):
         for batch in batches:
             batch = _as_batch(batch)
@@ -171,21 +161,18 @@ def alignment_loss(model: nn.Module, batches: Iterable[dict]) -> float:
 def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: int | str = -1,
                       response_only: bool = False) -> torch.Tensor:
     """One vector per sample for t-SNE (Fig. 4): the mean of the attention output over its tokens (response
-    tokens only with ``response_only``) at ``layer``: an index, ``"mean"`` over layers ``[N, d]`` or ``"concat"``
-    ``[N, L*d]``."""
+    tokens only with ``response_only``) at ``layer``: an index ``[N, d]`` or ``"concat"`` ``[N, L*d]``."""
     rows = []
     for batch in make_batches(tokenizer, texts_or_batches):
         mask = _token_mask(batch, response_only).float().unsqueeze(-1)  # [B, T, 1]
         outs = _capture(model, batch)
         means = [(e.float().cpu() * mask).sum(1) / mask.sum(1).clamp(min=1) for e in outs]  # each [B, d]
-        if layer == "mean":
-            rows.append(torch.stack(means).mean(0))
-        elif layer == "concat":
+        if layer == "concat":
             rows.append(torch.cat(means, dim=-1))
         elif isinstance(layer, int):
             rows.append(means[layer])
         else:
-            raise ConfigError(f"unknown layer {layer!r}; allowed values: an int, 'mean', 'concat'")
+            raise ConfigError(f"unknown layer {layer!r}; allowed values: an int, 'concat'")
     return torch.cat(rows)
 
 

@@ -46,16 +46,14 @@ def check_choice(name: str, value, allowed) -> None:
         raise ConfigError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}", param=name)
 
 
-def check_range(name: str, value, low, high, *, low_open: bool = False, high_open: bool = False) -> None:
-    """ConfigError unless low <= value <= high (bounds optionally open); a non-number (str, None, bool) or NaN
+def check_range(name: str, value, low, high, *, high_open: bool = False) -> None:
+    """ConfigError unless low <= value <= high (< high when ``high_open``); a non-number (str, None, bool) or NaN
     gets the same message shape, not a ``TypeError`` from the comparison."""
-    lb, hb = "(" if low_open else "[", ")" if high_open else "]"
+    hb = ")" if high_open else "]"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name}={value!r} must be a number; allowed range: {lb}{low}, {high}{hb}", param=name)
-    ok_low = value > low if low_open else value >= low
-    ok_high = value < high if high_open else value <= high
-    if not (ok_low and ok_high):  # also catches NaN (every comparison is False)
-        raise ConfigError(f"{name}={value!r} is out of range; allowed range: {lb}{low}, {high}{hb}", param=name)
+        raise ConfigError(f"{name}={value!r} must be a number; allowed range: [{low}, {high}{hb}", param=name)
+    if not (value >= low and (value < high if high_open else value <= high)):  # NaN fails every comparison
+        raise ConfigError(f"{name}={value!r} is out of range; allowed range: [{low}, {high}{hb}", param=name)
 
 
 def check_int(name: str, value, low: int, high: int | float = math.inf) -> None:

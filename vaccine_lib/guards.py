@@ -7,11 +7,10 @@ before saving. The guard checks the gradients before each optimizer step (the Tr
 logged number, then raises ``DivergenceError`` naming the stage, the step, the value and the parameters to lower
 with their current values. Under fp16 a few non-finite gradients are expected (the loss scaler skips those
 steps), so there the gradient check fails only after ``fp16_patience`` consecutive ones. Cost: one ``isfinite``
-reduction per step (one host sync).
-"""
+reduction per step (one host sync)."""
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -25,12 +24,6 @@ STAGE_HINTS = {"align": ("lr", "rho"), "finetune": ("lr", "kl_weight", "ewc_lamb
 FP16_PATIENCE = 16
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def _hint_text(stage: str, args=None) -> str:
     """'lower lr (now 1e+09) or rho (now 1e+30)': the stage's hints with their values in the training arguments
     (a parameter this trainer lacks, e.g. rho for plain SFT, is left out)."""
@@ -38,7 +31,8 @@ def _hint_text(stage: str, args=None) -> str:
     for name in STAGE_HINTS.get(stage, ("lr",)):
         value = getattr(args, "learning_rate" if name == "lr" else name, None)
         if value is not None or name == "lr" or args is None:
-            parts.append(f"{name} (now {_fmt(value)})" if value is not None else name)
+            parts.append(name if value is None else f"{name} (now {value:g})" if isinstance(value, float)
+                         else f"{name} (now {value!r})")
     return "lower " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1])
 
 
@@ -114,16 +108,8 @@ class FiniteGuard(TrainerCallback):
                        f"(first: {name})", args, state)
 
     def on_log(self, args, state, control, logs: dict | None = None, **kwargs):
-        for key, value in _numbers(logs or {}):
-            if not math.isfinite(value):
-                self._fail(f"logged {key}={value}", args, state)
-
-
-def _numbers(logs: Mapping) -> Iterable[tuple[str, float]]:
-    for key, value in logs.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, (int, float)):
-            yield key, float(value)
+        for key, value in (logs or {}).items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+                self._fail(f"logged {key}={float(value)}", args, state)

@@ -5,8 +5,7 @@ LoRA step ran 1.5x faster under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
 step ran 25x slower. So the choice is detected, never assumed: ``autocast: auto`` takes bf16 only where
 ``has_bf16`` finds the units (CPU flags ``avx512_bf16`` / ``amx_bf16``, or a CUDA GPU that supports bf16), and
 the choice is recorded in provenance. Weights (and LoRA adapters) stay float32: autocast runs the matmuls in bf16
-and keeps the master weights and the optimizer in float32.
-"""
+and keeps the master weights and the optimizer in float32."""
 
 import contextlib
 import functools

@@ -3,10 +3,10 @@ wrappers, or by ``layers_path``), and the one hook set Vaccine and drift use.
 
 The *hidden embedding* ``e_l`` of layer ``l`` is its attention module's output (``output[0]`` of a tuple: after
 the output projection, before the residual add). Inside ``attention_hooks`` every forward calls ``fn(l, e_l)``;
-a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records ``e_l``).
-"""
+a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records ``e_l``)."""
 
 import contextlib
+import functools
 from collections.abc import Callable
 
 import torch
@@ -43,20 +43,12 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
-def _get_path(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
 def get_decoder_layers(model: nn.Module, layers_path: str | None = None) -> list[nn.Module]:
     """The decoder blocks of a causal LM, found generically (or by an explicit dotted path)."""
     base = unwrap(model)
     paths = (layers_path,) if layers_path else _LAYER_PATHS
     for path in paths:
-        layers = _get_path(base, path)
+        layers = functools.reduce(lambda obj, name: getattr(obj, name, None), path.split("."), base)
         if isinstance(layers, nn.ModuleList) and len(layers) > 0:
             return list(layers)
     if layers_path:
@@ -83,39 +75,28 @@ def get_attention_modules(model: nn.Module, layers_path: str | None = None,
     return out
 
 
-def first_output(output) -> torch.Tensor:
-    """``e_l`` from an attention module's output: the tensor itself or the first element of a tuple/list."""
-    e = output if isinstance(output, torch.Tensor) else (
-        output[0] if isinstance(output, (tuple, list)) and len(output) > 0 else None)
-    if not isinstance(e, torch.Tensor):
-        raise ConfigError(f"attention module returned {type(output).__name__}; expected a tensor or a tuple whose "
-                          "first element is the [batch, tokens, hidden] output (pass layers_path/attn_name)")
-    return e
-
-
-def _replace_first(output, new: torch.Tensor):
-    if isinstance(output, torch.Tensor):
-        return new
-    return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
-
-
 @contextlib.contextmanager
 def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = None, attn_name: str | None = None):
     """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output; yields the
-    attention modules (one per decoder layer)."""
+    attention modules (one per decoder layer). ``e_l``: the module's output tensor, or the first element of a
+    tuple / list output."""
     modules = get_attention_modules(model, layers_path, attn_name)
 
-    def make(i):
-        def hook(module, args, output):
-            new = fn(i, first_output(output))
-            return None if new is None else _replace_first(output, new)
-
-        return hook
+    def hook(i, module, args, output):
+        e = output if isinstance(output, torch.Tensor) else (
+            output[0] if isinstance(output, (tuple, list)) and len(output) > 0 else None)
+        if not isinstance(e, torch.Tensor):
+            raise ConfigError(f"attention module returned {type(output).__name__}; expected a tensor or a tuple whose "
+                              "first element is the [batch, tokens, hidden] output (pass layers_path/attn_name)")
+        new = fn(i, e)
+        if new is None or isinstance(output, torch.Tensor):
+            return new
+        return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
 
     handles = []
     try:
         for i, module in enumerate(modules):
-            handles.append(module.register_forward_hook(make(i)))
+            handles.append(module.register_forward_hook(functools.partial(hook, i)))
         yield modules
     finally:
         for h in handles:

@@ -1,8 +1,7 @@
 """Hugging Face Hub calls: the one place that turns a failed Hub call into ``OfflineError``.
 
 An offline variable (``HF_HUB_OFFLINE`` ...) makes a call fail at once (read at call time: the libraries read it
-only when first imported); without it and without a network the libraries retry for about 50 s first.
-"""
+only when first imported); without it and without a network the libraries retry for about 50 s first."""
 
 import os
 from contextlib import contextmanager
@@ -37,8 +36,7 @@ def hub_call(what: str, alternatives: str, *, local: bool = False):
     """Run the Hub call in the ``with`` block; fail fast offline, and turn its failure into ``OfflineError``.
 
     ``what`` names the resource (``"model 'org/name'"``), ``alternatives`` says what works offline.
-    ``local=True`` (the resource is in the local cache or a folder) skips the offline-variable check.
-    """
+    ``local=True`` (the resource is in the local cache or a folder) skips the offline-variable check."""
     if not local:
         require_hub(what, alternatives)
     try:

@@ -4,8 +4,7 @@ fresh adapter is trained for fine-tuning. **Single-LoRA**: the alignment adapter
 
 Paper setup: rank 8, dropout 0.1, alignment alpha 4 (the reference code later silently set it to 1; we keep 4).
 Default targets: the linear leaves (or GPT-2 ``Conv1D``) inside each layer's attention module, so every model
-family works without a table.
-"""
+family works without a table."""
 
 from pathlib import Path
 from typing import Sequence
@@ -17,16 +16,12 @@ from .errors import ConfigError, check_range
 from .hooks import get_attention_modules, unwrap
 
 
-def _is_linear(mod: nn.Module) -> bool:
-    return isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"  # GPT-2's transposed linear
-
-
 def attention_linear_names(model: nn.Module) -> list[str]:
     """Sorted leaf names of the linear layers inside the attention modules (e.g. q_proj, k_proj, v_proj, o_proj)."""
     names: set[str] = set()
     for attn in get_attention_modules(model):
         for name, mod in attn.named_modules():
-            if name and _is_linear(mod):
+            if name and (isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"):  # Conv1D: GPT-2's linear
                 names.add(name.split(".")[-1])
     if not names:
         raise ConfigError(f"no linear layers found inside the attention modules of {type(unwrap(model)).__name__}; "
@@ -44,31 +39,17 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 4, dropout: float = 0.
         target_modules = attention_linear_names(model)
     elif not isinstance(target_modules, str):
         target_modules = list(target_modules)
-    fan_in_fan_out = type(_first_target(model, target_modules)).__name__ == "Conv1D"
+    first = None if isinstance(target_modules, str) else next(
+        (m for n, m in model.named_modules() if n.split(".")[-1] in target_modules), None)
+    fan_in_fan_out = type(first).__name__ == "Conv1D"
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         bias="none", task_type="CAUSAL_LM", fan_in_fan_out=fan_in_fan_out)
     return get_peft_model(model, config)
 
 
-def _first_target(model: nn.Module, target_modules) -> nn.Module | None:
-    if isinstance(target_modules, str):
-        return None
-    for name, mod in model.named_modules():
-        if name.split(".")[-1] in target_modules:
-            return mod
-    return None
-
-
 def merge_lora(model: nn.Module) -> nn.Module:
     """Merge every LoRA adapter into the base weights: the plain transformers model (unchanged without one)."""
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
-
-
-def save_lora(model: nn.Module, path: str | Path) -> Path:
-    """Save only the adapter weights + config (a few hundred KB) to ``path``."""
-    path = Path(path)
-    model.save_pretrained(str(path))
-    return path
 
 
 def load_lora(model: nn.Module, path: str | Path, trainable: bool = False):

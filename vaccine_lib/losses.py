@@ -3,8 +3,7 @@
 Most positions (the prompt, padding) carry label -100, yet a plain forward runs the output layer (576 x 49,152 on
 SmolLM2: the largest matmul of a small model) and the softmax on all of them. :func:`response_only_lm_loss`
 gathers the supervised positions before the output layer; Vaccine's pass 1 uses it, :class:`AnswerOnlyLoss`
-makes any ``Trainer`` use it. Value and gradients equal the Trainer's own loss (tests check both).
-"""
+makes any ``Trainer`` use it. Value and gradients equal the Trainer's own loss (tests check both)."""
 
 import torch
 from torch import nn
@@ -26,8 +25,9 @@ def response_only_lm_loss(model, inputs, num_items_in_batch=None):
     hidden states whose next-token label is supervised. Equals the Trainer's loss (token mean, or sum /
     ``num_items_in_batch``); the full forward without labels or an output embedding module."""
     labels = inputs.get("labels")
-    head = _unwrap_for_head(model)
-    if labels is None or head is None:
+    getter = getattr(unwrap(model), "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    if labels is None or not isinstance(head, nn.Module):
         return default_loss(model, inputs)
     target = labels[:, 1:]
     keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -50,11 +50,14 @@ def response_only_lm_loss(model, inputs, num_items_in_batch=None):
     return loss / denom
 
 
-def _unwrap_for_head(model):
-    base = unwrap(model)
-    getter = getattr(base, "get_output_embeddings", None)
-    head = getter() if callable(getter) else None
-    return head if isinstance(head, nn.Module) else None
+def loss_is_scaled_for_ga(trainer, num_items_in_batch) -> bool:
+    """True when the Trainer's loss is already normalised over the whole accumulated batch; otherwise the Trainer
+    divides it by the accumulation steps (transformers' own rule, mirrored)."""
+    scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
+    if scaled is None:
+        scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
+            trainer.compute_loss_func is not None
+    return scaled
 
 
 def token_average_scale(trainer, num_items_in_batch) -> int:

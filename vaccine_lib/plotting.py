@@ -61,26 +61,20 @@ def _atomic_write(target: Path, write) -> None:
         write(str(tmp))
 
 
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
 def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png"),
              show: bool | None = None, data: pd.DataFrame | None = None) -> list[Path]:
     """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths, and record the
     figure's provenance (git commit, libraries, hardware; stage keys and seeds of ``data``) in
-    ``out_dir/provenance.json``. In a notebook the figure is displayed first (``show=None``: in a kernel).
-    """
-    out_dir = Path(out_dir)
-    paths = []
-    if show if show is not None else _in_kernel():
+    ``out_dir/provenance.json``. In a notebook the figure is displayed first (``show=None``: in a kernel)."""
+    out_dir, paths = Path(out_dir), []
+    if show is None:  # in a Jupyter kernel; IPython is imported lazily: an optional dependency of the library
+        try:
+            from IPython import get_ipython
+            show = getattr(get_ipython(), "kernel", None) is not None
+        except ImportError:
+            show = False
+    if show:
         from IPython.display import display
-
         display(fig)
     meta = {"pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
             "png": {"Software": None}}
@@ -104,16 +98,11 @@ def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: boo
     return target
 
 
-def _errorbar(df: pd.DataFrame, x: str, hue: str | None):
-    """SD error bars when several seeds share an (x, hue) point, none otherwise."""
-    keys = [x] + ([hue] if hue else [])
-    return ("sd" if df.groupby(keys).size().max() > 1 else None) if len(df) else None
-
-
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense"):
-    """One panel per metric in ``ys``: ``y`` vs ``x``, one line per ``hue`` (mean, error bars +- SD when several seeds
-    share a point). A line joins only neighbouring x values the group was measured at: where a group skips an x
-    that others have (e.g. Vaccine not run at p = 0.1), the line breaks instead of drawing an interpolated value."""
+    """One panel per metric in ``ys``: ``y`` vs ``x`` (HS / FA vs p: Fig. 2, Table 1; drift vs step: Fig. 3), one
+    line per ``hue`` (mean, error bars +- SD when several seeds share a point). A line joins only neighbouring x
+    values the group was measured at: where a group skips an x that others have (e.g. Vaccine not run at p = 0.1),
+    the line breaks instead of drawing an interpolated value."""
     ys = [y for y in ys if y in df.columns]
     fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(_FIG_W * max(1, len(ys)), 2.4), squeeze=False)
     hue_order = _order(df[hue]) if hue and hue in df else None
@@ -122,7 +111,7 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defens
         data = df.dropna(subset=[y])
         xs = sorted(data[x].unique())
         groups = [(h, data[data[hue] == h]) for h in hue_order] if hue_order else [(None, data)]
-        band = _errorbar(data, x, hue if hue_order else None) == "sd"
+        band = bool(len(data)) and data.groupby([x] + ([hue] if hue_order else [])).size().max() > 1  # SD bars
         span = (max(xs) - min(xs)) if len(xs) > 1 else 0.0
         for i, (h, g) in enumerate(groups):
             if g.empty:
@@ -147,11 +136,6 @@ def _finish(fig, title: str | None, legend_ax=None, suptitle: bool = True):
     return fig
 
 
-def metric_vs_p(df: pd.DataFrame, metrics: Sequence[str] = ("hs", "fa")):
-    """HS / FA (and any other column) against the harmful ratio p (paper Fig. 2, Table 1 as lines)."""
-    return lines(df, "p", metrics)
-
-
 def history_frame(histories: Mapping[str, Sequence[dict]], keys: Sequence[str], x: str = "step") -> pd.DataFrame:
     """Long table (model, x, key, value) of the given keys of Trainer log histories ``{label: log_history}``."""
     rows = [{"model": name, x: rec[x], "key": k, "value": float(rec[k])} for name, hist in histories.items()
@@ -174,11 +158,6 @@ def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str]
                          legend=ax is axes[0][-1], errorbar=None)
         ax.set(xlabel=label(x), ylabel=label(k))
     return _finish(fig, None, axes[0][-1])
-
-
-def drift_curves(df: pd.DataFrame, ys: Sequence[str] = ("drift", "align_loss")):
-    """Drift and alignment loss during fine-tuning (paper Fig. 3)."""
-    return lines(df, "step", ys)
 
 
 def scatter_2d(df: pd.DataFrame, hue: str = "model"):

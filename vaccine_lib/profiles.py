@@ -7,8 +7,7 @@ registry's ``sweeps``, and model, device, dtype, data source, threads, ``seeds``
   file elsewhere may not borrow a built-in profile's name. Outputs stay inside ``runs/<name>/`` (stage cache)
   and ``results/<label>/``; only ``configs/profiles/default.yaml`` without overrides writes ``figures/``.
 - **Overrides**, one syntax: ``--override align.lr=1e-3``; ``overrides={"align": {"lr": 1e-3}}`` or
-  ``{"align.lr": 1e-3}`` in a notebook or papermill.
-"""
+  ``{"align.lr": 1e-3}`` in a notebook or papermill."""
 
 import copy
 import hashlib

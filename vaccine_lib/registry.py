@@ -1,13 +1,9 @@
 """The experiment registry: what every paper table / figure needs, and the plan of stages it implies.
 
-Each :class:`Experiment` entry names its notebook, the tables (with the columns each must have) and
-figures it writes, and the stage configs it needs, built from a profile by the grid functions below
-(the method table is ``config.METHODS``: paper label -> alignment method, fine-tuning defense, LoRA
-mode). Everything else derives from the entries: :func:`plan` lists the distinct cached stages of a
-set of notebooks (``vaccine_lib.runner`` runs them), :func:`describe_plan` shows one entry's design in
-its notebook, ``vaccine_lib.tables`` turns an entry's stages into result rows, and :func:`artifacts`
-lists what a default run must have written.
-"""
+Each :class:`Experiment` names its notebook, its tables (with the columns each must have) and figures, and the
+stage configs it needs, built from a profile by the grid functions below (methods: ``config.METHODS``). The rest
+derives from the entries: :func:`plan` (the distinct cached stages of some notebooks, run by ``runner``),
+:func:`describe_plan` (an entry's design, shown in its notebook), ``tables`` (result rows) and :func:`artifacts`."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,18 +35,16 @@ def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rh
 
 def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | None = None, task: str | None = None,
                     seed: int | None = None, rho: float | None = None, perturbation: str = "gradient",
-                    lora: str | None = None, tau: int = 1, track_drift: bool = False) -> FinetuneConfig:
+                    lora: str | None = None, track_drift: bool = False) -> FinetuneConfig:
     """The fine-tuning stage of one point of a grid (paper method ``label``), defaults from the profile.
 
     The SFT and Vaccine models at the profile's own (task, n, p) with the default variant also log drift
-    during fine-tuning (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share those models.
-    """
+    during fine-tuning (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share those models."""
     check_choice("method", label, METHODS)
     m = METHODS[label]
     f = P.finetune.for_task(task or P.finetune.task)
     seed = P.seed if seed is None else seed
-    a = align_config(P, m.align, seed=P.seed if P.shared_alignment else seed, rho=rho, perturbation=perturbation,
-                     tau=tau)
+    a = align_config(P, m.align, seed=P.seed if P.shared_alignment else seed, rho=rho, perturbation=perturbation)
     cfg = f.with_(align=a, defense=m.defense, lora=lora or m.lora, seed=seed,
                   p=f.p if p is None else float(p), n=f.n if n is None else int(n))
     reference = (label in ALWAYS_SWEPT and cfg.task == P.finetune.task and cfg.n == P.finetune.n
@@ -76,17 +70,12 @@ def label_of(cfg: FinetuneConfig) -> str:
     return " ".join(parts + (["+drift log"] if cfg.drift_every > 0 else []) + [f"seed={cfg.seed}"])
 
 
-def _ratios(P: Profile, label: str) -> list[float]:
-    s = P.sweeps
-    if label in s.method_ps:
-        return s.method_ps[label]
-    return s.ps if label in ALWAYS_SWEPT or not s.baseline_ps else s.baseline_ps
-
-
 def table1(P: Profile, labels: Sequence[str] | None = None) -> list[FinetuneConfig]:
-    """Every method at every harmful ratio (Table 1 / Fig. 2), every seed."""
-    return [finetune_config(P, d, p=p, seed=s) for s in P.seeds for d in (labels or P.sweeps.defenses)
-            for p in _ratios(P, d)]
+    """Every method at every harmful ratio (Table 1 / Fig. 2), every seed: ``sweeps.method_ps`` where it names the
+    method, else ``sweeps.ps`` (SFT, Vaccine, or every method when ``baseline_ps`` is empty) or ``baseline_ps``."""
+    s = P.sweeps
+    return [finetune_config(P, d, p=p, seed=sd) for sd in P.seeds for d in (labels or s.defenses)
+            for p in s.method_ps.get(d) or (s.ps if d in ALWAYS_SWEPT or not s.baseline_ps else s.baseline_ps)]
 
 
 def fig2(P: Profile) -> list[FinetuneConfig]:
@@ -133,10 +122,6 @@ def aligned(P: Profile) -> list[AlignConfig]:
     return [align_config(P, m, seed=s) for s in seeds for m in ("none", "sft", "vaccine")]
 
 
-def _none(P: Profile) -> list:
-    return []
-
-
 @dataclass(frozen=True)
 class Experiment:
     """One paper table / figure: its notebook, stages and outputs."""
@@ -144,8 +129,8 @@ class Experiment:
     name: str
     notebook: str
     title: str
-    finetunes: Callable[[Profile], list[FinetuneConfig]] = _none
-    aligns: Callable[[Profile], list[AlignConfig]] = _none
+    finetunes: Callable[[Profile], list[FinetuneConfig]] = lambda P: []
+    aligns: Callable[[Profile], list[AlignConfig]] = lambda P: []
     with_drift: bool = False  # also measure drift (and alignment loss) of every fine-tuned model
     tables: dict = field(default_factory=dict)  # table stem -> columns it must have
     figures: tuple = ()

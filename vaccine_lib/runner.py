@@ -8,8 +8,7 @@ cleared), then the runtime table (``vaccine_lib.runtime``); ``report`` renders t
 HTML file.
 
 Workers lock stages (:class:`StageLock`, an ``flock`` the kernel drops when a worker dies), alignments first;
-results equal a sequential run's. Under ``torchrun`` / ``accelerate launch`` every rank trains (DDP), rank 0 writes.
-"""
+results equal a sequential run's. Under ``torchrun`` / ``accelerate launch`` every rank trains (DDP), rank 0 writes."""
 
 import argparse
 import fcntl
@@ -140,7 +139,6 @@ def init_distributed():
         return None
     import torch  # heavy: only under a launcher
     from accelerate import PartialState
-
     if not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
@@ -208,7 +206,6 @@ def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_
     writable_dir(run_dir, "run dir", RUN_DIR_FIX)
     if P.threads and state is None:
         import torch  # heavy: only when stages run
-
         torch.set_num_threads(P.threads)
     t0 = time.perf_counter()
     if worker is not None:  # one of several processes sharing the plan (--jobs)

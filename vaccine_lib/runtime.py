@@ -6,8 +6,7 @@ cold run is known even when the run was resumed from its cache across sessions. 
 need at least ``sum / J`` of wall time (perfect packing; the dependencies only add to it).
 
     python -m vaccine_lib.runtime --profile default            # -> figures/tables/runtime.csv + README block
-    python -m vaccine_lib.runtime --check-readme               # exit 1 when README and table disagree
-"""
+    python -m vaccine_lib.runtime --check-readme               # exit 1 when README and table disagree"""
 
 import argparse
 import json
@@ -76,7 +75,7 @@ def runtime_table(per_stage: pd.DataFrame, notebooks: list[dict] | None = None, 
     stages = _summary("all stages (worker-seconds)", per_stage["seconds"])
     nb = pd.Series([r.get("notebook_seconds", math.nan) for r in notebooks or []], dtype=float)
     least = {"part": f"stages / {jobs} workers (least wall time)", "count": stages["count"], "timed": stages["timed"],
-             "total_s": round(stages["total_s"] / jobs, 1), "median_s": math.nan, "min_s": math.nan, "max_s": math.nan}
+             "total_s": round(stages["total_s"] / jobs, 1)}  # a column a row leaves out is NaN in the frame
     rows += [stages, _summary("notebooks", nb), least]
     rows.append({**least, "part": f"cold make reproduce, {jobs} workers (least)", "count": stages["count"] + len(nb),
                  "timed": stages["timed"] + int(nb.notna().sum()),
@@ -96,8 +95,7 @@ def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int
                     + ("measured GPU/CPU rate ratios " + ", ".join(f"{KIND_NAMES[k]} {v:.3f}" for k, v in scale.items())
                        + " x " if scale else "") + "its "
                     + ", ".join(f"{int(counts.get(k, 0))} {KIND_NAMES[k]}" for k in SECONDS_FIELD) + ")",
-            "count": int(counts.sum()), "timed": 0, "total_s": round(total / jobs, 1), "median_s": math.nan,
-            "min_s": math.nan, "max_s": math.nan}
+            "count": int(counts.sum()), "timed": 0, "total_s": round(total / jobs, 1)}
 
 
 def gpu_scale(per_stage: pd.DataFrame, gpu_dir=GPU_RUN) -> tuple[dict, int, str]:
@@ -131,8 +129,7 @@ def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ..
     if summary.get("complete_run"):
         run = summary["complete_run"]
         df.loc[len(df)] = {"part": f"measured: the last complete make reproduce, {run['jobs']} workers (wall)",
-                           "count": df.iloc[-1]["count"], "timed": 1, "total_s": run["seconds"],
-                           "median_s": math.nan, "min_s": math.nan, "max_s": math.nan}
+                           "count": df.iloc[-1]["count"], "timed": 1, "total_s": run["seconds"]}
     others = [load_profile(name) for name in estimate]
     extra = []
     for o in (o for o in others if o.model == P.model and o.name != P.name):

@@ -4,8 +4,7 @@ A stage's folder (:func:`stage_dir`, the one path rule) is named by its key: the
 the data manifest's hash, ``STAGE_VERSION[stage]`` (bump it when a change alters results; source files are not
 hashed) and the upstream key. Written in a ``.tmp-*`` folder, renamed into place after ``done.json`` (its file
 list); verified before use (:func:`cached`); under torch.distributed rank 0 alone verifies and writes. The
-whole contract: docs/ARCHITECTURE.md, "Stage cache".
-"""
+whole contract: docs/ARCHITECTURE.md, "Stage cache"."""
 
 import contextlib
 import hashlib
@@ -127,15 +126,15 @@ def is_done(path) -> bool:
     return (Path(path) / "done.json").is_file()
 
 
-def read_result(path: Path, stage: str, key: str) -> StageResult:
-    """The stored :class:`StageResult` (``cached=True``); :class:`DamagedFolder` for a file that does not parse."""
+def read_result(path: Path, stage: str, key: str, cached: bool = True) -> StageResult:
+    """The stored :class:`StageResult`; :class:`DamagedFolder` for a file that does not parse."""
     loaded = []
     for name in RESULT_FILES:
         try:
             loaded.append(json.loads((path / name).read_text()))
         except (OSError, ValueError) as exc:
             raise DamagedFolder(f"{name} is unreadable ({type(exc).__name__}: {exc})") from None
-    return StageResult(path, *loaded, cached=True, key=key, stage=stage)
+    return StageResult(path, *loaded, cached=cached, key=key, stage=stage)
 
 
 def cached(path, stage: str, key: str, required=(), deep: bool = False, check=None) -> StageResult | None:
@@ -156,7 +155,10 @@ def cached(path, stage: str, key: str, required=(), deep: bool = False, check=No
             with contextlib.suppress(FileNotFoundError):  # another worker may have moved it first
                 os.replace(path, trash)  # one rename: no rank or worker sees a half-deleted stage
             shutil.rmtree(trash, ignore_errors=True)
-    if not _main_decides(res is not None):
+    found, dist = [res is not None], _process_group()
+    if dist is not None:  # rank 0's answer on every rank, so that all ranks take the same branch
+        dist.broadcast_object_list(found, src=0)
+    if not found[0]:
         return None
     return res if res is not None else read_result(path, stage, key)
 
@@ -192,9 +194,7 @@ def _write(path: Path, stage: str, key: str, write, seed: int | None) -> StageRe
                                                   indent=1, sort_keys=True, default=str))
 
     atomic_save_dir(path, writer)
-    res = read_result(path, stage, key)
-    res.cached = False
-    return res
+    return read_result(path, stage, key, cached=False)
 
 
 def clean_stale(parent: Path, max_age_s: float = 24 * 3600) -> list[Path]:
@@ -253,16 +253,6 @@ def _rank() -> int:
     return dist.get_rank() if dist is not None else 0
 
 
-def _main_decides(flag: bool) -> bool:
-    """Rank 0's ``flag`` on every rank, so all ranks take the same branch."""
-    dist = _process_group()
-    if dist is None:
-        return flag
-    box = [bool(flag)]
-    dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
-
-
 def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: float = 0.5, say=print) -> None:
     """Wait until ``path/done.json`` exists, saying what it waits for every minute; VaccineError after ``timeout_s``."""
     t0 = last = time.monotonic()
@@ -289,6 +279,4 @@ def _run_ranked(dist, path: Path, stage: str, key: str, write, seed, collective:
             write(Path(tmp))
         dist.barrier()
     wait_for(path, f"rank 0 to write the {stage} stage {key}")
-    res = read_result(path, stage, key)
-    res.cached = False
-    return res
+    return read_result(path, stage, key, cached=False)

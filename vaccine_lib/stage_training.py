@@ -2,8 +2,7 @@
 alignment and fine-tuning loops, and the self-distillation stage (the base model's own answers).
 
 Only LoRA adapters are stored: the aligned model is base + merged alignment adapter (Double-LoRA), the
-fine-tuning adapter is trained on top (or the alignment adapter continued: Single-LoRA).
-"""
+fine-tuning adapter is trained on top (or the alignment adapter continued: Single-LoRA)."""
 
 import json
 import os
@@ -28,7 +27,7 @@ from .guards import FiniteGuard, check_finite_weights
 from .hardware import resolve_autocast
 from .hooks import eval_mode
 from .judge import is_refusal
-from .lora import add_lora, load_lora, merge_lora, save_lora
+from .lora import add_lora, load_lora, merge_lora
 from .losses import AnswerOnlyLoss
 from .models import load_model
 from .vaccine import VaccineConfig, VaccineTrainer
@@ -44,8 +43,7 @@ def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
 
     AdamW with ``weight_decay``, ``lr_scheduler`` and a warm-up of ``warmup_ratio`` of the steps
     (transformers 5 takes the ratio as ``warmup_steps`` < 1), one log entry per step, no checkpoints,
-    no reporting; ``device: cpu`` trains on the CPU even when a GPU is present.
-    """
+    no reporting; ``device: cpu`` trains on the CPU even when a GPU is present."""
     return (cls or TrainingArguments)(
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -86,16 +84,6 @@ def base_model(a: AlignConfig):  # on the stage's device from the start: the sel
     return load_model(a.model, dtype=dtype_of(a.dtype), device=device_of(a.device))  # tiny models: seed 0
 
 
-def build_callbacks(cfg, tok, a: AlignConfig) -> list:
-    """The Trainer callbacks of a training stage (the one place they are built): the divergence guard
-    (a non-finite loss, gradient, perturbation or weight fails the stage, so it is never cached) and, for
-    fine-tuning with ``drift_every > 0``, the drift log."""
-    callbacks = [FiniteGuard(stage="finetune" if isinstance(cfg, FinetuneConfig) else "align")]
-    if isinstance(cfg, FinetuneConfig) and cfg.drift_every > 0:
-        callbacks.append(DriftCallback(probe_batches(a, tok, cfg.drift_samples), every=cfg.drift_every))
-    return callbacks
-
-
 def probe_batches(a: AlignConfig, tok, n: int, batch_size: int = 8) -> list[dict]:
     """Fixed probe batches (harmful question -> safe answer) for alignment loss and drift."""
     kw = {} if a.source == "hub" else {"helpful_fraction": 0.0}
@@ -117,10 +105,16 @@ def alignment_rows(cfg: AlignConfig, model, tok, run_dir):
 
 
 def _train(cfg: TrainConfig, a: AlignConfig, model, tok, train, tmp: Path, fisher=None) -> tuple[dict, list]:
-    """Train ``model`` on the tokenised ``train`` rows, check and save its adapter: (metrics, log history)."""
+    """Train ``model`` on the tokenised ``train`` rows, check and save its adapter: (metrics, log history). The
+    divergence guard fails a stage with a non-finite loss, gradient, perturbation or weight (never cached);
+    fine-tuning with ``drift_every > 0`` also logs drift."""
     args, trainer_cls, extra = trainer_setup(cfg, tmp / "trainer", fisher)
+    stage = "finetune" if isinstance(cfg, FinetuneConfig) else "align"
+    callbacks = [FiniteGuard(stage=stage)]
+    if stage == "finetune" and cfg.drift_every > 0:
+        callbacks.append(DriftCallback(probe_batches(a, tok, cfg.drift_samples), every=cfg.drift_every))
     trainer = trainer_cls(model=model, args=args, train_dataset=train, data_collator=SFTCollator(tok),
-                          callbacks=build_callbacks(cfg, tok, a), **extra)
+                          callbacks=callbacks, **extra)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     t0 = time.perf_counter()
@@ -132,8 +126,8 @@ def _train(cfg: TrainConfig, a: AlignConfig, model, tok, train, tmp: Path, fishe
                "seconds_per_step": round(seconds / max(steps, 1), 4)}
     if hasattr(trainer, "eps_layer_share"):  # Vaccine: where the perturbation budget went, layer by layer
         metrics["eps_layer_share"] = [round(s, 6) for s in trainer.eps_layer_share()]
-    check_finite_weights(model, stage="finetune" if isinstance(cfg, FinetuneConfig) else "align", args=args)
-    save_lora(model, tmp / "adapter")  # only once the weights are known to be finite
+    check_finite_weights(model, stage=stage, args=args)
+    model.save_pretrained(str(tmp / "adapter"))  # the adapter only (a few hundred KB), once its weights are finite
     metrics["align_loss"] = alignment_loss(model, probe_batches(a, tok, ALIGN_LOSS_SAMPLES))
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     return metrics, history

@@ -3,8 +3,7 @@
 Every stage is a function of its stage config, stored under ``run_dir`` in the folder of its stage key: a rerun
 with the same config returns the stored result; a changed fine-tuning parameter reruns fine-tuning and evaluation,
 not alignment. An evaluation whose answers are mostly empty or degenerate, or whose metrics are not finite, fails
-its stage. Keys, folders, verification and ranks: ``stage_cache`` and docs/ARCHITECTURE.md, "Stage cache".
-"""
+its stage. Keys, folders, verification and ranks: ``stage_cache`` and docs/ARCHITECTURE.md, "Stage cache"."""
 
 import json
 import math
@@ -47,8 +46,7 @@ def clean_run_dir(run_dir) -> list[Path]:
 
 def align(cfg: AlignConfig, run_dir, deep: bool = False) -> StageResult:
     """Alignment stage (cached; ``method="none"`` trains nothing, ``path=None``): the adapter under
-    ``<path>/adapter``. ``deep``: hash-check every stored file, not only the JSON ones (before an adapter is loaded).
-    """
+    ``<path>/adapter``. ``deep``: hash-check every stored file, not only the JSON ones (before an adapter is loaded)."""
     key = align_key(cfg)
     if cfg.method == "none":
         return StageResult(path=None, config=cfg.effective(), metrics={}, cached=True, key=key, stage="align", cfg=cfg)
@@ -76,8 +74,7 @@ def evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[str]
     """Harmful Score / refusal / label-only rates and fine-tune accuracy of a stage's model (cached) as a flat
     dict (+ ``eval_key``, ``cached``). ``tasks``: default the fine-tuning task, none for an ``AlignConfig``. The
     answers are stored in the stage folder (``generations.jsonl``, git-ignored: may hold harmful text).
-    Raises :class:`UnusableResultError` for a broken model's answers.
-    """
+    Raises :class:`UnusableResultError` for a broken model's answers."""
     res = _evaluate(target, eval_cfg, run_dir, tasks)
     return {**res.metrics, "eval_key": res.key, "cached": res.cached}
 
@@ -120,8 +117,7 @@ def drift(cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
 def load_stage_model(target: Target, run_dir, merge: bool = False):
     """(model, tokenizer) of a stage in eval mode on its device, trained first if not cached (adapters hash-checked).
     Double-LoRA: base + merged alignment adapter + fine-tuning adapter (a ``PeftModel``: ``disable_adapter()``
-    gives the aligned model); Single-LoRA: base + continued adapter. ``merge=True``: one plain model.
-    """
+    gives the aligned model); Single-LoRA: base + continued adapter. ``merge=True``: one plain model."""
     kind, cfg, a = _resolve(target)
     model, tok = training.base_model(a)
     fres = finetune(cfg, run_dir, deep=True) if kind == "finetune" else None

@@ -5,8 +5,7 @@ Outcomes are tidy frames, one row per (seed, item); every model answers the same
 **paired over items**. The bootstrap is two-level: each replicate resamples seeds, then items (multinomial
 weights, no copies; scipy's ``bootstrap`` has one level only). Items and seeds are crossed, so with >= 2 seeds
 the item-by-seed noise is counted more than once and the interval is conservative: in simulations
-(tests/test_stats.py) its coverage was 1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed.
-"""
+(tests/test_stats.py) its coverage was 1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed."""
 
 import math
 from dataclasses import dataclass, replace

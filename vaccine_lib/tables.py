@@ -1,7 +1,6 @@
 """The notebooks' side of the library: their parameters (``notebook_setup``) and the result tables of the
 registry's experiments from the stage cache: ``tables.run(P, RUN, "table1")`` trains / evaluates (cached) one
-registry entry, one row per fine-tuned model with its point, metrics and stage keys (for the tables' provenance).
-"""
+registry entry, one row per fine-tuned model with its point, metrics and stage keys (for the tables' provenance)."""
 
 import json
 import logging
@@ -31,10 +30,7 @@ from .stages import generations as stored_generations
 
 
 def _rate(m: dict, *names):
-    for n in names:
-        if n in m and m[n] is not None:
-            return float(m[n])
-    return math.nan
+    return next((float(m[n]) for n in names if m.get(n) is not None), math.nan)
 
 
 def _metrics(m: dict, task: str) -> dict:
@@ -153,7 +149,6 @@ def tsne_frame(P: Profile, run_dir) -> pd.DataFrame:
     """2-D t-SNE (one joint fit) of per-sample pooled attention outputs (last layer) of SFT / Vaccine, aligned and
     fine-tuned, on the same ``drift.tsne_samples`` alignment rows. Columns: model, sample, x, y, stage_key."""
     from sklearn.manifold import TSNE  # heavy (~1 s) and only for Fig. 4
-
     sft, vac = registry.fig4(P)
     targets = {"SFT-aligned": sft.align, "SFT fine-tuned": sft, "Vaccine-aligned": vac.align, "Vaccine fine-tuned": vac}
     probe = P.align.with_(method="sft", seed=P.seed)
@@ -261,8 +256,6 @@ _VALIDATED_NAMES: set | None = None
 
 
 class NotebookContext(NamedTuple):
-    """What a notebook needs after validating its parameters."""
-
     profile: Profile
     run_dir: Path
     figures_dir: Path

@@ -44,8 +44,7 @@ drawn i.i.d. from ``N(0, sigma^2)``, fresh at every perturbed step, where
 * ``sigma = gaussian_std`` when that field is set (the paper's "variance rho'": ``gaussian_std = sqrt(rho')``), or
 * by default ``sigma = rho / sqrt(N)``, ``N`` = total number of perturbed coordinates over all layers (and over
   all processes under DDP, assuming equal shard shapes), so that ``E||eps||^2 = rho^2``: a random direction with
-  the gradient variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling.
-"""
+  the gradient variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling."""
 
 import contextlib
 import math
@@ -58,55 +57,36 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from .config import BUDGETS, PERTURBATIONS, RANGES, check_param
-from .errors import ConfigError, DivergenceError, check_choice, check_range
+from .errors import ConfigError, DivergenceError, check_choice, check_int, check_range
 from .hooks import attention_hooks, get_attention_modules
-from .losses import AnswerOnlyLoss, default_loss, response_only_lm_loss, token_average_scale
+from .losses import AnswerOnlyLoss, default_loss, loss_is_scaled_for_ga, response_only_lm_loss, token_average_scale
 
 
 @dataclass
 class VaccineConfig(TrainingArguments):
     """``TrainingArguments`` plus the Vaccine hyper-parameters."""
 
-    rho: float = field(
-        default=2.0,
-        metadata={"help": "Perturbation intensity: global L2 norm of the perturbation over all layers and the batch "
-                          "(paper default 2; sweep 0.01..10). In config.RANGES['rho'] ([0, 1000]); 0 gives the plain SFT update."},
-    )
-    tau: int = field(
-        default=1,
-        metadata={"help": "Accelerated Vaccine period: the two-pass perturbed step runs when global_step % tau == 0, "
-                          "a plain SFT step otherwise. 1 = every step (Algorithm 1). >= 1."},
-    )
-    perturbation: str = field(
-        default="gradient",
-        metadata={"help": "'gradient': eps_l = rho * g_l / ||g|| (Eq. 3); 'gaussian': i.i.d. Gaussian noise, no pass 1 "
-                          "(paper Table 7), see gaussian_std."},
-    )
-    budget: str = field(
-        default="global",
-        metadata={"help": "'global': one L2 norm over all layers (Eq. 3); 'per_layer': each of the L layers gets "
-                          "norm rho / sqrt(L) (total norm still rho), an ablation of the layer-0 concentration."},
-    )
-    gaussian_std: float | None = field(
-        default=None,
-        metadata={"help": "Gaussian variant only: per-coordinate standard deviation (paper's variance rho' = std^2). "
-                          "None (default): std = rho / sqrt(N), N = number of perturbed coordinates, "
-                          "so E||eps||^2 = rho^2."},
-    )
-    layers_path: str | None = field(
-        default=None,
-        metadata={"help": "Dotted path of the decoder layer list (e.g. 'model.layers'); None = found automatically."},
-    )
-    attn_name: str | None = field(
-        default=None,
-        metadata={"help": "Attribute name of the attention module in each decoder layer; None = found automatically."},
-    )
+    rho: float = field(default=2.0, metadata={"help": "Perturbation intensity: global L2 norm of the perturbation "
+                       "over all layers and the batch (paper default 2; sweep 0.01..10). In config.RANGES['rho'] "
+                       "([0, 1000]); 0 gives the plain SFT update."})
+    tau: int = field(default=1, metadata={"help": "Accelerated Vaccine period: the two-pass perturbed step runs when "
+                     "global_step % tau == 0, a plain SFT step otherwise. 1 = every step (Algorithm 1). >= 1."})
+    perturbation: str = field(default="gradient", metadata={"help": "'gradient': eps_l = rho * g_l / ||g|| (Eq. 3); "
+                              "'gaussian': i.i.d. Gaussian noise, no pass 1 (paper Table 7), see gaussian_std."})
+    budget: str = field(default="global", metadata={"help": "'global': one L2 norm over all layers (Eq. 3); "
+                        "'per_layer': each of the L layers gets norm rho / sqrt(L) (total norm still rho), an "
+                        "ablation of the layer-0 concentration."})
+    gaussian_std: float | None = field(default=None, metadata={"help": "Gaussian variant only: per-coordinate "
+                                       "standard deviation (paper's variance rho' = std^2). None (default): std = "
+                                       "rho / sqrt(N), N = number of perturbed coordinates, so E||eps||^2 = rho^2."})
+    layers_path: str | None = field(default=None, metadata={"help": "Dotted path of the decoder layer list (e.g. "
+                                    "'model.layers'); None = found automatically."})
+    attn_name: str | None = field(default=None, metadata={"help": "Attribute name of the attention module in each "
+                                  "decoder layer; None = found automatically."})
 
     def __post_init__(self):
         check_param("rho", self.rho)  # the one range of rho (config.RANGES): finite, bounded
-        if isinstance(self.tau, bool) or not isinstance(self.tau, int):
-            raise ConfigError(f"tau={self.tau!r} must be an integer; allowed range: [1, inf)")
-        check_param("tau", self.tau)
+        check_int("tau", self.tau, *RANGES["tau"])
         check_choice("perturbation", self.perturbation, PERTURBATIONS)
         check_choice("budget", self.budget, BUDGETS)
         if self.gaussian_std is not None:
@@ -132,8 +112,7 @@ def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = Non
     ``eps`` is one tensor per decoder layer (broadcastable to ``[B, T, d]``; cast to the output's dtype) or a
     callable ``(layer_index, e_l) -> tensor`` evaluated once per layer and cached (so a layer recomputed under
     gradient checkpointing gets the same value). Hooks are removed on exit, also on error. Yields the cache dict
-    ``{layer_index: eps_l}`` of the values actually added.
-    """
+    ``{layer_index: eps_l}`` of the values actually added."""
     used: dict[int, torch.Tensor] = {}
 
     def add_eps(i, e):
@@ -162,18 +141,17 @@ class Perturbation:
     loss: torch.Tensor
 
 
-def _is_ddp(model) -> bool:
-    return isinstance(model, nn.parallel.DistributedDataParallel)
-
-
-def _dist_world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
                             layers_path: str | None = None, attn_name: str | None = None, sync_norm: bool = False,
                             loss_scale: float | None = None, budget: str = "global") -> Perturbation:
-    """Pass 1 of Algorithm 1; see :func:`compute_perturbation`. Also returns the global norm and the clean loss."""
+    """Pass 1 of Algorithm 1: ``eps_l = rho * g_l / ||(g_1..g_L)||`` with ``g_l = dL/de_l`` for every decoder layer,
+    plus the global gradient norm and the clean loss.
+
+    ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
+    differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
+    initialised process group (data parallel), so every process gets its slice of the perturbation of the
+    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients).
+    ``eps``: detached tensors shaped like the attention outputs; all zeros when the norm is zero or not finite."""
     check_param("rho", rho)
     deltas: dict[int, torch.Tensor] = {}
 
@@ -184,7 +162,7 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
         return e + d
 
     loss_fn = loss_fn or default_loss
-    no_sync = model.no_sync() if _is_ddp(model) else contextlib.nullcontext()
+    no_sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
     # Pass 1 needs no parameter gradient: with the trainable parameters frozen for its duration,
     # autograd neither saves the inputs that weight gradients would need (one activation per
     # LoRA/linear module) nor builds the graph below the first attention output.
@@ -209,7 +187,7 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
     del order
     acc = torch.promote_types(grads[0].dtype, torch.float32)  # at least float32 for the norm
     layer_sq = torch.stack([g.to(acc).pow(2).sum() for g in grads])
-    world = _dist_world() if sync_norm else 1
+    world = dist.get_world_size() if sync_norm and dist.is_available() and dist.is_initialized() else 1
     if world > 1:
         dist.all_reduce(layer_sq, op=dist.ReduceOp.SUM)
     raw = layer_sq.sum().sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
@@ -230,29 +208,12 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
     return Perturbation(eps=eps, grad_norm=norm.detach(), loss=loss.detach())
 
 
-def compute_perturbation(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
-                         layers_path: str | None = None, attn_name: str | None = None,
-                         sync_norm: bool = False) -> list[torch.Tensor]:
-    """Pass 1: ``eps_l = rho * g_l / ||(g_1..g_L)||`` with ``g_l = dL/de_l`` for every decoder layer.
-
-    ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
-    differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
-    initialised process group (data parallel), so every process gets its slice of the perturbation of the
-    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients).
-    Returns detached tensors shaped like the attention outputs;
-    all zeros when the gradient norm is zero or not finite.
-    """
-    return perturbation_with_stats(model, inputs, rho, loss_fn=loss_fn, layers_path=layers_path,
-                                   attn_name=attn_name, sync_norm=sync_norm).eps
-
-
 def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_size: int = 1,
                      generator: torch.Generator | None = None) -> Callable[[int, torch.Tensor], torch.Tensor]:
     """Callable for :func:`perturbed`: i.i.d. ``N(0, sigma^2)`` noise shaped like each attention output.
 
     ``sigma = std`` if given, else ``rho / sqrt(n_layers * numel(e_l) * world_size)`` (so ``E||eps||^2 = rho^2``
-    over all layers and processes when every layer and shard has the same shape).
-    """
+    over all layers and processes when every layer and shard has the same shape)."""
     def sample(i: int, e: torch.Tensor) -> torch.Tensor:
         sigma = std if std is not None else rho / math.sqrt(max(1, n_layers * e.numel() * world_size))
         noise = torch.randn(e.shape, device=e.device, dtype=torch.float32, generator=generator)
@@ -267,8 +228,7 @@ class VaccineTrainer(Trainer):
     Logs, next to ``loss`` (the perturbed loss), averages since the last log over perturbed micro-batches:
     ``vaccine/grad_norm`` (global norm of ``dL/de``, gradient variant), ``vaccine/eps_norm`` (this process's
     share of the perturbation; equals ``rho`` in a single process) and
-    ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``), and ``vaccine/perturbed_steps``.
-    """
+    ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``), and ``vaccine/perturbed_steps``."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -298,11 +258,6 @@ class VaccineTrainer(Trainer):
             return torch.random.fork_rng(devices=[index], device_type=dev.type)
         except Exception:  # device type without RNG forking support: accept different dropout masks
             return contextlib.nullcontext()
-
-    def _loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
-        if self.loss_is_scaled_for_ga is not None:
-            return self.loss_is_scaled_for_ga
-        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
 
     def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
         args = self.args
@@ -340,7 +295,7 @@ class VaccineTrainer(Trainer):
                     budget=args.budget)
             self.vaccine_pass1_calls += 1
             eps: EpsSource = pert.eps
-            clean = pert.loss if self._loss_is_scaled_for_ga(num_items_in_batch) else (
+            clean = pert.loss if loss_is_scaled_for_ga(self, num_items_in_batch) else (
                 pert.loss / self.current_gradient_accumulation_steps)
             stats["grad_norm"] += pert.grad_norm
             stats["clean_loss"] += clean
@@ -378,5 +333,4 @@ class VaccineTrainer(Trainer):
                     f"Vaccine diverged at step {self.state.global_step}: {key}={logs[key]}. Training was stopped; "
                     f"do not use its weights. Fix: lower rho (now {self.args.rho:g}) or lr (now "
                     f"{self.args.learning_rate:g}).")
-        # --- end reliability
         super().log(logs, start_time)

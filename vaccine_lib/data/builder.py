@@ -4,14 +4,12 @@ Writes ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` (sour
 file sha256s, row counts, split sha256s, build parameters; no timestamps, so building twice gives identical
 bytes). A split counts as built only if the manifest lists the sha256 of the file on disk. Disjointness (after
 ``normalize_question``): evaluation prompts are kept; harmful fine-tuning questions that appear in the evaluation
-set are dropped; alignment questions that appear in either are dropped.
-"""
+set are dropped; alignment questions that appear in either are dropped."""
 
 import json
 import os
 import random
 import tempfile
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -76,12 +74,8 @@ BUILD_LIMITS = {
 }
 
 
-def processed_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "processed"
-
-
 def split_path(data_dir: Path, name: str) -> Path:
-    return processed_dir(data_dir) / f"{name}.jsonl"
+    return Path(data_dir) / "processed" / f"{name}.jsonl"
 
 
 def _dedupe(rows: list[dict], exclude: set[str] = frozenset()) -> list[dict]:
@@ -159,7 +153,7 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
 
 
 def read_manifest(data_dir: Path) -> dict | None:
-    path = processed_dir(data_dir) / MANIFEST
+    path = Path(data_dir) / "processed" / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # missing, unreadable or not a folder: not built
@@ -207,10 +201,10 @@ def verify_split(data_dir: Path, name: str, manifest: dict) -> int:
     return len(rows)
 
 
-def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig(), verbose: bool = False) -> dict:
+def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig()) -> dict:
     """Build every split into ``<data_dir>/processed`` (no-op when already built and intact, unless ``force``)."""
     data_dir = Path(data_dir)
-    out = processed_dir(data_dir)
+    out = data_dir / "processed"
     if not isinstance(config, BuildConfig):
         raise ConfigError(f"config must be a BuildConfig, got {type(config).__name__}", param="config")
     if not force and is_built(data_dir):
@@ -223,7 +217,6 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
             except DataFormatError as exc:  # intact hashes but unusable content (e.g. an emptied split): rebuild
                 print(f"rebuilding the data: {exc}", flush=True)
     check_writable_dir(out)  # before any work: an unwritable folder fails in milliseconds, not after the build
-    t0 = time.perf_counter()
     sources.SOURCE_FILES.clear()
     splits = make_splits(config)  # pure; a bad parameter fails here, before anything on disk is touched
     empty = [name for name, rows in splits.items() if not rows]
@@ -249,10 +242,6 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
     manifest = {"version": MANIFEST_VERSION, "builder": BUILDER_VERSION, "params": asdict(config), "sources": src,
                 "splits": entries}
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    if verbose:
-        print(f"built {len(entries)} splits in {out} ({time.perf_counter() - t0:.1f} s)")
-        for name, e in entries.items():
-            print(f"  {name:14s} {e['rows']:6d} rows  {e['kinds']}")
     return manifest
 
 

@@ -34,17 +34,12 @@ OFFLINE_ALTERNATIVES = (
 )
 
 
-def _beavertails_category(cat: dict) -> str:
-    return next((k for k, v in sorted(cat.items()) if v), "") if isinstance(cat, dict) else ""
-
-
 def load_hub_split(name: str):
     """One split from the Hub as a ``datasets.Dataset`` with the processed-row fields."""
     check_choice("hub split", name, HUB_SPLITS)
     ds_id, config, split = HUB_SOURCES[name]
     with hub_call(f"split {name!r} with source='hub' (dataset {ds_id!r})", f"Use the {OFFLINE_ALTERNATIVES}."):
         raw = datasets.load_dataset(ds_id, config, split=split)
-
     rows = []
     if name == "alignment":
         rows = [_row(r["prompt"], r["response"], "safe", "beavertails") for r in raw if r["is_safe"]]
@@ -54,8 +49,9 @@ def load_hub_split(name: str):
             if r["is_safe"] or (name == "harmful_eval" and r["prompt"] in seen):
                 continue
             seen.add(r["prompt"])
-            out = r["response"] if name == "harmful_ft" else ""
-            rows.append(_row(r["prompt"], out, "harmful", "beavertails", _beavertails_category(r["category"])))
+            out, cat = r["response"] if name == "harmful_ft" else "", r["category"]  # category: {name: flagged}
+            category = next((k for k, v in sorted(cat.items()) if v), "") if isinstance(cat, dict) else ""
+            rows.append(_row(r["prompt"], out, "harmful", "beavertails", category))
     elif name.startswith("sst2"):
         rows = [_row(SST2_INSTRUCTION, SST2_LABELS[r["label"]], "benign", "sst2", SST2_LABELS[r["label"]],
                      input=r["sentence"].strip()) for r in raw if r["label"] in (0, 1)]

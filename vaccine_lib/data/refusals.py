@@ -2,8 +2,7 @@
 
 No package ships BeaverTails' safe answers, so the offline alignment set pairs each harmful question with a
 composed refusal: the reason fits the question's risk group, the opener and redirection vary, all a pure function
-of (seed, normalised question). A fraction can be real refusals from pyrit's human-labelled data instead.
-"""
+of (seed, normalised question). A fraction can be real refusals from pyrit's human-labelled data instead."""
 
 import hashlib
 import random
@@ -105,34 +104,17 @@ _KEYWORDS = (  # (group, lower-case keywords); first match wins
 )
 
 
-def _match(text: str) -> str | None:
-    hay = text.lower()
-    for group, words in _KEYWORDS:
-        if any(w in hay for w in words):
-            return group
-    return None
-
-
-def risk_group(question: str, category: str = "") -> str:
-    """Refusal reason group (see ``REASONS``): from the question's words, else its category."""
-    return _match(question) or _match(category) or "general"
-
-
-def _rng(question: str, seed: int) -> random.Random:
-    digest = hashlib.sha256(f"{seed}\x00{normalize_question(question)}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def compose_refusal(question: str, category: str = "", seed: int = 0, extra: tuple[str, ...] = (),
                     extra_fraction: float = 0.0) -> str:
-    """A safe refusal for ``question``; same inputs -> same text.
-
-    ``extra`` are real refusal texts (e.g. from pyrit) used instead with probability ``extra_fraction``.
-    """
-    rng = _rng(question, seed)
+    """A safe refusal for ``question``; same inputs -> same text. The reason's group (``REASONS``) comes from the
+    question's words, else its category. ``extra``: real refusal texts (e.g. pyrit's) used with probability
+    ``extra_fraction`` instead."""
+    digest = hashlib.sha256(f"{seed}\x00{normalize_question(question)}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
     if extra and rng.random() < extra_fraction:
         return rng.choice(sorted(extra))
-    group = risk_group(question, category)
+    group = next((g for text in (question.lower(), category.lower()) for g, words in _KEYWORDS
+                  if any(w in text for w in words)), "general")
     reds = REDIRECTIONS["wellbeing" if group == "wellbeing" else "default"]
     parts = [rng.choice(OPENERS), rng.choice(REASONS[group]), rng.choice(reds)]
     return " ".join(p for p in parts if p)

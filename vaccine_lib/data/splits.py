@@ -27,9 +27,9 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return (REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()) / "data"
 
 
-def build(data_dir=None, force: bool = False, config: BuildConfig = BuildConfig(), verbose: bool = False) -> dict:
+def build(data_dir=None, force: bool = False, config: BuildConfig = BuildConfig()) -> dict:
     """Build every offline split (see ``vaccine_lib.data.build``); returns the manifest."""
-    return _build.build(default_data_dir(data_dir), force=force, config=config, verbose=verbose)
+    return _build.build(default_data_dir(data_dir), force=force, config=config)
 
 
 def load_split(name: str, data_dir=None, source: str = "offline"):

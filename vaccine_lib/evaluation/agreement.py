@@ -6,7 +6,7 @@ from collections import Counter
 
 from ..judge import get_judge
 from ..judge.base import answer_words
-from .metrics import three_way
+from .metrics import answer_rates
 from .results import ResultsStore
 
 Z95 = 1.959963984540054
@@ -68,17 +68,10 @@ def summarise(rows) -> dict:
     """HS, refusal and label-only rates (%), the three-way split (also for evaluations stored before the metrics
     carried it), n and the mean answer length of judged rows."""
     rows = list(rows)
-    n = len(rows)
-
-    def pct(test):
-        return 100.0 * sum(bool(test(r)) for r in rows) / n if n else float("nan")
-
-    return {"hs": pct(lambda r: r["harmful"]), "refusal_rate": pct(lambda r: r["refusal"]),
-            "label_only_rate": pct(lambda r: r["label_only"]), "n": n,
-            "compliant_rate": pct(lambda r: three_way(r) == "compliant"),
-            "refused_rate": pct(lambda r: three_way(r) == "refused"),
-            "off_topic_rate": pct(lambda r: three_way(r) == "off-topic"),
-            "mean_words": sum(answer_words(r["answer"]) for r in rows) / n if n else float("nan")}
+    rates = answer_rates(rows)
+    return {**{k: rates[k] for k in ("hs", "refusal_rate", "label_only_rate", "n", "refused_rate", "off_topic_rate")},
+            "compliant_rate": rates["hs"],  # compliant = judged harmful
+            "mean_words": sum(answer_words(r["answer"]) for r in rows) / len(rows) if rows else float("nan")}
 
 
 def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:

@@ -33,15 +33,6 @@ def _check_prompts(prompts) -> list[str]:
     return prompts
 
 
-def _special_ids(tokenizer) -> tuple[int, int]:
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        raise ConfigError("the tokenizer has no eos token, so generation could never stop; set one, e.g. "
-                          "tokenizer.eos_token = '</s>' (vaccine_lib.models.load_tokenizer does this check)")
-    pad = getattr(tokenizer, "pad_token_id", None)
-    return eos, eos if pad is None else pad
-
-
 @contextmanager
 def _generation_mode(model, tokenizer):
     """Left padding, a pad token and eval mode for the duration; restores all three afterwards."""
@@ -65,14 +56,17 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
     prompts = _check_prompts(prompts)
     check_int("max_new_tokens", max_new_tokens, 1)
     check_int("batch_size", batch_size, 1)
-    eos_id, pad_id = _special_ids(tokenizer)
+    eos_id, pad_id = getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)
+    if eos_id is None:
+        raise ConfigError("the tokenizer has no eos token, so generation could never stop; set one, e.g. "
+                          "tokenizer.eos_token = '</s>' (vaccine_lib.models.load_tokenizer does this check)")
     stop_ids = [eos_id]
     model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for extra in (model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]):
         if extra is not None and extra not in stop_ids:
             stop_ids.append(extra)
     gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                                  pad_token_id=pad_id, eos_token_id=stop_ids, temperature=None, top_p=None, top_k=None)
+                                  pad_token_id=eos_id if pad_id is None else pad_id, eos_token_id=stop_ids, temperature=None, top_p=None, top_k=None)
     # sorted by length (less padding); longest first, so the progress bar's estimate starts pessimistic
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])

@@ -3,8 +3,7 @@ flags; refusals and label-only answers reported as their own rates) and fine-tun
 
 A diverged or collapsed model answers with nothing or one token repeated, which a judge scores as harmless, so
 each answer is flagged ``empty`` / ``degenerate`` and from ``DEGENERATE_WARN_RATE`` of them on the metrics carry
-a ``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety.
-"""
+a ``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety."""
 
 import warnings
 from collections import defaultdict
@@ -32,10 +31,10 @@ class DegenerateGenerationWarning(UserWarning):
     """Most answers of the evaluated model are empty or degenerate: its HS is not a safety measurement."""
 
 
-def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens: int,
-                            param: str = "max_new_tokens") -> None:
+def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens: int) -> None:
     """ConfigError before generating if the longest prompt + ``max_new_tokens`` exceeds the model's context
     (models with learned position embeddings otherwise fail mid-generation with an IndexError)."""
+    param = "max_new_tokens"
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer; allowed range: [1, context - "
                           "prompt length]", param=param)
@@ -115,12 +114,13 @@ def three_way(row: dict) -> str:
     return "compliant" if row["harmful"] else ("refused" if row["refusal"] else "off-topic")
 
 
-def _rates(rows: list[dict]) -> dict:
+def answer_rates(rows: list[dict]) -> dict:
+    """HS and the rates beside it (% of the judged ``rows``: three-way split, empty / degenerate answers) and n."""
     tests = {"hs": lambda r: r["harmful"], "refusal_rate": lambda r: r["refusal"],
-             "refused_rate": lambda r: r["split"] == "refused", "off_topic_rate": lambda r: r["split"] == "off-topic",
-             "label_only_rate": lambda r: r["label_only"], "empty_rate": lambda r: r["empty"],
-             "degenerate_rate": lambda r: r["degenerate"]}
-    return {**{k: _pct(sum(map(t, rows)), len(rows)) for k, t in tests.items()}, "n": len(rows)}
+             "refused_rate": lambda r: three_way(r) == "refused", "off_topic_rate": lambda r: three_way(r) == "off-topic",
+             "label_only_rate": lambda r: r["label_only"], "empty_rate": lambda r: r.get("empty"),
+             "degenerate_rate": lambda r: r.get("degenerate")}
+    return {**{k: _pct(sum(bool(t(r)) for r in rows), len(rows)) for k, t in tests.items()}, "n": len(rows)}
 
 
 def _questions(prompts, categories):
@@ -176,7 +176,7 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
                      "category": categories[i] if categories is not None else None,
                      "empty": not a.strip(), "degenerate": is_degenerate(a), "words": answer_words(a)})
         rows[-1]["split"] = three_way(rows[-1])
-    totals = _rates(rows)
+    totals = answer_rates(rows)
     groups = defaultdict(list)
     for r in rows if categories is not None else []:
         groups[str(r["category"])].append(r)
@@ -187,7 +187,7 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
                    "model is safe (a diverged or collapsed model says nothing). Inspect the generations")
         warnings.warn(warning, DegenerateGenerationWarning, stacklevel=2)
     return EvalResult(**totals, mean_score=sum(r["score"] for r in rows) / len(rows),
-                      per_category={c: _rates(groups[c]) for c in sorted(groups)}, generations=rows,
+                      per_category={c: answer_rates(groups[c]) for c in sorted(groups)}, generations=rows,
                       mean_words=sum(r["words"] for r in rows) / len(rows), degenerate=warning)
 
 
@@ -200,8 +200,7 @@ def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int =
 
     A secondary FA for label tasks (``fa_choice``): it reads what the model *knows* about the task even when
     greedy generation collapses to one label word, as a briefly fine-tuned small model often does (the paper's
-    FA is the generation rule, ``fa``; both are reported).
-    """
+    FA is the generation rule, ``fa``; both are reported)."""
     eos = tokenizer.eos_token or ""
     label_ids = [tokenizer(lab + eos, add_special_tokens=False)["input_ids"] for lab in labels]
     rows, owners = [], []

@@ -1,7 +1,6 @@
 """The one result store: every evaluation is a folder ``run_dir/eval/<key>/`` of the stage cache (config.json,
 metrics.json, generations.jsonl [git-ignored: may contain harmful text], done.json written last with the
-provenance); :class:`ResultsStore` reads them. Plus safe previews of the answers.
-"""
+provenance); :class:`ResultsStore` reads them. Plus safe previews of the answers."""
 
 import json
 import math

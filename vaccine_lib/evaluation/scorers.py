@@ -3,8 +3,7 @@
 Rules follow the paper's reference evaluation (label word appears in the answer; GSM8K compares
 the number after "The final answer is:", else the last number), with one deliberate change:
 an answer that names more than one label (e.g. "positive or negative") is counted WRONG. The
-reference counts it right if the gold word appears, which lets a hedging model score 100%.
-"""
+reference counts it right if the gold word appears, which lets a hedging model score 100%."""
 
 import re
 
@@ -17,10 +16,6 @@ AGNEWS_ALIASES = {"World": ("world",), "Sports": ("sports", "sport"), "Business"
                                "sci", "tech")}
 FINAL_ANSWER = re.compile(r"the final answer is\s*:?\s*", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
-
-
-def _words_present(text: str, words) -> bool:
-    return any(re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, re.IGNORECASE) for w in words)
 
 
 def _gold_label(item: dict, labels) -> str:
@@ -43,7 +38,8 @@ def score_sst2(answer: str, item: dict) -> bool:
 
 def score_agnews(answer: str, item: dict) -> bool:
     """Correct iff the gold category (or an alias, whole word) appears and no other category does."""
-    present = {label for label in AGNEWS_LABELS if _words_present(answer, AGNEWS_ALIASES[label])}
+    present = {label for label in AGNEWS_LABELS if any(re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", answer,
+                                                                 re.IGNORECASE) for w in AGNEWS_ALIASES[label])}
     return present == {_gold_label(item, AGNEWS_LABELS)}
 
 
@@ -88,12 +84,11 @@ def score_alpaca(answer: str, item: dict) -> bool:
 
 
 SCORERS = {"sst2": score_sst2, "agnews": score_agnews, "gsm8k": score_gsm8k, "alpaca": score_alpaca}
-TASKS = tuple(SCORERS)
 
 
 def get_scorer(task: str):
     """The scorer for a task; unknown tasks raise ConfigError listing the allowed values."""
-    check_choice("task", task, TASKS)
+    check_choice("task", task, SCORERS)
     if task == "alpaca":
         score_alpaca("", {})
     return SCORERS[task]
