@@ -210,7 +210,7 @@ print(format_report(rep))
 jv = pd.DataFrame([{"judge": rep["judge"], "accuracy": rep["accuracy"], "auc": rep["auc"], "n_test": rep["n_test"],
                     **rep["confusion"]}])
 plotting.save_table(jv, "judge_validation", TAB)
-print("judge:", rep["judge"], "| accuracy and AUC within [0, 1]:",
+print("the profile's judge:", rep["judge"] == P.eval.judge, "| accuracy and AUC within [0, 1]:",
       bool(0 <= rep["accuracy"] <= 1 and 0 <= rep["auc"] <= 1), "| test rows:", rep["n_test"] > 0)
 
 # %% [markdown]
