@@ -14,7 +14,6 @@ folder is created private (0700) and files are written atomically with mode 0600
 """
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..data.jsonl import sha256_bytes
 
 FORMAT = "vaccine-judge-arrays/1"
 
@@ -49,10 +49,6 @@ def write_private(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o600)
     os.chmod(path, 0o600)  # atomic_path leaves 0644 on the final name
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def save_arrays(base: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
