@@ -13,7 +13,7 @@ import torch
 
 from vaccine_lib.cli import env_int
 from vaccine_lib.config import AlignConfig
-from vaccine_lib.hardware import describe, resolve_autocast
+from vaccine_lib.hardware import describe_hardware, resolve_autocast
 from vaccine_lib.models import load_model
 
 from .overhead import spawn
@@ -52,7 +52,7 @@ def run(model_name: str = "smollm2-135m-instruct", quick: bool = False) -> dict:
     return {"bench": "speed", "model": model_name, "quick": quick, "threads": used, "batch": batch, "seq": seq,
             "steps": steps, **{f"{k}_step_s": round(v, 3) for k, v in step.items()},
             "speedup_project_vs_plain": round(step["plain"] / step["project"], 3),
-            "autocast_resolved": resolve_autocast("auto", "cpu") or "off", **describe("cpu"),
+            "autocast_resolved": resolve_autocast("auto", "cpu") or "off", **describe_hardware("cpu"),
             "matmul_gflops_fp32": round(peak["float32"], 1), "matmul_gflops_bf16": round(peak["bfloat16"], 1),
             "efficiency_plain_fp32": round(flops / step["plain"] / 1e9 / peak["float32"], 3),
             "target_speedup": TARGET_SPEEDUP}

@@ -62,7 +62,7 @@ def autocast_context(dtype: str | None, device: str = "cpu"):
     return torch.autocast(device, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
 
-def describe(device: str = "cpu") -> dict:
+def describe_hardware(device: str = "cpu") -> dict:
     """Hardware facts for provenance: the kernel set torch picked and whether bf16 units are present."""
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": has_bf16(device),
             "bf16_cpu_flags": sorted(BF16_CPU_FLAGS & cpu_flags())}

@@ -321,7 +321,7 @@ def load_profile(name="default", overrides: dict | None = None) -> Profile:
         raise ConfigError(explain(exc, Profile)) from None
 
 
-def describe(P: Profile) -> str:
+def describe_profile(P: Profile) -> str:
     """A short human-readable summary of a profile."""
     a, f, e, s = P.align, P.finetune, P.eval, P.sweeps
     return (f"profile {P.label!r} ({P.path}): model {P.model} on {P.device}, {P.dtype}, seeds {P.seeds}\n"
@@ -335,4 +335,4 @@ def describe(P: Profile) -> str:
 
 if __name__ == "__main__":  # python -m vaccine_lib.profiles [name ...]
     for n in sys.argv[1:] or profile_names():
-        print(describe(load_profile(n)))
+        print(describe_profile(load_profile(n)))

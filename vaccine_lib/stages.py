@@ -145,7 +145,7 @@ def method_label(target: Target) -> str:
     return second if a.method == "sft" else f"{first}+{second}"
 
 
-def describe(target: Target) -> dict:
+def describe_target(target: Target) -> dict:
     """Flat, human-readable summary of a stage config (stored in evaluation and drift records)."""
     kind, cfg, a = _resolve(target)
     out = {"method": method_label(cfg), "model": a.model, "align_method": a.method, "stage": kind,
@@ -223,7 +223,7 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 3)
     metrics["generation_dtype"] = ac or "fp32"
     write_generations(tmp, gens)
-    config = {**describe(cfg), **{f"eval_{k}": v for k, v in eval_cfg.effective().items()},
+    config = {**describe_target(cfg), **{f"eval_{k}": v for k, v in eval_cfg.effective().items()},
               "eval_tasks": list(tasks), "eval_key": key}
     return config, metrics, []
 
@@ -268,4 +268,4 @@ def _run_drift(cfg: FinetuneConfig, run_dir, n_samples: int):
         del aligned
     metrics = {**stats, "align_loss": alignment_loss(model, batches), "align_loss_before": before,
                "n_samples": n_samples, "seconds": round(time.perf_counter() - t0, 3)}
-    return {**describe(cfg), "n_samples": n_samples}, metrics, []
+    return {**describe_target(cfg), "n_samples": n_samples}, metrics, []

@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .evaluation import show_generations
 from .evaluation.agreement import run_agreement
 from .plotting import DEFENSE_ORDER, history_frame  # noqa: F401 - notebook 02 calls tables.history_frame
-from .profiles import COMMITTED_PROFILE, Profile, check_inside, describe, load_profile, load_yaml, normalise_overrides
+from .profiles import COMMITTED_PROFILE, Profile, check_inside, describe_profile, load_profile, load_yaml, normalise_overrides
 from .provenance import set_context
 from .stages import (align, align_key, drift, evaluate, finetune, finetune_key, load_stage_model, method_label,
                      probe_batches)
@@ -227,7 +227,7 @@ def notebook_setup(namespace: dict):
     pd.set_option("display.width", 160)
     ctx = from_notebook(namespace)
     registry.check_pools(ctx.profile)  # sample counts fit the data: fail here, before any stage of the notebook runs
-    print(describe(ctx.profile))
+    print(describe_profile(ctx.profile))
     return tuple(ctx)
 
 
