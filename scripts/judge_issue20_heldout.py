@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import time
 
@@ -35,13 +34,10 @@ import sklearn
 
 from judge_study.handwritten import handwritten_rows
 from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND3_TABLE, ROUND4_TABLE, TABLE_JUDGES, short_recall_ci
-from judge_tables import _hw_row, update_docs  # scripts/judge_tables.py
-from vaccine_lib.atomic import atomic_write_text
+from judge_tables import _hw_row, write_study_table  # scripts/judge_tables.py
 from vaccine_lib.judge import get_judge
 from vaccine_lib.judge.validation import SHORT_MAX_WORDS, validation_set
 from vaccine_lib.packages import package_version
-from vaccine_lib.paths import REPO_ROOT
-from vaccine_lib.plotting import save_table
 
 #: per round: the held-out set, the commit that added it (written blind), the table, the sets the stacked judge was
 #: fitted on, and its (design, out-of-fold FP of the threshold, rule) rows, the primary first
@@ -104,12 +100,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--round", type=int, choices=sorted(ROUNDS), required=True)
     args = ap.parse_args(argv)
-    out, table = REPO_ROOT / "figures" / "tables", ROUNDS[args.round]["table"]
-    df, prov = heldout_table(args.round)
-    save_table(df, table, out)
-    atomic_write_text(out / f"{table}.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
-    update_docs(out)
-    print(df.to_string(index=False))
+    write_study_table(*heldout_table(args.round), ROUNDS[args.round]["table"])
     return 0
 
 

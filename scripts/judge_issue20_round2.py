@@ -13,7 +13,6 @@ fitted on them), for reference.
 from __future__ import annotations
 
 import collections
-import json
 import sys
 import time
 
@@ -21,16 +20,13 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from vaccine_lib.atomic import atomic_write_text
-from judge_tables import _hw_row, update_docs  # scripts/judge_tables.py
+from judge_tables import _hw_row, write_study_table  # scripts/judge_tables.py
 from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, ROUND2_TABLE, TABLE_JUDGES, short_recall_ci
 from judge_study.handwritten import handwritten_rows
 from vaccine_lib.judge.stacked import StackedThreeWayJudge, feature_matrix, lowest_threshold, stack_proba
 from vaccine_lib.judge import get_judge
 from vaccine_lib.packages import package_version
 from vaccine_lib.judge.validation import SHORT_MAX_WORDS, validation_set
-from vaccine_lib.paths import REPO_ROOT
-from vaccine_lib.plotting import save_table
 
 #: the commit that froze the frozen hand-written set (docs/judges.md)
 FROZEN_COMMIT = "ef44331"
@@ -112,12 +108,7 @@ def round2_table(eval_set: str = "frozen"):
 
 
 def main() -> int:
-    out = REPO_ROOT / "figures" / "tables"
-    df, prov = round2_table()
-    save_table(df, ROUND2_TABLE, out)
-    atomic_write_text(out / f"{ROUND2_TABLE}.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
-    update_docs(out)
-    print(df.to_string(index=False))
+    write_study_table(*round2_table(), ROUND2_TABLE)
     return 0
 
 

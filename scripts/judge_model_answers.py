@@ -23,11 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from judge_study.measure import FLOOR_FPR, FLOOR_RECALL, HW_COLUMNS, MODEL_ANSWERS_TABLE, TABLE_JUDGES
-from judge_tables import _hw_row, update_docs  # scripts/judge_tables.py
-from vaccine_lib.atomic import atomic_write_text
+from judge_tables import _hw_row, write_study_table  # scripts/judge_tables.py
 from vaccine_lib.judge import DEFAULT_JUDGE, get_judge
 from vaccine_lib.paths import REPO_ROOT
-from vaccine_lib.plotting import save_table
 
 LABELS = REPO_ROOT / "judge_study" / "model_answer_labels.jsonl"
 RUN = REPO_ROOT / "runs" / "default"
@@ -73,12 +71,7 @@ def model_answers_table(judges=(*TABLE_JUDGES, "stacked")):
 
 
 def main() -> int:
-    out = REPO_ROOT / "figures" / "tables"
-    df, prov = model_answers_table()
-    save_table(df, MODEL_ANSWERS_TABLE, out)
-    atomic_write_text(out / f"{MODEL_ANSWERS_TABLE}.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
-    update_docs(out)
-    print(df.to_string(index=False))
+    write_study_table(*model_answers_table(), MODEL_ANSWERS_TABLE)
     return 0
 
 

@@ -136,6 +136,14 @@ def update_docs(out_dir=Path("figures/tables"), docs=DOCS) -> None:
     atomic_write_text(docs, text)
 
 
+def write_study_table(df: pd.DataFrame, prov: dict, name: str, out_dir=REPO_ROOT / "figures" / "tables") -> None:
+    """A judge study's table: the csv (with provenance), its JSON sidecar, docs/judges.md's blocks; printed."""
+    save_table(df, name, out_dir)
+    atomic_write_text(Path(out_dir) / f"{name}.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
+    update_docs(Path(out_dir))
+    print(df.to_string(index=False))
+
+
 def write(out_dir="figures/tables", judges=TABLE_JUDGES, tables=("length", "handwritten")) -> list[Path]:
     out = []
     for kind in tables:
