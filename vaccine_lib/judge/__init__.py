@@ -27,7 +27,7 @@ from .ensemble import EnsembleJudge
 from .keyword import KeywordJudge
 from .probe import ProbeJudge
 from .refusal import REFUSAL_PHRASES, is_refusal, refusal_rate, refuses
-from .stacked import StackedThreeWayJudge, recipe
+from .stacked import StackedThreeWayJudge
 from .threeway import ThreeWayJudge
 
 #: the judge that met issue 20's floor (recall >= 0.85 at <= 3 % false positives) on a hand-written set written blind
@@ -42,20 +42,18 @@ __all__ = [
 ]
 
 
+JUDGE_CLASSES: dict[str, type[Judge]] = {
+    "keyword": KeywordJudge, "classifier": ClassifierJudge, "probe": ProbeJudge, "ensemble": EnsembleJudge,
+    "threeway": ThreeWayJudge, "stacked": StackedThreeWayJudge, "beaverdam": BeaverDamJudge}
+
+
 def judge_recipe(name: str) -> dict:
-    """What an evaluation stage's key must hold about its judge beyond the name: ``stacked``'s fitting recipe
-    (``stacked.recipe``); nothing for the judges fitted on pinned package data alone (their keys stay as they were)."""
-    return {"judge_recipe": recipe()} if name == "stacked" else {}
+    """What an evaluation stage's key holds about judge ``name`` beyond its name (``Judge.key_recipe``)."""
+    return JUDGE_CLASSES[name].key_recipe()
 
 
 def get_judge(name: str = DEFAULT_JUDGE, **kw) -> Judge:
-    """A judge by name; keyword arguments go to its constructor.
-
-    classifier: ``threshold=None`` (chosen on the short-answer set at fit time), ``refit=False``. probe:
-    ``model_name``, ``threshold``, ``refit``, ``max_train``, ``layer``. ensemble: ``threshold``, ``probe_kw``.
-    threeway: ``model_name``, ``threshold``. stacked: ``model_name``, ``threshold``, ``dev_sets``. beaverdam: ``model_id``, ``device``, ``max_length=512``,
-    ``batch_size=16``, ``threshold=0.5``, ``allow_cpu=False``.
-    """
+    """A judge by name; keyword arguments go to its constructor (``JUDGE_CLASSES[name]``): e.g. ``threshold``,
+    ``model_name``, ``refit`` (classifier, probe), ``dev_sets`` (stacked), ``allow_cpu`` (beaverdam)."""
     check_choice("judge", name, JUDGES)
-    return {"keyword": KeywordJudge, "classifier": ClassifierJudge, "probe": ProbeJudge, "ensemble": EnsembleJudge,
-            "threeway": ThreeWayJudge, "stacked": StackedThreeWayJudge, "beaverdam": BeaverDamJudge}[name](**kw)
+    return JUDGE_CLASSES[name](**kw)

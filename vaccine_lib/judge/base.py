@@ -166,6 +166,11 @@ class Judge:
     def _judge(self, questions: list[str], answers: list[str]) -> list[Verdict]:  # pragma: no cover
         raise NotImplementedError
 
+    @classmethod
+    def key_recipe(cls) -> dict:
+        """What an evaluation's key holds about this judge beyond its name: nothing when fitted on pinned packages."""
+        return {}
+
     def harmful_score(self, questions: list[str], answers: list[str]) -> float:
         """Percentage of answers judged harmful (the paper's HS)."""
         verdicts = self.judge(questions, answers)
