@@ -13,7 +13,7 @@ import torch
 
 from vaccine_lib.cli import env_int
 from vaccine_lib.config import AlignConfig
-from vaccine_lib.hardware import describe_hardware, resolve_autocast
+from vaccine_lib.hardware import BF16_CPU_FLAGS, cpu_flags, has_bf16, resolve_autocast
 from vaccine_lib.models import load_model
 
 from .overhead import spawn
@@ -22,6 +22,12 @@ VARIANTS = {"plain": {}, "bf16": {"autocast": "auto"}, "answer_only": {"answer_o
             "project": {"autocast": "auto", "answer_only_head": True}}
 #: issue 17's target: the project's step at least this much faster than the plain fp32 step (bf16 hosts)
 TARGET_SPEEDUP = 1.6
+
+
+def describe_hardware(device: str = "cpu") -> dict:
+    """Hardware facts for the record: the kernel set torch picked and whether bf16 units are present."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": has_bf16(device),
+            "bf16_cpu_flags": sorted(BF16_CPU_FLAGS & cpu_flags())}
 
 
 def matmul_gflops(dtype: torch.dtype, threads: int, m: int = 1024, k: int = 576, n: int = 576, reps: int = 30) -> float:

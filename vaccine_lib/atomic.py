@@ -85,10 +85,9 @@ def file_list(folder) -> dict:
 
 
 def verify_folder(path, required=(), deep: bool = False) -> None:
-    """:class:`DamagedFolder` unless the folder holds what its ``done.json`` lists: each file with its size (and
-    sha256: JSON files always, every file with ``deep``), and the ``required`` files. A ``done.json`` without a
-    file list (written before folders recorded their files) is only checked for missing or empty ``required``
-    files (said once per process)."""
+    """:class:`DamagedFolder` unless the folder holds the ``required`` files and each file its ``done.json`` lists
+    with its size and sha256 (JSON files always, every file with ``deep``); a legacy list-less ``done.json``: only
+    missing or empty ``required`` files (said once per process)."""
     path = Path(path)
     try:
         files = json.loads((path / "done.json").read_text()).get("files")

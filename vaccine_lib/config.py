@@ -1,16 +1,7 @@
-"""Stage configurations (one validated pydantic model per stage), the choice lists and ranges they check.
-
-A profile's sections *are* these models (``align:`` an :class:`AlignConfig`, ``finetune:`` a
-:class:`FinetuneConfig`, ``eval``, ``drift``, ``overhead`` and the registry's ``sweeps``); the stages cache on them.
-The tasks, sources, judges and models a validator accepts are declared here, below ``data/``, ``judge/`` and
-``models``, which check against them; ``RANGES`` holds the ranges other modules check again (import them,
-:func:`check_param`). Unknown keys are refused, ``1e-3`` (a string to PyYAML) is a number, a boolean is not;
-a bad value raises :class:`~vaccine_lib.errors.ConfigError` naming the parameter, its range, its meaning and
-the fix. Fields marked ``point`` are set per experiment point or from the profile's top level, never in a section.
-
->>> AlignConfig(method="vaccine", rho="2").rho
-2.0
-"""
+"""Stage configs (one validated pydantic model per profile section; the stages cache on them) and the one home of
+the choice lists and ``RANGES`` that ``data/``, ``judge/`` and ``models`` check against. Unknown keys are refused,
+``1e-3`` (a string to PyYAML) is a number, a boolean is not; a bad value raises ``ConfigError`` naming the
+parameter, its range, its meaning and the fix. ``point`` fields are set per experiment point, never in a section."""
 
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
@@ -105,8 +96,7 @@ class StageConfig(Strict):
         return type(self)(**{**self.model_dump(), **changes})
 
     def speed_key(self, d: dict) -> dict:
-        """The speed settings (``autocast``, ``answer_only_head``) enter a cache key only when set, so every key
-        from before they existed holds."""
+        """Speed settings enter a cache key only when set, so every key from before they existed holds."""
         if d.get("autocast") == "off":
             d.pop("autocast")
         if d.get("answer_only_head") is False:
@@ -115,17 +105,15 @@ class StageConfig(Strict):
 
     @classmethod
     def point_fields(cls) -> set[str]:
-        """Fields set per experiment point or from the profile's top level (not allowed in the YAML section)."""
         return {n for n, f in cls.model_fields.items() if (f.json_schema_extra or {}).get("point")}
 
     @classmethod
     def section_fields(cls) -> list[str]:
-        """Fields a complete YAML section must give."""
         return [n for n in cls.model_fields if n not in cls.point_fields()]
 
 
-def _rule(ok, message: str) -> AfterValidator:
-    """For ``Annotated[T, _rule(ok, message)]``: a value with ``not ok(value)`` fails with ``message``."""
+def rule(ok, message: str) -> AfterValidator:
+    """For ``Annotated[T, rule(ok, message)]``: a value with ``not ok(value)`` fails with ``message``."""
     def run(v):
         if not ok(v):
             raise ValueError(message)
@@ -135,7 +123,7 @@ def _rule(ok, message: str) -> AfterValidator:
 
 def _each_in(rng: str, what: str) -> AfterValidator:
     lo, hi = RANGES[rng]
-    return _rule(lambda v: all(lo <= x <= hi for x in v), f"every {what} must be in [{lo}, {hi}]")  # NaN fails
+    return rule(lambda v: all(lo <= x <= hi for x in v), f"every {what} must be in [{lo}, {hi}]")  # NaN fails
 
 
 def _one_of(allowed, what: str = "") -> AfterValidator:
@@ -161,11 +149,11 @@ def _per_task(v):
 
 #: fields ``finetune.per_task`` may change for one task
 PER_TASK_FIELDS = ("batch_size", "epochs", "lora_alpha", "lora_r", "lr", "max_length", "max_steps", "n")
-Steps = Annotated[int, _rule(lambda v: v != 0, "allowed: -1 (train for `epochs`) or an integer >= 1")]
+Steps = Annotated[int, rule(lambda v: v != 0, "allowed: -1 (train for `epochs`) or an integer >= 1")]
 Targets = Annotated[Union[Literal["attention", "attention+mlp"], list[str]],
-                    _rule(lambda v: v != [], "give at least one module name, or 'attention' / 'attention+mlp'")]
+                    rule(lambda v: v != [], "give at least one module name, or 'attention' / 'attention+mlp'")]
 Judges = Annotated[list[str], _one_of(JUDGES, "judge(s) "),
-                   _rule(lambda v: len(set(v)) == len(v), "judges must be distinct")]
+                   rule(lambda v: len(set(v)) == len(v), "judges must be distinct")]
 Ratios = Annotated[list[float], _each_in("p", "harmful ratio")]
 
 
@@ -199,10 +187,8 @@ class TrainConfig(StageConfig):
 
 
 class AlignConfig(TrainConfig):
-    """Stage 1 (service provider): LoRA alignment on harmful question -> safe answer + helpful pairs.
-
-    ``method``: ``"none"`` (no alignment: the base model, for Non-Aligned), ``"sft"`` or ``"vaccine"``.
-    Vaccine's ``rho`` / ``tau`` / ``perturbation`` are ignored by SFT (and left out of its cache key)."""
+    """Stage 1 (service provider): LoRA alignment on harmful question -> safe answer + helpful pairs; ``method``
+    ``"none"`` is the base model (Non-Aligned); SFT ignores Vaccine's fields (and leaves them out of its key)."""
 
     section: ClassVar[str] = "align"
 
@@ -239,12 +225,8 @@ class AlignConfig(TrainConfig):
 
 
 class FinetuneConfig(TrainConfig):
-    """Stage 2 (user): fine-tuning on ``n`` task samples, a share ``p`` harmful, with an optional defense.
-
-    ``lora``: ``"double"`` (merge the alignment adapter, train a fresh one; paper default), ``"single"``
-    (keep training the alignment adapter) or ``None`` = the paper's choice (single for EWC).
-    ``per_task`` changes fields for one task (e.g. ``{"gsm8k": {"n": 4000, "epochs": 50, "lora_alpha": 0.5}}``)
-    and is applied by :meth:`for_task`."""
+    """Stage 2 (user): fine-tuning on ``n`` task samples, a share ``p`` harmful, with an optional defense. ``lora``
+    ``"double"`` merges the alignment adapter and trains a fresh one (paper default), ``"single"`` keeps training it."""
 
     section: ClassVar[str] = "finetune"
     not_in_key: ClassVar[frozenset] = frozenset({"device", "per_task"})
@@ -279,8 +261,7 @@ class FinetuneConfig(TrainConfig):
 
     def for_task(self, task: str) -> "FinetuneConfig":
         """This config for ``task`` with its ``per_task`` changes applied (and ``per_task`` cleared)."""
-        changes = dict(self.per_task.get(task, {}))
-        return self.with_(task=task, per_task={}, **changes)
+        return self.with_(task=task, per_task={}, **self.per_task.get(task, {}))
 
     def lora_mode(self) -> str:
         """``lora``, or for ``None`` the paper's choice: Single-LoRA for EWC, Double-LoRA otherwise."""
@@ -370,8 +351,7 @@ class Method:
 METHODS = {m.label: m for m in (
     Method("NA", "none", "sft"), Method("SFT", "sft", "sft"), Method("EWC", "sft", "ewc", "single"),
     Method("Vlguard", "sft", "vlguard"), Method("KL", "sft", "kl"), Method("Vaccine", "vaccine", "sft"))}
-METHOD_LABELS = tuple(METHODS)
-Label = Literal[METHOD_LABELS]
+Label = Literal[tuple(METHODS)]
 
 
 class Sweeps(StageConfig):
@@ -379,14 +359,14 @@ class Sweeps(StageConfig):
 
     section: ClassVar[str] = "sweeps"
 
-    defenses: list[Label] = _field(list(METHOD_LABELS), "methods of Table 1", min_length=1)
+    defenses: list[Label] = _field(list(METHODS), "methods of Table 1", min_length=1)
     ps: Ratios = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
     baseline_ps: Ratios = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
-    method_ps: dict[Label, Annotated[list[float], _rule(lambda ps: ps and all(0 <= x <= 1 for x in ps),
+    method_ps: dict[Label, Annotated[list[float], rule(lambda ps: ps and all(0 <= x <= 1 for x in ps),
                                                         "give a non-empty list of harmful ratios in [0, 1]")]] = _field(
         {}, "harmful ratios of single methods, replacing ps / baseline_ps for them (e.g. {Vaccine: [0.0, 0.3]})")
     tasks: Annotated[list[str], _one_of(TASKS, "task(s) ")] = _field(["sst2"], "tasks of Table 4", min_length=1)
-    sample_counts: Annotated[list[int], _rule(lambda v: all(x >= 1 for x in v), "every sample count must be >= 1")] \
+    sample_counts: Annotated[list[int], rule(lambda v: all(x >= 1 for x in v), "every sample count must be >= 1")] \
         = _field([64], "fine-tuning sample counts of Table 2", min_length=1)
     p_samples: float = _field(0.1, "harmful ratio of Table 2", rng="p")
     sample_defenses: list[Label] = _field(["SFT", "Vaccine"], "methods of Table 2", min_length=1)

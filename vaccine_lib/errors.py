@@ -1,5 +1,4 @@
-"""Exceptions with messages that name the problem and the fix, the shared argument checks, and ``explain``
-(a pydantic validation error as such messages)."""
+"""Exceptions whose messages name the problem and the fix, the shared argument checks, and ``explain``."""
 
 import math
 import numbers
@@ -40,15 +39,13 @@ SEED_MAX = 2**32 - 1
 
 
 def check_choice(name: str, value, allowed) -> None:
-    """Raise ConfigError unless ``value`` is one of ``allowed``."""
     allowed = list(allowed)
     if value not in allowed:
         raise ConfigError(f"unknown {name} {value!r}; allowed values: {', '.join(map(str, allowed))}", param=name)
 
 
 def check_range(name: str, value, low, high, *, high_open: bool = False) -> None:
-    """ConfigError unless low <= value <= high (< high when ``high_open``); a non-number (str, None, bool) or NaN
-    gets the same message shape, not a ``TypeError`` from the comparison."""
+    """ConfigError unless low <= value <= high (< high when ``high_open``); a non-number or NaN included."""
     hb = ")" if high_open else "]"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name}={value!r} must be a number; allowed range: [{low}, {high}{hb}", param=name)
@@ -57,14 +54,12 @@ def check_range(name: str, value, low, high, *, high_open: bool = False) -> None
 
 
 def check_int(name: str, value, low: int, high: int | float = math.inf) -> None:
-    """Raise ConfigError unless ``value`` is an integer (not a bool) in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name}={value!r} must be an integer; allowed range: [{low}, {high}]", param=name)
     check_range(name, value, low, high)
 
 
 def check_seed(name: str, value) -> None:
-    """Raise ConfigError unless ``value`` is an integer seed numpy accepts: [0, 2**32 - 1]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= SEED_MAX:
         raise ConfigError(f"{name}={value!r} is not a valid seed; allowed range: [0, {SEED_MAX}] (2**32 - 1), "
                           "integers only; pick a seed in that range", param=name)

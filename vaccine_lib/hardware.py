@@ -1,11 +1,7 @@
-"""What this machine's arithmetic can do, and the mixed-precision choice a stage makes from it (issue 17).
-
-bf16 autocast pays only where the processor has bf16 units: on an AMD Zen 4 host (``avx512_bf16``) a SmolLM2
-LoRA step ran 1.5x faster under ``torch.autocast("cpu", dtype=torch.bfloat16)``; on an AVX2-only host the same
-step ran 25x slower. So the choice is detected, never assumed: ``autocast: auto`` takes bf16 only where
-``has_bf16`` finds the units (CPU flags ``avx512_bf16`` / ``amx_bf16``, or a CUDA GPU that supports bf16), and
-the choice is recorded in provenance. Weights (and LoRA adapters) stay float32: autocast runs the matmuls in bf16
-and keeps the master weights and the optimizer in float32."""
+"""bf16 units detected, and the mixed-precision choice a stage makes from them (issue 17). bf16 autocast pays only
+where the processor has bf16 units (a SmolLM2 LoRA step: 1.5x faster on Zen 4 with ``avx512_bf16``, 25x slower on
+an AVX2-only host), so ``autocast: auto`` takes bf16 only where ``has_bf16`` finds them. Weights, LoRA adapters
+and the optimizer stay float32; autocast runs the matmuls in bf16."""
 
 import contextlib
 import functools
@@ -57,12 +53,5 @@ def resolve_autocast(mode: str, device: str) -> str | None:
 
 
 def autocast_context(dtype: str | None, device: str = "cpu"):
-    """``torch.autocast`` to bf16 on ``device`` for a resolved ``dtype`` of "bf16" (``resolve_autocast``), else a
-    no-op context."""
+    """``torch.autocast`` to bf16 for a resolved ``dtype`` of "bf16" (``resolve_autocast``), else a no-op."""
     return torch.autocast(device, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-
-
-def describe_hardware(device: str = "cpu") -> dict:
-    """Hardware facts for provenance: the kernel set torch picked and whether bf16 units are present."""
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": has_bf16(device),
-            "bf16_cpu_flags": sorted(BF16_CPU_FLAGS & cpu_flags())}

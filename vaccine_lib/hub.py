@@ -1,7 +1,6 @@
-"""Hugging Face Hub calls: the one place that turns a failed Hub call into ``OfflineError``.
-
-An offline variable (``HF_HUB_OFFLINE`` ...) makes a call fail at once (read at call time: the libraries read it
-only when first imported); without it and without a network the libraries retry for about 50 s first."""
+"""The one place that turns a failed Hugging Face Hub call into ``OfflineError``. An offline variable fails a call
+at once (read at call time: the libraries read it only on import); without it and without a network the libraries
+retry for about 50 s first."""
 
 import os
 from contextlib import contextmanager
@@ -12,7 +11,6 @@ OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 def offline_reason() -> str | None:
-    """``"HF_HUB_OFFLINE=1 is set"`` when an offline variable is set (true-ish), else None."""
     for var in OFFLINE_VARS:
         if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
             return f"{var}={os.environ[var]} is set"
@@ -20,12 +18,11 @@ def offline_reason() -> str | None:
 
 
 def offline_error(what: str, reason: str, alternatives: str) -> OfflineError:
-    """The project's error for a Hub resource that cannot be used: what, why, and what works offline."""
     return OfflineError(f"{what} needs the Hugging Face Hub, but {reason}. {alternatives}")
 
 
 def require_hub(what: str, alternatives: str) -> None:
-    """Raise ``OfflineError`` at once when an offline variable is set (call it before any work)."""
+    """``OfflineError`` at once when an offline variable is set (call it before any work)."""
     reason = offline_reason()
     if reason:
         raise offline_error(what, reason, alternatives)
@@ -33,10 +30,8 @@ def require_hub(what: str, alternatives: str) -> None:
 
 @contextmanager
 def hub_call(what: str, alternatives: str, *, local: bool = False):
-    """Run the Hub call in the ``with`` block; fail fast offline, and turn its failure into ``OfflineError``.
-
-    ``what`` names the resource (``"model 'org/name'"``), ``alternatives`` says what works offline.
-    ``local=True`` (the resource is in the local cache or a folder) skips the offline-variable check."""
+    """Fail fast offline and turn the ``with`` block's failure into ``OfflineError``; ``alternatives`` says what
+    works offline; ``local=True`` (a cached or local resource) skips the offline-variable check."""
     if not local:
         require_hub(what, alternatives)
     try:

@@ -1,7 +1,5 @@
-"""Locate files inside the offline data/model packages without importing them.
-
-The packages in ``requirements-data.txt`` carry real models and data but declare huge or
-unbuildable dependencies, so they are installed with ``--no-deps`` and never imported."""
+"""Files inside the offline data/model packages (``requirements-data.txt``): they carry real models and data but
+declare huge or unbuildable dependencies, so they are installed with ``--no-deps`` and never imported."""
 
 import importlib.metadata
 from pathlib import Path
@@ -31,9 +29,8 @@ def package_version(dist: str) -> str:
 
 
 def package_file(dist: str, relpath: str) -> Path:
-    """Path of ``relpath`` inside the installed distribution ``dist`` (MissingPackageError with the exact pip
-    command when the package or the file is missing)."""
-    package_version(dist)  # raises with the pip command
+    """``relpath`` inside the installed ``dist``; MissingPackageError with the pip command when absent."""
+    package_version(dist)
     path = Path(importlib.metadata.distribution(dist).locate_file(relpath))
     if not path.exists():
         raise MissingPackageError(f"{relpath!r} not found in the installed {dist!r} package (a different version?). "

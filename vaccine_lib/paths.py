@@ -1,5 +1,4 @@
-"""The one home of the repository root (``REPO_ROOT``; ``repo_root()`` honours ``$VACCINE_REPO_ROOT``) and of
-the check that a derived path stays inside an allowed root (``inside``)."""
+"""The one home of the repository root and of the check that a derived path stays inside an allowed root."""
 
 import os
 from pathlib import Path

@@ -1,13 +1,7 @@
-"""Experiment profiles: a YAML file in ``configs/profiles/`` (the stage configs of ``vaccine_lib.config``, the
-registry's ``sweeps``, and model, device, dtype, data source, threads, ``seeds``) validated into a :class:`Profile`.
-
-- **Complete or ``extends:``.** A file gives every field, or starts with ``extends: <name>`` and inherits
-  what it leaves out (nothing falls back to values written in code). A key given twice is an error.
-- **Its name is its file name** (``[A-Za-z0-9_.-]+``, no leading dot); a ``profile:`` line must agree; a
-  file elsewhere may not borrow a built-in profile's name. Outputs stay inside ``runs/<name>/`` (stage cache)
-  and ``results/<label>/``; only ``configs/profiles/default.yaml`` without overrides writes ``figures/``.
-- **Overrides**, one syntax: ``--override align.lr=1e-3``; ``overrides={"align": {"lr": 1e-3}}`` or
-  ``{"align.lr": 1e-3}`` in a notebook or papermill."""
+"""Experiment profiles: a YAML file in ``configs/profiles/`` validated into a :class:`Profile`. A file gives every
+field or inherits what it leaves out through ``extends: <name>`` (nothing falls back to values in code); its name
+is its file name; outputs stay inside ``runs/<name>/`` and ``results/<label>/`` (``figures/`` only for the
+committed default). Overrides: ``--override align.lr=1e-3``, or ``{"align": {"lr": 1e-3}}`` / ``{"align.lr": 1e-3}``."""
 
 import copy
 import hashlib
@@ -16,14 +10,14 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from .config import (
     DEVICES, DTYPES, MODELS, SOURCES, AlignConfig, DriftConfig, EvalConfig, FinetuneConfig,
-    OverheadConfig, StageConfig, Strict, Sweeps, check_dtype_device,
+    OverheadConfig, StageConfig, Strict, Sweeps, check_dtype_device, rule,
 )
 from .errors import SEED_MAX, ConfigError, explain
 from .paths import REPO_ROOT, inside, repo_root
@@ -39,10 +33,6 @@ COMMITTED_PROFILE = "default"
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
-class _DuplicateKey(Exception):  # noqa: N818 - internal signal, turned into ConfigError by load_yaml
-    pass
-
-
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a mapping key given twice (PyYAML keeps the last one silently)."""
 
@@ -51,8 +41,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if key != "<<" and key in seen:
-                raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice "
-                                    f"(first on line {seen[key]})")
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice (first on line "
+                                  f"{seen[key]}). Fix: keep one of them (the sections of a profile merge only "
+                                  "through 'extends:').")
             seen.setdefault(key, key_node.start_mark.line + 1)
         return super().construct_mapping(node, deep=deep)
 
@@ -61,9 +52,8 @@ def load_yaml(text: str, where: str):
     """``yaml.safe_load`` that raises ConfigError naming ``where`` and the line of a duplicate key or syntax error."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as exc:
-        raise ConfigError(f"{where}: {exc}. Fix: keep one of them (the sections of a profile merge only "
-                          "through 'extends:').") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({exc})") from None
 
@@ -104,50 +94,29 @@ class Profile(Strict):
     path: str = Field(description="the profile file")
     overrides: dict = Field(default_factory=dict, description="overrides applied on top of the file")
     description: str = Field(description="one line on what the profile is for")
-    model: str = Field(description="model registry name, Hub id or local checkpoint folder")
+    model: Annotated[str, rule(lambda v: v in MODELS or "/" in v or os.path.isdir(v), f"unknown model; allowed "
+                               f"values: {', '.join(MODELS)}, a Hugging Face id (org/name) or an existing local "
+                               "checkpoint folder")] = Field(description="model registry name, Hub id or local folder")
     device: Literal[DEVICES] = Field(description="where stages run ('auto': CUDA when present)")
     dtype: Literal[DTYPES] = Field(description="weights dtype")
     data_source: Literal[SOURCES] = Field(description="embedded data or the paper's Hub datasets")
     threads: int = Field(ge=0, le=1024, description="torch threads on CPU; 0 = torch's default")
-    seeds: list[int] = Field(min_length=1, description="seeds; every result row carries one")
+    seeds: Annotated[list[int], rule(lambda v: all(0 <= s <= SEED_MAX for s in v), f"allowed range [0, {SEED_MAX}]"),
+                     rule(lambda v: len(set(v)) == len(v), "seeds must be distinct")] = Field(
+        min_length=1, description="seeds; every result row carries one")
     shared_alignment: bool = Field(True, description="one alignment (seed = the first seed) shared by the "
                                    "fine-tuning runs of every seed, as the service provider aligns once; "
                                    "false: one alignment per seed")
-    runtime: dict[str, float] = Field(description="expected minutes per notebook (documentation)")
+    runtime: Annotated[dict[str, float], rule(
+        lambda v: set(v) <= set(NOTEBOOK_IDS) and all(0 <= x < 1e6 for x in v.values()),
+        f"allowed keys: {', '.join(NOTEBOOK_IDS)}; minutes in [0, 1e6)")] = Field(
+        description="expected minutes per notebook (documentation)")
     align: AlignConfig
     finetune: FinetuneConfig
     eval: EvalConfig
     drift: DriftConfig
     overhead: OverheadConfig
     sweeps: Sweeps
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v):
-        bad = [s for s in v if not 0 <= s <= SEED_MAX]
-        if bad:
-            raise ValueError(f"seed(s) {bad} out of range; allowed range [0, {SEED_MAX}]")
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        return v
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtime(cls, v):
-        bad = sorted(set(v) - set(NOTEBOOK_IDS))
-        if bad:
-            raise ValueError(f"unknown notebook id(s) {bad}; allowed keys: {', '.join(NOTEBOOK_IDS)}")
-        if any(not (0 <= x < 1e6) for x in v.values()):
-            raise ValueError("minutes must be in [0, 1e6)")
-        return v
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v):
-        if v in MODELS or "/" in v or os.path.isdir(v):
-            return v
-        raise ValueError(f"unknown model; allowed values: {', '.join(MODELS)}, a Hugging Face id "
-                         "(org/name) or an existing local checkpoint folder")
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -1,6 +1,5 @@
 """Provenance of every stage (``done.json``) and table / figure (``provenance.json`` beside them): the git commit
-and whether the code had uncommitted changes, the library versions, the hardware, plus the caller's stage keys
-and seeds."""
+and dirty flag, the library versions, the hardware, plus the caller's stage keys and seeds."""
 
 import functools
 import json
@@ -23,8 +22,7 @@ CODE_PATHS = ("vaccine_lib", "configs", "scripts", "notebooks", "Makefile", "pyp
 
 @functools.lru_cache(maxsize=1)
 def git_state() -> dict:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the repository holding vaccine_lib (dirty: uncommitted
-    changes under :data:`CODE_PATHS`)."""
+    """``{"commit": sha or None, "dirty": uncommitted changes under CODE_PATHS, or None}`` of the repository."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
 

@@ -26,8 +26,7 @@ def md_table(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def render(name: str, header: str, body: str) -> str:
-    """The block ``name`` (markers included): the header line (what generated it, from which table), a blank
-    line, then ``body`` (usually :func:`md_table`)."""
+    """The block ``name`` (markers included): the header line (what generated it, from which table), then ``body``."""
     begin, end = markers(name)
     return f"{begin}\n{header}\n\n{body}\n{end}"
 
