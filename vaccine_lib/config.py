@@ -10,35 +10,26 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .errors import SEED_MAX, ConfigError, check_range, explain
 
-# ----------------------------------------------------------------------------- choice lists
 ALIGN_METHODS = ("none", "sft", "vaccine")
 DEFENSES = ("sft", "ewc", "vlguard", "kl")
 LORA_MODES = ("double", "single")
 PERTURBATIONS = ("gradient", "gaussian")
-#: how Vaccine shares rho over layers: "global" (Eq. 3) or "per_layer" (rho / sqrt(L) each; an ablation)
 BUDGETS = ("global", "per_layer")
-#: mixed-precision settings of a training stage (resolved by vaccine_lib.hardware.resolve_autocast)
-AUTOCAST = ("off", "bf16", "auto")
+AUTOCAST = ("off", "bf16", "auto")  # resolved by vaccine_lib.hardware.resolve_autocast
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 HELPFUL = ("puzzles", "selfdistill")
-#: data sources: the embedded offline build, or the paper's Hugging Face datasets
-SOURCES = ("offline", "hub")
-#: benign fine-tuning tasks; offline only sst2 (Rotten Tomatoes) and gsm8k (GSM-Symbolic)
+SOURCES = ("offline", "hub")  # the embedded offline build, or the paper's Hugging Face datasets
 TASKS = ("sst2", "agnews", "gsm8k", "alpaca")
-OFFLINE_TASKS = ("sst2", "gsm8k")
-#: Harmful Score judges (``vaccine_lib.judge.get_judge`` builds each one)
+OFFLINE_TASKS = ("sst2", "gsm8k")  # offline: Rotten Tomatoes and GSM-Symbolic
 JUDGES = ("keyword", "classifier", "probe", "ensemble", "threeway", "stacked", "beaverdam")
-#: model registry names (``vaccine_lib.models`` builds each one); a Hub id (org/name) or a local folder works too
 MODELS = ("smollm2-135m-instruct", "gemma3-270m", "tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gemma",
           "tiny-opt", "tiny-gpt2", "tiny-gptneox", "llama2-7b", "opt-2.7b", "vicuna-7b")
-#: LoRA target presets (``lora_targets``); an explicit list of module names is accepted too
 LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
                 "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]}
-#: closed ranges of the parameters other modules check again (vaccine.py, claims, CLIs): import, do not copy.
-#: rho: 100x the paper's largest swept value (10); far above it the perturbed loss carries no signal and
-#: rho = 1e30 overflows float32.
+#: closed ranges other modules check again (import, do not copy); rho: 100x the paper's largest swept value (10),
+#: far above it the perturbed loss carries no signal and rho = 1e30 overflows float32
 RANGES = {"rho": (0, 1000), "p": (0, 1), "tau": (1, 10**6), "seed": (0, SEED_MAX)}
 
 
@@ -127,12 +118,8 @@ def _each_in(rng: str, what: str) -> AfterValidator:
 
 
 def _one_of(allowed, what: str = "") -> AfterValidator:
-    def run(v):
-        bad = [x for x in (v if isinstance(v, list) else [v]) if x not in allowed]
-        if bad:
-            raise ValueError(f"{f'unknown {what}{bad}; ' if what else ''}allowed values: {', '.join(allowed)}")
-        return v
-    return AfterValidator(run)
+    return rule(lambda v: set(v if isinstance(v, list) else [v]) <= set(allowed),
+                f"{f'unknown {what}; ' if what else ''}allowed values: {', '.join(allowed)}")
 
 
 def _per_task(v):
@@ -152,7 +139,7 @@ PER_TASK_FIELDS = ("batch_size", "epochs", "lora_alpha", "lora_r", "lr", "max_le
 Steps = Annotated[int, rule(lambda v: v != 0, "allowed: -1 (train for `epochs`) or an integer >= 1")]
 Targets = Annotated[Union[Literal["attention", "attention+mlp"], list[str]],
                     rule(lambda v: v != [], "give at least one module name, or 'attention' / 'attention+mlp'")]
-Judges = Annotated[list[str], _one_of(JUDGES, "judge(s) "),
+Judges = Annotated[list[str], _one_of(JUDGES, "judge(s)"),
                    rule(lambda v: len(set(v)) == len(v), "judges must be distinct")]
 Ratios = Annotated[list[float], _each_in("p", "harmful ratio")]
 
@@ -198,12 +185,10 @@ class AlignConfig(TrainConfig):
     method: Literal[ALIGN_METHODS] = _field("sft", "alignment method", point=True)
     n: int = _field(256, "alignment samples", ge=1, le=10**6)
     helpful_fraction: float = _field(0.5, "helpful (non-refusal) share of the alignment set", ge=0, le=1)
-    helpful: Literal[HELPFUL] = _field(
-        "puzzles", "helpful half of the offline alignment set: 'puzzles' (templated reasoning-gym answers) or "
-        "'selfdistill' (the base model's own answers to benign instructions)")
+    helpful: Literal[HELPFUL] = _field("puzzles", "helpful half of the offline alignment set: 'puzzles' (templated "
+                                       "reasoning-gym answers) or 'selfdistill' (the base model's own answers)")
     rho: float = _field(2.0, "Vaccine perturbation radius (global L2 norm over layers and batch)", rng="rho")
-    tau: int = _field(1, "Accelerated Vaccine: perturbed step every tau steps (1 = Algorithm 1)", point=True,
-                      rng="tau")
+    tau: int = _field(1, "Accelerated Vaccine: perturbed step every tau steps (1 = Algorithm 1)", point=True, rng="tau")
     perturbation: Literal[PERTURBATIONS] = _field("gradient", "Vaccine perturbation (Table 7)", point=True)
     budget: Literal[BUDGETS] = _field("global", "how rho is shared over layers: 'global' (Eq. 3) or 'per_layer' "
                                       "(rho / sqrt(L) each, the even-split ablation)", point=True)
@@ -365,7 +350,7 @@ class Sweeps(StageConfig):
     method_ps: dict[Label, Annotated[list[float], rule(lambda ps: ps and all(0 <= x <= 1 for x in ps),
                                                         "give a non-empty list of harmful ratios in [0, 1]")]] = _field(
         {}, "harmful ratios of single methods, replacing ps / baseline_ps for them (e.g. {Vaccine: [0.0, 0.3]})")
-    tasks: Annotated[list[str], _one_of(TASKS, "task(s) ")] = _field(["sst2"], "tasks of Table 4", min_length=1)
+    tasks: Annotated[list[str], _one_of(TASKS, "task(s)")] = _field(["sst2"], "tasks of Table 4", min_length=1)
     sample_counts: Annotated[list[int], rule(lambda v: all(x >= 1 for x in v), "every sample count must be >= 1")] \
         = _field([64], "fine-tuning sample counts of Table 2", min_length=1)
     p_samples: float = _field(0.1, "harmful ratio of Table 2", rng="p")
