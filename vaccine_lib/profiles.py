@@ -22,10 +22,8 @@ from .config import (
 from .errors import SEED_MAX, ConfigError, explain
 from .paths import REPO_ROOT, inside, repo_root
 
-SECTIONS: dict[str, type[StageConfig]] = {
-    "align": AlignConfig, "finetune": FinetuneConfig, "eval": EvalConfig, "drift": DriftConfig,
-    "overhead": OverheadConfig, "sweeps": Sweeps,
-}
+SECTIONS: dict[str, type[StageConfig]] = {"align": AlignConfig, "finetune": FinetuneConfig, "eval": EvalConfig,
+                                          "drift": DriftConfig, "overhead": OverheadConfig, "sweeps": Sweeps}
 NOTEBOOK_IDS = ("01", "02", "03", "04", "05", "06")
 #: the profile whose outputs are the committed figures/ and executed notebooks
 COMMITTED_PROFILE = "default"
@@ -68,7 +66,6 @@ def profiles_dir() -> Path:
 
 
 def profile_names() -> list[str]:
-    """Names of the profiles in ``configs/profiles`` (the built-in ones)."""
     return sorted(p.stem for p in profiles_dir().glob("*.yaml") if NAME.fullmatch(p.stem))
 
 
@@ -104,9 +101,8 @@ class Profile(Strict):
     seeds: Annotated[list[int], rule(lambda v: all(0 <= s <= SEED_MAX for s in v), f"allowed range [0, {SEED_MAX}]"),
                      rule(lambda v: len(set(v)) == len(v), "seeds must be distinct")] = Field(
         min_length=1, description="seeds; every result row carries one")
-    shared_alignment: bool = Field(True, description="one alignment (seed = the first seed) shared by the "
-                                   "fine-tuning runs of every seed, as the service provider aligns once; "
-                                   "false: one alignment per seed")
+    shared_alignment: bool = Field(True, description="one alignment (seed = the first seed) shared by the fine-tuning "
+                                   "runs of every seed, as the service provider aligns once; false: one per seed")
     runtime: Annotated[dict[str, float], rule(
         lambda v: set(v) <= set(NOTEBOOK_IDS) and all(0 <= x < 1e6 for x in v.values()),
         f"allowed keys: {', '.join(NOTEBOOK_IDS)}; minutes in [0, 1e6)")] = Field(
@@ -198,8 +194,7 @@ def _raw(path: Path, seen: tuple = ()) -> dict:
 
 
 def _check_complete(path: Path, data: dict) -> None:
-    top = [n for n in Profile.model_fields if n not in ("name", "path", "overrides") and n not in SECTIONS]
-    missing = [n for n in top if n not in data]
+    missing = [n for n in Profile.model_fields if n not in ("name", "path", "overrides", *SECTIONS, *data)]
     for sec, cls in SECTIONS.items():
         given = data.get(sec)
         if not isinstance(given, dict):
