@@ -1,7 +1,5 @@
-"""Atomic writes (a temp file or folder beside the target, renamed into place in one step: a crash leaves at
-most a ``.tmp-*`` entry, never a half-written target) and verified folders (``done.json`` lists every file's
-size and sha256, :func:`file_list`; :func:`verify_folder` raises :class:`DamagedFolder` naming the first
-missing, truncated, altered or unreadable file)."""
+"""Atomic writes (a temp file or folder renamed into place: a crash leaves at most a ``.tmp-*`` entry, never a
+half-written target) and verified folders (``done.json`` lists every file's size and sha256)."""
 
 import contextlib
 import hashlib
@@ -42,16 +40,16 @@ def atomic_path(target, prefix: str = ".tmp-"):
         raise
 
 
-def atomic_write_bytes(path, data: bytes, prefix: str = ".tmp-") -> None:
+def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
-    with atomic_path(path, prefix) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def atomic_write_text(path, text: str, prefix: str = ".tmp-") -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), prefix)
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save_dir(target, write) -> Path:

@@ -13,9 +13,8 @@ from pathlib import Path
 from .atomic import atomic_write_text
 from .paths import REPO_ROOT
 
-#: tracked paths whose uncommitted changes make a result "dirty": the code, configs and notebook sources. The
-#: outputs a run writes itself (figures/, README.md blocks, the executed notebooks/*.ipynb of the committed
-#: profile) do not count, or every notebook after the first would record a dirty tree.
+#: tracked paths whose uncommitted changes make a result "dirty"; what a run writes itself (figures/, README blocks,
+#: executed notebooks/*.ipynb) does not count, or every notebook after the first would record a dirty tree
 CODE_PATHS = ("vaccine_lib", "configs", "scripts", "notebooks", "Makefile", "pyproject.toml",
               ":(exclude)notebooks/*.ipynb")
 
@@ -51,8 +50,7 @@ def environment() -> dict:
     hw = {"platform": platform.platform(terse=True), "machine": platform.machine(), "cpu_count": os.cpu_count(),
           "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
-        hw["gpu"] = torch.cuda.get_device_name(0)
-        hw["gpu_count"] = torch.cuda.device_count()
+        hw.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count())
     return {"python": platform.python_version(), "libraries": libs, "hardware": hw}
 
 
