@@ -3,7 +3,7 @@ the choice lists and ``RANGES`` that ``data/``, ``judge/`` and ``models`` check 
 ``1e-3`` (a string to PyYAML) is a number, a boolean is not; a bad value raises ``ConfigError`` naming the
 parameter, its range, its meaning and the fix. ``point`` fields are set per experiment point, never in a section."""
 
-from dataclasses import dataclass
+from collections import namedtuple
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -323,16 +323,9 @@ class OverheadConfig(StageConfig):
                                                                 min_length=1)
 
 
-@dataclass(frozen=True)
-class Method:
-    """A paper method (Table 1 label) = an alignment method + a fine-tuning defense (+ LoRA mode)."""
-
-    label: str
-    align: str  # none | sft | vaccine
-    defense: str  # sft | ewc | vlguard | kl
-    lora: str | None = None  # None: Single-LoRA for EWC, Double-LoRA otherwise
-
-
+#: a paper method (Table 1 label) = an alignment method (none | sft | vaccine) + a fine-tuning defense (sft | ewc |
+#: vlguard | kl) + a LoRA mode (None: Single-LoRA for EWC, Double-LoRA otherwise)
+Method = namedtuple("Method", "label align defense lora", defaults=[None])
 METHODS = {m.label: m for m in (
     Method("NA", "none", "sft"), Method("SFT", "sft", "sft"), Method("EWC", "sft", "ewc", "single"),
     Method("Vlguard", "sft", "vlguard"), Method("KL", "sft", "kl"), Method("Vaccine", "vaccine", "sft"))}
