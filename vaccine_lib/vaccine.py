@@ -2,49 +2,41 @@
 
 One Vaccine optimizer step on a batch:
 
-1. **Pass 1** (gradient variant): forward with a hook on every decoder layer's attention module that adds a
-   zero leaf tensor ``delta_l`` to the module's ``output[0]`` (the hidden embedding ``e_l``: after the output
-   projection, before the residual add). ``torch.autograd.grad(loss, deltas)`` gives ``g_l = dL/de_l`` exactly;
-   no parameter gradient is computed or accumulated.
-2. ``eps_l = rho * g_l / ||(g_1, ..., g_L)||`` with ONE global L2 norm over all layers and the whole (micro-)batch
-   (Eq. 3). ``eps = 0`` when the norm is zero or not finite. Detached.
-3. **Pass 2**: the usual ``Trainer.training_step`` (same loss, same loss scaling for gradient accumulation, same
-   ``accelerator.backward``) runs with hooks that add ``eps_l`` to each attention output; the optimizer then steps
-   on these gradients. The returned / logged ``loss`` is the perturbed (pass-2) loss.
+1. **Pass 1** (gradient variant): a hook on every decoder layer's attention module adds a zero leaf ``delta_l`` to
+   its ``output[0]`` (the hidden embedding ``e_l``: after the output projection, before the residual add);
+   ``torch.autograd.grad(loss, deltas)`` gives ``g_l = dL/de_l`` exactly, no parameter gradient is computed.
+2. ``eps_l = rho * g_l / ||(g_1, ..., g_L)||``, ONE global L2 norm over all layers and the (micro-)batch (Eq. 3);
+   ``eps = 0`` when the norm is zero or not finite. Detached.
+3. **Pass 2**: the usual ``Trainer.training_step`` (same loss, loss scaling and ``accelerator.backward``) with hooks
+   that add ``eps_l`` to each attention output; the optimizer steps on these gradients. The logged ``loss`` is the
+   perturbed (pass-2) loss.
 
 Accelerated Vaccine (Appendix A): with ``tau > 1`` the perturbed step runs only when ``global_step % tau == 0``;
 the other steps are plain SFT steps.
 
-Design decisions (differences from the reference code, all deliberate):
+Deliberate differences from the reference code:
 
-* Layers are found generically (:func:`vaccine_lib.hooks.get_attention_modules`), not by class name; outputs that
-  are a tensor or a tuple/list whose first element is ``[B, T, d]`` are handled.
-* Pass 1 replays the RNG: the random state is forked around pass 1, so pass 2 draws the same dropout masks. The
-  perturbation is therefore computed for the same stochastic network it is applied to, and ``rho = 0`` reproduces
-  the plain SFT step exactly (also with dropout).
-* Gradient accumulation: the perturbation is computed per micro-batch (its norm is over the micro-batch), the
-  gradients of the perturbed micro-batch losses are accumulated as in the base Trainer.
-* Data parallel (DDP via ``accelerate launch`` / ``torchrun``): pass 1 runs inside ``model.no_sync()`` (it
-  computes no parameter gradient, so DDP has nothing to reduce) and the squared norm is all-reduced (sum) over
-  the processes. Each rank's loss is its shard's share of the global loss up to one common positive factor, so
-  ``eps`` on every rank equals the slice of the single-process ``eps`` computed on the concatenated global batch
-  (exactly so when the global loss is the mean of the per-rank losses, which is what DDP optimizes).
-* Gradient checkpointing: only non-reentrant checkpointing is supported (the transformers default). Hooks also
-  fire when a checkpointed layer is recomputed during backward; both hooks are stateless per layer (pass 1 reuses
-  the same ``delta_l``, pass 2 adds the same ``eps_l``), so recomputation sees the same values as the forward.
-* Mixed precision: both passes run under ``self.compute_loss_context_manager()`` (autocast); the norm is computed
-  in float32, ``eps_l`` is cast to the dtype of ``e_l`` when added. With fp16 the pass-1 loss is multiplied by the
-  grad scaler's scale before differentiating (the direction is scale-free) to avoid underflow.
-* FSDP / DeepSpeed: see ``configs/accelerate/`` — not tested here (CPU-only machine); pass 1 differentiates with
-  respect to activations only, which ZeRO-3 / FSDP parameter-gradient hooks never see.
+* Layers are found generically (:mod:`vaccine_lib.hooks`), not by class name.
+* Pass 1 replays the RNG (forked around it), so pass 2 draws the same dropout masks: the perturbation is computed
+  for the network it is applied to, and ``rho = 0`` reproduces the plain SFT step exactly (also with dropout).
+* Gradient accumulation: the perturbation (and its norm) is per micro-batch; the gradients of the perturbed
+  micro-batch losses accumulate as in the base Trainer.
+* DDP (``accelerate launch`` / ``torchrun``): pass 1 runs in ``model.no_sync()`` (no parameter gradient to reduce)
+  and the squared norm is all-reduced (sum), so each rank's ``eps`` is its slice of the single-process ``eps`` of
+  the global batch (exactly so when the global loss is the mean of the per-rank losses, as DDP optimizes).
+* Gradient checkpointing: non-reentrant only (the transformers default); both hooks are stateless per layer, so a
+  layer recomputed during backward sees the same ``delta_l`` / ``eps_l`` as the forward.
+* Mixed precision: both passes run under ``compute_loss_context_manager()`` (autocast); the norm is float32 and
+  ``eps_l`` is cast to ``e_l``'s dtype when added. Under fp16 the pass-1 loss is multiplied by the grad scaler's
+  scale before differentiating (the direction is scale-free) to avoid underflow.
+* FSDP / DeepSpeed (``configs/accelerate/``, untested on CPU): pass 1 differentiates activations only, which
+  ZeRO-3 / FSDP parameter-gradient hooks never see.
 
-Gaussian variant (paper Table 7, ``perturbation="gaussian"``): no pass 1. Every coordinate of every ``eps_l`` is
-drawn i.i.d. from ``N(0, sigma^2)``, fresh at every perturbed step, where
-
-* ``sigma = gaussian_std`` when that field is set (the paper's "variance rho'": ``gaussian_std = sqrt(rho')``), or
-* by default ``sigma = rho / sqrt(N)``, ``N`` = total number of perturbed coordinates over all layers (and over
-  all processes under DDP, assuming equal shard shapes), so that ``E||eps||^2 = rho^2``: a random direction with
-  the gradient variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling."""
+Gaussian variant (paper Table 7, ``perturbation="gaussian"``): no pass 1; every coordinate of every ``eps_l`` is
+drawn i.i.d. from ``N(0, sigma^2)``, fresh at every perturbed step, with ``sigma = gaussian_std`` (the paper's
+variance ``rho' = gaussian_std^2``) or by default ``rho / sqrt(N)``, ``N`` the perturbed coordinates over all layers
+(and processes, equal shard shapes assumed), so ``E||eps||^2 = rho^2``: a random direction with the gradient
+variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling."""
 
 import contextlib
 import math
@@ -67,18 +59,15 @@ class VaccineConfig(TrainingArguments):
     """``TrainingArguments`` plus the Vaccine hyper-parameters."""
 
     rho: float = field(default=2.0, metadata={"help": "Perturbation intensity: global L2 norm of the perturbation "
-                       "over all layers and the batch (paper default 2; sweep 0.01..10). In config.RANGES['rho'] "
-                       "([0, 1000]); 0 gives the plain SFT update."})
-    tau: int = field(default=1, metadata={"help": "Accelerated Vaccine period: the two-pass perturbed step runs when "
-                     "global_step % tau == 0, a plain SFT step otherwise. 1 = every step (Algorithm 1). >= 1."})
+                       "over all layers and the batch (paper 2; sweep 0.01..10; config.RANGES['rho']). 0 = plain SFT."})
+    tau: int = field(default=1, metadata={"help": "Accelerated Vaccine period: the perturbed step runs when "
+                     "global_step % tau == 0, a plain SFT step otherwise. 1 = every step (Algorithm 1)."})
     perturbation: str = field(default="gradient", metadata={"help": "'gradient': eps_l = rho * g_l / ||g|| (Eq. 3); "
                               "'gaussian': i.i.d. Gaussian noise, no pass 1 (paper Table 7), see gaussian_std."})
     budget: str = field(default="global", metadata={"help": "'global': one L2 norm over all layers (Eq. 3); "
-                        "'per_layer': each of the L layers gets norm rho / sqrt(L) (total norm still rho), an "
-                        "ablation of the layer-0 concentration."})
-    gaussian_std: float | None = field(default=None, metadata={"help": "Gaussian variant only: per-coordinate "
-                                       "standard deviation (paper's variance rho' = std^2). None (default): std = "
-                                       "rho / sqrt(N), N = number of perturbed coordinates, so E||eps||^2 = rho^2."})
+                        "'per_layer': norm rho / sqrt(L) for each layer (ablation of the layer-0 concentration)."})
+    gaussian_std: float | None = field(default=None, metadata={"help": "Gaussian variant: per-coordinate std (the "
+                                       "paper's rho' = std^2). None: rho / sqrt(N), N = perturbed coordinates."})
     layers_path: str | None = field(default=None, metadata={"help": "Dotted path of the decoder layer list (e.g. "
                                     "'model.layers'); None = found automatically."})
     attn_name: str | None = field(default=None, metadata={"help": "Attribute name of the attention module in each "
@@ -107,12 +96,11 @@ EpsSource = Sequence[torch.Tensor] | Callable[[int, torch.Tensor], torch.Tensor]
 
 @contextlib.contextmanager
 def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = None, attn_name: str | None = None):
-    """Within the block, every attention module's ``output[0]`` gets ``eps[l]`` added (pass 2).
+    """Pass 2: within the block every attention ``output[0]`` gets ``eps[l]`` added (cast to its dtype).
 
-    ``eps`` is one tensor per decoder layer (broadcastable to ``[B, T, d]``; cast to the output's dtype) or a
-    callable ``(layer_index, e_l) -> tensor`` evaluated once per layer and cached (so a layer recomputed under
-    gradient checkpointing gets the same value). Hooks are removed on exit, also on error. Yields the cache dict
-    ``{layer_index: eps_l}`` of the values actually added."""
+    ``eps``: one tensor per layer (broadcastable to ``[B, T, d]``) or ``(layer_index, e_l) -> tensor``, evaluated
+    once per layer and cached, so a layer recomputed under gradient checkpointing gets the same value. Yields the
+    cache ``{layer_index: eps_l}`` of the values added."""
     used: dict[int, torch.Tensor] = {}
 
     def add_eps(i, e):
@@ -144,14 +132,12 @@ class Perturbation:
 def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
                             layers_path: str | None = None, attn_name: str | None = None, sync_norm: bool = False,
                             loss_scale: float | None = None, budget: str = "global") -> Perturbation:
-    """Pass 1 of Algorithm 1: ``eps_l = rho * g_l / ||(g_1..g_L)||`` with ``g_l = dL/de_l`` for every decoder layer,
-    plus the global gradient norm and the clean loss.
+    """Pass 1 of Algorithm 1: ``eps_l = rho * g_l / ||(g_1..g_L)||``, ``g_l = dL/de_l`` (all zeros when the norm is
+    zero or not finite), the global gradient norm and the clean loss.
 
-    ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
-    differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
-    initialised process group (data parallel), so every process gets its slice of the perturbation of the
-    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients).
-    ``eps``: detached tensors shaped like the attention outputs; all zeros when the norm is zero or not finite."""
+    ``loss_fn(model, inputs)`` defaults to ``model(**inputs).loss``; only the hidden states are differentiated.
+    ``sync_norm`` all-reduces the squared norm over the process group, so every process gets its slice of the
+    global batch's perturbation (the global loss being the mean of the per-process losses, as in DDP)."""
     check_param("rho", rho)
     deltas: dict[int, torch.Tensor] = {}
 
@@ -190,16 +176,14 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
     world = dist.get_world_size() if sync_norm and dist.is_available() and dist.is_initialized() else 1
     if world > 1:
         dist.all_reduce(layer_sq, op=dist.ReduceOp.SUM)
-    raw = layer_sq.sum().sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
+    raw = layer_sq.sum().sqrt()  # norm of the (possibly loss-scaled) gradients; the direction is scale-free
     ok = torch.isfinite(raw) & (raw > 0)
-    scale = torch.where(ok, rho / torch.where(ok, raw, torch.ones_like(raw)), torch.zeros_like(raw))  # no host sync
     if budget == "per_layer":  # rho / sqrt(L) along each layer's own gradient direction
-        norms = layer_sq.sqrt()
-        good = torch.isfinite(norms) & (norms > 0) & ok
-        scale = torch.where(good, rho / math.sqrt(len(grads)) / torch.where(good, norms, torch.ones_like(norms)),
-                            torch.zeros_like(norms))
+        norms, size = layer_sq.sqrt(), rho / math.sqrt(len(grads))
     else:
-        scale = scale.expand(len(grads))
+        norms, size = raw.expand(len(grads)), rho
+    ok = torch.isfinite(norms) & (norms > 0) & ok
+    scale = torch.where(ok, size / torch.where(ok, norms, torch.ones_like(norms)), torch.zeros_like(norms))  # no sync
     deltas.clear()  # the zero tensors of pass 1 are no longer needed
     # scale in place: no second copy of all layers' gradients at the peak
     eps = [g.mul_(c.to(g.dtype)) if g.dtype == acc else (g.to(acc) * c).to(g.dtype) for g, c in zip(grads, scale)]
@@ -210,10 +194,8 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
 
 def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_size: int = 1,
                      generator: torch.Generator | None = None) -> Callable[[int, torch.Tensor], torch.Tensor]:
-    """Callable for :func:`perturbed`: i.i.d. ``N(0, sigma^2)`` noise shaped like each attention output.
-
-    ``sigma = std`` if given, else ``rho / sqrt(n_layers * numel(e_l) * world_size)`` (so ``E||eps||^2 = rho^2``
-    over all layers and processes when every layer and shard has the same shape)."""
+    """``eps`` for :func:`perturbed`: i.i.d. ``N(0, sigma^2)`` noise shaped like each attention output, ``sigma = std``
+    or ``rho / sqrt(n_layers * numel(e_l) * world_size)`` (``E||eps||^2 = rho^2`` for equal shapes)."""
     def sample(i: int, e: torch.Tensor) -> torch.Tensor:
         sigma = std if std is not None else rho / math.sqrt(max(1, n_layers * e.numel() * world_size))
         noise = torch.randn(e.shape, device=e.device, dtype=torch.float32, generator=generator)
@@ -225,10 +207,10 @@ def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_
 class VaccineTrainer(Trainer):
     """``Trainer`` whose ``training_step`` is the Vaccine perturbed step (see the module docstring).
 
-    Logs, next to ``loss`` (the perturbed loss), averages since the last log over perturbed micro-batches:
-    ``vaccine/grad_norm`` (global norm of ``dL/de``, gradient variant), ``vaccine/eps_norm`` (this process's
-    share of the perturbation; equals ``rho`` in a single process) and
-    ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``), and ``vaccine/perturbed_steps``."""
+    Logs, next to ``loss`` (the perturbed loss), averages over perturbed micro-batches since the last log:
+    ``vaccine/grad_norm`` (global norm of ``dL/de``), ``vaccine/eps_norm`` (this process's share of the
+    perturbation; ``rho`` in a single process), ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``) and
+    ``vaccine/perturbed_steps``."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -253,9 +235,8 @@ class VaccineTrainer(Trainer):
         dev = self.args.device
         if dev.type == "cpu":
             return torch.random.fork_rng(devices=[])
-        index = dev.index if dev.index is not None else 0
         try:
-            return torch.random.fork_rng(devices=[index], device_type=dev.type)
+            return torch.random.fork_rng(devices=[dev.index or 0], device_type=dev.type)
         except Exception:  # device type without RNG forking support: accept different dropout masks
             return contextlib.nullcontext()
 
@@ -265,7 +246,7 @@ class VaccineTrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
 
         model.train()
-        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+        if callable(getattr(self.optimizer, "train", None)):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
         stats = self._vaccine_stats
@@ -325,8 +306,8 @@ class VaccineTrainer(Trainer):
                 logs["vaccine/grad_norm"] = float(stats["grad_norm"]) / stats["n_grad"]
                 logs["vaccine/clean_loss"] = float(stats["clean_loss"]) / max(1, stats["steps"])
             self._vaccine_reset()
-        # --- reliability (issue 10): a non-finite perturbation / hidden-gradient norm fails the run.
-        # (fp16: an overflowing pass-1 norm is expected now and then; the loss scaler handles it.)
+        # reliability (issue 10): a non-finite perturbation / hidden-gradient norm fails the run
+        # (under fp16 an overflowing pass-1 norm is expected now and then; the loss scaler handles it)
         for key in ("vaccine/eps_norm", "vaccine/grad_norm"):
             if key in logs and not math.isfinite(logs[key]) and not self.args.fp16:
                 raise DivergenceError(
