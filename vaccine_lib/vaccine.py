@@ -59,19 +59,17 @@ class VaccineConfig(TrainingArguments):
     """``TrainingArguments`` plus the Vaccine hyper-parameters."""
 
     rho: float = field(default=2.0, metadata={"help": "Perturbation intensity: global L2 norm of the perturbation "
-                       "over all layers and the batch (paper 2; sweep 0.01..10; config.RANGES['rho']). 0 = plain SFT."})
-    tau: int = field(default=1, metadata={"help": "Accelerated Vaccine period: the perturbed step runs when "
-                     "global_step % tau == 0, a plain SFT step otherwise. 1 = every step (Algorithm 1)."})
-    perturbation: str = field(default="gradient", metadata={"help": "'gradient': eps_l = rho * g_l / ||g|| (Eq. 3); "
-                              "'gaussian': i.i.d. Gaussian noise, no pass 1 (paper Table 7), see gaussian_std."})
+                       "(paper 2; sweep 0.01..10; config.RANGES['rho']). 0 = plain SFT."})
+    tau: int = field(default=1, metadata={"help": "Accelerated Vaccine: perturbed step every tau steps (1 = always)"})
+    perturbation: str = field(default="gradient", metadata={"help": "'gradient' (Eq. 3) or 'gaussian' (Table 7)"})
     budget: str = field(default="global", metadata={"help": "'global': one L2 norm over all layers (Eq. 3); "
-                        "'per_layer': norm rho / sqrt(L) for each layer (ablation of the layer-0 concentration)."})
-    gaussian_std: float | None = field(default=None, metadata={"help": "Gaussian variant: per-coordinate std (the "
-                                       "paper's rho' = std^2). None: rho / sqrt(N), N = perturbed coordinates."})
-    layers_path: str | None = field(default=None, metadata={"help": "Dotted path of the decoder layer list (e.g. "
-                                    "'model.layers'); None = found automatically."})
-    attn_name: str | None = field(default=None, metadata={"help": "Attribute name of the attention module in each "
-                                  "decoder layer; None = found automatically."})
+                        "'per_layer': norm rho / sqrt(L) per layer (ablation of the layer-0 concentration)."})
+    gaussian_std: float | None = field(default=None, metadata={"help": "Gaussian variant: per-coordinate std "
+                                       "(None: rho / sqrt(N), see the module docstring)"})
+    layers_path: str | None = field(default=None, metadata={"help": "Dotted path of the decoder layers, e.g. "
+                                    "'model.layers' (None: found automatically)"})
+    attn_name: str | None = field(default=None, metadata={"help": "Attention attribute of each decoder layer "
+                                  "(None: found automatically)"})
 
     def __post_init__(self):
         check_param("rho", self.rho)  # the one range of rho (config.RANGES): finite, bounded
@@ -96,11 +94,9 @@ EpsSource = Sequence[torch.Tensor] | Callable[[int, torch.Tensor], torch.Tensor]
 
 @contextlib.contextmanager
 def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = None, attn_name: str | None = None):
-    """Pass 2: within the block every attention ``output[0]`` gets ``eps[l]`` added (cast to its dtype).
-
-    ``eps``: one tensor per layer (broadcastable to ``[B, T, d]``) or ``(layer_index, e_l) -> tensor``, evaluated
-    once per layer and cached, so a layer recomputed under gradient checkpointing gets the same value. Yields the
-    cache ``{layer_index: eps_l}`` of the values added."""
+    """Pass 2: within the block every attention output gets ``eps[l]`` added; ``eps``: one tensor per layer or
+    ``(layer_index, e_l) -> tensor``, evaluated once per layer and cached (a layer recomputed under gradient
+    checkpointing gets the same value). Yields the cache ``{layer_index: eps_l}``."""
     used: dict[int, torch.Tensor] = {}
 
     def add_eps(i, e):
@@ -132,26 +128,21 @@ class Perturbation:
 def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
                             layers_path: str | None = None, attn_name: str | None = None, sync_norm: bool = False,
                             loss_scale: float | None = None, budget: str = "global") -> Perturbation:
-    """Pass 1 of Algorithm 1: ``eps_l = rho * g_l / ||(g_1..g_L)||``, ``g_l = dL/de_l`` (all zeros when the norm is
-    zero or not finite), the global gradient norm and the clean loss.
-
-    ``loss_fn(model, inputs)`` defaults to ``model(**inputs).loss``; only the hidden states are differentiated.
-    ``sync_norm`` all-reduces the squared norm over the process group, so every process gets its slice of the
-    global batch's perturbation (the global loss being the mean of the per-process losses, as in DDP)."""
+    """Pass 1 of Algorithm 1 (module docstring): ``eps``, the global gradient norm and the clean loss.
+    ``loss_fn(model, inputs)`` defaults to ``model(**inputs).loss``; ``sync_norm`` all-reduces the squared norm
+    over the process group (DDP)."""
     check_param("rho", rho)
     deltas: dict[int, torch.Tensor] = {}
 
-    def add_delta(i, e):  # e_l -> e_l + delta_l, delta_l a zero leaf created on the first call, reused afterwards
-        d = deltas.get(i)
-        if d is None:
-            d = deltas[i] = torch.zeros_like(e, requires_grad=True)
-        return e + d
+    def add_delta(i, e):  # e_l + delta_l, delta_l a zero leaf made on the first call and reused afterwards
+        if i not in deltas:
+            deltas[i] = torch.zeros_like(e, requires_grad=True)
+        return e + deltas[i]
 
     loss_fn = loss_fn or default_loss
     no_sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
-    # Pass 1 needs no parameter gradient: with the trainable parameters frozen for its duration,
-    # autograd neither saves the inputs that weight gradients would need (one activation per
-    # LoRA/linear module) nor builds the graph below the first attention output.
+    # Pass 1 needs no parameter gradient: with the trainable parameters frozen, autograd neither saves the inputs
+    # weight gradients would need (one activation per LoRA/linear module) nor builds the graph below layer 0.
     trainable = [p for p in model.parameters() if p.requires_grad]
     try:
         with attention_hooks(model, add_delta, layers_path=layers_path, attn_name=attn_name) as modules:
@@ -194,8 +185,7 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
 
 def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_size: int = 1,
                      generator: torch.Generator | None = None) -> Callable[[int, torch.Tensor], torch.Tensor]:
-    """``eps`` for :func:`perturbed`: i.i.d. ``N(0, sigma^2)`` noise shaped like each attention output, ``sigma = std``
-    or ``rho / sqrt(n_layers * numel(e_l) * world_size)`` (``E||eps||^2 = rho^2`` for equal shapes)."""
+    """``eps`` for :func:`perturbed`: the Gaussian variant's noise (module docstring), shaped like each output."""
     def sample(i: int, e: torch.Tensor) -> torch.Tensor:
         sigma = std if std is not None else rho / math.sqrt(max(1, n_layers * e.numel() * world_size))
         noise = torch.randn(e.shape, device=e.device, dtype=torch.float32, generator=generator)
@@ -205,11 +195,9 @@ def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_
 
 
 class VaccineTrainer(Trainer):
-    """``Trainer`` whose ``training_step`` is the Vaccine perturbed step (see the module docstring).
-
-    Logs, next to ``loss`` (the perturbed loss), averages over perturbed micro-batches since the last log:
-    ``vaccine/grad_norm`` (global norm of ``dL/de``), ``vaccine/eps_norm`` (this process's share of the
-    perturbation; ``rho`` in a single process), ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``) and
+    """``Trainer`` whose ``training_step`` is the Vaccine perturbed step (module docstring). Logs averages over
+    perturbed micro-batches: ``vaccine/grad_norm`` (global norm of ``dL/de``), ``vaccine/eps_norm`` (this
+    process's share; ``rho`` in one process), ``vaccine/clean_loss`` (pass 1, scaled like ``loss``) and
     ``vaccine/perturbed_steps``."""
 
     def __init__(self, *args, **kwargs):
