@@ -39,15 +39,13 @@ def divergence_message(stage: str, what: str, step: int | None = None, args=None
 
 
 def _first_nonfinite(tensors: Sequence[tuple[str, torch.Tensor]]) -> tuple[int, str | None]:
-    """(number of tensors with a non-finite entry, name of the first); one host sync."""
-    by_device: dict[torch.device, list[int]] = {}
-    for i, (_, t) in enumerate(tensors):
-        by_device.setdefault(t.device, []).append(i)
-    bad: list[int] = []
-    for index in by_device.values():  # one reduction and one transfer per device (model parallel)
-        flags = torch.stack([torch.isfinite(tensors[i][1]).all() for i in index]).cpu()
-        bad += [index[j] for j in (~flags).nonzero().flatten().tolist()]
-    bad.sort()
+    """(number of tensors with a non-finite entry, name of the first); one host sync (the flags are gathered on the
+    first tensor's device, so model-parallel weights work too)."""
+    if not tensors:
+        return 0, None
+    device = tensors[0][1].device
+    flags = torch.stack([torch.isfinite(t).all().to(device) for _, t in tensors]).cpu()
+    bad = (~flags).nonzero().flatten().tolist()
     return len(bad), (tensors[bad[0]][0] if bad else None)
 
 

@@ -89,11 +89,8 @@ class VaccineConfig(TrainingArguments):
                               "set use_reentrant=False or leave it unset; allowed values: False")
 
 
-EpsSource = Sequence[torch.Tensor] | Callable[[int, torch.Tensor], torch.Tensor]
-
-
 @contextlib.contextmanager
-def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = None, attn_name: str | None = None):
+def perturbed(model: nn.Module, eps: Sequence[torch.Tensor] | Callable, *, layers_path: str | None = None, attn_name: str | None = None):
     """Pass 2: within the block every attention output gets ``eps[l]`` added; ``eps``: one tensor per layer or
     ``(layer_index, e_l) -> tensor``, evaluated once per layer and cached (a layer recomputed under gradient
     checkpointing gets the same value). Yields the cache ``{layer_index: eps_l}``."""
@@ -194,6 +191,10 @@ def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_
     return sample
 
 
+_NO_STATS = {"grad_norm": 0.0, "eps_norm": 0.0, "clean_loss": 0.0, "micro": 0, "steps": 0, "last_step": None,
+             "n_grad": 0}
+
+
 class VaccineTrainer(Trainer):
     """``Trainer`` whose ``training_step`` is the Vaccine perturbed step (module docstring). Logs averages over
     perturbed micro-batches: ``vaccine/grad_norm`` (global norm of ``dL/de``), ``vaccine/eps_norm`` (this
@@ -204,7 +205,7 @@ class VaccineTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, VaccineConfig):
             raise ConfigError(f"VaccineTrainer needs args=VaccineConfig(...), got {type(self.args).__name__}")
-        self._vaccine_reset()
+        self._vaccine_stats = dict(_NO_STATS)
         self.vaccine_pass1_calls = 0  # total number of pass-1 computations (for tests / diagnostics)
         self.eps_layer_sq = None  # per-layer sum over perturbed micro-batches of ||eps_l||^2
 
@@ -214,10 +215,6 @@ class VaccineTrainer(Trainer):
             return []
         total = float(self.eps_layer_sq.sum())
         return [float(x) / total if total > 0 else 0.0 for x in self.eps_layer_sq]
-
-    def _vaccine_reset(self):
-        self._vaccine_stats = {"grad_norm": 0.0, "eps_norm": 0.0, "clean_loss": 0.0, "micro": 0, "steps": 0,
-                               "last_step": None, "n_grad": 0}
 
     def _rng_fork(self):
         dev = self.args.device
@@ -263,7 +260,7 @@ class VaccineTrainer(Trainer):
                     attn_name=args.attn_name, sync_norm=self.accelerator.num_processes > 1, loss_scale=loss_scale,
                     budget=args.budget)
             self.vaccine_pass1_calls += 1
-            eps: EpsSource = pert.eps
+            eps = pert.eps
             clean = pert.loss if loss_is_scaled_for_ga(self, num_items_in_batch) else (
                 pert.loss / self.current_gradient_accumulation_steps)
             stats["grad_norm"] += pert.grad_norm
@@ -293,7 +290,7 @@ class VaccineTrainer(Trainer):
             if stats["n_grad"]:
                 logs["vaccine/grad_norm"] = float(stats["grad_norm"]) / stats["n_grad"]
                 logs["vaccine/clean_loss"] = float(stats["clean_loss"]) / max(1, stats["steps"])
-            self._vaccine_reset()
+            self._vaccine_stats = dict(_NO_STATS)
         # reliability (issue 10): a non-finite perturbation / hidden-gradient norm fails the run
         # (under fp16 an overflowing pass-1 norm is expected now and then; the loss scaler handles it)
         for key in ("vaccine/eps_norm", "vaccine/grad_norm"):
