@@ -2,9 +2,9 @@
 
 One Vaccine optimizer step on a batch:
 
-1. **Pass 1** (gradient variant): a hook on every decoder layer's attention module adds a zero leaf ``delta_l`` to
-   its ``output[0]`` (the hidden embedding ``e_l``: after the output projection, before the residual add);
-   ``torch.autograd.grad(loss, deltas)`` gives ``g_l = dL/de_l`` exactly, no parameter gradient is computed.
+1. **Pass 1** (gradient variant): a hook adds a zero leaf ``delta_l`` to every layer's hidden embedding ``e_l``
+   (:mod:`vaccine_lib.hooks`, found generically, not by class name); ``torch.autograd.grad(loss, deltas)`` gives
+   ``g_l = dL/de_l`` exactly, no parameter gradient is computed.
 2. ``eps_l = rho * g_l / ||(g_1, ..., g_L)||``, ONE global L2 norm over all layers and the (micro-)batch (Eq. 3);
    ``eps = 0`` when the norm is zero or not finite. Detached.
 3. **Pass 2**: the usual ``Trainer.training_step`` (same loss, loss scaling and ``accelerator.backward``) with hooks
@@ -16,7 +16,6 @@ the other steps are plain SFT steps.
 
 Deliberate differences from the reference code:
 
-* Layers are found generically (:mod:`vaccine_lib.hooks`), not by class name.
 * Pass 1 replays the RNG (forked around it), so pass 2 draws the same dropout masks: the perturbation is computed
   for the network it is applied to, and ``rho = 0`` reproduces the plain SFT step exactly (also with dropout).
 * Gradient accumulation: the perturbation (and its norm) is per micro-batch; the gradients of the perturbed
