@@ -42,10 +42,6 @@ def _ga_scale(trainer: Trainer, num_items_in_batch) -> float:
     return 1.0 / steps
 
 
-def _strip(name: str) -> str:
-    return name[len("module."):] if name.startswith("module.") else name
-
-
 class _ExtraLogMixin:
     """Adds the penalty values (averaged since the last log) to every Trainer log entry."""
 
@@ -110,7 +106,7 @@ def compute_fisher(model: nn.Module, dataloader: Iterable[dict]) -> dict[str, to
 def ewc_penalty(model: nn.Module, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
     """``sum_i F_i (w_i - w*_i)^2`` over the parameters named in ``fisher`` (differentiable)."""
     terms = [(fisher[k].to(p.device) * (p.float() - anchor[k].to(p.device)) ** 2).sum()
-             for k, p in ((_strip(n), p) for n, p in model.named_parameters()) if k in fisher]
+             for k, p in ((n.removeprefix("module."), p) for n, p in model.named_parameters()) if k in fisher]
     if not terms:
         raise ConfigError("ewc_penalty: none of the Fisher's parameters were found in the model")
     return sum(terms[1:], terms[0])
@@ -124,10 +120,10 @@ class EWCTrainer(_ExtraLogMixin, Trainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, EWCConfig):
             raise ConfigError("EWCTrainer needs args=EWCConfig(...)")
-        self.fisher = {_strip(k): v.detach() for k, v in fisher.items()}
+        self.fisher = {k.removeprefix("module."): v.detach() for k, v in fisher.items()}  # names without DDP's prefix
         if anchor is None:
-            anchor = {n: p for n, p in self.model.named_parameters() if _strip(n) in self.fisher}
-        self.anchor = {_strip(k): v.detach().clone() for k, v in anchor.items()}
+            anchor = {n: p for n, p in self.model.named_parameters() if n.removeprefix("module.") in self.fisher}
+        self.anchor = {k.removeprefix("module."): v.detach().clone() for k, v in anchor.items()}
         missing = set(self.fisher) - set(self.anchor)
         if missing:
             raise ConfigError(f"EWCTrainer: anchor lacks {len(missing)} Fisher parameters, e.g. {sorted(missing)[:3]}")
