@@ -10,6 +10,7 @@
 
 The penalties are per optimizer step, scaled so that gradient accumulation does not count them twice."""
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -22,8 +23,6 @@ from .errors import ConfigError, check_range
 from .hooks import eval_mode
 from .losses import loss_is_scaled_for_ga
 
-#: Miniature default for EWC lambda (see ``EWCConfig.ewc_lambda``).
-EWC_LAMBDA_DEFAULT = 1e6
 #: Upper bounds of the penalty weights (validated by the configs). ``ewc_lambda``: 1000x the paper's 1e9; the
 #: penalty gradient is lambda * F * (w - w*) with F up to ~1e-3 and |w - w*| ~ 1e-3 after a few Adam steps, so
 #: at lambda 1e12 it is ~1e6, against ~1e-3 for a loss gradient (the adapter is frozen); 1e38 overflows float32.
@@ -35,28 +34,21 @@ KL_WEIGHT_MAX = 1e3
 
 
 def _ga_scale(trainer: Trainer, num_items_in_batch) -> float:
-    """Factor for a per-micro-batch regulariser so that it is counted once per optimizer step: the Trainer
-    divides the loss by the accumulation steps unless it was already normalised over the whole accumulated
-    batch (``num_items_in_batch``)."""
+    """Factor that counts a per-micro-batch regulariser once per optimizer step: the Trainer divides the loss by
+    the accumulation steps unless it is already normalised over the accumulated batch (``num_items_in_batch``)."""
     if not loss_is_scaled_for_ga(trainer, num_items_in_batch):
         return 1.0
     steps = getattr(trainer, "current_gradient_accumulation_steps", None) or trainer.args.gradient_accumulation_steps
     return 1.0 / steps
 
 
-def _strip(name: str) -> str:
-    return name[len("module."):] if name.startswith("module.") else name
-
-
-def _log_extra(trainer: Trainer, key: str, value: float) -> None:
-    """Accumulate a scalar that ``log`` adds (averaged) to the next logged entry."""
-    store = trainer.__dict__.setdefault("_extra_logs", {})
-    total, count = store.get(key, (0.0, 0))
-    store[key] = (total + float(value), count + 1)
-
-
 class _ExtraLogMixin:
-    """Adds the averaged extra scalars (penalty values) to every Trainer log entry."""
+    """Adds the penalty values (averaged since the last log) to every Trainer log entry."""
+
+    def _log_extra(self, key: str, value) -> None:
+        store = self.__dict__.setdefault("_extra_logs", {})
+        total, count = store.get(key, (0.0, 0))
+        store[key] = (total + float(value), count + 1)
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         store = self.__dict__.get("_extra_logs")
@@ -71,12 +63,12 @@ class _ExtraLogMixin:
 class EWCConfig(TrainingArguments):
     """TrainingArguments + EWC's penalty weight ``ewc_lambda`` (multiplies ``1/2 * sum F (w - w*)^2``).
 
-    The paper uses 1e9 with its Fisher; what matters is lambda times the Fisher's scale. On SmolLM2-135M (r=8
-    q/k/v/o adapter, per-sample Fisher on 8 alignment samples): mean F = 2.3e-7, max 4.8e-4. After ~25 Adam steps
-    at lr 5e-4, |w - w*| ~ 3e-3, and the penalty's gradient lambda * F * |w - w*| equals a typical loss gradient
-    (~sqrt(F) = 5e-4) at lambda ~ 1e6, the default here; 1e9 freezes the miniature's adapter. Sweep it (1e4 .. 1e9)."""
+    What matters is lambda times the Fisher's scale (paper: 1e9 with its Fisher). On SmolLM2-135M (r=8 q/k/v/o,
+    per-sample Fisher on 8 alignment samples) mean F = 2.3e-7, max 4.8e-4; after ~25 Adam steps at lr 5e-4 |w - w*|
+    ~ 3e-3, so the penalty gradient lambda * F * |w - w*| matches a typical loss gradient (~sqrt(F) = 5e-4) at
+    lambda ~ 1e6, the default; 1e9 freezes the miniature's adapter. Sweep it (1e4 .. 1e9)."""
 
-    ewc_lambda: float = field(default=EWC_LAMBDA_DEFAULT, metadata={"help": "EWC penalty weight lambda"})
+    ewc_lambda: float = field(default=1e6, metadata={"help": "EWC penalty weight lambda (miniature default)"})
 
     def __post_init__(self):
         check_range("ewc_lambda", self.ewc_lambda, 0, EWC_LAMBDA_MAX)  # before any set-up work
@@ -113,16 +105,11 @@ def compute_fisher(model: nn.Module, dataloader: Iterable[dict]) -> dict[str, to
 
 def ewc_penalty(model: nn.Module, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
     """``sum_i F_i (w_i - w*_i)^2`` over the parameters named in ``fisher`` (differentiable)."""
-    total = None
-    for name, p in model.named_parameters():
-        key = _strip(name)
-        if key not in fisher:
-            continue
-        term = (fisher[key].to(p.device) * (p.float() - anchor[key].to(p.device)) ** 2).sum()
-        total = term if total is None else total + term
-    if total is None:
+    terms = [(fisher[k].to(p.device) * (p.float() - anchor[k].to(p.device)) ** 2).sum()
+             for k, p in ((n.removeprefix("module."), p) for n, p in model.named_parameters()) if k in fisher]
+    if not terms:
         raise ConfigError("ewc_penalty: none of the Fisher's parameters were found in the model")
-    return total
+    return sum(terms[1:], terms[0])
 
 
 class EWCTrainer(_ExtraLogMixin, Trainer):
@@ -133,10 +120,10 @@ class EWCTrainer(_ExtraLogMixin, Trainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, EWCConfig):
             raise ConfigError("EWCTrainer needs args=EWCConfig(...)")
-        self.fisher = {_strip(k): v.detach() for k, v in fisher.items()}
+        self.fisher = {k.removeprefix("module."): v.detach() for k, v in fisher.items()}  # names without DDP's prefix
         if anchor is None:
-            anchor = {_strip(n): p.detach().clone() for n, p in self.model.named_parameters() if _strip(n) in self.fisher}
-        self.anchor = {_strip(k): v.detach().clone() for k, v in anchor.items()}
+            anchor = {n: p for n, p in self.model.named_parameters() if n.removeprefix("module.") in self.fisher}
+        self.anchor = {k.removeprefix("module."): v.detach().clone() for k, v in anchor.items()}
         missing = set(self.fisher) - set(self.anchor)
         if missing:
             raise ConfigError(f"EWCTrainer: anchor lacks {len(missing)} Fisher parameters, e.g. {sorted(missing)[:3]}")
@@ -145,7 +132,7 @@ class EWCTrainer(_ExtraLogMixin, Trainer):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if self.args.ewc_lambda > 0:
             penalty = ewc_penalty(model, self.fisher, self.anchor)
-            _log_extra(self, "ewc_penalty", penalty.detach())
+            self._log_extra("ewc_penalty", penalty.detach())
             loss = loss + _ga_scale(self, num_items_in_batch) * self.args.ewc_lambda / 2 * penalty.to(loss.dtype)
         return (loss, outputs) if return_outputs else loss
 
@@ -154,7 +141,8 @@ class EWCTrainer(_ExtraLogMixin, Trainer):
 class KLConfig(TrainingArguments):
     """TrainingArguments + the KL baseline's weight (paper 1e-3)."""
 
-    kl_weight: float = field(default=1e-3, metadata={"help": "weight of KL(p_finetuned || p_aligned) (vocabulary softmax)"})
+    kl_weight: float = field(default=1e-3, metadata={"help": "weight of KL(p_finetuned || p_aligned), softmax over "
+                             "the vocabulary"})
 
     def __post_init__(self):
         check_range("kl_weight", self.kl_weight, 0, KL_WEIGHT_MAX)  # before any set-up work
@@ -192,19 +180,17 @@ class KLTrainer(_ExtraLogMixin, Trainer):
 
     def _ref_logits(self, model, inputs) -> torch.Tensor:
         fwd = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
-        with torch.no_grad():
-            if self.ref_model is not None:
-                return self.ref_model(**fwd).logits
-            peft_model = self.accelerator.unwrap_model(model)
-            with peft_model.disable_adapter():
-                return peft_model(**fwd).logits
+        own = self.ref_model is None  # the trained model itself, its adapter disabled
+        ref = self.accelerator.unwrap_model(model) if own else self.ref_model
+        with torch.no_grad(), ref.disable_adapter() if own else contextlib.nullcontext():
+            return ref(**fwd).logits
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if self.args.kl_weight > 0:
             kl = token_kl(outputs.logits, self._ref_logits(model, inputs), labels)
-            _log_extra(self, "kl", kl.detach())
+            self._log_extra("kl", kl.detach())
             loss = loss + _ga_scale(self, num_items_in_batch) * self.args.kl_weight * kl.to(loss.dtype)
         return (loss, outputs) if return_outputs else loss
 

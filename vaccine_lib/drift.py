@@ -13,10 +13,9 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .errors import ConfigError, check_choice
+from .errors import ConfigError
 from .hooks import attention_hooks, eval_mode
 
-REDUCTIONS = ("sum_sq", "per_token")
 _FWD_KEYS = ("input_ids", "attention_mask")
 
 
@@ -28,18 +27,17 @@ def make_batches(tokenizer, texts_or_batches, batch_size: int = 8, max_length: i
     items = list(texts_or_batches)
     if not items:
         raise ConfigError("no samples given")
-    if isinstance(items[0], str):
-        if tokenizer is None:
-            raise ConfigError("texts need a tokenizer")
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "right"
-        try:
-            encs = [tokenizer(items[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
-                              max_length=max_length) for i in range(0, len(items), batch_size)]
-            return [{k: enc[k] for k in _FWD_KEYS} for enc in encs]
-        finally:
-            tokenizer.padding_side = side
-    return [_as_batch(b) for b in items]
+    if not isinstance(items[0], str):
+        return [_as_batch(b) for b in items]
+    if tokenizer is None:
+        raise ConfigError("texts need a tokenizer")
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        encs = [tokenizer(items[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
+                          max_length=max_length) for i in range(0, len(items), batch_size)]
+        return [{k: enc[k] for k in _FWD_KEYS} for enc in encs]
+    finally:
+        tokenizer.padding_side = side
 
 
 def _as_batch(b: Mapping) -> dict:
@@ -72,20 +70,18 @@ def _capture(model: nn.Module, batch: dict) -> list[torch.Tensor]:
     return [store[i] for i in range(len(mods))]
 
 
+def _embeddings(model: nn.Module, batch: dict, response_only: bool) -> list[torch.Tensor]:
+    mask = _token_mask(batch, response_only)
+    return [e.float().cpu()[mask] for e in _capture(model, batch)]
+
+
 def hidden_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, batch_size: int = 8,
                       response_only: bool = False) -> list[torch.Tensor]:
     """Hidden embeddings e_l on fixed samples: per layer a float32 CPU tensor ``[n_tokens, d]``, the attention
     output at every non-padding token (``response_only``: label not -100), samples in order (so two models given
     the same inputs give aligned rows)."""
-    per_layer: list[list[torch.Tensor]] | None = None
-    for batch in make_batches(tokenizer, texts_or_batches, batch_size):
-        mask = _token_mask(batch, response_only)
-        outs = _capture(model, batch)
-        if per_layer is None:
-            per_layer = [[] for _ in outs]
-        for l, e in enumerate(outs):
-            per_layer[l].append(e.float().cpu()[mask])
-    return [torch.cat(chunks) for chunks in per_layer]  # type: ignore[union-attr]
+    batches = make_batches(tokenizer, texts_or_batches, batch_size)
+    return [torch.cat(chunks) for chunks in zip(*(_embeddings(model, b, response_only) for b in batches))]
 
 
 def drift_stats(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor]) -> dict:
@@ -103,13 +99,10 @@ def drift_stats(emb_a: Sequence[torch.Tensor], emb_b: Sequence[torch.Tensor]) ->
     return {"sum_sq": sum_sq, "norm_sum": per_layer_norm_sum, "n_tokens": n_tokens or 0}
 
 
-def _reduce(stats: dict, reduction: str) -> float:
-    check_choice("reduction", reduction, REDUCTIONS)
-    if reduction == "sum_sq":
-        return stats["sum_sq"]
-    if stats["n_tokens"] == 0:
-        return 0.0
-    return sum(stats["norm_sum"]) / (len(stats["norm_sum"]) * stats["n_tokens"])
+def _reductions(stats: dict) -> dict:
+    """Both reductions (module docstring) of :func:`drift_stats`' sums."""
+    layers, n = stats["norm_sum"], stats["n_tokens"]
+    return {"drift_sum_sq": stats["sum_sq"], "drift_per_token": sum(layers) / (len(layers) * n) if n else 0.0}
 
 
 def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_or_batches, *, batch_size: int = 8,
@@ -120,24 +113,19 @@ def model_drift(model_a: nn.Module, model_b: nn.Module | None, tokenizer, texts_
     fine-tuned vs aligned, one copy in memory)."""
     if model_b is None and not disable_adapter_for_a:
         raise ConfigError("model_b=None needs disable_adapter_for_a=True")
-    acc: dict | None = None
+    parts = []
     for batch in make_batches(tokenizer, texts_or_batches, batch_size):
-        mask = _token_mask(batch, response_only)
-        def capture(m):
-            return [e.float().cpu()[mask] for e in _capture(m, batch)]
-        ea = capture(model_a)
+        ea = _embeddings(model_a, batch, response_only)
         if model_b is None:
             with model_a.disable_adapter():
-                eb = capture(model_a)
+                eb = _embeddings(model_a, batch, response_only)
         else:
-            eb = capture(model_b)
-        new = drift_stats(ea, eb)  # additive statistics: summed over the batches
-        if acc is not None:
-            new.update(sum_sq=acc["sum_sq"] + new["sum_sq"], n_tokens=acc["n_tokens"] + new["n_tokens"],
-                       norm_sum=[x + y for x, y in zip(acc["norm_sum"], new["norm_sum"])])
-        acc = new
-    return {"drift_sum_sq": _reduce(acc, "sum_sq"), "drift_per_token": _reduce(acc, "per_token"),
-            "n_tokens": acc["n_tokens"], "n_layers": len(acc["norm_sum"])}
+            eb = _embeddings(model_b, batch, response_only)
+        parts.append(drift_stats(ea, eb))
+    # additive statistics: summed over the batches, in order
+    acc = {"sum_sq": sum(s["sum_sq"] for s in parts), "n_tokens": sum(s["n_tokens"] for s in parts),
+           "norm_sum": [sum(layer) for layer in zip(*(s["norm_sum"] for s in parts))]}
+    return {**_reductions(acc), "n_tokens": acc["n_tokens"], "n_layers": len(acc["norm_sum"])}
 
 
 @torch.no_grad()
@@ -162,17 +150,13 @@ def pooled_embeddings(model: nn.Module, tokenizer, texts_or_batches, *, layer: i
                       response_only: bool = False) -> torch.Tensor:
     """One vector per sample for t-SNE (Fig. 4): the mean of the attention output over its tokens (response
     tokens only with ``response_only``) at ``layer``: an index ``[N, d]`` or ``"concat"`` ``[N, L*d]``."""
+    if layer != "concat" and not isinstance(layer, int):
+        raise ConfigError(f"unknown layer {layer!r}; allowed values: an int, 'concat'")
     rows = []
     for batch in make_batches(tokenizer, texts_or_batches):
         mask = _token_mask(batch, response_only).float().unsqueeze(-1)  # [B, T, 1]
-        outs = _capture(model, batch)
-        means = [(e.float().cpu() * mask).sum(1) / mask.sum(1).clamp(min=1) for e in outs]  # each [B, d]
-        if layer == "concat":
-            rows.append(torch.cat(means, dim=-1))
-        elif isinstance(layer, int):
-            rows.append(means[layer])
-        else:
-            raise ConfigError(f"unknown layer {layer!r}; allowed values: an int, 'concat'")
+        means = [(e.float().cpu() * mask).sum(1) / mask.sum(1).clamp(min=1) for e in _capture(model, batch)]
+        rows.append(torch.cat(means, dim=-1) if layer == "concat" else means[layer])  # [B, d] or [B, L*d]
     return torch.cat(rows)
 
 
@@ -186,13 +170,10 @@ class DriftCallback(TrainerCallback):
             raise ConfigError(f"every={every} must be > 0")
         self.batches, self.every, self.reference = make_batches(None, batches), every, None
 
-    def measure(self, model) -> dict:
-        stats = drift_stats(self.reference, hidden_embeddings(model, None, self.batches))
-        return {"drift_sum_sq": _reduce(stats, "sum_sq"), "drift_per_token": _reduce(stats, "per_token"),
-                "align_loss": alignment_loss(model, self.batches)}
-
     def _log(self, state, model) -> None:
-        state.log_history.append({**self.measure(model), "step": state.global_step})
+        stats = drift_stats(self.reference, hidden_embeddings(model, None, self.batches))
+        state.log_history.append({**_reductions(stats), "align_loss": alignment_loss(model, self.batches),
+                                  "step": state.global_step})
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if self.reference is None:

@@ -1,13 +1,12 @@
 """Divergence guard: a non-finite loss, gradient, perturbation or weight fails the stage.
 
 A diverged run must never be cached as a result (a NaN model generates empty answers, which a judge scores as
-"perfectly safe"). Every stage's trainer carries :class:`FiniteGuard` and calls :func:`check_finite_weights`
-before saving. The guard checks the gradients before each optimizer step (the Trainer's
-``logging_nan_inf_filter`` hides a NaN loss in the logs; the gradients cannot), the weights after it, and every
-logged number, then raises ``DivergenceError`` naming the stage, the step, the value and the parameters to lower
-with their current values. Under fp16 a few non-finite gradients are expected (the loss scaler skips those
-steps), so there the gradient check fails only after ``fp16_patience`` consecutive ones. Cost: one ``isfinite``
-reduction per step (one host sync)."""
+"perfectly safe"). Every stage's trainer carries :class:`FiniteGuard` and calls :func:`check_finite_weights` before
+saving. The guard checks the gradients before each optimizer step (the Trainer's ``logging_nan_inf_filter`` hides
+a NaN loss in the logs; the gradients cannot), the weights after it, and every logged number, then raises
+``DivergenceError`` naming the stage, the step, the value and the parameters to lower with their current values.
+Under fp16 a few non-finite gradients are expected (the loss scaler skips those steps), so there the gradient check
+fails only after ``FP16_PATIENCE`` consecutive ones. Cost: one ``isfinite`` reduction per step (one host sync)."""
 
 import math
 from collections.abc import Sequence
@@ -24,51 +23,46 @@ STAGE_HINTS = {"align": ("lr", "rho"), "finetune": ("lr", "kl_weight", "ewc_lamb
 FP16_PATIENCE = 16
 
 
-def _hint_text(stage: str, args=None) -> str:
-    """'lower lr (now 1e+09) or rho (now 1e+30)': the stage's hints with their values in the training arguments
-    (a parameter this trainer lacks, e.g. rho for plain SFT, is left out)."""
+def divergence_message(stage: str, what: str, step: int | None = None, args=None) -> str:
+    """The text of a DivergenceError: stage, step, what was non-finite, the fix ('lower lr (now 1e+09) or rho (now
+    1e+30)': the stage's hints with their values in ``args``, leaving out a parameter this trainer lacks)."""
     parts = []
     for name in STAGE_HINTS.get(stage, ("lr",)):
         value = getattr(args, "learning_rate" if name == "lr" else name, None)
         if value is not None or name == "lr" or args is None:
             parts.append(name if value is None else f"{name} (now {value:g})" if isinstance(value, float)
                          else f"{name} (now {value!r})")
-    return "lower " + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1])
-
-
-def divergence_message(stage: str, what: str, step: int | None = None, args=None) -> str:
-    """The text of a DivergenceError: stage, step, what was non-finite, the fix."""
+    hint = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
     at = f" at step {step}" if step is not None else ""
     return (f"{stage} stage diverged{at}: {what}. Training was stopped; do not use its weights. "
-            f"Fix: {_hint_text(stage, args)} and rerun.")
-
-
-def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return params or list(model.named_parameters())
+            f"Fix: lower {hint} and rerun.")
 
 
 def _first_nonfinite(tensors: Sequence[tuple[str, torch.Tensor]]) -> tuple[int, str | None]:
-    """(number of tensors with a non-finite entry, name of the first); one host sync."""
-    by_device: dict[torch.device, list[int]] = {}
-    for i, (_, t) in enumerate(tensors):
-        by_device.setdefault(t.device, []).append(i)
-    bad: list[int] = []
-    for index in by_device.values():  # one reduction and one transfer per device (model parallel)
-        flags = torch.stack([torch.isfinite(tensors[i][1]).all() for i in index]).cpu()
-        bad += [index[j] for j in (~flags).nonzero().flatten().tolist()]
-    bad.sort()
+    """(number of tensors with a non-finite entry, name of the first); one host sync (the flags are gathered on the
+    first tensor's device, so model-parallel weights work too)."""
+    if not tensors:
+        return 0, None
+    device = tensors[0][1].device
+    flags = torch.stack([torch.isfinite(t).all().to(device) for _, t in tensors]).cpu()
+    bad = (~flags).nonzero().flatten().tolist()
     return len(bad), (tensors[bad[0]][0] if bad else None)
+
+
+def _bad_weights(model: nn.Module, when: str = "") -> str | None:
+    """What is wrong with the trained (all, if none is trainable) weights, None if all are finite."""
+    params = [(n, p.detach()) for n, p in model.named_parameters() if p.requires_grad]
+    params = params or [(n, p.detach()) for n, p in model.named_parameters()]
+    count, name = _first_nonfinite(params)
+    return f"{count} of {len(params)} trained weight tensors hold inf/NaN{when} (first: {name})" if count else None
 
 
 def check_finite_weights(model: nn.Module, stage: str = "train", args=None) -> None:
     """DivergenceError if a trainable parameter (all if none is trainable) is not finite; call it after
     ``trainer.train()``, before saving (``args``: the training arguments, whose values the message names)."""
-    params = _trainable(model)
-    count, name = _first_nonfinite([(n, p.detach()) for n, p in params])
-    if count:
-        raise DivergenceError(divergence_message(
-            stage, f"{count} of {len(params)} trained weight tensors hold inf/NaN (first: {name})", None, args))
+    what = _bad_weights(model)
+    if what:
+        raise DivergenceError(divergence_message(stage, what, None, args))
 
 
 class FiniteGuard(TrainerCallback):
@@ -89,23 +83,16 @@ class FiniteGuard(TrainerCallback):
             return
         grads = [(n, p.grad) for n, p in model.named_parameters() if p.requires_grad and p.grad is not None]
         count, name = _first_nonfinite(grads)
-        if not count:
-            self._bad_grad_steps = 0
-            return
-        self._bad_grad_steps += 1
-        if getattr(args, "fp16", False) and self._bad_grad_steps <= FP16_PATIENCE:
-            return  # the fp16 loss scaler skips this step and lowers its scale
-        self._fail(f"{count} of {len(grads)} gradient tensors hold inf/NaN (first: {name}); the loss or its "
-                   "gradient overflowed", args, state)
+        self._bad_grad_steps = self._bad_grad_steps + 1 if count else 0
+        if count and not (getattr(args, "fp16", False) and self._bad_grad_steps <= FP16_PATIENCE):
+            # (under fp16 the loss scaler skips such a step and lowers its scale, up to FP16_PATIENCE times)
+            self._fail(f"{count} of {len(grads)} gradient tensors hold inf/NaN (first: {name}); the loss or its "
+                       "gradient overflowed", args, state)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is None:
-            return
-        params = [(n, p.detach()) for n, p in _trainable(model)]
-        count, name = _first_nonfinite(params)
-        if count:
-            self._fail(f"{count} of {len(params)} trained weight tensors hold inf/NaN after the optimizer step "
-                       f"(first: {name})", args, state)
+        what = _bad_weights(model, " after the optimizer step") if model is not None else None
+        if what:
+            self._fail(what, args, state)
 
     def on_log(self, args, state, control, logs: dict | None = None, **kwargs):
         for key, value in (logs or {}).items():

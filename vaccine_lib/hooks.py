@@ -2,8 +2,9 @@
 wrappers, or by ``layers_path``), and the one hook set Vaccine and drift use.
 
 The *hidden embedding* ``e_l`` of layer ``l`` is its attention module's output (``output[0]`` of a tuple: after
-the output projection, before the residual add). Inside ``attention_hooks`` every forward calls ``fn(l, e_l)``;
-a returned tensor replaces ``e_l`` (Vaccine adds its perturbation, drift records ``e_l``)."""
+the output projection, before the residual add, as in the paper and its reference code). Inside
+``attention_hooks`` every forward calls ``fn(l, e_l)``; a returned tensor replaces ``e_l`` (Vaccine adds its
+perturbation, drift records ``e_l``)."""
 
 import contextlib
 import functools
@@ -13,8 +14,6 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-
-HookFn = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
 _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "transformer.layers",
                 "decoder.layers", "layers", "h")
@@ -44,16 +43,15 @@ def eval_mode(model: nn.Module):
 
 
 def get_decoder_layers(model: nn.Module, layers_path: str | None = None) -> list[nn.Module]:
-    """The decoder blocks of a causal LM, found generically (or by an explicit dotted path)."""
+    """The decoder blocks of a causal LM: at ``layers_path``, a known path, else the longest ``ModuleList``."""
     base = unwrap(model)
-    paths = (layers_path,) if layers_path else _LAYER_PATHS
-    for path in paths:
+    for path in (layers_path,) if layers_path else _LAYER_PATHS:
         layers = functools.reduce(lambda obj, name: getattr(obj, name, None), path.split("."), base)
         if isinstance(layers, nn.ModuleList) and len(layers) > 0:
             return list(layers)
     if layers_path:
-        raise ConfigError(f"layers_path {layers_path!r} does not name a non-empty nn.ModuleList on {type(base).__name__}")
-    # fallback: the longest ModuleList in the model
+        raise ConfigError(f"layers_path {layers_path!r} does not name a non-empty nn.ModuleList on "
+                          f"{type(base).__name__}")
     lists = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     if not lists:
         raise ConfigError(f"could not find decoder layers in {type(base).__name__}; pass layers_path='...'")
@@ -62,8 +60,7 @@ def get_decoder_layers(model: nn.Module, layers_path: str | None = None) -> list
 
 def get_attention_modules(model: nn.Module, layers_path: str | None = None,
                           attn_name: str | None = None) -> list[nn.Module]:
-    """The attention sub-module of each decoder block; its ``output[0]`` is the hidden embedding e_l (after the
-    output projection, before the residual add, as in the paper and its reference code)."""
+    """The attention sub-module of each decoder block (its output is the hidden embedding e_l)."""
     out = []
     names = (attn_name,) if attn_name else _ATTN_NAMES
     for i, layer in enumerate(get_decoder_layers(model, layers_path)):
@@ -76,10 +73,9 @@ def get_attention_modules(model: nn.Module, layers_path: str | None = None,
 
 
 @contextlib.contextmanager
-def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = None, attn_name: str | None = None):
-    """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output; yields the
-    attention modules (one per decoder layer). ``e_l``: the module's output tensor, or the first element of a
-    tuple / list output."""
+def attention_hooks(model: nn.Module, fn: Callable, *, layers_path: str | None = None, attn_name: str | None = None):
+    """Within the block, ``fn(layer_index, e_l)`` sees (and may replace) every attention output (a tensor, or the
+    first element of a tuple / list); yields the attention modules (one per decoder layer)."""
     modules = get_attention_modules(model, layers_path, attn_name)
 
     def hook(i, module, args, output):
@@ -93,10 +89,8 @@ def attention_hooks(model: nn.Module, fn: HookFn, *, layers_path: str | None = N
             return new
         return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
 
-    handles = []
+    handles = [module.register_forward_hook(functools.partial(hook, i)) for i, module in enumerate(modules)]
     try:
-        for i, module in enumerate(modules):
-            handles.append(module.register_forward_hook(functools.partial(hook, i)))
         yield modules
     finally:
         for h in handles:

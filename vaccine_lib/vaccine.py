@@ -2,49 +2,40 @@
 
 One Vaccine optimizer step on a batch:
 
-1. **Pass 1** (gradient variant): forward with a hook on every decoder layer's attention module that adds a
-   zero leaf tensor ``delta_l`` to the module's ``output[0]`` (the hidden embedding ``e_l``: after the output
-   projection, before the residual add). ``torch.autograd.grad(loss, deltas)`` gives ``g_l = dL/de_l`` exactly;
-   no parameter gradient is computed or accumulated.
-2. ``eps_l = rho * g_l / ||(g_1, ..., g_L)||`` with ONE global L2 norm over all layers and the whole (micro-)batch
-   (Eq. 3). ``eps = 0`` when the norm is zero or not finite. Detached.
-3. **Pass 2**: the usual ``Trainer.training_step`` (same loss, same loss scaling for gradient accumulation, same
-   ``accelerator.backward``) runs with hooks that add ``eps_l`` to each attention output; the optimizer then steps
-   on these gradients. The returned / logged ``loss`` is the perturbed (pass-2) loss.
+1. **Pass 1** (gradient variant): a hook adds a zero leaf ``delta_l`` to every layer's hidden embedding ``e_l``
+   (:mod:`vaccine_lib.hooks`, found generically, not by class name); ``torch.autograd.grad(loss, deltas)`` gives
+   ``g_l = dL/de_l`` exactly, no parameter gradient is computed.
+2. ``eps_l = rho * g_l / ||(g_1, ..., g_L)||``, ONE global L2 norm over all layers and the (micro-)batch (Eq. 3);
+   ``eps = 0`` when the norm is zero or not finite. Detached.
+3. **Pass 2**: the usual ``Trainer.training_step`` (same loss, loss scaling and ``accelerator.backward``) with hooks
+   that add ``eps_l`` to each attention output; the optimizer steps on these gradients. The logged ``loss`` is the
+   perturbed (pass-2) loss.
 
 Accelerated Vaccine (Appendix A): with ``tau > 1`` the perturbed step runs only when ``global_step % tau == 0``;
 the other steps are plain SFT steps.
 
-Design decisions (differences from the reference code, all deliberate):
+Deliberate differences from the reference code:
 
-* Layers are found generically (:func:`vaccine_lib.hooks.get_attention_modules`), not by class name; outputs that
-  are a tensor or a tuple/list whose first element is ``[B, T, d]`` are handled.
-* Pass 1 replays the RNG: the random state is forked around pass 1, so pass 2 draws the same dropout masks. The
-  perturbation is therefore computed for the same stochastic network it is applied to, and ``rho = 0`` reproduces
-  the plain SFT step exactly (also with dropout).
-* Gradient accumulation: the perturbation is computed per micro-batch (its norm is over the micro-batch), the
-  gradients of the perturbed micro-batch losses are accumulated as in the base Trainer.
-* Data parallel (DDP via ``accelerate launch`` / ``torchrun``): pass 1 runs inside ``model.no_sync()`` (it
-  computes no parameter gradient, so DDP has nothing to reduce) and the squared norm is all-reduced (sum) over
-  the processes. Each rank's loss is its shard's share of the global loss up to one common positive factor, so
-  ``eps`` on every rank equals the slice of the single-process ``eps`` computed on the concatenated global batch
-  (exactly so when the global loss is the mean of the per-rank losses, which is what DDP optimizes).
-* Gradient checkpointing: only non-reentrant checkpointing is supported (the transformers default). Hooks also
-  fire when a checkpointed layer is recomputed during backward; both hooks are stateless per layer (pass 1 reuses
-  the same ``delta_l``, pass 2 adds the same ``eps_l``), so recomputation sees the same values as the forward.
-* Mixed precision: both passes run under ``self.compute_loss_context_manager()`` (autocast); the norm is computed
-  in float32, ``eps_l`` is cast to the dtype of ``e_l`` when added. With fp16 the pass-1 loss is multiplied by the
-  grad scaler's scale before differentiating (the direction is scale-free) to avoid underflow.
-* FSDP / DeepSpeed: see ``configs/accelerate/`` — not tested here (CPU-only machine); pass 1 differentiates with
-  respect to activations only, which ZeRO-3 / FSDP parameter-gradient hooks never see.
+* Pass 1 replays the RNG (forked around it), so pass 2 draws the same dropout masks: the perturbation is computed
+  for the network it is applied to, and ``rho = 0`` reproduces the plain SFT step exactly (also with dropout).
+* Gradient accumulation: the perturbation (and its norm) is per micro-batch; the gradients of the perturbed
+  micro-batch losses accumulate as in the base Trainer.
+* DDP (``accelerate launch`` / ``torchrun``): pass 1 runs in ``model.no_sync()`` (no parameter gradient to reduce)
+  and the squared norm is all-reduced (sum), so each rank's ``eps`` is its slice of the single-process ``eps`` of
+  the global batch (exactly so when the global loss is the mean of the per-rank losses, as DDP optimizes).
+* Gradient checkpointing: non-reentrant only (the transformers default); both hooks are stateless per layer, so a
+  layer recomputed during backward sees the same ``delta_l`` / ``eps_l`` as the forward.
+* Mixed precision: both passes run under ``compute_loss_context_manager()`` (autocast); the norm is float32 and
+  ``eps_l`` is cast to ``e_l``'s dtype when added. Under fp16 the pass-1 loss is multiplied by the grad scaler's
+  scale before differentiating (the direction is scale-free) to avoid underflow.
+* FSDP / DeepSpeed (``configs/accelerate/``, untested on CPU): pass 1 differentiates activations only, which
+  ZeRO-3 / FSDP parameter-gradient hooks never see.
 
-Gaussian variant (paper Table 7, ``perturbation="gaussian"``): no pass 1. Every coordinate of every ``eps_l`` is
-drawn i.i.d. from ``N(0, sigma^2)``, fresh at every perturbed step, where
-
-* ``sigma = gaussian_std`` when that field is set (the paper's "variance rho'": ``gaussian_std = sqrt(rho')``), or
-* by default ``sigma = rho / sqrt(N)``, ``N`` = total number of perturbed coordinates over all layers (and over
-  all processes under DDP, assuming equal shard shapes), so that ``E||eps||^2 = rho^2``: a random direction with
-  the gradient variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling."""
+Gaussian variant (paper Table 7, ``perturbation="gaussian"``): no pass 1; every coordinate of every ``eps_l`` is
+drawn i.i.d. from ``N(0, sigma^2)``, fresh at every perturbed step, with ``sigma = gaussian_std`` (the paper's
+variance ``rho' = gaussian_std^2``) or by default ``rho / sqrt(N)``, ``N`` the perturbed coordinates over all layers
+(and processes, equal shard shapes assumed), so ``E||eps||^2 = rho^2``: a random direction with the gradient
+variant's budget (for large ``N`` the norm concentrates at ``rho``). No rescaling after sampling."""
 
 import contextlib
 import math
@@ -67,22 +58,17 @@ class VaccineConfig(TrainingArguments):
     """``TrainingArguments`` plus the Vaccine hyper-parameters."""
 
     rho: float = field(default=2.0, metadata={"help": "Perturbation intensity: global L2 norm of the perturbation "
-                       "over all layers and the batch (paper default 2; sweep 0.01..10). In config.RANGES['rho'] "
-                       "([0, 1000]); 0 gives the plain SFT update."})
-    tau: int = field(default=1, metadata={"help": "Accelerated Vaccine period: the two-pass perturbed step runs when "
-                     "global_step % tau == 0, a plain SFT step otherwise. 1 = every step (Algorithm 1). >= 1."})
-    perturbation: str = field(default="gradient", metadata={"help": "'gradient': eps_l = rho * g_l / ||g|| (Eq. 3); "
-                              "'gaussian': i.i.d. Gaussian noise, no pass 1 (paper Table 7), see gaussian_std."})
+                       "(paper 2; sweep 0.01..10; config.RANGES['rho']). 0 = plain SFT."})
+    tau: int = field(default=1, metadata={"help": "Accelerated Vaccine: perturbed step every tau steps (1 = always)"})
+    perturbation: str = field(default="gradient", metadata={"help": "'gradient' (Eq. 3) or 'gaussian' (Table 7)"})
     budget: str = field(default="global", metadata={"help": "'global': one L2 norm over all layers (Eq. 3); "
-                        "'per_layer': each of the L layers gets norm rho / sqrt(L) (total norm still rho), an "
-                        "ablation of the layer-0 concentration."})
-    gaussian_std: float | None = field(default=None, metadata={"help": "Gaussian variant only: per-coordinate "
-                                       "standard deviation (paper's variance rho' = std^2). None (default): std = "
-                                       "rho / sqrt(N), N = number of perturbed coordinates, so E||eps||^2 = rho^2."})
-    layers_path: str | None = field(default=None, metadata={"help": "Dotted path of the decoder layer list (e.g. "
-                                    "'model.layers'); None = found automatically."})
-    attn_name: str | None = field(default=None, metadata={"help": "Attribute name of the attention module in each "
-                                  "decoder layer; None = found automatically."})
+                        "'per_layer': norm rho / sqrt(L) per layer (ablation of the layer-0 concentration)."})
+    gaussian_std: float | None = field(default=None, metadata={"help": "Gaussian variant: per-coordinate std "
+                                       "(None: rho / sqrt(N), see the module docstring)"})
+    layers_path: str | None = field(default=None, metadata={"help": "Dotted path of the decoder layers, e.g. "
+                                    "'model.layers' (None: found automatically)"})
+    attn_name: str | None = field(default=None, metadata={"help": "Attention attribute of each decoder layer "
+                                  "(None: found automatically)"})
 
     def __post_init__(self):
         check_param("rho", self.rho)  # the one range of rho (config.RANGES): finite, bounded
@@ -102,17 +88,11 @@ class VaccineConfig(TrainingArguments):
                               "set use_reentrant=False or leave it unset; allowed values: False")
 
 
-EpsSource = Sequence[torch.Tensor] | Callable[[int, torch.Tensor], torch.Tensor]
-
-
 @contextlib.contextmanager
-def perturbed(model: nn.Module, eps: EpsSource, *, layers_path: str | None = None, attn_name: str | None = None):
-    """Within the block, every attention module's ``output[0]`` gets ``eps[l]`` added (pass 2).
-
-    ``eps`` is one tensor per decoder layer (broadcastable to ``[B, T, d]``; cast to the output's dtype) or a
-    callable ``(layer_index, e_l) -> tensor`` evaluated once per layer and cached (so a layer recomputed under
-    gradient checkpointing gets the same value). Hooks are removed on exit, also on error. Yields the cache dict
-    ``{layer_index: eps_l}`` of the values actually added."""
+def perturbed(model: nn.Module, eps: Sequence[torch.Tensor] | Callable, *, layers_path: str | None = None, attn_name: str | None = None):
+    """Pass 2: within the block every attention output gets ``eps[l]`` added; ``eps``: one tensor per layer or
+    ``(layer_index, e_l) -> tensor``, evaluated once per layer and cached (a layer recomputed under gradient
+    checkpointing gets the same value). Yields the cache ``{layer_index: eps_l}``."""
     used: dict[int, torch.Tensor] = {}
 
     def add_eps(i, e):
@@ -144,28 +124,21 @@ class Perturbation:
 def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_fn: Callable | None = None,
                             layers_path: str | None = None, attn_name: str | None = None, sync_norm: bool = False,
                             loss_scale: float | None = None, budget: str = "global") -> Perturbation:
-    """Pass 1 of Algorithm 1: ``eps_l = rho * g_l / ||(g_1..g_L)||`` with ``g_l = dL/de_l`` for every decoder layer,
-    plus the global gradient norm and the clean loss.
-
-    ``loss_fn(model, inputs) -> scalar`` defaults to ``model(**inputs).loss``. Only the hidden states are
-    differentiated (no parameter ``.grad`` is touched). ``sync_norm`` all-reduces the squared norm over the
-    initialised process group (data parallel), so every process gets its slice of the perturbation of the
-    global batch (the global loss being the mean of the per-process losses, as DDP averages gradients).
-    ``eps``: detached tensors shaped like the attention outputs; all zeros when the norm is zero or not finite."""
+    """Pass 1 of Algorithm 1 (module docstring): ``eps``, the global gradient norm and the clean loss.
+    ``loss_fn(model, inputs)`` defaults to ``model(**inputs).loss``; ``sync_norm`` all-reduces the squared norm
+    over the process group (DDP)."""
     check_param("rho", rho)
     deltas: dict[int, torch.Tensor] = {}
 
-    def add_delta(i, e):  # e_l -> e_l + delta_l, delta_l a zero leaf created on the first call, reused afterwards
-        d = deltas.get(i)
-        if d is None:
-            d = deltas[i] = torch.zeros_like(e, requires_grad=True)
-        return e + d
+    def add_delta(i, e):  # e_l + delta_l, delta_l a zero leaf made on the first call and reused afterwards
+        if i not in deltas:
+            deltas[i] = torch.zeros_like(e, requires_grad=True)
+        return e + deltas[i]
 
     loss_fn = loss_fn or default_loss
     no_sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
-    # Pass 1 needs no parameter gradient: with the trainable parameters frozen for its duration,
-    # autograd neither saves the inputs that weight gradients would need (one activation per
-    # LoRA/linear module) nor builds the graph below the first attention output.
+    # Pass 1 needs no parameter gradient: with the trainable parameters frozen, autograd neither saves the inputs
+    # weight gradients would need (one activation per LoRA/linear module) nor builds the graph below layer 0.
     trainable = [p for p in model.parameters() if p.requires_grad]
     try:
         with attention_hooks(model, add_delta, layers_path=layers_path, attn_name=attn_name) as modules:
@@ -190,16 +163,14 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
     world = dist.get_world_size() if sync_norm and dist.is_available() and dist.is_initialized() else 1
     if world > 1:
         dist.all_reduce(layer_sq, op=dist.ReduceOp.SUM)
-    raw = layer_sq.sum().sqrt()  # norm of the (possibly loss-scaled) gradients; the direction does not depend on the scale
+    raw = layer_sq.sum().sqrt()  # norm of the (possibly loss-scaled) gradients; the direction is scale-free
     ok = torch.isfinite(raw) & (raw > 0)
-    scale = torch.where(ok, rho / torch.where(ok, raw, torch.ones_like(raw)), torch.zeros_like(raw))  # no host sync
     if budget == "per_layer":  # rho / sqrt(L) along each layer's own gradient direction
-        norms = layer_sq.sqrt()
-        good = torch.isfinite(norms) & (norms > 0) & ok
-        scale = torch.where(good, rho / math.sqrt(len(grads)) / torch.where(good, norms, torch.ones_like(norms)),
-                            torch.zeros_like(norms))
+        norms, size = layer_sq.sqrt(), rho / math.sqrt(len(grads))
     else:
-        scale = scale.expand(len(grads))
+        norms, size = raw.expand(len(grads)), rho
+    ok = torch.isfinite(norms) & (norms > 0) & ok
+    scale = torch.where(ok, size / torch.where(ok, norms, torch.ones_like(norms)), torch.zeros_like(norms))  # no sync
     deltas.clear()  # the zero tensors of pass 1 are no longer needed
     # scale in place: no second copy of all layers' gradients at the peak
     eps = [g.mul_(c.to(g.dtype)) if g.dtype == acc else (g.to(acc) * c).to(g.dtype) for g, c in zip(grads, scale)]
@@ -210,10 +181,7 @@ def perturbation_with_stats(model: nn.Module, inputs: dict, rho: float, *, loss_
 
 def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_size: int = 1,
                      generator: torch.Generator | None = None) -> Callable[[int, torch.Tensor], torch.Tensor]:
-    """Callable for :func:`perturbed`: i.i.d. ``N(0, sigma^2)`` noise shaped like each attention output.
-
-    ``sigma = std`` if given, else ``rho / sqrt(n_layers * numel(e_l) * world_size)`` (so ``E||eps||^2 = rho^2``
-    over all layers and processes when every layer and shard has the same shape)."""
+    """``eps`` for :func:`perturbed`: the Gaussian variant's noise (module docstring), shaped like each output."""
     def sample(i: int, e: torch.Tensor) -> torch.Tensor:
         sigma = std if std is not None else rho / math.sqrt(max(1, n_layers * e.numel() * world_size))
         noise = torch.randn(e.shape, device=e.device, dtype=torch.float32, generator=generator)
@@ -222,19 +190,21 @@ def gaussian_sampler(rho: float, n_layers: int, std: float | None = None, world_
     return sample
 
 
-class VaccineTrainer(Trainer):
-    """``Trainer`` whose ``training_step`` is the Vaccine perturbed step (see the module docstring).
+_NO_STATS = {"grad_norm": 0.0, "eps_norm": 0.0, "clean_loss": 0.0, "micro": 0, "steps": 0, "last_step": None,
+             "n_grad": 0}
 
-    Logs, next to ``loss`` (the perturbed loss), averages since the last log over perturbed micro-batches:
-    ``vaccine/grad_norm`` (global norm of ``dL/de``, gradient variant), ``vaccine/eps_norm`` (this process's
-    share of the perturbation; equals ``rho`` in a single process) and
-    ``vaccine/clean_loss`` (pass-1 loss, scaled like ``loss``), and ``vaccine/perturbed_steps``."""
+
+class VaccineTrainer(Trainer):
+    """``Trainer`` whose ``training_step`` is the Vaccine perturbed step (module docstring). Logs averages over
+    perturbed micro-batches: ``vaccine/grad_norm`` (global norm of ``dL/de``), ``vaccine/eps_norm`` (this
+    process's share; ``rho`` in one process), ``vaccine/clean_loss`` (pass 1, scaled like ``loss``) and
+    ``vaccine/perturbed_steps``."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, VaccineConfig):
             raise ConfigError(f"VaccineTrainer needs args=VaccineConfig(...), got {type(self.args).__name__}")
-        self._vaccine_reset()
+        self._vaccine_stats = dict(_NO_STATS)
         self.vaccine_pass1_calls = 0  # total number of pass-1 computations (for tests / diagnostics)
         self.eps_layer_sq = None  # per-layer sum over perturbed micro-batches of ||eps_l||^2
 
@@ -245,17 +215,12 @@ class VaccineTrainer(Trainer):
         total = float(self.eps_layer_sq.sum())
         return [float(x) / total if total > 0 else 0.0 for x in self.eps_layer_sq]
 
-    def _vaccine_reset(self):
-        self._vaccine_stats = {"grad_norm": 0.0, "eps_norm": 0.0, "clean_loss": 0.0, "micro": 0, "steps": 0,
-                               "last_step": None, "n_grad": 0}
-
     def _rng_fork(self):
         dev = self.args.device
         if dev.type == "cpu":
             return torch.random.fork_rng(devices=[])
-        index = dev.index if dev.index is not None else 0
         try:
-            return torch.random.fork_rng(devices=[index], device_type=dev.type)
+            return torch.random.fork_rng(devices=[dev.index or 0], device_type=dev.type)
         except Exception:  # device type without RNG forking support: accept different dropout masks
             return contextlib.nullcontext()
 
@@ -265,7 +230,7 @@ class VaccineTrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
 
         model.train()
-        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+        if callable(getattr(self.optimizer, "train", None)):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
         stats = self._vaccine_stats
@@ -294,7 +259,7 @@ class VaccineTrainer(Trainer):
                     attn_name=args.attn_name, sync_norm=self.accelerator.num_processes > 1, loss_scale=loss_scale,
                     budget=args.budget)
             self.vaccine_pass1_calls += 1
-            eps: EpsSource = pert.eps
+            eps = pert.eps
             clean = pert.loss if loss_is_scaled_for_ga(self, num_items_in_batch) else (
                 pert.loss / self.current_gradient_accumulation_steps)
             stats["grad_norm"] += pert.grad_norm
@@ -324,9 +289,9 @@ class VaccineTrainer(Trainer):
             if stats["n_grad"]:
                 logs["vaccine/grad_norm"] = float(stats["grad_norm"]) / stats["n_grad"]
                 logs["vaccine/clean_loss"] = float(stats["clean_loss"]) / max(1, stats["steps"])
-            self._vaccine_reset()
-        # --- reliability (issue 10): a non-finite perturbation / hidden-gradient norm fails the run.
-        # (fp16: an overflowing pass-1 norm is expected now and then; the loss scaler handles it.)
+            self._vaccine_stats = dict(_NO_STATS)
+        # reliability (issue 10): a non-finite perturbation / hidden-gradient norm fails the run
+        # (under fp16 an overflowing pass-1 norm is expected now and then; the loss scaler handles it)
         for key in ("vaccine/eps_norm", "vaccine/grad_norm"):
             if key in logs and not math.isfinite(logs[key]) and not self.args.fp16:
                 raise DivergenceError(
