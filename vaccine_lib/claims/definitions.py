@@ -13,7 +13,7 @@ from .. import stats as S
 from ..errors import ConfigError
 from . import paper
 from .outcomes import (HARMFUL_PART, JUDGED, NO_JUDGE, Reference, check_outcomes, describe_excluded, infer_reference,
-                       load_model_metrics, load_timings, select)
+                       load_table, select)
 
 #: columns of the claims table (CSV / JSON)
 TABLE_COLUMNS = ("claim", "statement", "effect_label", "unit", "paper", "paper_effect", "paper_note", "judge",
@@ -61,8 +61,7 @@ class Claim:
     digits: int = 1
 
     @property
-    def uses_outcomes(self) -> bool:
-        """Claims in HS / FA points or % come from the per-item outcomes (the others from metrics or timings)."""
+    def uses_outcomes(self) -> bool:  # HS / FA points and % come from the per-item outcomes
         return self.unit in ("HS points", "FA points", "%")
 
     def decide(self, est: S.Estimate | None) -> str:
@@ -88,6 +87,12 @@ def _per_judge(df: pd.DataFrame, estimate, setting: str, detail) -> list[Row]:
             ((j, df[df["judge"] == j]) for j in sorted(df["judge"].unique()))]
 
 
+def _hs_slope(df: pd.DataFrame, x: str, name: str, **slope) -> list[Row]:
+    """Per judge, the slope of HS (points) over ``x``, paired by item."""
+    return _per_judge(df, lambda g: S.paired_slope(g, x, "harmful", scale=100, **slope), _levels(name, df, x),
+                      lambda g: "HS " + " / ".join(f"{v:.1f}" for v in g.groupby(x)["harmful"].mean() * 100))
+
+
 def _difference(a: pd.DataFrame, b: pd.DataFrame, metric: str, names: tuple[str, str], setting: str,
                 missing: str) -> list[Row]:
     """Paired difference a - b of ``metric`` (points) per judge, or one judge-free row for ``correct``."""
@@ -104,10 +109,13 @@ def _difference(a: pd.DataFrame, b: pd.DataFrame, metric: str, names: tuple[str,
             for j, ja, jb in ((j, a[a["judge"] == j], b[b["judge"] == j]) for j in judges)]
 
 
-def _finetuned(inp: Inputs, **conds) -> pd.DataFrame:
-    """Fine-tuned models' outcomes at the reference task and n (double LoRA, the paper's default mode)."""
-    ft = select(inp.outcomes, stage="finetune", task=inp.reference.task, n=inp.reference.n)
-    return select(ft[ft["lora"].isna() | (ft["lora"] == "double")] if ft["lora"].notna().any() else ft, **conds)
+def _double_lora(df: pd.DataFrame) -> pd.DataFrame:  # double LoRA, the paper's default mode, where recorded
+    return df[df["lora"].isna() | (df["lora"] == "double")] if "lora" in df else df
+
+
+def _finetuned(inp: Inputs, **conds) -> pd.DataFrame:  # fine-tuned models' outcomes at the reference task and n
+    return select(_double_lora(select(inp.outcomes, stage="finetune", task=inp.reference.task, n=inp.reference.n)),
+                  **conds)
 
 
 def _vaccine(ft: pd.DataFrame, r: Reference, **kw) -> pd.DataFrame:
@@ -134,8 +142,7 @@ def _sft_hs_slope_over_p(inp: Inputs) -> list[Row]:
     sft = _finetuned(inp, method="SFT", part=HARMFUL_PART).dropna(subset=["harmful", "p"])
     if sft["p"].nunique() < 3:
         return _not_run(f"needs SFT at >= 3 harmful ratios p (has {sft['p'].nunique()})")
-    return _per_judge(sft, lambda g: S.paired_slope(g, "p", "harmful", per=0.1, scale=100), _levels("SFT", sft, "p"),
-                      lambda g: "HS " + " / ".join(f"{v:.1f}" for v in g.groupby("p")["harmful"].mean() * 100))
+    return _hs_slope(sft, "p", "SFT", per=0.1)
 
 
 def _sft_model_metric_slope_over_p(metric: str):
@@ -144,9 +151,7 @@ def _sft_model_metric_slope_over_p(metric: str):
         mm, r = inp.model_metrics, inp.reference
         if mm is None or metric not in mm.columns:
             return _not_run(f"needs per-model {metric} (model metrics table)")
-        sft = select(mm, method="SFT", task=r.task, n=r.n)
-        sft = sft[sft["lora"].isna() | (sft["lora"] == "double")] if "lora" in sft else sft
-        sft = sft.dropna(subset=[metric, "p"])
+        sft = _double_lora(select(mm, method="SFT", task=r.task, n=r.n)).dropna(subset=[metric, "p"])
         if sft["p"].nunique() < 3:
             return _not_run(f"needs SFT {metric} at >= 3 harmful ratios p (has {sft['p'].nunique()})")
         return [Row(NO_JUDGE, S.seed_slope(sft, "p", metric, per=0.1), setting=_levels("SFT", sft, "p"),
@@ -176,9 +181,7 @@ def _vaccine_hs_slope_over_rho(inp: Inputs) -> list[Row]:
     vac = vac[vac["rho"] > 0].dropna(subset=["harmful"])
     if vac["rho"].nunique() < 3:
         return _not_run(f"needs Vaccine at >= 3 values of rho (has {vac['rho'].nunique()}; the full profile sweeps it)")
-    return _per_judge(vac, lambda g: S.paired_slope(g, "rho", "harmful", transform="log10", scale=100),
-                      _levels(f"Vaccine, p = {r.p_star:g}", vac, "rho"),
-                      lambda g: "HS " + " / ".join(f"{v:.1f}" for v in g.groupby("rho")["harmful"].mean() * 100))
+    return _hs_slope(vac, "rho", f"Vaccine, p = {r.p_star:g}", transform="log10")
 
 
 def _gradient_vs_gaussian_hs(inp: Inputs) -> list[Row]:
@@ -210,9 +213,8 @@ def _step_time_ratio(accelerated: bool):
         if "seconds" in num.columns and num["seconds"].notna().sum() >= 2:
             est = S.ratio_of_means(num["seconds"].dropna(), sft["seconds"].dropna())
         else:
-            a, b = num.iloc[0], sft.iloc[0]
-            est = S.ratio_from_summary(float(a["step_s"]), float(a.get("step_s_sd", math.nan)), int(a.get("steps", 0)),
-                                       float(b["step_s"]), float(b.get("step_s_sd", math.nan)), int(b.get("steps", 0)))
+            est = S.ratio_from_summary(*(v for r in (num.iloc[0], sft.iloc[0]) for v in (
+                float(r["step_s"]), float(r.get("step_s_sd", math.nan)), int(r.get("steps", 0)))))
         col = "seconds" if "seconds" in t.columns else "step_s"
         return [Row(NO_JUDGE, est, setting=setting, detail=f"{num[col].mean():.3g} s vs {sft[col].mean():.3g} s per step")]
 
@@ -238,16 +240,13 @@ CLAIMS: tuple[Claim, ...] = (
           direction=+1, paper_note="increases (figure only, no values)", digits=3),
     Claim("C2a", "Vaccine HS < SFT HS at equal p", "HS(Vaccine) - HS(SFT) at p*", "HS points", "Table 1",
           "03_harmful_finetuning", "default", _vaccine_vs_sft("harmful"), direction=-1,
-          paper_effect=paper.table1_at("hs", "Vaccine", paper.DEFAULT_P) - paper.table1_at("hs", "SFT", paper.DEFAULT_P),
-          paper_note=f"p = {paper.DEFAULT_P:g}, {_TABLE1}"),
+          paper_effect=paper.vaccine_minus_sft("hs", paper.DEFAULT_P), paper_note=f"p = {paper.DEFAULT_P:g}, {_TABLE1}"),
     Claim("C2b", "Vaccine FA within 2 points of SFT FA", "FA(Vaccine) - FA(SFT) at p*", "FA points", "Table 1",
           "03_harmful_finetuning", "default", _vaccine_vs_sft("correct"), rule="interval", bounds=(-2.0, 2.0),
-          paper_effect=paper.table1_at("fa", "Vaccine", paper.DEFAULT_P) - paper.table1_at("fa", "SFT", paper.DEFAULT_P),
-          paper_note=f"p = {paper.DEFAULT_P:g}, {_TABLE1}"),
+          paper_effect=paper.vaccine_minus_sft("fa", paper.DEFAULT_P), paper_note=f"p = {paper.DEFAULT_P:g}, {_TABLE1}"),
     Claim("C2c", "Vaccine HS < SFT HS with clean fine-tuning", "HS(Vaccine) - HS(SFT) at p = 0", "HS points",
           "Table 1", "03_harmful_finetuning", "default", _vaccine_vs_sft("harmful", clean=True), direction=-1,
-          paper_effect=paper.table1_at("hs", "Vaccine", 0.0) - paper.table1_at("hs", "SFT", 0.0),
-          paper_note=f"clean, {_TABLE1}"),
+          paper_effect=paper.vaccine_minus_sft("hs", 0.0), paper_note=f"clean, {_TABLE1}"),
     Claim("C3", "larger rho, lower HS", "slope of Vaccine's HS per 10x rho at p*", "HS points", "Table 6",
           "04_evaluation_and_ablations", "full", _vaccine_hs_slope_over_rho, direction=-1,
           paper_effect=paper.slope(paper.TABLE6["rho"], paper.TABLE6["hs"], log=True), paper_note="rho = 0.01 .. 10"),
@@ -299,11 +298,11 @@ def evaluate_claims(outcomes: pd.DataFrame | None = None, model_metrics=None, ti
     """
     if not isinstance(min_judges, int) or min_judges < 1:
         raise ConfigError(f"min_judges={min_judges!r} must be an integer >= 1 (2 = every HS verdict needs two judges)")
-    excluded = [] if outcomes is None else list(getattr(outcomes, "attrs", {}).get("excluded", []))
-    flag = describe_excluded(excluded)
+    flag = describe_excluded([] if outcomes is None else list(getattr(outcomes, "attrs", {}).get("excluded", [])))
     if outcomes is not None:
         outcomes = check_outcomes(outcomes)
-    inp = Inputs(outcomes, load_model_metrics(model_metrics), load_timings(timings), infer_reference(outcomes, reference))
+    inp = Inputs(outcomes, load_table(model_metrics, "model metrics"), load_table(timings, "timings"),
+                 infer_reference(outcomes, reference))
     out = []
     for claim in claims:
         no_outcomes = claim.uses_outcomes and (outcomes is None or outcomes.empty)
@@ -311,18 +310,13 @@ def evaluate_claims(outcomes: pd.DataFrame | None = None, model_metrics=None, ti
         verdicts = [claim.decide(r.estimate) for r in rows]
         combined, note = _combine(rows, verdicts, min_judges)
         for r, v in zip(rows, verdicts):
-            e = r.estimate
-            row_note = note or r.note or (e.note if e else "")
+            e = r.estimate or S.Estimate(math.nan)
+            row_note = note or r.note or e.note
             if flag and claim.uses_outcomes:
                 row_note = f"{row_note}; {flag}" if row_note else flag
-            out.append({
-                "claim": claim.id, "statement": claim.statement, "effect_label": claim.effect_label,
-                "unit": claim.unit, "paper": claim.paper, "paper_effect": claim.paper_effect,
-                "paper_note": claim.paper_note, "judge": r.judge, "effect": e.effect if e else math.nan,
-                "ci_lo": e.lo if e else math.nan, "ci_hi": e.hi if e else math.nan,
-                "p_value": e.p_value if e else math.nan, "n_items": e.n_items if e else 0,
-                "n_seeds": e.n_seeds if e else 0, "method": e.method if e else "", "setting": r.setting,
-                "detail": r.detail, "judge_verdict": v, "verdict": combined, "note": row_note,
-                "notebook": claim.notebook, "profile": profile if e else claim.profile,
-            })
+            out.append({**{k: getattr(claim, k) for k in TABLE_COLUMNS[1:7]}, "claim": claim.id, "judge": r.judge,
+                        "effect": e.effect, "ci_lo": e.lo, "ci_hi": e.hi, "p_value": e.p_value, "n_items": e.n_items,
+                        "n_seeds": e.n_seeds, "method": e.method, "setting": r.setting, "detail": r.detail,
+                        "judge_verdict": v, "verdict": combined, "note": row_note, "notebook": claim.notebook,
+                        "profile": profile if r.estimate else claim.profile})
     return pd.DataFrame(out, columns=list(TABLE_COLUMNS))

@@ -34,20 +34,19 @@ FINITE_METRICS = ("hs", "fa", "refusal_rate")
 
 
 def check_run_dir(run_dir) -> Path:
-    """``run_dir`` if it is a run directory of this project with finished evaluations, else a ConfigError saying
-    what it is (missing, a file, empty, a foreign folder, nothing evaluated yet) and the fix."""
+    """``run_dir`` if it holds finished evaluations of this project, else a ConfigError saying what it is."""
     path = Path(run_dir)
-    fix = "pass the run directory the notebooks or python -m vaccine_lib.runner train wrote (runs/<profile>)"
+    evals = ResultsStore(path).results_dir
     problem = ("does not exist" if not path.exists() else "is a file, not a folder" if not path.is_dir()
                else "is empty" if not any(path.iterdir()) else "")
-    evals = ResultsStore(path).results_dir
     if not problem and not evals.is_dir():
         problem = ("is not a run directory of this project (no eval/, align/ or finetune/ folder)"
                    if not any((path / d).is_dir() for d in ("align", "finetune")) else "has no eval/ folder yet")
     if not problem and not any((d / "done.json").is_file() for d in evals.iterdir()):
         problem = "has no finished evaluation under eval/ yet"
     if problem:
-        raise ConfigError(f"run_dir={str(path)!r} {problem}; {fix}", param="run_dir")
+        raise ConfigError(f"run_dir={str(path)!r} {problem}; pass the run directory the notebooks or "
+                          "python -m vaccine_lib.runner train wrote (runs/<profile>)", param="run_dir")
     return path
 
 
@@ -84,15 +83,6 @@ def _model_meta(cfg: dict) -> dict:
             "tau": cfg.get("tau", 1) if vaccine else 1, "lora": cfg.get("lora")}
 
 
-def _resolve_judges(rejudge) -> dict:
-    rejudge = [rejudge] if isinstance(rejudge, str) else rejudge or {}
-    judges = dict(rejudge) if isinstance(rejudge, Mapping) else {name: get_judge(name) for name in rejudge}
-    for name, j in judges.items():
-        if not callable(getattr(j, "judge", None)):
-            raise ConfigError(f"rejudge[{name!r}] must have a .judge(questions, answers) method (a vaccine_lib judge)")
-    return judges
-
-
 def describe_excluded(excluded: list[dict], show: int = 3) -> str:
     """One line naming the excluded evaluations (the first ``show``) and why: the flag the claims table carries."""
     named = "; ".join(f"{e['evaluation']}: {e['reason']}" for e in excluded[:show])
@@ -101,19 +91,17 @@ def describe_excluded(excluded: list[dict], show: int = 3) -> str:
 
 
 def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
-    """Per-item outcomes (:data:`OUTCOME_COLUMNS`) of every usable evaluation in ``run_dir/eval/``.
-
-    One row per (model, judge, part, item): ``part`` is ``"harmful"`` for the HS prompts, else the task or
-    another benign part; ``harmful`` is set on harmful prompts only, ``refusal`` where the judge gave one,
-    ``correct`` on task items, ``words`` = words of the answer. ``item_id`` hashes (part, question, input), so the
-    same prompt has the same id in every model (pairing). ``rejudge``: judge names or ``{name: judge}`` adding
-    rows (``judge=name``) judged from the stored answers. Of several evaluations of one model under one judge
-    the most recent is kept (with a warning). Unusable evaluations are in ``attrs["excluded"]`` (none usable:
-    an empty table, so every outcome claim is "not run" with the exclusions named, e.g. the smoke profile's
-    random model, whose answers are all degenerate).
-    """
+    """Per-item outcomes (:data:`OUTCOME_COLUMNS`) of every usable evaluation in ``run_dir/eval/``: one row per
+    (model, judge, part, item); ``item_id`` hashes (part, question, input), so a prompt has the same id in every
+    model (pairing). ``rejudge`` (judge names or ``{name: judge}``) adds rows judged from the stored answers. Of
+    several evaluations of one model under one judge the most recent is kept (with a warning); unusable ones are
+    listed in ``attrs["excluded"]`` (none usable, as with the smoke profile's random model: an empty table)."""
     run_dir = check_run_dir(run_dir)
-    judges = _resolve_judges(rejudge)
+    rejudge = [rejudge] if isinstance(rejudge, str) else rejudge or {}
+    judges = dict(rejudge) if isinstance(rejudge, Mapping) else {name: get_judge(name) for name in rejudge}
+    for name, j in judges.items():
+        if not callable(getattr(j, "judge", None)):
+            raise ConfigError(f"rejudge[{name!r}] must have a .judge(questions, answers) method (a vaccine_lib judge)")
     frames, excluded = [], []
     for folder in sorted(d for d in ResultsStore(run_dir).results_dir.iterdir() if (d / "done.json").is_file()):
         cfg, gens, why = _read_evaluation(folder)
@@ -175,8 +163,17 @@ def check_outcomes(df: pd.DataFrame) -> pd.DataFrame:
     return out[list(OUTCOME_COLUMNS) + [c for c in out.columns if c not in OUTCOME_COLUMNS]]
 
 
-def _load_table(data, what: str, source: str, ok, need: str) -> pd.DataFrame | None:
-    """A CSV path or DataFrame of ``what`` (``source`` writes it) whose columns pass ``ok``, else a ConfigError."""
+#: the per-model and per-step tables beside the outcomes: (who writes it, a check of its columns, what it needs)
+TABLES = {"model metrics": ("notebook 01 (fig2_harmful_drift.csv)", lambda c: {"p", "seed"} <= c
+                            and bool(c & {"method", "defense"}) and bool(c & {"drift", "align_loss"}),
+                            "method (or defense), p, seed and drift and/or align_loss"),
+          "timings": ("notebook 05 (table5_overhead.csv)", lambda c: "method" in c and bool(c & {"seconds", "step_s"}),
+                      "method and seconds (one row per step) or method, step_s, step_s_sd, steps (one row per method)")}
+
+
+def load_table(data, what: str) -> pd.DataFrame | None:
+    """A CSV path or DataFrame of the table ``what`` (:data:`TABLES`) with the columns it needs, else a ConfigError."""
+    source, ok, need = TABLES[what]
     if data is None or isinstance(data, pd.DataFrame):
         df = None if data is None else data.copy()
     elif not Path(data).is_file():
@@ -189,23 +186,7 @@ def _load_table(data, what: str, source: str, ok, need: str) -> pd.DataFrame | N
                               "writes") from None
     if df is not None and not ok(set(df.columns)):
         raise ConfigError(f"{what} need columns {need}; got {list(df.columns)}")
-    return df
-
-
-def load_model_metrics(data) -> pd.DataFrame | None:
-    """Per-model metrics (CSV path or DataFrame): method (or defense), p, seed, and drift and/or align_loss."""
-    df = _load_table(data, "model metrics", "notebook 01 (fig2_harmful_drift.csv)",
-                     lambda c: {"p", "seed"} <= c and bool(c & {"method", "defense"}) and bool(c & {"drift", "align_loss"}),
-                     "method (or defense), p, seed and drift and/or align_loss")
     return df.rename(columns={"defense": "method"}) if df is not None and "method" not in df else df
-
-
-def load_timings(data) -> pd.DataFrame | None:
-    """Step timings (CSV path or DataFrame): per step (method, seconds[, tau]) or per method (method, step_s,
-    step_s_sd, steps)."""
-    return _load_table(data, "timings", "notebook 05 (table5_overhead.csv)",
-                       lambda c: "method" in c and bool(c & {"seconds", "step_s"}),
-                       "method and seconds (one row per step) or method, step_s, step_s_sd, steps (one row per method)")
 
 
 @dataclass(frozen=True)
@@ -225,8 +206,7 @@ class Reference:
 
 
 def reference_from_profile(name: str) -> Reference:
-    """The profile's headline setting (finetune.p, align.rho, finetune.task, finetune.n); an empty Reference
-    (inferred from the outcomes, with a warning) when the profile cannot be loaded."""
+    """The profile's finetune.p, align.rho, finetune.task and n; an empty Reference (inferred) if it cannot load."""
     try:
         P = load_profile(name)
         f = P.finetune

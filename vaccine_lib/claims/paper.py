@@ -35,9 +35,10 @@ def table5() -> pd.DataFrame:
     return pd.DataFrame([{"method": m, **v} for m, v in TABLE5.items()])
 
 
-def table1_at(metric: str, defense: str, p: float) -> float:
-    """One cell of Table 1 (``metric`` "hs" or "fa")."""
-    return TABLE1[metric][defense][TABLE1_P.index(p)]
+def vaccine_minus_sft(metric: str, p: float) -> float:
+    """Table 1's Vaccine - SFT in ``metric`` ("hs" or "fa") at harmful ratio ``p``."""
+    i = TABLE1_P.index(p)
+    return TABLE1[metric]["Vaccine"][i] - TABLE1[metric]["SFT"][i]
 
 
 def slope(x, y, per: float = 1.0, log: bool = False) -> float:
