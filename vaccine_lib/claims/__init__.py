@@ -1,11 +1,7 @@
-"""The paper's claims and the verdicts our runs give: computed, never typed.
-
-- :mod:`.paper`: the paper's own numbers (the one transcription; notebooks' side-by-side tables read it too);
-- :mod:`.outcomes`: the inputs (per-item outcomes of a run directory, model metrics, timings, reference setting);
-- :mod:`.definitions`: each claim, the function computing its effect and CI, and the table of verdicts;
-- :mod:`.report`: the table on disk (CSV + JSON with provenance), markdown, the README block, the CLI;
-- :mod:`.regime`: R1-R3, when the CPU miniature can test the claims at all.
-"""
+"""The paper's claims and the verdicts our runs give: computed, never typed. :mod:`.paper` holds the paper's
+numbers (the one transcription), :mod:`.outcomes` the inputs (per-item outcomes, model metrics, timings, reference
+setting), :mod:`.definitions` each claim and the table of verdicts, :mod:`.report` the table on disk, markdown, the
+README block and the CLI, :mod:`.regime` R1-R3 and the power of the Vaccine - SFT comparison."""
 
 from . import paper, regime
 from .definitions import CLAIMS, evaluate_claims, get_claim

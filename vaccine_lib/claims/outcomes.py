@@ -1,10 +1,7 @@
 """The claims' inputs: per-item outcomes of a run directory, per-model metrics, step timings, and the reference
-setting (p*, rho, task, n) the claims compare at.
-
-An evaluation that is no measurement is never counted: a ``degenerate`` flag in its metrics (mostly empty or
-looping answers), a non-finite headline metric, no stored answers or an unreadable file exclude it, with a
-warning, and ``outcomes.attrs["excluded"]`` lists it so the claims table names it in every outcome claim's note.
-"""
+setting (p*, rho, task, n) the claims compare at. An evaluation that is no measurement (a ``degenerate`` flag:
+mostly empty or looping answers; a non-finite headline metric; no answers; an unreadable file) is never counted:
+it is excluded with a warning and ``outcomes.attrs["excluded"]`` lists it for every outcome claim's note."""
 
 import hashlib
 import json

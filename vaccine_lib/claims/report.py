@@ -38,6 +38,7 @@ from .outcomes import NO_JUDGE, Reference, infer_reference, load_outcomes, refer
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "claims"
 README = RM.README
 BEGIN, END = RM.markers("claims")
+SUMMARY_COLUMNS = ("claim", "paper", "paper effect", "ours: effect [95 % CI]", "verdict", "notebook", "profile")
 
 
 def _sha256_files(paths: Sequence[Path], root: Path) -> str:
@@ -89,7 +90,8 @@ def read_claims_table(stem=DEFAULT_TABLE) -> pd.DataFrame:
 
 def _rendered(stem) -> str:  # the README block the table at ``stem`` (CSV + its JSON's provenance) renders to
     table, path = read_claims_table(stem), Path(stem).with_suffix(".json")
-    return render_block(table, json.loads(path.read_text(encoding="utf-8")).get("provenance", {}) if path.is_file() else {})
+    prov = json.loads(path.read_text(encoding="utf-8")).get("provenance", {}) if path.is_file() else {}
+    return render_block(table, prov)
 
 
 def _num(x: float, digits: int) -> str:
@@ -99,32 +101,30 @@ def _num(x: float, digits: int) -> str:
 
 
 def _fmt_effect(row, digits: int) -> str:
-    e = f"{_num(row['effect'], digits)}{'x' if row['unit'] == 'x' else ''}"
+    judge = "" if row["judge"] == NO_JUDGE else f"{row['judge']}{' (primary)' * (row['judge'] == DEFAULT_JUDGE)}: "
+    e = f"{judge}{_num(row['effect'], digits)}{'x' if row['unit'] == 'x' else ''}"
     if math.isfinite(row["ci_lo"]) and math.isfinite(row["ci_hi"]):
         return f"{e} [{_num(row['ci_lo'], digits)}, {_num(row['ci_hi'], digits)}]"
     return f"{e} (no CI)"
 
 
-SUMMARY_COLUMNS = ("claim", "paper", "paper effect", "ours: effect [95 % CI]", "verdict", "notebook", "profile")
-
-
 def summarize_claims(table: pd.DataFrame, notebook: str | None = None) -> pd.DataFrame:
-    """One row per claim of ``notebook`` (prefix, e.g. ``"03"``) or all, as display strings: claim, paper, paper
-    effect, ours per judge (the primary judge, ``judge.DEFAULT_JUDGE``, first and marked), verdict, notebook, profile."""
+    """One row per claim of ``notebook`` (prefix, e.g. ``"03"``) or all, as display strings (:data:`SUMMARY_COLUMNS`);
+    ours per judge, the primary judge (``judge.DEFAULT_JUDGE``) first and marked."""
     if notebook:
         table = table[table["notebook"].astype(str).str.startswith(str(notebook))]
     out = []
     for cid, g in table.groupby("claim", sort=False):
         first, digits = g.iloc[0], next((c.digits for c in CLAIMS if c.id == cid), 1)
         unit, pe, not_run = "x" if first["unit"] == "x" else "", first["paper_effect"], first["verdict"] == S.NOT_RUN
-        paper_eff = f"{_num(pe, digits)}{unit} ({first['paper_note']})" if math.isfinite(pe) else first["paper_note"] or "-"
+        paper_eff = (f"{_num(pe, digits)}{unit} ({first['paper_note']})" if math.isfinite(pe)
+                     else first["paper_note"] or "-")
         if not_run:
             ours = f"not run: {first['note']}" if first["note"] else "not run"
         else:
             rows = sorted((r for _, r in g.iterrows() if r["judge_verdict"] != S.NOT_RUN),
                           key=lambda r: r["judge"] != DEFAULT_JUDGE)  # the primary judge first (docs/judges.md)
-            ours = "; ".join(("" if r["judge"] == NO_JUDGE else f"{r['judge']}{' (primary)' * (r['judge'] == DEFAULT_JUDGE)}: ")
-                             + _fmt_effect(r, digits) for r in rows)
+            ours = "; ".join(_fmt_effect(r, digits) for r in rows)
             ours += f" ({first['setting']})" if first["setting"] else ""
         verdict = first["verdict"] + (f" ({first['note']})" if not not_run and first["note"] else "")
         out.append(dict(zip(SUMMARY_COLUMNS, (
@@ -182,9 +182,8 @@ def claims_table(outcomes, model_metrics=None, timings=None, *, run_dir=None, re
 
 def claims_for_run(P, run_dir, tables_dir, rejudge: Sequence[str] = ("probe",), min_judges: int = 2,
                    write: bool = True) -> tuple[pd.DataFrame, dict]:
-    """The claims table of one profile's run: outcomes from ``run_dir`` (own judge + ``rejudge``), drift and
-    alignment loss from notebook 01's ``fig2_harmful_drift.csv``, step times from notebook 05's
-    ``table5_overhead.csv`` in ``tables_dir``; written to ``tables_dir/claims.{csv,json}``."""
+    """The claims table of one profile's run: outcomes from ``run_dir`` (own judge + ``rejudge``), notebook 01's
+    drift and alignment loss and notebook 05's step times from ``tables_dir``; written there as claims.{csv,json}."""
     tables_dir = Path(tables_dir)
     metrics, timings = (f if f.is_file() else None for f in (tables_dir / "fig2_harmful_drift.csv",
                                                               tables_dir / "table5_overhead.csv"))
@@ -206,8 +205,8 @@ def notebook_claims(P, run_dir, tables_dir, notebook: str) -> str:
 
 
 def _check_options(args, outcomes=None) -> None:
-    """--profile is a profile, --rejudge names judges, --p-star / --rho lie in the range their stage config declares
-    (one home) and, given a run, are values it has (else every claim at them would silently be "not run")."""
+    """--profile and --rejudge exist, --p-star / --rho lie in their stage config's range and, given a run, are
+    values it has (else every claim at them would silently be "not run")."""
     if args.profile and outcomes is None:
         try:
             load_profile(args.profile)
@@ -238,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vaccine_lib.claims",
                                  description="the claims table from a run's outputs, and the README block from it")
     ap.add_argument("--run-dir", help="run directory (runs/<profile>) whose eval/ holds the per-item outcomes")
-    ap.add_argument("--model-metrics", help="CSV of per-model drift / align_loss (figures/tables/fig2_harmful_drift.csv)")
+    ap.add_argument("--model-metrics", help="CSV of per-model drift / align_loss (figures/tables/"
+                    "fig2_harmful_drift.csv)")
     ap.add_argument("--timings", help="CSV of step timings (figures/tables/table5_overhead.csv)")
     ap.add_argument("--rejudge", nargs="*", default=[],
                     help=f"also judge the stored answers with these ({', '.join(JUDGES)})")
@@ -255,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--readme", default=str(README))
     args = ap.parse_args(argv)
     if args.min_judges < 1:
-        ap.error(f"--min-judges={args.min_judges} is out of range; allowed range: integers >= 1. Fix: e.g. --min-judges 2")
+        ap.error(f"--min-judges={args.min_judges} is out of range; allowed range: integers >= 1. "
+                 "Fix: e.g. --min-judges 2")
     compute = args.compute or any([args.run_dir, args.model_metrics, args.timings])
     if not (compute or args.render_readme or args.check_readme):
         ap.error("nothing to do: give inputs (--run-dir / --model-metrics / --timings), --compute, "
