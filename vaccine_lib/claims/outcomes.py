@@ -71,7 +71,8 @@ def _model_meta(cfg: dict) -> dict:
     stage = cfg.get("stage", "finetune" if cfg.get("finetune_key") else "align")
     method = cfg.get("method")
     if stage == "align":
-        method = {"none": "base", "sft": "SFT-aligned", "vaccine": "Vaccine-aligned"}.get(cfg.get("align_method"), method)
+        method = {"none": "base", "sft": "SFT-aligned", "vaccine": "Vaccine-aligned"}.get(cfg.get("align_method"),
+                                                                                           method)
     vaccine = cfg.get("align_method") == "vaccine"
     return {"model_id": cfg.get("finetune_key") or cfg.get("align_key"), "stage": stage, "method": method,
             "task": cfg.get("task"), "n": cfg.get("n"), "p": cfg.get("p"),
@@ -112,8 +113,7 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
         flag = lambda g, k: math.nan if g.get(k) is None else float(bool(g[k]))  # noqa: E731
         frame = pd.DataFrame([{**meta, "part": str(g.get("part", HARMFUL_PART)), "item_id": i,
                                "harmful": flag(g, "harmful") if g.get("part", HARMFUL_PART) == HARMFUL_PART
-                               else math.nan,
-                               "refusal": flag(g, "refusal"), "correct": flag(g, "correct"),
+                               else math.nan, "refusal": flag(g, "refusal"), "correct": flag(g, "correct"),
                                "words": len(str(g.get("answer", "")).split())} for g, i in zip(gens, ids)])
         frame = frame.assign(judge=own, _created=cfg["_created"])
         frames.append(frame)
@@ -154,9 +154,10 @@ def check_outcomes(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in ("p", "rho", "tau", "n", "seed", "harmful", "refusal", "correct", "words"):
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
-        bad = out[c].notna() & ~out[c].isin((0.0, 1.0)) if c in ("harmful", "refusal", "correct") else None
-        if bad is not None and bad.any():
-            raise ConfigError(f"outcome column {c!r} must be 0/1 (or missing); found {sorted(out.loc[bad, c].unique())[:5]}")
+        bad = out[c].notna() & ~out[c].isin((0.0, 1.0))
+        if c in ("harmful", "refusal", "correct") and bad.any():
+            raise ConfigError(f"outcome column {c!r} must be 0/1 (or missing); "
+                              f"found {sorted(out.loc[bad, c].unique())[:5]}")
     return out[list(OUTCOME_COLUMNS) + [c for c in out.columns if c not in OUTCOME_COLUMNS]]
 
 
@@ -232,15 +233,16 @@ def infer_reference(outcomes: pd.DataFrame | None, ref: Reference | None = None)
     def mode(s):
         return None if s.dropna().empty else s.dropna().value_counts().sort_index(kind="stable").idxmax()
 
+    vaccine = {"method": "Vaccine", "perturbation": "gradient", "tau": 1}  # Vaccine at its reference settings
     models = outcomes[outcomes["stage"] == "finetune"].drop_duplicates("model_id")
     task = ref.task or mode(models["task"])
     n = ref.n if ref.n is not None else mode(select(models, method="SFT", task=task)["n"])
-    rho = ref.rho if ref.rho is not None else mode(select(models, method="Vaccine", perturbation="gradient", tau=1)["rho"])
+    rho = ref.rho if ref.rho is not None else mode(select(models, **vaccine)["rho"])
     p_star = ref.p_star
     if p_star is None:
         ft = select(outcomes, stage="finetune", task=task, n=n, part=HARMFUL_PART)
         both = sorted(p for p in set(select(ft, method="SFT")["p"].dropna())
-                      & set(select(ft, method="Vaccine", perturbation="gradient", tau=1, rho=rho)["p"].dropna()) if p > 0)
+                      & set(select(ft, **vaccine, rho=rho)["p"].dropna()) if p > 0)
         p_star = both[-1] if both else None
     return Reference(p_star=p_star, rho=None if rho is None else float(rho), task=task,
                      n=None if n is None else float(n))
