@@ -72,8 +72,7 @@ def _not_run(note: str) -> list[Row]:
 
 
 def _rate_text(name: str, df: pd.DataFrame, metric: str) -> str:
-    words = df["words"].mean() if df["words"].notna().any() else math.nan
-    seeds = df["seed"].nunique()
+    words, seeds = df["words"].mean(), df["seed"].nunique()  # mean words: NaN when none were counted
     return f"{name} {100 * df[metric].mean():.1f} % ({words:.0f} words, {seeds} seed{'s' if seeds != 1 else ''})"
 
 

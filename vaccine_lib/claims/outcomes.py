@@ -95,8 +95,7 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
     several evaluations of one model under one judge the most recent is kept (with a warning); unusable ones are
     listed in ``attrs["excluded"]`` (none usable, as with the smoke profile's random model: an empty table)."""
     run_dir = check_run_dir(run_dir)
-    rejudge = [rejudge] if isinstance(rejudge, str) else rejudge or {}
-    judges = dict(rejudge) if isinstance(rejudge, Mapping) else {name: get_judge(name) for name in rejudge}
+    judges = dict(rejudge) if isinstance(rejudge, Mapping) else {name: get_judge(name) for name in rejudge or ()}
     for name, j in judges.items():
         if not callable(getattr(j, "judge", None)):
             raise ConfigError(f"rejudge[{name!r}] must have a .judge(questions, answers) method (a vaccine_lib judge)")
