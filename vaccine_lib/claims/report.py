@@ -237,15 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vaccine_lib.claims",
                                  description="the claims table from a run's outputs, and the README block from it")
     ap.add_argument("--run-dir", help="run directory (runs/<profile>) whose eval/ holds the per-item outcomes")
-    ap.add_argument("--model-metrics", help="CSV of per-model drift / align_loss (figures/tables/"
-                    "fig2_harmful_drift.csv)")
+    ap.add_argument("--model-metrics", help="CSV of per-model drift / align_loss (notebook 01: fig2_harmful_drift.csv)")
     ap.add_argument("--timings", help="CSV of step timings (figures/tables/table5_overhead.csv)")
-    ap.add_argument("--rejudge", nargs="*", default=[],
-                    help=f"also judge the stored answers with these ({', '.join(JUDGES)})")
-    ap.add_argument("--profile", default="", help="profile (name or YAML) that produced the inputs: its finetune.p / "
-                    "align.rho / task / n are the reference setting")
-    ap.add_argument("--p-star", type=float, help="harmful ratio of the headline comparison (default: the profile's, "
-                    "else the largest p with SFT and Vaccine outcomes)")
+    ap.add_argument("--rejudge", nargs="*", default=[], help=f"re-judge the stored answers with ({', '.join(JUDGES)})")
+    ap.add_argument("--profile", default="", help="profile (name or YAML) of the inputs: its p, rho, task, n are the "
+                    "reference setting")
+    ap.add_argument("--p-star", type=float, help="headline harmful ratio (default: the profile's, else the largest p "
+                    "with SFT and Vaccine outcomes)")
     ap.add_argument("--rho", type=float, help="Vaccine's reference rho (default: the profile's, else inferred)")
     ap.add_argument("--min-judges", type=int, default=2, help="judges that must agree on an HS verdict (default 2)")
     ap.add_argument("--out", default=str(DEFAULT_TABLE), help="output stem: <out>.csv and <out>.json")
