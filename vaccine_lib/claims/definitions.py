@@ -194,11 +194,9 @@ def _step_time_ratio(inp: Inputs, accelerated: bool) -> list[Row]:
     num, setting = t[t["method"] == "Vaccine"], "rho > 0, tau = 1"
     if accelerated:  # tau from its column, else from the label "Accelerated Vaccine (tau=20)"
         num = t[t["method"].astype(str).str.startswith("Accelerated")]
-        label_tau = num["method"].astype(str).str.extract(r"tau=([0-9.]+)")[0].astype(float)
-        num = num.assign(_tau=pd.to_numeric(num["tau"], errors="coerce").fillna(label_tau) if "tau" in num
-                         else label_tau)
-        num = num[num["_tau"] == num["_tau"].max()]
-        setting = f"tau = {num['_tau'].max():g}"
+        tau = num["method"].astype(str).str.extract(r"tau=([0-9.]+)")[0].astype(float)
+        tau = pd.to_numeric(num["tau"], errors="coerce").fillna(tau) if "tau" in num else tau
+        num, setting = num[tau == tau.max()], f"tau = {tau.max():g}"
     if num.empty or sft.empty:
         return _not_run(f"needs SFT and {name} step timings")
     if "seconds" in num.columns and num["seconds"].notna().sum() >= 2:
