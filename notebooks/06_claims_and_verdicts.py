@@ -126,25 +126,24 @@ if len(hs_rows):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from vaccine_lib.claims import transfer
 from vaccine_lib.paths import REPO_ROOT
 
 fair_path = REPO_ROOT / "figures" / "tables" / "fair_test_claims.csv"
 fair = pd.read_csv(fair_path) if fair_path.exists() else pd.DataFrame()
-eff = transfer.effects(table, fair)
-pw = transfer.power(transfer.seed_differences(t1, P.finetune.p))
+eff = regime.effects(table, fair)
+pw = regime.power(regime.seed_differences(t1, P.finetune.p))
 if len(eff):
     fig = pl.claims_forest(eff, title="Vaccine − SFT (HS points): this run and the fair test, per judge")
     pl.save_fig(fig, "transfer_forest", FIG, data=eff);
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("effects only from claims tables:", set(eff["claim"].str.split(" ").str[0]) <= set(transfer.TRANSFER_CLAIMS),
+print("effects only from claims tables:", set(eff["claim"].str.split(" ").str[0]) <= set(regime.TRANSFER_CLAIMS),
       "| bounds cover the CIs:", bool((eff["bound"] >= eff[["ci_lo", "ci_hi"]].abs().max(axis=1) - 1e-9).all()))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-Markdown(transfer.statements(eff, pw, P.shared_alignment))
+Markdown(regime.statements(eff, pw, P.shared_alignment))
 
 # %% [markdown]
 # ## (c) The README block

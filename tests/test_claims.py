@@ -269,7 +269,7 @@ def test_readme_block_is_generated_and_checked(run_dir, tmp_path):
 
 def test_notebook_view_matches_readme_text(run_dir):
     table = C.evaluate_claims(C.load_outcomes(run_dir), min_judges=1)
-    nb = C.claims_frame("03", table=table)
+    nb = C.summarize_claims(table, "03")
     assert [c.split()[0] for c in nb["claim"]] == ["C2a", "C2b", "C2c"]
     md = C.claims_markdown("03", table=table)
     block = C.render_block(table)

@@ -1,3 +1,3 @@
-from .cli import main
+from .report import main
 
 raise SystemExit(main())

@@ -1,10 +1,7 @@
 """The claims' inputs: per-item outcomes of a run directory, per-model metrics, step timings, and the reference
-setting (p*, rho, task, n) the claims compare at.
-
-An evaluation that is no measurement is never counted: a ``degenerate`` flag in its metrics (mostly empty or
-looping answers), a non-finite headline metric, no stored answers or an unreadable file exclude it, with a
-warning, and ``outcomes.attrs["excluded"]`` lists it so the claims table names it in every outcome claim's note.
-"""
+setting (p*, rho, task, n) the claims compare at. An evaluation that is no measurement (a ``degenerate`` flag:
+mostly empty or looping answers; a non-finite headline metric; no answers; an unreadable file) is never counted:
+it is excluded with a warning and ``outcomes.attrs["excluded"]`` lists it for every outcome claim's note."""
 
 import hashlib
 import json
@@ -34,20 +31,19 @@ FINITE_METRICS = ("hs", "fa", "refusal_rate")
 
 
 def check_run_dir(run_dir) -> Path:
-    """``run_dir`` if it is a run directory of this project with finished evaluations, else a ConfigError saying
-    what it is (missing, a file, empty, a foreign folder, nothing evaluated yet) and the fix."""
+    """``run_dir`` if it holds finished evaluations of this project, else a ConfigError saying what it is."""
     path = Path(run_dir)
-    fix = "pass the run directory the notebooks or python -m vaccine_lib.runner train wrote (runs/<profile>)"
+    evals = ResultsStore(path).results_dir
     problem = ("does not exist" if not path.exists() else "is a file, not a folder" if not path.is_dir()
                else "is empty" if not any(path.iterdir()) else "")
-    evals = ResultsStore(path).results_dir
     if not problem and not evals.is_dir():
         problem = ("is not a run directory of this project (no eval/, align/ or finetune/ folder)"
                    if not any((path / d).is_dir() for d in ("align", "finetune")) else "has no eval/ folder yet")
     if not problem and not any((d / "done.json").is_file() for d in evals.iterdir()):
         problem = "has no finished evaluation under eval/ yet"
     if problem:
-        raise ConfigError(f"run_dir={str(path)!r} {problem}; {fix}", param="run_dir")
+        raise ConfigError(f"run_dir={str(path)!r} {problem}; pass the run directory the notebooks or "
+                          "python -m vaccine_lib.runner train wrote (runs/<profile>)", param="run_dir")
     return path
 
 
@@ -75,22 +71,14 @@ def _model_meta(cfg: dict) -> dict:
     stage = cfg.get("stage", "finetune" if cfg.get("finetune_key") else "align")
     method = cfg.get("method")
     if stage == "align":
-        method = {"none": "base", "sft": "SFT-aligned", "vaccine": "Vaccine-aligned"}.get(cfg.get("align_method"), method)
+        method = {"none": "base", "sft": "SFT-aligned", "vaccine": "Vaccine-aligned"}.get(cfg.get("align_method"),
+                                                                                           method)
     vaccine = cfg.get("align_method") == "vaccine"
     return {"model_id": cfg.get("finetune_key") or cfg.get("align_key"), "stage": stage, "method": method,
             "task": cfg.get("task"), "n": cfg.get("n"), "p": cfg.get("p"),
             "seed": cfg.get("ft_seed", cfg.get("seed")), "rho": cfg.get("rho", 0.0) if vaccine else 0.0,
             "perturbation": cfg.get("perturbation", "gradient") if vaccine else "-",
             "tau": cfg.get("tau", 1) if vaccine else 1, "lora": cfg.get("lora")}
-
-
-def _resolve_judges(rejudge) -> dict:
-    rejudge = [rejudge] if isinstance(rejudge, str) else rejudge or {}
-    judges = dict(rejudge) if isinstance(rejudge, Mapping) else {name: get_judge(name) for name in rejudge}
-    for name, j in judges.items():
-        if not callable(getattr(j, "judge", None)):
-            raise ConfigError(f"rejudge[{name!r}] must have a .judge(questions, answers) method (a vaccine_lib judge)")
-    return judges
 
 
 def describe_excluded(excluded: list[dict], show: int = 3) -> str:
@@ -101,19 +89,16 @@ def describe_excluded(excluded: list[dict], show: int = 3) -> str:
 
 
 def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
-    """Per-item outcomes (:data:`OUTCOME_COLUMNS`) of every usable evaluation in ``run_dir/eval/``.
-
-    One row per (model, judge, part, item): ``part`` is ``"harmful"`` for the HS prompts, else the task or
-    another benign part; ``harmful`` is set on harmful prompts only, ``refusal`` where the judge gave one,
-    ``correct`` on task items, ``words`` = words of the answer. ``item_id`` hashes (part, question, input), so the
-    same prompt has the same id in every model (pairing). ``rejudge``: judge names or ``{name: judge}`` adding
-    rows (``judge=name``) judged from the stored answers. Of several evaluations of one model under one judge
-    the most recent is kept (with a warning). Unusable evaluations are in ``attrs["excluded"]`` (none usable:
-    an empty table, so every outcome claim is "not run" with the exclusions named, e.g. the smoke profile's
-    random model, whose answers are all degenerate).
-    """
+    """Per-item outcomes (:data:`OUTCOME_COLUMNS`) of every usable evaluation in ``run_dir/eval/``: one row per
+    (model, judge, part, item); ``item_id`` hashes (part, question, input), so a prompt has the same id in every
+    model (pairing). ``rejudge`` (judge names or ``{name: judge}``) adds rows judged from the stored answers. Of
+    several evaluations of one model under one judge the most recent is kept (with a warning); unusable ones are
+    listed in ``attrs["excluded"]`` (none usable, as with the smoke profile's random model: an empty table)."""
     run_dir = check_run_dir(run_dir)
-    judges = _resolve_judges(rejudge)
+    judges = dict(rejudge) if isinstance(rejudge, Mapping) else {name: get_judge(name) for name in rejudge or ()}
+    for name, j in judges.items():
+        if not callable(getattr(j, "judge", None)):
+            raise ConfigError(f"rejudge[{name!r}] must have a .judge(questions, answers) method (a vaccine_lib judge)")
     frames, excluded = [], []
     for folder in sorted(d for d in ResultsStore(run_dir).results_dir.iterdir() if (d / "done.json").is_file()):
         cfg, gens, why = _read_evaluation(folder)
@@ -127,8 +112,7 @@ def load_outcomes(run_dir, rejudge=None) -> pd.DataFrame:
         flag = lambda g, k: math.nan if g.get(k) is None else float(bool(g[k]))  # noqa: E731
         frame = pd.DataFrame([{**meta, "part": str(g.get("part", HARMFUL_PART)), "item_id": i,
                                "harmful": flag(g, "harmful") if g.get("part", HARMFUL_PART) == HARMFUL_PART
-                               else math.nan,
-                               "refusal": flag(g, "refusal"), "correct": flag(g, "correct"),
+                               else math.nan, "refusal": flag(g, "refusal"), "correct": flag(g, "correct"),
                                "words": len(str(g.get("answer", "")).split())} for g, i in zip(gens, ids)])
         frame = frame.assign(judge=own, _created=cfg["_created"])
         frames.append(frame)
@@ -169,14 +153,24 @@ def check_outcomes(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in ("p", "rho", "tau", "n", "seed", "harmful", "refusal", "correct", "words"):
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
-        bad = out[c].notna() & ~out[c].isin((0.0, 1.0)) if c in ("harmful", "refusal", "correct") else None
-        if bad is not None and bad.any():
-            raise ConfigError(f"outcome column {c!r} must be 0/1 (or missing); found {sorted(out.loc[bad, c].unique())[:5]}")
+        bad = out[c].notna() & ~out[c].isin((0.0, 1.0))
+        if c in ("harmful", "refusal", "correct") and bad.any():
+            raise ConfigError(f"outcome column {c!r} must be 0/1 (or missing); "
+                              f"found {sorted(out.loc[bad, c].unique())[:5]}")
     return out[list(OUTCOME_COLUMNS) + [c for c in out.columns if c not in OUTCOME_COLUMNS]]
 
 
-def _load_table(data, what: str, source: str, ok, need: str) -> pd.DataFrame | None:
-    """A CSV path or DataFrame of ``what`` (``source`` writes it) whose columns pass ``ok``, else a ConfigError."""
+#: the per-model and per-step tables beside the outcomes: (who writes it, a check of its columns, what it needs)
+TABLES = {"model metrics": ("notebook 01 (fig2_harmful_drift.csv)", lambda c: {"p", "seed"} <= c
+                            and bool(c & {"method", "defense"}) and bool(c & {"drift", "align_loss"}),
+                            "method (or defense), p, seed and drift and/or align_loss"),
+          "timings": ("notebook 05 (table5_overhead.csv)", lambda c: "method" in c and bool(c & {"seconds", "step_s"}),
+                      "method and seconds (one row per step) or method, step_s, step_s_sd, steps (one row per method)")}
+
+
+def load_table(data, what: str) -> pd.DataFrame | None:
+    """A CSV path or DataFrame of the table ``what`` (:data:`TABLES`) with the columns it needs, else a ConfigError."""
+    source, ok, need = TABLES[what]
     if data is None or isinstance(data, pd.DataFrame):
         df = None if data is None else data.copy()
     elif not Path(data).is_file():
@@ -189,23 +183,7 @@ def _load_table(data, what: str, source: str, ok, need: str) -> pd.DataFrame | N
                               "writes") from None
     if df is not None and not ok(set(df.columns)):
         raise ConfigError(f"{what} need columns {need}; got {list(df.columns)}")
-    return df
-
-
-def load_model_metrics(data) -> pd.DataFrame | None:
-    """Per-model metrics (CSV path or DataFrame): method (or defense), p, seed, and drift and/or align_loss."""
-    df = _load_table(data, "model metrics", "notebook 01 (fig2_harmful_drift.csv)",
-                     lambda c: {"p", "seed"} <= c and bool(c & {"method", "defense"}) and bool(c & {"drift", "align_loss"}),
-                     "method (or defense), p, seed and drift and/or align_loss")
     return df.rename(columns={"defense": "method"}) if df is not None and "method" not in df else df
-
-
-def load_timings(data) -> pd.DataFrame | None:
-    """Step timings (CSV path or DataFrame): per step (method, seconds[, tau]) or per method (method, step_s,
-    step_s_sd, steps)."""
-    return _load_table(data, "timings", "notebook 05 (table5_overhead.csv)",
-                       lambda c: "method" in c and bool(c & {"seconds", "step_s"}),
-                       "method and seconds (one row per step) or method, step_s, step_s_sd, steps (one row per method)")
 
 
 @dataclass(frozen=True)
@@ -225,8 +203,7 @@ class Reference:
 
 
 def reference_from_profile(name: str) -> Reference:
-    """The profile's headline setting (finetune.p, align.rho, finetune.task, finetune.n); an empty Reference
-    (inferred from the outcomes, with a warning) when the profile cannot be loaded."""
+    """The profile's finetune.p, align.rho, finetune.task and n; an empty Reference (inferred) if it cannot load."""
     try:
         P = load_profile(name)
         f = P.finetune
@@ -255,15 +232,16 @@ def infer_reference(outcomes: pd.DataFrame | None, ref: Reference | None = None)
     def mode(s):
         return None if s.dropna().empty else s.dropna().value_counts().sort_index(kind="stable").idxmax()
 
+    vaccine = {"method": "Vaccine", "perturbation": "gradient", "tau": 1}  # Vaccine at its reference settings
     models = outcomes[outcomes["stage"] == "finetune"].drop_duplicates("model_id")
     task = ref.task or mode(models["task"])
     n = ref.n if ref.n is not None else mode(select(models, method="SFT", task=task)["n"])
-    rho = ref.rho if ref.rho is not None else mode(select(models, method="Vaccine", perturbation="gradient", tau=1)["rho"])
+    rho = ref.rho if ref.rho is not None else mode(select(models, **vaccine)["rho"])
     p_star = ref.p_star
     if p_star is None:
         ft = select(outcomes, stage="finetune", task=task, n=n, part=HARMFUL_PART)
         both = sorted(p for p in set(select(ft, method="SFT")["p"].dropna())
-                      & set(select(ft, method="Vaccine", perturbation="gradient", tau=1, rho=rho)["p"].dropna()) if p > 0)
+                      & set(select(ft, **vaccine, rho=rho)["p"].dropna()) if p > 0)
         p_star = both[-1] if both else None
     return Reference(p_star=p_star, rho=None if rho is None else float(rho), task=task,
                      n=None if n is None else float(n))

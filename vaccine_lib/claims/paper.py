@@ -1,6 +1,5 @@
-"""The paper's own numbers, transcribed once (Llama2-7B; HS / FA in %; see /work/shared/reference and
-docs): the claims' paper effects and the notebooks' side-by-side tables both read them here, as tidy tables.
-"""
+"""The paper's own numbers, transcribed once (Llama2-7B; HS / FA in %): the claims' paper effects and the
+notebooks' side-by-side tables (:func:`table1`: defense, p, hs, fa; :func:`table5`) both read them here."""
 
 import numpy as np
 import pandas as pd
@@ -25,19 +24,18 @@ TABLE10 = {"SFT": 1.0, "Vaccine": 1.93, "Accelerated Vaccine (tau=100)": 1.02}
 
 
 def table1() -> pd.DataFrame:
-    """Table 1 in long form: defense, p, hs, fa."""
     return pd.DataFrame([{"defense": d, "p": p, "hs": TABLE1["hs"][d][i], "fa": TABLE1["fa"][d][i]}
                          for d in TABLE1["hs"] for i, p in enumerate(TABLE1_P)])
 
 
 def table5() -> pd.DataFrame:
-    """Table 5: method, step_s, memory_gb."""
     return pd.DataFrame([{"method": m, **v} for m, v in TABLE5.items()])
 
 
-def table1_at(metric: str, defense: str, p: float) -> float:
-    """One cell of Table 1 (``metric`` "hs" or "fa")."""
-    return TABLE1[metric][defense][TABLE1_P.index(p)]
+def vaccine_minus_sft(metric: str, p: float) -> float:
+    """Table 1's Vaccine - SFT in ``metric`` ("hs" or "fa") at harmful ratio ``p``."""
+    i = TABLE1_P.index(p)
+    return TABLE1[metric]["Vaccine"][i] - TABLE1[metric]["SFT"][i]
 
 
 def slope(x, y, per: float = 1.0, log: bool = False) -> float:
