@@ -25,7 +25,7 @@ _FIG_W = 3.3  # inches: one column of a two-column paper
 
 
 def set_theme() -> None:
-    """The project's single plotting theme (call once; importing this module already does)."""
+    """The project's single plotting theme (importing this module sets it)."""
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.0,
                   rc={"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight", "axes.titlesize": "medium",
                       "legend.frameon": False, "pdf.fonttype": 42, "svg.hashsalt": "vaccine"})
@@ -50,15 +50,11 @@ def label(key: str) -> str:
     return METRIC_LABELS.get(key, key)
 
 
-def _order(values: Iterable) -> list:
+def defense_order(values: Iterable) -> list:
+    """``values`` once each, the paper's methods first in its order."""
     values = list(dict.fromkeys(values))
     known = [d for d in DEFENSE_ORDER if d in values]
     return known + [v for v in values if v not in known]
-
-
-def _atomic_write(target: Path, write) -> None:
-    with atomic_path(target, prefix=".") as tmp:
-        write(str(tmp))
 
 
 def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png"),
@@ -80,9 +76,9 @@ def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf",
             "png": {"Software": None}}
     try:
         for fmt in formats:
-            target = out_dir / f"{name}.{fmt}"
-            _atomic_write(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, metadata=meta.get(fmt)))
-            paths.append(target)
+            paths.append(out_dir / f"{name}.{fmt}")
+            with atomic_path(paths[-1], prefix=".") as tmp:
+                fig.savefig(str(tmp), format=fmt, metadata=meta.get(fmt))
     finally:
         plt.close(fig)
     record(out_dir, name, files=[p.name for p in paths], **keys_and_seeds(data))
@@ -93,7 +89,8 @@ def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: boo
     """Write ``out_dir/name.csv`` atomically (floats to 6 significant digits), record its provenance
     (stage keys and seeds of its rows, git commit, libraries, hardware) in ``out_dir/provenance.json``."""
     target = Path(out_dir) / f"{name}.csv"
-    _atomic_write(target, lambda tmp: df.to_csv(tmp, index=index, float_format="%.6g"))
+    with atomic_path(target, prefix=".") as tmp:
+        df.to_csv(str(tmp), index=index, float_format="%.6g")
     record(out_dir, name, rows=len(df), **keys_and_seeds(df))
     return target
 
@@ -105,7 +102,7 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defens
     the line breaks instead of drawing an interpolated value."""
     ys = [y for y in ys if y in df.columns]
     fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(_FIG_W * max(1, len(ys)), 2.4), squeeze=False)
-    hue_order = _order(df[hue]) if hue and hue in df else None
+    hue_order = defense_order(df[hue]) if hue and hue in df else None
     pal = palette(hue_order) if hue_order else {}
     for ax, y in zip(axes[0], ys):
         data = df.dropna(subset=[y])
@@ -149,7 +146,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str]
     df = history_frame(histories, keys, x)
     present = [k for k in keys if k in set(df["key"])] or list(keys[:1])
     fig, axes = plt.subplots(1, len(present), figsize=(_FIG_W * len(present), 2.4), squeeze=False)
-    order = _order(histories.keys())
+    order = defense_order(histories.keys())
     pal = palette(order)
     for ax, k in zip(axes[0], present):
         d = df[df["key"] == k]
@@ -163,7 +160,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str]
 def scatter_2d(df: pd.DataFrame, hue: str = "model"):
     """A 2-D embedding scatter of columns x, y (t-SNE of alignment embeddings, paper Fig. 4)."""
     fig, ax = plt.subplots(figsize=(_FIG_W * 1.3, _FIG_W))
-    order = _order(df[hue]) if len(df) else None
+    order = defense_order(df[hue]) if len(df) else None
     sns.scatterplot(data=df, x="x", y="y", hue=hue, hue_order=order, palette=palette(order or []),
                     s=14, alpha=0.8, linewidth=0, ax=ax)
     ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2")

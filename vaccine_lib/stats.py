@@ -1,11 +1,11 @@
-"""Paired statistics for the claims table: effects with 95 % CIs (:class:`Estimate`) and the verdict rules
-(:func:`verdict`, :func:`interval_verdict`) that turn them into held / refuted / inconclusive: no verdict is typed.
+"""Paired statistics for the claims table: effects with 95 % CIs (:class:`Estimate`) and the verdict rules that
+turn them into held / refuted / inconclusive (no verdict is typed).
 
 Outcomes are tidy frames, one row per (seed, item); every model answers the same items, so comparisons are
 **paired over items**. The bootstrap is two-level: each replicate resamples seeds, then items (multinomial
-weights, no copies; scipy's ``bootstrap`` has one level only). Items and seeds are crossed, so with >= 2 seeds
-the item-by-seed noise is counted more than once and the interval is conservative: in simulations
-(tests/test_stats.py) its coverage was 1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed."""
+weights; scipy's ``bootstrap`` has one level only). Items and seeds are crossed, so with >= 2 seeds the
+item-by-seed noise counts more than once and the interval is conservative: simulated coverage (tests/test_stats.py)
+1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed."""
 
 import math
 from dataclasses import dataclass, replace
@@ -128,8 +128,7 @@ def _boot_means(mats, seed_sets, n_boot: int, rng: np.random.Generator) -> np.nd
 
 
 def _percentile(stats: np.ndarray, level: float) -> tuple[float, float]:
-    lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    return tuple(float(q) for q in np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2]))
 
 
 def _bootstrap(frames, value, item, seed, statistic: Callable[[np.ndarray], np.ndarray], *, scale, n_boot,
@@ -143,13 +142,8 @@ def _bootstrap(frames, value, item, seed, statistic: Callable[[np.ndarray], np.n
     return Estimate(float(point), *_percentile(boots, level), label, len(items), n_seeds, level=level), mats
 
 
-def _binary(mats) -> bool:
-    return all(np.isin(m, (0.0, 1.0)).all() for m in mats)
-
-
 def _exact_ci(k: int, n: int, level: float) -> tuple[float, float]:
-    """Clopper-Pearson interval of a proportion k / n."""
-    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")  # Clopper-Pearson
     return float(ci.low), float(ci.high)
 
 
@@ -172,7 +166,7 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str, *, item: str
     with one seed of binary outcomes the exact McNemar test runs too (``p_value``, which :func:`verdict` checks)."""
     est, (ma, mb) = _bootstrap([a, b], value, item, seed, lambda m: m[:, 0] - m[:, 1], scale=scale, n_boot=n_boot,
                                level=level, rng_seed=rng_seed, method="paired difference")
-    binary = _binary([ma, mb])
+    binary = all(np.isin(m, (0.0, 1.0)).all() for m in (ma, mb))
     if binary and ma.shape == mb.shape and est.lo == est.hi:
         # no discordant item at all: the bootstrap interval collapses to a point; use the exact upper
         # bound of the discordant share instead (0 discordant of 4 items says little, of 400 a lot)
@@ -190,7 +184,7 @@ def mean_rate(df: pd.DataFrame, value: str, *, item: str = "item_id", seed: str 
     """Mean of ``value`` (a rate when 0/1) with a two-level bootstrap CI (seeds, items)."""
     est, mats = _bootstrap([df], value, item, seed, lambda m: m[:, 0], scale=scale, n_boot=n_boot, level=level,
                            rng_seed=rng_seed, method="mean")
-    if _binary(mats) and est.lo == est.hi:
+    if np.isin(mats[0], (0.0, 1.0)).all() and est.lo == est.hi:
         # every outcome equal (e.g. no refusal at all): exact Clopper-Pearson interval of the pooled count
         lo, hi = _exact_ci(int(mats[0].sum()), mats[0].size, level)
         est = replace(est, lo=lo * scale, hi=hi * scale, method=est.method + "; exact Clopper-Pearson (no variation)")

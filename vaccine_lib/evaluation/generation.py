@@ -25,11 +25,11 @@ def _check_prompts(prompts) -> list[str]:
         raise ValueError(f"prompts must be a list of strings, got {type(prompts).__name__}") from exc
     if not prompts:
         raise ValueError("prompts is empty; pass at least one prompt string")
-    bad = [(i, type(p).__name__) for i, p in enumerate(prompts) if not isinstance(p, str)]
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
     if bad:
-        raise ValueError(f"prompts must all be strings; prompt {bad[0][0]} is a {bad[0][1]} ({len(bad)} non-string "
-                         "prompts in total). Format questions with vaccine_lib.data.alpaca_prompt(instruction, input) "
-                         "first")
+        raise ValueError(f"prompts must all be strings; prompt {bad[0]} is a {type(prompts[bad[0]]).__name__} "
+                         f"({len(bad)} non-string prompts in total). Format questions with "
+                         "vaccine_lib.data.alpaca_prompt(instruction, input) first")
     return prompts
 
 
@@ -60,13 +60,12 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
     if eos_id is None:
         raise ConfigError("the tokenizer has no eos token, so generation could never stop; set one, e.g. "
                           "tokenizer.eos_token = '</s>' (vaccine_lib.models.load_tokenizer does this check)")
-    stop_ids = [eos_id]
     model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for extra in (model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]):
-        if extra is not None and extra not in stop_ids:
-            stop_ids.append(extra)
+    extra = model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]
+    stop_ids = list(dict.fromkeys([eos_id, *(e for e in extra if e is not None)]))  # the tokenizer's eos first
     gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                                  pad_token_id=eos_id if pad_id is None else pad_id, eos_token_id=stop_ids, temperature=None, top_p=None, top_k=None)
+                                  pad_token_id=eos_id if pad_id is None else pad_id, eos_token_id=stop_ids,
+                                  temperature=None, top_p=None, top_k=None)
     # sorted by length (less padding); longest first, so the progress bar's estimate starts pessimistic
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])

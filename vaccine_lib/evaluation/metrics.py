@@ -2,8 +2,8 @@
 flags; refusals and label-only answers reported as their own rates) and fine-tune accuracy (FA, ``scorers``).
 
 A diverged or collapsed model answers with nothing or one token repeated, which a judge scores as harmless, so
-each answer is flagged ``empty`` / ``degenerate`` and from ``DEGENERATE_WARN_RATE`` of them on the metrics carry
-a ``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety."""
+answers are flagged ``empty`` / ``degenerate``; from ``DEGENERATE_WARN_RATE`` of them on the metrics carry a
+``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety."""
 
 import warnings
 from collections import defaultdict
@@ -23,6 +23,8 @@ from .scorers import get_scorer
 
 #: default new-token budget per task for fine-tune accuracy (labels are short, GSM8K reasons first)
 TASK_MAX_NEW_TOKENS = {"sst2": 32, "agnews": 32, "gsm8k": 256, "alpaca": 128}
+#: label words of the classification tasks, for the label-choice accuracy
+TASK_LABELS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
 #: share of empty-or-degenerate answers from which the metrics carry a ``degenerate`` warning
 DEGENERATE_WARN_RATE = 0.5
 
@@ -71,15 +73,15 @@ class EvalResult:
     generations: list = field(default_factory=list, repr=False)  # question/answer/harmful/refusal/...
     empty_rate: float = float("nan")  # % of answers with no text
     degenerate_rate: float = float("nan")  # % of non-empty answers that are one thing repeated (is_degenerate)
-    mean_words: float = float("nan")  # mean number of words per answer
+    mean_words: float = float("nan")
     degenerate: str | None = None  # warning text when most answers are empty or degenerate
-    #: what HS is made of (three-way split, % of answers, sums to 100): ``compliant_rate`` (= hs), ``refused_rate``
-    #: (not harmful and the judge's refusal flag) and ``off_topic_rate`` (neither: off-topic, label-only, degenerate)
+    #: the three-way split (% of answers, with hs = compliant summing to 100): refused = not harmful with the
+    #: judge's refusal flag; off-topic = neither (off-topic, label-only, degenerate)
     refused_rate: float = float("nan")
     off_topic_rate: float = float("nan")
 
     def metrics(self) -> dict:
-        """JSON-able metrics (no generations), as stored by ``pipeline.evaluate``."""
+        """JSON-able metrics (no generations), as the evaluation stage stores them."""
         out = {"hs": self.hs, "refusal_rate": self.refusal_rate, "label_only_rate": self.label_only_rate,
                "hs_n": self.n, "mean_harm_score": self.mean_score, "empty_rate": self.empty_rate,
                "degenerate_rate": self.degenerate_rate, "mean_words": self.mean_words,
@@ -127,34 +129,30 @@ def _questions(prompts, categories):
     """Questions (+ inputs, categories) from strings or data rows (dicts with instruction/input/category)."""
     if isinstance(prompts, str) or prompts is None:
         raise ValueError("prompts must be a list of harmful questions (strings or rows with an 'instruction')")
-    prompts = list(prompts)
-    if not prompts:
+    rows = list(prompts)
+    if not rows:
         raise ValueError("prompts is empty; pass the harmful evaluation questions, "
                          "e.g. vaccine_lib.data.harmful_eval_prompts(n)")
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(rows):
         if isinstance(p, dict) and "instruction" not in p:
             raise ValueError(f"prompt row {i} has no 'instruction' field (keys: {sorted(p)})")
         if not isinstance(p, (dict, str)):
             raise ValueError(f"prompt {i} is a {type(p).__name__}; pass strings or dict rows")
-    rows = [p if isinstance(p, dict) else {"instruction": p} for p in prompts]
-    questions, inputs = [r["instruction"] for r in rows], [r.get("input") or "" for r in rows]
-    row_cats = [r.get("category") for r in rows]
-    if categories is None and any(c is not None for c in row_cats):
-        categories = row_cats
-    if categories is not None:
-        categories = list(categories)
-        if len(categories) != len(questions):
-            raise ValueError(f"categories has {len(categories)} entries for {len(questions)} prompts; "
-                             "pass one category per prompt")
-    return questions, inputs, categories
+    rows = [p if isinstance(p, dict) else {"instruction": p} for p in rows]
+    if categories is None and any(r.get("category") is not None for r in rows):
+        categories = [r.get("category") for r in rows]
+    categories = list(categories) if categories is not None else None
+    if categories is not None and len(categories) != len(rows):
+        raise ValueError(f"categories has {len(categories)} entries for {len(rows)} prompts; "
+                         "pass one category per prompt")
+    return [r["instruction"] for r in rows], [r.get("input") or "" for r in rows], categories
 
 
 def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tokens: int = 128,
                   batch_size: int = 16, progress: bool = True, autocast: str | None = None) -> EvalResult:
     """Harmful Score of ``model`` on raw harmful questions (strings or rows with ``instruction`` [+ ``input``,
-    ``category``]), formatted with the Alpaca template here. ``judge``: a judge name or an object with
-    ``.judge(questions, answers) -> list[Verdict]``; ``categories``: one per prompt (default: the rows');
-    ``autocast``: "bf16" generates under bf16 autocast (the judge stays fp32)."""
+    ``category``]), Alpaca-formatted here. ``judge``: a name or an object with ``.judge(questions, answers) ->
+    list[Verdict]``; ``categories``: one per prompt (default: the rows'); ``autocast``: "bf16" (judge stays fp32)."""
     questions, inputs, categories = _questions(prompts, categories)
     if isinstance(judge, str):
         judge = get_judge(judge)
@@ -191,29 +189,16 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
                       mean_words=sum(r["words"] for r in rows) / len(rows), degenerate=warning)
 
 
-#: label words of the classification tasks, for the label-choice accuracy
-TASK_LABELS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
-
-
 def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int = 16) -> list[int]:
-    """Index of the label whose text (+ eos) has the highest log-likelihood after each prompt.
-
-    A secondary FA for label tasks (``fa_choice``): it reads what the model *knows* about the task even when
-    greedy generation collapses to one label word, as a briefly fine-tuned small model often does (the paper's
-    FA is the generation rule, ``fa``; both are reported)."""
+    """Index of the label whose text (+ eos) is most likely after each prompt: a secondary FA (``fa_choice``) that
+    reads what the model *knows* even when greedy generation collapses to one label word, as a briefly fine-tuned
+    small model often does (the paper's FA is the generation rule, ``fa``; both are reported)."""
     eos = tokenizer.eos_token or ""
     label_ids = [tokenizer(lab + eos, add_special_tokens=False)["input_ids"] for lab in labels]
-    rows, owners = [], []
-    for i, prompt in enumerate(prompts):
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        for j, lab in enumerate(label_ids):
-            rows.append((p_ids, lab))
-            owners.append((i, j))
+    prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    totals = continuation_logprobs(model, pad, rows, batch_size)
-    scores = torch.full((len(prompts), len(labels)), float("-inf"))
-    for (i, j), lp in zip(owners, totals):
-        scores[i, j] = lp.sum().item()
+    totals = continuation_logprobs(model, pad, [(p, lab) for p in prompt_ids for lab in label_ids], batch_size)
+    scores = torch.tensor([lp.sum().item() for lp in totals]).view(len(prompts), len(labels))
     return scores.argmax(dim=1).tolist()
 
 
@@ -244,11 +229,9 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
         labels = TASK_LABELS[task]
         with autocast_context(autocast, model.device.type):
             picked = label_choice(model, tokenizer, prompts, labels, batch_size=batch_size)
-        gold = [str(it.get("output", "")).strip().lower() for it in items]
-        hits = 0
-        for r, g, k in zip(rows, gold, picked):
+        for r, k in zip(rows, picked):
             r["choice"] = labels[k]
-            hits += labels[k].lower() == g
-        choice_acc = _pct(hits, len(rows))
+        choice_acc = _pct(sum(labels[k].lower() == str(it.get("output", "")).strip().lower()
+                              for it, k in zip(items, picked)), len(rows))
     return AccuracyResult(task=task, accuracy=_pct(correct, len(rows)), n=len(rows), correct=correct, generations=rows,
                           choice_accuracy=choice_acc)
