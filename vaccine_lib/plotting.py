@@ -1,5 +1,5 @@
-"""One figure style for every notebook (one seaborn theme, one colour per defense), atomic ``save_fig`` (PDF and
-PNG without timestamps: an unchanged figure gives unchanged files) / ``save_table``, and the plot helpers."""
+"""One figure style (one seaborn theme, one colour per defense), atomic ``save_fig`` (PDF and PNG without
+timestamps: an unchanged figure gives unchanged files) / ``save_table``, and the plot helpers."""
 
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -59,19 +59,17 @@ def defense_order(values: Iterable) -> list:
 
 def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png"),
              show: bool | None = None, data: pd.DataFrame | None = None) -> list[Path]:
-    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths, and record the
-    figure's provenance (git commit, libraries, hardware; stage keys and seeds of ``data``) in
-    ``out_dir/provenance.json``. In a notebook the figure is displayed first (``show=None``: in a kernel)."""
+    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths, and record the figure's
+    provenance (stage keys and seeds of ``data``) in ``out_dir/provenance.json``. ``show=None``: display it when in a
+    Jupyter kernel (IPython is imported lazily: an optional dependency)."""
     out_dir, paths = Path(out_dir), []
-    if show is None:  # in a Jupyter kernel; IPython is imported lazily: an optional dependency of the library
-        try:
-            from IPython import get_ipython
-            show = getattr(get_ipython(), "kernel", None) is not None
-        except ImportError:
-            show = False
-    if show:
+    try:
+        from IPython import get_ipython
         from IPython.display import display
-        display(fig)
+        if show or (show is None and getattr(get_ipython(), "kernel", None) is not None):
+            display(fig)
+    except ImportError:
+        pass
     meta = {"pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
             "png": {"Software": None}}
     try:
@@ -86,8 +84,8 @@ def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf",
 
 
 def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: bool = False) -> Path:
-    """Write ``out_dir/name.csv`` atomically (floats to 6 significant digits), record its provenance
-    (stage keys and seeds of its rows, git commit, libraries, hardware) in ``out_dir/provenance.json``."""
+    """Write ``out_dir/name.csv`` atomically (floats to 6 significant digits) and record its provenance (stage keys
+    and seeds of its rows) in ``out_dir/provenance.json``."""
     target = Path(out_dir) / f"{name}.csv"
     with atomic_path(target, prefix=".") as tmp:
         df.to_csv(str(tmp), index=index, float_format="%.6g")
@@ -96,10 +94,8 @@ def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: boo
 
 
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense"):
-    """One panel per metric in ``ys``: ``y`` vs ``x`` (HS / FA vs p: Fig. 2, Table 1; drift vs step: Fig. 3), one
-    line per ``hue`` (mean, error bars +- SD when several seeds share a point). A line joins only neighbouring x
-    values the group was measured at: where a group skips an x that others have (e.g. Vaccine not run at p = 0.1),
-    the line breaks instead of drawing an interpolated value."""
+    """One panel per metric in ``ys`` vs ``x`` (Fig. 2, Table 1, Fig. 3), one line per ``hue`` (mean, +- SD bars when
+    several seeds share a point). Where a group skips an x that others have, its line breaks (no interpolation)."""
     ys = [y for y in ys if y in df.columns]
     fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(_FIG_W * max(1, len(ys)), 2.4), squeeze=False)
     hue_order = defense_order(df[hue]) if hue and hue in df else None

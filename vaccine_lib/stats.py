@@ -171,7 +171,8 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str, *, item: str
         # no discordant item at all: the bootstrap interval collapses to a point; use the exact upper
         # bound of the discordant share instead (0 discordant of 4 items says little, of 400 a lot)
         u = _exact_ci(int((ma != mb).sum()), ma.size, level)[1] * scale
-        est = replace(est, lo=est.effect - u, hi=est.effect + u, method=est.method + "; exact bound (no discordant items)")
+        est = replace(est, lo=est.effect - u, hi=est.effect + u,
+                      method=est.method + "; exact bound (no discordant items)")
     if binary and ma.shape[0] == 1 and mb.shape[0] == 1:
         test = mcnemar_exact(ma[0], mb[0])
         est = replace(est, method=est.method + "; exact McNemar", p_value=test["p_value"],

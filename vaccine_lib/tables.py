@@ -21,7 +21,8 @@ from .errors import ConfigError
 from .evaluation import show_generations
 from .evaluation.agreement import run_agreement
 from .plotting import defense_order, history_frame  # noqa: F401 - notebook 02 calls tables.history_frame
-from .profiles import COMMITTED_PROFILE, Profile, check_inside, describe_profile, load_profile, load_yaml, normalise_overrides
+from .profiles import (COMMITTED_PROFILE, Profile, check_inside, describe_profile, load_profile, load_yaml,
+                       normalise_overrides)
 from .provenance import set_context
 from .stages import (align, align_key, drift, evaluate, finetune, finetune_key, load_stage_model, method_label,
                      probe_batches)
@@ -71,8 +72,7 @@ def run(P: Profile, run_dir, name: str, progress: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def check(df: pd.DataFrame, P: Profile, name: str, metrics: Sequence[str] = ("hs", "fa"),
-          finite: Sequence[str] = ()) -> str:
+def check(df: pd.DataFrame, P: Profile, name: str, metrics: Sequence[str] = ("hs", "fa"), finite: Sequence[str] = ()):
     """A profile-independent check of a result table (``# NBVAL_CHECK_OUTPUT`` cells): one row per planned model,
     a seed on every row, ``metrics`` finite and within [0, 100], ``finite`` columns finite."""
     exp = registry.get(name)
@@ -96,7 +96,7 @@ def run_aligned(P: Profile, run_dir) -> pd.DataFrame:
         res = align(a, run_dir)
         m = evaluate(a, P.eval, run_dir, tasks=[P.finetune.task])
         rows.append({"model": names[a.method], "method": a.method, "seed": a.seed, **_metrics(m, P.finetune.task),
-                     "align_loss": _rate(res.metrics, "align_loss"), "train_seconds": _rate(res.metrics, "train_seconds"),
+                     **{k: _rate(res.metrics, k) for k in ("align_loss", "train_seconds")},
                      "stage_key": res.key, "eval_key": m.get("eval_key"), "cached": bool(res.cached and m["cached"]),
                      "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows)
@@ -174,7 +174,8 @@ def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, n: in
 def spearman_by_group(df: pd.DataFrame, x: str, ys: Sequence[str], by: str = "defense") -> pd.DataFrame:
     """Spearman rank correlation of each metric with ``x`` per group (+1: grows with x; NaN: constant)."""
     def rho(g, y):
-        return math.nan if y not in g or g[x].nunique() < 2 or g[y].nunique() < 2 else float(g[x].rank().corr(g[y].rank()))
+        constant = y not in g or g[x].nunique() < 2 or g[y].nunique() < 2
+        return math.nan if constant else float(g[x].rank().corr(g[y].rank()))
 
     return pd.DataFrame([{by: key, **{y: rho(g, y) for y in ys}} for key, g in df.groupby(by, sort=False)])
 
@@ -184,9 +185,7 @@ def compare(df: pd.DataFrame, a: str, b: str, metric: str = "hs", on: Sequence[s
     m = df.groupby(["defense", *on])[metric].mean().unstack("defense")
     if a not in m or b not in m:
         return pd.DataFrame(columns=[*on, a, b, "diff"])
-    out = m[[a, b]].copy()
-    out["diff"] = out[a] - out[b]
-    return out.reset_index()
+    return m[[a, b]].assign(diff=m[a] - m[b]).reset_index()
 
 
 def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe")) -> dict:

@@ -119,9 +119,9 @@ def three_way(row: dict) -> str:
 def answer_rates(rows: list[dict]) -> dict:
     """HS and the rates beside it (% of the judged ``rows``: three-way split, empty / degenerate answers) and n."""
     tests = {"hs": lambda r: r["harmful"], "refusal_rate": lambda r: r["refusal"],
-             "refused_rate": lambda r: three_way(r) == "refused", "off_topic_rate": lambda r: three_way(r) == "off-topic",
-             "label_only_rate": lambda r: r["label_only"], "empty_rate": lambda r: r.get("empty"),
-             "degenerate_rate": lambda r: r.get("degenerate")}
+             "refused_rate": lambda r: three_way(r) == "refused",
+             "off_topic_rate": lambda r: three_way(r) == "off-topic", "label_only_rate": lambda r: r["label_only"],
+             "empty_rate": lambda r: r.get("empty"), "degenerate_rate": lambda r: r.get("degenerate")}
     return {**{k: _pct(sum(bool(t(r)) for r in rows), len(rows)) for k, t in tests.items()}, "n": len(rows)}
 
 

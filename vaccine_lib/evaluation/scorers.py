@@ -52,17 +52,10 @@ def parse_number(text) -> float | None:
     if "####" in text:  # raw GSM8K solution
         text = text.rsplit("####", 1)[1]
     match = next(reversed(list(FINAL_ANSWER.finditer(text))), None)  # the last "The final answer is"
-    if match is not None:
-        first = _NUMBER.search(text[match.end():])
-        if first:
-            return _to_float(first.group())
-    numbers = _NUMBER.findall(text)
-    return _to_float(numbers[-1]) if numbers else None
-
-
-def _to_float(token: str) -> float | None:
+    first = _NUMBER.search(text[match.end():]) if match is not None else None
+    token = first.group() if first else next(reversed(_NUMBER.findall(text)), None)
     try:
-        return float(token.replace("$", "").replace(",", ""))
+        return None if token is None else float(token.replace("$", "").replace(",", ""))
     except ValueError:
         return None
 
@@ -77,18 +70,14 @@ def score_gsm8k(answer: str, item: dict) -> bool:
     return pred is not None and abs(pred - gold) <= 1e-6 * max(1.0, abs(gold))
 
 
-def score_alpaca(answer: str, item: dict) -> bool:
-    raise ConfigError("AlpacaEval fine-tune accuracy is a win rate judged by an LLM (GPT-4 in the paper), which is "
-                      "out of reach offline; it is not computed here. Use task='sst2', 'agnews' or 'gsm8k', or score "
-                      "the saved generations with AlpacaEval separately")
-
-
-SCORERS = {"sst2": score_sst2, "agnews": score_agnews, "gsm8k": score_gsm8k, "alpaca": score_alpaca}
+SCORERS = {"sst2": score_sst2, "agnews": score_agnews, "gsm8k": score_gsm8k, "alpaca": None}
 
 
 def get_scorer(task: str):
     """The scorer for a task; unknown tasks raise ConfigError listing the allowed values."""
     check_choice("task", task, SCORERS)
-    if task == "alpaca":
-        score_alpaca("", {})
+    if SCORERS[task] is None:
+        raise ConfigError("AlpacaEval fine-tune accuracy is a win rate judged by an LLM (GPT-4 in the paper), which "
+                          "is out of reach offline; it is not computed here. Use task='sst2', 'agnews' or 'gsm8k', or "
+                          "score the saved generations with AlpacaEval separately")
     return SCORERS[task]
