@@ -119,12 +119,12 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defens
     return _finish(fig, None, axes[0][-1])
 
 
-def _finish(fig, title: str | None, legend_ax=None, suptitle: bool = True):
-    """Legend outside the last panel, the title, a tight layout."""
+def _finish(fig, title: str | None, legend_ax=None):
+    """Legend outside the last panel, the title above the first, a tight layout."""
     if legend_ax is not None and legend_ax.get_legend() is not None:
         sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1.02, 1.0), title=None)
     if title:
-        fig.suptitle(title) if suptitle else fig.axes[0].set_title(title)
+        fig.axes[0].set_title(title)
     fig.tight_layout()
     return fig
 
@@ -138,8 +138,7 @@ def history_frame(histories: Mapping[str, Sequence[dict]], keys: Sequence[str], 
 
 def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str] = ("loss",)):
     """Per-step curves from Trainer log histories ``{label: log_history}``, one panel per key."""
-    x = "step"
-    df = history_frame(histories, keys, x)
+    df = history_frame(histories, keys, "step")
     present = [k for k in keys if k in set(df["key"])] or list(keys[:1])
     fig, axes = plt.subplots(1, len(present), figsize=(_FIG_W * len(present), 2.4), squeeze=False)
     order = defense_order(histories.keys())
@@ -147,9 +146,9 @@ def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str]
     for ax, k in zip(axes[0], present):
         d = df[df["key"] == k]
         if len(d):
-            sns.lineplot(data=d, x=x, y="value", hue="model", hue_order=order, palette=pal, ax=ax,
+            sns.lineplot(data=d, x="step", y="value", hue="model", hue_order=order, palette=pal, ax=ax,
                          legend=ax is axes[0][-1], errorbar=None)
-        ax.set(xlabel=label(x), ylabel=label(k))
+        ax.set(xlabel=label("step"), ylabel=label(k))
     return _finish(fig, None, axes[0][-1])
 
 
@@ -159,10 +158,8 @@ def scatter_2d(df: pd.DataFrame, hue: str = "model"):
     order = defense_order(df[hue]) if len(df) else None
     sns.scatterplot(data=df, x="x", y="y", hue=hue, hue_order=order, palette=palette(order or []),
                     s=14, alpha=0.8, linewidth=0, ax=ax)
-    ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return _finish(fig, None, ax, suptitle=False)
+    ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2", xticks=[], yticks=[])
+    return _finish(fig, None, ax)
 
 
 def bars(df: pd.DataFrame, x: str, ys: Sequence[str], annotate: str = "{:.2f}",
@@ -187,7 +184,7 @@ def heat_table(df: pd.DataFrame, title: str | None = None):
     fig, ax = plt.subplots(figsize=(0.8 * df.shape[1] + 1.6, 0.35 * df.shape[0] + 1.0))
     sns.heatmap(df.astype(float), annot=True, fmt=".1f", cmap="rocket_r", cbar=False, ax=ax, linewidths=0.5)
     ax.set(xlabel="", ylabel="")
-    return _finish(fig, title, suptitle=False)
+    return _finish(fig, title)
 
 
 def mean_sd(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
@@ -221,4 +218,4 @@ def claims_forest(table: pd.DataFrame, title: str = "Effects with 95 % CI (HS po
     ax.set_yticks(list(ys), [f"{r['claim']} ({r['judge']})" for _, r in rows.iterrows()])
     ax.set_xlabel("effect (HS points)")
     ax.legend()
-    return _finish(fig, title, ax, suptitle=False)
+    return _finish(fig, title, ax)

@@ -5,7 +5,7 @@ import math
 from collections import Counter
 
 from ..judge import get_judge
-from ..judge.base import answer_words
+from ..judge.base import answer_words, mean_words
 from .metrics import _field, answer_rates
 from .results import ResultsStore
 
@@ -67,8 +67,7 @@ def summarise(rows) -> dict:
     rows = list(rows)
     rates = answer_rates(rows)
     return {**{k: rates[k] for k in ("hs", "refusal_rate", "label_only_rate", "n", "refused_rate", "off_topic_rate")},
-            "compliant_rate": rates["hs"],  # compliant = judged harmful
-            "mean_words": sum(answer_words(r["answer"]) for r in rows) / len(rows) if rows else float("nan")}
+            "compliant_rate": rates["hs"], "mean_words": mean_words(r["answer"] for r in rows)}  # compliant = harmful
 
 
 def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:

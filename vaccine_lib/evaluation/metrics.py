@@ -40,8 +40,8 @@ def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer; allowed range: [1, context - "
                           "prompt length]", param=param)
-    context = context_length(model) if model is not None else None
-    if context is None or tokenizer is None:
+    context = context_length(model)
+    if context is None:
         return
     longest = max(len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"])
     if longest + max_new_tokens > context:

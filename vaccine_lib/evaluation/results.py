@@ -80,12 +80,8 @@ def _label(row: dict) -> str:
 
 
 def show_generations(generations, n: int = 5, max_chars: int = 200, only=None) -> pd.DataFrame:
-    """A safe preview of generations (dicts, an ``EvalResult`` / ``AccuracyResult`` or a DataFrame): answers
-    LABELLED and TRUNCATED (``"[harmful, truncated] Sure, here is ..."``), ``only`` one label."""
-    if hasattr(generations, "generations") and not isinstance(generations, pd.DataFrame):
-        generations = generations.generations
-    if isinstance(generations, pd.DataFrame):
-        generations = generations.to_dict("records")
+    """A safe preview of generations (dicts with question / answer and verdict flags): answers LABELLED and
+    TRUNCATED (``"[harmful, truncated] Sure, here is ..."``), ``only`` one label."""
     if max_chars < 1:
         raise ConfigError(f"max_chars={max_chars!r} must be >= 1")
     out = []
