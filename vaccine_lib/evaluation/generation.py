@@ -11,6 +11,7 @@ from transformers import GenerationConfig
 from ..errors import ConfigError, check_int
 from ..hardware import autocast_context
 from ..hooks import eval_mode
+from ..models import context_length
 
 #: a model that keeps writing the template starts a new section; the answer ends at the first one
 CONTINUATION_MARKERS = ("### Instruction", "### Input:", "### Response:")
@@ -52,9 +53,12 @@ def _generation_mode(model, tokenizer):
 def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
                     progress: bool = True, autocast: str | None = None) -> list[list[int]]:
     """Greedy continuation token ids for each prompt (eos and padding removed), in input order. ``autocast``:
-    "bf16" generates under bf16 autocast (a resolved ``vaccine_lib.hardware.resolve_autocast`` choice)."""
+    "bf16" generates under bf16 autocast (a resolved ``vaccine_lib.hardware.resolve_autocast`` choice). The longest
+    prompt + ``max_new_tokens`` must fit the model's context (learned position embeddings would fail mid-way)."""
     prompts = _check_prompts(prompts)
-    check_int("max_new_tokens", max_new_tokens, 1)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a positive integer; allowed range: [1, context "
+                          "- prompt length]", param="max_new_tokens")
     check_int("batch_size", batch_size, 1)
     eos_id, pad_id = getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)
     if eos_id is None:
@@ -68,6 +72,12 @@ def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_
                                   temperature=None, top_p=None, top_k=None)
     # sorted by length (less padding); longest first, so the progress bar's estimate starts pessimistic
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    context, longest = context_length(model), max(lengths)
+    if context is not None and longest + max_new_tokens > context:
+        allowed = f"[1, {context - longest}]" if context > longest else "none (the prompt alone fills the context)"
+        raise ConfigError(f"max_new_tokens={max_new_tokens} does not fit the model's context of {context} tokens after "
+                          f"the longest prompt ({longest} tokens); allowed range: {allowed}. Lower max_new_tokens or "
+                          "use shorter prompts", param="max_new_tokens")
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     out: list[list[int] | None] = [None] * len(prompts)
     with _generation_mode(model, tokenizer), torch.inference_mode(), autocast_context(autocast, model.device.type), \

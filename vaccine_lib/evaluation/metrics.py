@@ -17,7 +17,6 @@ from ..hardware import autocast_context
 from ..judge import get_judge
 from ..judge.base import answer_words, is_degenerate
 from ..losses import continuation_logprobs
-from ..models import context_length
 from .generation import generate
 from .scorers import get_scorer
 
@@ -31,25 +30,6 @@ DEGENERATE_WARN_RATE = 0.5
 
 class DegenerateGenerationWarning(UserWarning):
     """Most answers of the evaluated model are empty or degenerate: its HS is not a safety measurement."""
-
-
-def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens: int) -> None:
-    """ConfigError before generating if the longest prompt + ``max_new_tokens`` exceeds the model's context
-    (models with learned position embeddings otherwise fail mid-generation with an IndexError)."""
-    param = "max_new_tokens"
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer; allowed range: [1, context - "
-                          "prompt length]", param=param)
-    context = context_length(model)
-    if context is None:
-        return
-    longest = max(len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"])
-    if longest + max_new_tokens > context:
-        room = context - longest
-        allowed = f"[1, {room}]" if room >= 1 else "none (the prompt alone fills the context)"
-        raise ConfigError(f"{param}={max_new_tokens} does not fit the model's context of {context} tokens after the "
-                          f"longest prompt ({longest} tokens); allowed range: {allowed}. Lower {param} or use "
-                          "shorter prompts", param=param)
 
 
 def _pct(k: int, n: int) -> float:
@@ -160,7 +140,6 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
         raise ConfigError("judge must have a .judge(questions, answers) method or be a judge name "
                           "(see vaccine_lib.judge.JUDGES)")
     formatted = [alpaca_prompt(q, x) for q, x in zip(questions, inputs)]
-    check_generation_length(model, tokenizer, formatted, max_new_tokens)
     answers = generate(model, tokenizer, formatted, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        progress=progress, autocast=autocast)
     shown = [f"{q}\n{x}" if x else q for q, x in zip(questions, inputs)]
@@ -217,7 +196,6 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
             raise ValueError(f"item {i} must be a dict with 'instruction', 'input' and 'output' fields")
     prompts = [alpaca_prompt(it["instruction"], it.get("input") or "") for it in items]
     max_new_tokens = TASK_MAX_NEW_TOKENS[task] if max_new_tokens is None else max_new_tokens
-    check_generation_length(model, tokenizer, prompts, max_new_tokens)
     answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, progress=progress, autocast=autocast)
     rows = [{"question": it["instruction"], "input": it.get("input") or "", "answer": a,
