@@ -142,6 +142,10 @@ def _bootstrap(frames, value, item, seed, statistic: Callable[[np.ndarray], np.n
     return Estimate(float(point), *_percentile(boots, level), label, len(items), n_seeds, level=level), mats
 
 
+def _binary(mats) -> bool:
+    return all(np.isin(m, (0.0, 1.0)).all() for m in mats)
+
+
 def _exact_ci(k: int, n: int, level: float) -> tuple[float, float]:
     ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")  # Clopper-Pearson
     return float(ci.low), float(ci.high)
@@ -166,7 +170,7 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str, *, item: str
     with one seed of binary outcomes the exact McNemar test runs too (``p_value``, which :func:`verdict` checks)."""
     est, (ma, mb) = _bootstrap([a, b], value, item, seed, lambda m: m[:, 0] - m[:, 1], scale=scale, n_boot=n_boot,
                                level=level, rng_seed=rng_seed, method="paired difference")
-    binary = all(np.isin(m, (0.0, 1.0)).all() for m in (ma, mb))
+    binary = _binary([ma, mb])
     if binary and ma.shape == mb.shape and est.lo == est.hi:
         # no discordant item at all: the bootstrap interval collapses to a point; use the exact upper
         # bound of the discordant share instead (0 discordant of 4 items says little, of 400 a lot)
@@ -185,7 +189,7 @@ def mean_rate(df: pd.DataFrame, value: str, *, item: str = "item_id", seed: str 
     """Mean of ``value`` (a rate when 0/1) with a two-level bootstrap CI (seeds, items)."""
     est, mats = _bootstrap([df], value, item, seed, lambda m: m[:, 0], scale=scale, n_boot=n_boot, level=level,
                            rng_seed=rng_seed, method="mean")
-    if np.isin(mats[0], (0.0, 1.0)).all() and est.lo == est.hi:
+    if _binary(mats) and est.lo == est.hi:
         # every outcome equal (e.g. no refusal at all): exact Clopper-Pearson interval of the pooled count
         lo, hi = _exact_ci(int(mats[0].sum()), mats[0].size, level)
         est = replace(est, lo=lo * scale, hi=hi * scale, method=est.method + "; exact Clopper-Pearson (no variation)")
