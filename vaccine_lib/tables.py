@@ -72,7 +72,8 @@ def run(P: Profile, run_dir, name: str, progress: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def check(df: pd.DataFrame, P: Profile, name: str, metrics: Sequence[str] = ("hs", "fa"), finite: Sequence[str] = ()):
+def check(df: pd.DataFrame, P: Profile, name: str, metrics: Sequence[str] = ("hs", "fa"),
+          finite: Sequence[str] = ()) -> str:
     """A profile-independent check of a result table (``# NBVAL_CHECK_OUTPUT`` cells): one row per planned model,
     a seed on every row, ``metrics`` finite and within [0, 100], ``finite`` columns finite."""
     exp = registry.get(name)
