@@ -41,9 +41,7 @@ def palette(names: Iterable[str] = DEFENSE_ORDER) -> dict:
     out = {d: colours[i] for d, i in fixed.items()}
     free = [c for i, c in enumerate(colours) if i not in fixed.values()]
     extra = [n for n in names if n not in out]
-    for i, n in enumerate(extra):
-        out[n] = free[i % len(free)]
-    return out
+    return {**out, **{n: free[i % len(free)] for i, n in enumerate(extra)}}
 
 
 def label(key: str) -> str:
@@ -192,8 +190,7 @@ def mean_sd(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.Data
     cols = [c for c in cols if c in df.columns]
     g = df.groupby(list(by), sort=False)[cols]
     out = g.mean()
-    sd = g.std(ddof=1).fillna(0.0) if len(df) else g.mean()
-    sd.columns = [f"{c}_sd" for c in cols]
+    sd = (g.std(ddof=1).fillna(0.0) if len(df) else g.mean()).add_suffix("_sd")
     return pd.concat([out, sd], axis=1).reset_index()
 
 

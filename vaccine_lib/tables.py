@@ -215,8 +215,7 @@ def notebook_setup(namespace: dict):
     """The cell after a notebook's parameters cell: quiet warnings, pandas display, :func:`from_notebook`, the data
     pools checked, the profile printed. Returns ``(profile, run_dir, figures_dir, tables_dir)``."""
     quiet()
-    pd.set_option("display.precision", 2)
-    pd.set_option("display.width", 160)
+    pd.set_option("display.precision", 2, "display.width", 160)
     ctx = from_notebook(namespace)
     registry.check_pools(ctx.profile)  # sample counts fit the data: fail here, before any stage of the notebook runs
     print(describe_profile(ctx.profile))
