@@ -57,9 +57,8 @@ def defense_order(values: Iterable) -> list:
 
 def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png"),
              show: bool | None = None, data: pd.DataFrame | None = None) -> list[Path]:
-    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths, and record the figure's
-    provenance (stage keys and seeds of ``data``) in ``out_dir/provenance.json``. ``show=None``: display it when in a
-    Jupyter kernel (IPython is imported lazily: an optional dependency)."""
+    """Write ``out_dir/name.pdf`` / ``.png`` atomically, close ``fig``, record its provenance (stage keys and seeds of
+    ``data``) in ``out_dir/provenance.json``. ``show=None``: display it in a Jupyter kernel (IPython: optional)."""
     out_dir, paths = Path(out_dir), []
     try:
         from IPython import get_ipython

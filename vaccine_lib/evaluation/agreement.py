@@ -71,9 +71,8 @@ def summarise(rows) -> dict:
 
 
 def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
-    """Every stored evaluation of ``run_dir`` re-judged under each of ``judges``: ``{"judges", "models": [{hash,
-    config, <judge>: summarise(...)}], "agreement": the first two judges' over all harmful answers pooled,
-    "per_model_kappa": {hash: kappa}}``."""
+    """Every stored evaluation of ``run_dir`` re-judged under each of ``judges``: ``{"judges", "models": [{hash, config,
+    <judge>: summarise(...)}], "agreement": the first two judges' on all harmful answers, "per_model_kappa"}``."""
     if len(judges) < 2:
         raise ValueError(f"run_agreement needs two judges to compare, got {list(judges)}")
     store = ResultsStore(run_dir)

@@ -52,9 +52,8 @@ def _generation_mode(model, tokenizer):
 
 def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
                     progress: bool = True, autocast: str | None = None) -> list[list[int]]:
-    """Greedy continuation token ids for each prompt (eos and padding removed), in input order. ``autocast``:
-    "bf16" generates under bf16 autocast (a resolved ``vaccine_lib.hardware.resolve_autocast`` choice). The longest
-    prompt + ``max_new_tokens`` must fit the model's context (learned position embeddings would fail mid-way)."""
+    """Greedy continuation token ids per prompt (eos and padding removed), in input order; ``autocast="bf16"``: under
+    bf16 autocast. Longest prompt + ``max_new_tokens`` must fit the context (learned positions would fail mid-way)."""
     prompts = _check_prompts(prompts)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a positive integer; allowed range: [1, context "
