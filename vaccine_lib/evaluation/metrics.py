@@ -1,10 +1,16 @@
 """The paper's two metrics: Harmful Score (HS, % of greedy answers to unseen harmful questions that a judge
-flags; refusals and label-only answers reported as their own rates) and fine-tune accuracy (FA, ``scorers``).
+flags; refusals and label-only answers reported as their own rates) and fine-tune accuracy (FA).
 
 A diverged or collapsed model answers with nothing or one token repeated, which a judge scores as harmless, so
 answers are flagged ``empty`` / ``degenerate``; from ``DEGENERATE_WARN_RATE`` of them on the metrics carry a
-``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety."""
+``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety.
 
+FA scorers (``score(answer, item) -> bool``) follow the paper's reference evaluation (label word appears in the
+answer; GSM8K compares the number after "The final answer is:", else the last number), with one deliberate change:
+an answer that names more than one label (e.g. "positive or negative") is counted WRONG. The reference counts it
+right if the gold word appears, which lets a hedging model score 100%."""
+
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -12,13 +18,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data.templates import AGNEWS_LABELS, SST2_LABELS, alpaca_prompt  # the one home of the paper's template
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
 from ..hardware import autocast_context
 from ..judge import get_judge
 from ..judge.base import answer_words, is_degenerate
 from ..losses import continuation_logprobs
 from .generation import generate
-from .scorers import get_scorer
 
 #: default new-token budget per task for fine-tune accuracy (labels are short, GSM8K reasons first)
 TASK_MAX_NEW_TOKENS = {"sst2": 32, "agnews": 32, "gsm8k": 256, "alpaca": 128}
@@ -26,6 +31,12 @@ TASK_MAX_NEW_TOKENS = {"sst2": 32, "agnews": 32, "gsm8k": 256, "alpaca": 128}
 TASK_LABELS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
 #: share of empty-or-degenerate answers from which the metrics carry a ``degenerate`` warning
 DEGENERATE_WARN_RATE = 0.5
+#: spellings accepted for an AG News label (case-insensitive, whole words)
+AGNEWS_ALIASES = {"World": ("world",), "Sports": ("sports", "sport"), "Business": ("business",),
+                  "Sci/Tech": ("sci/tech", "sci-tech", "scitech", "science/technology", "science", "technology",
+                               "sci", "tech")}
+FINAL_ANSWER = re.compile(r"the final answer is\s*:?\s*", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 
 
 class DegenerateGenerationWarning(UserWarning):
@@ -168,6 +179,71 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
                       mean_words=sum(r["words"] for r in rows) / len(rows), degenerate=warning)
 
 
+def _gold_label(item: dict, labels) -> str:
+    gold = item.get("output", item.get("label"))
+    if isinstance(gold, int) and not isinstance(gold, bool) and 0 <= gold < len(labels):
+        return labels[gold]
+    if isinstance(gold, str):
+        for label in labels:
+            if gold.strip().lower() == label.lower():
+                return label
+    raise ConfigError(f"item has no valid gold label (output={gold!r}); expected one of {', '.join(labels)} "
+                      f"or an index 0..{len(labels) - 1}")
+
+
+def score_sst2(answer: str, item: dict) -> bool:
+    """Correct iff the gold word (positive/negative) appears and the other one does not (substring, any case, as
+    in the paper: "positively" counts as positive)."""
+    return {label for label in SST2_LABELS if label in answer.lower()} == {_gold_label(item, SST2_LABELS)}
+
+
+def score_agnews(answer: str, item: dict) -> bool:
+    """Correct iff the gold category (or an alias, whole word) appears and no other category does."""
+    present = {label for label in AGNEWS_LABELS if any(re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", answer,
+                                                                 re.IGNORECASE) for w in AGNEWS_ALIASES[label])}
+    return present == {_gold_label(item, AGNEWS_LABELS)}
+
+
+def parse_number(text) -> float | None:
+    """The number after "The final answer is:" if present, else the last number in the text."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    if not isinstance(text, str):
+        return None
+    if "####" in text:  # raw GSM8K solution
+        text = text.rsplit("####", 1)[1]
+    match = next(reversed(list(FINAL_ANSWER.finditer(text))), None)  # the last "The final answer is"
+    first = _NUMBER.search(text[match.end():]) if match is not None else None
+    token = first.group() if first else next(reversed(_NUMBER.findall(text)), None)
+    try:
+        return None if token is None else float(token.replace("$", "").replace(",", ""))
+    except ValueError:
+        return None
+
+
+def score_gsm8k(answer: str, item: dict) -> bool:
+    """Numeric comparison of the predicted and gold final answers (gold from ``answer``, else ``output``)."""
+    gold_text = item.get("answer", item.get("output"))
+    gold = parse_number(gold_text)
+    if gold is None:
+        raise ConfigError(f"GSM8K item has no numeric gold answer (answer={gold_text!r})")
+    pred = parse_number(answer)
+    return pred is not None and abs(pred - gold) <= 1e-6 * max(1.0, abs(gold))
+
+
+SCORERS = {"sst2": score_sst2, "agnews": score_agnews, "gsm8k": score_gsm8k, "alpaca": None}
+
+
+def get_scorer(task: str):
+    """The scorer for a task; unknown tasks raise ConfigError listing the allowed values."""
+    check_choice("task", task, SCORERS)
+    if SCORERS[task] is None:
+        raise ConfigError("AlpacaEval fine-tune accuracy is a win rate judged by an LLM (GPT-4 in the paper), which "
+                          "is out of reach offline; it is not computed here. Use task='sst2', 'agnews' or 'gsm8k', or "
+                          "score the saved generations with AlpacaEval separately")
+    return SCORERS[task]
+
+
 def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int = 16) -> list[int]:
     """Index of the label whose text (+ eos) is most likely after each prompt: a secondary FA (``fa_choice``) that
     reads what the model *knows* even when greedy generation collapses to one label word, as a briefly fine-tuned
@@ -185,7 +261,7 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
                       batch_size: int = 16, progress: bool = True, choice: bool = True,
                       autocast: str | None = None) -> AccuracyResult:
     """Fine-tune accuracy (%) on task items (dicts with instruction/input/output; GSM8K also ``answer``); scoring
-    rules in ``scorers`` (``alpaca`` needs an LLM judge: ConfigError). ``choice``: also ``fa_choice`` (label tasks).
+    rules above (``alpaca`` needs an LLM judge: ConfigError). ``choice``: also ``fa_choice`` (label tasks).
     ``autocast``: "bf16" runs the model under bf16 autocast."""
     scorer = get_scorer(task)  # raises for an unknown task, and for alpaca, before any generation
     items = list(items) if items is not None else []
