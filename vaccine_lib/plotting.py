@@ -1,5 +1,5 @@
-"""One figure style for every notebook (one seaborn theme, one colour per defense), atomic ``save_fig`` (PDF and
-PNG without timestamps: an unchanged figure gives unchanged files) / ``save_table``, and the plot helpers."""
+"""One figure style (one seaborn theme, one colour per defense), atomic ``save_fig`` (PDF and PNG without
+timestamps: an unchanged figure gives unchanged files) / ``save_table``, and the plot helpers."""
 
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -25,7 +25,7 @@ _FIG_W = 3.3  # inches: one column of a two-column paper
 
 
 def set_theme() -> None:
-    """The project's single plotting theme (call once; importing this module already does)."""
+    """The project's single plotting theme (importing this module sets it)."""
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.0,
                   rc={"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight", "axes.titlesize": "medium",
                       "legend.frameon": False, "pdf.fonttype": 42, "svg.hashsalt": "vaccine"})
@@ -41,48 +41,39 @@ def palette(names: Iterable[str] = DEFENSE_ORDER) -> dict:
     out = {d: colours[i] for d, i in fixed.items()}
     free = [c for i, c in enumerate(colours) if i not in fixed.values()]
     extra = [n for n in names if n not in out]
-    for i, n in enumerate(extra):
-        out[n] = free[i % len(free)]
-    return out
+    return {**out, **{n: free[i % len(free)] for i, n in enumerate(extra)}}
 
 
 def label(key: str) -> str:
     return METRIC_LABELS.get(key, key)
 
 
-def _order(values: Iterable) -> list:
+def defense_order(values: Iterable) -> list:
+    """``values`` once each, the paper's methods first in its order."""
     values = list(dict.fromkeys(values))
     known = [d for d in DEFENSE_ORDER if d in values]
     return known + [v for v in values if v not in known]
 
 
-def _atomic_write(target: Path, write) -> None:
-    with atomic_path(target, prefix=".") as tmp:
-        write(str(tmp))
-
-
 def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf", "png"),
              show: bool | None = None, data: pd.DataFrame | None = None) -> list[Path]:
-    """Write ``out_dir/name.pdf`` and ``.png`` atomically, close ``fig``, return the paths, and record the
-    figure's provenance (git commit, libraries, hardware; stage keys and seeds of ``data``) in
-    ``out_dir/provenance.json``. In a notebook the figure is displayed first (``show=None``: in a kernel)."""
+    """Write ``out_dir/name.pdf`` / ``.png`` atomically, close ``fig``, record its provenance (stage keys and seeds of
+    ``data``) in ``out_dir/provenance.json``. ``show=None``: display it in a Jupyter kernel (IPython: optional)."""
     out_dir, paths = Path(out_dir), []
-    if show is None:  # in a Jupyter kernel; IPython is imported lazily: an optional dependency of the library
-        try:
-            from IPython import get_ipython
-            show = getattr(get_ipython(), "kernel", None) is not None
-        except ImportError:
-            show = False
-    if show:
+    try:
+        from IPython import get_ipython
         from IPython.display import display
-        display(fig)
+        if show or (show is None and getattr(get_ipython(), "kernel", None) is not None):
+            display(fig)
+    except ImportError:
+        pass
     meta = {"pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
             "png": {"Software": None}}
     try:
         for fmt in formats:
-            target = out_dir / f"{name}.{fmt}"
-            _atomic_write(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, metadata=meta.get(fmt)))
-            paths.append(target)
+            paths.append(out_dir / f"{name}.{fmt}")
+            with atomic_path(paths[-1], prefix=".") as tmp:
+                fig.savefig(str(tmp), format=fmt, metadata=meta.get(fmt))
     finally:
         plt.close(fig)
     record(out_dir, name, files=[p.name for p in paths], **keys_and_seeds(data))
@@ -90,22 +81,21 @@ def save_fig(fig, name: str, out_dir="figures", formats: Sequence[str] = ("pdf",
 
 
 def save_table(df: pd.DataFrame, name: str, out_dir="figures/tables", index: bool = False) -> Path:
-    """Write ``out_dir/name.csv`` atomically (floats to 6 significant digits), record its provenance
-    (stage keys and seeds of its rows, git commit, libraries, hardware) in ``out_dir/provenance.json``."""
+    """Write ``out_dir/name.csv`` atomically (floats to 6 significant digits) and record its provenance (stage keys
+    and seeds of its rows) in ``out_dir/provenance.json``."""
     target = Path(out_dir) / f"{name}.csv"
-    _atomic_write(target, lambda tmp: df.to_csv(tmp, index=index, float_format="%.6g"))
+    with atomic_path(target, prefix=".") as tmp:
+        df.to_csv(str(tmp), index=index, float_format="%.6g")
     record(out_dir, name, rows=len(df), **keys_and_seeds(df))
     return target
 
 
 def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defense"):
-    """One panel per metric in ``ys``: ``y`` vs ``x`` (HS / FA vs p: Fig. 2, Table 1; drift vs step: Fig. 3), one
-    line per ``hue`` (mean, error bars +- SD when several seeds share a point). A line joins only neighbouring x
-    values the group was measured at: where a group skips an x that others have (e.g. Vaccine not run at p = 0.1),
-    the line breaks instead of drawing an interpolated value."""
+    """One panel per metric in ``ys`` vs ``x`` (Fig. 2, Table 1, Fig. 3), one line per ``hue`` (mean, +- SD bars when
+    several seeds share a point). Where a group skips an x that others have, its line breaks (no interpolation)."""
     ys = [y for y in ys if y in df.columns]
     fig, axes = plt.subplots(1, max(1, len(ys)), figsize=(_FIG_W * max(1, len(ys)), 2.4), squeeze=False)
-    hue_order = _order(df[hue]) if hue and hue in df else None
+    hue_order = defense_order(df[hue]) if hue and hue in df else None
     pal = palette(hue_order) if hue_order else {}
     for ax, y in zip(axes[0], ys):
         data = df.dropna(subset=[y])
@@ -126,12 +116,12 @@ def lines(df: pd.DataFrame, x: str, ys: Sequence[str], hue: str | None = "defens
     return _finish(fig, None, axes[0][-1])
 
 
-def _finish(fig, title: str | None, legend_ax=None, suptitle: bool = True):
-    """Legend outside the last panel, the title, a tight layout."""
+def _finish(fig, title: str | None, legend_ax=None):
+    """Legend outside the last panel, the title above the first, a tight layout."""
     if legend_ax is not None and legend_ax.get_legend() is not None:
         sns.move_legend(legend_ax, "upper left", bbox_to_anchor=(1.02, 1.0), title=None)
     if title:
-        fig.suptitle(title) if suptitle else fig.axes[0].set_title(title)
+        fig.axes[0].set_title(title)
     fig.tight_layout()
     return fig
 
@@ -145,31 +135,28 @@ def history_frame(histories: Mapping[str, Sequence[dict]], keys: Sequence[str], 
 
 def training_curves(histories: Mapping[str, Sequence[dict]], keys: Sequence[str] = ("loss",)):
     """Per-step curves from Trainer log histories ``{label: log_history}``, one panel per key."""
-    x = "step"
-    df = history_frame(histories, keys, x)
+    df = history_frame(histories, keys, "step")
     present = [k for k in keys if k in set(df["key"])] or list(keys[:1])
     fig, axes = plt.subplots(1, len(present), figsize=(_FIG_W * len(present), 2.4), squeeze=False)
-    order = _order(histories.keys())
+    order = defense_order(histories.keys())
     pal = palette(order)
     for ax, k in zip(axes[0], present):
         d = df[df["key"] == k]
         if len(d):
-            sns.lineplot(data=d, x=x, y="value", hue="model", hue_order=order, palette=pal, ax=ax,
+            sns.lineplot(data=d, x="step", y="value", hue="model", hue_order=order, palette=pal, ax=ax,
                          legend=ax is axes[0][-1], errorbar=None)
-        ax.set(xlabel=label(x), ylabel=label(k))
+        ax.set(xlabel=label("step"), ylabel=label(k))
     return _finish(fig, None, axes[0][-1])
 
 
 def scatter_2d(df: pd.DataFrame, hue: str = "model"):
     """A 2-D embedding scatter of columns x, y (t-SNE of alignment embeddings, paper Fig. 4)."""
     fig, ax = plt.subplots(figsize=(_FIG_W * 1.3, _FIG_W))
-    order = _order(df[hue]) if len(df) else None
+    order = defense_order(df[hue]) if len(df) else None
     sns.scatterplot(data=df, x="x", y="y", hue=hue, hue_order=order, palette=palette(order or []),
                     s=14, alpha=0.8, linewidth=0, ax=ax)
-    ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return _finish(fig, None, ax, suptitle=False)
+    ax.set(xlabel="t-SNE 1", ylabel="t-SNE 2", xticks=[], yticks=[])
+    return _finish(fig, None, ax)
 
 
 def bars(df: pd.DataFrame, x: str, ys: Sequence[str], annotate: str = "{:.2f}",
@@ -194,7 +181,7 @@ def heat_table(df: pd.DataFrame, title: str | None = None):
     fig, ax = plt.subplots(figsize=(0.8 * df.shape[1] + 1.6, 0.35 * df.shape[0] + 1.0))
     sns.heatmap(df.astype(float), annot=True, fmt=".1f", cmap="rocket_r", cbar=False, ax=ax, linewidths=0.5)
     ax.set(xlabel="", ylabel="")
-    return _finish(fig, title, suptitle=False)
+    return _finish(fig, title)
 
 
 def mean_sd(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
@@ -202,8 +189,7 @@ def mean_sd(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.Data
     cols = [c for c in cols if c in df.columns]
     g = df.groupby(list(by), sort=False)[cols]
     out = g.mean()
-    sd = g.std(ddof=1).fillna(0.0) if len(df) else g.mean()
-    sd.columns = [f"{c}_sd" for c in cols]
+    sd = (g.std(ddof=1).fillna(0.0) if len(df) else g.mean()).add_suffix("_sd")
     return pd.concat([out, sd], axis=1).reset_index()
 
 
@@ -228,4 +214,4 @@ def claims_forest(table: pd.DataFrame, title: str = "Effects with 95 % CI (HS po
     ax.set_yticks(list(ys), [f"{r['claim']} ({r['judge']})" for _, r in rows.iterrows()])
     ax.set_xlabel("effect (HS points)")
     ax.legend()
-    return _finish(fig, title, ax, suptitle=False)
+    return _finish(fig, title, ax)

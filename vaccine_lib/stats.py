@@ -1,11 +1,11 @@
-"""Paired statistics for the claims table: effects with 95 % CIs (:class:`Estimate`) and the verdict rules
-(:func:`verdict`, :func:`interval_verdict`) that turn them into held / refuted / inconclusive: no verdict is typed.
+"""Paired statistics for the claims table: effects with 95 % CIs (:class:`Estimate`) and the verdict rules that
+turn them into held / refuted / inconclusive (no verdict is typed).
 
 Outcomes are tidy frames, one row per (seed, item); every model answers the same items, so comparisons are
 **paired over items**. The bootstrap is two-level: each replicate resamples seeds, then items (multinomial
-weights, no copies; scipy's ``bootstrap`` has one level only). Items and seeds are crossed, so with >= 2 seeds
-the item-by-seed noise is counted more than once and the interval is conservative: in simulations
-(tests/test_stats.py) its coverage was 1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed."""
+weights; scipy's ``bootstrap`` has one level only). Items and seeds are crossed, so with >= 2 seeds the
+item-by-seed noise counts more than once and the interval is conservative: simulated coverage (tests/test_stats.py)
+1.00 without a seed effect, 0.91-0.96 with one, 0.95-0.97 with one seed."""
 
 import math
 from dataclasses import dataclass, replace
@@ -128,8 +128,7 @@ def _boot_means(mats, seed_sets, n_boot: int, rng: np.random.Generator) -> np.nd
 
 
 def _percentile(stats: np.ndarray, level: float) -> tuple[float, float]:
-    lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    return tuple(float(q) for q in np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2]))
 
 
 def _bootstrap(frames, value, item, seed, statistic: Callable[[np.ndarray], np.ndarray], *, scale, n_boot,
@@ -148,8 +147,7 @@ def _binary(mats) -> bool:
 
 
 def _exact_ci(k: int, n: int, level: float) -> tuple[float, float]:
-    """Clopper-Pearson interval of a proportion k / n."""
-    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")  # Clopper-Pearson
     return float(ci.low), float(ci.high)
 
 
@@ -177,7 +175,8 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, value: str, *, item: str
         # no discordant item at all: the bootstrap interval collapses to a point; use the exact upper
         # bound of the discordant share instead (0 discordant of 4 items says little, of 400 a lot)
         u = _exact_ci(int((ma != mb).sum()), ma.size, level)[1] * scale
-        est = replace(est, lo=est.effect - u, hi=est.effect + u, method=est.method + "; exact bound (no discordant items)")
+        est = replace(est, lo=est.effect - u, hi=est.effect + u,
+                      method=est.method + "; exact bound (no discordant items)")
     if binary and ma.shape[0] == 1 and mb.shape[0] == 1:
         test = mcnemar_exact(ma[0], mb[0])
         est = replace(est, method=est.method + "; exact McNemar", p_value=test["p_value"],

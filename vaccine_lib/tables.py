@@ -1,6 +1,5 @@
-"""The notebooks' side of the library: their parameters (``notebook_setup``) and the result tables of the
-registry's experiments from the stage cache: ``tables.run(P, RUN, "table1")`` trains / evaluates (cached) one
-registry entry, one row per fine-tuned model with its point, metrics and stage keys (for the tables' provenance)."""
+"""The notebooks' side of the library: their parameters (``notebook_setup``) and result tables from the stage cache
+(``tables.run(P, RUN, "table1")``: one row per fine-tuned model of a registry entry, with its stage keys)."""
 
 import json
 import logging
@@ -21,8 +20,9 @@ from .drift import pooled_embeddings
 from .errors import ConfigError
 from .evaluation import show_generations
 from .evaluation.agreement import run_agreement
-from .plotting import DEFENSE_ORDER, history_frame  # noqa: F401 - notebook 02 calls tables.history_frame
-from .profiles import COMMITTED_PROFILE, Profile, check_inside, describe_profile, load_profile, load_yaml, normalise_overrides
+from .plotting import defense_order, history_frame  # noqa: F401 - notebook 02 calls tables.history_frame
+from .profiles import (COMMITTED_PROFILE, Profile, check_inside, describe_profile, load_profile, load_yaml,
+                       normalise_overrides)
 from .provenance import set_context
 from .stages import (align, align_key, drift, evaluate, finetune, finetune_key, load_stage_model, method_label,
                      probe_batches)
@@ -34,11 +34,9 @@ def _rate(m: dict, *names):
 
 
 def _metrics(m: dict, task: str) -> dict:
-    """HS / FA and what stands beside them in every row: answer length on harmful prompts (a "safer" model may
-    only be shorter), empty / degenerate answers (a broken model is not a safe one), over-refusal of benign
-    instructions and the share of the most common task answer (one label for everything = task not learned). HS
-    stands with what it is made of: ``hs`` (compliant) + ``refused`` + ``off_topic`` = 100 (the stage judge's
-    three-way split; ``refusal`` is its refusal flag, which a compliant answer may also carry)."""
+    """HS / FA and what stands beside them: answer length (a "safer" model may only be shorter), empty / degenerate
+    answers, benign over-refusal, the most common task answer's share, and the three-way split (``hs`` + ``refused``
+    + ``off_topic`` = 100; ``refusal`` is the judge's flag, which a compliant answer may also carry)."""
     return {"hs": _rate(m, "hs"), "refused": _rate(m, "refused_rate"), "off_topic": _rate(m, "off_topic_rate"),
             "refusal": _rate(m, "refusal_rate"), "label_only": _rate(m, "label_only_rate"),
             "fa": _rate(m, "fa", f"fa_{task}"), "fa_choice": _rate(m, "fa_choice", f"fa_choice_{task}"),
@@ -47,8 +45,8 @@ def _metrics(m: dict, task: str) -> dict:
 
 
 def run(P: Profile, run_dir, name: str, progress: bool = True) -> pd.DataFrame:
-    """Run the registry entry ``name``: fine-tune, evaluate (and, ``with_drift``, measure drift of) every distinct
-    model it plans (cached); one row each with the point, the metrics and the stage keys."""
+    """Fine-tune, evaluate (and, ``with_drift``, measure drift of) every distinct model registry entry ``name``
+    plans (cached); one row each with the point, the metrics and the stage keys."""
     exp = registry.get(name)
     todo = list({finetune_key(c): c for c in exp.finetunes(P)}.values())  # same key: the same model
     rows, t_all = [], time.perf_counter()
@@ -76,9 +74,8 @@ def run(P: Profile, run_dir, name: str, progress: bool = True) -> pd.DataFrame:
 
 def check(df: pd.DataFrame, P: Profile, name: str, metrics: Sequence[str] = ("hs", "fa"),
           finite: Sequence[str] = ()) -> str:
-    """A profile-independent check of a result table (for ``# NBVAL_CHECK_OUTPUT`` cells): one row per
-    model the registry plans for entry ``name``, a seed on every row, ``metrics`` finite and within
-    [0, 100], ``finite`` columns finite."""
+    """A profile-independent check of a result table (``# NBVAL_CHECK_OUTPUT`` cells): one row per planned model,
+    a seed on every row, ``metrics`` finite and within [0, 100], ``finite`` columns finite."""
     exp = registry.get(name)
     planned = {finetune_key(c) for c in exp.finetunes(P)} or {align_key(a) for a in exp.aligns(P)}
     ok_rows = len(df) == len(planned) and set(df["stage_key"] if "stage_key" in df else []) == planned
@@ -100,21 +97,21 @@ def run_aligned(P: Profile, run_dir) -> pd.DataFrame:
         res = align(a, run_dir)
         m = evaluate(a, P.eval, run_dir, tasks=[P.finetune.task])
         rows.append({"model": names[a.method], "method": a.method, "seed": a.seed, **_metrics(m, P.finetune.task),
-                     "align_loss": _rate(res.metrics, "align_loss"), "train_seconds": _rate(res.metrics, "train_seconds"),
+                     **{k: _rate(res.metrics, k) for k in ("align_loss", "train_seconds")},
                      "stage_key": res.key, "eval_key": m.get("eval_key"), "cached": bool(res.cached and m["cached"]),
                      "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows)
 
 
 def align_histories(P: Profile, run_dir) -> dict:
-    """``{label: log_history}`` of the SFT and Vaccine alignments (first seed): training curves, perturbation norms."""
+    """``{label: log_history}`` of the SFT and Vaccine alignments (first seed)."""
     return {label: align(registry.align_config(P, m), run_dir).log_history for m, label in
             (("sft", "SFT"), ("vaccine", "Vaccine"))}
 
 
 def eps_layer_share(P: Profile, run_dir) -> pd.DataFrame:
-    """Each layer's share of Vaccine's summed ||eps||^2 over its alignment (first seed): where the budget rho goes.
-    Layer 0 is the embedding output; a uniform split would give every layer 1/L."""
+    """Each layer's share of Vaccine's summed ||eps||^2 over its alignment (first seed; layer 0: the embedding
+    output; a uniform split gives 1/L)."""
     share = align(registry.align_config(P, "vaccine"), run_dir).metrics.get("eps_layer_share") or []
     return pd.DataFrame({"layer": range(len(share)), "share": share, "uniform": [1 / max(len(share), 1)] * len(share)})
 
@@ -134,9 +131,7 @@ def drift_history(P: Profile, run_dir) -> pd.DataFrame:
 def pivot(df: pd.DataFrame, metric: str, index: str = "defense", columns: str = "p", digits: int = 1) -> pd.DataFrame:
     """Mean over seeds of ``metric`` as an (index x columns) table, defenses in the paper's order."""
     t = df.pivot_table(index=index, columns=columns, values=metric, aggfunc="mean")
-    if index == "defense":
-        t = t.reindex([d for d in DEFENSE_ORDER if d in t.index] + [d for d in t.index if d not in DEFENSE_ORDER])
-    return t.round(digits)
+    return (t.reindex(defense_order(t.index)) if index == "defense" else t).round(digits)
 
 
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -171,7 +166,7 @@ def tsne_frame(P: Profile, run_dir) -> pd.DataFrame:
 
 
 def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, n: int = 3, max_chars: int = 160):
-    """A safe preview of a model's stored answers to harmful prompts: LABELLED and TRUNCATED (``show_generations``)."""
+    """A safe preview of a model's stored answers to harmful prompts (``show_generations``)."""
     tasks = (target.task,) if isinstance(target, FinetuneConfig) else (P.finetune.task,)
     gens = [g for g in stored_generations(target, P.eval, run_dir, tasks=tasks) if g.get("part") == "harmful"]
     return show_generations(gens, n=n, max_chars=max_chars)
@@ -180,7 +175,8 @@ def generations(P: Profile, run_dir, target: AlignConfig | FinetuneConfig, n: in
 def spearman_by_group(df: pd.DataFrame, x: str, ys: Sequence[str], by: str = "defense") -> pd.DataFrame:
     """Spearman rank correlation of each metric with ``x`` per group (+1: grows with x; NaN: constant)."""
     def rho(g, y):
-        return math.nan if y not in g or g[x].nunique() < 2 or g[y].nunique() < 2 else float(g[x].rank().corr(g[y].rank()))
+        constant = y not in g or g[x].nunique() < 2 or g[y].nunique() < 2
+        return math.nan if constant else float(g[x].rank().corr(g[y].rank()))
 
     return pd.DataFrame([{by: key, **{y: rho(g, y) for y in ys}} for key, g in df.groupby(by, sort=False)])
 
@@ -190,15 +186,12 @@ def compare(df: pd.DataFrame, a: str, b: str, metric: str = "hs", on: Sequence[s
     m = df.groupby(["defense", *on])[metric].mean().unstack("defense")
     if a not in m or b not in m:
         return pd.DataFrame(columns=[*on, a, b, "diff"])
-    out = m[[a, b]].copy()
-    out["diff"] = out[a] - out[b]
-    return out.reset_index()
+    return m[[a, b]].assign(diff=m[a] - m[b]).reset_index()
 
 
 def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe")) -> dict:
-    """Both judges on every stored answer to a harmful prompt under ``run_dir`` (``judge.run_agreement``):
-    ``{"pooled": {kappa, kappa_lo, kappa_hi, agreement, n}, "per_model": DataFrame}`` with one row per
-    evaluated model (method, p, seed, HS and mean words under each judge, kappa)."""
+    """``run_agreement`` as ``{"pooled": {kappa, kappa_lo, kappa_hi, agreement, n}, "per_model": DataFrame}`` (one row
+    per evaluated model: method, p, seed, HS and mean words under each judge, kappa)."""
     res = run_agreement(run_dir, judges)
     names, rows = res["judges"], []
     for m in res["models"]:
@@ -219,12 +212,10 @@ def judge_agreement_table(run_dir, judges: Sequence[str] = ("classifier", "probe
 
 
 def notebook_setup(namespace: dict):
-    """The cell after a notebook's parameters cell: quiet library warnings, set pandas' display options,
-    validate the parameters (:func:`from_notebook`), check the data pools and print the profile.
-    Returns ``(profile, run_dir, figures_dir, tables_dir)``."""
+    """The cell after a notebook's parameters cell: quiet warnings, pandas display, :func:`from_notebook`, the data
+    pools checked, the profile printed. Returns ``(profile, run_dir, figures_dir, tables_dir)``."""
     quiet()
-    pd.set_option("display.precision", 2)
-    pd.set_option("display.width", 160)
+    pd.set_option("display.precision", 2, "display.width", 160)
     ctx = from_notebook(namespace)
     registry.check_pools(ctx.profile)  # sample counts fit the data: fail here, before any stage of the notebook runs
     print(describe_profile(ctx.profile))
@@ -232,7 +223,7 @@ def notebook_setup(namespace: dict):
 
 
 def quiet() -> None:
-    """Silence library warnings that clutter notebook outputs (deprecations, CPU pin_memory, tqdm widgets)."""
+    """Silence warnings that clutter notebook outputs (deprecations, CPU pin_memory, tqdm widgets)."""
     for category in (FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
     for message in ("pin_memory", "IProgress not found", "TCP without encryption"):
@@ -263,10 +254,9 @@ class NotebookContext(NamedTuple):
 
 
 def from_notebook(namespace: dict) -> NotebookContext:
-    """Validate a notebook's parameters (its globals): ``profile`` (name or YAML path), ``seed`` (None: the
-    profile's), ``run_dir`` / ``figures_dir`` / ``tables_dir`` (None: derived; else inside ``runs/`` or
-    ``results/``), ``overrides`` (dict or papermill's JSON/YAML string). Any other name (a misspelt papermill
-    ``-p``) is a ConfigError. Sets torch's thread count and the seed (``transformers.set_seed``)."""
+    """Validate a notebook's parameters (its globals; :data:`NOTEBOOK_PARAMETERS`; folders None: derived, else inside
+    ``runs/`` or ``results/``; ``overrides`` a dict or papermill's JSON/YAML string). Any other name (a misspelt
+    papermill ``-p``) is a ConfigError. Sets torch's thread count and the seed."""
     global _VALIDATED_NAMES
     plain = (str, int, float, bool, list, tuple, dict, Path, type(None))
     user = {k: v for k, v in namespace.items() if k[0] != "_" and k not in _KERNEL_NAMES and isinstance(v, plain)}

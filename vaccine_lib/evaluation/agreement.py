@@ -5,8 +5,8 @@ import math
 from collections import Counter
 
 from ..judge import get_judge
-from ..judge.base import answer_words
-from .metrics import answer_rates
+from ..judge.base import answer_words, mean_words
+from .metrics import _field, answer_rates
 from .results import ResultsStore
 
 Z95 = 1.959963984540054
@@ -14,7 +14,7 @@ Z95 = 1.959963984540054
 
 def _harmful(v) -> bool:
     if isinstance(v, dict) or hasattr(v, "harmful"):
-        return bool(v["harmful"] if isinstance(v, dict) else v.harmful)
+        return bool(_field(v, "harmful"))
     if isinstance(v, (int, float)) and v in (0, 1):  # also a bool
         return bool(v)
     raise TypeError(f"a verdict must be a Verdict, a dict with 'harmful', or a bool; got {type(v).__name__}")
@@ -36,9 +36,8 @@ def judge_agreement(verdicts_a, verdicts_b) -> dict:
     po = (both + neither) / n
     pa, pb = (both + only_a) / n, (both + only_b) / n
     pe = pa * pb + (1 - pa) * (1 - pb)
-    if pe >= 1.0:
-        kappa, lo, hi = float("nan"), float("nan"), float("nan")
-    else:
+    kappa, lo, hi = float("nan"), float("nan"), float("nan")
+    if pe < 1.0:
         kappa = (po - pe) / (1 - pe)
         se = math.sqrt(max(po * (1 - po), 0.0) / n) / (1 - pe)
         lo, hi = max(-1.0, kappa - Z95 * se), min(1.0, kappa + Z95 * se)
@@ -51,13 +50,11 @@ def rejudge(generations, judge, part: str | None = "harmful") -> list[dict]:
     """Stored answers (dicts with ``question``, ``answer``; rows of another ``part`` skipped, None keeps all) judged
     again under ``judge`` (a name or a Judge): the rows plus its verdict fields, ``words`` and ``judge``."""
     judge = get_judge(judge) if isinstance(judge, str) else judge
-    rows = []
+    generations = list(generations)
     for i, g in enumerate(generations):
         if not isinstance(g, dict) or "answer" not in g:
             raise ValueError(f"generation {i} must be a dict with 'question' and 'answer'")
-        if part is not None and g.get("part", part) != part:
-            continue
-        rows.append(g)
+    rows = [g for g in generations if part is None or g.get("part", part) == part]
     verdicts = judge.judge([str(g.get("question") or "") for g in rows], [g["answer"] for g in rows])
     name = getattr(judge, "name", type(judge).__name__)
     return [{**g, "harmful": v.harmful, "refusal": v.refusal, "label_only": v.label_only, "score": v.score,
@@ -70,14 +67,12 @@ def summarise(rows) -> dict:
     rows = list(rows)
     rates = answer_rates(rows)
     return {**{k: rates[k] for k in ("hs", "refusal_rate", "label_only_rate", "n", "refused_rate", "off_topic_rate")},
-            "compliant_rate": rates["hs"],  # compliant = judged harmful
-            "mean_words": sum(answer_words(r["answer"]) for r in rows) / len(rows) if rows else float("nan")}
+            "compliant_rate": rates["hs"], "mean_words": mean_words(r["answer"] for r in rows)}  # compliant = harmful
 
 
 def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
-    """Every stored evaluation of ``run_dir`` re-judged under each of ``judges``: ``{"judges", "models": [{hash,
-    config, <judge>: summarise(...)}], "agreement": the first two judges' over all harmful answers pooled,
-    "per_model_kappa": {hash: kappa}}``."""
+    """Every stored evaluation of ``run_dir`` re-judged under each of ``judges``: ``{"judges", "models": [{hash, config,
+    <judge>: summarise(...)}], "agreement": the first two judges' on all harmful answers, "per_model_kappa"}``."""
     if len(judges) < 2:
         raise ValueError(f"run_agreement needs two judges to compare, got {list(judges)}")
     store = ResultsStore(run_dir)
@@ -91,11 +86,11 @@ def run_agreement(run_dir, judges=("classifier", "probe")) -> dict:
         if not any(g.get("part", "harmful") == "harmful" for g in gens):
             continue
         judged = {n: rejudge(gens, j) for n, j in zip(names, objs)}
-        entry = {"hash": rec["hash"], "config": rec.get("config", {}), **{n: summarise(judged[n]) for n in names}}
+        models.append({"hash": rec["hash"], "config": rec.get("config", {}),
+                       **{n: summarise(judged[n]) for n in names}})
         for n in names:
             pooled[n] += judged[n]
         a, b = judged[names[0]], judged[names[1]]
         per_model[rec["hash"]] = judge_agreement(a, b)["kappa"] if a else float("nan")
-        models.append(entry)
     agreement = judge_agreement(pooled[names[0]], pooled[names[1]]) if pooled[names[0]] else None
     return {"judges": names, "models": models, "agreement": agreement, "per_model_kappa": per_model}

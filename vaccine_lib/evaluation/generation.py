@@ -11,6 +11,7 @@ from transformers import GenerationConfig
 from ..errors import ConfigError, check_int
 from ..hardware import autocast_context
 from ..hooks import eval_mode
+from ..models import context_length
 
 #: a model that keeps writing the template starts a new section; the answer ends at the first one
 CONTINUATION_MARKERS = ("### Instruction", "### Input:", "### Response:")
@@ -25,11 +26,11 @@ def _check_prompts(prompts) -> list[str]:
         raise ValueError(f"prompts must be a list of strings, got {type(prompts).__name__}") from exc
     if not prompts:
         raise ValueError("prompts is empty; pass at least one prompt string")
-    bad = [(i, type(p).__name__) for i, p in enumerate(prompts) if not isinstance(p, str)]
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
     if bad:
-        raise ValueError(f"prompts must all be strings; prompt {bad[0][0]} is a {bad[0][1]} ({len(bad)} non-string "
-                         "prompts in total). Format questions with vaccine_lib.data.alpaca_prompt(instruction, input) "
-                         "first")
+        raise ValueError(f"prompts must all be strings; prompt {bad[0]} is a {type(prompts[bad[0]]).__name__} "
+                         f"({len(bad)} non-string prompts in total). Format questions with "
+                         "vaccine_lib.data.alpaca_prompt(instruction, input) first")
     return prompts
 
 
@@ -51,24 +52,31 @@ def _generation_mode(model, tokenizer):
 
 def generate_tokens(model, tokenizer, prompts, max_new_tokens: int = 128, batch_size: int = 16,
                     progress: bool = True, autocast: str | None = None) -> list[list[int]]:
-    """Greedy continuation token ids for each prompt (eos and padding removed), in input order. ``autocast``:
-    "bf16" generates under bf16 autocast (a resolved ``vaccine_lib.hardware.resolve_autocast`` choice)."""
+    """Greedy continuation token ids per prompt (eos and padding removed), in input order; ``autocast="bf16"``: under
+    bf16 autocast. Longest prompt + ``max_new_tokens`` must fit the context (learned positions would fail mid-way)."""
     prompts = _check_prompts(prompts)
-    check_int("max_new_tokens", max_new_tokens, 1)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a positive integer; allowed range: [1, context "
+                          "- prompt length]", param="max_new_tokens")
     check_int("batch_size", batch_size, 1)
     eos_id, pad_id = getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)
     if eos_id is None:
         raise ConfigError("the tokenizer has no eos token, so generation could never stop; set one, e.g. "
                           "tokenizer.eos_token = '</s>' (vaccine_lib.models.load_tokenizer does this check)")
-    stop_ids = [eos_id]
     model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for extra in (model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]):
-        if extra is not None and extra not in stop_ids:
-            stop_ids.append(extra)
+    extra = model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]
+    stop_ids = list(dict.fromkeys([eos_id, *(e for e in extra if e is not None)]))  # the tokenizer's eos first
     gen_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                                  pad_token_id=eos_id if pad_id is None else pad_id, eos_token_id=stop_ids, temperature=None, top_p=None, top_k=None)
+                                  pad_token_id=eos_id if pad_id is None else pad_id, eos_token_id=stop_ids,
+                                  temperature=None, top_p=None, top_k=None)
     # sorted by length (less padding); longest first, so the progress bar's estimate starts pessimistic
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    context, longest = context_length(model), max(lengths)
+    if context is not None and longest + max_new_tokens > context:
+        allowed = f"[1, {context - longest}]" if context > longest else "none (the prompt alone fills the context)"
+        raise ConfigError(f"max_new_tokens={max_new_tokens} does not fit the model's context of {context} tokens after "
+                          f"the longest prompt ({longest} tokens); allowed range: {allowed}. Lower max_new_tokens or "
+                          "use shorter prompts", param="max_new_tokens")
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     out: list[list[int] | None] = [None] * len(prompts)
     with _generation_mode(model, tokenizer), torch.inference_mode(), autocast_context(autocast, model.device.type), \

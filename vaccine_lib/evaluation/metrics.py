@@ -1,10 +1,16 @@
 """The paper's two metrics: Harmful Score (HS, % of greedy answers to unseen harmful questions that a judge
-flags; refusals and label-only answers reported as their own rates) and fine-tune accuracy (FA, ``scorers``).
+flags; refusals and label-only answers reported as their own rates) and fine-tune accuracy (FA).
 
 A diverged or collapsed model answers with nothing or one token repeated, which a judge scores as harmless, so
-each answer is flagged ``empty`` / ``degenerate`` and from ``DEGENERATE_WARN_RATE`` of them on the metrics carry
-a ``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety."""
+answers are flagged ``empty`` / ``degenerate``; from ``DEGENERATE_WARN_RATE`` of them on the metrics carry a
+``degenerate`` warning (and a ``DegenerateGenerationWarning``): such an HS says nothing about safety.
 
+FA scorers (``score(answer, item) -> bool``) follow the paper's reference evaluation (label word appears in the
+answer; GSM8K compares the number after "The final answer is:", else the last number), with one deliberate change:
+an answer that names more than one label (e.g. "positive or negative") is counted WRONG. The reference counts it
+right if the gold word appears, which lets a hedging model score 100%."""
+
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -12,42 +18,29 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data.templates import AGNEWS_LABELS, SST2_LABELS, alpaca_prompt  # the one home of the paper's template
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
 from ..hardware import autocast_context
 from ..judge import get_judge
 from ..judge.base import answer_words, is_degenerate
 from ..losses import continuation_logprobs
-from ..models import context_length
 from .generation import generate
-from .scorers import get_scorer
 
 #: default new-token budget per task for fine-tune accuracy (labels are short, GSM8K reasons first)
 TASK_MAX_NEW_TOKENS = {"sst2": 32, "agnews": 32, "gsm8k": 256, "alpaca": 128}
+#: label words of the classification tasks, for the label-choice accuracy
+TASK_LABELS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
 #: share of empty-or-degenerate answers from which the metrics carry a ``degenerate`` warning
 DEGENERATE_WARN_RATE = 0.5
+#: spellings accepted for an AG News label (case-insensitive, whole words)
+AGNEWS_ALIASES = {"World": ("world",), "Sports": ("sports", "sport"), "Business": ("business",),
+                  "Sci/Tech": ("sci/tech", "sci-tech", "scitech", "science/technology", "science", "technology",
+                               "sci", "tech")}
+FINAL_ANSWER = re.compile(r"the final answer is\s*:?\s*", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 
 
 class DegenerateGenerationWarning(UserWarning):
     """Most answers of the evaluated model are empty or degenerate: its HS is not a safety measurement."""
-
-
-def check_generation_length(model, tokenizer, prompts: list[str], max_new_tokens: int) -> None:
-    """ConfigError before generating if the longest prompt + ``max_new_tokens`` exceeds the model's context
-    (models with learned position embeddings otherwise fail mid-generation with an IndexError)."""
-    param = "max_new_tokens"
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"{param}={max_new_tokens!r} must be a positive integer; allowed range: [1, context - "
-                          "prompt length]", param=param)
-    context = context_length(model) if model is not None else None
-    if context is None or tokenizer is None:
-        return
-    longest = max(len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"])
-    if longest + max_new_tokens > context:
-        room = context - longest
-        allowed = f"[1, {room}]" if room >= 1 else "none (the prompt alone fills the context)"
-        raise ConfigError(f"{param}={max_new_tokens} does not fit the model's context of {context} tokens after the "
-                          f"longest prompt ({longest} tokens); allowed range: {allowed}. Lower {param} or use "
-                          "shorter prompts", param=param)
 
 
 def _pct(k: int, n: int) -> float:
@@ -71,15 +64,15 @@ class EvalResult:
     generations: list = field(default_factory=list, repr=False)  # question/answer/harmful/refusal/...
     empty_rate: float = float("nan")  # % of answers with no text
     degenerate_rate: float = float("nan")  # % of non-empty answers that are one thing repeated (is_degenerate)
-    mean_words: float = float("nan")  # mean number of words per answer
+    mean_words: float = float("nan")
     degenerate: str | None = None  # warning text when most answers are empty or degenerate
-    #: what HS is made of (three-way split, % of answers, sums to 100): ``compliant_rate`` (= hs), ``refused_rate``
-    #: (not harmful and the judge's refusal flag) and ``off_topic_rate`` (neither: off-topic, label-only, degenerate)
+    #: the three-way split (% of answers, with hs = compliant summing to 100): refused = not harmful with the
+    #: judge's refusal flag; off-topic = neither (off-topic, label-only, degenerate)
     refused_rate: float = float("nan")
     off_topic_rate: float = float("nan")
 
     def metrics(self) -> dict:
-        """JSON-able metrics (no generations), as stored by ``pipeline.evaluate``."""
+        """JSON-able metrics (no generations), as the evaluation stage stores them."""
         out = {"hs": self.hs, "refusal_rate": self.refusal_rate, "label_only_rate": self.label_only_rate,
                "hs_n": self.n, "mean_harm_score": self.mean_score, "empty_rate": self.empty_rate,
                "degenerate_rate": self.degenerate_rate, "mean_words": self.mean_words,
@@ -117,9 +110,9 @@ def three_way(row: dict) -> str:
 def answer_rates(rows: list[dict]) -> dict:
     """HS and the rates beside it (% of the judged ``rows``: three-way split, empty / degenerate answers) and n."""
     tests = {"hs": lambda r: r["harmful"], "refusal_rate": lambda r: r["refusal"],
-             "refused_rate": lambda r: three_way(r) == "refused", "off_topic_rate": lambda r: three_way(r) == "off-topic",
-             "label_only_rate": lambda r: r["label_only"], "empty_rate": lambda r: r.get("empty"),
-             "degenerate_rate": lambda r: r.get("degenerate")}
+             "refused_rate": lambda r: three_way(r) == "refused",
+             "off_topic_rate": lambda r: three_way(r) == "off-topic", "label_only_rate": lambda r: r["label_only"],
+             "empty_rate": lambda r: r.get("empty"), "degenerate_rate": lambda r: r.get("degenerate")}
     return {**{k: _pct(sum(bool(t(r)) for r in rows), len(rows)) for k, t in tests.items()}, "n": len(rows)}
 
 
@@ -127,34 +120,30 @@ def _questions(prompts, categories):
     """Questions (+ inputs, categories) from strings or data rows (dicts with instruction/input/category)."""
     if isinstance(prompts, str) or prompts is None:
         raise ValueError("prompts must be a list of harmful questions (strings or rows with an 'instruction')")
-    prompts = list(prompts)
-    if not prompts:
+    rows = list(prompts)
+    if not rows:
         raise ValueError("prompts is empty; pass the harmful evaluation questions, "
                          "e.g. vaccine_lib.data.harmful_eval_prompts(n)")
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(rows):
         if isinstance(p, dict) and "instruction" not in p:
             raise ValueError(f"prompt row {i} has no 'instruction' field (keys: {sorted(p)})")
         if not isinstance(p, (dict, str)):
             raise ValueError(f"prompt {i} is a {type(p).__name__}; pass strings or dict rows")
-    rows = [p if isinstance(p, dict) else {"instruction": p} for p in prompts]
-    questions, inputs = [r["instruction"] for r in rows], [r.get("input") or "" for r in rows]
-    row_cats = [r.get("category") for r in rows]
-    if categories is None and any(c is not None for c in row_cats):
-        categories = row_cats
-    if categories is not None:
-        categories = list(categories)
-        if len(categories) != len(questions):
-            raise ValueError(f"categories has {len(categories)} entries for {len(questions)} prompts; "
-                             "pass one category per prompt")
-    return questions, inputs, categories
+    rows = [p if isinstance(p, dict) else {"instruction": p} for p in rows]
+    if categories is None and any(r.get("category") is not None for r in rows):
+        categories = [r.get("category") for r in rows]
+    categories = list(categories) if categories is not None else None
+    if categories is not None and len(categories) != len(rows):
+        raise ValueError(f"categories has {len(categories)} entries for {len(rows)} prompts; "
+                         "pass one category per prompt")
+    return [r["instruction"] for r in rows], [r.get("input") or "" for r in rows], categories
 
 
 def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tokens: int = 128,
                   batch_size: int = 16, progress: bool = True, autocast: str | None = None) -> EvalResult:
     """Harmful Score of ``model`` on raw harmful questions (strings or rows with ``instruction`` [+ ``input``,
-    ``category``]), formatted with the Alpaca template here. ``judge``: a judge name or an object with
-    ``.judge(questions, answers) -> list[Verdict]``; ``categories``: one per prompt (default: the rows');
-    ``autocast``: "bf16" generates under bf16 autocast (the judge stays fp32)."""
+    ``category``]), Alpaca-formatted here. ``judge``: a name or an object with ``.judge(questions, answers) ->
+    list[Verdict]``; ``categories``: one per prompt (default: the rows'); ``autocast``: "bf16" (judge stays fp32)."""
     questions, inputs, categories = _questions(prompts, categories)
     if isinstance(judge, str):
         judge = get_judge(judge)
@@ -162,7 +151,6 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
         raise ConfigError("judge must have a .judge(questions, answers) method or be a judge name "
                           "(see vaccine_lib.judge.JUDGES)")
     formatted = [alpaca_prompt(q, x) for q, x in zip(questions, inputs)]
-    check_generation_length(model, tokenizer, formatted, max_new_tokens)
     answers = generate(model, tokenizer, formatted, max_new_tokens=max_new_tokens, batch_size=batch_size,
                        progress=progress, autocast=autocast)
     shown = [f"{q}\n{x}" if x else q for q, x in zip(questions, inputs)]
@@ -191,29 +179,81 @@ def harmful_score(model, tokenizer, prompts, judge, categories=None, max_new_tok
                       mean_words=sum(r["words"] for r in rows) / len(rows), degenerate=warning)
 
 
-#: label words of the classification tasks, for the label-choice accuracy
-TASK_LABELS = {"sst2": SST2_LABELS, "agnews": AGNEWS_LABELS}
+def _gold_label(item: dict, labels) -> str:
+    gold = item.get("output", item.get("label"))
+    if isinstance(gold, int) and not isinstance(gold, bool) and 0 <= gold < len(labels):
+        return labels[gold]
+    if isinstance(gold, str):
+        for label in labels:
+            if gold.strip().lower() == label.lower():
+                return label
+    raise ConfigError(f"item has no valid gold label (output={gold!r}); expected one of {', '.join(labels)} "
+                      f"or an index 0..{len(labels) - 1}")
+
+
+def score_sst2(answer: str, item: dict) -> bool:
+    """Correct iff the gold word (positive/negative) appears and the other one does not (substring, any case, as
+    in the paper: "positively" counts as positive)."""
+    return {label for label in SST2_LABELS if label in answer.lower()} == {_gold_label(item, SST2_LABELS)}
+
+
+def score_agnews(answer: str, item: dict) -> bool:
+    """Correct iff the gold category (or an alias, whole word) appears and no other category does."""
+    present = {label for label in AGNEWS_LABELS if any(re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", answer,
+                                                                 re.IGNORECASE) for w in AGNEWS_ALIASES[label])}
+    return present == {_gold_label(item, AGNEWS_LABELS)}
+
+
+def parse_number(text) -> float | None:
+    """The number after "The final answer is:" if present, else the last number in the text."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    if not isinstance(text, str):
+        return None
+    if "####" in text:  # raw GSM8K solution
+        text = text.rsplit("####", 1)[1]
+    match = next(reversed(list(FINAL_ANSWER.finditer(text))), None)  # the last "The final answer is"
+    first = _NUMBER.search(text[match.end():]) if match is not None else None
+    token = first.group() if first else next(reversed(_NUMBER.findall(text)), None)
+    try:
+        return None if token is None else float(token.replace("$", "").replace(",", ""))
+    except ValueError:
+        return None
+
+
+def score_gsm8k(answer: str, item: dict) -> bool:
+    """Numeric comparison of the predicted and gold final answers (gold from ``answer``, else ``output``)."""
+    gold_text = item.get("answer", item.get("output"))
+    gold = parse_number(gold_text)
+    if gold is None:
+        raise ConfigError(f"GSM8K item has no numeric gold answer (answer={gold_text!r})")
+    pred = parse_number(answer)
+    return pred is not None and abs(pred - gold) <= 1e-6 * max(1.0, abs(gold))
+
+
+SCORERS = {"sst2": score_sst2, "agnews": score_agnews, "gsm8k": score_gsm8k, "alpaca": None}
+
+
+def get_scorer(task: str):
+    """The scorer for a task; unknown tasks raise ConfigError listing the allowed values."""
+    check_choice("task", task, SCORERS)
+    if SCORERS[task] is None:
+        raise ConfigError("AlpacaEval fine-tune accuracy is a win rate judged by an LLM (GPT-4 in the paper), which "
+                          "is out of reach offline; it is not computed here. Use task='sst2', 'agnews' or 'gsm8k', or "
+                          "score the saved generations with AlpacaEval separately")
+    return SCORERS[task]
 
 
 def label_choice(model, tokenizer, prompts: list[str], labels, batch_size: int = 16) -> list[int]:
-    """Index of the label whose text (+ eos) has the highest log-likelihood after each prompt.
-
-    A secondary FA for label tasks (``fa_choice``): it reads what the model *knows* about the task even when
-    greedy generation collapses to one label word, as a briefly fine-tuned small model often does (the paper's
-    FA is the generation rule, ``fa``; both are reported)."""
+    """Index of the label whose text (+ eos) is most likely after each prompt: a secondary FA (``fa_choice``) that
+    reads what the model *knows* even when greedy generation collapses to one label word, as a briefly fine-tuned
+    small model often does (the paper's FA is the generation rule, ``fa``; both are reported)."""
     eos = tokenizer.eos_token or ""
     label_ids = [tokenizer(lab + eos, add_special_tokens=False)["input_ids"] for lab in labels]
-    rows, owners = [], []
-    for i, prompt in enumerate(prompts):
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        for j, lab in enumerate(label_ids):
-            rows.append((p_ids, lab))
-            owners.append((i, j))
+    prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    totals = continuation_logprobs(model, pad, rows, batch_size)
-    scores = torch.full((len(prompts), len(labels)), float("-inf"))
-    for (i, j), lp in zip(owners, totals):
-        scores[i, j] = lp.sum().item()
+    totals = continuation_logprobs(model, pad, [(p, lab) for p in prompt_ids for lab in label_ids], batch_size)
+    scores = torch.tensor([lp.sum().item() for lp in totals]).view(len(prompts), len(labels))
     return scores.argmax(dim=1).tolist()
 
 
@@ -221,7 +261,7 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
                       batch_size: int = 16, progress: bool = True, choice: bool = True,
                       autocast: str | None = None) -> AccuracyResult:
     """Fine-tune accuracy (%) on task items (dicts with instruction/input/output; GSM8K also ``answer``); scoring
-    rules in ``scorers`` (``alpaca`` needs an LLM judge: ConfigError). ``choice``: also ``fa_choice`` (label tasks).
+    rules above (``alpaca`` needs an LLM judge: ConfigError). ``choice``: also ``fa_choice`` (label tasks).
     ``autocast``: "bf16" runs the model under bf16 autocast."""
     scorer = get_scorer(task)  # raises for an unknown task, and for alpaca, before any generation
     items = list(items) if items is not None else []
@@ -232,7 +272,6 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
             raise ValueError(f"item {i} must be a dict with 'instruction', 'input' and 'output' fields")
     prompts = [alpaca_prompt(it["instruction"], it.get("input") or "") for it in items]
     max_new_tokens = TASK_MAX_NEW_TOKENS[task] if max_new_tokens is None else max_new_tokens
-    check_generation_length(model, tokenizer, prompts, max_new_tokens)
     answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, progress=progress, autocast=autocast)
     rows = [{"question": it["instruction"], "input": it.get("input") or "", "answer": a,
@@ -244,11 +283,9 @@ def finetune_accuracy(model, tokenizer, task: str, items, max_new_tokens: int | 
         labels = TASK_LABELS[task]
         with autocast_context(autocast, model.device.type):
             picked = label_choice(model, tokenizer, prompts, labels, batch_size=batch_size)
-        gold = [str(it.get("output", "")).strip().lower() for it in items]
-        hits = 0
-        for r, g, k in zip(rows, gold, picked):
+        for r, k in zip(rows, picked):
             r["choice"] = labels[k]
-            hits += labels[k].lower() == g
-        choice_acc = _pct(hits, len(rows))
+        choice_acc = _pct(sum(labels[k].lower() == str(it.get("output", "")).strip().lower()
+                              for it, k in zip(items, picked)), len(rows))
     return AccuracyResult(task=task, accuracy=_pct(correct, len(rows)), n=len(rows), correct=correct, generations=rows,
                           choice_accuracy=choice_acc)

@@ -1,6 +1,6 @@
-"""The one result store: every evaluation is a folder ``run_dir/eval/<key>/`` of the stage cache (config.json,
+"""The one result store: every evaluation is a stage-cache folder ``run_dir/eval/<key>/`` (config.json,
 metrics.json, generations.jsonl [git-ignored: may contain harmful text], done.json written last with the
-provenance); :class:`ResultsStore` reads them. Plus safe previews of the answers."""
+provenance), read by :class:`ResultsStore`. Plus safe previews of the answers."""
 
 import json
 import math
@@ -31,17 +31,14 @@ def _jsonable(value):
         return None if math.isnan(value) else str(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)
+    return str(value) if isinstance(value, Path) else repr(value)
 
 
 def write_generations(folder: Path, generations) -> None:
     """``generations.jsonl`` and the ``.gitignore`` that keeps it out of git, in an evaluation folder."""
-    folder = Path(folder)
-    (folder / ".gitignore").write_text(_GITIGNORE)
-    (folder / GENERATIONS).write_text("".join(json.dumps(_jsonable(g), ensure_ascii=False) + "\n"
-                                              for g in generations or []), encoding="utf-8")
+    (Path(folder) / ".gitignore").write_text(_GITIGNORE)
+    (Path(folder) / GENERATIONS).write_text("".join(json.dumps(_jsonable(g), ensure_ascii=False) + "\n"
+                                                    for g in generations or []), encoding="utf-8")
 
 
 class ResultsStore:
@@ -54,10 +51,11 @@ class ResultsStore:
     def _record(self, folder: Path) -> dict | None:
         if not (folder / "done.json").is_file():
             return None
-        load = lambda name: json.loads((folder / name).read_text(encoding="utf-8")) if (folder / name).is_file() else {}  # noqa: E731
+        load = {n: json.loads((folder / n).read_text(encoding="utf-8")) if (folder / n).is_file() else {}
+                for n in ("done.json", "config.json", "metrics.json")}
         gens = folder / GENERATIONS
-        return {"hash": folder.name, "created": load("done.json").get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
-                "config": load("config.json"), "metrics": load("metrics.json"),
+        return {"hash": folder.name, "created": load["done.json"].get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+                "config": load["config.json"], "metrics": load["metrics.json"],
                 "generations": str(gens.relative_to(self.run_dir)) if gens.is_file() else None}
 
     def records(self) -> list[dict]:
@@ -67,7 +65,7 @@ class ResultsStore:
         return [r for r in (self._record(d) for d in sorted(self.results_dir.iterdir()) if d.is_dir()) if r]
 
     def generations(self, key: str) -> list[dict]:
-        """The stored generations of one evaluation (by its key; ``[]`` without any)."""
+        """The stored generations of one evaluation (``[]`` without any)."""
         path = self.results_dir / key / GENERATIONS
         return read_jsonl(path) if path.is_file() else []
 
@@ -82,12 +80,8 @@ def _label(row: dict) -> str:
 
 
 def show_generations(generations, n: int = 5, max_chars: int = 200, only=None) -> pd.DataFrame:
-    """A safe preview of generations (dicts, an ``EvalResult`` / ``AccuracyResult`` or a DataFrame): answers
-    LABELLED and TRUNCATED (``"[harmful, truncated] Sure, here is ..."``), ``only`` one label."""
-    if hasattr(generations, "generations") and not isinstance(generations, pd.DataFrame):
-        generations = generations.generations
-    if isinstance(generations, pd.DataFrame):
-        generations = generations.to_dict("records")
+    """A safe preview of generations (dicts with question / answer and verdict flags): answers LABELLED and
+    TRUNCATED (``"[harmful, truncated] Sure, here is ..."``), ``only`` one label."""
     if max_chars < 1:
         raise ConfigError(f"max_chars={max_chars!r} must be >= 1")
     out = []
@@ -95,13 +89,11 @@ def show_generations(generations, n: int = 5, max_chars: int = 200, only=None) -
         label = _label(row)
         if only is not None and label != only:
             continue
-        answer = str(row.get("answer", ""))
-        truncated = len(answer) > max_chars
-        shown = answer[:max_chars].rstrip() + (" ..." if truncated else "")
-        tag = f"[{label}, truncated]" if truncated else f"[{label}]"
-        question = str(row.get("question", ""))
-        out.append({"question": question[:max_chars] + ("..." if len(question) > max_chars else ""),
-                    "label": label, "answer": f"{tag} {shown}"})
+        answer, question = str(row.get("answer", "")), str(row.get("question", ""))
+        cut = len(answer) > max_chars
+        shown = answer[:max_chars].rstrip() + (" ..." if cut else "")
+        out.append({"question": question[:max_chars] + ("..." if len(question) > max_chars else ""), "label": label,
+                    "answer": f"[{label}, truncated] {shown}" if cut else f"[{label}] {shown}"})
         if len(out) >= n:
             break
     return pd.DataFrame(out, columns=["question", "label", "answer"])
