@@ -8,8 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..errors import ConfigError, VaccineError
-from .builder import SPLITS, BuildConfig, read_manifest, verify_split
-from .splits import build, default_data_dir
+from .builder import SPLITS, BuildConfig, build, default_data_dir, read_manifest, verify_split
 
 
 def _split_state(data_dir: Path, name: str, manifest: dict) -> str:

