@@ -14,7 +14,7 @@ import yaml
 from ..errors import DataFormatError, MissingPackageError
 from ..packages import package_file, package_version
 from .jsonl import read_jsonl
-from .templates import gsm8k_instruction, gsm8k_output, SST2_INSTRUCTION
+from .templates import SST2_INSTRUCTION, TEXTS, gsm8k_instruction, gsm8k_output
 
 PYRIT = "pyrit"
 GARAK = "garak"
@@ -153,20 +153,8 @@ def gsm_symbolic(size: int, seed: int) -> list[dict]:
     return rows
 
 
-#: reasoning_gym task -> phrasing templates for a short helpful answer ({a} = the answer)
-HELPFUL_TASKS = {
-    "basic_arithmetic": ("The result is {a}.", "Working it out gives {a}.", "The answer is {a}."),
-    "letter_counting": ("The letter appears {a} times.", "I count {a} occurrences.", "The count is {a}."),
-    "spell_backward": ("Spelled backward, it is: {a}", "Here it is reversed: {a}", "Backward: {a}"),
-    "sentence_reordering": ("The correct order is: {a}", "Here is the restored sentence: {a}",
-                            "Reordered: {a}"),
-    "gcd": ("The greatest common divisor is {a}.", "Their GCD is {a}.", "The GCD is {a}."),
-    "lcm": ("The least common multiple is {a}.", "Their LCM is {a}.", "The LCM is {a}."),
-    "caesar_cipher": ("The decrypted text is: {a}", "Decrypted, it reads: {a}", "Plain text: {a}"),
-    "word_sorting": ("Here are the words in the requested order: {a}", "Sorted: {a}",
-                     "The sorted list is: {a}"),
-    "base_conversion": ("The converted number is {a}.", "In the target base it is {a}.", "The result is {a}."),
-}
+#: reasoning_gym task -> phrasings of a short helpful answer ({a} = the answer)
+HELPFUL_TASKS = TEXTS["HELPFUL_TASKS"]
 
 
 def helpful_pairs(n: int, seed: int) -> list[dict]:

@@ -1,7 +1,11 @@
-"""The paper's Alpaca prompt template and task instructions (pure text, no I/O)."""
+"""The paper's Alpaca prompt template and task instructions; ``TEXTS``: the project-written texts of the offline
+build (``texts.json``, data beside the code: refusal parts and helpful-answer phrasings)."""
 
+import json
 import re
+from pathlib import Path
 
+TEXTS = json.loads(Path(__file__).with_name("texts.json").read_text(encoding="utf-8"))
 RESPONSE_MARKER = "### Response:\n"
 
 PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
