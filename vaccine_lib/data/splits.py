@@ -8,7 +8,7 @@ from ..config import OFFLINE_TASKS, SOURCES, TASKS, AlignConfig, check_param
 from ..errors import ConfigError, check_choice, check_int, check_range, check_seed
 from . import builder as _build
 from .builder import SPLITS, default_data_dir
-from .hub_datasets import HUB_SPLITS, load_hub_split
+from .sources import HUB_SPLITS, load_hub_split
 
 DEFAULT_HELPFUL_FRACTION = AlignConfig.model_fields["helpful_fraction"].default
 
