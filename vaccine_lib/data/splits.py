@@ -10,8 +10,6 @@ from . import builder as _build
 from .builder import SPLITS, default_data_dir
 from .sources import HUB_SPLITS, load_hub_split
 
-DEFAULT_HELPFUL_FRACTION = AlignConfig.model_fields["helpful_fraction"].default
-
 _cache: dict[tuple, object] = {}
 
 
@@ -113,17 +111,23 @@ def check_sizes(*, task: str | None = None, n: int | None = None, p: float | Non
         if source == "offline" and helpful_fraction is not None:
             check_range(name("helpful_fraction"), helpful_fraction, 0.0, 1.0)
             kinds = _build.read_manifest(default_data_dir(data_dir))["splits"]["alignment"]["kinds"]
-            n_help = round(n_align * helpful_fraction)
-            for kind, want in (("helpful", n_help), ("refusal", n_align - n_help)):
-                if want > kinds.get(kind, 0):
-                    raise ConfigError(
-                        f"{name('n_align')}={n_align} at {name('helpful_fraction')}={helpful_fraction} asks for "
-                        f"{want} {kind} alignment rows but the pool has only {kinds.get(kind, 0)}; lower "
-                        f"{name('n_align')} or change {name('helpful_fraction')}", param=name("n_align"))
+            _check_kinds(n_align, helpful_fraction, kinds, name("n_align"), name("helpful_fraction"))
 
 
-def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float = DEFAULT_HELPFUL_FRACTION,
-                  data_dir=None, source: str = "offline"):
+def _check_kinds(n: int, helpful_fraction: float, have: dict, n_name="n", hf_name="helpful_fraction") -> int:
+    """``round(n * helpful_fraction)`` helpful rows and the rest refusals must fit ``have`` ({kind: rows})."""
+    n_help = round(n * helpful_fraction)
+    for kind, want in (("helpful", n_help), ("refusal", n - n_help)):
+        if want > have.get(kind, 0):
+            raise ConfigError(f"{n_name}={n} at {hf_name}={helpful_fraction} asks for {want} {kind} alignment rows "
+                              f"but the pool has only {have.get(kind, 0)}; lower {n_name} or change {hf_name}",
+                              param=n_name)
+    return n_help
+
+
+def alignment_set(n: int | None = None, seed: int = 0,
+                  helpful_fraction: float = AlignConfig.model_fields["helpful_fraction"].default, data_dir=None,
+                  source: str = "offline"):
     """``n`` (None: all) alignment pairs, round(n * helpful_fraction) helpful answers + refusals, shuffled with
     ``seed`` (``source="hub"``: BeaverTails safe answers, no ``helpful_fraction``)."""
     check_seed("seed", seed)
@@ -141,12 +145,7 @@ def alignment_set(n: int | None = None, seed: int = 0, helpful_fraction: float =
         if n is None:
             idx = ref + hel
         else:
-            n_help = round(n * helpful_fraction)
-            for count, group, what in ((n_help, hel, "helpful"), (n - n_help, ref, "refusal")):
-                if count > len(group):
-                    raise ConfigError(f"asked for {count} {what} alignment rows but the pool has only {len(group)}; "
-                                      f"allowed range for n at helpful_fraction={helpful_fraction}: see the pool sizes "
-                                      f"(helpful {len(hel)}, refusal {len(ref)})")
+            n_help = _check_kinds(n, helpful_fraction, {"helpful": len(hel), "refusal": len(ref)})
             idx = rng.sample(hel, n_help) + rng.sample(ref, n - n_help)
     rng.shuffle(idx)
     return pool.select(idx)

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 TEXTS = json.loads(Path(__file__).with_name("texts.json").read_text(encoding="utf-8"))
-RESPONSE_MARKER = "### Response:\n"
 
+RESPONSE_MARKER = "### Response:\n"
 PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
                    "the request.\n\n### Instruction:\n{instruction}\n\n" + RESPONSE_MARKER)
 PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
@@ -18,7 +18,6 @@ SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positiv
 AGNEWS_INSTRUCTION = "Categorize the news article into one of the 4 categories: World, Sports, Business, Sci/Tech"
 GSM8K_SUFFIX = "First think step by step and then answer the final number."
 FINAL_ANSWER_PREFIX = "The final answer is: "
-
 SST2_LABELS = ("negative", "positive")
 AGNEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
 
@@ -30,13 +29,7 @@ def alpaca_prompt(instruction: str, input: str = "") -> str:  # noqa: A002 - the
     return PROMPT_NO_INPUT.format(instruction=instruction)
 
 
-def format_prompt(row: dict) -> str:
-    """``alpaca_prompt`` for a data row (``instruction`` and optional ``input``)."""
-    return alpaca_prompt(row["instruction"], row.get("input") or "")
-
-
 def gsm8k_instruction(question: str) -> str:
-    """GSM8K question followed by the paper's step-by-step suffix."""
     return f"{question.strip()} {GSM8K_SUFFIX}"
 
 
