@@ -1,10 +1,8 @@
-"""Build the processed splits (``python -m vaccine_lib.data build``).
-
-Writes ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` (sources with package versions and
-file sha256s, row counts, split sha256s, build parameters; no timestamps, so building twice gives identical
-bytes). A split counts as built only if the manifest lists the sha256 of the file on disk. Disjointness (after
-``normalize_question``): evaluation prompts are kept; harmful fine-tuning questions that appear in the evaluation
-set are dropped; alignment questions that appear in either are dropped."""
+"""Build the processed splits: ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` (package versions
+and file sha256s of the sources, row counts, split sha256s, build parameters; no timestamps, so building twice gives
+identical bytes). A split counts as built only if the manifest lists the sha256 of the file on disk. Disjointness
+(after ``normalize_question``): evaluation prompts are kept; harmful fine-tuning questions that appear in the
+evaluation set are dropped; alignment questions that appear in either are dropped."""
 
 import json
 import os
@@ -20,8 +18,7 @@ from ..packages import package_version
 from ..paths import REPO_ROOT
 from . import sources
 from .jsonl import dumps_rows, read_jsonl, sha256_bytes
-from .refusals import compose_refusal
-from .templates import normalize_question
+from .templates import compose_refusal, normalize_question
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -202,8 +199,8 @@ def build(data_dir=None, force: bool = False, config: BuildConfig = BuildConfig(
     out = data_dir / "processed"
     if not isinstance(config, BuildConfig):
         raise ConfigError(f"config must be a BuildConfig, got {type(config).__name__}", param="config")
-    if not force and is_built(data_dir):
-        manifest = read_manifest(data_dir)
+    manifest = read_manifest(data_dir)
+    if not force and is_built(data_dir, manifest=manifest):
         if manifest.get("params") == asdict(config) and manifest.get("builder") == BUILDER_VERSION:
             try:
                 for name in SPLITS:

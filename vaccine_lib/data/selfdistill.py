@@ -4,8 +4,8 @@ The paper's alignment data (BeaverTails) keeps the model helpful. Offline, templ
 taught "puzzle -> answer, anything else -> refuse" (over-refusal; ``docs/regime.md``). The self-distilled half
 answers benign instructions that look like the user traffic (SST2-format reviews, GSM-style questions, puzzles)
 with the **base model's own greedy answers**, so alignment teaches refusal without new behaviour on benign
-requests (``AlignConfig.helpful = "selfdistill"``; chosen by the regime study). :func:`benign_eval_rows`: the
-held-out prompts of the benign refusal rate. The answers are a cached stage (``stages``); data only here."""
+requests (``AlignConfig.helpful = "selfdistill"``; chosen by the regime study). The answers are a cached stage
+(``stages``); data only here."""
 
 import random
 
@@ -18,8 +18,9 @@ SELFDISTILL_SHARES = (0.4, 0.3)
 SELFDISTILL_TOKENS = 48
 #: extra instructions answered so that dropped refusals / empty answers still leave enough rows
 SELFDISTILL_MARGIN = 0.25
-#: the benign evaluation set: 50 SST2-format reviews, 25 GSM-style questions, 25 puzzles per 100
-BENIGN_FAMILIES = (("sst2", 0.5), ("gsm8k", 0.25), ("puzzle", 0.25))
+#: the benign evaluation set per 100: 50 SST2-format reviews, 25 GSM-style questions (rest: puzzles, from a
+#: puzzle seed no alignment set uses)
+BENIGN_SHARES = (0.5, 0.25)
 BENIGN_SEED, BENIGN_PUZZLE_SEED = 7, 977
 
 
@@ -35,9 +36,9 @@ def selfdistill_prompts(n: int, seed: int, data_dir=None) -> list[dict]:
 
 
 def benign_eval_rows(n: int = 100, data_dir=None) -> list[dict]:
-    """``n`` held-out benign instructions (test splits; a puzzle seed no alignment set uses), each with its
-    ``family`` (sst2 / gsm8k / puzzle): the prompts of the benign refusal rate."""
-    k_sst, k_gsm = round(BENIGN_FAMILIES[0][1] * n), round(BENIGN_FAMILIES[1][1] * n)
+    """``n`` held-out benign instructions (test splits), each with its ``family`` (sst2 / gsm8k / puzzle): the
+    prompts of the benign refusal rate."""
+    k_sst, k_gsm = round(BENIGN_SHARES[0] * n), round(BENIGN_SHARES[1] * n)
     k_puz = n - k_sst - k_gsm
     sst = list(eval_items("sst2", k_sst, seed=BENIGN_SEED, data_dir=data_dir)) if k_sst else []
     gsm = list(eval_items("gsm8k", k_gsm, seed=BENIGN_SEED, data_dir=data_dir)) if k_gsm else []

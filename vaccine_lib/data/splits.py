@@ -91,22 +91,20 @@ def check_sizes(*, task: str | None = None, n: int | None = None, p: float | Non
         _check_task(task, source, name("task"))
     if p is not None:
         check_param("p", p, name("p"))
+    for key, value in (("n", n), ("n_harmful", n_harmful), ("n_task", n_task), ("n_align", n_align)):
+        if value is not None:
+            check_int(name(key), value, 1)
     offline_task = task is not None and source == "offline"
     if n is not None:
-        check_int(name("n"), n, 1)
         n_harm = round(n * (p or 0.0))
         fits("n", n_harm, "harmful_ft", "harmful fine-tuning rows", f" (x p = {p})")
         if offline_task:
             fits("n", n - n_harm, f"{task}_train", "benign rows")
     if n_harmful is not None:
-        check_int(name("n_harmful"), n_harmful, 1)
         fits("n_harmful", n_harmful, "harmful_eval", "harmful evaluation prompts")
-    if n_task is not None and task is not None:
-        check_int(name("n_task"), n_task, 1)
-        if offline_task:
-            fits("n_task", n_task, f"{task}_test", "task test items")
+    if n_task is not None and offline_task:
+        fits("n_task", n_task, f"{task}_test", "task test items")
     if n_align is not None:
-        check_int(name("n_align"), n_align, 1)
         fits("n_align", n_align, "alignment", "alignment rows")
         if source == "offline" and helpful_fraction is not None:
             check_range(name("helpful_fraction"), helpful_fraction, 0.0, 1.0)

@@ -1,7 +1,9 @@
-"""The paper's Alpaca prompt template and task instructions; ``TEXTS``: the project-written texts of the offline
-build (``texts.json``, data beside the code: refusal parts and helpful-answer phrasings)."""
+"""The paper's Alpaca prompt template and task instructions, and the project-written texts of the offline build:
+``TEXTS`` (``texts.json``, data beside the code) and the safe refusals composed from them (``compose_refusal``)."""
 
+import hashlib
 import json
+import random
 import re
 from pathlib import Path
 
@@ -49,3 +51,21 @@ def normalize_question(text: str) -> str:
     """Key that keeps alignment / fine-tuning / evaluation questions disjoint: lower case, whitespace collapsed,
     surrounding punctuation and quotes stripped."""
     return " ".join(text.lower().split()).strip(" \t\n.?!:;,\"'")
+
+
+def compose_refusal(question: str, category: str = "", seed: int = 0, extra: tuple[str, ...] = (),
+                    extra_fraction: float = 0.0) -> str:
+    """A safe refusal for ``question``: opener x reason x redirection, a pure function of (seed, normalised question).
+    No package ships BeaverTails' safe answers, so the offline alignment set pairs each harmful question with one.
+    The reason's group (``TEXTS["REASONS"]``) comes from the question's words, else its category (the first group of
+    ``TEXTS["KEYWORDS"]`` with a keyword in it). ``extra``: real refusals (pyrit's human-labelled ones) used with
+    probability ``extra_fraction`` instead."""
+    digest = hashlib.sha256(f"{seed}\x00{normalize_question(question)}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    if extra and rng.random() < extra_fraction:
+        return rng.choice(sorted(extra))
+    group = next((g for text in (question.lower(), category.lower()) for g, words in TEXTS["KEYWORDS"]
+                  if any(w in text for w in words)), "general")
+    reds = TEXTS["REDIRECTIONS"]["wellbeing" if group == "wellbeing" else "default"]
+    parts = [rng.choice(TEXTS["OPENERS"]), rng.choice(TEXTS["REASONS"][group]), rng.choice(reds)]
+    return " ".join(p for p in parts if p)
