@@ -56,9 +56,8 @@ def load_split(name: str, data_dir=None, source: str = "offline"):
 
 
 def check_splits(names=None, data_dir=None) -> dict[str, int]:
-    """Validate offline data splits (default: every one) once, before any stage trains; ``{split: rows}``. A missing
-    or stale build is built first, then each file is checked (``builder.verify_split``: row schema naming file:line,
-    not empty, the manifest's counts). Hub splits are checked by ``check_sizes`` as each is loaded."""
+    """``{split: rows}`` of the offline splits (default: all), built first if missing or stale, each file checked
+    once by ``builder.verify_split`` (before any stage trains). Hub splits are checked as each is loaded."""
     names = list(SPLITS if names is None else [names] if isinstance(names, str) else names)
     for name in names:
         check_choice("split", name, SPLITS)
@@ -78,21 +77,16 @@ def _sample(ds, n: int, rng: random.Random, what: str, param: str = "n", fix: st
 
 def pool_size(name: str, data_dir=None, source: str = "offline") -> int:
     """Number of rows of a split (to validate sizes before any stage runs; builds the offline data if needed)."""
-    check_choice("source", source, SOURCES)
-    if source == "hub":
-        return len(load_split(name, data_dir, source))
-    check_choice("split", name, SPLITS)
-    return int(_manifest(default_data_dir(data_dir), [name])["splits"][name]["rows"])
+    return check_splits(name, data_dir)[name] if source == "offline" else len(load_split(name, data_dir, source))
 
 
 def check_sizes(*, task: str | None = None, n: int | None = None, p: float | None = None,
                 n_harmful: int | None = None, n_task: int | None = None, n_align: int | None = None,
                 helpful_fraction: float | None = None, seeds=(), source: str = "offline", data_dir=None,
                 names: dict | None = None) -> None:
-    """Validate the data requests that are given against the pools before any stage runs (offline: the manifest
-    only): the task exists for ``source``, the fine-tuning mix (``round(n*p)`` harmful + the rest benign), the
-    evaluation prompts / test items and the alignment rows (by ``helpful_fraction``) fit, every seed is valid.
-    ``names`` maps these argument names to the caller's (``{"n": "finetune.n"}``) for the ConfigError."""
+    """Check the given data requests against the pools before any stage runs: the task exists for ``source``, the
+    fine-tuning mix, evaluation items and alignment rows fit, every seed is valid. ``names`` maps these argument
+    names to the caller's (``{"n": "finetune.n"}``) for the ConfigError."""
     def name(key):
         return (names or {}).get(key, key)
 
