@@ -125,10 +125,8 @@ def _reasoning_gym():
     try:
         import reasoning_gym  # lazy: a --no-deps data package whose runtime deps may be missing
     except ImportError as exc:
-        raise MissingPackageError(
-            f"reasoning_gym could not be imported ({exc}). Install it with: "
-            f"pip install --no-deps reasoning-gym==0.1.25 and its pinned runtime deps from requirements.txt"
-        ) from None
+        fix = "pip install --no-deps reasoning-gym==0.1.25 and its pinned runtime deps from requirements.txt"
+        raise MissingPackageError(f"reasoning_gym could not be imported ({exc}). Install it with: {fix}") from None
     SOURCE_FILES.setdefault(REASONING_GYM, {})
     return reasoning_gym
 
@@ -174,12 +172,10 @@ HUB_SOURCES = {
 }
 HUB_SPLITS = tuple(HUB_SOURCES)
 ALPACA_TRAIN = 700
-OFFLINE_ALTERNATIVES = (
-    "offline alternatives (source='offline', built from PyPI packages): alignment (DoNotAnswer + AdvBench refusals "
-    "mixed with helpful reasoning_gym answers), harmful_ft (pyrit many-shot harmful pairs), harmful_eval "
-    "(StrongREJECT + held-out AdvBench), sst2_* (Rotten Tomatoes), gsm8k_* (GSM-Symbolic); "
-    "AG News and AlpacaEval have no offline alternative"
-)
+OFFLINE_ALTERNATIVES = ("offline alternatives (source='offline', built from PyPI packages): alignment (DoNotAnswer + "
+                        "AdvBench refusals mixed with helpful reasoning_gym answers), harmful_ft (pyrit many-shot "
+                        "harmful pairs), harmful_eval (StrongREJECT + held-out AdvBench), sst2_* (Rotten Tomatoes), "
+                        "gsm8k_* (GSM-Symbolic); AG News and AlpacaEval have no offline alternative")
 
 
 def load_hub_split(name: str):
@@ -189,11 +185,10 @@ def load_hub_split(name: str):
     ds_id, config, split = HUB_SOURCES[name]
     with hub_call(f"split {name!r} with source='hub' (dataset {ds_id!r})", f"Use the {OFFLINE_ALTERNATIVES}."):
         raw = datasets.load_dataset(ds_id, config, split=split)
-    rows = []
     if name == "alignment":
         rows = [_row(r["prompt"], r["response"], "safe", "beavertails") for r in raw if r["is_safe"]]
     elif name in ("harmful_ft", "harmful_eval"):
-        seen = set()
+        seen, rows = set(), []
         for r in raw:
             if r["is_safe"] or (name == "harmful_eval" and r["prompt"] in seen):
                 continue
@@ -210,8 +205,7 @@ def load_hub_split(name: str):
     elif name.startswith("gsm8k"):
         rows = [{**_row(gsm8k_instruction(r["question"]), gsm8k_output(r["answer"]), "benign", "gsm8k"),
                  "answer": r["answer"].split("####")[-1].strip().replace(",", "")} for r in raw]
-    elif name.startswith("alpaca"):
-        items = list(raw)
-        items = items[:ALPACA_TRAIN] if name == "alpaca_train" else items[ALPACA_TRAIN:]
+    else:  # alpaca_train: the first ALPACA_TRAIN items, alpaca_test: the rest
+        items = list(raw)[:ALPACA_TRAIN] if name == "alpaca_train" else list(raw)[ALPACA_TRAIN:]
         rows = [_row(r["instruction"], r["output"], "benign", "alpaca_eval", r.get("dataset", "")) for r in items]
     return datasets.Dataset.from_list(rows)
