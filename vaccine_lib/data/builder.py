@@ -69,10 +69,9 @@ class BuildConfig:
 
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``data_dir``, else ``$VACCINE_DATA_DIR``, else ``<repo>/data`` in a source checkout, else ``./data``."""
+    data_dir = data_dir or os.environ.get("VACCINE_DATA_DIR")
     if data_dir:
         return Path(data_dir)
-    if os.environ.get("VACCINE_DATA_DIR"):
-        return Path(os.environ["VACCINE_DATA_DIR"])
     return (REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()) / "data"
 
 
