@@ -34,18 +34,11 @@ SPLIT_SCHEMA = {
 }
 SPLITS = tuple(SPLIT_SCHEMA)
 
-#: allowed ranges of the integer build parameters (pool-dependent limits are checked when the sources are read)
-BUILD_LIMITS = {
-    "harmful_words": (1, 100_000),  # words kept per harmful answer
-    "advbench_eval": (0, 520),  # AdvBench has 520 behaviours (fewer after removing StrongREJECT duplicates)
-    "helpful_pool": (0, 1_000_000), "sst2_train_per_label": (1, 1_000_000), "sst2_test_per_label": (1, 1_000_000),
-    "gsm8k_train": (1, 1_000_000), "gsm8k_test": (1, 1_000_000),
-}
-
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Build parameters (recorded in the manifest), range-checked on creation (``ConfigError.param``: the field)."""
+    """Build parameters (recorded in the manifest), range-checked on creation (``ConfigError.param``: the field;
+    pool-dependent limits are checked when the sources are read)."""
 
     seed: int = 0
     harmful_words: int = 60  # harmful fine-tuning answers cut to this many words
@@ -62,8 +55,11 @@ class BuildConfig:
     def __post_init__(self):
         for name in ("seed", "gsm8k_train_seed", "gsm8k_test_seed"):
             check_seed(name, getattr(self, name))
-        for name, (low, high) in BUILD_LIMITS.items():
-            check_int(name, getattr(self, name), low, high)
+        check_int("harmful_words", self.harmful_words, 1, 100_000)
+        check_int("advbench_eval", self.advbench_eval, 0, 520)  # of 520 AdvBench behaviours (fewer after dedup)
+        check_int("helpful_pool", self.helpful_pool, 0, 1_000_000)
+        for name in ("sst2_train_per_label", "sst2_test_per_label", "gsm8k_train", "gsm8k_test"):
+            check_int(name, getattr(self, name), 1, 1_000_000)
         check_range("pyrit_refusal_fraction", self.pyrit_refusal_fraction, 0.0, 1.0)
 
 
