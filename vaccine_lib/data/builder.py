@@ -150,13 +150,10 @@ def read_manifest(data_dir: Path) -> dict | None:
 
 def is_built(data_dir: Path, name: str | None = None, manifest: dict | None = None) -> bool:
     """True when the manifest lists the split(s) and the file on disk has the listed sha256."""
-    manifest = manifest or read_manifest(data_dir)
-    if not manifest:
-        return False
+    entries = (manifest or read_manifest(data_dir) or {}).get("splits", {})
     for split in [name] if name else SPLITS:
-        entry = manifest.get("splits", {}).get(split)
         path = split_path(data_dir, split)
-        if not entry or not path.is_file() or sha256_file(path) != entry.get("sha256"):
+        if not entries.get(split) or not path.is_file() or sha256_file(path) != entries[split].get("sha256"):
             return False
     return True
 
