@@ -102,9 +102,11 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
     rng.shuffle(order)
     harmful_eval = strong + [adv[i] for i in sorted(order[: cfg.advbench_eval])]
     eval_keys = _keys(harmful_eval)
+
     # harmful fine-tuning pairs (never an evaluation question)
     harmful_ft = _dedupe(sources.many_shot_harmful(cfg.harmful_words), exclude=eval_keys)
     ft_keys = _keys(harmful_ft)
+
     # alignment: refusals to harmful questions + helpful answers to benign instructions
     extra = tuple(sources.pyrit_refusals()) if cfg.pyrit_refusal_fraction > 0 else ()
     adv_train = [adv[i] for i in sorted(order[cfg.advbench_eval:])]
@@ -113,6 +115,7 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
                                                cfg.pyrit_refusal_fraction), kind="refusal") for r in questions]
     helpful = _dedupe(sources.helpful_pairs(cfg.helpful_pool, cfg.seed),
                       exclude=eval_keys | ft_keys | _keys(refusals))[: cfg.helpful_pool]
+
     # SST2-like sentiment (Rotten Tomatoes): balanced, disjoint train/test; texts with conflicting labels dropped
     by_text: dict[str, list] = {}
     for r in sources.rotten_tomatoes():
@@ -132,6 +135,7 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
         sst2_train += pool[cfg.sst2_test_per_label: need]
     rng_rt.shuffle(sst2_train)
     rng_rt.shuffle(sst2_test)
+
     # GSM8K-like math (GSM-Symbolic): test and train from different seeds, disjoint questions
     gsm_test = _dedupe(sources.gsm_symbolic(cfg.gsm8k_test + 50, cfg.gsm8k_test_seed))[: cfg.gsm8k_test]
     gsm_train = _dedupe(sources.gsm_symbolic(cfg.gsm8k_train + 100, cfg.gsm8k_train_seed),
