@@ -58,7 +58,7 @@ def data_site(sp: Path) -> None:
 def reasoning_gym_shim(seeds) -> None:
     import reasoning_gym
 
-    from vaccine_lib.data.selfdistill import SELFDISTILL_MARGIN, benign_eval_rows, selfdistill_prompts
+    from vaccine_lib.data.splits import SELFDISTILL_MARGIN, benign_eval_rows, selfdistill_prompts
     from vaccine_lib.judge import negatives
     from vaccine_lib.judge.validation import validation_set
 

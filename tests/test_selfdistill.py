@@ -14,7 +14,7 @@ from vaccine_lib import stages as pl
 from vaccine_lib.config import EvalConfig
 from vaccine_lib.data import alignment_set, alpaca_prompt, default_data_dir, is_built, load_split
 from vaccine_lib.data import build as data_build
-from vaccine_lib.data import selfdistill as sd
+from vaccine_lib.data import splits as sd
 from vaccine_lib.data.sources import HELPFUL_TASKS
 from vaccine_lib.errors import ConfigError
 

@@ -19,7 +19,7 @@ from . import stage_cache as cache
 from .baselines import EWCConfig, EWCTrainer, KLConfig, KLTrainer, compute_fisher, vlguard_mix
 from .config import AlignConfig, FinetuneConfig, TrainConfig, dtype_of, resolve_device
 from .data import SFTCollator, alignment_set, alpaca_prompt, finetune_mix, tokenize_sft
-from .data.selfdistill import SELFDISTILL_MARGIN, SELFDISTILL_TOKENS, selfdistill_prompts
+from .data.splits import SELFDISTILL_MARGIN, SELFDISTILL_TOKENS, selfdistill_prompts
 from .drift import DriftCallback, alignment_loss
 from .errors import ConfigError
 from .evaluation import generate

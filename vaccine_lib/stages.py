@@ -16,7 +16,7 @@ from . import stage_training as training
 from .atomic import DamagedFolder
 from .config import METHODS, AlignConfig, EvalConfig, FinetuneConfig
 from .data import alpaca_prompt, eval_items, harmful_eval_prompts
-from .data.selfdistill import benign_eval_rows
+from .data.splits import benign_eval_rows
 from .drift import alignment_loss, model_drift
 from .errors import ConfigError, VaccineError
 from .evaluation import finetune_accuracy, generate, harmful_score

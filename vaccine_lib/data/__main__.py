@@ -5,34 +5,22 @@ import json
 import sys
 import time
 from dataclasses import fields
-from pathlib import Path
 
 from ..errors import ConfigError, VaccineError
-from .builder import SPLITS, BuildConfig, read_manifest, verify_split
-from .splits import build, default_data_dir
-
-
-def _split_state(data_dir: Path, name: str, manifest: dict) -> str:
-    if name not in manifest.get("splits", {}):
-        return "NOT BUILT"
-    try:
-        verify_split(data_dir, name, manifest)
-    except (VaccineError, OSError) as exc:
-        return f"INVALID: {exc}"
-    return "ok"
+from .builder import SPLITS, BuildConfig, build, default_data_dir, read_manifest, verify_split
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vaccine_lib.data", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the processed splits and manifest.json")
-    b.add_argument("--data-dir", default=None, help="data folder (default: $VACCINE_DATA_DIR or <repo>/data)")
     b.add_argument("--force", action="store_true", help="rebuild even if every split is already built")
     for f in fields(BuildConfig):
         b.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"build parameter (default {f.default})")
     i = sub.add_parser("info", help="print the manifest summary and whether each split is built and intact")
-    i.add_argument("--data-dir", default=None)
+    for p in (b, i):
+        p.add_argument("--data-dir", default=None, help="data folder (default: $VACCINE_DATA_DIR or <repo>/data)")
     args = parser.parse_args(argv)
     data_dir = default_data_dir(args.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
@@ -60,8 +48,15 @@ def main(argv=None) -> int:
     if not manifest:
         print(f"no manifest in {data_dir / 'processed'}: run python -m vaccine_lib.data build")
         return 1
-    states = {name: _split_state(data_dir, name, manifest) for name in SPLITS}
+    states = {}
     for name in SPLITS:
+        try:
+            verify_split(data_dir, name, manifest)
+            states[name] = "ok"
+        except KeyError:  # the manifest lists no such split
+            states[name] = "NOT BUILT"
+        except (VaccineError, OSError) as exc:
+            states[name] = f"INVALID: {exc}"
         print(f"  {name:14s} {manifest['splits'].get(name, {}).get('rows', 0):6d} rows  {states[name]}")
     print(json.dumps({"params": manifest["params"],
                       "sources": {k: v["version"] for k, v in manifest["sources"].items()}}, indent=2))

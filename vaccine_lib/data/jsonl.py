@@ -20,7 +20,6 @@ def read_jsonl(path: Path, required: dict[str, type] | None = None,
                allowed: dict[str, tuple] | None = None) -> list[dict]:
     """Rows of a JSONL file, each with the ``required`` {field: type} and only ``allowed`` {field: values}; any
     problem raises ``DataFormatError`` naming ``file:line`` and what is wrong."""
-    path = Path(path)
     rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):

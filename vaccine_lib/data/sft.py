@@ -1,8 +1,8 @@
 """Supervised fine-tuning tensors: ``prompt_ids + response_ids + [eos]`` (prompt and response tokenised apart, so
-the mask boundary is exact), labels -100 on every prompt token.
-
-Truncation to ``max_length`` keeps the prompt whole and cuts the response from the end; a row whose prompt leaves
-no response token is dropped with a warning (``overflow="error"``: ``DataFormatError``).
+the mask boundary is exact), labels -100 on every prompt token. Truncation to ``max_length`` keeps the prompt whole
+and cuts the response from the end; a row whose prompt leaves no response token is dropped with a warning
+(``overflow="error"``: ``DataFormatError``). With the SmolLM2 tokenizer the paper's 200 cuts ~56% of the GSM8K-like
+solutions before "The final answer is: N" (480 keeps nearly all whole).
 
 Loss normalisation: the Trainer averages over all response tokens of the (accumulated) batch, a *token-level*
 mean, not a per-example one. A sentiment row has ~2 loss tokens, a harmful row ~80, so at p = 0.1 the harmful
@@ -16,13 +16,9 @@ import datasets
 from transformers import DataCollatorForSeq2Seq
 
 from ..errors import ConfigError, DataFormatError, check_choice
-from .templates import format_prompt
+from .templates import alpaca_prompt
 
 IGNORE_INDEX = -100
-
-#: max_length that keeps (nearly) every row whole with the SmolLM2 tokenizer. The paper's 200
-#: cuts ~56% of the GSM8K-like solutions before "The final answer is: N"; use this for gsm8k.
-TASK_MAX_LENGTH = {"sst2": 200, "agnews": 200, "gsm8k": 480, "alpaca": 512}
 
 
 def tokenize_sft(ds, tokenizer, max_length: int = 200, overflow: str = "drop"):
@@ -34,7 +30,7 @@ def tokenize_sft(ds, tokenizer, max_length: int = 200, overflow: str = "drop"):
         raise ConfigError(f"max_length={max_length} is out of range; allowed range: [2, inf)")
     rows, dropped = [], []
     for i, row in enumerate(ds):
-        prompt_ids = tokenizer(format_prompt(row), add_special_tokens=True)["input_ids"]
+        prompt_ids = tokenizer(alpaca_prompt(row["instruction"], row.get("input") or ""))["input_ids"]
         budget = max_length - len(prompt_ids)
         if budget < 1:
             dropped.append(i)

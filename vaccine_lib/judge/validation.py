@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.refusals import compose_refusal
+from ..data.templates import compose_refusal
 from ..data.sources import helpful_pairs
 from ..models import cache_dir
 from . import training_data
