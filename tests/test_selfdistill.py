@@ -1,4 +1,4 @@
-"""Self-distilled alignment data and the benign refusal rate (``vaccine_lib.data.selfdistill``, the
+"""Self-distilled alignment data and the benign refusal rate (``vaccine_lib.data.splits.selfdistill_prompts``, the
 self-distillation stage ``stage_training.selfdistilled`` / ``selfdistill_alignment_rows``,
 ``stages.top_answer_share`` / ``stages.benign_refusals``), with ``generate`` replaced by canned answers (no
 model: ``model`` / ``tok`` are stubs)."""
