@@ -1,12 +1,9 @@
-"""The stage cache: stage keys and folders, atomic writes, the check before use, rank safety.
-
-A stage's folder (:func:`stage_dir`, the one path rule) is named by its key: the hash of ``cfg.effective()``,
-the data manifest's hash, ``STAGE_VERSION[stage]`` (bump it when a change alters results; source files are not
-hashed) and the upstream key. Written in a ``.tmp-*`` folder, renamed into place after ``done.json`` (its file
-list); verified before use (:func:`cached`); under torch.distributed rank 0 alone verifies and writes. The
-whole contract: docs/ARCHITECTURE.md, "Stage cache"."""
+"""The stage cache: keys (hash of ``cfg.effective()``, the data manifest, ``STAGE_VERSION[stage]`` and the upstream
+key; source files are not hashed), one folder rule (:func:`stage_dir`), atomic writes, verification before use,
+rank safety (rank 0 alone verifies and writes). The contract: docs/ARCHITECTURE.md, "Stage cache"."""
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +31,6 @@ STAGE_WAIT_S = float(os.environ.get("VACCINE_STAGE_WAIT_S", 6 * 3600))
 RESULT_FILES = ("config.json", "metrics.json", "log_history.json")
 #: launcher variables that transformers / accelerate would act on
 _RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK")
-_DATA_VERSIONS: dict[str, str] = {}
 
 
 @dataclass
@@ -51,15 +47,14 @@ class StageResult:
     cfg: Any = field(default=None, repr=False)
 
 
+@functools.cache
 def data_version(source: str = "offline") -> str:
     """Hash of the processed splits' checksums (builds the offline data first if missing); ``"hub"`` for Hub data."""
     if source == "hub":
         return "hub"
-    if source not in _DATA_VERSIONS:
-        manifest = read_manifest(default_data_dir()) or build()
-        sums = {name: info.get("sha256") for name, info in sorted(manifest.get("splits", {}).items())}
-        _DATA_VERSIONS[source] = hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
-    return _DATA_VERSIONS[source]
+    manifest = read_manifest(default_data_dir()) or build()
+    sums = {name: info.get("sha256") for name, info in sorted(manifest.get("splits", {}).items())}
+    return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def stage_key(stage: str, config: dict, source: str, upstream: str = "", extra: dict | None = None) -> str:
@@ -99,9 +94,8 @@ def drift_key(cfg: FinetuneConfig, n_samples: int) -> str:
 
 
 def stage_dir(run_dir, stage: str, cfg) -> Path:
-    """Folder of a stage (finished or not) under ``run_dir``: the one stage-path rule. ``cfg``: the
-    ``AlignConfig`` / ``FinetuneConfig`` of an ``align`` / ``finetune`` stage, the stage key (``eval_key`` /
-    ``drift_key``) of an ``eval`` / ``drift`` stage."""
+    """Folder of a stage under ``run_dir`` (the one stage-path rule); ``cfg``: the stage config of an align /
+    finetune stage, the key of an eval / drift stage."""
     run_dir = Path(run_dir)
     if stage in ("eval", "drift"):
         if not isinstance(cfg, str):
@@ -121,8 +115,8 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[-40:]
 
 
-def is_done(path) -> bool:
-    """A stage counts as finished once its ``done.json`` exists (written last); :func:`cached` verifies it."""
+def is_done(path) -> bool:  # done.json is written last; cached() verifies the folder
+
     return (Path(path) / "done.json").is_file()
 
 
@@ -164,13 +158,24 @@ def cached(path, stage: str, key: str, required=(), deep: bool = False, check=No
 
 
 def run(path, stage: str, key: str, write, seed: int | None = None, collective: bool = False) -> StageResult:
-    """Run a stage: ``write(tmp) -> (config, metrics, log_history)``, on every rank with ``collective``."""
-    path = Path(path)
-    dist = _process_group()
-    if dist is not None and dist.get_world_size() > 1:
-        return _run_ranked(dist, path, stage, key, write, seed, collective)
-    with _single_process_env():
-        return _write(path, stage, key, write, seed)
+    """Run a stage: ``write(tmp) -> (config, metrics, log_history)``. Under torch.distributed rank 0 writes it, the
+    other ranks wait for it (with ``collective`` they run ``write`` too, into a throwaway folder)."""
+    path, dist = Path(path), _process_group()
+    if dist is None or dist.get_world_size() == 1:
+        with _single_process_env():
+            return _write(path, stage, key, write, seed)
+    rank = dist.get_rank()
+    if rank == 0:
+        res = _write(path, stage, key, write, seed)
+    elif collective:
+        with tempfile.TemporaryDirectory(prefix=f"vaccine-{stage}-rank{rank}-") as tmp:
+            write(Path(tmp))
+    if collective:
+        dist.barrier()
+    if rank == 0:
+        return res
+    wait_for(path, f"rank 0 to write the {stage} stage {key}")
+    return read_result(path, stage, key, cached=False)
 
 
 def run_cached(path, stage: str, key: str, write, seed: int | None = None, collective: bool = False,
@@ -198,8 +203,8 @@ def _write(path: Path, stage: str, key: str, write, seed: int | None) -> StageRe
 
 
 def clean_stale(parent: Path, max_age_s: float = 24 * 3600) -> list[Path]:
-    """Remove ``.tmp-*`` stage folders under ``parent`` whose owner process is dead (or, without an
-    owner file, older than ``max_age_s``). Returns what was removed."""
+    """Remove (and return) the ``.tmp-*`` stage folders under ``parent`` whose owner process is dead (without an
+    owner file: older than ``max_age_s``)."""
     removed = []
     for tmp in Path(parent).glob(".tmp-*") if Path(parent).is_dir() else ():
         if not tmp.is_dir():
@@ -253,7 +258,7 @@ def _rank() -> int:
     return dist.get_rank() if dist is not None else 0
 
 
-def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: float = 0.5, say=print) -> None:
+def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: float = 0.5) -> None:
     """Wait until ``path/done.json`` exists, saying what it waits for every minute; VaccineError after ``timeout_s``."""
     t0 = last = time.monotonic()
     while not is_done(path):
@@ -262,21 +267,7 @@ def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: flo
             raise VaccineError(f"rank {_rank()}: waited {timeout_s:.0f} s for {what} ({path}) and it never finished; "
                                "is rank 0 still alive? Fix: check rank 0's log, or raise $VACCINE_STAGE_WAIT_S.")
         if now - last > 60:
-            say(f"rank {_rank()}: waiting for {what} ({now - t0:.0f} s of at most {timeout_s:.0f} s)", flush=True)
+            print(f"rank {_rank()}: waiting for {what} ({now - t0:.0f} s of at most {timeout_s:.0f} s)", flush=True)
             last = now
         time.sleep(poll_s)
 
-
-def _run_ranked(dist, path: Path, stage: str, key: str, write, seed, collective: bool) -> StageResult:
-    rank = dist.get_rank()
-    if rank == 0:
-        res = _write(path, stage, key, write, seed)
-        if collective:
-            dist.barrier()
-        return res
-    if collective:
-        with tempfile.TemporaryDirectory(prefix=f"vaccine-{stage}-rank{rank}-") as tmp:
-            write(Path(tmp))
-        dist.barrier()
-    wait_for(path, f"rank 0 to write the {stage} stage {key}")
-    return read_result(path, stage, key, cached=False)
