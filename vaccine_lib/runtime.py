@@ -1,9 +1,6 @@
-"""Measured runtime of a profile's run, as a committed table and the README block generated from it.
-
-Every stage records its own time in its ``metrics.json`` and ``reproduce`` every notebook's in
-``results/<profile>/timings.json``; :func:`runtime_table` sums them per stage kind, so the cost of a complete
-cold run is known even when the run was resumed from its cache across sessions. With ``J`` workers the stages
-need at least ``sum / J`` of wall time (perfect packing; the dependencies only add to it).
+"""Measured runtime of a profile's run (each stage's own time from its ``metrics.json``, each notebook's from
+``timings.json``, so a run resumed across sessions still gives a cold run's cost; ``J`` workers need at least
+``sum / J``), as a committed table and the README block generated from it.
 
     python -m vaccine_lib.runtime --profile default            # -> figures/tables/runtime.csv + README block
     python -m vaccine_lib.runtime --check-readme               # exit 1 when README and table disagree"""
@@ -36,7 +33,7 @@ COLUMNS = ["part", "count", "timed", "total_s", "median_s", "min_s", "max_s"]
 
 
 def _rate(kind: str, m: dict) -> float | None:
-    """A stage's unit cost from its metrics: seconds per training step, or seconds per evaluated item."""
+    """A stage's unit cost: seconds per training step, or per evaluated item."""
     if kind in ("align", "finetune"):
         return m.get("seconds_per_step")
     items = sum(m.get(k) or 0 for k in ("hs_n", "fa_n", "n_benign"))
@@ -44,8 +41,7 @@ def _rate(kind: str, m: dict) -> float | None:
 
 
 def stage_seconds(stages, run_dir) -> pd.DataFrame:
-    """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed) and
-    ``rate`` (:func:`_rate`, NaN where none)."""
+    """One row per planned stage: kind, label, key, seconds and rate (:func:`_rate`; NaN where none)."""
     rows = []
     for s in stages:
         metrics = s.path(run_dir) / "metrics.json"
@@ -65,9 +61,8 @@ def _summary(part: str, seconds: pd.Series, count: int | None = None) -> dict:
 
 
 def runtime_table(per_stage: pd.DataFrame, notebooks: list[dict] | None = None, jobs: int = 2) -> pd.DataFrame:
-    """Per stage kind: count, how many are timed, total / median / min / max seconds; then the notebooks
-    (``notebook_seconds`` of ``timings.json``, stages excluded) and two totals: ``stages / jobs`` (the
-    least wall time ``jobs`` workers need for the stages) and ``cold run`` (that + the notebooks)."""
+    """Per stage kind: count, timed, total / median / min / max seconds; then the notebooks (stages excluded) and
+    two totals: ``stages / jobs`` (the least wall time of ``jobs`` workers) and the cold run (+ the notebooks)."""
     if jobs < 1:
         raise ConfigError(f"jobs = {jobs}: must be >= 1 (the number of worker processes)")
     rows = [_summary(KIND_NAMES[k], per_stage.loc[per_stage["kind"] == k, "seconds"])
@@ -85,9 +80,8 @@ def runtime_table(per_stage: pd.DataFrame, notebooks: list[dict] | None = None, 
 
 def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int = 2, scale: dict | None = None,
                  where: str = "") -> dict:
-    """An *estimate* for another profile's stages on the same model: its stage count per kind times this run's
-    median per kind (times ``scale[kind]`` for another machine), over ``jobs`` workers (notebooks excluded; NaN
-    when a kind was never timed here)."""
+    """An *estimate* for another profile on the same model: its stage count per kind x this run's median (x
+    ``scale[kind]`` for another machine) / ``jobs`` (notebooks excluded; NaN when a kind was never timed here)."""
     medians = per_stage.dropna(subset=["seconds"]).groupby("kind")["seconds"].median()
     counts = pd.Series(kinds, dtype=object).value_counts()
     total = sum(float(medians.get(k, math.nan)) * (scale or {}).get(k, 1.0) * int(n) for k, n in counts.items())
@@ -99,10 +93,9 @@ def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int
 
 
 def gpu_scale(per_stage: pd.DataFrame, gpu_dir=GPU_RUN) -> tuple[dict, int, str]:
-    """GPU/CPU ratios of the median unit costs (:func:`_rate`) between a GPU run's rows (``rows.jsonl`` of
-    scripts/fair_test.py, ``workers`` from its ``summary.json``) and this CPU run: alignment on SFT stages only
-    (Vaccine's two passes cost the same factor on both), fine-tuning and evaluation on all; drift takes
-    fine-tuning's (forward passes; no GPU drift stage was timed). Returns (ratios, workers, device name)."""
+    """(GPU/CPU ratios of the median unit costs, workers, device) between a GPU run (scripts/fair_test.py's
+    ``rows.jsonl`` and ``summary.json``) and this CPU run: alignment on SFT stages only (Vaccine's two passes
+    cost the same factor on both); drift takes fine-tuning's (no GPU drift stage was timed)."""
     gpu_dir = Path(gpu_dir)
     rows = [json.loads(x) for x in (gpu_dir / "rows.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     gpu = pd.DataFrame([{"kind": k, "sft": r.get("method") == "sft", "rate": _rate(k, r)} for r in rows
@@ -116,11 +109,9 @@ def gpu_scale(per_stage: pd.DataFrame, gpu_dir=GPU_RUN) -> tuple[dict, int, str]
     return {**ratio, "drift": ratio["finetune"]}, int(json.loads((gpu_dir / "summary.json").read_text())["workers"]), device
 
 
-def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ...] = ("full", "full_gpu"),
-                  conditions: str | None = None) -> pd.DataFrame:
-    """Build the runtime table of profile ``P`` from its stage cache and ``timings.json`` (plus an estimate
-    for each profile in ``estimate`` that runs the same model, and the wall time of the last complete
-    ``make reproduce`` when one ran); write CSV + JSON. ``conditions``: how the times were taken (quiet or not)."""
+def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, conditions: str | None = None) -> pd.DataFrame:
+    """Write the runtime table (CSV + JSON) of profile ``P`` from its stage cache and ``timings.json``, with the
+    last complete run's wall time and estimates for the full profiles; ``conditions``: how the times were taken."""
     per_stage = stage_seconds(plan(P), P.run_dir())
     timings = P.results_dir() / "timings.json"
     summary = json.loads(timings.read_text(encoding="utf-8")) if timings.is_file() else {}
@@ -130,7 +121,7 @@ def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ..
         run = summary["complete_run"]
         df.loc[len(df)] = {"part": f"measured: the last complete make reproduce, {run['jobs']} workers (wall)",
                            "count": df.iloc[-1]["count"], "timed": 1, "total_s": run["seconds"]}
-    others = [load_profile(name) for name in estimate]
+    others = [load_profile(name) for name in ("full", "full_gpu")]
     extra = []
     for o in (o for o in others if o.model == P.model and o.name != P.name):
         if o.device != "cuda":

@@ -71,7 +71,7 @@ def align_key(cfg: AlignConfig) -> str:
 def need_align(cfg: FinetuneConfig) -> AlignConfig:
     if cfg.align is None:
         raise ConfigError("FinetuneConfig.align is None; a fine-tuning stage needs its alignment stage "
-                          "(vaccine_lib.grids.finetune_config builds both from a profile)")
+                          "(vaccine_lib.registry.finetune_config builds both from a profile)")
     return cfg.align
 
 
@@ -80,11 +80,9 @@ def finetune_key(cfg: FinetuneConfig) -> str:
 
 
 def eval_key(cfg, eval_cfg: EvalConfig, tasks) -> str:
-    """Key of the evaluation of an ``AlignConfig`` / ``FinetuneConfig``'s (or ``StageResult``'s) model on ``tasks``."""
-    cfg = cfg.cfg if isinstance(cfg, StageResult) else cfg
+    """Key of the evaluation of an ``AlignConfig`` / ``FinetuneConfig``'s model on ``tasks``."""
     kind = "finetune" if isinstance(cfg, FinetuneConfig) else "align"
-    a = need_align(cfg) if kind == "finetune" else cfg
-    upstream = finetune_key(cfg) if kind == "finetune" else align_key(cfg)
+    a, upstream = (need_align(cfg), finetune_key(cfg)) if kind == "finetune" else (cfg, align_key(cfg))
     return stage_key("eval", eval_cfg.effective(), a.source, upstream=upstream,
                      extra={"kind": kind, "tasks": list(tasks), **judge_recipe(eval_cfg.judge)})
 
