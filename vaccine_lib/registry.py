@@ -19,6 +19,7 @@ NOTEBOOKS = {
 }
 assert tuple(NOTEBOOKS) == NOTEBOOK_IDS
 KINDS = ("align", "finetune", "eval", "drift")
+KIND_NAMES = {"align": "alignment", "finetune": "fine-tuning", "eval": "evaluation", "drift": "drift"}
 
 
 def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rho: float | None = None,
@@ -234,8 +235,8 @@ def plan(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, kinds
 def format_plan(stages: Sequence[Stage]) -> str:
     counts = {k: sum(s.kind == k for s in stages) for k in KINDS}
     n_cached = sum(s.cached for s in stages)
-    lines = [f"plan: {counts['align']} alignment + {counts['finetune']} fine-tuning + {counts['eval']} evaluation + "
-             f"{counts['drift']} drift stages; {n_cached} cached, {len(stages) - n_cached} to run"]
+    lines = [f"plan: {' + '.join(f'{counts[k]} {KIND_NAMES[k]}' for k in KINDS)} stages; {n_cached} cached, "
+             f"{len(stages) - n_cached} to run"]
     width = max((len(s.label) for s in stages), default=0)
     for s in stages:
         lines.append(f"  {s.kind:<8}  {'cached' if s.cached else 'run   ':<6}  {s.label:<{width}}  {s.key}")
@@ -246,21 +247,18 @@ def describe_plan(P: Profile, run_dir, name: str) -> str:
     """The design of registry entry ``name`` as its notebook shows it before the results: the grid
     (per method: p x n x task x variant x seeds) and every stage with its key, cached or to run."""
     exp = get(name)
-    axes: dict[str, list[set]] = {}
-    for f in exp.finetunes(P):
-        ax = axes.setdefault(method_label(f), [set() for _ in range(6)])
-        for i, v in enumerate((f"{f.p:g}", str(f.n), f.task, " ".join([f"{f.lora_mode()}-LoRA", *variant(f.align)]),
-                               str(f.seed), finetune_key(f))):
-            ax[i].add(v)
-    for a in exp.aligns(P):
-        ax = axes.setdefault("base model" if a.method == "none" else f"{method_label(a)}-aligned",
-                             [None, None, None, set(), set(), set()])
-        for i, v in ((3, " ".join(variant(a)) or "no variant"), (4, str(a.seed)), (5, align_key(a))):
-            ax[i].add(v)
+    points = [(method_label(f), (f"{f.p:g}", str(f.n), f.task, " ".join([f"{f.lora_mode()}-LoRA", *variant(f.align)]),
+                                 str(f.seed), finetune_key(f))) for f in exp.finetunes(P)]
+    points += [("base model" if a.method == "none" else f"{method_label(a)}-aligned",
+                (None, None, None, " ".join(variant(a)) or "no variant", str(a.seed), align_key(a))) for a in exp.aligns(P)]
+    axes: dict[str, list[set]] = {}  # label -> the values of p, n, task, variant, seed, key
+    for label, values in points:
+        for ax, v in zip(axes.setdefault(label, [set() for _ in values]), values):
+            ax.add(v)
     lines = [f"{name}: {exp.title}"]
     for label, ax in axes.items():
-        sets = [", ".join(sorted(v, key=lambda x: (len(x), x))) if v is not None else None for v in ax[:5]]
-        grid = [f"{k} {{{v}}}".strip() for k, v in zip(("p", "n", "task", "", "seeds"), sets) if v is not None]
+        grid = [f"{k} {{{', '.join(sorted(v, key=lambda x: (len(x), x)))}}}".strip()
+                for k, v in zip(("p", "n", "task", "", "seeds"), ax) if None not in v]
         lines.append(f"  {label}: {' x '.join(grid)} = {len(ax[5])} model(s)")
     lines.append(format_plan(plan(P, run_dir=run_dir, entries=[name])) if axes else "  (no cached stage: measured "
                  "in the notebook itself)")

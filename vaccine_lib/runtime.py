@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .paths import REPO_ROOT
 from .profiles import load_profile
 from .provenance import provenance
-from .registry import plan
+from .registry import KIND_NAMES, plan
 
 README = RM.README
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"
@@ -28,7 +28,6 @@ BEGIN, END = RM.markers("runtime")
 GPU_RUN = REPO_ROOT / "figures" / "tables" / "fair_test_gpu1"
 #: the metrics.json field holding a stage's own measured seconds
 SECONDS_FIELD = {"align": "train_seconds", "finetune": "train_seconds", "eval": "eval_seconds", "drift": "seconds"}
-KIND_NAMES = {"align": "alignment", "finetune": "fine-tuning", "eval": "evaluation", "drift": "drift"}
 COLUMNS = ["part", "count", "timed", "total_s", "median_s", "min_s", "max_s"]
 
 
@@ -52,10 +51,10 @@ def stage_seconds(stages, run_dir) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["kind", "label", "key", "seconds", "rate"])
 
 
-def _summary(part: str, seconds: pd.Series, count: int | None = None) -> dict:
+def _summary(part: str, seconds: pd.Series) -> dict:
     timed = seconds.dropna()
     stat = (lambda f: round(float(f(timed)), 1)) if len(timed) else (lambda f: math.nan)
-    return {"part": part, "count": len(seconds) if count is None else count, "timed": len(timed),
+    return {"part": part, "count": len(seconds), "timed": len(timed),
             "total_s": round(float(timed.sum()), 1), "median_s": stat(pd.Series.median),
             "min_s": stat(pd.Series.min), "max_s": stat(pd.Series.max)}
 

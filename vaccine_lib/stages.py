@@ -2,7 +2,6 @@
 stage config stored under ``run_dir`` by its key (a changed fine-tuning parameter reruns fine-tuning and
 evaluation, not alignment). Keys, folders, verification, ranks: ``stage_cache``."""
 
-import json
 import math
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from . import stage_training as training
 from .atomic import DamagedFolder
 from .config import METHODS, AlignConfig, EvalConfig, FinetuneConfig
 from .data import alpaca_prompt, eval_items, harmful_eval_prompts
+from .data.jsonl import read_jsonl
 from .data.selfdistill import benign_eval_rows
 from .drift import alignment_loss, model_drift
 from .errors import ConfigError, VaccineError
@@ -95,8 +95,7 @@ def generations(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[s
     """The stored answers of a finished evaluation, verified (``[]`` if it has not run; may be harmful text:
     show only through ``show_generations``)."""
     res = _evaluate(target, eval_cfg, run_dir, tasks, stored=True)
-    path = None if res is None else res.path / "generations.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path else []
+    return [] if res is None else read_jsonl(res.path / "generations.jsonl")
 
 
 def drift(cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
