@@ -250,7 +250,8 @@ def describe_plan(P: Profile, run_dir, name: str) -> str:
     points = [(method_label(f), (f"{f.p:g}", str(f.n), f.task, " ".join([f"{f.lora_mode()}-LoRA", *variant(f.align)]),
                                  str(f.seed), finetune_key(f))) for f in exp.finetunes(P)]
     points += [("base model" if a.method == "none" else f"{method_label(a)}-aligned",
-                (None, None, None, " ".join(variant(a)) or "no variant", str(a.seed), align_key(a))) for a in exp.aligns(P)]
+                (None, None, None, " ".join(variant(a)) or "no variant", str(a.seed), align_key(a)))
+               for a in exp.aligns(P)]
     axes: dict[str, list[set]] = {}  # label -> the values of p, n, task, variant, seed, key
     for label, values in points:
         for ax, v in zip(axes.setdefault(label, [set() for _ in values]), values):
@@ -274,11 +275,9 @@ def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
     check_sizes(n_align=P.align.n, helpful_fraction=P.align.helpful_fraction, n_harmful=P.eval.n_harmful,
                 seeds=P.seeds, source=src, names={"n_align": "align.n", "helpful_fraction": "align.helpful_fraction",
                                                    "n_harmful": "eval.n_harmful", "seed": "seeds"})
-    seen = set()
-    for f in (f for nb in (notebooks or list(NOTEBOOKS)) for e in for_notebook(nb) for f in e.finetunes(P)):
-        if (f.task, f.n, f.p, f.defense) in seen:
-            continue
-        seen.add((f.task, f.n, f.p, f.defense))
+    points = {(f.task, f.n, f.p, f.defense): f for nb in (notebooks or NOTEBOOKS) for e in for_notebook(nb)
+              for f in e.finetunes(P)}  # each distinct data request once
+    for f in points.values():
         where = "sweeps.tasks / finetune.task" if f.task != P.finetune.task else "finetune.task"
         check_sizes(task=f.task, n=f.n, p=f.p, n_task=P.eval.n_task, source=src,
                     names={"task": where, "n": f"finetune.n (or sweeps.sample_counts; n={f.n}, p={f.p:g})",

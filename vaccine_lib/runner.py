@@ -221,9 +221,8 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
         os.environ.setdefault(var, value)
     results = writable_dir(P.results_dir(), "results dir", RUN_DIR_FIX)
     writable_dir(P.run_dir(), "run dir", RUN_DIR_FIX)
-    for tmp in results.glob(".tmp-*"):  # an interrupted earlier run (atomic writes leave only these)
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
+    for tmp in (t for t in results.glob(".tmp-*") if t.is_file()):  # left by an interrupted run's atomic writes
+        tmp.unlink(missing_ok=True)
     say(f"reproduce: profile {P.label!r} ({P.path}), notebooks {','.join(notebooks)}; executed notebooks -> "
         f"{results}; figures -> {P.figures_dir()}", flush=True)
     rows, failed, t_all, train_seconds = [], [], time.perf_counter(), None

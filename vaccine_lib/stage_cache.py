@@ -114,7 +114,6 @@ def _slug(s: str) -> str:
 
 
 def is_done(path) -> bool:  # done.json is written last; cached() verifies the folder
-
     return (Path(path) / "done.json").is_file()
 
 
@@ -150,9 +149,7 @@ def cached(path, stage: str, key: str, required=(), deep: bool = False, check=No
     found, dist = [res is not None], _process_group()
     if dist is not None:  # rank 0's answer on every rank, so that all ranks take the same branch
         dist.broadcast_object_list(found, src=0)
-    if not found[0]:
-        return None
-    return res if res is not None else read_result(path, stage, key)
+    return (res or read_result(path, stage, key)) if found[0] else None
 
 
 def run(path, stage: str, key: str, write, seed: int | None = None, collective: bool = False) -> StageResult:
@@ -204,9 +201,7 @@ def clean_stale(parent: Path, max_age_s: float = 24 * 3600) -> list[Path]:
     """Remove (and return) the ``.tmp-*`` stage folders under ``parent`` whose owner process is dead (without an
     owner file: older than ``max_age_s``)."""
     removed = []
-    for tmp in Path(parent).glob(".tmp-*") if Path(parent).is_dir() else ():
-        if not tmp.is_dir():
-            continue
+    for tmp in (t for t in Path(parent).glob(".tmp-*") if t.is_dir()):
         try:
             info = json.loads((tmp / "owner.json").read_text())
             dead = info.get("host") == os.uname().nodename and not _pid_alive(int(info["pid"]))

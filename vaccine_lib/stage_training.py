@@ -142,11 +142,9 @@ def train_finetune(cfg: FinetuneConfig, upstream: cache.StageResult, tmp: Path):
     a, mode = cfg.align, cfg.lora_mode()
     set_seed(cfg.seed)
     model, tok = base_model(a)
-    if upstream.path is not None:
-        if mode == "double":
-            model = merge_lora(load_lora(model, upstream.path / "adapter"))
-        else:
-            model = load_lora(model, upstream.path / "adapter", trainable=True)
+    if upstream.path is not None:  # Double-LoRA: merged into the base; Single-LoRA: the adapter trained on
+        model = load_lora(model, upstream.path / "adapter", trainable=mode != "double")
+        model = merge_lora(model) if mode == "double" else model
     rows = finetune_mix(cfg.task, cfg.n, cfg.p, seed=cfg.seed, source=a.source)
     align_kw = {} if a.source == "hub" else {"helpful_fraction": a.helpful_fraction}
     if cfg.defense == "vlguard":
