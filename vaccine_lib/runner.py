@@ -173,14 +173,14 @@ def run_workers(P: Profile, notebooks: Sequence[str], jobs: int, say=print, extr
 
 
 def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_run: bool = False,
-          train_only: bool = False, log=print, worker: int | None = None) -> list[Stage]:
+          train_only: bool = False, worker: int | None = None) -> list[Stage]:
     """Print the plan and run every stage not cached yet (``dry_run``: only the plan). Returns the plan."""
     run_dir = Path(run_dir or P.run_dir())
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run dir {run_dir} is a file, not a folder; fix: {RUN_DIR_FIX}")
     notebooks = list(notebooks or NOTEBOOKS)
     state = None if dry_run else init_distributed()
-    say = log if state is None or state.is_main_process else (lambda *a, **k: None)
+    say = print if state is None or state.is_main_process else (lambda *a, **k: None)
     with state.main_process_first() if state is not None else nullcontext():  # rank 0 builds missing data first
         check_pools(P, notebooks)
         stages = plan(P, notebooks, run_dir, kinds=KINDS[:2] if train_only or state is not None else KINDS)
@@ -216,9 +216,6 @@ def reproduce(profile: str = "default", only: str | None = None, overrides: dict
     notebooks = parse_notebooks(only)
     P = load_profile(profile, overrides)
     check_pools(P, notebooks)  # everything is validated before the first stage runs
-    for var, value in (("TOKENIZERS_PARALLELISM", "false"), ("PYDEVD_DISABLE_FILE_VALIDATION", "1"),
-                       ("MPLBACKEND", "agg")) + ((("HF_HUB_OFFLINE", "1"),) if P.data_source != "hub" else ()):
-        os.environ.setdefault(var, value)
     results = writable_dir(P.results_dir(), "results dir", RUN_DIR_FIX)
     writable_dir(P.run_dir(), "run dir", RUN_DIR_FIX)
     for tmp in (t for t in results.glob(".tmp-*") if t.is_file()):  # left by an interrupted run's atomic writes
@@ -310,9 +307,9 @@ def main(argv=None) -> int:
         P = load_profile(args.profile, overrides)
         jobs = args.jobs or (env_int("VACCINE_JOBS", 1, *JOBS_RANGE, "worker processes for the stages")
                              if args.command == "reproduce" else 1)  # never workers inside a DDP launch by surprise
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if P.data_source != "hub":
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        for var, value in (("TOKENIZERS_PARALLELISM", "false"), ("PYDEVD_DISABLE_FILE_VALIDATION", "1"),
+                           ("MPLBACKEND", "agg")) + ((("HF_HUB_OFFLINE", "1"),) if P.data_source != "hub" else ()):
+            os.environ.setdefault(var, value)  # quiet workers and notebook kernels, offline unless on the Hub
         if args.command == "reproduce" and args.dry_run:
             print("\n".join(f"{NOTEBOOKS[nb]}:\n{format_plan(plan(P, [nb]))}" for nb in parse_notebooks(args.only)))
         elif args.command == "reproduce":
