@@ -32,7 +32,7 @@ from .stages import align, clean_run_dir, drift, evaluate, finetune, is_done, st
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
 #: seconds between scans when every remaining stage waits for another worker
 POLL_S = 2.0
-#: which runnable stage a worker takes first (see the module docstring)
+#: which runnable stage a worker takes first (alignments unblock the most stages)
 PRIORITY = {"align": 0, "eval": 1, "drift": 2, "finetune": 3}
 JOBS_RANGE = (1, 64)
 RUN_DIR_FIX = "pass a writable folder with free space (--run-dir; reproduce: the profile's runs/ and results/)"

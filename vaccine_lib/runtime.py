@@ -21,7 +21,6 @@ from .profiles import load_profile
 from .provenance import provenance
 from .registry import KIND_NAMES, plan
 
-README = RM.README
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"
 BEGIN, END = RM.markers("runtime")
 #: the GPU run whose measured unit costs scale the CPU medians into a GPU profile's estimate (issue 18's first run)
@@ -167,12 +166,12 @@ def render_block(df: pd.DataFrame, meta: dict | None = None) -> str:
     return RM.render("runtime", header, RM.md_table(["part", "stages", "timed", "total", "median", "min", "max"], rows))
 
 
-def render_readme(readme=README, table=DEFAULT_TABLE) -> bool:
+def render_readme(readme=RM.README, table=DEFAULT_TABLE) -> bool:
     """Replace the README's runtime block with the table's rendering; True when the file changed."""
     return RM.replace(readme, "runtime", render_block(*read_table(table)))
 
 
-def readme_matches(readme=README, table=DEFAULT_TABLE) -> bool:
+def readme_matches(readme=RM.README, table=DEFAULT_TABLE) -> bool:
     return RM.block(readme, "runtime") == render_block(*read_table(table))
 
 
@@ -184,7 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--table", default=str(DEFAULT_TABLE))
     ap.add_argument("--conditions", help="how the times were taken, shown above the README table (e.g. quiet: "
                     "nothing else ran on the machine)")
-    ap.add_argument("--readme", default=str(README))
+    ap.add_argument("--readme", default=str(RM.README))
     ap.add_argument("--check-readme", action="store_true", help="exit 1 if the README block and the table disagree")
     args = ap.parse_args(argv)
     with errors_as_exit(ap):
