@@ -140,8 +140,7 @@ def execute(P: Profile, stages: Sequence[Stage], run_dir, say=print, prefix: str
     ``.tmp-*`` folders of dead processes; returns how many actually ran."""
     for stale in clean_run_dir(run_dir):
         say(f"{prefix}removed {stale} (left by an interrupted run)")
-    ran, t_all = 0, time.perf_counter()
-    todo = [s for s in stages if not s.cached]
+    ran, t_all, todo = 0, time.perf_counter(), [s for s in stages if not s.cached]
     for i, s in enumerate(todo, 1):
         t0 = time.perf_counter()
         cached = run_stage(P, s, run_dir)

@@ -52,16 +52,16 @@ def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
 def trainer_setup(cfg: TrainConfig, output_dir, fisher=None):
     """``(arguments, Trainer class, extra Trainer kwargs)`` of a stage config: the one map from a stage config to
     the method's arguments (Vaccine: ``VaccineConfig``, EWC: ``EWCConfig`` + ``fisher``, KL: ``KLConfig``)."""
-    if isinstance(cfg, AlignConfig) and cfg.method == "vaccine":
-        args, cls, extra = training_args(cfg, output_dir, VaccineConfig, rho=cfg.rho, tau=cfg.tau,
-                                         perturbation=cfg.perturbation, budget=cfg.budget), VaccineTrainer, {}
-    elif isinstance(cfg, FinetuneConfig) and cfg.defense == "ewc":  # EWC and KL add terms in compute_loss
+    if isinstance(cfg, FinetuneConfig) and cfg.defense == "ewc":  # EWC and KL add terms in compute_loss
         return training_args(cfg, output_dir, EWCConfig, ewc_lambda=cfg.ewc_lambda), EWCTrainer, {"fisher": fisher}
-    elif isinstance(cfg, FinetuneConfig) and cfg.defense == "kl":
+    if isinstance(cfg, FinetuneConfig) and cfg.defense == "kl":
         return training_args(cfg, output_dir, KLConfig, kl_weight=cfg.kl_weight), KLTrainer, {}
+    if isinstance(cfg, AlignConfig) and cfg.method == "vaccine":
+        args, cls = training_args(cfg, output_dir, VaccineConfig, rho=cfg.rho, tau=cfg.tau,
+                                  perturbation=cfg.perturbation, budget=cfg.budget), VaccineTrainer
     else:
-        args, cls, extra = training_args(cfg, output_dir), Trainer, {}
-    return args, ANSWER_ONLY[cls] if cfg.answer_only_head else cls, extra
+        args, cls = training_args(cfg, output_dir), Trainer
+    return args, ANSWER_ONLY[cls] if cfg.answer_only_head else cls, {}
 
 
 #: ``answer_only_head``: the Trainer class with the output layer on answer tokens only (Vaccine: in pass 2 too)

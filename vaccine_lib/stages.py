@@ -120,8 +120,7 @@ def load_stage_model(target: Target, run_dir, merge: bool = False):
             model = merge_lora(load_lora(model, ares.path / "adapter"))
     if fres is not None:
         model = load_lora(model, fres.path / "adapter")
-        if merge:
-            model = merge_lora(model)
+        model = merge_lora(model) if merge else model
     model.eval()
     model.to(training.device_of(cfg.device))
     return model, tok
