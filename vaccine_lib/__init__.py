@@ -1,16 +1,11 @@
-"""vaccine_lib: reference reproduction of Vaccine (Huang, Hu, Liu, NeurIPS 2024).
-
-Perturbation-aware alignment for large language models against harmful fine-tuning. The modules, their layers
-and the one-way flow of imports: ``docs/ARCHITECTURE.md``. Top-level shortcuts (imported on first use, so
-``import vaccine_lib`` stays light): ``VaccineConfig``, ``VaccineTrainer``, ``load_model`` and the stages
-``align``, ``finetune``, ``evaluate``, ``drift_stage`` (``vaccine_lib.stages.drift``; ``vaccine_lib.drift`` is
-the module)."""
+"""vaccine_lib: reference reproduction of Vaccine (Huang, Hu, Liu, NeurIPS 2024), perturbation-aware alignment
+against harmful fine-tuning; its layout: ``docs/ARCHITECTURE.md``. Top-level names are imported on first use
+(``drift_stage`` is ``stages.drift``; ``vaccine_lib.drift`` is the module)."""
 
 from importlib import import_module
 
 __version__ = "0.1.0"
 
-#: exported name -> (module, attribute), imported on first access
 _EXPORTS = {
     "VaccineConfig": ("vaccine", "VaccineConfig"),
     "VaccineTrainer": ("vaccine", "VaccineTrainer"),

@@ -17,7 +17,6 @@ _FS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota ex
 
 
 def int_in(name: str, text, lo: int, hi: int, fix: str) -> int:
-    """``text`` as an integer in [lo, hi], else a ConfigError naming ``name``, the range and ``fix``."""
     value = int(str(text).strip()) if str(text).strip().lstrip("-").isdigit() else None
     if value is None or not lo <= value <= hi:
         raise ConfigError(f"{name}={text!r}: allowed range {lo}..{hi} (an integer); fix: {fix}")
@@ -25,13 +24,11 @@ def int_in(name: str, text, lo: int, hi: int, fix: str) -> int:
 
 
 def env_int(var: str, default: int, lo: int, hi: int, what: str) -> int:
-    """Environment variable ``var`` as an integer in [lo, hi]; ``default`` when unset or empty."""
     text = os.environ.get(var, "").strip()
     return int_in(var, text, lo, hi, f"export {var}={default} ({what}) or unset it") if text else default
 
 
 def arg_int(flag: str, lo: int, hi: int, example: int):
-    """An argparse ``type`` for an integer option in [lo, hi]."""
     def convert(text):
         try:
             return int_in(flag, text, lo, hi, f"e.g. {flag} {example}")
@@ -57,9 +54,8 @@ def writable_dir(path, what: str, fix: str) -> Path:
 
 @contextlib.contextmanager
 def errors_as_exit(ap, prog: str | None = None):
-    """A CLI body whose ConfigError ends in ``ap.error`` (exit 2 with the usage line) and whose file-system fault
-    ends in one line naming the path and the fix (exit 2, ``prog``: the line's prefix); any other error is a bug
-    and keeps its traceback."""
+    """A CLI body: a ConfigError ends in ``ap.error``, a file-system fault in one line naming the path and the fix
+    (both exit 2; ``prog``: the line's prefix); any other error is a bug and keeps its traceback."""
     try:
         yield
     except ConfigError as exc:

@@ -17,7 +17,6 @@ from .provenance import provenance
 from .registry import NOTEBOOKS
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-KERNEL = "python3"
 
 
 def notebook_path(nb: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
@@ -70,7 +69,7 @@ def run_notebook(src: Path, out: Path, profile: str, overrides: dict | None = No
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*TCP.*")
         pm.execute_notebook(str(src), str(tmp), parameters={"overrides": overrides} if overrides else None,
-                            kernel_name=KERNEL, cwd=str(src.parent), progress_bar=False, log_output=False,
+                            kernel_name="python3", cwd=str(src.parent), progress_bar=False, log_output=False,
                             execution_timeout=timeout, kernel_manager_class=_ipc_kernel_manager(out.parent / "kernel.log"))
     return time.perf_counter() - t0
 

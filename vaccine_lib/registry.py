@@ -1,9 +1,6 @@
-"""The experiment registry: what every paper table / figure needs, and the plan of stages it implies.
-
-Each :class:`Experiment` names its notebook, its tables (with the columns each must have) and figures, and the
-stage configs it needs, built from a profile by the grid functions below (methods: ``config.METHODS``). The rest
-derives from the entries: :func:`plan` (the distinct cached stages of some notebooks, run by ``runner``),
-:func:`describe_plan` (an entry's design, shown in its notebook), ``tables`` (result rows) and :func:`artifacts`."""
+"""The experiment registry: per paper table / figure its notebook, tables (with their columns), figures and
+stage configs (built from a profile; methods: ``config.METHODS``), and what derives from it: :func:`plan` (the
+distinct cached stages, run by ``runner``), :func:`describe_plan` (shown in each notebook), :func:`artifacts`."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +19,7 @@ NOTEBOOKS = {
 }
 assert tuple(NOTEBOOKS) == NOTEBOOK_IDS
 KINDS = ("align", "finetune", "eval", "drift")
+KIND_NAMES = {"align": "alignment", "finetune": "fine-tuning", "eval": "evaluation", "drift": "drift"}
 
 
 def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rho: float | None = None,
@@ -36,10 +34,8 @@ def align_config(P: Profile, method: str = "sft", *, seed: int | None = None, rh
 def finetune_config(P: Profile, label: str, *, p: float | None = None, n: int | None = None, task: str | None = None,
                     seed: int | None = None, rho: float | None = None, perturbation: str = "gradient",
                     lora: str | None = None, track_drift: bool = False) -> FinetuneConfig:
-    """The fine-tuning stage of one point of a grid (paper method ``label``), defaults from the profile.
-
-    The SFT and Vaccine models at the profile's own (task, n, p) with the default variant also log drift
-    during fine-tuning (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share those models."""
+    """The fine-tuning stage of one grid point (paper method ``label``), defaults from the profile. SFT and Vaccine
+    at the profile's own (task, n, p, variant) also log drift (Fig. 3), so Tables 1, 2, 8 and Fig. 3 share them."""
     check_choice("method", label, METHODS)
     m = METHODS[label]
     f = P.finetune.for_task(task or P.finetune.task)
@@ -78,42 +74,12 @@ def table1(P: Profile, labels: Sequence[str] | None = None) -> list[FinetuneConf
             for p in s.method_ps.get(d) or (s.ps if d in ALWAYS_SWEPT or not s.baseline_ps else s.baseline_ps)]
 
 
-def fig2(P: Profile) -> list[FinetuneConfig]:
-    """Non-Aligned and SFT over p (Fig. 2: HS, drift and alignment loss grow with p)."""
-    return table1(P, [d for d in ("NA", "SFT") if d in P.sweeps.defenses] or ["SFT"])
-
-
-def table2(P: Profile) -> list[FinetuneConfig]:
-    s = P.sweeps
-    return [finetune_config(P, d, p=s.p_samples, n=n, seed=sd) for sd in P.seeds for d in s.sample_defenses
-            for n in s.sample_counts]
-
-
-def table4(P: Profile) -> list[FinetuneConfig]:
-    return [finetune_config(P, d, task=t, seed=s) for s in P.seeds for d in P.sweeps.defenses for t in P.sweeps.tasks]
-
-
 def fig3(P: Profile) -> list[FinetuneConfig]:
     return [finetune_config(P, d, seed=s, track_drift=True) for s in P.seeds for d in ("SFT", "Vaccine")]
 
 
 def fig4(P: Profile) -> list[FinetuneConfig]:
     return [finetune_config(P, d, seed=P.seed) for d in ("SFT", "Vaccine")]
-
-
-def table6(P: Profile) -> list[FinetuneConfig]:
-    """SFT (the rho = 0 reference) and Vaccine at each rho (Table 6)."""
-    return [finetune_config(P, "SFT", seed=s) for s in P.seeds] + \
-        [finetune_config(P, "Vaccine", rho=r, seed=s) for s in P.seeds for r in P.sweeps.rhos]
-
-
-def table7(P: Profile) -> list[FinetuneConfig]:
-    return [finetune_config(P, "Vaccine", perturbation=k, seed=s) for s in P.seeds for k in P.sweeps.perturbations]
-
-
-def table8(P: Profile) -> list[FinetuneConfig]:
-    return [finetune_config(P, d, lora=m, seed=s) for s in P.seeds for d in P.sweeps.lora_defenses
-            for m in P.sweeps.lora_modes]
 
 
 def aligned(P: Profile) -> list[AlignConfig]:
@@ -138,7 +104,8 @@ class Experiment:
 
 _ROW = ["defense", "p", "n", "seed", "hs", "fa"]
 EXPERIMENTS = {e.name: e for e in (
-    Experiment("fig2", "01", "Fig. 2: HS, drift and alignment loss vs harmful ratio", fig2, with_drift=True,
+    Experiment("fig2", "01", "Fig. 2: HS, drift and alignment loss vs harmful ratio",
+               lambda P: table1(P, [d for d in ("NA", "SFT") if d in P.sweeps.defenses] or ["SFT"]), with_drift=True,
                tables={"fig2_harmful_drift": ["defense", "p", "seed", "hs", "fa", "align_loss", "drift", "drift_sum_sq"],
                        "fig2_trend": ["defense", "hs", "align_loss", "drift"]},
                figures=("fig2_harmful_drift",)),
@@ -149,9 +116,13 @@ EXPERIMENTS = {e.name: e for e in (
                figures=("aligned_models", "alignment_curves")),
     Experiment("table1", "03", "Table 1: methods over harmful ratios", table1,
                tables={"table1_defenses": _ROW}, figures=("table1_hs_fa_vs_p",)),
-    Experiment("table2", "03", "Table 2: fine-tuning sample counts", table2,
+    Experiment("table2", "03", "Table 2: fine-tuning sample counts",
+               lambda P: [finetune_config(P, d, p=P.sweeps.p_samples, n=n, seed=sd) for sd in P.seeds
+                          for d in P.sweeps.sample_defenses for n in P.sweeps.sample_counts],
                tables={"table2_sample_counts": _ROW}, figures=("table2_sample_counts",)),
-    Experiment("table4", "03", "Table 4: tasks", table4,
+    Experiment("table4", "03", "Table 4: tasks",
+               lambda P: [finetune_config(P, d, task=t, seed=s) for s in P.seeds for d in P.sweeps.defenses
+                          for t in P.sweeps.tasks],
                tables={"table4_tasks": ["defense", "task", "seed", "hs", "fa"]}, figures=("table4_tasks",)),
     Experiment("table1_vs_paper", "04", "Table 1 beside the paper's numbers", table1,
                tables={"table1_vs_paper": ["defense"]}),
@@ -161,11 +132,17 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("fig4", "04", "Fig. 4: t-SNE of alignment embeddings", fig4,
                aligns=lambda P: [align_config(P, m) for m in ("sft", "vaccine")],
                tables={"fig4_tsne": ["model", "x", "y"]}, figures=("fig4_tsne",)),
-    Experiment("table6", "04", "Table 6: perturbation intensity rho", table6,
+    Experiment("table6", "04", "Table 6: perturbation intensity rho",  # SFT is the rho = 0 reference
+               lambda P: [finetune_config(P, "SFT", seed=s) for s in P.seeds]
+               + [finetune_config(P, "Vaccine", rho=r, seed=s) for s in P.seeds for r in P.sweeps.rhos],
                tables={"table6_rho": ["defense", "rho", "seed", "hs", "fa"]}, figures=("table6_rho",)),
-    Experiment("table7", "04", "Table 7: gradient vs Gaussian perturbation", table7,
+    Experiment("table7", "04", "Table 7: gradient vs Gaussian perturbation",
+               lambda P: [finetune_config(P, "Vaccine", perturbation=k, seed=s) for s in P.seeds
+                          for k in P.sweeps.perturbations],
                tables={"table7_perturbation": ["perturbation", "rho", "seed", "hs", "fa"]}),
-    Experiment("table8", "04", "Table 8: Double- vs Single-LoRA", table8,
+    Experiment("table8", "04", "Table 8: Double- vs Single-LoRA",
+               lambda P: [finetune_config(P, d, lora=m, seed=s) for s in P.seeds for d in P.sweeps.lora_defenses
+                          for m in P.sweeps.lora_modes],
                tables={"table8_lora": ["defense", "lora", "seed", "hs", "fa"]}),
     Experiment("judge", "04", "Validation of the Harmful Score judge",
                tables={"judge_validation": ["judge", "accuracy", "auc", "n_test"]}),
@@ -220,25 +197,19 @@ class Stage:
     cached: bool
     tasks: tuple = ()
 
-    def path(self, run_dir) -> Path:
-        """The folder the stage writes (``stage_dir``, the one stage-path rule)."""
+    def path(self, run_dir) -> Path:  # the one stage-path rule
         return stage_dir(run_dir, self.kind, self.cfg if self.kind in ("align", "finetune") else self.key)
 
 
-def _entry_stages(P: Profile, exp: Experiment, run_dir: Path):
-    """``(kind, cfg, key, label, tasks)`` of every stage entry ``exp`` needs, upstream first, with repeats."""
-    def align(a: AlignConfig):
+def _entry_stages(P: Profile, exp: Experiment):
+    """``(kind, cfg, key, label, tasks)`` of every stage entry ``exp`` needs, with repeats (each kind in order)."""
+    aligns, finetunes, tasks = exp.aligns(P), exp.finetunes(P), (P.finetune.task,)
+    for a in [*aligns, *(f.align for f in finetunes)]:
         if a.method != "none":
             yield "align", a, align_key(a), " ".join([f"{method_label(a)} seed={a.seed}", *variant(a)]), ()
-
-    for a in exp.aligns(P):
-        yield from align(a)
-        if exp.name == "aligned":
-            tasks = (P.finetune.task,)
-            yield ("eval", a, eval_key(a, P.eval, tasks),
-                   f"{method_label(a)}-aligned model seed={a.seed}", tasks)
-    for f in exp.finetunes(P):
-        yield from align(f.align)
+    for a in aligns if exp.name == "aligned" else ():
+        yield "eval", a, eval_key(a, P.eval, tasks), f"{method_label(a)}-aligned model seed={a.seed}", tasks
+    for f in finetunes:
         yield "finetune", f, finetune_key(f), label_of(f), ()
         yield "eval", f, eval_key(f, P.eval, (f.task,)), label_of(f), (f.task,)
         if exp.with_drift:
@@ -253,7 +224,7 @@ def plan(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, kinds
     exps = [get(e) for e in entries] if entries else [e for nb in notebooks or NOTEBOOKS for e in for_notebook(nb)]
     found: dict[tuple, Stage] = {}
     for exp in exps:
-        for kind, cfg, key, label, tasks in _entry_stages(P, exp, run_dir):
+        for kind, cfg, key, label, tasks in _entry_stages(P, exp):
             if kind in kinds and (kind, key) not in found:
                 s = Stage(kind, cfg, key, label, False, tasks)
                 s.cached = is_done(s.path(run_dir))
@@ -264,8 +235,8 @@ def plan(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, kinds
 def format_plan(stages: Sequence[Stage]) -> str:
     counts = {k: sum(s.kind == k for s in stages) for k in KINDS}
     n_cached = sum(s.cached for s in stages)
-    lines = [f"plan: {counts['align']} alignment + {counts['finetune']} fine-tuning + {counts['eval']} evaluation + "
-             f"{counts['drift']} drift stages; {n_cached} cached, {len(stages) - n_cached} to run"]
+    lines = [f"plan: {' + '.join(f'{counts[k]} {KIND_NAMES[k]}' for k in KINDS)} stages; {n_cached} cached, "
+             f"{len(stages) - n_cached} to run"]
     width = max((len(s.label) for s in stages), default=0)
     for s in stages:
         lines.append(f"  {s.kind:<8}  {'cached' if s.cached else 'run   ':<6}  {s.label:<{width}}  {s.key}")
@@ -276,21 +247,19 @@ def describe_plan(P: Profile, run_dir, name: str) -> str:
     """The design of registry entry ``name`` as its notebook shows it before the results: the grid
     (per method: p x n x task x variant x seeds) and every stage with its key, cached or to run."""
     exp = get(name)
-    axes: dict[str, list[set]] = {}
-    for f in exp.finetunes(P):
-        ax = axes.setdefault(method_label(f), [set() for _ in range(6)])
-        for i, v in enumerate((f"{f.p:g}", str(f.n), f.task, " ".join([f"{f.lora_mode()}-LoRA", *variant(f.align)]),
-                               str(f.seed), finetune_key(f))):
-            ax[i].add(v)
-    for a in exp.aligns(P):
-        ax = axes.setdefault("base model" if a.method == "none" else f"{method_label(a)}-aligned",
-                             [None, None, None, set(), set(), set()])
-        for i, v in ((3, " ".join(variant(a)) or "no variant"), (4, str(a.seed)), (5, align_key(a))):
-            ax[i].add(v)
+    points = [(method_label(f), (f"{f.p:g}", str(f.n), f.task, " ".join([f"{f.lora_mode()}-LoRA", *variant(f.align)]),
+                                 str(f.seed), finetune_key(f))) for f in exp.finetunes(P)]
+    points += [("base model" if a.method == "none" else f"{method_label(a)}-aligned",
+                (None, None, None, " ".join(variant(a)) or "no variant", str(a.seed), align_key(a)))
+               for a in exp.aligns(P)]
+    axes: dict[str, list[set]] = {}  # label -> the values of p, n, task, variant, seed, key
+    for label, values in points:
+        for ax, v in zip(axes.setdefault(label, [set() for _ in values]), values):
+            ax.add(v)
     lines = [f"{name}: {exp.title}"]
     for label, ax in axes.items():
-        sets = [", ".join(sorted(v, key=lambda x: (len(x), x))) if v is not None else None for v in ax[:5]]
-        grid = [f"{k} {{{v}}}".strip() for k, v in zip(("p", "n", "task", "", "seeds"), sets) if v is not None]
+        grid = [f"{k} {{{', '.join(sorted(v, key=lambda x: (len(x), x)))}}}".strip()
+                for k, v in zip(("p", "n", "task", "", "seeds"), ax) if None not in v]
         lines.append(f"  {label}: {' x '.join(grid)} = {len(ax[5])} model(s)")
     lines.append(format_plan(plan(P, run_dir=run_dir, entries=[name])) if axes else "  (no cached stage: measured "
                  "in the notebook itself)")
@@ -298,22 +267,17 @@ def describe_plan(P: Profile, run_dir, name: str) -> str:
 
 
 def check_pools(P: Profile, notebooks: Sequence[str] | None = None) -> None:
-    """The data is valid and every sample count of the notebooks' stages fits it, before any stage runs.
-
-    Offline, every split is validated once (``vaccine_lib.data.check_splits``: schema with file:line, non-empty,
-    manifest counts equal to the files'); then the counts (``check_sizes``) raise ConfigError naming the profile
-    parameter. Hub splits are checked by ``check_sizes`` as each is needed (each load is a download)."""
+    """Before any stage runs: the offline splits are valid (``data.check_splits``; Hub splits are checked as each
+    is loaded) and every sample count of the notebooks' stages fits them (ConfigError naming the profile parameter)."""
     src = P.data_source
     if src == "offline":
         check_splits()
     check_sizes(n_align=P.align.n, helpful_fraction=P.align.helpful_fraction, n_harmful=P.eval.n_harmful,
                 seeds=P.seeds, source=src, names={"n_align": "align.n", "helpful_fraction": "align.helpful_fraction",
                                                    "n_harmful": "eval.n_harmful", "seed": "seeds"})
-    seen = set()
-    for f in (f for nb in (notebooks or list(NOTEBOOKS)) for e in for_notebook(nb) for f in e.finetunes(P)):
-        if (f.task, f.n, f.p, f.defense) in seen:
-            continue
-        seen.add((f.task, f.n, f.p, f.defense))
+    points = {(f.task, f.n, f.p, f.defense): f for nb in (notebooks or NOTEBOOKS) for e in for_notebook(nb)
+              for f in e.finetunes(P)}  # each distinct data request once
+    for f in points.values():
         where = "sweeps.tasks / finetune.task" if f.task != P.finetune.task else "finetune.task"
         check_sizes(task=f.task, n=f.n, p=f.p, n_task=P.eval.n_task, source=src,
                     names={"task": where, "n": f"finetune.n (or sweeps.sample_counts; n={f.n}, p={f.p:g})",

@@ -1,14 +1,9 @@
 """The runner: the registry's plan executed (workers, locks, DDP), then the notebooks (papermill).
 
-``python -m vaccine_lib.runner plan|train|reproduce|report`` (the make targets of the same names):
-``plan`` lists the stages the notebooks need, cached or to run; ``train`` runs the missing ones (``--jobs N``
-workers); ``reproduce`` runs each notebook's stages, then the notebook, into ``results/<profile>/`` (the
-committed default profile also refreshes ``figures/`` and ``notebooks/``, cells tagged ``generations``
-cleared), then the runtime table (``vaccine_lib.runtime``); ``report`` renders the committed notebooks as one
-HTML file.
-
-Workers lock stages (:class:`StageLock`, an ``flock`` the kernel drops when a worker dies), alignments first;
-results equal a sequential run's. Under ``torchrun`` / ``accelerate launch`` every rank trains (DDP), rank 0 writes."""
+plan: the stages the notebooks need, cached or to run; train: run the missing ones (--jobs N workers, each
+stage locked by an flock the kernel drops when a worker dies; under torchrun / accelerate launch every rank
+trains, rank 0 writes); reproduce: each notebook's stages, then the notebook, into results/<profile>/ (the
+default profile also refreshes figures/ and notebooks/), then the runtime table; report: one HTML file."""
 
 import argparse
 import fcntl
@@ -37,16 +32,15 @@ from .stages import align, clean_run_dir, drift, evaluate, finetune, is_done, st
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
 #: seconds between scans when every remaining stage waits for another worker
 POLL_S = 2.0
-#: which runnable stage a worker takes first (see the module docstring)
+#: which runnable stage a worker takes first (alignments unblock the most stages)
 PRIORITY = {"align": 0, "eval": 1, "drift": 2, "finetune": 3}
 JOBS_RANGE = (1, 64)
 RUN_DIR_FIX = "pass a writable folder with free space (--run-dir; reproduce: the profile's runs/ and results/)"
 
 
 class StageLock:
-    """A worker's exclusive ``flock`` on one stage, held while the file stays open. The kernel drops it when
-    the process dies, so a dead worker's stage is free again at once; the lock files stay (one inode per
-    stage, so two workers can never hold locks on two different files of the same stage)."""
+    """A worker's ``flock`` on one stage, held while the file is open; the kernel drops it when the process dies.
+    The lock files stay (one inode per stage: two workers never lock two files of one stage)."""
 
     def __init__(self, path: Path, fd: int):
         self.path, self.fd = path, fd
@@ -74,13 +68,10 @@ def lock_stage(run_dir, s) -> StageLock | None:
 
 def upstream_paths(s: Stage, run_dir) -> list[Path]:
     """Folders that must be finished before stage ``s`` may start."""
-    if s.kind == "align":
-        return []
-    if isinstance(s.cfg, AlignConfig):  # evaluation of an aligned model (or of the base model)
-        return [] if s.cfg.method == "none" else [stage_dir(run_dir, "align", s.cfg)]
-    if s.kind == "finetune":
-        return [] if s.cfg.align.method == "none" else [stage_dir(run_dir, "align", s.cfg.align)]
-    return [stage_dir(run_dir, "finetune", s.cfg)]  # eval / drift of a fine-tuned model
+    if s.kind != "finetune" and not isinstance(s.cfg, AlignConfig):  # eval / drift of a fine-tuned model
+        return [stage_dir(run_dir, "finetune", s.cfg)]
+    a = s.cfg if isinstance(s.cfg, AlignConfig) else s.cfg.align
+    return [] if s.kind == "align" or a.method == "none" else [stage_dir(run_dir, "align", a)]
 
 
 def _progress(prefix, i, total, s, cached, t0, t_all) -> str:
@@ -90,7 +81,7 @@ def _progress(prefix, i, total, s, cached, t0, t_all) -> str:
 
 def work(stages: Sequence[Stage], run_dir, run: Callable, say=print, prefix: str = "", poll_s: float = POLL_S) -> int:
     """Run every unfinished stage this worker can lock (by :data:`PRIORITY`, then plan order) until all are
-    finished. ``run(stage) -> bool`` runs one stage (True when cached). Returns how many this worker ran."""
+    finished; ``run(stage)`` returns True when it was cached. Returns how many this worker ran."""
     done = lambda s: is_done(s.path(run_dir))  # noqa: E731
     order = {id(s): i for i, s in enumerate(stages)}
     pending = sorted((s for s in stages if not done(s)), key=lambda s: (PRIORITY.get(s.kind, 9), order[id(s)]))
@@ -126,9 +117,8 @@ def run_stage(P: Profile, s: Stage, run_dir) -> bool:
     """Run one planned stage (cached stages return at once); True when it was cached."""
     if s.kind in ("align", "finetune"):
         return {"align": align, "finetune": finetune}[s.kind](s.cfg, run_dir).cached
-    if s.kind == "eval":
-        return evaluate(s.cfg, P.eval, run_dir, tasks=s.tasks)["cached"]
-    return drift(s.cfg, run_dir, n_samples=P.drift.n_samples)["cached"]
+    return (evaluate(s.cfg, P.eval, run_dir, tasks=s.tasks) if s.kind == "eval"
+            else drift(s.cfg, run_dir, n_samples=P.drift.n_samples))["cached"]
 
 
 def init_distributed():
@@ -146,12 +136,11 @@ def init_distributed():
 
 
 def execute(P: Profile, stages: Sequence[Stage], run_dir, say=print, prefix: str = "") -> int:
-    """Run the stages in plan order (every rank of a launch in step), one progress line each; returns how many
-    actually ran. Removes the ``.tmp-*`` stage folders that dead processes left behind first."""
+    """Run the stages in plan order (every rank of a launch in step), one progress line each, after removing the
+    ``.tmp-*`` folders of dead processes; returns how many actually ran."""
     for stale in clean_run_dir(run_dir):
         say(f"{prefix}removed {stale} (left by an interrupted run)")
-    ran, t_all = 0, time.perf_counter()
-    todo = [s for s in stages if not s.cached]
+    ran, t_all, todo = 0, time.perf_counter(), [s for s in stages if not s.cached]
     for i, s in enumerate(todo, 1):
         t0 = time.perf_counter()
         cached = run_stage(P, s, run_dir)
@@ -169,8 +158,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def run_workers(P: Profile, notebooks: Sequence[str], jobs: int, say=print, extra: Sequence[str] = ()) -> None:
-    """Start ``jobs`` worker processes (``train --worker``, one share of the CPU threads each) that run the
-    plan's stages in parallel (:func:`work`); raise when one of them fails."""
+    """Run the plan's stages in ``jobs`` worker processes (``train --worker``, a share of the CPU threads each)."""
     threads = P.threads or max(1, (os.cpu_count() or 1) // jobs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "vaccine_lib.runner", "train", "--profile", P.name if P.committed else str(P.path),
@@ -184,14 +172,14 @@ def run_workers(P: Profile, notebooks: Sequence[str], jobs: int, say=print, extr
 
 
 def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_run: bool = False,
-          train_only: bool = False, log=print, worker: int | None = None) -> list[Stage]:
+          train_only: bool = False, worker: int | None = None) -> list[Stage]:
     """Print the plan and run every stage not cached yet (``dry_run``: only the plan). Returns the plan."""
     run_dir = Path(run_dir or P.run_dir())
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run dir {run_dir} is a file, not a folder; fix: {RUN_DIR_FIX}")
     notebooks = list(notebooks or NOTEBOOKS)
     state = None if dry_run else init_distributed()
-    say = log if state is None or state.is_main_process else (lambda *a, **k: None)
+    say = print if state is None or state.is_main_process else (lambda *a, **k: None)
     with state.main_process_first() if state is not None else nullcontext():  # rank 0 builds missing data first
         check_pools(P, notebooks)
         stages = plan(P, notebooks, run_dir, kinds=KINDS[:2] if train_only or state is not None else KINDS)
@@ -221,20 +209,16 @@ def train(P: Profile, notebooks: Sequence[str] | None = None, run_dir=None, dry_
 
 def reproduce(profile: str = "default", only: str | None = None, overrides: dict | None = None,
               timeout: int | None = None, keep_going: bool = True, say=print, jobs: int = 1) -> dict:
-    """Run the notebooks (each one's stages first, with progress); return the timing summary (also in
-    ``timings.json``). ``jobs`` > 1: every stage first runs in that many worker processes."""
+    """Run the notebooks (each one's stages first; with ``jobs`` > 1 every stage first in that many workers);
+    return the timing summary (also in ``timings.json``)."""
     quiet()
     notebooks = parse_notebooks(only)
     P = load_profile(profile, overrides)
     check_pools(P, notebooks)  # everything is validated before the first stage runs
-    for var, value in (("TOKENIZERS_PARALLELISM", "false"), ("PYDEVD_DISABLE_FILE_VALIDATION", "1"),
-                       ("MPLBACKEND", "agg")) + ((("HF_HUB_OFFLINE", "1"),) if P.data_source != "hub" else ()):
-        os.environ.setdefault(var, value)
     results = writable_dir(P.results_dir(), "results dir", RUN_DIR_FIX)
     writable_dir(P.run_dir(), "run dir", RUN_DIR_FIX)
-    for tmp in results.glob(".tmp-*"):  # an interrupted earlier run (atomic writes leave only these)
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
+    for tmp in (t for t in results.glob(".tmp-*") if t.is_file()):  # left by an interrupted run's atomic writes
+        tmp.unlink(missing_ok=True)
     say(f"reproduce: profile {P.label!r} ({P.path}), notebooks {','.join(notebooks)}; executed notebooks -> "
         f"{results}; figures -> {P.figures_dir()}", flush=True)
     rows, failed, t_all, train_seconds = [], [], time.perf_counter(), None
@@ -322,9 +306,9 @@ def main(argv=None) -> int:
         P = load_profile(args.profile, overrides)
         jobs = args.jobs or (env_int("VACCINE_JOBS", 1, *JOBS_RANGE, "worker processes for the stages")
                              if args.command == "reproduce" else 1)  # never workers inside a DDP launch by surprise
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if P.data_source != "hub":
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        for var, value in (("TOKENIZERS_PARALLELISM", "false"), ("PYDEVD_DISABLE_FILE_VALIDATION", "1"),
+                           ("MPLBACKEND", "agg")) + ((("HF_HUB_OFFLINE", "1"),) if P.data_source != "hub" else ()):
+            os.environ.setdefault(var, value)  # quiet workers and notebook kernels, offline unless on the Hub
         if args.command == "reproduce" and args.dry_run:
             print("\n".join(f"{NOTEBOOKS[nb]}:\n{format_plan(plan(P, [nb]))}" for nb in parse_notebooks(args.only)))
         elif args.command == "reproduce":

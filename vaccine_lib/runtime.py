@@ -1,9 +1,6 @@
-"""Measured runtime of a profile's run, as a committed table and the README block generated from it.
-
-Every stage records its own time in its ``metrics.json`` and ``reproduce`` every notebook's in
-``results/<profile>/timings.json``; :func:`runtime_table` sums them per stage kind, so the cost of a complete
-cold run is known even when the run was resumed from its cache across sessions. With ``J`` workers the stages
-need at least ``sum / J`` of wall time (perfect packing; the dependencies only add to it).
+"""Measured runtime of a profile's run (each stage's own time from its ``metrics.json``, each notebook's from
+``timings.json``, so a run resumed across sessions still gives a cold run's cost; ``J`` workers need at least
+``sum / J``), as a committed table and the README block generated from it.
 
     python -m vaccine_lib.runtime --profile default            # -> figures/tables/runtime.csv + README block
     python -m vaccine_lib.runtime --check-readme               # exit 1 when README and table disagree"""
@@ -22,21 +19,19 @@ from .errors import ConfigError
 from .paths import REPO_ROOT
 from .profiles import load_profile
 from .provenance import provenance
-from .registry import plan
+from .registry import KIND_NAMES, plan
 
-README = RM.README
 DEFAULT_TABLE = REPO_ROOT / "figures" / "tables" / "runtime.csv"
 BEGIN, END = RM.markers("runtime")
 #: the GPU run whose measured unit costs scale the CPU medians into a GPU profile's estimate (issue 18's first run)
 GPU_RUN = REPO_ROOT / "figures" / "tables" / "fair_test_gpu1"
 #: the metrics.json field holding a stage's own measured seconds
 SECONDS_FIELD = {"align": "train_seconds", "finetune": "train_seconds", "eval": "eval_seconds", "drift": "seconds"}
-KIND_NAMES = {"align": "alignment", "finetune": "fine-tuning", "eval": "evaluation", "drift": "drift"}
 COLUMNS = ["part", "count", "timed", "total_s", "median_s", "min_s", "max_s"]
 
 
 def _rate(kind: str, m: dict) -> float | None:
-    """A stage's unit cost from its metrics: seconds per training step, or seconds per evaluated item."""
+    """A stage's unit cost: seconds per training step, or per evaluated item."""
     if kind in ("align", "finetune"):
         return m.get("seconds_per_step")
     items = sum(m.get(k) or 0 for k in ("hs_n", "fa_n", "n_benign"))
@@ -44,8 +39,7 @@ def _rate(kind: str, m: dict) -> float | None:
 
 
 def stage_seconds(stages, run_dir) -> pd.DataFrame:
-    """One row per planned stage: ``kind``, ``label``, ``key``, ``seconds`` (NaN when not run or not timed) and
-    ``rate`` (:func:`_rate`, NaN where none)."""
+    """One row per planned stage: kind, label, key, seconds and rate (:func:`_rate`; NaN where none)."""
     rows = []
     for s in stages:
         metrics = s.path(run_dir) / "metrics.json"
@@ -56,18 +50,17 @@ def stage_seconds(stages, run_dir) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["kind", "label", "key", "seconds", "rate"])
 
 
-def _summary(part: str, seconds: pd.Series, count: int | None = None) -> dict:
+def _summary(part: str, seconds: pd.Series) -> dict:
     timed = seconds.dropna()
     stat = (lambda f: round(float(f(timed)), 1)) if len(timed) else (lambda f: math.nan)
-    return {"part": part, "count": len(seconds) if count is None else count, "timed": len(timed),
+    return {"part": part, "count": len(seconds), "timed": len(timed),
             "total_s": round(float(timed.sum()), 1), "median_s": stat(pd.Series.median),
             "min_s": stat(pd.Series.min), "max_s": stat(pd.Series.max)}
 
 
 def runtime_table(per_stage: pd.DataFrame, notebooks: list[dict] | None = None, jobs: int = 2) -> pd.DataFrame:
-    """Per stage kind: count, how many are timed, total / median / min / max seconds; then the notebooks
-    (``notebook_seconds`` of ``timings.json``, stages excluded) and two totals: ``stages / jobs`` (the
-    least wall time ``jobs`` workers need for the stages) and ``cold run`` (that + the notebooks)."""
+    """Per stage kind: count, timed, total / median / min / max seconds; then the notebooks (stages excluded) and
+    two totals: ``stages / jobs`` (the least wall time of ``jobs`` workers) and the cold run (+ the notebooks)."""
     if jobs < 1:
         raise ConfigError(f"jobs = {jobs}: must be >= 1 (the number of worker processes)")
     rows = [_summary(KIND_NAMES[k], per_stage.loc[per_stage["kind"] == k, "seconds"])
@@ -85,9 +78,8 @@ def runtime_table(per_stage: pd.DataFrame, notebooks: list[dict] | None = None, 
 
 def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int = 2, scale: dict | None = None,
                  where: str = "") -> dict:
-    """An *estimate* for another profile's stages on the same model: its stage count per kind times this run's
-    median per kind (times ``scale[kind]`` for another machine), over ``jobs`` workers (notebooks excluded; NaN
-    when a kind was never timed here)."""
+    """An *estimate* for another profile on the same model: its stage count per kind x this run's median (x
+    ``scale[kind]`` for another machine) / ``jobs`` (notebooks excluded; NaN when a kind was never timed here)."""
     medians = per_stage.dropna(subset=["seconds"]).groupby("kind")["seconds"].median()
     counts = pd.Series(kinds, dtype=object).value_counts()
     total = sum(float(medians.get(k, math.nan)) * (scale or {}).get(k, 1.0) * int(n) for k, n in counts.items())
@@ -99,10 +91,9 @@ def estimate_row(name: str, kinds: list[str], per_stage: pd.DataFrame, jobs: int
 
 
 def gpu_scale(per_stage: pd.DataFrame, gpu_dir=GPU_RUN) -> tuple[dict, int, str]:
-    """GPU/CPU ratios of the median unit costs (:func:`_rate`) between a GPU run's rows (``rows.jsonl`` of
-    scripts/fair_test.py, ``workers`` from its ``summary.json``) and this CPU run: alignment on SFT stages only
-    (Vaccine's two passes cost the same factor on both), fine-tuning and evaluation on all; drift takes
-    fine-tuning's (forward passes; no GPU drift stage was timed). Returns (ratios, workers, device name)."""
+    """(GPU/CPU ratios of the median unit costs, workers, device) between a GPU run (scripts/fair_test.py's
+    ``rows.jsonl`` and ``summary.json``) and this CPU run: alignment on SFT stages only (Vaccine's two passes
+    cost the same factor on both); drift takes fine-tuning's (no GPU drift stage was timed)."""
     gpu_dir = Path(gpu_dir)
     rows = [json.loads(x) for x in (gpu_dir / "rows.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     gpu = pd.DataFrame([{"kind": k, "sft": r.get("method") == "sft", "rate": _rate(k, r)} for r in rows
@@ -116,11 +107,9 @@ def gpu_scale(per_stage: pd.DataFrame, gpu_dir=GPU_RUN) -> tuple[dict, int, str]
     return {**ratio, "drift": ratio["finetune"]}, int(json.loads((gpu_dir / "summary.json").read_text())["workers"]), device
 
 
-def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ...] = ("full", "full_gpu"),
-                  conditions: str | None = None) -> pd.DataFrame:
-    """Build the runtime table of profile ``P`` from its stage cache and ``timings.json`` (plus an estimate
-    for each profile in ``estimate`` that runs the same model, and the wall time of the last complete
-    ``make reproduce`` when one ran); write CSV + JSON. ``conditions``: how the times were taken (quiet or not)."""
+def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, conditions: str | None = None) -> pd.DataFrame:
+    """Write the runtime table (CSV + JSON) of profile ``P`` from its stage cache and ``timings.json``, with the
+    last complete run's wall time and estimates for the full profiles; ``conditions``: how the times were taken."""
     per_stage = stage_seconds(plan(P), P.run_dir())
     timings = P.results_dir() / "timings.json"
     summary = json.loads(timings.read_text(encoding="utf-8")) if timings.is_file() else {}
@@ -130,7 +119,7 @@ def write_runtime(P, jobs: int = 2, table=DEFAULT_TABLE, estimate: tuple[str, ..
         run = summary["complete_run"]
         df.loc[len(df)] = {"part": f"measured: the last complete make reproduce, {run['jobs']} workers (wall)",
                            "count": df.iloc[-1]["count"], "timed": 1, "total_s": run["seconds"]}
-    others = [load_profile(name) for name in estimate]
+    others = [load_profile(name) for name in ("full", "full_gpu")]
     extra = []
     for o in (o for o in others if o.model == P.model and o.name != P.name):
         if o.device != "cuda":
@@ -177,12 +166,12 @@ def render_block(df: pd.DataFrame, meta: dict | None = None) -> str:
     return RM.render("runtime", header, RM.md_table(["part", "stages", "timed", "total", "median", "min", "max"], rows))
 
 
-def render_readme(readme=README, table=DEFAULT_TABLE) -> bool:
+def render_readme(readme=RM.README, table=DEFAULT_TABLE) -> bool:
     """Replace the README's runtime block with the table's rendering; True when the file changed."""
     return RM.replace(readme, "runtime", render_block(*read_table(table)))
 
 
-def readme_matches(readme=README, table=DEFAULT_TABLE) -> bool:
+def readme_matches(readme=RM.README, table=DEFAULT_TABLE) -> bool:
     return RM.block(readme, "runtime") == render_block(*read_table(table))
 
 
@@ -194,7 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--table", default=str(DEFAULT_TABLE))
     ap.add_argument("--conditions", help="how the times were taken, shown above the README table (e.g. quiet: "
                     "nothing else ran on the machine)")
-    ap.add_argument("--readme", default=str(README))
+    ap.add_argument("--readme", default=str(RM.README))
     ap.add_argument("--check-readme", action="store_true", help="exit 1 if the README block and the table disagree")
     args = ap.parse_args(argv)
     with errors_as_exit(ap):

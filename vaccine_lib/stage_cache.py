@@ -1,12 +1,9 @@
-"""The stage cache: stage keys and folders, atomic writes, the check before use, rank safety.
-
-A stage's folder (:func:`stage_dir`, the one path rule) is named by its key: the hash of ``cfg.effective()``,
-the data manifest's hash, ``STAGE_VERSION[stage]`` (bump it when a change alters results; source files are not
-hashed) and the upstream key. Written in a ``.tmp-*`` folder, renamed into place after ``done.json`` (its file
-list); verified before use (:func:`cached`); under torch.distributed rank 0 alone verifies and writes. The
-whole contract: docs/ARCHITECTURE.md, "Stage cache"."""
+"""The stage cache: keys (hash of ``cfg.effective()``, the data manifest, ``STAGE_VERSION[stage]`` and the upstream
+key; source files are not hashed), one folder rule (:func:`stage_dir`), atomic writes, verification before use,
+rank safety (rank 0 alone verifies and writes). The contract: docs/ARCHITECTURE.md, "Stage cache"."""
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +31,6 @@ STAGE_WAIT_S = float(os.environ.get("VACCINE_STAGE_WAIT_S", 6 * 3600))
 RESULT_FILES = ("config.json", "metrics.json", "log_history.json")
 #: launcher variables that transformers / accelerate would act on
 _RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK")
-_DATA_VERSIONS: dict[str, str] = {}
 
 
 @dataclass
@@ -51,15 +47,14 @@ class StageResult:
     cfg: Any = field(default=None, repr=False)
 
 
+@functools.cache
 def data_version(source: str = "offline") -> str:
     """Hash of the processed splits' checksums (builds the offline data first if missing); ``"hub"`` for Hub data."""
     if source == "hub":
         return "hub"
-    if source not in _DATA_VERSIONS:
-        manifest = read_manifest(default_data_dir()) or build()
-        sums = {name: info.get("sha256") for name, info in sorted(manifest.get("splits", {}).items())}
-        _DATA_VERSIONS[source] = hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
-    return _DATA_VERSIONS[source]
+    manifest = read_manifest(default_data_dir()) or build()
+    sums = {name: info.get("sha256") for name, info in sorted(manifest.get("splits", {}).items())}
+    return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def stage_key(stage: str, config: dict, source: str, upstream: str = "", extra: dict | None = None) -> str:
@@ -76,7 +71,7 @@ def align_key(cfg: AlignConfig) -> str:
 def need_align(cfg: FinetuneConfig) -> AlignConfig:
     if cfg.align is None:
         raise ConfigError("FinetuneConfig.align is None; a fine-tuning stage needs its alignment stage "
-                          "(vaccine_lib.grids.finetune_config builds both from a profile)")
+                          "(vaccine_lib.registry.finetune_config builds both from a profile)")
     return cfg.align
 
 
@@ -85,11 +80,9 @@ def finetune_key(cfg: FinetuneConfig) -> str:
 
 
 def eval_key(cfg, eval_cfg: EvalConfig, tasks) -> str:
-    """Key of the evaluation of an ``AlignConfig`` / ``FinetuneConfig``'s (or ``StageResult``'s) model on ``tasks``."""
-    cfg = cfg.cfg if isinstance(cfg, StageResult) else cfg
+    """Key of the evaluation of an ``AlignConfig`` / ``FinetuneConfig``'s model on ``tasks``."""
     kind = "finetune" if isinstance(cfg, FinetuneConfig) else "align"
-    a = need_align(cfg) if kind == "finetune" else cfg
-    upstream = finetune_key(cfg) if kind == "finetune" else align_key(cfg)
+    a, upstream = (need_align(cfg), finetune_key(cfg)) if kind == "finetune" else (cfg, align_key(cfg))
     return stage_key("eval", eval_cfg.effective(), a.source, upstream=upstream,
                      extra={"kind": kind, "tasks": list(tasks), **judge_recipe(eval_cfg.judge)})
 
@@ -99,9 +92,8 @@ def drift_key(cfg: FinetuneConfig, n_samples: int) -> str:
 
 
 def stage_dir(run_dir, stage: str, cfg) -> Path:
-    """Folder of a stage (finished or not) under ``run_dir``: the one stage-path rule. ``cfg``: the
-    ``AlignConfig`` / ``FinetuneConfig`` of an ``align`` / ``finetune`` stage, the stage key (``eval_key`` /
-    ``drift_key``) of an ``eval`` / ``drift`` stage."""
+    """Folder of a stage under ``run_dir`` (the one stage-path rule); ``cfg``: the stage config of an align /
+    finetune stage, the key of an eval / drift stage."""
     run_dir = Path(run_dir)
     if stage in ("eval", "drift"):
         if not isinstance(cfg, str):
@@ -121,8 +113,7 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))[-40:]
 
 
-def is_done(path) -> bool:
-    """A stage counts as finished once its ``done.json`` exists (written last); :func:`cached` verifies it."""
+def is_done(path) -> bool:  # done.json is written last; cached() verifies the folder
     return (Path(path) / "done.json").is_file()
 
 
@@ -158,19 +149,28 @@ def cached(path, stage: str, key: str, required=(), deep: bool = False, check=No
     found, dist = [res is not None], _process_group()
     if dist is not None:  # rank 0's answer on every rank, so that all ranks take the same branch
         dist.broadcast_object_list(found, src=0)
-    if not found[0]:
-        return None
-    return res if res is not None else read_result(path, stage, key)
+    return (res or read_result(path, stage, key)) if found[0] else None
 
 
 def run(path, stage: str, key: str, write, seed: int | None = None, collective: bool = False) -> StageResult:
-    """Run a stage: ``write(tmp) -> (config, metrics, log_history)``, on every rank with ``collective``."""
-    path = Path(path)
-    dist = _process_group()
-    if dist is not None and dist.get_world_size() > 1:
-        return _run_ranked(dist, path, stage, key, write, seed, collective)
-    with _single_process_env():
-        return _write(path, stage, key, write, seed)
+    """Run a stage: ``write(tmp) -> (config, metrics, log_history)``. Under torch.distributed rank 0 writes it, the
+    other ranks wait for it (with ``collective`` they run ``write`` too, into a throwaway folder)."""
+    path, dist = Path(path), _process_group()
+    if dist is None or dist.get_world_size() == 1:
+        with _single_process_env():
+            return _write(path, stage, key, write, seed)
+    rank = dist.get_rank()
+    if rank == 0:
+        res = _write(path, stage, key, write, seed)
+    elif collective:
+        with tempfile.TemporaryDirectory(prefix=f"vaccine-{stage}-rank{rank}-") as tmp:
+            write(Path(tmp))
+    if collective:
+        dist.barrier()
+    if rank == 0:
+        return res
+    wait_for(path, f"rank 0 to write the {stage} stage {key}")
+    return read_result(path, stage, key, cached=False)
 
 
 def run_cached(path, stage: str, key: str, write, seed: int | None = None, collective: bool = False,
@@ -198,12 +198,10 @@ def _write(path: Path, stage: str, key: str, write, seed: int | None) -> StageRe
 
 
 def clean_stale(parent: Path, max_age_s: float = 24 * 3600) -> list[Path]:
-    """Remove ``.tmp-*`` stage folders under ``parent`` whose owner process is dead (or, without an
-    owner file, older than ``max_age_s``). Returns what was removed."""
+    """Remove (and return) the ``.tmp-*`` stage folders under ``parent`` whose owner process is dead (without an
+    owner file: older than ``max_age_s``)."""
     removed = []
-    for tmp in Path(parent).glob(".tmp-*") if Path(parent).is_dir() else ():
-        if not tmp.is_dir():
-            continue
+    for tmp in (t for t in Path(parent).glob(".tmp-*") if t.is_dir()):
         try:
             info = json.loads((tmp / "owner.json").read_text())
             dead = info.get("host") == os.uname().nodename and not _pid_alive(int(info["pid"]))
@@ -253,7 +251,7 @@ def _rank() -> int:
     return dist.get_rank() if dist is not None else 0
 
 
-def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: float = 0.5, say=print) -> None:
+def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: float = 0.5) -> None:
     """Wait until ``path/done.json`` exists, saying what it waits for every minute; VaccineError after ``timeout_s``."""
     t0 = last = time.monotonic()
     while not is_done(path):
@@ -262,21 +260,7 @@ def wait_for(path: Path, what: str, timeout_s: float = STAGE_WAIT_S, poll_s: flo
             raise VaccineError(f"rank {_rank()}: waited {timeout_s:.0f} s for {what} ({path}) and it never finished; "
                                "is rank 0 still alive? Fix: check rank 0's log, or raise $VACCINE_STAGE_WAIT_S.")
         if now - last > 60:
-            say(f"rank {_rank()}: waiting for {what} ({now - t0:.0f} s of at most {timeout_s:.0f} s)", flush=True)
+            print(f"rank {_rank()}: waiting for {what} ({now - t0:.0f} s of at most {timeout_s:.0f} s)", flush=True)
             last = now
         time.sleep(poll_s)
 
-
-def _run_ranked(dist, path: Path, stage: str, key: str, write, seed, collective: bool) -> StageResult:
-    rank = dist.get_rank()
-    if rank == 0:
-        res = _write(path, stage, key, write, seed)
-        if collective:
-            dist.barrier()
-        return res
-    if collective:
-        with tempfile.TemporaryDirectory(prefix=f"vaccine-{stage}-rank{rank}-") as tmp:
-            write(Path(tmp))
-        dist.barrier()
-    wait_for(path, f"rank 0 to write the {stage} stage {key}")
-    return read_result(path, stage, key, cached=False)

@@ -1,8 +1,6 @@
 """The training side of the stages: the one map from a stage config to the Trainer and its arguments, the
-alignment and fine-tuning loops, and the self-distillation stage (the base model's own answers).
-
-Only LoRA adapters are stored: the aligned model is base + merged alignment adapter (Double-LoRA), the
-fine-tuning adapter is trained on top (or the alignment adapter continued: Single-LoRA)."""
+alignment and fine-tuning loops (only LoRA adapters are stored), the self-distillation stage (the base model's
+own answers)."""
 
 import json
 import os
@@ -39,11 +37,8 @@ ALIGN_LOSS_SAMPLES = 32
 
 
 def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
-    """The ``TrainingArguments`` (or subclass ``cls``, e.g. ``VaccineConfig``) of a stage config.
-
-    AdamW with ``weight_decay``, ``lr_scheduler`` and a warm-up of ``warmup_ratio`` of the steps
-    (transformers 5 takes the ratio as ``warmup_steps`` < 1), one log entry per step, no checkpoints,
-    no reporting; ``device: cpu`` trains on the CPU even when a GPU is present."""
+    """The ``TrainingArguments`` (or subclass ``cls``) of a stage config: AdamW, a warm-up of ``warmup_ratio`` of
+    the steps (transformers 5 takes a ratio as ``warmup_steps`` < 1), a log entry per step, no checkpoints."""
     return (cls or TrainingArguments)(
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -57,16 +52,16 @@ def training_args(cfg: TrainConfig, output_dir, cls=None, **extra):
 def trainer_setup(cfg: TrainConfig, output_dir, fisher=None):
     """``(arguments, Trainer class, extra Trainer kwargs)`` of a stage config: the one map from a stage config to
     the method's arguments (Vaccine: ``VaccineConfig``, EWC: ``EWCConfig`` + ``fisher``, KL: ``KLConfig``)."""
-    if isinstance(cfg, AlignConfig) and cfg.method == "vaccine":
-        args, cls, extra = training_args(cfg, output_dir, VaccineConfig, rho=cfg.rho, tau=cfg.tau,
-                                         perturbation=cfg.perturbation, budget=cfg.budget), VaccineTrainer, {}
-    elif isinstance(cfg, FinetuneConfig) and cfg.defense == "ewc":  # EWC and KL add terms in compute_loss
+    if isinstance(cfg, FinetuneConfig) and cfg.defense == "ewc":  # EWC and KL add terms in compute_loss
         return training_args(cfg, output_dir, EWCConfig, ewc_lambda=cfg.ewc_lambda), EWCTrainer, {"fisher": fisher}
-    elif isinstance(cfg, FinetuneConfig) and cfg.defense == "kl":
+    if isinstance(cfg, FinetuneConfig) and cfg.defense == "kl":
         return training_args(cfg, output_dir, KLConfig, kl_weight=cfg.kl_weight), KLTrainer, {}
+    if isinstance(cfg, AlignConfig) and cfg.method == "vaccine":
+        args, cls = training_args(cfg, output_dir, VaccineConfig, rho=cfg.rho, tau=cfg.tau,
+                                  perturbation=cfg.perturbation, budget=cfg.budget), VaccineTrainer
     else:
-        args, cls, extra = training_args(cfg, output_dir), Trainer, {}
-    return args, ANSWER_ONLY[cls] if cfg.answer_only_head else cls, extra
+        args, cls = training_args(cfg, output_dir), Trainer
+    return args, ANSWER_ONLY[cls] if cfg.answer_only_head else cls, {}
 
 
 #: ``answer_only_head``: the Trainer class with the output layer on answer tokens only (Vaccine: in pass 2 too)
@@ -74,7 +69,7 @@ ANSWER_ONLY = {c: type(f"AnswerOnly{c.__name__}", (AnswerOnlyLoss, c), {}) for c
 
 
 def device_of(device: str = "auto") -> str:
-    """The stage config's device (``auto``: CUDA when present); one GPU per process under a launcher."""
+    """The stage config's device (``auto``: CUDA when present), one GPU per process under a launcher."""
     resolved, local = resolve_device(device), os.environ.get("LOCAL_RANK")
     launched = resolved == "cuda" and cache._process_group() is not None and local not in (None, "", "-1")
     return f"cuda:{int(local)}" if launched else resolved
@@ -93,9 +88,8 @@ def probe_batches(a: AlignConfig, tok, n: int, batch_size: int = 8) -> list[dict
 
 
 def alignment_rows(cfg: AlignConfig, model, tok, run_dir):
-    """The alignment set of ``cfg``: the data build's (Hub: BeaverTails; offline: refusals + templated
-    puzzle answers) or, with ``helpful="selfdistill"`` offline, refusals + the base model's own answers
-    (the ``selfdistill`` stage under ``run_dir``, shared by every alignment of the same model)."""
+    """The alignment set of ``cfg``: the data build's (Hub: BeaverTails; offline: refusals + puzzle answers) or,
+    with ``helpful="selfdistill"``, refusals + the base model's own answers (``run_dir``'s selfdistill stage)."""
     if cfg.source == "hub":
         return alignment_set(cfg.n, seed=cfg.seed, source="hub")
     if cfg.helpful == "selfdistill":
@@ -105,9 +99,8 @@ def alignment_rows(cfg: AlignConfig, model, tok, run_dir):
 
 
 def _train(cfg: TrainConfig, a: AlignConfig, model, tok, train, tmp: Path, fisher=None) -> tuple[dict, list]:
-    """Train ``model`` on the tokenised ``train`` rows, check and save its adapter: (metrics, log history). The
-    divergence guard fails a stage with a non-finite loss, gradient, perturbation or weight (never cached);
-    fine-tuning with ``drift_every > 0`` also logs drift."""
+    """Train ``model`` on ``train``, save its adapter: (metrics, log history). A non-finite loss, gradient,
+    perturbation or weight fails the stage (never cached); fine-tuning with ``drift_every > 0`` logs drift."""
     args, trainer_cls, extra = trainer_setup(cfg, tmp / "trainer", fisher)
     stage = "finetune" if isinstance(cfg, FinetuneConfig) else "align"
     callbacks = [FiniteGuard(stage=stage)]
@@ -149,11 +142,9 @@ def train_finetune(cfg: FinetuneConfig, upstream: cache.StageResult, tmp: Path):
     a, mode = cfg.align, cfg.lora_mode()
     set_seed(cfg.seed)
     model, tok = base_model(a)
-    if upstream.path is not None:
-        if mode == "double":
-            model = merge_lora(load_lora(model, upstream.path / "adapter"))
-        else:
-            model = load_lora(model, upstream.path / "adapter", trainable=True)
+    if upstream.path is not None:  # Double-LoRA: merged into the base; Single-LoRA: the adapter trained on
+        model = load_lora(model, upstream.path / "adapter", trainable=mode != "double")
+        model = merge_lora(model) if mode == "double" else model
     rows = finetune_mix(cfg.task, cfg.n, cfg.p, seed=cfg.seed, source=a.source)
     align_kw = {} if a.source == "hub" else {"helpful_fraction": a.helpful_fraction}
     if cfg.defense == "vlguard":
@@ -177,9 +168,8 @@ def train_finetune(cfg: FinetuneConfig, upstream: cache.StageResult, tmp: Path):
 
 
 def selfdistilled(model, tok, n: int, seed: int, cache_dir, model_name: str, batch_size: int = 16) -> list[dict]:
-    """The base model's own greedy answers to ``n`` benign instructions (``data.selfdistill_prompts``), refusals
-    and empty answers dropped: the cached stage ``<cache_dir>/<model>-n<n>-s<seed>-t<tokens>/answers.jsonl``
-    (``/`` in the model name as ``--``), shared by every alignment of that base model."""
+    """The base model's own greedy answers to ``n`` benign instructions, refusals and empty answers dropped: the
+    cached stage ``<cache_dir>/<model>-n<n>-s<seed>-t<tokens>/``, shared by every alignment of that model."""
     name = f"{str(model_name).strip('/').replace('/', '--')}-n{n}-s{seed}-t{SELFDISTILL_TOKENS}"
 
     def write(tmp: Path):
@@ -198,13 +188,9 @@ def selfdistilled(model, tok, n: int, seed: int, cache_dir, model_name: str, bat
 
 def selfdistill_alignment_rows(model, tok, n: int, helpful_fraction: float, seed: int, cache_dir,
                                model_name: str) -> list[dict]:
-    """The alignment set with a self-distilled helpful half: ``n - round(n * helpful_fraction)`` refusals
-    (``alignment_set(..., helpful_fraction=0)``) + the base model's answers, shuffled with ``seed``.
-
-    The helpful half is the first ``n_help`` kept answers of the family-ordered prompts (40 % SST2, 30 % GSM,
-    30 % puzzles of ``n_help * 1.25``), so the margin is cut from the puzzles: 49 SST2-format, 38 GSM-style and
-    13 puzzle answers at the default profile's n = 200: the set the regime study's A1 trained on, kept as it
-    is so that the default profile is the setting the study chose."""
+    """``n - round(n * helpful_fraction)`` refusals + the base model's answers, shuffled with ``seed``. The answers
+    are the first ``n_help`` kept of the family-ordered prompts, so the margin is cut from the puzzles (49 SST2,
+    38 GSM, 13 puzzle answers at n = 200: the set the regime study's A1 trained on, kept as the default)."""
     n_help = round(n * helpful_fraction)
     rows = [dict(r) for r in alignment_set(n - n_help, seed=seed, helpful_fraction=0.0)] if n > n_help else []
     if n_help:

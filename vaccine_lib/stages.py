@@ -1,11 +1,7 @@
-"""Cached experiment stages: ``align`` -> ``finetune`` -> ``evaluate`` (+ ``drift``, ``selfdistilled``).
+"""Cached experiment stages: ``align`` -> ``finetune`` -> ``evaluate`` (+ ``drift``), each a function of its
+stage config stored under ``run_dir`` by its key (a changed fine-tuning parameter reruns fine-tuning and
+evaluation, not alignment). Keys, folders, verification, ranks: ``stage_cache``."""
 
-Every stage is a function of its stage config, stored under ``run_dir`` in the folder of its stage key: a rerun
-with the same config returns the stored result; a changed fine-tuning parameter reruns fine-tuning and evaluation,
-not alignment. An evaluation whose answers are mostly empty or degenerate, or whose metrics are not finite, fails
-its stage. Keys, folders, verification and ranks: ``stage_cache`` and docs/ARCHITECTURE.md, "Stage cache"."""
-
-import json
 import math
 import time
 from pathlib import Path
@@ -16,6 +12,7 @@ from . import stage_training as training
 from .atomic import DamagedFolder
 from .config import METHODS, AlignConfig, EvalConfig, FinetuneConfig
 from .data import alpaca_prompt, eval_items, harmful_eval_prompts
+from .data.jsonl import read_jsonl
 from .data.splits import benign_eval_rows
 from .drift import alignment_loss, model_drift
 from .errors import ConfigError, VaccineError
@@ -24,12 +21,10 @@ from .evaluation.results import write_generations
 from .hardware import resolve_autocast
 from .judge import get_judge, is_refusal
 from .lora import load_lora, merge_lora
-# the public stage API also names the keys, folders and Trainer map of the two modules below it
 from .stage_cache import (STAGE_VERSION, StageResult, align_key, clean_stale, drift_key, eval_key,  # noqa: F401
                           finetune_key, is_done, stage_dir, wait_for)
 from .stage_training import probe_batches, trainer_setup, training_args  # noqa: F401
 
-#: the files of a trained stage besides config / metrics / log history
 ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")
 
 Target = Union[AlignConfig, FinetuneConfig, StageResult]
@@ -71,10 +66,9 @@ def finetune(cfg: FinetuneConfig, run_dir, deep: bool = False) -> StageResult:
 
 
 def evaluate(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[str] | None = None) -> dict:
-    """Harmful Score / refusal / label-only rates and fine-tune accuracy of a stage's model (cached) as a flat
-    dict (+ ``eval_key``, ``cached``). ``tasks``: default the fine-tuning task, none for an ``AlignConfig``. The
-    answers are stored in the stage folder (``generations.jsonl``, git-ignored: may hold harmful text).
-    Raises :class:`UnusableResultError` for a broken model's answers."""
+    """HS / refusal / label-only rates and fine-tune accuracy of a stage's model (cached), a flat dict (+ ``eval_key``,
+    ``cached``); ``tasks``: default the fine-tuning task (none for an ``AlignConfig``). The answers go to the
+    git-ignored ``generations.jsonl``. :class:`UnusableResultError` for a broken model's answers."""
     res = _evaluate(target, eval_cfg, run_dir, tasks)
     return {**res.metrics, "eval_key": res.key, "cached": res.cached}
 
@@ -101,8 +95,7 @@ def generations(target: Target, eval_cfg: EvalConfig, run_dir, tasks: Sequence[s
     """The stored answers of a finished evaluation, verified (``[]`` if it has not run; may be harmful text:
     show only through ``show_generations``)."""
     res = _evaluate(target, eval_cfg, run_dir, tasks, stored=True)
-    path = None if res is None else res.path / "generations.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path else []
+    return [] if res is None else read_jsonl(res.path / "generations.jsonl")
 
 
 def drift(cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
@@ -115,9 +108,9 @@ def drift(cfg: FinetuneConfig, run_dir, n_samples: int = 50) -> dict:
 
 
 def load_stage_model(target: Target, run_dir, merge: bool = False):
-    """(model, tokenizer) of a stage in eval mode on its device, trained first if not cached (adapters hash-checked).
-    Double-LoRA: base + merged alignment adapter + fine-tuning adapter (a ``PeftModel``: ``disable_adapter()``
-    gives the aligned model); Single-LoRA: base + continued adapter. ``merge=True``: one plain model."""
+    """(model, tokenizer) of a stage in eval mode on its device, trained first if not cached. Double-LoRA: base +
+    merged alignment adapter + fine-tuning adapter (``disable_adapter()`` gives the aligned model); Single-LoRA:
+    base + continued adapter. ``merge=True``: one plain model."""
     kind, cfg, a = _resolve(target)
     model, tok = training.base_model(a)
     fres = finetune(cfg, run_dir, deep=True) if kind == "finetune" else None
@@ -127,8 +120,7 @@ def load_stage_model(target: Target, run_dir, merge: bool = False):
             model = merge_lora(load_lora(model, ares.path / "adapter"))
     if fres is not None:
         model = load_lora(model, fres.path / "adapter")
-        if merge:
-            model = merge_lora(model)
+        model = merge_lora(model) if merge else model
     model.eval()
     model.to(training.device_of(cfg.device))
     return model, tok
@@ -158,8 +150,7 @@ def describe_target(target: Target) -> dict:
     return out
 
 
-def _resolve(target: Target) -> tuple[str, Any, AlignConfig]:
-    """(kind, config, its alignment config) of a stage target."""
+def _resolve(target: Target) -> tuple[str, Any, AlignConfig]:  # (kind, config, its alignment config)
     if isinstance(target, StageResult):
         if target.cfg is None:
             raise ConfigError("this StageResult carries no config; pass the AlignConfig / FinetuneConfig instead")
@@ -208,9 +199,8 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
                                batch_size=eval_cfg.batch_size, progress=False, choice=eval_cfg.fa_choice,
                                autocast=ac)
         if i == 0:
-            metrics.update(fa.metrics())
-            metrics["fa_task"] = task
-            metrics["fa_top_answer_share"] = top_answer_share([g["answer"] for g in fa.generations])
+            metrics.update(fa.metrics(), fa_task=task,
+                           fa_top_answer_share=top_answer_share([g["answer"] for g in fa.generations]))
         metrics[f"fa_{task}"] = fa.accuracy
         if fa.choice_accuracy is not None:
             metrics[f"fa_choice_{task}"] = fa.choice_accuracy
@@ -229,16 +219,15 @@ def _run_eval(kind: str, cfg, eval_cfg: EvalConfig, tasks, run_dir, tmp: Path, k
 
 
 def top_answer_share(answers: Sequence[str]) -> float:
-    """Share (%) of the most frequent answer (first 8 characters, lower case): a model that answers one
-    label for (almost) every item has not learned the task, whatever its accuracy (regime study, R2)."""
+    """Share (%) of the most frequent answer (first 8 characters, lower case): a model answering one label for
+    (almost) every item has not learned the task, whatever its accuracy (regime study, R2)."""
     keys = [a.strip().lower()[:8] for a in answers]
     return round(100.0 * max(keys.count(k) for k in set(keys)) / len(keys), 2) if keys else 0.0
 
 
 def benign_refusals(model, tok, eval_cfg: EvalConfig, autocast: str | None = None) -> dict:
-    """The benign refusal rate (%): refused or empty answers to ``eval_cfg.n_benign`` held-out benign
-    instructions (``data.selfdistill.benign_eval_rows``), overall and per family; over-refusal, reported
-    beside HS like XSTest's."""
+    """Over-refusal beside HS (like XSTest): the % of refused or empty answers to ``eval_cfg.n_benign`` held-out
+    benign instructions (``benign_eval_rows``), overall and per family."""
     rows = benign_eval_rows(eval_cfg.n_benign)
     answers = generate(model, tok, [alpaca_prompt(r["instruction"], r.get("input") or "") for r in rows],
                        max_new_tokens=eval_cfg.benign_max_new_tokens, batch_size=eval_cfg.batch_size, progress=False,
