@@ -17,8 +17,8 @@ PKG = Path(__file__).resolve().parent.parent / "vaccine_lib"
 
 #: layer of each top-level module or subpackage of vaccine_lib (low -> high)
 LAYERS = {
-    "paths": 0, "errors": 0, "atomic": 0, "provenance": 0, "stats": 0, "plotting": 0, "readme": 0,
-    "packages": 1, "hub": 1, "hardware": 1, "config": 1, "profiles": 1,
+    "paths": 0, "errors": 0, "atomic": 0, "provenance": 0, "stats": 0, "readme": 0,
+    "packages": 1, "hub": 1, "hardware": 1, "config": 1, "profiles": 1, "plotting": 1,
     "data": 2,
     "models": 3, "hooks": 3, "losses": 3, "lora": 3, "guards": 3, "vaccine": 3, "baselines": 3, "drift": 3,
     "judge": 4,

@@ -10,10 +10,11 @@ import pandas as pd
 import seaborn as sns
 
 from .atomic import atomic_path
+from .config import METHODS
 from .provenance import keys_and_seeds, record
 
-#: display order of the paper's methods
-DEFENSE_ORDER = ("NA", "SFT", "EWC", "Vlguard", "KL", "Vaccine")
+#: display order of the paper's methods (the method table's order)
+DEFENSE_ORDER = tuple(METHODS)
 METRIC_LABELS = {
     "hs": "Harmful score (%)", "fa": "Fine-tune accuracy (%)", "refusal": "Refusal rate (%)",
     "label_only": "Label-only answers (%)", "drift": "Harmful embedding drift", "align_loss": "Alignment loss",
