@@ -19,18 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
+from .config import check_param
 from .errors import ConfigError, check_range
 from .hooks import eval_mode
 from .losses import loss_is_scaled_for_ga
 
-#: Upper bounds of the penalty weights (validated by the configs). ``ewc_lambda``: 1000x the paper's 1e9; the
-#: penalty gradient is lambda * F * (w - w*) with F up to ~1e-3 and |w - w*| ~ 1e-3 after a few Adam steps, so
-#: at lambda 1e12 it is ~1e6, against ~1e-3 for a loss gradient (the adapter is frozen); 1e38 overflows float32.
-EWC_LAMBDA_MAX = 1e12
-#: ``kl_weight``: 1e6x the paper's 1e-3. At weight 1e3 a token KL of ~0.01 already outweighs the SFT loss (~1)
-#: ten-fold, so the user's data no longer moves the model; larger weights only add overflow risk (1e38 overflows
-#: float32). To regularise harder, lower the learning rate instead.
-KL_WEIGHT_MAX = 1e3
 
 
 def _ga_scale(trainer: Trainer, num_items_in_batch) -> float:
@@ -71,7 +64,7 @@ class EWCConfig(TrainingArguments):
     ewc_lambda: float = field(default=1e6, metadata={"help": "EWC penalty weight lambda (miniature default)"})
 
     def __post_init__(self):
-        check_range("ewc_lambda", self.ewc_lambda, 0, EWC_LAMBDA_MAX)  # before any set-up work
+        check_param("ewc_lambda", self.ewc_lambda)  # before any set-up work
         super().__post_init__()
 
 
@@ -145,7 +138,7 @@ class KLConfig(TrainingArguments):
                              "the vocabulary"})
 
     def __post_init__(self):
-        check_range("kl_weight", self.kl_weight, 0, KL_WEIGHT_MAX)  # before any set-up work
+        check_param("kl_weight", self.kl_weight)  # before any set-up work
         super().__post_init__()
 
 

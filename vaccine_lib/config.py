@@ -29,8 +29,13 @@ MODELS = ("smollm2-135m-instruct", "gemma3-270m", "tiny-llama", "tiny-qwen2", "t
 LORA_TARGETS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
                 "attention+mlp": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"]}
 #: closed ranges other modules check again (import, do not copy); rho: 100x the paper's largest swept value (10),
-#: far above it the perturbed loss carries no signal and rho = 1e30 overflows float32
-RANGES = {"rho": (0, 1000), "p": (0, 1), "tau": (1, 10**6), "seed": (0, SEED_MAX)}
+#: far above it the perturbed loss carries no signal and rho = 1e30 overflows float32. ewc_lambda: 1000x the
+#: paper's 1e9; its penalty gradient lambda * F * (w - w*), F ~1e-3 and |w - w*| ~1e-3 after a few Adam steps, is
+#: ~1e6 at 1e12 against ~1e-3 for a loss gradient. kl_weight: 1e6x the paper's 1e-3; at 1e3 a token KL of ~0.01
+#: outweighs the SFT loss (~1) ten-fold, so the user's data no longer moves the model (to regularise harder, lower
+#: the learning rate). Larger weights only add overflow risk (1e38 overflows float32).
+RANGES = {"rho": (0, 1000), "p": (0, 1), "tau": (1, 10**6), "seed": (0, SEED_MAX), "ewc_lambda": (0, 1e12),
+          "kl_weight": (0, 1e3)}
 
 
 def check_param(name: str, value, param: str | None = None) -> None:
@@ -222,9 +227,9 @@ class FinetuneConfig(TrainConfig):
     task: Annotated[str, _one_of(TASKS)] = _field("sst2", "benign fine-tuning task")
     n: int = _field(100, "fine-tuning samples", ge=1, le=10**6)
     p: float = _field(0.1, "harmful ratio of the fine-tuning data", rng="p")
-    ewc_lambda: float = _field(1e6, "EWC penalty weight", ge=0, le=1e12)
+    ewc_lambda: float = _field(1e6, "EWC penalty weight", rng="ewc_lambda")
     ewc_fisher_samples: int = _field(64, "alignment samples for EWC's Fisher estimate", ge=1, le=10**5)
-    kl_weight: float = _field(1e-3, "KL baseline weight", ge=0, le=1e3)
+    kl_weight: float = _field(1e-3, "KL baseline weight", rng="kl_weight")
     vlguard_m: int = _field(32, "alignment samples Vlguard mixes into the user data", ge=1, le=10**6)
     drift_every: int = _field(0, "log drift every k steps during fine-tuning (0: off)", point=True, ge=0, le=10**6)
     drift_samples: int = _field(16, "probe samples of the drift log", point=True, ge=1, le=10**5)
