@@ -76,11 +76,8 @@ def worker(spec: dict) -> dict:
     trainer.train()
     peak_mb = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-    timed = times[spec["warmup"]:]
-    mean = sum(timed) / len(timed)
-    sd = math.sqrt(sum((t - mean) ** 2 for t in timed) / (len(timed) - 1)) if len(timed) > 1 else 0.0
-    return {"step_s": mean, "step_s_sd": sd, "peak_memory_gb": peak_mb / 1024, "steps": len(timed),
-            "device": "cuda" if cuda else "cpu", "threads": torch.get_num_threads(),
+    return {"times": times[spec["warmup"]:], "peak_memory_gb": peak_mb / 1024, "device": "cuda" if cuda else "cpu",
+            "threads": torch.get_num_threads(),
             "memory_method": "cuda max_memory_allocated" if cuda else "peak RSS of a fresh process"}
 
 
@@ -95,17 +92,31 @@ def spawn(a: AlignConfig, seq: int, warmup: int, threads: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int = 10, taus=(10,), threads: int = 0):
+def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int = 10, taus=(10,), threads: int = 0,
+            rounds: int = 1):
     """SFT, Vaccine (tau = 1) and Accelerated Vaccine (each tau in ``taus``) with the optimiser, adapter, model
     and batch size of ``align``: one row each with ``step_s``, ``step_s_sd``, ``peak_memory_gb``, ``slowdown``
-    (step time / SFT's), ``memory_ratio``, ``steps``."""
+    (step time / SFT's), ``memory_ratio``, ``steps`` (all rounds pooled; peak memory: the largest).
+
+    ``rounds`` > 1 runs the methods that many times, in alternating order (SFT first, then last, ...), so that
+    a drift of the machine's speed during the measurement (a shared CPU, clock changes) falls on every method
+    alike instead of on whichever ran first."""
     methods = [("SFT", None), ("Vaccine", 1)] + [(f"Accelerated Vaccine (tau={t})", int(t)) for t in taus]
+    runs: dict[str, list[dict]] = {name: [] for name, _ in methods}
+    for r in range(rounds):
+        for name, tau in methods if r % 2 == 0 else methods[::-1]:
+            n_steps = steps if tau in (None, 1) else max(steps, tau) // tau * tau
+            a = align.with_(method="sft" if tau is None else "vaccine", tau=tau or 1, max_steps=warmup + n_steps,
+                            max_length=max(seq, 16), device=resolve_device(align.device))
+            runs[name].append(spawn(a, seq, warmup, threads))
     rows = []
     for name, tau in methods:
-        n_steps = steps if tau in (None, 1) else max(steps, tau) // tau * tau
-        a = align.with_(method="sft" if tau is None else "vaccine", tau=tau or 1, max_steps=warmup + n_steps,
-                        max_length=max(seq, 16), device=resolve_device(align.device))
-        rows.append({"method": name, "tau": tau, **spawn(a, seq, warmup, threads)})
+        timed = [t for run in runs[name] for t in run["times"]]
+        mean = sum(timed) / len(timed)
+        sd = math.sqrt(sum((t - mean) ** 2 for t in timed) / (len(timed) - 1)) if len(timed) > 1 else 0.0
+        rows.append({"method": name, "tau": tau, "step_s": mean, "step_s_sd": sd,
+                     "peak_memory_gb": max(run["peak_memory_gb"] for run in runs[name]), "steps": len(timed),
+                     **{k: runs[name][0][k] for k in ("device", "threads", "memory_method")}})
     df = pd.DataFrame(rows)
     df["slowdown"] = df["step_s"] / df["step_s"].iloc[0]
     df["memory_ratio"] = df["peak_memory_gb"] / df["peak_memory_gb"].iloc[0]
@@ -116,7 +127,7 @@ def from_profile(P):
     """:func:`measure` with a profile's ``overhead`` section and alignment settings (notebook 05)."""
     o = P.overhead
     return measure(P.align.with_(batch_size=o.batch_size, grad_accum=1, seed=P.seed), seq=o.seq_len,
-                   warmup=o.warmup_steps, steps=o.steps, taus=o.taus, threads=P.threads)
+                   warmup=o.warmup_steps, steps=o.steps, taus=o.taus, threads=P.threads, rounds=o.rounds)
 
 
 if __name__ == "__main__":  # the worker process of measure(): one method, its JSON spec as the argument

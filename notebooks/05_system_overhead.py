@@ -26,8 +26,9 @@
 # **How.** `benchmarks.overhead` (the same measurement as `make bench`): each method trains the profile's
 # LoRA model on the same real alignment batches (`overhead.batch_size` x `overhead.seq_len` tokens) for
 # `overhead.warmup_steps` + `overhead.steps` optimizer steps in a fresh process, with SFT, Vaccine and Accelerated
-# Vaccine (`overhead.taus`); we report the mean step time (± SD over steps) and the peak memory (CUDA peak
-# allocation on a GPU, peak resident memory of the process on CPU).
+# Vaccine (`overhead.taus`), repeated `overhead.rounds` times in alternating order (SFT first, then last, ...) so
+# that a drift of a shared CPU's speed falls on every method alike; we report the mean step time (± SD over the
+# pooled steps) and the peak memory (CUDA peak allocation on a GPU, peak resident memory of the process on CPU).
 #
 # **Runtime.** Measured per profile in `results/<profile>/timings.json` (the README lists the default run).
 # Stages are cached in `runs/<profile>/`, so a rerun, or a later notebook that needs the same models, takes seconds.

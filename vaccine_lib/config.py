@@ -320,12 +320,14 @@ class OverheadConfig(StageConfig):
 
     section: ClassVar[str] = "overhead"
 
-    steps: int = _field(6, "timed optimizer steps per method", ge=1, le=10**5)
+    steps: int = _field(6, "timed optimizer steps per method and round", ge=1, le=10**5)
     warmup_steps: int = _field(1, "untimed warm-up steps", ge=0, le=10**4)
     batch_size: int = _field(8, "batch size of the timed steps", ge=1, le=4096)
     seq_len: int = _field(128, "tokens per row of the timed steps", ge=8, le=8192)
     taus: Annotated[list[int], _each_in("tau", "tau")] = _field([5], "Accelerated Vaccine periods to time",
                                                                 min_length=1)
+    rounds: int = _field(1, "rounds of all methods, in alternating order (a drift of the machine's speed then "
+                         "falls on every method alike)", ge=1, le=100)
 
 
 #: a paper method (Table 1 label) = an alignment method (none | sft | vaccine) + a fine-tuning defense (sft | ewc |
