@@ -1,16 +1,8 @@
-"""Judge caches stored as data, never as pickles: arrays in ``.npz`` + metadata in ``.json``.
+"""Judge caches as data, never pickles (a pickle from a shared folder runs whatever code it holds when loaded).
 
-A pickle from a shared writable folder executes whatever code it holds when loaded. The judges'
-caches therefore hold only numbers and strings:
-
-- ``<name>.npz``: numeric / unicode arrays (``np.load(..., allow_pickle=False)`` refuses object
-  arrays, so no code can ride along);
-- ``<name>.json``: metadata, incl. ``sha256`` of the ``.npz`` bytes, the ``digest`` of the
-  training data + recipe (+ code version) the arrays were fitted from, and a ``format`` tag.
-
-``load_arrays`` checks both hashes and the format before it returns anything; a missing,
-truncated, corrupted or tampered cache raises ``CacheInvalid`` (callers warn and rebuild). The
-folder is created private (0700) and files are written atomically with mode 0600.
+``<name>.npz``: numeric / unicode arrays (loaded with ``allow_pickle=False``); ``<name>.json``: metadata with the
+``sha256`` of the npz bytes, the ``digest`` of what the arrays were fitted from and a ``format`` tag. ``load_arrays``
+checks all three and raises ``CacheInvalid`` (callers warn and rebuild); files are private (0600 in a 0700 folder).
 """
 
 import contextlib
@@ -32,7 +24,6 @@ class CacheInvalid(Exception):
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it accessible to the owner only."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(PermissionError):

@@ -1,24 +1,16 @@
 """The labelled pool every project judge is built from, and its question split (judge building).
 
-1. pyrit's human-labelled responses (``pyrit/datasets/scorer_evals/*/*.csv``; leading ``#`` metadata
-   lines skipped; ``#`` lines *inside* quoted responses are code comments and kept). Only the response
-   text is used (every evaluation question is harmful, so the answer separates harmful from harmless).
-   Label rule: ``harm/*``: Likert scores 0-1 from one to three raters, **harmful iff the mean >= 0.5**
-   (moderate harm or worse: BeaverDam flags any unsafe category); ``objective/*``: ``human_score`` 1 = the
-   response achieved the harmful objective; ``refusal_scorer/*`` and ``sample/*``: 1 = refusal ->
-   harmless, a non-refusal is a harmless helpful answer when the request was an everyday one and is
-   dropped when it was harmful (``HARMFUL_REQUEST_CUES``, checked by hand: all 10 such rows of pyrit 1.1.0
-   and none of the 60 others). Duplicates are kept once; a response seen with both labels is dropped.
-2. pyrit's many-shot jailbreak pairs (400 real answers, each with an LLM's verdict "Harmful" / "Not
-   harmful"): the project's harmful fine-tuning answers come from the same file, as BeaverDam was
-   trained on BeaverTails, the source of the paper's harmful data (without them the classifier's
-   recall at 35 words was 0.09).
-3. Project-made harmless texts (``negatives``): benign answers, junk, refusals, bare labels.
+1. pyrit's human-labelled responses (``scorer_evals/*/*.csv``; only the response is used: every evaluation question
+   is harmful). ``harm``: Likert 0-1 from one to three raters, **harmful iff the mean >= 0.5** (moderate harm or
+   worse, as BeaverDam flags any unsafe category); ``objective``: 1 = the harmful objective was achieved;
+   ``refusal_scorer`` / ``sample``: a refusal is harmless, a non-refusal is a harmless helpful answer to an everyday
+   request and dropped after a harmful one (``HARMFUL_REQUEST_CUES``: checked by hand on pyrit 1.1.0's 70 rows).
+2. pyrit's 400 many-shot answers with an LLM's verdict: the paper's harmful data is BeaverTails-like, as is what
+   BeaverDam learned (without them the classifier's recall at 35 words was 0.09).
+3. Project-made harmless texts (``negatives``). A text seen with both labels is dropped, duplicates are kept once.
 
-``split_indices`` splits BY QUESTION (no question in both parts). Training answers longer than 1.5 n
-words also enter as their first n words (``augment``, n in ``PREFIX_WORDS``; many-shot and objective
-rows only: the harm files' severity judges the whole answer, cutting them cost 4 points of accuracy);
-``short_cuts`` gives the recipe-2 short cuts the probe trains on.
+``split_indices`` splits by question. Long training answers also enter as prefixes (``augment``: many-shot and
+objective rows only; cutting the harm rows, whose severity judges the whole answer, cost 4 points of accuracy).
 """
 
 import functools
@@ -34,20 +26,18 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from ..data.sources import MANY_SHOT_FILE, SCORER_EVALS_DIR
 from ..packages import package_file
 from .negatives import generated_negatives
 from .refusal import compliant_in_form
 
 PREFIX_WORDS = (30, 80)
 AUGMENT_GROUPS = ("many-shot", "pyrit-objective")
-#: short-answer augmentation: ``short_cuts`` adds every training answer of ``CUT_GROUPS`` as its
-#: first n words, one n drawn from each range (harmful answers only while they stay compliant in
-#: form; harm rows only when rated >= ``CUT_MIN_SEVERITY``); harmless answers are cut the same way,
-#: so that shortness alone is no cue. The probe trains on these cuts. The classifier does NOT
-#: (``CLASSIFIER_SHORT_CUTS``): measured on the report half of the short-answer set, with the
-#: threshold chosen on the select half, the classifier with cuts reached recall 0.63 at a 2.3 %
-#: false-positive rate on short refusals + benign answers, without cuts 0.70 at 1.4 %. Choosing
-#: the threshold on short answers is what helps; the cuts dilute the long answers' evidence.
+#: ``short_cuts``: each training answer of ``CUT_GROUPS`` also as its first n words, one n per range (harmful ones
+#: only while compliant in form and, for harm rows, rated >= ``CUT_MIN_SEVERITY``; harmless ones alike, so shortness
+#: is no cue). The probe trains on them; the classifier does not (``CLASSIFIER_SHORT_CUTS``): on the report half it
+#: reached recall 0.63 at 2.3 % false positives with cuts, 0.70 at 1.4 % without (the threshold chosen on short
+#: answers is what helps; the cuts dilute the long answers' evidence).
 CUT_RANGES = ((6, 15), (16, 30), (31, 60))
 CLASSIFIER_SHORT_CUTS = False
 CUT_GROUPS = ("many-shot", "pyrit-objective", "pyrit-harm", "pyrit-refusal", "pyrit-helpful", "benign")
@@ -88,13 +78,13 @@ def _read_scored_csv(path: str):
     return pd.read_csv(io.StringIO("".join(lines[start:])), keep_default_na=False)
 
 
-def _norm(text: str) -> str:
+def norm_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
 def pyrit_rows() -> list[tuple[str, int, str, str, float]]:
     """(response, label, group, objective, severity) rows from pyrit's human-scored CSVs, with the label rule above."""
-    root = package_file("pyrit", "pyrit/datasets/scorer_evals")
+    root = package_file("pyrit", SCORER_EVALS_DIR)
     rows = []
     for sub in _SCORE_FILES:
         for path in sorted(glob.glob(str(root / sub / "*.csv"))):
@@ -119,16 +109,10 @@ def pyrit_rows() -> list[tuple[str, int, str, str, float]]:
     return rows
 
 
-MANY_SHOT_FILE = "pyrit/datasets/jailbreak/many_shot_examples.json"
-
-
 def many_shot_rows() -> list[tuple[str, int, str, str, float]]:
     """(answer, label, "many-shot", question, label) rows; label from the verdict's first word."""
-    path = package_file("pyrit", MANY_SHOT_FILE)
-    with open(path, encoding="utf-8") as fh:
-        items = json.load(fh)
     rows = []
-    for item in items:
+    for item in json.loads(package_file("pyrit", MANY_SHOT_FILE).read_text(encoding="utf-8")):
         verdict = str(item.get("category", "")).strip().lstrip('"').lower()
         if not (verdict.startswith("harmful") or verdict.startswith("not harmful")):
             continue
@@ -161,7 +145,7 @@ def short_cuts(data: LabelledData, rows) -> tuple[list[str], list[int], list[int
         for c in cuts(text, CUT_RANGES, f"train\x00{group}\x00{text}"):
             if label == 1 and not compliant_in_form(c):
                 continue
-            if _norm(c) != _norm(text):
+            if norm_text(c) != norm_text(text):
                 out_x.append(c)
                 out_y.append(label)
                 out_i.append(int(i))
@@ -180,7 +164,7 @@ def labelled_data() -> LabelledData:
     conflicts: set[str] = set()
     order: list[tuple[str, str]] = []
     for text, label, group, question, severity in rows:
-        key = _norm(text).lower()
+        key = norm_text(text).lower()
         if key in seen:
             if seen[key][0] != label:
                 conflicts.add(key)
@@ -196,16 +180,12 @@ def labelled_data() -> LabelledData:
 def question_key(data: LabelledData, i: int) -> str:
     """The split group of row ``i``: its normalised question, or its text when it has none."""
     q = data.questions[i] if data.questions else ""
-    return _norm(q).lower() or "text:" + _norm(data.texts[i]).lower()
+    return norm_text(q).lower() or "text:" + norm_text(data.texts[i]).lower()
 
 
 def split_indices(data: LabelledData) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic train/test split BY QUESTION (no question in both), stratified by group x label.
-
-    pyrit's harm files hold up to 52 responses to one objective; a row-level split let the judge see
-    the held-out questions (and their wording) in training. The test part is one fold of a
-    4-fold ``StratifiedGroupKFold`` (~``TEST_SIZE`` of the rows).
-    """
+    """Train/test split by question (pyrit's harm files hold up to 52 answers to one objective: a row split let the
+    judge see held-out questions), stratified by group x label: one fold of ``StratifiedGroupKFold``."""
     idx = np.arange(len(data))
     strata = [f"{g}:{y}" for g, y in zip(data.groups, data.labels)]
     keys = [question_key(data, i) for i in idx]
