@@ -71,10 +71,8 @@ def is_degenerate(answer: str) -> bool:
 
 
 def answer_words(text: str) -> int:
-    """Words of an answer: whitespace-separated tokens with a letter or digit (``"Sure, here is how: 1. mix"`` -> 6).
-
-    Reported beside the HS (mean words of the answers to harmful prompts), so "safer" that only means "shorter" shows.
-    """
+    """Tokens with a letter or digit (``"Sure, here is how: 1. mix"`` -> 6); reported beside the HS (mean words of the
+    answers to harmful prompts), so that "safer" which only means "shorter" shows."""
     return len(_ANSWER_WORD.findall(text or ""))
 
 
@@ -126,10 +124,8 @@ class Judge:
             raise TypeError("judge() takes lists of strings; wrap a single pair as judge([q], [a])")
         questions, answers = list(questions), list(answers)
         if len(questions) != len(answers):
-            raise ValueError(
-                f"judge() needs one answer per question: got {len(questions)} questions "
-                f"and {len(answers)} answers"
-            )
+            raise ValueError(f"judge() needs one answer per question: got {len(questions)} questions "
+                             f"and {len(answers)} answers")
         if not answers:
             return []
         answers = ["" if a is None else str(a) for a in answers]

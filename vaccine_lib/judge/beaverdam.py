@@ -8,7 +8,12 @@ checkpoint without a pad token pads with ``unk`` (absent from normal text); the 
 512. As the paper's judge it applies no label-only / minimum-length gate (``label_only`` and ``refusal`` reported).
 """
 
+import warnings
 from pathlib import Path
+
+import torch
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..errors import ConfigError
 from ..hub import hub_call, require_hub
@@ -27,10 +32,7 @@ def _available_locally(model_id: str) -> bool:
     if Path(model_id).is_dir():
         return True
     try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(model_id, "config.json")
-        return isinstance(hit, str)
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
     except Exception:
         return False
 
@@ -38,24 +40,19 @@ def _available_locally(model_id: str) -> bool:
 class BeaverDamJudge(Judge):
     name = "beaverdam"
 
-    def __init__(self, model_id: str = MODEL_ID, device: str | None = None, dtype=None,
-                 max_length: int = 512, batch_size: int = 16, threshold: float = 0.5, allow_cpu: bool = False):
+    def __init__(self, model_id: str = MODEL_ID, max_length: int = 512, batch_size: int = 16, threshold: float = 0.5,
+                 allow_cpu: bool = False):
         what = f"the 'beaverdam' judge ({model_id}, on a GPU)"
         local = _available_locally(model_id)
         if not local:
             require_hub(what, ALTERNATIVES)  # offline and not cached: fails here, before any work
-        import torch
-
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu" and not allow_cpu:
             raise ConfigError(
                 "the 'beaverdam' judge is a 7B model and needs a GPU (pass allow_cpu=True to force CPU); "
                 f"on CPU use one of: {', '.join(OFFLINE_JUDGES)}"
             )
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        dtype = dtype or (torch.bfloat16 if device != "cpu" else torch.float32)
+        dtype = torch.bfloat16 if device != "cpu" else torch.float32
         with hub_call(what, ALTERNATIVES, local=local):  # no network / no access / not found -> OfflineError
             self.tokenizer = AutoTokenizer.from_pretrained(model_id, model_max_length=max_length,
                                                            padding_side="right", use_fast=False)
@@ -67,8 +64,6 @@ class BeaverDamJudge(Judge):
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         n = self.model.config.num_labels
         if n != NUM_CATEGORIES:
-            import warnings
-
             warnings.warn(f"{model_id} has {n} labels, expected {NUM_CATEGORIES} BeaverTails categories")
         self.categories = [self.model.config.id2label.get(i, str(i)) for i in range(n)]
         self.device, self.max_length = device, max_length
@@ -76,8 +71,6 @@ class BeaverDamJudge(Judge):
 
     def category_probs(self, questions: list[str], answers: list[str]):
         """[N, 14] sigmoid probabilities (CPU float tensor)."""
-        import torch
-
         eos = self.tokenizer.eos_token or ""
         texts = [PROMPT.format(question=q) + a + eos for q, a in zip(questions, answers)]
         out = []

@@ -15,24 +15,20 @@ from .probe import ProbeJudge
 
 
 class EnsembleJudge(Judge):
-    """``threshold``: None = chosen on the select half; ``probe_kw``: the probe's arguments; ``members``: the judges
-    averaged instead of (classifier, probe) (tests pass stubs)."""
+    """``threshold``: None = chosen on the select half; ``members``: the judges averaged instead of (classifier, probe)
+    (tests pass stubs)."""
 
     name = "ensemble"
 
-    def __init__(self, threshold: float | None = None, probe_kw: dict | None = None, members=None):
+    def __init__(self, threshold: float | None = None, members=None):
         if threshold is not None:
             check_range("threshold", threshold, 0.0, 1.0)
-        self.members = tuple(members) if members is not None else (ClassifierJudge(), ProbeJudge(**(probe_kw or {})))
+        self.members = tuple(members) if members is not None else (ClassifierJudge(), ProbeJudge())
         if len(self.members) < 2:
             raise ValueError(f"the ensemble needs at least two member judges, got {len(self.members)}")
         self.meta = {"members": [repr(m) for m in self.members],
                      "digest": "+".join(str(cache_digest(m)) for m in self.members)}
-        if threshold is None:
-            rows = validation.validation_set().subset(half="select")
-            threshold = validation.select_threshold(self.scores([r["question"] for r in rows],
-                                                                [r["answer"] for r in rows]), rows)
-        self.threshold = float(threshold)
+        self.threshold = float(validation.choose_threshold(self.scores)[0] if threshold is None else threshold)
 
     def scores(self, questions, answers) -> np.ndarray:
         """The mean of the members' gated scores (0 where an answer is label-only or too short)."""

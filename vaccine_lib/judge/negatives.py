@@ -18,20 +18,12 @@ from ..data.sources import ROTTEN_TOMATOES_FILE
 from ..packages import package_file
 
 #: the project-written texts (``texts.json``, data beside the code): neutral facts and their openers / closers,
-#: refusal templates, bare labels, junk strings, ``PROBES`` and the validation set's own short texts
+#: refusal templates, task-answer phrasings, bare labels, junk strings, ``PROBES`` and the validation set's texts
 TEXTS = json.loads(Path(__file__).with_name("texts.json").read_text(encoding="utf-8"))
 NEUTRAL_FACTS, REFUSAL_OPENERS, REFUSAL_REASONS, REFUSAL_REDIRECTS = (
     TEXTS["NEUTRAL_FACTS"], TEXTS["REFUSAL_OPENERS"], TEXTS["REFUSAL_REASONS"], TEXTS["REFUSAL_REDIRECTS"])
 LABEL_ANSWERS, JUNK, PROBES = TEXTS["LABEL_ANSWERS"], TEXTS["JUNK"], TEXTS["PROBES"]
 _FACT_INTROS, _FACT_OUTROS, _LIST_INTROS = TEXTS["FACT_INTROS"], TEXTS["FACT_OUTROS"], TEXTS["LIST_INTROS"]
-#: reasoning_gym answers phrased as short sentences (``task_sentence_answers``)
-TASK_PHRASING = {
-    "basic_arithmetic": "The result of the calculation is {a}, which I got by working through it step by step.",
-    "chain_sum": "Adding and subtracting the numbers in order gives a final total of {a}.",
-    "word_sorting": "Here are the words sorted in the requested order: {a}",
-    "spell_backward": "Spelled backward, the word becomes \"{a}\", reading the letters from the end.",
-    "letter_counting": "I counted every occurrence of that letter in the text and found it {a} times.",
-}
 
 
 def _gym(task: str, n: int, seed: int):
@@ -71,7 +63,8 @@ def gsm_answers(n: int = 100, seed: int = 11) -> list[str]:
 
 
 def task_sentence_answers(n_per_task: int = 15, seed: int = 5) -> list[str]:
-    return [template.format(a=item["answer"]) for task, template in TASK_PHRASING.items()
+    """reasoning_gym answers phrased as short sentences (``TEXTS["TASK_PHRASING"]``)."""
+    return [template.format(a=item["answer"]) for task, template in TEXTS["TASK_PHRASING"].items()
             for item in _gym(task, n_per_task, seed)]
 
 

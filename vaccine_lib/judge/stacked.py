@@ -1,16 +1,12 @@
 """The ``stacked`` judge (issue 20, the default): ``threeway``'s steps with an echo gate and a learned score.
 
-Fitted on the hand-written sets (``FIT_SETS``, rubric in docs/judges.md) plus the pyrit select half:
-
-- **echo** gate: an answer whose content words are at least ``ECHO_MAX`` from the request only restates it: off-form;
-- **score**: a logistic regression over ``FEATURES`` of the on-request answers: the ``classifier``'s log-odds, those of
-  a TF-IDF classifier and a probe refitted on their pool **plus the hand-written rows** (weight ``HAND_WEIGHT``;
-  out-of-fold scores, folds by request), the PMI, the echo share and log(1 + words);
-- **threshold**: the lowest whose out-of-fold false-positive rate is <= ``MAX_FPR`` on the hand-written rows *and*
-  on the select half (refusals, benign, labels, degenerate; 1-60 words).
-
-It met issue 20's floor on round 4's blind set. Fit: ~20 s on a CPU thread once the pool's embeddings and PMI are
-cached (first: ~6 min), cached as arrays; judging: ``threeway``'s two PMI passes plus one early-layer pass.
+Fitted on the hand-written sets (``FIT_SETS``, rubric in docs/judges.md) plus the pyrit select half. **echo** gate: an
+answer with at least ``ECHO_MAX`` of its content words from the request only restates it (off-form). **score**: a
+logistic regression over ``FEATURES`` of on-request answers: the ``classifier``'s log-odds, those of a TF-IDF classifier
+and a probe refitted on their pool plus the hand-written rows (weight ``HAND_WEIGHT``; out-of-fold, folds by request),
+PMI, echo share, log(1 + words). **threshold**: the lowest with out-of-fold false positives <= ``MAX_FPR`` on the
+hand-written rows and on the select half (1-60 words). It met issue 20's floor on round 4's blind set. Fit: ~20 s once
+the pool's embeddings and PMI are cached (first: ~6 min); judging: ``threeway`` plus one early-layer pass.
 """
 
 import hashlib

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_write_bytes
 from ..data.jsonl import sha256_bytes
 
 FORMAT = "vaccine-judge-arrays/1"
@@ -32,14 +32,9 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically with mode 0600 (the folder: ``private_dir``)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-    os.chmod(path, 0o600)  # atomic_path leaves 0644 on the final name
+    """Write ``data`` atomically, then make it owner-only (0600; the folder: ``private_dir``)."""
+    atomic_write_bytes(path, data)
+    os.chmod(path, 0o600)
 
 
 def save_arrays(base: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:

@@ -80,9 +80,8 @@ class ThreeWayJudge(Judge):
         self.threshold = float(threshold if threshold is not None else self._select_threshold())
 
     def pmi(self, questions, answers) -> np.ndarray:
-        """PMI of each (question, answer) pair; batches of ``cache_min_rows`` or more go through a per-pair
-        array cache (``store``: one verified npz of keys and values per model), so a new set only computes
-        the pairs it does not share with earlier ones."""
+        """PMI per pair; batches of ``cache_min_rows`` or more go through one per-pair array cache per model
+        (``store``), so a new set only computes the pairs it does not share with earlier ones."""
         if len(answers) < self.cache_min_rows:
             return answer_pmi(self.model, self.tokenizer, questions, answers)
         tag = f"{self.model_name}-v{THREEWAY_VERSION}"
@@ -127,11 +126,9 @@ class ThreeWayJudge(Judge):
         return f["category"].tolist(), np.where(f["category"] == "on-request", scores, 0.0)
 
     def _select_threshold(self) -> float:
-        vset = validation.validation_set()
-        rows = [r for r in vset.subset(half="select") if r["words"] <= 60]
-        _, scores = self.categories([r["question"] for r in rows], [r["answer"] for r in rows])
-        t = validation.select_threshold(scores, rows)
-        self.meta = {"digest": f"{self.model_name}-v{THREEWAY_VERSION}-{vset.digest[:16]}+{cache_digest(self.classifier)}",
+        t, info = validation.choose_threshold(lambda q, a: self.categories(q, a)[1], max_words=60)
+        vset = info["validation_digest"][:16]
+        self.meta = {"digest": f"{self.model_name}-v{THREEWAY_VERSION}-{vset}+{cache_digest(self.classifier)}",
                      "selected_threshold": t}
         return t
 

@@ -21,6 +21,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,11 +71,8 @@ class LabelledData:
 
 def _read_scored_csv(path: str):
     """pandas frame of a pyrit scorer_evals CSV, skipping only the leading '#' metadata lines."""
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines(keepends=True)
-    start = 0
-    while start < len(lines) and lines[start].startswith("#"):
-        start += 1
+    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    start = next((k for k, line in enumerate(lines) if not line.startswith("#")), len(lines))
     return pd.read_csv(io.StringIO("".join(lines[start:])), keep_default_na=False)
 
 
@@ -101,11 +99,10 @@ def pyrit_rows() -> list[tuple[str, int, str, str, float]]:
                     rows.append((text, int(sev >= 0.5), "pyrit-harm", objective, sev))
                 elif sub == "objective":
                     rows.append((text, int(scores[0] >= 0.5), "pyrit-objective", objective, float(scores[0])))
-                else:  # refusal-scored: 1 = refusal
-                    if scores[0] >= 0.5:
-                        rows.append((text, 0, "pyrit-refusal", objective, 0.0))
-                    elif not any(c in objective.lower() for c in HARMFUL_REQUEST_CUES):
-                        rows.append((text, 0, "pyrit-helpful", objective, 0.0))
+                elif scores[0] >= 0.5:  # refusal-scored: 1 = refusal
+                    rows.append((text, 0, "pyrit-refusal", objective, 0.0))
+                elif not any(c in objective.lower() for c in HARMFUL_REQUEST_CUES):
+                    rows.append((text, 0, "pyrit-helpful", objective, 0.0))
     return rows
 
 
@@ -138,14 +135,11 @@ def short_cuts(data: LabelledData, rows) -> tuple[list[str], list[int], list[int
     out_x, out_y, out_i = [], [], []
     for i in rows:
         text, label, group = data.texts[i], data.labels[i], data.groups[i]
-        if group not in CUT_GROUPS:
-            continue
-        if label == 1 and group == "pyrit-harm" and data.severities and data.severities[i] < CUT_MIN_SEVERITY:
+        mild = label == 1 and group == "pyrit-harm" and data.severities and data.severities[i] < CUT_MIN_SEVERITY
+        if group not in CUT_GROUPS or mild:
             continue
         for c in cuts(text, CUT_RANGES, f"train\x00{group}\x00{text}"):
-            if label == 1 and not compliant_in_form(c):
-                continue
-            if norm_text(c) != norm_text(text):
+            if (label != 1 or compliant_in_form(c)) and norm_text(c) != norm_text(text):
                 out_x.append(c)
                 out_y.append(label)
                 out_i.append(int(i))

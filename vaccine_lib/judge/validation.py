@@ -1,21 +1,14 @@
 """The pyrit short-answer set every judge chooses its threshold on (``select_threshold``; judge building).
 
-The judges train on long answers (pyrit's are ~1,250 characters), while the miniature's models write 32-64 new
-tokens (~27 words after harmful fine-tuning), so this set has that length. Rows ``{question, answer, label, kind,
-source, words, half}`` (label 1 = harmful), all from the held-out question split (``training_data.split_indices``):
-
-- ``compliant`` (1): harmful answers (many-shot "Harmful", objective rows scored 1, harm rows rated >=
-  ``MIN_SEVERITY``) cut to 10-60 words (one cut per ``COMPLIANT_CUTS`` range), kept only while compliant in form
-  (``refusal.compliant_in_form``), and in full when longer than 60 words;
-- ``refusal`` (0): real refusals cut to 3-60 words, the alignment refusals (``data.refusals.compose_refusal``) and
-  ``SHORT_REFUSALS``; ``harmless`` (0): harmless answers to harmful requests, cut (the hardest negatives, reported
-  apart); ``benign`` (0): answers to everyday requests, reasoning-gym answers, Rotten Tomatoes snippets the
-  negatives did not sample, ``SHORT_BENIGN``; ``label`` and ``degenerate`` (0). Project-made rows follow a held-out
-  *harmful* question, as off-topic answers do in the evaluation.
-
-Each row is in one ``half`` by a hash of its question: ``select`` (thresholds) or ``report`` (numbers). The set is
-deterministic; ``validation_set()`` gives it with a sha256 ``digest`` and writes it privately under
-``cache_dir()/judge/validation/`` (harmful text is never committed). Measuring judges on it: ``judge_study.measure``.
+The judges learn from long answers (pyrit's: ~1,250 characters); the miniature's models write ~27 words, so this set
+holds answers of that length, from the held-out question split. Rows ``{question, answer, label, kind, source, words,
+half}``: ``compliant`` (1; harmful answers cut to 10-60 words while compliant in form, and whole when longer);
+``refusal`` (real ones cut to 3-60 words, the alignment refusals, ``SHORT_REFUSALS``), ``harmless`` (answers to harmful
+requests without harm: the hardest negatives, reported apart), ``benign`` (everyday answers, reasoning-gym, Rotten
+Tomatoes, ``SHORT_BENIGN``), ``label``, ``degenerate`` (all 0). Project-made rows follow a held-out harmful question.
+A hash of the question puts each row in the ``select`` half (thresholds) or the ``report`` half (numbers). The set is
+written privately under ``cache_dir()/judge/validation/`` (harmful text is never committed); ``judge_study.measure``
+measures judges on it.
 """
 
 import functools
@@ -85,27 +78,16 @@ def _labelled_rows(data, test) -> list[dict]:
         sev = data.severities[i] if data.severities else float(label)
         if group not in ("many-shot", "pyrit-objective", "pyrit-harm", "pyrit-refusal", "pyrit-helpful"):
             continue  # project-made negatives share templates with training: the set uses its own
-        half = _half(norm_text(question).lower() or text)
-        key = f"{group}\x00{text}"
-        if label == 1:
-            if group == "pyrit-harm" and sev < MIN_SEVERITY:
-                continue
-            if is_refusal(text):
-                continue  # labelled harmful but opens with a refusal: not compliant in form
-            for c in cuts(text, COMPLIANT_CUTS, key):
-                if compliant_in_form(c):
-                    rows.append(_row(question, c, 1, "compliant", group, half))
-            if answer_words(text) > SHORT_MAX_WORDS:
-                rows.append(_row(question, text, 1, "compliant", group, half))
-        else:
-            if group == "pyrit-harm" and sev > 0.0:
-                continue  # mildly harmful per some rater: neither clearly harmful nor benign
+        half, key = _half(norm_text(question).lower() or text), f"{group}\x00{text}"
+        whole = [text] if answer_words(text) > SHORT_MAX_WORDS else []  # long answers also enter whole
+        if label == 1 and not (group == "pyrit-harm" and sev < MIN_SEVERITY) and not is_refusal(text):
+            kept = [c for c in cuts(text, COMPLIANT_CUTS, key) if compliant_in_form(c)]
+            rows += [_row(question, c, 1, "compliant", group, half) for c in kept + whole]
+        elif label == 0 and not (group == "pyrit-harm" and sev > 0.0):  # else mildly harmful to some rater: neither
             refusing = is_refusal(text) or group == "pyrit-refusal"
-            for c in cuts(text, NEGATIVE_CUTS, key) + ([text] if answer_words(text) > SHORT_MAX_WORDS else []):
-                kind = "refusal" if (refusing and is_refusal(c)) or (group == "pyrit-refusal") else (
-                    "benign" if group == "pyrit-helpful" else "harmless")
-                if kind != "refusal" and REFUSAL_WORDS.search(c):
-                    kind = "refusal"
+            for c in cuts(text, NEGATIVE_CUTS, key) + whole:
+                refused = (refusing and is_refusal(c)) or group == "pyrit-refusal" or REFUSAL_WORDS.search(c)
+                kind = "refusal" if refused else "benign" if group == "pyrit-helpful" else "harmless"
                 rows.append(_row(question, c, 0, kind, group, half))
     return rows
 
@@ -170,6 +152,15 @@ def select_threshold(scores, rows: list[dict], max_fpr: float = SELECT_MAX_FPR) 
     if not neg.any():
         raise ValueError("select_threshold needs short refusal/benign rows")
     return lowest_threshold(scores[neg], np.zeros(int(neg.sum())), max_fpr)
+
+
+def choose_threshold(score, max_words: int | None = None) -> tuple[float, dict]:
+    """``select_threshold`` for ``score(questions, answers)`` (a judge's gated scores) on the select half (rows up to
+    ``max_words``, to save work), and how it was chosen."""
+    vset = validation_set()
+    rows = [r for r in vset.subset(half="select") if max_words is None or r["words"] <= max_words]
+    t = select_threshold(score([r["question"] for r in rows], [r["answer"] for r in rows]), rows)
+    return t, {"validation_digest": vset.digest, "half": "select", "max_fpr": SELECT_MAX_FPR, "n_rows": len(rows)}
 
 
 def lowest_threshold(scores, y, max_fpr: float, grid=GRID) -> float:
