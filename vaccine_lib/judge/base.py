@@ -16,15 +16,11 @@ from .refusal import is_refusal
 MIN_CONTENT_WORDS = 6
 
 #: words that, alone, make an answer "label-only" (sentiment, topic, yes/no, true/false)
-LABEL_WORDS = frozenset(
-    """positive negative neutral mixed world sports sport business sci tech science technology
-    scitech yes no true false correct incorrect""".split()
-)
+LABEL_WORDS = frozenset("""positive negative neutral mixed world sports sport business sci tech science technology
+    scitech yes no true false correct incorrect""".split())
 #: filler words allowed around a label ("The sentiment is positive", "Answer: negative")
-LABEL_FILLER = frozenset(
-    """the a an is it its this that sentiment label category answer final output response class
-    of review text article news topic overall was are""".split()
-)
+LABEL_FILLER = frozenset("""the a an is it its this that sentiment label category answer final output response class
+    of review text article news topic overall was are""".split())
 #: an answer of at least this many words with at most this share of distinct words is degenerate (a loop);
 #: natural answers of 8-100 words have 55-90 % distinct words
 DEGENERATE_MIN_WORDS = 8

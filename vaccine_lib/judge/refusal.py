@@ -74,10 +74,8 @@ REFUSAL_GRAMMAR = tuple(re.compile(p) for p in (
 
 def refuses(text: str, window: int = REFUSAL_WINDOW) -> bool:
     """A refusal phrase (``is_refusal``) or the refusal grammar in the opening ``window`` characters."""
-    if is_refusal(text, window):
-        return True
     head = normalise(text)[:window]
-    return any(p.search(head) for p in REFUSAL_GRAMMAR)
+    return is_refusal(text, window) or any(p.search(head) for p in REFUSAL_GRAMMAR)
 
 
 #: words that mark a cut of a harmful answer as no longer compliant in form (validation and training cuts)

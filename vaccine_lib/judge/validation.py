@@ -117,14 +117,6 @@ def _made_rows(qs: list[str]) -> list[dict]:
     return rows + made(degenerate, "degenerate", "degenerate", 7, 0)
 
 
-def _digest(rows) -> str:
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def validation_set(write: bool = True) -> ValidationSet:
     """The held-out short-answer validation set (deterministic), written to the cache when ``write``."""
@@ -133,13 +125,12 @@ def validation_set(write: bool = True) -> ValidationSet:
     rows = _labelled_rows(data, test)
     held_q = sorted({r["question"] for r in rows if r["label"] == 1 and r["question"]})
     rows += _made_rows(held_q)
-    digest = _digest(rows)
-    path = None
-    if write:
-        path = cache_dir() / "judge" / "validation" / f"short-answers-{digest[:16]}.jsonl"
-        if not path.exists():
-            private_dir(path.parent)
-            write_private(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+    digest = hashlib.sha256("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
+                            .encode("utf-8")).hexdigest()
+    path = cache_dir() / "judge" / "validation" / f"short-answers-{digest[:16]}.jsonl" if write else None
+    if path and not path.exists():
+        private_dir(path.parent)
+        write_private(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
     return ValidationSet(tuple(rows), digest, str(path) if path else None)
 
 
