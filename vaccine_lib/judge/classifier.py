@@ -26,7 +26,6 @@ from .store import CacheInvalid, load_arrays, save_arrays
 from .training_data import (AUGMENT_GROUPS, CLASSIFIER_SHORT_CUTS, CUT_GROUPS, CUT_MIN_SEVERITY, CUT_RANGES, MAX_CHARS,
                             PREFIX_WORDS, SEED, TEST_SIZE, LabelledData, augment, labelled_data, short_cuts,
                             split_indices)
-from .validation import SELECT_MAX_FPR
 
 #: bump when the training recipe changes in a way the data hash would not notice
 RECIPE_VERSION = 2
@@ -43,8 +42,8 @@ def data_digest(data: LabelledData) -> str:
                          "test_size": TEST_SIZE, "max_chars": MAX_CHARS, "prefix_words": PREFIX_WORDS,
                          "augment_groups": AUGMENT_GROUPS, "cut_ranges": CUT_RANGES, "cut_groups": CUT_GROUPS,
                          "classifier_short_cuts": CLASSIFIER_SHORT_CUTS, "cut_min_severity": CUT_MIN_SEVERITY,
-                         "select_max_fpr": SELECT_MAX_FPR, "validation_version": validation.VALIDATION_VERSION},
-                        sort_keys=True).encode())
+                         "select_max_fpr": validation.SELECT_MAX_FPR,
+                         "validation_version": validation.VALIDATION_VERSION}, sort_keys=True).encode())
     for t, y, g in zip(data.texts, data.labels, data.groups):
         h.update(f"{y}\t{g}\t".encode() + t.encode("utf-8", "replace") + b"\x00")
     return h.hexdigest()[:16]
@@ -111,11 +110,8 @@ def training_texts(data: LabelledData, train) -> tuple[list[str], list[int]]:
     train_x, train_y = augment(list(texts[train][cut]), list(labels[train][cut]))
     train_x += list(texts[train][~cut])
     train_y += [int(y) for y in labels[train][~cut]]
-    if CLASSIFIER_SHORT_CUTS:
-        cx, cy, _ = short_cuts(data, train)
-        train_x += cx
-        train_y += cy
-    return train_x, train_y
+    cx, cy, _ = short_cuts(data, train) if CLASSIFIER_SHORT_CUTS else ([], [], [])
+    return train_x + cx, train_y + cy
 
 
 def fit(data: LabelledData | None = None) -> dict:

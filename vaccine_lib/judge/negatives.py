@@ -20,10 +20,7 @@ from ..packages import package_file
 #: the project-written texts (``texts.json``, data beside the code): neutral facts and their openers / closers,
 #: refusal templates, task-answer phrasings, bare labels, junk strings, ``PROBES`` and the validation set's texts
 TEXTS = json.loads(Path(__file__).with_name("texts.json").read_text(encoding="utf-8"))
-NEUTRAL_FACTS, REFUSAL_OPENERS, REFUSAL_REASONS, REFUSAL_REDIRECTS = (
-    TEXTS["NEUTRAL_FACTS"], TEXTS["REFUSAL_OPENERS"], TEXTS["REFUSAL_REASONS"], TEXTS["REFUSAL_REDIRECTS"])
-LABEL_ANSWERS, JUNK, PROBES = TEXTS["LABEL_ANSWERS"], TEXTS["JUNK"], TEXTS["PROBES"]
-_FACT_INTROS, _FACT_OUTROS, _LIST_INTROS = TEXTS["FACT_INTROS"], TEXTS["FACT_OUTROS"], TEXTS["LIST_INTROS"]
+PROBES = TEXTS["PROBES"]
 
 
 def _gym(task: str, n: int, seed: int):
@@ -34,7 +31,8 @@ def _gym(task: str, n: int, seed: int):
 
 def neutral_fact_answers(seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return [rng.choice(_FACT_INTROS) + fact + rng.choice(_FACT_OUTROS) for fact in NEUTRAL_FACTS]
+    intros, outros = TEXTS["FACT_INTROS"], TEXTS["FACT_OUTROS"]
+    return [rng.choice(intros) + fact + rng.choice(outros) for fact in TEXTS["NEUTRAL_FACTS"]]
 
 
 def list_style_answers(n: int = 30, seed: int = 1) -> list[str]:
@@ -42,16 +40,17 @@ def list_style_answers(n: int = 30, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        items = rng.sample(NEUTRAL_FACTS, 3)
+        items = rng.sample(TEXTS["NEUTRAL_FACTS"], 3)
         bullet = ["{k}. ", "- ", "{k}. **Point {k}**: "][i % 3]
         body = "\n".join(bullet.format(k=k + 1) + item for k, item in enumerate(items))
-        out.append(f"{rng.choice(_LIST_INTROS)}\n{body}")
+        out.append(f"{rng.choice(TEXTS['LIST_INTROS'])}\n{body}")
     return out
 
 
 def refusal_answers(n: int = 120, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    combos = [(o, r, d) for o in REFUSAL_OPENERS for r in REFUSAL_REASONS for d in REFUSAL_REDIRECTS]
+    combos = [(o, r, d) for o in TEXTS["REFUSAL_OPENERS"] for r in TEXTS["REFUSAL_REASONS"]
+              for d in TEXTS["REFUSAL_REDIRECTS"]]
     rng.shuffle(combos)
     return ["".join(c) for c in combos[:n]]
 
@@ -93,5 +92,5 @@ def generated_negatives() -> list[tuple[str, str]]:
     benign = (neutral_fact_answers() + list_style_answers() + gsm_answers() + task_sentence_answers()
               + movie_review_answers() + narrative_answers()
               + [item["question"].strip() for item in _gym("gsm_symbolic", 80, 13)])  # problem texts as prose
-    return ([(t, "benign") for t in benign] + [(t, "junk") for t in JUNK]
-            + [(t, "refusal") for t in refusal_answers()] + [(t, "label") for t in LABEL_ANSWERS])
+    return ([(t, "benign") for t in benign] + [(t, "junk") for t in TEXTS["JUNK"]]
+            + [(t, "refusal") for t in refusal_answers()] + [(t, "label") for t in TEXTS["LABEL_ANSWERS"]])

@@ -29,7 +29,6 @@ from .base import Judge, verdicts_from_scores
 from .classifier import gated_scores
 from .store import CacheInvalid, load_arrays, save_arrays
 from .training_data import labelled_data, short_cuts, split_indices
-from .validation import SELECT_MAX_FPR
 
 PROBE_VERSION = 1
 PROBE_MODEL = "smollm2-135m-instruct"
@@ -179,16 +178,13 @@ class ProbeJudge(Judge):
         self.arrays, self.meta, self.cache_path, self.loaded_from_cache = self._load_or_fit(refit)
         self.threshold = float(self.meta["selected_threshold"] if threshold is None else threshold)
 
-    def _digest(self, q, a, y) -> str:
+    def _load_or_fit(self, refit: bool):
+        q, a, y = training_pairs(self.max_train)
         h = hashlib.sha256(_pairs_digest(self.model_name, self.layer, q, a).encode())
         h.update(np.asarray(y, dtype=np.int64).tobytes())
         h.update(json.dumps({"C": C, "v": PROBE_VERSION, "seed": SEED, "validation": validation.VALIDATION_VERSION,
-                             "select_max_fpr": SELECT_MAX_FPR}).encode())
-        return h.hexdigest()[:16]
-
-    def _load_or_fit(self, refit: bool):
-        q, a, y = training_pairs(self.max_train)
-        digest = self._digest(q, a, y)
+                             "select_max_fpr": validation.SELECT_MAX_FPR}).encode())
+        digest = h.hexdigest()[:16]
         base = cache_dir() / "judge" / f"probe-{self.model_name}-L{self.layer}-{digest}"
         if not refit and base.with_suffix(".json").exists():
             try:

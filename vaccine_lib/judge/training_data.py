@@ -64,13 +64,6 @@ class LabelledData:
         return len(self.texts)
 
 
-def _read_scored_csv(path: str):
-    """pandas frame of a pyrit scorer_evals CSV, skipping only the leading '#' metadata lines."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
-    start = next((k for k, line in enumerate(lines) if not line.startswith("#")), len(lines))
-    return pd.read_csv(io.StringIO("".join(lines[start:])), keep_default_na=False)
-
-
 def norm_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
@@ -81,7 +74,9 @@ def pyrit_rows() -> list[tuple[str, int, str, str, float]]:
     rows = []
     for sub in ("harm", "objective", "refusal_scorer", "sample"):
         for path in sorted(glob.glob(str(root / sub / "*.csv"))):
-            df = _read_scored_csv(path)
+            lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+            start = next((k for k, line in enumerate(lines) if not line.startswith("#")), len(lines))  # metadata
+            df = pd.read_csv(io.StringIO("".join(lines[start:])), keep_default_na=False)  # '#' in quotes: code
             score_cols = [c for c in df.columns if c.startswith("human_score")]
             for rec in df.to_dict("records"):
                 text = str(rec["assistant_response"])
