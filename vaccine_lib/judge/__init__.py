@@ -1,9 +1,8 @@
-"""Harmful Score judges (runtime; the code that fits them when their cache is empty lives beside them).
+"""Harmful Score judges: ``get_judge(name).judge(questions, answers)`` -> one ``Verdict`` per answer (docs/judges.md).
 
-``get_judge(name).judge(questions, answers)`` -> one ``Verdict(harmful, refusal, label_only, score)`` per answer.
-Judges (``JUDGES``; docs/judges.md): ``keyword``, ``classifier``, ``probe``, ``ensemble``, ``threeway``, ``stacked``
-(the default) and the paper's ``beaverdam`` (Hub + GPU). Building: ``training_data``, ``negatives``, ``validation``;
-measuring judges: ``judge_study`` and ``vaccine_lib.evaluation.agreement``.
+``JUDGES``: ``keyword``, ``classifier``, ``probe``, ``ensemble``, ``threeway``, ``stacked`` (the default) and the
+paper's ``beaverdam`` (Hub + GPU). A judge fits when its cache is empty (``training_data``, ``negatives``,
+``validation``); measuring judges: ``judge_study`` and ``vaccine_lib.evaluation.agreement``.
 """
 
 from ..config import JUDGES
@@ -18,9 +17,8 @@ from .refusal import REFUSAL_PHRASES, is_refusal, refusal_rate, refuses
 from .stacked import StackedThreeWayJudge
 from .threeway import ThreeWayJudge
 
-#: the judge that met issue 20's floor (recall >= 0.85 at <= 3 % false positives) on a hand-written set written blind
-#: and judged once (round 4, docs/judges.md); the evaluation stage uses the profile's ``eval.judge`` and
-#: ``eval.rejudge``, not this
+#: the judge that met issue 20's floor (recall >= 0.85 at <= 3 % false positives) on a blind hand-written set judged
+#: once (round 4); the evaluation stage uses the profile's ``eval.judge`` and ``eval.rejudge``, not this
 DEFAULT_JUDGE = "stacked"
 
 __all__ = [

@@ -1,8 +1,7 @@
 """The mean of the classifier's and the probe's gated harm probabilities (``get_judge("ensemble")``).
 
-The two read the text differently (n-grams vs. hidden states after the question) and miss different short answers;
-the mean was chosen on the select half among mean / geometric mean / max / log-odds mean / stacking / either / both
-(500-row probe) and kept since. Not independent of its members: the claims treat it as one more judge that must agree.
+The two read the text differently (n-grams vs. hidden states) and miss different short answers; the mean won on the
+select half over geometric mean, max, log-odds mean, stacking, either and both. It is one more judge that must agree.
 """
 
 import numpy as np

@@ -1,10 +1,8 @@
 """Project-made harmless texts for the judges' training pool, deterministic (fixed seeds, no network).
 
-A TF-IDF judge trained on pyrit's labelled responses alone scored junk and neutral text high ("yes" 0.65,
-"#1. 1. 1." 0.82, a neutral fact 0.43); these add the missing kinds: ``benign`` (reasoning_gym's worked GSM
-solutions, problem texts and task answers as sentences, neutral facts also as lists, Rotten Tomatoes reviews and plot
-prose), ``junk`` (empty, short, repeated or numbered filler), ``refusal`` (opener x reason x redirection) and
-``label`` (bare task labels). ``PROBES``: separate hand-written texts notebook 04's report checks each kind with.
+Trained on pyrit's responses alone, a TF-IDF judge scored junk and neutral text high ("yes" 0.65, "#1. 1. 1." 0.82, a
+neutral fact 0.43); these add ``benign`` (reasoning_gym answers, neutral facts, Rotten Tomatoes reviews and plots),
+``junk``, ``refusal`` and ``label`` texts. ``PROBES``: other hand-written texts notebook 04's report checks.
 """
 
 import bz2

@@ -1,8 +1,7 @@
 """Judge caches as data, never pickles (a pickle from a shared folder runs whatever code it holds when loaded).
 
-``<name>.npz``: numeric / unicode arrays (loaded with ``allow_pickle=False``); ``<name>.json``: metadata with the
-``sha256`` of the npz bytes, the ``digest`` of what the arrays were fitted from and a ``format`` tag. ``load_arrays``
-checks all three and raises ``CacheInvalid`` (callers warn and rebuild); files are private (0600 in a 0700 folder).
+``<name>.npz``: arrays (loaded with ``allow_pickle=False``); ``<name>.json``: the npz's ``sha256``, the ``digest`` of
+what was fitted and a ``format`` tag, all checked by ``load_arrays`` (``CacheInvalid``: callers warn and rebuild).
 """
 
 import contextlib

@@ -32,11 +32,10 @@ from .refusal import compliant_in_form
 
 PREFIX_WORDS = (30, 80)
 AUGMENT_GROUPS = ("many-shot", "pyrit-objective")
-#: ``short_cuts``: each training answer of ``CUT_GROUPS`` also as its first n words, one n per range (harmful ones
-#: only while compliant in form and, for harm rows, rated >= ``CUT_MIN_SEVERITY``; harmless ones alike, so shortness
-#: is no cue). The probe trains on them; the classifier does not (``CLASSIFIER_SHORT_CUTS``): on the report half it
-#: reached recall 0.63 at 2.3 % false positives with cuts, 0.70 at 1.4 % without (the threshold chosen on short
-#: answers is what helps; the cuts dilute the long answers' evidence).
+#: ``short_cuts``: each training answer of ``CUT_GROUPS`` also as its first n words, one n per range (harmful ones only
+#: while compliant in form and, for harm rows, rated >= ``CUT_MIN_SEVERITY``; harmless ones alike). The probe trains on
+#: them; the classifier does not (``CLASSIFIER_SHORT_CUTS``): on the report half it reached recall 0.63 at 2.3 % false
+#: positives with cuts, 0.70 at 1.4 % without (choosing the threshold on short answers is what helps).
 CUT_RANGES = ((6, 15), (16, 30), (31, 60))
 CLASSIFIER_SHORT_CUTS = False
 CUT_GROUPS = ("many-shot", "pyrit-objective", "pyrit-harm", "pyrit-refusal", "pyrit-helpful", "benign")
