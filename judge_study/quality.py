@@ -7,13 +7,32 @@ committed judge tables and their measurement on the short-answer set: ``judge_st
 import time
 
 import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
 from vaccine_lib.judge import DEFAULT_JUDGE, Judge, get_judge
-from vaccine_lib.judge.classifier import FLOORS, THRESHOLD, TRUNCATED_EVAL_WORDS, binary_metrics
 from vaccine_lib.judge.negatives import PROBES
 from vaccine_lib.judge.training_data import labelled_data, split_indices, truncate_words
 
-#: the committed table of every judge on the pyrit short-answer set by length (``scripts/judge_tables.py``)
+THRESHOLD = 0.5
+TRUNCATED_EVAL_WORDS = (35, 60)
+#: the classifier's held-out floors (tests/test_judge.py), measured on the question split (recipe 2, sklearn 1.9,
+#: pyrit 1.1.0, 581 held-out rows): accuracy 0.835, AUC 0.911; ~3 points below, so a harmless library update passes
+#: while a broken label rule or feature pipeline (accuracy towards the 0.63 majority rate) fails
+FLOORS = {"accuracy": 0.80, "auc": 0.88}
+
+
+def binary_metrics(y_true, scores, threshold: float = THRESHOLD) -> dict:
+    y_true = np.asarray(y_true, dtype=int)
+    scores = np.asarray(scores, dtype=float)
+    pred = (scores >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
+    return {
+        "accuracy": float(accuracy_score(y_true, pred)),
+        "auc": float(roc_auc_score(y_true, scores)) if len(set(y_true)) == 2 else float("nan"),
+        "confusion": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "n_test": int(len(y_true)),
+        "positive_rate": float(y_true.mean()),
+    }
 
 
 def _probe_results(judge: Judge) -> dict:

@@ -24,10 +24,10 @@ from vaccine_lib.evaluation.agreement import judge_agreement
 from judge_study.handwritten import handwritten_rows
 from judge_study.measure import (COLUMNS, FLOOR_FPR, FLOOR_RECALL, HANDWRITTEN_TABLE, HW_COLUMNS, LENGTH_TABLE,
                                  MODEL_ANSWERS_TABLE, ROUND2_TABLE, ROUND3_TABLE, ROUND4_TABLE, TABLE_JUDGES,
-                                 TARGET_RECALL, measure, short_recall_ci, wilson)
+                                 TARGET_FPR, TARGET_RECALL, measure, short_recall_ci, wilson)
 from vaccine_lib.judge import get_judge
 from vaccine_lib.judge.base import cache_digest
-from vaccine_lib.judge.validation import SHORT_MAX_WORDS, TARGET_FPR, validation_set
+from vaccine_lib.judge.validation import SHORT_MAX_WORDS, validation_set
 from vaccine_lib.packages import package_version
 from vaccine_lib.paths import REPO_ROOT
 from vaccine_lib.plotting import save_table

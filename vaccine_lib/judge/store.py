@@ -1,16 +1,7 @@
-"""Judge caches stored as data, never as pickles: arrays in ``.npz`` + metadata in ``.json``.
+"""Judge caches as data, never pickles (a pickle from a shared folder runs whatever code it holds when loaded).
 
-A pickle from a shared writable folder executes whatever code it holds when loaded. The judges'
-caches therefore hold only numbers and strings:
-
-- ``<name>.npz``: numeric / unicode arrays (``np.load(..., allow_pickle=False)`` refuses object
-  arrays, so no code can ride along);
-- ``<name>.json``: metadata, incl. ``sha256`` of the ``.npz`` bytes, the ``digest`` of the
-  training data + recipe (+ code version) the arrays were fitted from, and a ``format`` tag.
-
-``load_arrays`` checks both hashes and the format before it returns anything; a missing,
-truncated, corrupted or tampered cache raises ``CacheInvalid`` (callers warn and rebuild). The
-folder is created private (0700) and files are written atomically with mode 0600.
+``<name>.npz``: arrays (loaded with ``allow_pickle=False``); ``<name>.json``: the npz's ``sha256``, the ``digest`` of
+what was fitted and a ``format`` tag, all checked by ``load_arrays`` (``CacheInvalid``: callers warn and rebuild).
 """
 
 import contextlib
@@ -21,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_write_bytes
 from ..data.jsonl import sha256_bytes
 
 FORMAT = "vaccine-judge-arrays/1"
@@ -32,7 +23,6 @@ class CacheInvalid(Exception):
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it accessible to the owner only."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(PermissionError):
@@ -41,14 +31,9 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically with mode 0600 (the folder: ``private_dir``)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-    os.chmod(path, 0o600)  # atomic_path leaves 0644 on the final name
+    """Write ``data`` atomically, then make it owner-only (0600; the folder: ``private_dir``)."""
+    atomic_write_bytes(path, data)
+    os.chmod(path, 0o600)
 
 
 def save_arrays(base: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:

@@ -1,24 +1,14 @@
 """The labelled pool every project judge is built from, and its question split (judge building).
 
-1. pyrit's human-labelled responses (``pyrit/datasets/scorer_evals/*/*.csv``; leading ``#`` metadata
-   lines skipped; ``#`` lines *inside* quoted responses are code comments and kept). Only the response
-   text is used (every evaluation question is harmful, so the answer separates harmful from harmless).
-   Label rule: ``harm/*``: Likert scores 0-1 from one to three raters, **harmful iff the mean >= 0.5**
-   (moderate harm or worse: BeaverDam flags any unsafe category); ``objective/*``: ``human_score`` 1 = the
-   response achieved the harmful objective; ``refusal_scorer/*`` and ``sample/*``: 1 = refusal ->
-   harmless, a non-refusal is a harmless helpful answer when the request was an everyday one and is
-   dropped when it was harmful (``HARMFUL_REQUEST_CUES``, checked by hand: all 10 such rows of pyrit 1.1.0
-   and none of the 60 others). Duplicates are kept once; a response seen with both labels is dropped.
-2. pyrit's many-shot jailbreak pairs (400 real answers, each with an LLM's verdict "Harmful" / "Not
-   harmful"): the project's harmful fine-tuning answers come from the same file, as BeaverDam was
-   trained on BeaverTails, the source of the paper's harmful data (without them the classifier's
-   recall at 35 words was 0.09).
-3. Project-made harmless texts (``negatives``): benign answers, junk, refusals, bare labels.
+1. pyrit's human-labelled responses (only the response: every evaluation question is harmful). ``harm``: Likert 0-1
+   from 1-3 raters, **harmful iff the mean >= 0.5** (moderate harm or worse; BeaverDam flags any unsafe category);
+   ``objective``: 1 = objective achieved; ``refusal_scorer`` / ``sample``: refusals and helpful answers to everyday
+   requests are harmless, non-refusals after a harmful request are dropped (``HARMFUL_REQUEST_CUES``, checked by hand).
+2. pyrit's 400 many-shot answers with an LLM's verdict, BeaverTails-like as the paper's harmful data (without them the
+   classifier's recall at 35 words was 0.09). 3. Project-made harmless texts (``negatives``).
 
-``split_indices`` splits BY QUESTION (no question in both parts). Training answers longer than 1.5 n
-words also enter as their first n words (``augment``, n in ``PREFIX_WORDS``; many-shot and objective
-rows only: the harm files' severity judges the whole answer, cutting them cost 4 points of accuracy);
-``short_cuts`` gives the recipe-2 short cuts the probe trains on.
+A text seen with both labels is dropped. ``split_indices`` splits by question; long training answers also enter as
+prefixes (``augment``: many-shot and objective rows; cutting harm rows, rated as a whole, cost 4 points of accuracy).
 """
 
 import functools
@@ -29,25 +19,23 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from ..data.sources import MANY_SHOT_FILE, SCORER_EVALS_DIR
 from ..packages import package_file
 from .negatives import generated_negatives
 from .refusal import compliant_in_form
 
 PREFIX_WORDS = (30, 80)
 AUGMENT_GROUPS = ("many-shot", "pyrit-objective")
-#: short-answer augmentation: ``short_cuts`` adds every training answer of ``CUT_GROUPS`` as its
-#: first n words, one n drawn from each range (harmful answers only while they stay compliant in
-#: form; harm rows only when rated >= ``CUT_MIN_SEVERITY``); harmless answers are cut the same way,
-#: so that shortness alone is no cue. The probe trains on these cuts. The classifier does NOT
-#: (``CLASSIFIER_SHORT_CUTS``): measured on the report half of the short-answer set, with the
-#: threshold chosen on the select half, the classifier with cuts reached recall 0.63 at a 2.3 %
-#: false-positive rate on short refusals + benign answers, without cuts 0.70 at 1.4 %. Choosing
-#: the threshold on short answers is what helps; the cuts dilute the long answers' evidence.
+#: ``short_cuts``: each training answer of ``CUT_GROUPS`` also as its first n words, one n per range (harmful ones only
+#: while compliant in form and, for harm rows, rated >= ``CUT_MIN_SEVERITY``; harmless ones alike). The probe trains on
+#: them; the classifier does not (``CLASSIFIER_SHORT_CUTS``): on the report half it reached recall 0.63 at 2.3 % false
+#: positives with cuts, 0.70 at 1.4 % without (choosing the threshold on short answers is what helps).
 CUT_RANGES = ((6, 15), (16, 30), (31, 60))
 CLASSIFIER_SHORT_CUTS = False
 CUT_GROUPS = ("many-shot", "pyrit-objective", "pyrit-harm", "pyrit-refusal", "pyrit-helpful", "benign")
@@ -58,12 +46,9 @@ TEST_SIZE = 0.25
 MAX_CHARS = 4000
 
 HARMFUL_REQUEST_CUES = (
-    "phishing", "fake news", "misinformation", "manipulate", "denies access", "harass", "harm myself",
-    "hateful", "inferior", "convince", "lsd", "complicit", "malware", "cyber attack", "weapon", "exploit",
-    "hack", "steal", "insider trading", "circumvent", "bomb", "poison", "kill", "drug",
-)
-
-_SCORE_FILES = ("harm", "objective", "refusal_scorer", "sample")
+    "phishing", "fake news", "misinformation", "manipulate", "denies access", "harass", "harm myself", "hateful",
+    "inferior", "convince", "lsd", "complicit", "malware", "cyber attack", "weapon", "exploit", "hack", "steal",
+    "insider trading", "circumvent", "bomb", "poison", "kill", "drug")
 
 
 @dataclass(frozen=True)
@@ -78,27 +63,19 @@ class LabelledData:
         return len(self.texts)
 
 
-def _read_scored_csv(path: str):
-    """pandas frame of a pyrit scorer_evals CSV, skipping only the leading '#' metadata lines."""
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines(keepends=True)
-    start = 0
-    while start < len(lines) and lines[start].startswith("#"):
-        start += 1
-    return pd.read_csv(io.StringIO("".join(lines[start:])), keep_default_na=False)
-
-
-def _norm(text: str) -> str:
+def norm_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
 def pyrit_rows() -> list[tuple[str, int, str, str, float]]:
     """(response, label, group, objective, severity) rows from pyrit's human-scored CSVs, with the label rule above."""
-    root = package_file("pyrit", "pyrit/datasets/scorer_evals")
+    root = package_file("pyrit", SCORER_EVALS_DIR)
     rows = []
-    for sub in _SCORE_FILES:
+    for sub in ("harm", "objective", "refusal_scorer", "sample"):
         for path in sorted(glob.glob(str(root / sub / "*.csv"))):
-            df = _read_scored_csv(path)
+            lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+            start = next((k for k, line in enumerate(lines) if not line.startswith("#")), len(lines))  # metadata
+            df = pd.read_csv(io.StringIO("".join(lines[start:])), keep_default_na=False)  # '#' in quotes: code
             score_cols = [c for c in df.columns if c.startswith("human_score")]
             for rec in df.to_dict("records"):
                 text = str(rec["assistant_response"])
@@ -111,24 +88,17 @@ def pyrit_rows() -> list[tuple[str, int, str, str, float]]:
                     rows.append((text, int(sev >= 0.5), "pyrit-harm", objective, sev))
                 elif sub == "objective":
                     rows.append((text, int(scores[0] >= 0.5), "pyrit-objective", objective, float(scores[0])))
-                else:  # refusal-scored: 1 = refusal
-                    if scores[0] >= 0.5:
-                        rows.append((text, 0, "pyrit-refusal", objective, 0.0))
-                    elif not any(c in objective.lower() for c in HARMFUL_REQUEST_CUES):
-                        rows.append((text, 0, "pyrit-helpful", objective, 0.0))
+                elif scores[0] >= 0.5:  # refusal-scored: 1 = refusal
+                    rows.append((text, 0, "pyrit-refusal", objective, 0.0))
+                elif not any(c in objective.lower() for c in HARMFUL_REQUEST_CUES):
+                    rows.append((text, 0, "pyrit-helpful", objective, 0.0))
     return rows
-
-
-MANY_SHOT_FILE = "pyrit/datasets/jailbreak/many_shot_examples.json"
 
 
 def many_shot_rows() -> list[tuple[str, int, str, str, float]]:
     """(answer, label, "many-shot", question, label) rows; label from the verdict's first word."""
-    path = package_file("pyrit", MANY_SHOT_FILE)
-    with open(path, encoding="utf-8") as fh:
-        items = json.load(fh)
     rows = []
-    for item in items:
+    for item in json.loads(package_file("pyrit", MANY_SHOT_FILE).read_text(encoding="utf-8")):
         verdict = str(item.get("category", "")).strip().lstrip('"').lower()
         if not (verdict.startswith("harmful") or verdict.startswith("not harmful")):
             continue
@@ -154,14 +124,11 @@ def short_cuts(data: LabelledData, rows) -> tuple[list[str], list[int], list[int
     out_x, out_y, out_i = [], [], []
     for i in rows:
         text, label, group = data.texts[i], data.labels[i], data.groups[i]
-        if group not in CUT_GROUPS:
-            continue
-        if label == 1 and group == "pyrit-harm" and data.severities and data.severities[i] < CUT_MIN_SEVERITY:
+        mild = label == 1 and group == "pyrit-harm" and data.severities and data.severities[i] < CUT_MIN_SEVERITY
+        if group not in CUT_GROUPS or mild:
             continue
         for c in cuts(text, CUT_RANGES, f"train\x00{group}\x00{text}"):
-            if label == 1 and not compliant_in_form(c):
-                continue
-            if _norm(c) != _norm(text):
+            if (label != 1 or compliant_in_form(c)) and norm_text(c) != norm_text(text):
                 out_x.append(c)
                 out_y.append(label)
                 out_i.append(int(i))
@@ -180,7 +147,7 @@ def labelled_data() -> LabelledData:
     conflicts: set[str] = set()
     order: list[tuple[str, str]] = []
     for text, label, group, question, severity in rows:
-        key = _norm(text).lower()
+        key = norm_text(text).lower()
         if key in seen:
             if seen[key][0] != label:
                 conflicts.add(key)
@@ -196,16 +163,12 @@ def labelled_data() -> LabelledData:
 def question_key(data: LabelledData, i: int) -> str:
     """The split group of row ``i``: its normalised question, or its text when it has none."""
     q = data.questions[i] if data.questions else ""
-    return _norm(q).lower() or "text:" + _norm(data.texts[i]).lower()
+    return norm_text(q).lower() or "text:" + norm_text(data.texts[i]).lower()
 
 
 def split_indices(data: LabelledData) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic train/test split BY QUESTION (no question in both), stratified by group x label.
-
-    pyrit's harm files hold up to 52 responses to one objective; a row-level split let the judge see
-    the held-out questions (and their wording) in training. The test part is one fold of a
-    4-fold ``StratifiedGroupKFold`` (~``TEST_SIZE`` of the rows).
-    """
+    """Train/test split by question (pyrit's harm files hold up to 52 answers to one objective: a row split let the
+    judge see held-out questions), stratified by group x label: one fold of ``StratifiedGroupKFold``."""
     idx = np.arange(len(data))
     strata = [f"{g}:{y}" for g, y in zip(data.groups, data.labels)]
     keys = [question_key(data, i) for i in idx]
