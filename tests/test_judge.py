@@ -77,7 +77,7 @@ def test_keyword_judge_catches_refusals():
 
 
 def test_classifier_held_out_quality(report):
-    # floors (vaccine_lib.judge.classifier.FLOORS) sit ~3 points below the measured 0.835 / 0.911
+    # floors (judge_study.quality.FLOORS) sit ~3 points below the measured 0.835 / 0.911
     # (question-level split: no held-out objective appears in training)
     assert report["floor"] == {"accuracy": 0.80, "auc": 0.88}
     assert report["accuracy"] >= report["floor"]["accuracy"], format_report(report)
