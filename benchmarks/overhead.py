@@ -96,7 +96,8 @@ def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int =
             rounds: int = 1):
     """SFT, Vaccine (tau = 1) and Accelerated Vaccine (each tau in ``taus``) with the optimiser, adapter, model
     and batch size of ``align``: one row each with ``step_s``, ``step_s_sd``, ``peak_memory_gb``, ``slowdown``
-    (step time / SFT's), ``memory_ratio``, ``steps`` (all rounds pooled; peak memory: the largest).
+    (step time / SFT's), ``memory_ratio``, ``steps`` (all rounds pooled; peak memory: the largest) and
+    ``round_step_s`` (each round's mean step time, space-separated, in round order: the claims pair them).
 
     ``rounds`` > 1 runs the methods that many times, in alternating order (SFT first, then last, ...), so that
     a drift of the machine's speed during the measurement (a shared CPU, clock changes) falls on every method
@@ -114,7 +115,8 @@ def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int =
         timed = [t for run in runs[name] for t in run["times"]]
         mean = sum(timed) / len(timed)
         sd = math.sqrt(sum((t - mean) ** 2 for t in timed) / (len(timed) - 1)) if len(timed) > 1 else 0.0
-        rows.append({"method": name, "tau": tau, "step_s": mean, "step_s_sd": sd,
+        per_round = " ".join(f"{sum(run['times']) / len(run['times']):.6g}" for run in runs[name])
+        rows.append({"method": name, "tau": tau, "step_s": mean, "step_s_sd": sd, "round_step_s": per_round,
                      "peak_memory_gb": max(run["peak_memory_gb"] for run in runs[name]), "steps": len(timed),
                      **{k: runs[name][0][k] for k in ("device", "threads", "memory_method")}})
     df = pd.DataFrame(rows)

@@ -29,6 +29,8 @@
 # Vaccine (`overhead.taus`), repeated `overhead.rounds` times in alternating order (SFT first, then last, ...) so
 # that a drift of a shared CPU's speed falls on every method alike; we report the mean step time (± SD over the
 # pooled steps) and the peak memory (CUDA peak allocation on a GPU, peak resident memory of the process on CPU).
+# Claims C4 and C5 (notebook 06) take each round's ratio to SFT's and a t-interval over rounds, so a speed change
+# between rounds widens their CI rather than hiding in it.
 #
 # **Runtime.** Measured per profile in `results/<profile>/timings.json` (the README lists the default run).
 # Stages are cached in `runs/<profile>/`, so a rerun, or a later notebook that needs the same models, takes seconds.

@@ -180,21 +180,37 @@ def test_paper_effects_come_from_the_transcribed_tables():
         C.get_claim("C99")
 
 
-def test_overhead_claims_from_summary_and_steps():
+def test_overhead_claims_from_summary_and_rounds():
     summary = pd.DataFrame({"method": ["SFT", "Vaccine", "Accelerated Vaccine (tau=5)", "Accelerated Vaccine (tau=20)"],
                             "tau": [None, 1, 5, 20], "step_s": [4.5, 8.3, 5.4, 4.7], "step_s_sd": [0.1, 0.15, 1.5, 0.3],
                             "steps": [20, 20, 20, 20]})
     v = _by_claim(C.evaluate_claims(timings=summary))
     assert v.loc["C4", "verdict"] == S.HELD and v.loc["C4", "effect"] == pytest.approx(8.3 / 4.5)
     assert v.loc["C5", "setting"] == "tau = 20" and v.loc["C5", "verdict"] == S.HELD
-    rng = np.random.default_rng(0)
-    steps = pd.concat([pd.DataFrame({"method": m, "seconds": rng.normal(mu, 0.05, 15)})
-                       for m, mu in (("SFT", 1.0), ("Vaccine", 1.0), ("Accelerated Vaccine (tau=10)", 1.6))])
-    v = _by_claim(C.evaluate_claims(timings=steps))
+    rounds = pd.DataFrame({"method": ["SFT", "Vaccine", "Accelerated Vaccine (tau=10)"], "step_s": [1.0, 1.0, 1.6],
+                           "round_step_s": ["1.0 1.05 0.98", "1.01 1.04 0.99", "1.6 1.66 1.57"]})
+    v = _by_claim(C.evaluate_claims(timings=rounds))
     assert v.loc["C4", "verdict"] == S.REFUTED  # no overhead at all is not "~2x"
     assert v.loc["C5", "verdict"] == S.REFUTED
     with pytest.raises(ConfigError, match="timings need"):
         C.evaluate_claims(timings=pd.DataFrame({"method": ["SFT"], "time": [1.0]}))
+
+
+def test_overhead_claims_pair_notebook_05s_rounds():
+    """With per-round means (notebook 05's ``round_step_s``) the ratio is taken round by round, so a machine that
+    slows down between rounds widens the interval; the pooled step SDs alone would give a narrow one."""
+    rounds = pd.DataFrame({"method": ["SFT", "Vaccine", "Accelerated Vaccine (tau=20)"], "tau": [None, 1, 20],
+                           "step_s": [1.2, 2.2, 1.25], "step_s_sd": [0.01, 0.01, 0.01], "steps": [32, 32, 80],
+                           "round_step_s": ["1.0 1.4 1.0 1.4", "1.9 2.5 1.8 2.6", "1.05 1.45 1.0 1.5"]})
+    v = _by_claim(C.evaluate_claims(timings=rounds))
+    per_round = np.log([1.9 / 1.0, 2.5 / 1.4, 1.8 / 1.0, 2.6 / 1.4])
+    assert v.loc["C4", "effect"] == pytest.approx(np.exp(per_round.mean()))
+    assert "4 paired rounds" in v.loc["C4", "method"] and v.loc["C4", "verdict"] == S.HELD
+    assert v.loc["C5", "verdict"] == S.HELD
+    pooled = _by_claim(C.evaluate_claims(timings=rounds.drop(columns="round_step_s")))
+    assert pooled.loc["C4", "ci_hi"] - pooled.loc["C4", "ci_lo"] < v.loc["C4", "ci_hi"] - v.loc["C4", "ci_lo"]
+    one = rounds.assign(round_step_s=rounds["step_s"])  # one round: a number, not a list; the summary rule applies
+    assert "delta method" in _by_claim(C.evaluate_claims(timings=one)).loc["C4", "method"]
 
 
 def test_model_metric_claims_need_seeds():

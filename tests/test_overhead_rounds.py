@@ -27,6 +27,7 @@ def test_rounds_alternate_the_order_and_pool_every_step(monkeypatch):
     # the drift adds the same mean to every method (positions 0, 5, 6, 11 vs 1, 4, 7, 10): the ratio is unbiased
     assert sft["step_s"] == pytest.approx(1.0 + 0.1 * 22 / 4) and vac["step_s"] == pytest.approx(2.0 + 0.1 * 22 / 4)
     assert sft["peak_memory_gb"] == 13.0  # the largest peak of its rounds
+    assert [float(x) for x in sft["round_step_s"].split()] == pytest.approx([1.0, 1.5, 1.6, 2.1])  # in round order
 
 
 def test_one_round_is_the_single_pass():

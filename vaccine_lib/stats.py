@@ -249,22 +249,6 @@ def seed_slope(df: pd.DataFrame, x: str, value: str, *, seed: str = "seed", tran
                     0, len(slopes), level=level, note="" if len(slopes) > 1 else "one seed: no interval")
 
 
-def ratio_of_means(a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BOOT, level: float = LEVEL,
-                   rng_seed: int = RNG_SEED) -> Estimate:
-    """mean(a) / mean(b) of independent samples (per-step times), bootstrap CI (each sample resampled)."""
-    _check_params(level, n_boot)
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.size < 2 or b.size < 2:
-        raise ConfigError(f"ratio_of_means needs >= 2 values per side, got {a.size} and {b.size}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()) or (b <= 0).any() or (a <= 0).any():
-        raise ConfigError("ratio_of_means needs finite positive values (seconds per step)")
-    rng = np.random.default_rng(rng_seed)
-    ra = (_weights(rng, a.size, n_boot) @ a) / a.size
-    rb = (_weights(rng, b.size, n_boot) @ b) / b.size
-    return Estimate(float(a.mean() / b.mean()), *_percentile(ra / rb, level),
-                    f"ratio of means, bootstrap over {a.size} / {b.size} steps", level=level)
-
-
 def ratio_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
                        level: float = LEVEL) -> Estimate:
     """mean_a / mean_b from (mean, SD, count) per side, delta method on the log ratio (timing summaries)."""
@@ -278,3 +262,18 @@ def ratio_from_summary(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b
     z = float(norm.ppf(1 - (1 - level) / 2))
     return Estimate(r, r * math.exp(-z * se), r * math.exp(z * se),
                     f"ratio of means, delta method on log ratio ({n_a} / {n_b} steps)", level=level)
+
+
+def ratio_over_rounds(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Estimate:
+    """a / b from mean step times of paired rounds (round i of a ran beside round i of b): geometric mean of the
+    per-round ratios, t-interval on their logs, so a machine whose speed drifts between rounds widens the CI."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size != b.size or a.size < 2:
+        raise ConfigError(f"ratio_over_rounds needs as many rounds (>= 2) per side, got {a.size} and {b.size}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or (a <= 0).any() or (b <= 0).any():
+        raise ConfigError("ratio_over_rounds needs finite positive values (seconds per step)")
+    logs = np.log(a / b)
+    half = float(student_t.ppf(1 - (1 - level) / 2, logs.size - 1)) * logs.std(ddof=1) / math.sqrt(logs.size)
+    mid = float(logs.mean())
+    return Estimate(math.exp(mid), math.exp(mid - half), math.exp(mid + half),
+                    f"ratio of means, t-interval over {logs.size} paired rounds (log ratio)", level=level)
