@@ -10,9 +10,9 @@ CUDA.
 """
 
 import json
-import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,10 +113,9 @@ def measure(align: AlignConfig, *, seq: int = 128, warmup: int = 2, steps: int =
     rows = []
     for name, tau in methods:
         timed = [t for run in runs[name] for t in run["times"]]
-        mean = sum(timed) / len(timed)
-        sd = math.sqrt(sum((t - mean) ** 2 for t in timed) / (len(timed) - 1)) if len(timed) > 1 else 0.0
-        per_round = " ".join(f"{sum(run['times']) / len(run['times']):.6g}" for run in runs[name])
-        rows.append({"method": name, "tau": tau, "step_s": mean, "step_s_sd": sd, "round_step_s": per_round,
+        per_round = " ".join(f"{statistics.fmean(run['times']):.6g}" for run in runs[name])
+        rows.append({"method": name, "tau": tau, "step_s": statistics.fmean(timed),
+                     "step_s_sd": statistics.stdev(timed) if len(timed) > 1 else 0.0, "round_step_s": per_round,
                      "peak_memory_gb": max(run["peak_memory_gb"] for run in runs[name]), "steps": len(timed),
                      **{k: runs[name][0][k] for k in ("device", "threads", "memory_method")}})
     df = pd.DataFrame(rows)

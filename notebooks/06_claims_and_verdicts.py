@@ -20,9 +20,10 @@
 #
 # **What this notebook does.** It turns the runs of notebooks 01–05 into one verdict per claim of the paper, with
 # a 95 % confidence interval, under **every Harmful Score judge of the profile** — its judge (`eval.judge`, here
-# `classifier`) and each judge in `eval.rejudge` (default: `probe`, a probe on the embedded model's hidden states;
-# `ensemble`, the mean of the two; `stacked`, the primary judge, the only one that met recall >= 0.85 at <= 3 % false
-# positives on a blind hand-written set: `docs/judges.md`; the smoke profile uses `keyword`). Nothing here is typed by hand: the effects come
+# `stacked`, the primary judge, the only one that met recall >= 0.85 at <= 3 % false positives on a blind
+# hand-written set: `docs/judges.md`) and each judge in `eval.rejudge` (here `classifier`; `probe`, a probe on the
+# embedded model's hidden states; `ensemble`, the mean of the two; the smoke profile uses `keyword`). Nothing here is
+# typed by hand: the effects come
 # from the stored per-prompt outcomes (`runs/<profile>/eval/`), drift and alignment loss from notebook 01's table,
 # step times from notebook 05's; the verdict rule is fixed in code (`vaccine_lib.stats`, `vaccine_lib.claims`).
 #

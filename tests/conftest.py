@@ -22,8 +22,8 @@ def tiny_model(tokenizer):
     """Factory: tiny_model('tiny-llama', seed=0) -> a fresh random model."""
     from vaccine_lib.models import build_tiny_model
 
-    def make(name: str = "tiny-llama", seed: int = 0, **overrides):
-        return build_tiny_model(name, tokenizer, seed=seed, **overrides)
+    def make(name: str = "tiny-llama", seed: int = 0):
+        return build_tiny_model(name, tokenizer, seed=seed)
 
     return make
 

@@ -31,7 +31,7 @@ LAYERS = {
 #: issue 21's target is 8,000 lines; the library is above it (docs/ARCHITECTURE.md, "Size"), so the total is held
 #: at its size after the last trim (11,790 lines at the end of session 7; lowered since by the trims that followed):
 #: a ratchet. A new feature pays for itself by trimming; lower the number as the library shrinks, never raise it.
-MAX_LINES, TARGET_LINES, MAX_MODULE_LINES = 9_325, 8_000, 450
+MAX_LINES, TARGET_LINES, MAX_MODULE_LINES = 9_323, 8_000, 450
 
 
 @cache

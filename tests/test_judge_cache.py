@@ -132,3 +132,13 @@ def test_an_old_pickle_cache_is_ignored(cache_root, tiny_data):
     (cache_root / "judge" / f"{C.data_digest(tiny_data)}.pkl").write_bytes(pickle.dumps(_Boom(str(marker))))
     _, path, cached = C.load_or_fit()
     assert not cached and path.suffix == ".npz" and not marker.exists()
+
+
+def test_private_files_are_never_readable_by_others_even_before_the_rename(tmp_path, monkeypatch):
+    from vaccine_lib import atomic
+    from vaccine_lib.judge.store import write_private
+    modes, replace = [], os.replace
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (modes.append(stat.S_IMODE(os.stat(a).st_mode)),
+                                                            replace(a, b)))
+    write_private(tmp_path / "harmful.jsonl", b"text")
+    assert modes == [0o600] and stat.S_IMODE(os.stat(tmp_path / "harmful.jsonl").st_mode) == 0o600

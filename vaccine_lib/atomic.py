@@ -24,15 +24,15 @@ class IntegrityWarning(UserWarning):
 
 
 @contextlib.contextmanager
-def atomic_path(target, prefix: str = ".tmp-"):
-    """Yield a temp path next to ``target``; on success it replaces ``target`` (mode 0644), on error it is removed."""
+def atomic_path(target, prefix: str = ".tmp-", mode: int = 0o644):
+    """Yield a temp path next to ``target``; on success it replaces ``target`` with ``mode``, on error it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{target.name}-", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; caches and figures may be shared
+        os.chmod(tmp, mode)  # mkstemp creates 0600; caches and figures may be shared (0644), harmful text not
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -40,9 +40,9 @@ def atomic_path(target, prefix: str = ".tmp-"):
         raise
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+def atomic_write_bytes(path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically (fsynced before the rename, ``mode`` set before it too)."""
+    with atomic_path(path, mode=mode) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

@@ -347,8 +347,7 @@ class Sweeps(StageConfig):
     defenses: list[Label] = _field(list(METHODS), "methods of Table 1", min_length=1)
     ps: Ratios = _field([0.0, 0.1, 0.3], "harmful ratios of Table 1 / Fig. 2", min_length=1)
     baseline_ps: Ratios = _field([], "harmful ratios for NA / EWC / Vlguard / KL (empty: the same as ps)")
-    method_ps: dict[Label, Annotated[list[float], rule(lambda ps: ps and all(0 <= x <= 1 for x in ps),
-                                                        "give a non-empty list of harmful ratios in [0, 1]")]] = _field(
+    method_ps: dict[Label, Annotated[Ratios, rule(bool, "give a non-empty list of harmful ratios")]] = _field(
         {}, "harmful ratios of single methods, replacing ps / baseline_ps for them (e.g. {Vaccine: [0.0, 0.3]})")
     tasks: Annotated[list[str], _one_of(TASKS, "task(s)")] = _field(["sst2"], "tasks of Table 4", min_length=1)
     sample_counts: Annotated[list[int], rule(lambda v: all(x >= 1 for x in v), "every sample count must be >= 1")] \

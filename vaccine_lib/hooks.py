@@ -89,9 +89,7 @@ def attention_hooks(model: nn.Module, fn: Callable, *, layers_path: str | None =
             return new
         return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
 
-    handles = [module.register_forward_hook(functools.partial(hook, i)) for i, module in enumerate(modules)]
-    try:
+    with contextlib.ExitStack() as attached:  # a failure half-way still removes the hooks already attached
+        for i, module in enumerate(modules):
+            attached.callback(module.register_forward_hook(functools.partial(hook, i)).remove)
         yield modules
-    finally:
-        for h in handles:
-            h.remove()

@@ -276,4 +276,4 @@ def ratio_over_rounds(a: Sequence[float], b: Sequence[float], level: float = LEV
     half = float(student_t.ppf(1 - (1 - level) / 2, logs.size - 1)) * logs.std(ddof=1) / math.sqrt(logs.size)
     mid = float(logs.mean())
     return Estimate(math.exp(mid), math.exp(mid - half), math.exp(mid + half),
-                    f"ratio of means, t-interval over {logs.size} paired rounds (log ratio)", level=level)
+                    f"geometric mean of round ratios, t-interval over {logs.size} paired rounds", level=level)

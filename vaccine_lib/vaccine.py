@@ -89,7 +89,8 @@ class VaccineConfig(TrainingArguments):
 
 
 @contextlib.contextmanager
-def perturbed(model: nn.Module, eps: Sequence[torch.Tensor] | Callable, *, layers_path: str | None = None, attn_name: str | None = None):
+def perturbed(model: nn.Module, eps: Sequence[torch.Tensor] | Callable, *, layers_path: str | None = None,
+              attn_name: str | None = None):
     """Pass 2: within the block every attention output gets ``eps[l]`` added; ``eps``: one tensor per layer or
     ``(layer_index, e_l) -> tensor``, evaluated once per layer and cached (a layer recomputed under gradient
     checkpointing gets the same value). Yields the cache ``{layer_index: eps_l}``."""

@@ -19,6 +19,7 @@ from .outcomes import (HARMFUL_PART, JUDGED, NO_JUDGE, Reference, check_outcomes
 TABLE_COLUMNS = ("claim", "statement", "effect_label", "unit", "paper", "paper_effect", "paper_note", "judge",
                  "effect", "ci_lo", "ci_hi", "p_value", "n_items", "n_seeds", "method", "setting", "detail",
                  "judge_verdict", "verdict", "note", "notebook", "profile")
+CLAIM_FIELDS = ("statement", "effect_label", "unit", "paper", "paper_effect", "paper_note")
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ def evaluate_claims(outcomes: pd.DataFrame | None = None, model_metrics=None, ti
             row_note = note or r.note or e.note
             if flag and claim.uses_outcomes:
                 row_note = f"{row_note}; {flag}" if row_note else flag
-            out.append({**{k: getattr(claim, k) for k in TABLE_COLUMNS[1:7]}, "claim": claim.id, "judge": r.judge,
+            out.append({**{k: getattr(claim, k) for k in CLAIM_FIELDS}, "claim": claim.id, "judge": r.judge,
                         "effect": e.effect, "ci_lo": e.lo, "ci_hi": e.hi, "p_value": e.p_value, "n_items": e.n_items,
                         "n_seeds": e.n_seeds, "method": e.method, "setting": r.setting, "detail": r.detail,
                         "judge_verdict": v, "verdict": combined, "note": row_note, "notebook": claim.notebook,

@@ -180,11 +180,11 @@ def claims_table(outcomes, model_metrics=None, timings=None, *, run_dir=None, re
         "excluded": [] if outcomes is None else outcomes.attrs.get("excluded", [])}
 
 
-def claims_for_run(P, run_dir, tables_dir, rejudge: Sequence[str] = ("probe",), min_judges: int = 2,
+def claims_for_run(P, run_dir, tables_dir, rejudge: Sequence[str] | None = None, min_judges: int = 2,
                    write: bool = True) -> tuple[pd.DataFrame, dict]:
-    """The claims table of one profile's run: outcomes from ``run_dir`` (own judge + ``rejudge``), notebook 01's
-    drift and alignment loss and notebook 05's step times from ``tables_dir``; written there as claims.{csv,json}."""
-    tables_dir = Path(tables_dir)
+    """One profile's claims table: outcomes from ``run_dir`` (own judge + ``rejudge``, default ``P.eval.rejudge``),
+    notebook 01's drift / alignment loss and 05's step times from ``tables_dir``; written there as claims.{csv,json}."""
+    tables_dir, rejudge = Path(tables_dir), P.eval.rejudge if rejudge is None else rejudge
     metrics, timings = (f if f.is_file() else None for f in (tables_dir / "fig2_harmful_drift.csv",
                                                               tables_dir / "table5_overhead.csv"))
     table, prov = claims_table(load_outcomes(run_dir, rejudge=list(rejudge)), metrics, timings, run_dir=run_dir,
@@ -200,7 +200,7 @@ def claims_for_run(P, run_dir, tables_dir, rejudge: Sequence[str] = ("probe",), 
 def notebook_claims(P, run_dir, tables_dir, notebook: str) -> str:
     """Markdown of a notebook's claims computed from this run: the rows notebook 06 writes to ``claims.csv``
     (same inputs, judges and rule), for the result cell at the end of notebooks 01-05."""
-    table, _ = claims_for_run(P, run_dir, tables_dir, rejudge=P.eval.rejudge, write=False)
+    table, _ = claims_for_run(P, run_dir, tables_dir, write=False)
     return claims_markdown(notebook, table=table)
 
 

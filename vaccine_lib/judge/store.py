@@ -31,9 +31,8 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically, then make it owner-only (0600; the folder: ``private_dir``)."""
-    atomic_write_bytes(path, data)
-    os.chmod(path, 0o600)
+    """Write ``data`` atomically, owner-only (0600) from before the rename (the folder: ``private_dir``)."""
+    atomic_write_bytes(path, data, mode=0o600)
 
 
 def save_arrays(base: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
